@@ -1,0 +1,28 @@
+# emostream: the two entry points. Both install what they need (servers into a per-user cache).
+#   make test   format check, clippy, unit and integration tests against real servers
+#   make demo   the pipeline on this machine
+
+CARGO ?= cargo
+
+.PHONY: test demo deps toolchain fmt-check clippy unit-and-integration
+
+test: toolchain deps fmt-check clippy unit-and-integration
+
+toolchain:
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+deps:
+	@local/deps.sh >/dev/null
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit-and-integration:
+	local/servers.sh run -- $(CARGO) test --workspace --locked
+
+demo: deps
+	local/demo.sh

@@ -1,0 +1,193 @@
+//! Configuration shared by every function, read once from environment variables at start-up
+//! into a typed struct. A bad value stops the function's init with a message naming the
+//! variable, rather than surfacing later as odd counts.
+
+use crate::emoji::{DEFAULT_CATALOGUE, EmojiCatalogue};
+use crate::reaction::ReactionLimits;
+use crate::swarm::SwarmRule;
+use crate::window::WindowWidth;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// A variable that is missing or does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}: {reason}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Where settings come from: the process environment in production, a map in tests.
+pub trait Settings {
+    /// The raw value of `var`, if set and not empty.
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Settings for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Settings for [(&str, &str); N] {
+    fn get(&self, var: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// Reads `var` and parses it, or falls back to `default` when unset.
+pub fn parse_or<T>(
+    settings: &impl Settings,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match settings.get(var) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+            var,
+            reason: format!("{raw:?}: {e}"),
+        }),
+    }
+}
+
+/// Reads a required `var`.
+pub fn required(settings: &impl Settings, var: &'static str) -> Result<String, ConfigError> {
+    settings.get(var).ok_or(ConfigError {
+        var,
+        reason: "is required but not set".into(),
+    })
+}
+
+/// The domain settings every function agrees on. The names are the same in template.yaml,
+/// the local stack and the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// `WINDOW_WIDTH_MS` (default 2000).
+    pub window_width: WindowWidth,
+    /// `EMOJI_CATALOGUE`, `name=glyph,...` (default: a ten-emoji set).
+    pub catalogue: EmojiCatalogue,
+    /// `SWARM_RULE`: `ratio:N`, `log:B` or `top:K[:N]` (default `ratio:10`).
+    pub swarm_rule: SwarmRule,
+    /// `MAX_BATCH_SIZE` (default 500) and `MAX_REACTION_COUNT` (default 100).
+    pub limits: ReactionLimits,
+}
+
+impl DomainConfig {
+    /// Reads the domain settings.
+    pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
+        let width_ms = parse_or(settings, "WINDOW_WIDTH_MS", WindowWidth::DEFAULT.millis())?;
+        let window_width = WindowWidth::from_millis(width_ms).map_err(|e| ConfigError {
+            var: "WINDOW_WIDTH_MS",
+            reason: e.to_string(),
+        })?;
+        let catalogue_spec = settings
+            .get("EMOJI_CATALOGUE")
+            .unwrap_or_else(|| DEFAULT_CATALOGUE.to_owned());
+        let catalogue = EmojiCatalogue::parse(&catalogue_spec).map_err(|e| ConfigError {
+            var: "EMOJI_CATALOGUE",
+            reason: e.to_string(),
+        })?;
+        let defaults = ReactionLimits::default();
+        let max_batch = parse_or(settings, "MAX_BATCH_SIZE", defaults.max_batch)?;
+        let max_count = parse_or(settings, "MAX_REACTION_COUNT", defaults.max_count)?;
+        for (var, value) in [
+            ("MAX_BATCH_SIZE", max_batch as u64),
+            ("MAX_REACTION_COUNT", u64::from(max_count)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    var,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(Self {
+            window_width,
+            catalogue,
+            swarm_rule: parse_or(settings, "SWARM_RULE", SwarmRule::default())?,
+            limits: ReactionLimits {
+                max_batch,
+                max_count,
+            },
+        })
+    }
+
+    /// Reads the domain settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&ProcessEnv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = DomainConfig::from_settings(&[]).unwrap();
+        assert_eq!(config.window_width, WindowWidth::DEFAULT);
+        assert_eq!(config.catalogue, EmojiCatalogue::default());
+        assert_eq!(config.swarm_rule, SwarmRule::Ratio { per: 10 });
+        assert_eq!(config.limits, ReactionLimits::default());
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = DomainConfig::from_settings(&[
+            ("WINDOW_WIDTH_MS", "500"),
+            ("EMOJI_CATALOGUE", "goal=⚽"),
+            ("SWARM_RULE", "log:2"),
+            ("MAX_BATCH_SIZE", "50"),
+            ("MAX_REACTION_COUNT", "5"),
+        ])
+        .unwrap();
+        assert_eq!(config.window_width.millis(), 500);
+        assert_eq!(config.catalogue.emojis().len(), 1);
+        assert_eq!(config.swarm_rule, SwarmRule::Logarithmic { base: 2 });
+        assert_eq!(
+            config.limits,
+            ReactionLimits {
+                max_batch: 50,
+                max_count: 5
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("WINDOW_WIDTH_MS", "2s"),
+            ("WINDOW_WIDTH_MS", "10"),
+            ("EMOJI_CATALOGUE", "nope"),
+            ("SWARM_RULE", "ratio:0"),
+            ("MAX_BATCH_SIZE", "-1"),
+            ("MAX_BATCH_SIZE", "0"),
+            ("MAX_REACTION_COUNT", "0"),
+        ] {
+            let settings = [(var, value)];
+            let err = DomainConfig::from_settings(&settings).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("environment variable {var}"))
+            );
+        }
+        let missing = required(&[], "KAFKA_BROKERS").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "environment variable KAFKA_BROKERS: is required but not set"
+        );
+    }
+}

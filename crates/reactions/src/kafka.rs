@@ -1,0 +1,185 @@
+//! The Kafka adapter: topic administration and an acknowledged, idempotent producer, over
+//! rdkafka (bundled librdkafka). Functions use it to publish; tests and the local stack use it to
+//! create topics with the partition counts the design needs (auto-created topics get one).
+
+use futures::future::join_all;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::time::Duration;
+
+/// Errors from the Kafka adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaAdapterError {
+    /// The client could not be built from its configuration.
+    #[error("kafka client configuration rejected: {0}")]
+    Config(#[source] KafkaError),
+    /// The broker refused to create a topic for a reason other than it already existing.
+    #[error("could not create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    /// The admin request itself failed (broker unreachable, timeout).
+    #[error("kafka admin request failed: {0}")]
+    Admin(#[source] KafkaError),
+    /// A record was not acknowledged by the broker.
+    #[error("record {index} was not delivered: {source}")]
+    Delivery {
+        index: usize,
+        #[source]
+        source: KafkaError,
+    },
+    /// Not every record was acknowledged within the deadline.
+    #[error("records were not acknowledged within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How to reach the cluster. `extra` carries security settings (`security.protocol`,
+/// `sasl.mechanism`, ...) so TLS and MSK IAM need no code change here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list (`KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Shown in broker logs and metrics.
+    pub client_id: String,
+    /// Further librdkafka properties.
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaSettings {
+    /// Settings for `brokers` with no security properties.
+    pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The librdkafka configuration shared by every client built from these settings.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
+        for (key, value) in &self.extra {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// A topic and its partition count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+}
+
+/// Creates the topics that do not exist yet; existing topics are left as they are, so the
+/// call is safe at every start-up.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &[TopicSpec],
+    timeout: Duration,
+) -> Result<(), KafkaAdapterError> {
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .map_err(KafkaAdapterError::Config)?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    // Both timeouts: the operation one bounds the broker's work, the request one bounds the
+    // wait for an unreachable broker (60 s by default).
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(KafkaAdapterError::Admin)?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaAdapterError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// An idempotent producer that waits for every record to be acknowledged by all in-sync
+/// replicas: a caller told "done" can rely on the records surviving a broker failure.
+#[derive(Clone)]
+pub struct AckedProducer {
+    producer: FutureProducer,
+}
+
+impl AckedProducer {
+    /// Builds the producer. Connecting is lazy: an unreachable broker shows up as a delivery
+    /// timeout, not here.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaAdapterError> {
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("compression.type", "none")
+            .create()
+            .map_err(KafkaAdapterError::Config)?;
+        Ok(Self { producer })
+    }
+
+    /// Produces `records` (key, value) to `topic` and waits until every one is acknowledged or
+    /// `deadline` passes. Records are sent concurrently; per-key order is kept by librdkafka's
+    /// idempotent producer.
+    pub async fn produce_all(
+        &self,
+        topic: &str,
+        records: &[(Vec<u8>, Vec<u8>)],
+        deadline: Duration,
+    ) -> Result<Vec<Delivered>, KafkaAdapterError> {
+        let sends = records.iter().map(|(key, value)| {
+            self.producer.send(
+                FutureRecord::to(topic).key(key).payload(value),
+                // Time allowed to wait for space in the local queue.
+                Timeout::After(deadline),
+            )
+        });
+        let outcome = tokio::time::timeout(deadline, join_all(sends))
+            .await
+            .map_err(|_| KafkaAdapterError::Timeout(deadline))?;
+        outcome
+            .into_iter()
+            .enumerate()
+            .map(|(index, result)| match result {
+                Ok(delivery) => Ok(Delivered {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }),
+                Err((source, _)) => Err(KafkaAdapterError::Delivery { index, source }),
+            })
+            .collect()
+    }
+
+    /// Waits up to `timeout` for queued records to be sent; call before a process exits.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaAdapterError> {
+        self.producer
+            .flush(Timeout::After(timeout))
+            .map_err(|_| KafkaAdapterError::Timeout(timeout))
+    }
+}

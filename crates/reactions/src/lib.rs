@@ -1,0 +1,30 @@
+//! The emostream domain, shared by every function: what a reaction is, how it is validated,
+//! how reactions fall into tumbling windows, how counts are downscaled into a swarm, and the
+//! Kafka message formats that carry them. The `kafka` and `mongo` features add the adapters
+//! to the real backends; the domain itself never touches the network.
+
+pub mod config;
+pub mod emoji;
+pub mod ids;
+pub mod kafka_event;
+pub mod message;
+pub mod reaction;
+pub mod swarm;
+pub mod telemetry;
+pub mod validation;
+pub mod window;
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mongo")]
+pub mod mongo;
+
+pub use config::{ConfigError, DomainConfig};
+pub use emoji::{Emoji, EmojiCatalogue, EmojiName};
+pub use ids::{StreamId, UserId};
+pub use kafka_event::{DecodedRecord, RecordPosition, decode_kafka_event};
+pub use message::{ReactionRecord, RecordError, WindowStateRecord};
+pub use reaction::{RawReaction, Reaction, ReactionLimits, validate_batch};
+pub use swarm::SwarmRule;
+pub use validation::{Rule, ValidationError};
+pub use window::{EmojiCounts, WindowCounts, WindowKey, WindowWidth, count_batch};

@@ -1,0 +1,285 @@
+//! The Kafka message formats. Every record is a JSON object with a version field `v`, so a
+//! consumer can tell a record it does not understand (and dead-letter it) from a corrupt one,
+//! and the format can evolve while old records are still in the log.
+
+use crate::emoji::EmojiName;
+use crate::ids::{StreamId, UserId};
+use crate::reaction::Reaction;
+use crate::swarm::Swarm;
+use crate::window::EmojiCounts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Why a record could not be decoded. The `code` goes into dead-letter headers and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The record has no value (a tombstone or an empty produce).
+    #[error("record has no value")]
+    MissingValue,
+    /// Key or value is not valid base64 (Lambda's Kafka events carry both base64-encoded).
+    #[error("record {part} is not valid base64: {reason}")]
+    BadBase64 { part: &'static str, reason: String },
+    /// The value is not JSON of the expected shape.
+    #[error("record value is not a valid message: {0}")]
+    BadJson(String),
+    /// The value carries a version this code does not read.
+    #[error("record version {found} is not supported (this build reads version {supported})")]
+    UnsupportedVersion { found: u64, supported: u32 },
+    /// The JSON is well-formed but a field breaks a domain rule.
+    #[error("record is invalid: {0}")]
+    Invalid(String),
+}
+
+impl RecordError {
+    /// A stable, short code for dead-letter headers and metric dimensions.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordError::MissingValue => "missing_value",
+            RecordError::BadBase64 { .. } => "bad_base64",
+            RecordError::BadJson(_) => "bad_json",
+            RecordError::UnsupportedVersion { .. } => "unsupported_version",
+            RecordError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// A message type with a version number, encoded as JSON with the version in field `v`.
+pub trait VersionedMessage: Serialize + DeserializeOwned {
+    /// The version this build writes and reads.
+    const VERSION: u32;
+
+    /// Domain checks that serde cannot express.
+    fn check(&self) -> Result<(), RecordError> {
+        Ok(())
+    }
+
+    /// Encodes the message as JSON bytes.
+    fn encode(&self) -> Vec<u8> {
+        // Serialising these plain structs (string keys, integers, strings) cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes JSON bytes, checking the version before the shape so that a newer producer's
+    /// record is reported as such rather than as garbage.
+    fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        #[derive(Deserialize)]
+        struct Envelope {
+            v: Option<serde_json::Value>,
+        }
+        let envelope: Envelope =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
+        match envelope.v {
+            None => return Err(RecordError::BadJson("missing field `v`".into())),
+            Some(v) => match v.as_u64() {
+                Some(found) if found == u64::from(Self::VERSION) => {}
+                Some(found) => {
+                    return Err(RecordError::UnsupportedVersion {
+                        found,
+                        supported: Self::VERSION,
+                    });
+                }
+                None => {
+                    return Err(RecordError::BadJson(format!(
+                        "field `v` is {v}, not a version"
+                    )));
+                }
+            },
+        }
+        let message: Self =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
+        message.check()?;
+        Ok(message)
+    }
+}
+
+/// A reaction on `emoji-reaction-topic`, keyed by stream id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactionRecord {
+    /// Format version, always [`ReactionRecord::VERSION`] when written by this build.
+    pub v: u32,
+    pub stream: StreamId,
+    pub user: UserId,
+    pub emoji: EmojiName,
+    pub count: u32,
+    /// Server receive time, ms since the epoch.
+    pub at_ms: i64,
+}
+
+impl VersionedMessage for ReactionRecord {
+    const VERSION: u32 = 1;
+
+    fn check(&self) -> Result<(), RecordError> {
+        if self.count == 0 {
+            return Err(RecordError::Invalid("count must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl From<&Reaction> for ReactionRecord {
+    fn from(r: &Reaction) -> Self {
+        Self {
+            v: Self::VERSION,
+            stream: r.stream.clone(),
+            user: r.user.clone(),
+            emoji: r.emoji.clone(),
+            count: r.count,
+            at_ms: r.at_ms,
+        }
+    }
+}
+
+impl From<ReactionRecord> for Reaction {
+    fn from(r: ReactionRecord) -> Self {
+        Self {
+            stream: r.stream,
+            user: r.user,
+            emoji: r.emoji,
+            count: r.count,
+            at_ms: r.at_ms,
+        }
+    }
+}
+
+/// The absolute state of one window on `emoji-output-topic`, keyed by stream id. Absolute, not
+/// a delta: consumers keep the record with the largest `total` and drop the rest, so duplicates
+/// and reordering are harmless.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowStateRecord {
+    /// Format version, always [`WindowStateRecord::VERSION`] when written by this build.
+    pub v: u32,
+    pub stream: StreamId,
+    /// Window start, ms since the epoch.
+    pub start_ms: i64,
+    /// Window end (exclusive), ms since the epoch.
+    pub end_ms: i64,
+    /// Taps per emoji so far.
+    pub counts: EmojiCounts,
+    /// Sum of `counts`; grows monotonically for a window.
+    pub total: u64,
+    /// Emojis to draw per emoji, by the configured swarm rule.
+    pub swarm: Swarm,
+    /// True once the window is past its end plus the allowed lateness: no more updates.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// When this state was computed, ms since the epoch.
+    pub updated_at_ms: i64,
+}
+
+impl VersionedMessage for WindowStateRecord {
+    const VERSION: u32 = 1;
+
+    fn check(&self) -> Result<(), RecordError> {
+        if self.end_ms <= self.start_ms {
+            return Err(RecordError::Invalid("end_ms must be after start_ms".into()));
+        }
+        if self.counts.values().sum::<u64>() != self.total {
+            return Err(RecordError::Invalid(
+                "total must equal the sum of counts".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reaction_record() -> ReactionRecord {
+        ReactionRecord {
+            v: 1,
+            stream: StreamId::parse("s", "match-1").unwrap(),
+            user: UserId::parse("u", "viewer-9").unwrap(),
+            emoji: EmojiName::parse("fire").unwrap(),
+            count: 3,
+            at_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn window_record() -> WindowStateRecord {
+        let counts: EmojiCounts = [("clap", 4u64), ("fire", 21)]
+            .into_iter()
+            .map(|(e, n)| (EmojiName::parse(e).unwrap(), n))
+            .collect();
+        WindowStateRecord {
+            v: 1,
+            stream: StreamId::parse("s", "match-1").unwrap(),
+            start_ms: 2_000,
+            end_ms: 4_000,
+            swarm: crate::swarm::SwarmRule::default().downscale(&counts),
+            total: 25,
+            counts,
+            is_final: false,
+            updated_at_ms: 4_100,
+        }
+    }
+
+    #[test]
+    fn reaction_records_round_trip_with_a_stable_shape() {
+        let record = reaction_record();
+        let bytes = record.encode();
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"v":1,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#
+        );
+        assert_eq!(ReactionRecord::decode(&bytes).unwrap(), record);
+        let reaction = Reaction::from(record.clone());
+        assert_eq!(ReactionRecord::from(&reaction), record);
+    }
+
+    #[test]
+    fn window_records_round_trip() {
+        let record = window_record();
+        let json: serde_json::Value = serde_json::from_slice(&record.encode()).unwrap();
+        assert_eq!(json["final"], false);
+        assert_eq!(json["swarm"]["fire"], 3);
+        assert_eq!(WindowStateRecord::decode(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn malformed_records_are_told_apart() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"not json", "bad_json"),
+            (b"{}", "bad_json"),
+            (br#"{"v":"1"}"#, "bad_json"),
+            (br#"{"v":2,"anything":true}"#, "unsupported_version"),
+            (br#"{"v":1,"stream":"s"}"#, "bad_json"),
+            (
+                br#"{"v":1,"stream":"bad id","user":"u","emoji":"fire","count":1,"at_ms":0}"#,
+                "bad_json",
+            ),
+            (
+                br#"{"v":1,"stream":"s","user":"u","emoji":"Fire!","count":1,"at_ms":0}"#,
+                "bad_json",
+            ),
+            (
+                br#"{"v":1,"stream":"s","user":"u","emoji":"fire","count":0,"at_ms":0}"#,
+                "invalid",
+            ),
+            (
+                br#"{"v":1,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"x":1}"#,
+                "bad_json",
+            ),
+        ];
+        for (bytes, code) in cases {
+            let err = ReactionRecord::decode(bytes).unwrap_err();
+            assert_eq!(
+                err.code(),
+                code,
+                "{}: {err}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let mut inconsistent = window_record();
+        inconsistent.total += 1;
+        assert_eq!(
+            WindowStateRecord::decode(&inconsistent.encode())
+                .unwrap_err()
+                .code(),
+            "invalid"
+        );
+    }
+}

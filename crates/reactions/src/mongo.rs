@@ -1,0 +1,204 @@
+//! The MongoDB adapter: connecting with bounded timeouts, and the `windows` collection with its
+//! unique (stream, window start) key. Only operations that MongoDB, Atlas and Amazon DocumentDB
+//! all support are used: single-document upserts with `$inc`/`$setOnInsert`, finds, and indexes.
+
+use crate::emoji::EmojiName;
+use crate::ids::StreamId;
+use crate::window::{EmojiCounts, WindowCounts, WindowKey, WindowWidth};
+use mongodb::bson::{Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{ClientOptions, IndexOptions, UpdateOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use std::time::Duration;
+
+/// Errors from the MongoDB adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URI does not parse or names no database.
+    #[error("invalid MongoDB configuration: {0}")]
+    Config(String),
+    /// The server did not answer or refused the operation.
+    #[error("MongoDB {operation} failed: {source}")]
+    Server {
+        operation: &'static str,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    /// A stored document does not have the expected shape.
+    #[error("stored window document is malformed: {0}")]
+    Malformed(String),
+}
+
+fn server(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreError {
+    move |source| StoreError::Server { operation, source }
+}
+
+/// How to reach MongoDB (`MONGODB_URI`, `MONGODB_DATABASE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+}
+
+/// Connects and checks that the server answers, failing within a few seconds when it does not
+/// (a Lambda init must not hang for the driver's default 30 s).
+pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Database, StoreError> {
+    let mut options = ClientOptions::parse(&settings.uri)
+        .await
+        .map_err(|e| StoreError::Config(e.to_string()))?;
+    options.app_name = Some(app_name.to_owned());
+    options.server_selection_timeout = Some(Duration::from_secs(3));
+    options.connect_timeout = Some(Duration::from_secs(3));
+    let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
+    let database = client.database(&settings.database);
+    database
+        .run_command(doc! { "ping": 1 })
+        .await
+        .map_err(server("ping"))?;
+    Ok(database)
+}
+
+/// True for E11000: two upserts raced to insert the same key and one lost.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}
+
+/// One window document as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWindow {
+    pub key: WindowKey,
+    pub end_ms: i64,
+    pub counts: EmojiCounts,
+    pub total: u64,
+}
+
+/// The `windows` collection: one document per stream and window.
+#[derive(Debug, Clone)]
+pub struct WindowStore {
+    collection: Collection<Document>,
+}
+
+impl WindowStore {
+    /// The collection name.
+    pub const COLLECTION: &'static str = "windows";
+
+    /// Uses the `windows` collection of `database`.
+    pub fn new(database: &Database) -> Self {
+        Self {
+            collection: database.collection(Self::COLLECTION),
+        }
+    }
+
+    /// Creates the unique (stream, start) index if missing. Idempotent: run at every start-up.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let unique_window = IndexModel::builder()
+            .keys(doc! { "stream": 1, "start_ms": 1 })
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name("stream_start_unique".to_owned())
+                    .build(),
+            )
+            .build();
+        self.collection
+            .create_index(unique_window)
+            .await
+            .map_err(server("create_index"))?;
+        Ok(())
+    }
+
+    fn filter(key: &WindowKey) -> Document {
+        doc! { "stream": key.stream.as_str(), "start_ms": key.start_ms }
+    }
+
+    /// Adds `windows` to the stored counts, creating documents as needed. Not idempotent on its
+    /// own: exactly-once needs the applied-offset guard the aggregate function adds on top.
+    pub async fn add_counts(
+        &self,
+        windows: &WindowCounts,
+        width: WindowWidth,
+    ) -> Result<(), StoreError> {
+        for (key, counts) in windows {
+            let mut inc = Document::new();
+            for (emoji, n) in counts {
+                let n = i64::try_from(*n)
+                    .map_err(|_| StoreError::Malformed("count overflow".into()))?;
+                inc.insert(format!("counts.{emoji}"), n);
+            }
+            let total: u64 = counts.values().sum();
+            inc.insert("total", i64::try_from(total).unwrap_or(i64::MAX));
+            let update = doc! {
+                "$inc": inc,
+                "$setOnInsert": { "end_ms": key.end_ms(width) },
+            };
+            let options = UpdateOptions::builder().upsert(true).build();
+            let first = self
+                .collection
+                .update_one(Self::filter(key), update.clone())
+                .with_options(options.clone())
+                .await;
+            match first {
+                Ok(_) => {}
+                // Lost an insert race: the document exists now, so the retry updates it.
+                Err(e) if is_duplicate_key(&e) => {
+                    self.collection
+                        .update_one(Self::filter(key), update)
+                        .with_options(options)
+                        .await
+                        .map_err(server("update_one"))?;
+                }
+                Err(e) => return Err(server("update_one")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one window, if stored.
+    pub async fn find_window(&self, key: &WindowKey) -> Result<Option<StoredWindow>, StoreError> {
+        let found = self
+            .collection
+            .find_one(Self::filter(key))
+            .await
+            .map_err(server("find_one"))?;
+        found.map(|d| parse_window(&d)).transpose()
+    }
+}
+
+fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
+    let malformed = |what: &str| StoreError::Malformed(format!("{what} in {document}"));
+    let stream = document
+        .get_str("stream")
+        .ok()
+        .and_then(|s| StreamId::parse("stream", s).ok())
+        .ok_or_else(|| malformed("bad stream"))?;
+    let start_ms = document
+        .get_i64("start_ms")
+        .map_err(|_| malformed("bad start_ms"))?;
+    let end_ms = document
+        .get_i64("end_ms")
+        .map_err(|_| malformed("bad end_ms"))?;
+    let total = document
+        .get_i64("total")
+        .map_err(|_| malformed("bad total"))?;
+    let mut counts = EmojiCounts::new();
+    if let Ok(stored) = document.get_document("counts") {
+        for (name, value) in stored {
+            let emoji = EmojiName::parse(name).map_err(|_| malformed("bad emoji name"))?;
+            let n = value.as_i64().ok_or_else(|| malformed("bad count"))?;
+            counts.insert(
+                emoji,
+                u64::try_from(n).map_err(|_| malformed("negative count"))?,
+            );
+        }
+    }
+    Ok(StoredWindow {
+        key: WindowKey { stream, start_ms },
+        end_ms,
+        counts,
+        total: u64::try_from(total).map_err(|_| malformed("negative total"))?,
+    })
+}

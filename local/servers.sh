@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Starts and stops the Kafka-wire broker and MongoDB-wire server on free loopback ports, for
+# the tests and the local stack. It stops exactly the processes it started (recorded in its
+# state directory) and deletes their data.
+#
+#   local/servers.sh start [--owner-pid PID]
+#       start both servers, wait until they answer, print KAFKA_BROKERS=... and MONGODB_URI=...
+#       and the state directory (EMOSTREAM_SERVERS=...). With --owner-pid, they are stopped
+#       automatically once that process exits.
+#   local/servers.sh stop STATE_DIR
+#   local/servers.sh run -- COMMAND [ARGS...]
+#       run COMMAND with KAFKA_BROKERS and MONGODB_URI set; servers are started for it unless
+#       both variables are already set (then the given servers are reused), and stopped after.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SELF="$HERE/servers.sh"
+say() { printf '[servers] %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until 127.0.0.1:$2 accepts connections, failing early if process $1 died.
+wait_for_port() {
+  local pid="$1" port="$2" name="$3" log="$4"
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$name exited during start-up; its log:"
+      tail -n 20 "$log" >&2 || true
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  say "$name did not answer on port $port within 30 s; its log:"
+  tail -n 20 "$log" >&2 || true
+  return 1
+}
+
+stop_servers() {
+  local state="$1"
+  [[ -f "$state/pids" ]] || return 0
+  # Each server was started as its own process group (setsid), so signalling the group also
+  # reaches helper processes a launcher may have spawned.
+  local pids
+  pids="$(cat "$state/pids")"
+  for pid in $pids; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 50); do
+    local alive=0
+    for pid in $pids; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    ((alive == 0)) && break
+    sleep 0.1
+  done
+  for pid in $pids; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$state"
+}
+
+start_servers() {
+  local owner=""
+  if [[ "${1:-}" == "--owner-pid" ]]; then owner="$2"; fi
+  local paths noida secantusd
+  paths="$("$HERE/deps.sh" install)"
+  noida="$(sed -n 's/^NOIDA_BIN=//p' <<<"$paths")"
+  secantusd="$(sed -n 's/^SECANTUSD_BIN=//p' <<<"$paths")"
+
+  local state
+  state="$(mktemp -d "${TMPDIR:-/tmp}/emostream-servers.XXXXXX")"
+  mkdir -p "$state/kafka-data" "$state/mongo-data"
+  : >"$state/pids"
+  local kafka_port mongo_port
+  kafka_port="$(free_port)"
+  mongo_port="$(free_port)"
+
+  # An empty config file stops secantusd-rs from reading a user's ~/.secantus settings.
+  : >"$state/secantusd.toml"
+  setsid "$secantusd" --config "$state/secantusd.toml" --host 127.0.0.1 --port "$mongo_port" \
+    --storage-path "$state/mongo-data" --cache-size 256M --log-file-max 16MB --log-level WARNING \
+    >"$state/mongo.log" 2>&1 </dev/null &
+  echo $! >>"$state/pids"
+  setsid "$noida" start --only kafka --host 127.0.0.1 --kafka-port "$kafka_port" \
+    --data-dir "$state/kafka-data" >"$state/kafka.log" 2>&1 </dev/null &
+  echo $! >>"$state/pids"
+
+  local mongo_pid kafka_pid
+  mongo_pid="$(sed -n 1p "$state/pids")"
+  kafka_pid="$(sed -n 2p "$state/pids")"
+  if ! wait_for_port "$kafka_pid" "$kafka_port" "Kafka broker (noida-db)" "$state/kafka.log" ||
+    ! wait_for_port "$mongo_pid" "$mongo_port" "MongoDB server (secantusd-rs)" "$state/mongo.log"; then
+    stop_servers "$state"
+    return 1
+  fi
+
+  if [[ -n "$owner" ]]; then
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; "$2" stop "$3"' \
+      watchdog "$owner" "$SELF" "$state" >/dev/null 2>&1 </dev/null &
+  fi
+  say "Kafka on 127.0.0.1:$kafka_port, MongoDB on 127.0.0.1:$mongo_port (state in $state)"
+  printf 'KAFKA_BROKERS=127.0.0.1:%s\n' "$kafka_port"
+  printf 'MONGODB_URI=mongodb://127.0.0.1:%s/?directConnection=true\n' "$mongo_port"
+  printf 'EMOSTREAM_SERVERS=%s\n' "$state"
+}
+
+case "${1:-}" in
+  start)
+    shift
+    start_servers "$@"
+    ;;
+  stop)
+    [[ -n "${2:-}" ]] || { echo "usage: local/servers.sh stop STATE_DIR" >&2; exit 2; }
+    stop_servers "$2"
+    ;;
+  run)
+    shift
+    [[ "${1:-}" == "--" ]] && shift
+    (($# > 0)) || { echo "usage: local/servers.sh run -- COMMAND [ARGS...]" >&2; exit 2; }
+    if [[ -n "${KAFKA_BROKERS:-}" && -n "${MONGODB_URI:-}" ]]; then
+      say "reusing KAFKA_BROKERS=$KAFKA_BROKERS and MONGODB_URI=$MONGODB_URI"
+      exec "$@"
+    fi
+    started="$(start_servers --owner-pid $$)"
+    state="$(sed -n 's/^EMOSTREAM_SERVERS=//p' <<<"$started")"
+    trap 'stop_servers "$state"' EXIT
+    trap 'exit 130' INT TERM
+    while IFS= read -r line; do export "${line?}"; done <<<"$started"
+    "$@"
+    ;;
+  *)
+    sed -n '2,17p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,81 @@
+//! Runs a function binary as Lambda would: a child process with the Lambda environment
+//! variables, polling a [`RuntimeApi`](crate::runtime_api::RuntimeApi). The process is killed
+//! when the handle is dropped, so no test or demo leaves functions behind.
+
+use std::path::Path;
+use tokio::process::{Child, Command};
+
+/// A running function process.
+pub struct FunctionProcess {
+    child: Child,
+}
+
+impl FunctionProcess {
+    /// Starts `binary` against the Runtime API at `runtime_api` (`host:port`), with the
+    /// function's own environment `env` on top of the Lambda-provided variables.
+    pub fn spawn(
+        binary: &Path,
+        function_name: &str,
+        runtime_api: &str,
+        env: &[(String, String)],
+    ) -> std::io::Result<Self> {
+        let child = Command::new(binary)
+            .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{function_name}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+            .env("AWS_REGION", "local")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exit_status(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Kills the process and waits for it.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.child.kill().await
+    }
+}
+
+/// Why a one-off invocation of a binary failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunOnceError {
+    /// The binary could not be started.
+    #[error("could not start the function: {0}")]
+    Spawn(#[from] std::io::Error),
+    /// The process exited before answering (Lambda's `Runtime.ExitError`).
+    #[error("function process exited before answering: {0}")]
+    Exited(std::process::ExitStatus),
+    /// The invocation itself failed.
+    #[error(transparent)]
+    Invoke(#[from] crate::runtime_api::InvokeError),
+}
+
+/// Starts `binary` under a fresh Runtime API, invokes it once with `event`, and stops it: the
+/// smallest faithful "does this binary work under Lambda" check.
+pub async fn invoke_binary_once(
+    binary: &Path,
+    function_name: &str,
+    env: &[(String, String)],
+    event: &[u8],
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, RunOnceError> {
+    let api = crate::runtime_api::RuntimeApi::start(function_name).await?;
+    let mut process = FunctionProcess::spawn(binary, function_name, &api.address(), env)?;
+    let outcome = tokio::select! {
+        answer = api.invoke(event, timeout) => answer.map_err(RunOnceError::from),
+        exited = process.child.wait() => Err(RunOnceError::Exited(exited?)),
+    };
+    process.stop().await.ok();
+    outcome
+}

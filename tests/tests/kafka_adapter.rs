@@ -1,0 +1,122 @@
+//! The Kafka adapter against a real Kafka-wire broker: topics with several partitions, keyed
+//! records acknowledged and read back in per-key order, and a clear error when the broker is down.
+
+use emostream_tests::{closed_port, servers, unique_name};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, TopicSpec, ensure_topics};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[tokio::test]
+async fn keyed_records_land_on_one_partition_per_key_in_order() {
+    let settings = servers().kafka("kafka-adapter-test");
+    let topic = unique_name("adapter-keyed");
+    let spec = [TopicSpec {
+        name: topic.clone(),
+        partitions: 3,
+    }];
+    ensure_topics(&settings, &spec, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // A second call finds the topic and succeeds: start-up may run it every time.
+    ensure_topics(&settings, &spec, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let producer = AckedProducer::new(&settings).unwrap();
+    let keys = ["match-a", "match-b", "match-c", "match-d", "match-e"];
+    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+        .map(|i| {
+            let key = keys[i % keys.len()];
+            (key.as_bytes().to_vec(), format!("{key}:{i}").into_bytes())
+        })
+        .collect();
+    let delivered = producer
+        .produce_all(&topic, &records, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), records.len());
+
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set("group.id", unique_name("adapter-group"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 3);
+    consumer.subscribe(&[&topic]).unwrap();
+
+    let mut by_key: BTreeMap<String, Vec<(i32, usize)>> = BTreeMap::new();
+    let mut received = 0;
+    while received < records.len() {
+        let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("all records arrive within 30 s")
+            .unwrap();
+        let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let value = std::str::from_utf8(message.payload().unwrap()).unwrap();
+        let (value_key, sequence) = value.split_once(':').unwrap();
+        assert_eq!(value_key, key);
+        by_key
+            .entry(key)
+            .or_default()
+            .push((message.partition(), sequence.parse().unwrap()));
+        received += 1;
+    }
+    assert_eq!(by_key.len(), keys.len());
+    let mut partitions_used = std::collections::BTreeSet::new();
+    for (key, seen) in &by_key {
+        let partition = seen[0].0;
+        assert!(
+            seen.iter().all(|(p, _)| *p == partition),
+            "{key} moved partitions"
+        );
+        let sequence: Vec<usize> = seen.iter().map(|(_, s)| *s).collect();
+        let mut sorted = sequence.clone();
+        sorted.sort_unstable();
+        assert_eq!(sequence, sorted, "{key} out of order");
+        assert_eq!(sequence.len(), 10);
+        partitions_used.insert(partition);
+    }
+    assert!(partitions_used.len() > 1, "keys spread over partitions");
+    // The acknowledged positions agree with what was read.
+    for (record, delivery) in records.iter().zip(&delivered) {
+        let key = std::str::from_utf8(&record.0).unwrap();
+        assert_eq!(by_key[key][0].0, delivery.partition);
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_is_a_timeout_not_a_hang() {
+    let settings = KafkaSettings::new(format!("127.0.0.1:{}", closed_port()), "down-test");
+    let producer = AckedProducer::new(&settings).unwrap();
+    let started = std::time::Instant::now();
+    let result = producer
+        .produce_all(
+            "anything",
+            &[(b"k".to_vec(), b"v".to_vec())],
+            Duration::from_millis(800),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(KafkaAdapterError::Timeout(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let admin = ensure_topics(
+        &settings,
+        &[TopicSpec {
+            name: "t".into(),
+            partitions: 1,
+        }],
+        Duration::from_millis(800),
+    )
+    .await;
+    assert!(admin.is_err());
+}
