@@ -19,7 +19,13 @@ impl FunctionProcess {
         runtime_api: &str,
         env: &[(String, String)],
     ) -> std::io::Result<Self> {
+        // Like Lambda, the function sees only its own configuration, not the caller's environment.
+        let inherited = ["PATH", "RUST_LOG", "RUST_BACKTRACE", "TZ"]
+            .into_iter()
+            .filter_map(|var| std::env::var(var).ok().map(|value| (var, value)));
         let child = Command::new(binary)
+            .env_clear()
+            .envs(inherited)
             .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", function_name)
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")

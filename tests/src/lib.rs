@@ -4,6 +4,9 @@
 //! them when this test process exits. Tests isolate themselves with unique topic and database
 //! names, so they can run in parallel against one pair of servers.
 
+pub mod broker_process;
+pub mod topic_reader;
+
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
 use std::path::PathBuf;

@@ -24,7 +24,7 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
         .await
         .unwrap();
 
-    let producer = AckedProducer::new(&settings).unwrap();
+    let producer = AckedProducer::new(&settings, Duration::from_secs(10)).unwrap();
     let keys = ["match-a", "match-b", "match-c", "match-d", "match-e"];
     let records: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
         .map(|i| {
@@ -94,7 +94,7 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
 #[tokio::test]
 async fn an_unreachable_broker_is_a_timeout_not_a_hang() {
     let settings = KafkaSettings::new(format!("127.0.0.1:{}", closed_port()), "down-test");
-    let producer = AckedProducer::new(&settings).unwrap();
+    let producer = AckedProducer::new(&settings, Duration::from_millis(800)).unwrap();
     let started = std::time::Instant::now();
     let result = producer
         .produce_all(

@@ -43,6 +43,14 @@ impl<const N: usize> Settings for [(&str, &str); N] {
     }
 }
 
+impl Settings for std::collections::HashMap<String, String> {
+    fn get(&self, var: &str) -> Option<String> {
+        std::collections::HashMap::get(self, var)
+            .filter(|v| !v.trim().is_empty())
+            .cloned()
+    }
+}
+
 /// Reads `var` and parses it, or falls back to `default` when unset.
 pub fn parse_or<T>(
     settings: &impl Settings,

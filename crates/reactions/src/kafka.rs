@@ -131,17 +131,61 @@ pub struct AckedProducer {
 
 impl AckedProducer {
     /// Builds the producer. Connecting is lazy: an unreachable broker shows up as a delivery
-    /// timeout, not here.
-    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaAdapterError> {
+    /// timeout, not here. `delivery_timeout` bounds how long librdkafka keeps trying a record,
+    /// so a record the caller was told failed is not delivered much later behind its back.
+    pub fn new(
+        settings: &KafkaSettings,
+        delivery_timeout: Duration,
+    ) -> Result<Self, KafkaAdapterError> {
+        let timeout_ms = delivery_timeout.as_millis().clamp(100, 300_000).to_string();
+        // librdkafka refuses connection set-up timeouts under one second.
+        let connect_ms = delivery_timeout
+            .as_millis()
+            .clamp(1_000, 300_000)
+            .to_string();
         let producer = settings
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("compression.type", "none")
+            .set("message.timeout.ms", &timeout_ms)
+            .set("request.timeout.ms", &timeout_ms)
+            .set("socket.connection.setup.timeout.ms", &connect_ms)
+            // Reconnect quickly once a broker is back (librdkafka's default backs off to 10 s).
+            .set("reconnect.backoff.ms", "50")
+            .set("reconnect.backoff.max.ms", "1000")
             .create()
             .map_err(KafkaAdapterError::Config)?;
         Ok(Self { producer })
+    }
+
+    /// Connects to the cluster and loads `topic`'s metadata now rather than on the first
+    /// request, so a cold container's first answer is not slowed by connection set-up. Failure
+    /// is only logged: the broker may come up later and requests then answer 503 until it does.
+    pub async fn warm_up(&self, topic: &str, timeout: Duration) {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        let fetched = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(timeout))
+                .map(|_| ())
+        })
+        .await;
+        match fetched {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "Kafka not reachable at start-up"),
+            Err(error) => tracing::warn!(%error, "Kafka warm-up did not finish"),
+        }
+    }
+
+    /// A fatal producer error (e.g. the idempotence state was lost), after which this producer
+    /// can no longer deliver and must be replaced.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
     }
 
     /// Produces `records` (key, value) to `topic` and waits until every one is acknowledged or

@@ -8,6 +8,7 @@ pub mod emoji;
 pub mod ids;
 pub mod kafka_event;
 pub mod message;
+pub mod metrics;
 pub mod reaction;
 pub mod swarm;
 pub mod telemetry;

@@ -5,6 +5,7 @@
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;
 use crate::window::{EmojiCounts, WindowCounts, WindowKey, WindowWidth};
+use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions, UpdateOptions};
@@ -40,9 +41,11 @@ pub struct MongoSettings {
     pub database: String,
 }
 
-/// Connects and checks that the server answers, failing within a few seconds when it does not
-/// (a Lambda init must not hang for the driver's default 30 s).
-pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Database, StoreError> {
+/// Builds a client without contacting the server: the driver connects on first use. For
+/// functions whose main path does not need MongoDB, so a MongoDB outage cannot fail their init.
+/// Operations fail within a few seconds when the server does not answer, instead of the driver's
+/// default 30 s.
+pub async fn open(settings: &MongoSettings, app_name: &str) -> Result<Database, StoreError> {
     let mut options = ClientOptions::parse(&settings.uri)
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?;
@@ -50,7 +53,12 @@ pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Databas
     options.server_selection_timeout = Some(Duration::from_secs(3));
     options.connect_timeout = Some(Duration::from_secs(3));
     let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
-    let database = client.database(&settings.database);
+    Ok(client.database(&settings.database))
+}
+
+/// Builds a client and checks that the server answers.
+pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Database, StoreError> {
+    let database = open(settings, app_name).await?;
     database
         .run_command(doc! { "ping": 1 })
         .await
@@ -155,6 +163,42 @@ impl WindowStore {
             }
         }
         Ok(())
+    }
+
+    /// Reads up to `limit` windows of `stream` in ascending start order: those starting at or
+    /// after `since_ms` when given, otherwise the latest ones (what a late joiner needs).
+    pub async fn list_windows(
+        &self,
+        stream: &StreamId,
+        since_ms: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredWindow>, StoreError> {
+        let mut filter = doc! { "stream": stream.as_str() };
+        let direction = match since_ms {
+            Some(since) => {
+                filter.insert("start_ms", doc! { "$gte": since });
+                1
+            }
+            None => -1,
+        };
+        let documents: Vec<Document> = self
+            .collection
+            .find(filter)
+            .sort(doc! { "start_ms": direction })
+            .limit(i64::from(limit))
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        let mut windows = documents
+            .iter()
+            .map(parse_window)
+            .collect::<Result<Vec<_>, _>>()?;
+        if direction < 0 {
+            windows.reverse();
+        }
+        Ok(windows)
     }
 
     /// Reads one window, if stored.

@@ -1,16 +1,15 @@
-//! Entry point: read configuration once, then serve API Gateway events.
+//! Entry point: read configuration and build clients once per container, then serve API
+//! Gateway HTTP API events.
 
 use ingest::Ingest;
+use ingest::config::IngestConfig;
 use lambda_http::{Error, Request, service_fn};
-use reactions::DomainConfig;
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     reactions::telemetry::init_json_logs();
-    let ingest = Arc::new(Ingest {
-        config: DomainConfig::from_env()?,
-    });
+    let ingest = Arc::new(Ingest::new(IngestConfig::from_env()?).await?);
     lambda_http::run(service_fn(move |request: Request| {
         let ingest = Arc::clone(&ingest);
         async move { Ok::<_, Error>(ingest.handle(request).await) }

@@ -1,0 +1,141 @@
+//! The ingest function's configuration, read once per container from environment variables.
+//! The same names appear in template.yaml, the local stack and the README.
+
+use reactions::DomainConfig;
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_or, required};
+use reactions::kafka::KafkaSettings;
+use reactions::mongo::MongoSettings;
+use std::time::Duration;
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (the API takes no cookies, so this is safe for public reactions).
+    Any,
+    /// Exactly these origins, e.g. `https://watch.example.com`.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    fn parse(raw: &str) -> Self {
+        let origins: Vec<String> = raw
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.iter().any(|o| o == "*") {
+            AllowedOrigins::Any
+        } else {
+            AllowedOrigins::List(origins)
+        }
+    }
+}
+
+/// Everything the ingest function is configured with.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Shared domain settings (catalogue, limits, window width).
+    pub domain: DomainConfig,
+    /// `KAFKA_BROKERS` (required).
+    pub kafka: KafkaSettings,
+    /// `REACTION_TOPIC` (default `emoji-reaction-topic`).
+    pub reaction_topic: String,
+    /// `PRODUCE_TIMEOUT_MS` (default 2000): the longest a request waits for the broker before
+    /// answering 503.
+    pub produce_timeout: Duration,
+    /// `MONGODB_URI` (required) and `MONGODB_DATABASE` (default `emostream`).
+    pub mongo: MongoSettings,
+    /// `MAX_BODY_BYTES` (default 131072): larger bodies get 413 before any parsing.
+    pub max_body_bytes: usize,
+    /// `ALLOWED_ORIGINS` (default `*`): comma-separated origins for CORS.
+    pub allowed_origins: AllowedOrigins,
+}
+
+impl IngestConfig {
+    /// Reads the configuration from `settings`.
+    pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
+        let produce_timeout_ms: u64 = parse_or(settings, "PRODUCE_TIMEOUT_MS", 2_000)?;
+        if !(100..=60_000).contains(&produce_timeout_ms) {
+            return Err(ConfigError {
+                var: "PRODUCE_TIMEOUT_MS",
+                reason: format!("must be between 100 and 60000, got {produce_timeout_ms}"),
+            });
+        }
+        let max_body_bytes: usize = parse_or(settings, "MAX_BODY_BYTES", 131_072)?;
+        if max_body_bytes < 256 {
+            return Err(ConfigError {
+                var: "MAX_BODY_BYTES",
+                reason: format!("must be at least 256, got {max_body_bytes}"),
+            });
+        }
+        Ok(Self {
+            domain: DomainConfig::from_settings(settings)?,
+            kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-ingest"),
+            reaction_topic: settings
+                .get("REACTION_TOPIC")
+                .unwrap_or_else(|| "emoji-reaction-topic".to_owned()),
+            produce_timeout: Duration::from_millis(produce_timeout_ms),
+            mongo: MongoSettings {
+                uri: required(settings, "MONGODB_URI")?,
+                database: settings
+                    .get("MONGODB_DATABASE")
+                    .unwrap_or_else(|| "emostream".to_owned()),
+            },
+            max_body_bytes,
+            allowed_origins: AllowedOrigins::parse(
+                &settings
+                    .get("ALLOWED_ORIGINS")
+                    .unwrap_or_else(|| "*".to_owned()),
+            ),
+        })
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&ProcessEnv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_variables_are_named_when_missing() {
+        let err = IngestConfig::from_settings(&[("MONGODB_URI", "mongodb://x")]).unwrap_err();
+        assert_eq!(err.var, "KAFKA_BROKERS");
+        let err = IngestConfig::from_settings(&[("KAFKA_BROKERS", "k:9092")]).unwrap_err();
+        assert_eq!(err.var, "MONGODB_URI");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let base = [("KAFKA_BROKERS", "k:9092"), ("MONGODB_URI", "mongodb://m")];
+        let config = IngestConfig::from_settings(&base).unwrap();
+        assert_eq!(config.reaction_topic, "emoji-reaction-topic");
+        assert_eq!(config.produce_timeout, Duration::from_secs(2));
+        assert_eq!(config.mongo.database, "emostream");
+        assert_eq!(config.allowed_origins, AllowedOrigins::Any);
+
+        let config = IngestConfig::from_settings(&[
+            ("KAFKA_BROKERS", "k:9092"),
+            ("MONGODB_URI", "mongodb://m"),
+            ("REACTION_TOPIC", "r"),
+            ("PRODUCE_TIMEOUT_MS", "500"),
+            ("ALLOWED_ORIGINS", "https://a.example/, https://b.example"),
+            ("MAX_BODY_BYTES", "1024"),
+        ])
+        .unwrap();
+        assert_eq!(config.reaction_topic, "r");
+        assert_eq!(config.produce_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_body_bytes, 1024);
+        assert_eq!(
+            config.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        for (var, value) in [("PRODUCE_TIMEOUT_MS", "5"), ("MAX_BODY_BYTES", "10")] {
+            let settings = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m"), (var, value)];
+            assert_eq!(IngestConfig::from_settings(&settings).unwrap_err().var, var);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Publishes accepted reactions to Kafka, keyed by stream id so each stream's reactions stay in
+//! order on one partition. A request is acknowledged only when the broker has acknowledged
+//! every one of its records.
+
+use reactions::Reaction;
+use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings};
+use reactions::message::{ReactionRecord, VersionedMessage};
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// The producer of `emoji-reaction-topic`, built once per container.
+pub struct ReactionPublisher {
+    settings: KafkaSettings,
+    topic: String,
+    timeout: Duration,
+    producer: RwLock<AckedProducer>,
+}
+
+impl ReactionPublisher {
+    /// Builds the producer (connecting lazily).
+    pub fn new(
+        settings: KafkaSettings,
+        topic: String,
+        timeout: Duration,
+    ) -> Result<Self, KafkaAdapterError> {
+        let producer = AckedProducer::new(&settings, timeout)?;
+        Ok(Self {
+            settings,
+            topic,
+            timeout,
+            producer: RwLock::new(producer),
+        })
+    }
+
+    /// Connects ahead of the first request (see [`AckedProducer::warm_up`]).
+    pub async fn warm_up(&self) {
+        self.current().warm_up(&self.topic, self.timeout).await;
+    }
+
+    /// The topic written to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn current(&self) -> AckedProducer {
+        match self.producer.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Produces every reaction and waits for all acknowledgements, within the configured
+    /// timeout. After a fatal producer error the producer is rebuilt, so one broker incident
+    /// cannot leave a warm container failing forever.
+    pub async fn publish(&self, reactions: &[Reaction]) -> Result<(), KafkaAdapterError> {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = reactions
+            .iter()
+            .map(|r| {
+                (
+                    r.stream.as_str().as_bytes().to_vec(),
+                    ReactionRecord::from(r).encode(),
+                )
+            })
+            .collect();
+        let producer = self.current();
+        let result = producer
+            .produce_all(&self.topic, &records, self.timeout)
+            .await;
+        if result.is_err()
+            && let Some(fatal) = producer.fatal_error()
+        {
+            tracing::error!(fatal, "Kafka producer hit a fatal error; rebuilding it");
+            let fresh = AckedProducer::new(&self.settings, self.timeout)?;
+            match self.producer.write() {
+                Ok(mut slot) => *slot = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            }
+        }
+        result.map(|_| ())
+    }
+}

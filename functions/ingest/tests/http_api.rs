@@ -1,0 +1,537 @@
+//! The ingest handler against the real Kafka-wire broker and MongoDB-wire server: every route,
+//! every kind of bad input, CORS, and what happens while the broker or MongoDB is down.
+
+use emostream_tests::broker_process::BrokerProcess;
+use emostream_tests::topic_reader::{key_text, read_records, record_count};
+use emostream_tests::{closed_port, servers, unique_name};
+use ingest::Ingest;
+use ingest::config::IngestConfig;
+use lambda_http::http::header;
+use lambda_http::{Body, Request, Response};
+use rdkafka::Message;
+use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use reactions::message::{ReactionRecord, VersionedMessage};
+use reactions::mongo::{WindowStore, connect};
+use reactions::{EmojiName, StreamId, WindowCounts, WindowKey, WindowWidth};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+struct Setup {
+    ingest: Ingest,
+    topic: String,
+    kafka: KafkaSettings,
+    database: String,
+}
+
+/// An ingest handler on a fresh topic (3 partitions) and database, against `brokers` and
+/// `mongodb_uri`, with `overrides` on top of the base configuration.
+async fn setup_on(brokers: &str, mongodb_uri: &str, overrides: &[(&str, &str)]) -> Setup {
+    let topic = unique_name("reactions");
+    let mongo = servers().mongo("ingest");
+    let mut settings: HashMap<String, String> = HashMap::from([
+        ("KAFKA_BROKERS".into(), brokers.to_owned()),
+        ("MONGODB_URI".into(), mongodb_uri.to_owned()),
+        ("MONGODB_DATABASE".into(), mongo.database.clone()),
+        ("REACTION_TOPIC".into(), topic.clone()),
+    ]);
+    for (k, v) in overrides {
+        settings.insert((*k).into(), (*v).into());
+    }
+    let config = IngestConfig::from_settings(&settings).unwrap();
+    let kafka = config.kafka.clone();
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 3,
+    };
+    ensure_topics(&kafka, &[spec], Duration::from_secs(10))
+        .await
+        .unwrap();
+    Setup {
+        ingest: Ingest::new(config).await.unwrap(),
+        topic,
+        kafka,
+        database: mongo.database,
+    }
+}
+
+async fn setup_with(overrides: &[(&str, &str)]) -> Setup {
+    setup_on(&servers().kafka_brokers, &servers().mongodb_uri, overrides).await
+}
+
+fn request(method: &str, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request {
+    let mut builder = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(uri);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn post_json(body: &str) -> Request {
+    request(
+        "POST",
+        "/reactions",
+        Some("application/json"),
+        body.to_owned(),
+    )
+}
+
+fn body_json(response: &Response<Body>) -> Value {
+    match response.body() {
+        Body::Text(text) => serde_json::from_str(text).unwrap(),
+        Body::Empty => Value::Null,
+        other => panic!("unexpected body {other:?}"),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn accepted_reactions_are_produced_keyed_by_stream_with_server_time() {
+    let setup = setup_with(&[]).await;
+    let before = now_ms();
+    let one = setup
+        .ingest
+        .handle(post_json(
+            r#"{"stream_id":"final-1","user_id":"u0","emoji":"🔥","count":3}"#,
+        ))
+        .await;
+    assert_eq!(one.status(), 202);
+    assert_eq!(body_json(&one), json!({"accepted": 1}));
+
+    let items: Vec<Value> = (0..20)
+        .map(|i| json!({"stream_id": format!("final-{}", i % 3), "user_id": format!("u{i}"), "emoji": "clap", "count": 1 + i % 4}))
+        .collect();
+    let batch = setup
+        .ingest
+        .handle(post_json(&json!({ "reactions": items }).to_string()))
+        .await;
+    assert_eq!(batch.status(), 202);
+    assert_eq!(body_json(&batch), json!({"accepted": 20}));
+    let after = now_ms();
+
+    let records = read_records(&setup.kafka, &setup.topic, 21, Duration::from_secs(30)).await;
+    let mut taps = 0;
+    let mut partition_of_stream = HashMap::new();
+    for message in &records {
+        let record = ReactionRecord::decode(message.payload().unwrap()).unwrap();
+        assert_eq!(key_text(message), record.stream.as_str());
+        assert!(
+            (before..=after).contains(&record.at_ms),
+            "server time stamps"
+        );
+        let partition = *partition_of_stream
+            .entry(key_text(message))
+            .or_insert(message.partition());
+        assert_eq!(partition, message.partition(), "one partition per stream");
+        taps += u64::from(record.count);
+    }
+    let expected: u64 = 3 + (0..20).map(|i| 1 + i % 4).sum::<u64>();
+    assert_eq!(taps, expected);
+    assert_eq!(record_count(&setup.kafka, &setup.topic), 21);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_precise_4xx_and_nothing_reaches_kafka() {
+    let setup = setup_with(&[
+        ("MAX_BATCH_SIZE", "5"),
+        ("MAX_BODY_BYTES", "2048"),
+        ("MAX_REACTION_COUNT", "50"),
+    ])
+    .await;
+    let ok = r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#;
+    // (content type, body, status, error code, first field named)
+    type Case<'a> = (Option<&'a str>, String, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            Some("application/json"),
+            "{not json".into(),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            Some("application/json"),
+            String::new(),
+            400,
+            "invalid_json",
+            None,
+        ),
+        (
+            Some("text/plain"),
+            ok.into(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (None, ok.into(), 415, "unsupported_media_type", None),
+        (
+            Some("application/json"),
+            r#"{"stream_id":"m","user_id":"u","emoji":"🦄"}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("emoji"),
+        ),
+        (
+            Some("application/json"),
+            r#"{"stream_id":"m/1","user_id":"u","emoji":"fire"}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("stream_id"),
+        ),
+        (
+            Some("application/json"),
+            format!(
+                r#"{{"stream_id":"m","user_id":"{}","emoji":"fire"}}"#,
+                "u".repeat(129)
+            ),
+            400,
+            "invalid_reactions",
+            Some("user_id"),
+        ),
+        (
+            Some("application/json"),
+            r#"{"stream_id":"m","user_id":"u","emoji":"fire","count":0}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("count"),
+        ),
+        (
+            Some("application/json"),
+            r#"{"stream_id":"m","user_id":"u","emoji":"fire","count":51}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("count"),
+        ),
+        (
+            Some("application/json"),
+            r#"{"stream_id":"m","user_id":"u","emoji":"fire","count":"2"}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("count"),
+        ),
+        (
+            Some("application/json"),
+            r#"{"reactions":[]}"#.into(),
+            400,
+            "invalid_reactions",
+            Some("reactions"),
+        ),
+        (
+            Some("application/json"),
+            format!(r#"{{"reactions":[{ok},{ok},{ok},{ok},{ok},{ok}]}}"#),
+            400,
+            "invalid_reactions",
+            Some("reactions"),
+        ),
+        (
+            Some("application/json"),
+            format!(
+                r#"{{"reactions":[{ok},{{"stream_id":"m","user_id":"u","emoji":"nope"}},{ok}]}}"#
+            ),
+            400,
+            "invalid_reactions",
+            Some("reactions[1].emoji"),
+        ),
+        (
+            Some("application/json"),
+            format!(r#"{{"reactions":["{}"]}}"#, "x".repeat(3000)),
+            413,
+            "body_too_large",
+            None,
+        ),
+    ];
+    for (content_type, body, status, code, field) in cases {
+        let response = setup
+            .ingest
+            .handle(request("POST", "/reactions", content_type, body.clone()))
+            .await;
+        let json = body_json(&response);
+        assert_eq!(response.status().as_u16(), status, "{body}: {json}");
+        assert_eq!(json["error"], code, "{body}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if let Some(field) = field {
+            assert_eq!(json["errors"][0]["field"], field, "{body}: {json}");
+            assert!(json["errors"][0]["rule"].is_string());
+        }
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+    // A batch with two bad items names both.
+    let response = setup
+        .ingest
+        .handle(post_json(&format!(r#"{{"reactions":[{{"stream_id":"","user_id":"u","emoji":"fire"}},{ok},{{"stream_id":"m","user_id":"u","emoji":"fire","count":-4}}]}}"#)))
+        .await;
+    let fields: Vec<Value> = body_json(&response)["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].clone())
+        .collect();
+    assert_eq!(
+        fields,
+        [json!("reactions[0].stream_id"), json!("reactions[2].count")]
+    );
+    assert_eq!(
+        record_count(&setup.kafka, &setup.topic),
+        0,
+        "nothing invalid reached Kafka"
+    );
+}
+
+#[tokio::test]
+async fn catalogue_health_and_unknown_routes() {
+    let setup = setup_with(&[("EMOJI_CATALOGUE", "goal=⚽,six=6️⃣")]).await;
+    let emojis = setup
+        .ingest
+        .handle(request("GET", "/emojis", None, Body::Empty))
+        .await;
+    assert_eq!(emojis.status(), 200);
+    assert_eq!(
+        body_json(&emojis),
+        json!({"emojis": [{"name": "goal", "glyph": "⚽"}, {"name": "six", "glyph": "6️⃣"}]})
+    );
+    let routes = [
+        ("GET", "/health", 200, json!("ok"), "status"),
+        ("GET", "/nope", 404, json!("not_found"), "error"),
+        (
+            "GET",
+            "/reactions",
+            405,
+            json!("method_not_allowed"),
+            "error",
+        ),
+        (
+            "DELETE",
+            "/emojis",
+            405,
+            json!("method_not_allowed"),
+            "error",
+        ),
+    ];
+    for (method, path, status, expected, field) in routes {
+        let response = setup
+            .ingest
+            .handle(request(method, path, None, Body::Empty))
+            .await;
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        assert_eq!(body_json(&response)[field], expected, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn stored_windows_are_served_with_since_and_limit() {
+    let setup = setup_with(&[]).await;
+    let database = connect(
+        &reactions::mongo::MongoSettings {
+            uri: servers().mongodb_uri.clone(),
+            database: setup.database.clone(),
+        },
+        "t",
+    )
+    .await
+    .unwrap();
+    let store = WindowStore::new(&database);
+    store.ensure_indexes().await.unwrap();
+    let stream = StreamId::parse("s", "replay-1").unwrap();
+    let mut windows = WindowCounts::new();
+    for i in 0..5_i64 {
+        let counts = [(EmojiName::parse("fire").unwrap(), (i + 1) as u64)]
+            .into_iter()
+            .collect();
+        windows.insert(
+            WindowKey {
+                stream: stream.clone(),
+                start_ms: i * 2_000,
+            },
+            counts,
+        );
+    }
+    store
+        .add_counts(&windows, WindowWidth::DEFAULT)
+        .await
+        .unwrap();
+
+    let get = |uri: &str| setup.ingest.handle(request("GET", uri, None, Body::Empty));
+    let latest = body_json(&get("/streams/replay-1/windows?limit=2").await);
+    assert_eq!(latest["window_width_ms"], 2_000);
+    let starts: Vec<i64> = latest["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["start_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(starts, [6_000, 8_000], "latest windows, oldest first");
+    assert_eq!(
+        latest["windows"][1],
+        json!({"start_ms": 8000, "end_ms": 10000, "counts": {"fire": 5}, "total": 5})
+    );
+
+    let since = body_json(&get("/streams/replay-1/windows?since=2000&limit=2").await);
+    let starts: Vec<i64> = since["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["start_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(starts, [2_000, 4_000]);
+    let empty = body_json(&get("/streams/nobody/windows").await);
+    assert_eq!(empty["windows"], json!([]));
+    for bad in [
+        "/streams/a%20b/windows",
+        "/streams/replay-1/windows?limit=0",
+        "/streams/replay-1/windows?since=x",
+    ] {
+        let response = get(bad).await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cors_follows_the_allowed_origins() {
+    let setup = setup_with(&[("ALLOWED_ORIGINS", "https://watch.example")]).await;
+    let with_origin = |method: &str, origin: &str| {
+        let mut r = request(
+            method,
+            "/reactions",
+            Some("application/json"),
+            r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#,
+        );
+        r.headers_mut()
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        r
+    };
+    let preflight = setup
+        .ingest
+        .handle(with_origin("OPTIONS", "https://watch.example"))
+        .await;
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(
+        preflight.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://watch.example"
+    );
+    assert!(
+        preflight.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let allowed = setup
+        .ingest
+        .handle(with_origin("POST", "https://watch.example"))
+        .await;
+    assert_eq!(allowed.status(), 202);
+    assert_eq!(
+        allowed.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://watch.example"
+    );
+    let foreign = setup
+        .ingest
+        .handle(with_origin("POST", "https://other.example"))
+        .await;
+    assert!(
+        !foreign
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+}
+
+#[tokio::test]
+async fn a_down_broker_gives_503_quickly_and_recovery_gives_202() {
+    reactions::telemetry::init_json_logs();
+    let mut broker = BrokerProcess::start();
+    let Setup {
+        ingest,
+        topic,
+        kafka,
+        ..
+    } = setup_on(
+        &broker.address(),
+        &servers().mongodb_uri,
+        &[("PRODUCE_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let post = |user: String| {
+        post_json(&json!({"stream_id": "m", "user_id": user, "emoji": "fire"}).to_string())
+    };
+
+    assert_eq!(ingest.handle(post("before".into())).await.status(), 202);
+    let mut acknowledged = vec!["before".to_owned()];
+
+    broker.stop();
+    let started = Instant::now();
+    let down = ingest.handle(post("while-down".into())).await;
+    let elapsed = started.elapsed();
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.headers()[header::RETRY_AFTER], "1");
+    assert_eq!(body_json(&down)["error"], "unavailable");
+    assert!(
+        elapsed < Duration::from_millis(2_500),
+        "503 after {elapsed:?}"
+    );
+
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 0;
+    loop {
+        let user = format!("after-{attempt}");
+        let status = ingest.handle(post(user.clone())).await.status().as_u16();
+        attempt += 1;
+        if status == 202 {
+            acknowledged.push(user);
+            break;
+        }
+        assert_eq!(status, 503, "only 503 or 202 while the broker comes back");
+        assert!(
+            Instant::now() < deadline,
+            "no 202 within 30 s of the broker's restart"
+        );
+    }
+    // Every acknowledged reaction is in the log, the first one having survived the crash.
+    let total = record_count(&kafka, &topic) as usize;
+    let records = read_records(&kafka, &topic, total, Duration::from_secs(30)).await;
+    let users: Vec<String> = records
+        .iter()
+        .map(|m| {
+            ReactionRecord::decode(m.payload().unwrap())
+                .unwrap()
+                .user
+                .to_string()
+        })
+        .collect();
+    for user in &acknowledged {
+        assert!(
+            users.contains(user),
+            "{user} was acknowledged but is missing from {users:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_down_mongodb_gives_503_for_windows_but_reactions_still_flow() {
+    let dead_mongo = format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        closed_port()
+    );
+    let Setup { ingest, .. } = setup_on(&servers().kafka_brokers, &dead_mongo, &[]).await;
+    let started = Instant::now();
+    let windows = ingest
+        .handle(request("GET", "/streams/m/windows", None, Body::Empty))
+        .await;
+    assert_eq!(windows.status(), 503);
+    assert_eq!(windows.headers()[header::RETRY_AFTER], "1");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let posted = ingest
+        .handle(post_json(
+            r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#,
+        ))
+        .await;
+    assert_eq!(posted.status(), 202);
+}
