@@ -4,7 +4,10 @@
 use emostream_tests::{closed_port, servers, unique_name};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, TopicSpec, ensure_topics};
+use rdkafka::message::Headers;
+use reactions::kafka::{
+    AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -26,10 +29,14 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
 
     let producer = AckedProducer::new(&settings, Duration::from_secs(10)).unwrap();
     let keys = ["match-a", "match-b", "match-c", "match-d", "match-e"];
-    let records: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+    let records: Vec<OutgoingRecord> = (0..50)
         .map(|i| {
             let key = keys[i % keys.len()];
-            (key.as_bytes().to_vec(), format!("{key}:{i}").into_bytes())
+            let mut record = OutgoingRecord::new(key, format!("{key}:{i}"));
+            record
+                .headers
+                .push(("seq".into(), i.to_string().into_bytes()));
+            record
         })
         .collect();
     let delivered = producer
@@ -59,8 +66,11 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
             .expect("all records arrive within 30 s")
             .unwrap();
         let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+        let header = message.headers().unwrap().get(0);
+        assert_eq!(header.key, "seq");
         let value = std::str::from_utf8(message.payload().unwrap()).unwrap();
         let (value_key, sequence) = value.split_once(':').unwrap();
+        assert_eq!(header.value.unwrap(), sequence.as_bytes());
         assert_eq!(value_key, key);
         by_key
             .entry(key)
@@ -86,7 +96,7 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
     assert!(partitions_used.len() > 1, "keys spread over partitions");
     // The acknowledged positions agree with what was read.
     for (record, delivery) in records.iter().zip(&delivered) {
-        let key = std::str::from_utf8(&record.0).unwrap();
+        let key = std::str::from_utf8(&record.key).unwrap();
         assert_eq!(by_key[key][0].0, delivery.partition);
     }
 }
@@ -99,7 +109,7 @@ async fn an_unreachable_broker_is_a_timeout_not_a_hang() {
     let result = producer
         .produce_all(
             "anything",
-            &[(b"k".to_vec(), b"v".to_vec())],
+            &[OutgoingRecord::new("k", "v")],
             Duration::from_millis(800),
         )
         .await;

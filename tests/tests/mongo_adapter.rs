@@ -1,85 +1,223 @@
-//! The MongoDB adapter against a real MongoDB-wire server: idempotent index creation, upserts
-//! with `$inc` on the unique (stream, window start) key, racing upserts, and clear errors.
+//! The MongoDB adapter against a real MongoDB-wire server: indexes, exactly-once application of
+//! window deltas under replays, overlapping batches, redelivery after a crash and concurrent
+//! partitions, the number of writes per batch, and clear errors when MongoDB is unusable.
 
 use emostream_tests::{closed_port, servers};
-use mongodb::bson::doc;
-use reactions::mongo::{MongoSettings, StoreError, WindowStore, connect, is_duplicate_key};
-use reactions::{EmojiCounts, EmojiName, StreamId, WindowCounts, WindowKey, WindowWidth};
+use mongodb::Database;
+use mongodb::bson::{Document, doc};
+use reactions::kafka_event::RecordPosition;
+use reactions::mongo::{
+    MongoSettings, StoreError, WindowStore, WriteTimes, connect, is_duplicate_key,
+};
+use reactions::window_delta::window_deltas;
+use reactions::{EmojiName, Reaction, StreamId, UserId, WindowCounts, WindowWidth, count_batch};
+use std::time::Duration;
 
-fn counts(pairs: &[(&str, u64)]) -> EmojiCounts {
-    pairs
-        .iter()
-        .map(|(e, n)| (EmojiName::parse(e).unwrap(), *n))
-        .collect()
-}
+const WIDTH: WindowWidth = WindowWidth::DEFAULT;
 
-fn key(stream: &str, start_ms: i64) -> WindowKey {
-    WindowKey {
-        stream: StreamId::parse("s", stream).unwrap(),
-        start_ms,
+fn times() -> WriteTimes {
+    WriteTimes {
+        now_ms: 1_000,
+        retention: Duration::from_secs(3_600),
     }
 }
 
-#[tokio::test]
-async fn upserts_add_up_on_the_unique_window_key() {
-    let database = connect(&servers().mongo("adapter"), "mongo-adapter-test")
+/// A partition's log: `len` reactions over `streams` streams and three emojis, 1 to 5 taps each,
+/// spread over several windows.
+fn log(topic: &str, partition: i32, len: usize, streams: usize) -> Vec<(RecordPosition, Reaction)> {
+    let emojis = ["fire", "clap", "joy"];
+    (0..len)
+        .map(|i| {
+            (
+                RecordPosition {
+                    topic: topic.into(),
+                    partition,
+                    offset: 100 + i as i64,
+                },
+                Reaction {
+                    stream: StreamId::parse("s", &format!("stream-{}", i % streams)).unwrap(),
+                    user: UserId::parse("u", "viewer").unwrap(),
+                    emoji: EmojiName::parse(emojis[i % 3]).unwrap(),
+                    count: 1 + (i % 5) as u32,
+                    at_ms: (i as i64 * 137) % 9_000,
+                },
+            )
+        })
+        .collect()
+}
+
+async fn fresh_store(prefix: &str) -> (Database, WindowStore) {
+    let database = connect(&servers().mongo(prefix), "window-store-test")
         .await
         .unwrap();
     let store = WindowStore::new(&database);
     store.ensure_indexes().await.unwrap();
-    store.ensure_indexes().await.unwrap();
+    (database, store)
+}
 
-    let width = WindowWidth::DEFAULT;
-    let mut batch = WindowCounts::new();
-    batch.insert(key("m1", 0), counts(&[("fire", 3), ("clap", 1)]));
-    batch.insert(key("m1", 2_000), counts(&[("fire", 1)]));
-    store.add_counts(&batch, width).await.unwrap();
-    store.add_counts(&batch, width).await.unwrap();
+async fn apply(
+    store: &WindowStore,
+    records: &[(RecordPosition, Reaction)],
+) -> reactions::mongo::ApplyReport {
+    let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), WIDTH);
+    store.apply_batch(&deltas, WIDTH, times()).await.unwrap()
+}
 
-    let first = store.find_window(&key("m1", 0)).await.unwrap().unwrap();
-    assert_eq!(first.counts, counts(&[("fire", 6), ("clap", 2)]));
-    assert_eq!((first.total, first.end_ms), (8, 2_000));
-    let second = store.find_window(&key("m1", 2_000)).await.unwrap().unwrap();
-    assert_eq!(second.total, 2);
-    assert!(store.find_window(&key("m2", 0)).await.unwrap().is_none());
+/// Asserts the store holds exactly the counts of `records`, window by window.
+async fn assert_exact(store: &WindowStore, records: &[(RecordPosition, Reaction)]) {
+    let expected: WindowCounts = count_batch(records.iter().map(|(_, r)| r), WIDTH);
+    let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), WIDTH);
+    let stored = store.read_windows(&deltas).await.unwrap();
+    assert_eq!(stored.len(), expected.len());
+    for window in stored {
+        let counts = &expected[&window.key];
+        assert_eq!(&window.counts, counts, "{:?}", window.key);
+        assert_eq!(window.total, counts.values().sum::<u64>());
+        assert_eq!(window.end_ms, window.key.start_ms + WIDTH.millis());
+    }
+}
 
-    // The index really is unique: a second document for the same window is refused with E11000.
-    let raw = database.collection::<mongodb::bson::Document>(WindowStore::COLLECTION);
-    let duplicate = raw
-        .insert_one(doc! { "stream": "m1", "start_ms": 0_i64 })
-        .await
-        .unwrap_err();
-    assert!(is_duplicate_key(&duplicate), "{duplicate}");
-    assert_eq!(raw.count_documents(doc! {}).await.unwrap(), 2);
+#[tokio::test]
+async fn the_same_batch_twice_counts_once() {
+    let (database, store) = fresh_store("twice").await;
+    let batch = log("emoji-reaction-topic", 0, 60, 3);
+    let first = apply(&store, &batch).await;
+    assert_eq!((first.conflicts, first.replays_skipped), (0, 0));
+    let again = apply(&store, &batch).await;
+    assert_eq!(
+        again.conflicts, again.windows,
+        "every window sees the replay"
+    );
+    assert_eq!(
+        (again.replays_skipped, again.taps_applied),
+        (again.windows, 0)
+    );
+    assert_exact(&store, &batch).await;
     database.drop().await.unwrap();
 }
 
 #[tokio::test]
-async fn racing_upserts_of_a_new_window_lose_nothing() {
-    let database = connect(&servers().mongo("race"), "mongo-race-test")
-        .await
-        .unwrap();
-    let store = WindowStore::new(&database);
-    store.ensure_indexes().await.unwrap();
-    let writers: Vec<_> = (0..16)
-        .map(|_| {
+async fn overlapping_batches_with_different_boundaries_count_once() {
+    let (database, store) = fresh_store("overlap").await;
+    let partition = log("emoji.reaction.topic", 2, 120, 4);
+    for (start, end) in [(0, 40), (25, 70), (60, 61), (10, 100), (95, 120), (0, 120)] {
+        apply(&store, &partition[start..end]).await;
+    }
+    assert_exact(&store, &partition).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redelivery_after_a_crash_between_write_and_commit_counts_once() {
+    let (database, store) = fresh_store("crash").await;
+    let partition = log("emoji-reaction-topic", 0, 90, 2);
+    // The first delivery is written, then the function dies before the batch is acknowledged:
+    // the event source redelivers from the same offset, with more records behind it.
+    apply(&store, &partition[..50]).await;
+    let redelivered = apply(&store, &partition[..90]).await;
+    assert!(redelivered.conflicts > 0);
+    let expected_new: u64 = partition[50..]
+        .iter()
+        .map(|(_, r)| u64::from(r.count))
+        .sum();
+    assert_eq!(redelivered.taps_applied, expected_new);
+    assert_exact(&store, &partition).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_partitions_writing_the_same_windows_concurrently_count_once() {
+    let (database, store) = fresh_store("concurrent").await;
+    let logs = [
+        log("emoji-reaction-topic", 0, 200, 2),
+        log("emoji-reaction-topic", 1, 200, 2),
+    ];
+    let writers: Vec<_> = logs
+        .iter()
+        .cloned()
+        .map(|partition| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut batch = WindowCounts::new();
-                batch.insert(key("race", 4_000), counts(&[("joy", 5)]));
-                store.add_counts(&batch, WindowWidth::DEFAULT).await
+                // Small batches, each delivered twice, as after a timeout.
+                for start in (0..partition.len()).step_by(20) {
+                    let batch = &partition[start..(start + 20).min(partition.len())];
+                    apply(&store, batch).await;
+                    apply(&store, batch).await;
+                }
             })
         })
         .collect();
     for writer in writers {
-        writer.await.unwrap().unwrap();
+        writer.await.unwrap();
     }
-    let stored = store
-        .find_window(&key("race", 4_000))
-        .await
+    let everything: Vec<_> = logs.concat();
+    assert_exact(&store, &everything).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn racing_inserts_of_a_new_window_lose_nothing() {
+    let (database, store) = fresh_store("race").await;
+    let partitions: Vec<_> = (0..16)
+        .map(|p| log("emoji-reaction-topic", p, 1, 1))
+        .collect();
+    let writers: Vec<_> = partitions
+        .iter()
+        .cloned()
+        .map(|batch| {
+            let store = store.clone();
+            tokio::spawn(async move { apply(&store, &batch).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_exact(&store, &partitions.concat()).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_write_per_window_for_10000_reactions_over_20_streams() {
+    let (database, store) = fresh_store("writes").await;
+    let batch = log("emoji-reaction-topic", 0, 10_000, 20);
+    let deltas = window_deltas(batch.iter().map(|(p, r)| (p, r)), WIDTH);
+    let started = std::time::Instant::now();
+    let report = store.apply_batch(&deltas, WIDTH, times()).await.unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "MongoDB writes for one batch of 10000 reactions over 20 streams: {} update statements in 1 round trip for {} distinct windows ({elapsed:?})",
+        report.bulk_statements, report.windows
+    );
+    assert_eq!(report.bulk_statements, deltas.len());
+    assert_eq!(report.conflicts, 0);
+    assert_exact(&store, &batch).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn indexes_enforce_one_document_per_window_and_retention() {
+    let (database, store) = fresh_store("indexes").await;
+    store.ensure_indexes().await.unwrap();
+    apply(&store, &log("emoji-reaction-topic", 0, 1, 1)).await;
+    let raw = database.collection::<Document>(WindowStore::COLLECTION);
+    let stored = raw.find_one(doc! {}).await.unwrap().unwrap();
+    let end_ms = stored.get_i64("end_ms").unwrap();
+    let expires = stored
+        .get_datetime("expires_at")
         .unwrap()
-        .unwrap();
-    assert_eq!(stored.total, 80);
+        .timestamp_millis();
+    assert_eq!(expires, end_ms + 3_600_000);
+    let duplicate = raw
+        .insert_one(doc! { "stream": stored.get_str("stream").unwrap(), "start_ms": stored.get_i64("start_ms").unwrap() })
+        .await
+        .unwrap_err();
+    assert!(is_duplicate_key(&duplicate), "{duplicate}");
+    let names = raw.list_index_names().await.unwrap();
+    assert!(
+        names.contains(&"stream_start_unique".to_owned())
+            && names.contains(&"expires_at_ttl".to_owned()),
+        "{names:?}"
+    );
     database.drop().await.unwrap();
 }
 

@@ -7,6 +7,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use std::time::Duration;
@@ -115,6 +116,26 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Headers in order (dead letters carry their reason here).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl OutgoingRecord {
+    /// A record without headers.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -188,18 +209,28 @@ impl AckedProducer {
             .map(|(code, reason)| format!("{code}: {reason}"))
     }
 
-    /// Produces `records` (key, value) to `topic` and waits until every one is acknowledged or
+    /// Produces `records` to `topic` and waits until every one is acknowledged or
     /// `deadline` passes. Records are sent concurrently; per-key order is kept by librdkafka's
     /// idempotent producer.
     pub async fn produce_all(
         &self,
         topic: &str,
-        records: &[(Vec<u8>, Vec<u8>)],
+        records: &[OutgoingRecord],
         deadline: Duration,
     ) -> Result<Vec<Delivered>, KafkaAdapterError> {
-        let sends = records.iter().map(|(key, value)| {
+        let sends = records.iter().map(|record| {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
             self.producer.send(
-                FutureRecord::to(topic).key(key).payload(value),
+                FutureRecord::to(topic)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(headers),
                 // Time allowed to wait for space in the local queue.
                 Timeout::After(deadline),
             )

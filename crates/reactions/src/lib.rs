@@ -14,6 +14,7 @@ pub mod swarm;
 pub mod telemetry;
 pub mod validation;
 pub mod window;
+pub mod window_delta;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -3,7 +3,7 @@
 //! every one of its records.
 
 use reactions::Reaction;
-use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings};
+use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord};
 use reactions::message::{ReactionRecord, VersionedMessage};
 use std::sync::RwLock;
 use std::time::Duration;
@@ -53,14 +53,9 @@ impl ReactionPublisher {
     /// timeout. After a fatal producer error the producer is rebuilt, so one broker incident
     /// cannot leave a warm container failing forever.
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<(), KafkaAdapterError> {
-        let records: Vec<(Vec<u8>, Vec<u8>)> = reactions
+        let records: Vec<OutgoingRecord> = reactions
             .iter()
-            .map(|r| {
-                (
-                    r.stream.as_str().as_bytes().to_vec(),
-                    ReactionRecord::from(r).encode(),
-                )
-            })
+            .map(|r| OutgoingRecord::new(r.stream.as_str(), ReactionRecord::from(r).encode()))
             .collect();
         let producer = self.current();
         let result = producer

@@ -84,13 +84,10 @@ pub async fn list_windows(
     let windows = store
         .list_windows(&query.stream, query.since_ms, query.limit)
         .await
-        .map_err(|error| {
+        .map_err(|error: StoreError| {
+            // Whatever went wrong is ours or MongoDB's, never the client's: 503, retry later.
             tracing::error!(%error, "reading windows failed");
-            match error {
-                StoreError::Malformed(_) | StoreError::Config(_) | StoreError::Server { .. } => {
-                    ApiError::Unavailable { service: "MongoDB" }
-                }
-            }
+            ApiError::Unavailable { service: "MongoDB" }
         })?;
     Ok(json!({
         "stream": query.stream.as_str(),

@@ -10,9 +10,11 @@ use lambda_http::http::header;
 use lambda_http::{Body, Request, Response};
 use rdkafka::Message;
 use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use reactions::kafka_event::RecordPosition;
 use reactions::message::{ReactionRecord, VersionedMessage};
-use reactions::mongo::{WindowStore, connect};
-use reactions::{EmojiName, StreamId, WindowCounts, WindowKey, WindowWidth};
+use reactions::mongo::{WindowStore, WriteTimes, connect};
+use reactions::window_delta::window_deltas;
+use reactions::{EmojiName, Reaction, StreamId, UserId, WindowWidth};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -339,22 +341,30 @@ async fn stored_windows_are_served_with_since_and_limit() {
     .unwrap();
     let store = WindowStore::new(&database);
     store.ensure_indexes().await.unwrap();
-    let stream = StreamId::parse("s", "replay-1").unwrap();
-    let mut windows = WindowCounts::new();
-    for i in 0..5_i64 {
-        let counts = [(EmojiName::parse("fire").unwrap(), (i + 1) as u64)]
-            .into_iter()
-            .collect();
-        windows.insert(
-            WindowKey {
-                stream: stream.clone(),
-                start_ms: i * 2_000,
-            },
-            counts,
-        );
-    }
+    let records: Vec<(RecordPosition, Reaction)> = (0..5_i64)
+        .map(|i| {
+            let position = RecordPosition {
+                topic: "t".into(),
+                partition: 0,
+                offset: i,
+            };
+            let reaction = Reaction {
+                stream: StreamId::parse("s", "replay-1").unwrap(),
+                user: UserId::parse("u", "u").unwrap(),
+                emoji: EmojiName::parse("fire").unwrap(),
+                count: (i + 1) as u32,
+                at_ms: i * 2_000,
+            };
+            (position, reaction)
+        })
+        .collect();
+    let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
+    let times = WriteTimes {
+        now_ms: 0,
+        retention: Duration::from_secs(60),
+    };
     store
-        .add_counts(&windows, WindowWidth::DEFAULT)
+        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
         .await
         .unwrap();
 

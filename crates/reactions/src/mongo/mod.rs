@@ -1,14 +1,19 @@
 //! The MongoDB adapter: connecting with bounded timeouts, and the `windows` collection with its
-//! unique (stream, window start) key. Only operations that MongoDB, Atlas and Amazon DocumentDB
-//! all support are used: single-document upserts with `$inc`/`$setOnInsert`, finds, and indexes.
+//! unique (stream, window start) key and retention TTL. Only operations that MongoDB, Atlas and
+//! Amazon DocumentDB all support are used: `update` with `$inc`/`$max`/`$set`/`$setOnInsert`,
+//! `find`, and indexes.
+
+mod apply;
+
+pub use apply::{ApplyReport, WriteTimes};
 
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;
-use crate::window::{EmojiCounts, WindowCounts, WindowKey, WindowWidth};
+use crate::window::{EmojiCounts, WindowKey};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, UpdateOptions};
+use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::time::Duration;
 
@@ -25,6 +30,9 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
+    /// A write was refused for a reason other than a lost race.
+    #[error("MongoDB write failed: {0}")]
+    Write(String),
     /// A stored document does not have the expected shape.
     #[error("stored window document is malformed: {0}")]
     Malformed(String),
@@ -87,6 +95,7 @@ pub struct StoredWindow {
 /// The `windows` collection: one document per stream and window.
 #[derive(Debug, Clone)]
 pub struct WindowStore {
+    database: Database,
     collection: Collection<Document>,
 }
 
@@ -97,11 +106,13 @@ impl WindowStore {
     /// Uses the `windows` collection of `database`.
     pub fn new(database: &Database) -> Self {
         Self {
+            database: database.clone(),
             collection: database.collection(Self::COLLECTION),
         }
     }
 
-    /// Creates the unique (stream, start) index if missing. Idempotent: run at every start-up.
+    /// Creates the unique (stream, start) index and the retention TTL index if missing.
+    /// Idempotent: run at every start-up.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let unique_window = IndexModel::builder()
             .keys(doc! { "stream": 1, "start_ms": 1 })
@@ -112,57 +123,24 @@ impl WindowStore {
                     .build(),
             )
             .build();
+        let retention = IndexModel::builder()
+            .keys(doc! { "expires_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .expire_after(Duration::ZERO)
+                    .name("expires_at_ttl".to_owned())
+                    .build(),
+            )
+            .build();
         self.collection
-            .create_index(unique_window)
+            .create_indexes([unique_window, retention])
             .await
-            .map_err(server("create_index"))?;
+            .map_err(server("create_indexes"))?;
         Ok(())
     }
 
     fn filter(key: &WindowKey) -> Document {
         doc! { "stream": key.stream.as_str(), "start_ms": key.start_ms }
-    }
-
-    /// Adds `windows` to the stored counts, creating documents as needed. Not idempotent on its
-    /// own: exactly-once needs the applied-offset guard the aggregate function adds on top.
-    pub async fn add_counts(
-        &self,
-        windows: &WindowCounts,
-        width: WindowWidth,
-    ) -> Result<(), StoreError> {
-        for (key, counts) in windows {
-            let mut inc = Document::new();
-            for (emoji, n) in counts {
-                let n = i64::try_from(*n)
-                    .map_err(|_| StoreError::Malformed("count overflow".into()))?;
-                inc.insert(format!("counts.{emoji}"), n);
-            }
-            let total: u64 = counts.values().sum();
-            inc.insert("total", i64::try_from(total).unwrap_or(i64::MAX));
-            let update = doc! {
-                "$inc": inc,
-                "$setOnInsert": { "end_ms": key.end_ms(width) },
-            };
-            let options = UpdateOptions::builder().upsert(true).build();
-            let first = self
-                .collection
-                .update_one(Self::filter(key), update.clone())
-                .with_options(options.clone())
-                .await;
-            match first {
-                Ok(_) => {}
-                // Lost an insert race: the document exists now, so the retry updates it.
-                Err(e) if is_duplicate_key(&e) => {
-                    self.collection
-                        .update_one(Self::filter(key), update)
-                        .with_options(options)
-                        .await
-                        .map_err(server("update_one"))?;
-                }
-                Err(e) => return Err(server("update_one")(e)),
-            }
-        }
-        Ok(())
     }
 
     /// Reads up to `limit` windows of `stream` in ascending start order: those starting at or

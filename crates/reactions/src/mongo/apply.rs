@@ -1,0 +1,277 @@
+//! Exactly-once application of a batch's window deltas to the `windows` collection.
+//!
+//! Each window document keeps, per topic-partition, the highest offset it has applied. A batch
+//! is applied as one unordered `update` command with one conditional upsert per window: "add
+//! these taps if none of this batch's offsets for each partition are applied yet". That is the
+//! common case and costs one round trip for the whole batch. A statement whose condition fails
+//! (a redelivery, an overlapping batch, a racing insert) reports a duplicate-key error; for
+//! those windows alone the stored offsets are read and only what remains is applied, with a
+//! compare-and-set on those offsets. Only `update` with `$inc`/`$max`/`$set`/`$setOnInsert`,
+//! `find` and unique indexes are used: MongoDB, Atlas and DocumentDB all have them.
+
+use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
+use crate::window::WindowWidth;
+use crate::window_delta::{Remaining, WindowDelta};
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How many compare-and-set rounds one window gets before the batch fails (and is retried by
+/// the event source). Only concurrent writers of the same partition can make rounds fail.
+const MAX_ROUNDS: usize = 20;
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Windows the batch touches.
+    pub windows: usize,
+    /// Update statements in the bulk round trip (one per window).
+    pub bulk_statements: usize,
+    /// Windows whose bulk statement found part of the batch already applied (or lost an
+    /// insert race) and went through the read-then-compare-and-set path.
+    pub conflicts: usize,
+    /// Windows that already held everything this batch carries: nothing written.
+    pub replays_skipped: usize,
+    /// Taps added to the store by this batch.
+    pub taps_applied: u64,
+}
+
+/// When a window's document expires, and the clock for `updated_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteTimes {
+    /// Now, ms since the epoch.
+    pub now_ms: i64,
+    /// How long after its end a window is kept (the TTL index deletes it then).
+    pub retention: Duration,
+}
+
+fn offsets_path(field: &str) -> String {
+    format!("offsets.{field}")
+}
+
+fn update_for(
+    remaining: &Remaining,
+    delta: &WindowDelta,
+    width: WindowWidth,
+    times: WriteTimes,
+) -> Document {
+    let mut inc = Document::new();
+    for (emoji, n) in &remaining.counts {
+        inc.insert(
+            format!("counts.{emoji}"),
+            i64::try_from(*n).unwrap_or(i64::MAX),
+        );
+    }
+    inc.insert(
+        "total",
+        i64::try_from(remaining.total()).unwrap_or(i64::MAX),
+    );
+    let mut max = Document::new();
+    for (partition, (_, highest)) in &remaining.offsets {
+        max.insert(offsets_path(&partition.field_name()), *highest);
+    }
+    let end_ms = delta.key.end_ms(width);
+    let retention_ms = i64::try_from(times.retention.as_millis()).unwrap_or(i64::MAX);
+    doc! {
+        "$inc": inc,
+        "$max": max,
+        "$set": { "updated_at": DateTime::from_millis(times.now_ms) },
+        "$setOnInsert": {
+            "end_ms": end_ms,
+            "expires_at": DateTime::from_millis(end_ms.saturating_add(retention_ms)),
+        },
+    }
+}
+
+/// The condition "none of this batch's offsets are applied yet", for the bulk statement.
+fn first_attempt_filter(delta: &WindowDelta) -> Document {
+    let mut filter = WindowStore::filter(&delta.key);
+    let clauses: Vec<Bson> = delta
+        .first_offsets()
+        .iter()
+        .map(|(partition, first)| {
+            let path = offsets_path(&partition.field_name());
+            Bson::Document(doc! { "$or": [
+                { path.clone(): { "$exists": false } },
+                { path: { "$lt": first } },
+            ]})
+        })
+        .collect();
+    filter.insert("$and", clauses);
+    filter
+}
+
+/// The compare-and-set condition: the offsets are still what `remaining` was computed against.
+fn compare_and_set_filter(delta: &WindowDelta, remaining: &Remaining) -> Document {
+    let mut filter = WindowStore::filter(&delta.key);
+    for (partition, (stored, _)) in &remaining.offsets {
+        let path = offsets_path(&partition.field_name());
+        match stored {
+            Some(offset) => filter.insert(path, *offset),
+            None => filter.insert(path, doc! { "$exists": false }),
+        };
+    }
+    filter
+}
+
+fn stored_offsets(
+    document: &Document,
+    delta: &WindowDelta,
+) -> BTreeMap<crate::window_delta::PartitionKey, i64> {
+    let offsets = document.get_document("offsets").ok();
+    delta
+        .partitions
+        .keys()
+        .filter_map(|partition| {
+            let stored = offsets?.get(partition.field_name())?;
+            let offset = match stored {
+                Bson::Int64(v) => *v,
+                Bson::Int32(v) => i64::from(*v),
+                _ => return None,
+            };
+            Some((partition.clone(), offset))
+        })
+        .collect()
+}
+
+impl WindowStore {
+    /// Applies a batch's deltas exactly once (see the module comment).
+    pub async fn apply_batch(
+        &self,
+        deltas: &[WindowDelta],
+        width: WindowWidth,
+        times: WriteTimes,
+    ) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport {
+            windows: deltas.len(),
+            ..ApplyReport::default()
+        };
+        if deltas.is_empty() {
+            return Ok(report);
+        }
+        let statements: Vec<Document> = deltas
+            .iter()
+            .map(|delta| {
+                let all = delta.after(&BTreeMap::new());
+                doc! {
+                    "q": first_attempt_filter(delta),
+                    "u": update_for(&all, delta, width, times),
+                    "upsert": true,
+                    "multi": false,
+                }
+            })
+            .collect();
+        report.bulk_statements = statements.len();
+        let reply = self
+            .database
+            .run_command(doc! {
+                "update": self.collection.name(),
+                "updates": statements,
+                "ordered": false,
+            })
+            .await
+            .map_err(server("update"))?;
+        let mut conflicted = vec![false; deltas.len()];
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors {
+                let error = error
+                    .as_document()
+                    .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
+                let index = error
+                    .get_i32("index")
+                    .ok()
+                    .and_then(|i| usize::try_from(i).ok());
+                let code = error.get_i32("code").unwrap_or_default();
+                match (index, code) {
+                    (Some(index), 11000) if index < deltas.len() => conflicted[index] = true,
+                    _ => {
+                        return Err(StoreError::Write(format!(
+                            "update statement failed: {}",
+                            error.get_str("errmsg").unwrap_or("unknown error")
+                        )));
+                    }
+                }
+            }
+        }
+        for (delta, conflict) in deltas.iter().zip(conflicted) {
+            if !conflict {
+                report.taps_applied += delta.after(&BTreeMap::new()).total();
+                continue;
+            }
+            report.conflicts += 1;
+            let applied = self.apply_remaining(delta, width, times).await?;
+            match applied {
+                0 => report.replays_skipped += 1,
+                taps => report.taps_applied += taps,
+            }
+        }
+        Ok(report)
+    }
+
+    /// The slow path for one window: read its offsets, apply what remains with a
+    /// compare-and-set, repeat if another writer got in between. Returns the taps applied.
+    async fn apply_remaining(
+        &self,
+        delta: &WindowDelta,
+        width: WindowWidth,
+        times: WriteTimes,
+    ) -> Result<u64, StoreError> {
+        for _ in 0..MAX_ROUNDS {
+            let current = self
+                .collection
+                .find_one(Self::filter(&delta.key))
+                .await
+                .map_err(server("find_one"))?;
+            let stored = current
+                .as_ref()
+                .map(|d| stored_offsets(d, delta))
+                .unwrap_or_default();
+            let remaining = delta.after(&stored);
+            if remaining.is_empty() {
+                return Ok(0);
+            }
+            let update = update_for(&remaining, delta, width, times);
+            let result = self
+                .collection
+                .update_one(compare_and_set_filter(delta, &remaining), update)
+                .upsert(current.is_none())
+                .await;
+            match result {
+                Ok(outcome) if outcome.matched_count == 1 || outcome.upserted_id.is_some() => {
+                    return Ok(remaining.total());
+                }
+                Ok(_) => continue,
+                Err(error) if super::is_duplicate_key(&error) => continue,
+                Err(error) => return Err(server("update_one")(error)),
+            }
+        }
+        Err(StoreError::Write(format!(
+            "window {}@{} kept changing under {MAX_ROUNDS} compare-and-set rounds",
+            delta.key.stream, delta.key.start_ms
+        )))
+    }
+
+    /// Reads the current state of the given windows (those that exist), for re-publishing.
+    pub async fn read_windows(
+        &self,
+        deltas: &[WindowDelta],
+    ) -> Result<Vec<StoredWindow>, StoreError> {
+        if deltas.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Bson> = deltas
+            .iter()
+            .map(|d| Bson::Document(Self::filter(&d.key)))
+            .collect();
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "$or": keys })
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        documents.iter().map(parse_window).collect()
+    }
+}
