@@ -67,7 +67,10 @@ impl BrokerProcess {
         if let Some(mut child) = self.child.take() {
             // The launcher runs the broker in its own process group; signal the whole group.
             let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args([signal, "--", &group]).status();
+            let _ = Command::new("kill")
+                .args([signal, "--", &group])
+                .stderr(Stdio::null())
+                .status();
             // Wait for every process of the group (the launcher exits before the broker has
             // saved its data), not just the launcher.
             let group_alive = || {
@@ -85,7 +88,10 @@ impl BrokerProcess {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -10,7 +10,7 @@ use reactions::mongo::{
     MongoSettings, StoreError, WindowStore, WriteTimes, connect, is_duplicate_key,
 };
 use reactions::window_delta::window_deltas;
-use reactions::{EmojiName, Reaction, StreamId, UserId, WindowCounts, WindowWidth, count_batch};
+use reactions::{Reaction, WindowCounts, WindowWidth, count_batch};
 use std::time::Duration;
 
 const WIDTH: WindowWidth = WindowWidth::DEFAULT;
@@ -22,28 +22,8 @@ fn times() -> WriteTimes {
     }
 }
 
-/// A partition's log: `len` reactions over `streams` streams and three emojis, 1 to 5 taps each,
-/// spread over several windows.
 fn log(topic: &str, partition: i32, len: usize, streams: usize) -> Vec<(RecordPosition, Reaction)> {
-    let emojis = ["fire", "clap", "joy"];
-    (0..len)
-        .map(|i| {
-            (
-                RecordPosition {
-                    topic: topic.into(),
-                    partition,
-                    offset: 100 + i as i64,
-                },
-                Reaction {
-                    stream: StreamId::parse("s", &format!("stream-{}", i % streams)).unwrap(),
-                    user: UserId::parse("u", "viewer").unwrap(),
-                    emoji: EmojiName::parse(emojis[i % 3]).unwrap(),
-                    count: 1 + (i % 5) as u32,
-                    at_ms: (i as i64 * 137) % 9_000,
-                },
-            )
-        })
-        .collect()
+    emostream_tests::fixtures::reaction_log(topic, partition, len, streams, 0)
 }
 
 async fn fresh_store(prefix: &str) -> (Database, WindowStore) {

@@ -40,6 +40,7 @@ impl<const N: usize> Settings for [(&str, &str); N] {
         self.iter()
             .find(|(k, _)| *k == var)
             .map(|(_, v)| (*v).to_owned())
+            .filter(|v| !v.trim().is_empty())
     }
 }
 

@@ -124,6 +124,41 @@ pub fn lambda_kafka_record_json(
     })
 }
 
+/// Wraps records made by [`lambda_kafka_record_json`] into a whole Kafka event, grouped under
+/// `"<topic>-<partition>"` keys as Lambda does. `event_source` is `aws:kafka` (MSK) or
+/// `SelfManagedKafka`.
+pub fn lambda_kafka_event_json(
+    event_source: &str,
+    bootstrap_servers: &str,
+    records: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let mut grouped = serde_json::Map::new();
+    for record in records {
+        let key = format!(
+            "{}-{}",
+            record["topic"].as_str().unwrap_or_default(),
+            record["partition"]
+        );
+        if let serde_json::Value::Array(list) = grouped
+            .entry(key)
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+        {
+            list.push(record);
+        }
+    }
+    let mut event = serde_json::json!({
+        "eventSource": event_source,
+        "bootstrapServers": bootstrap_servers,
+        "records": grouped,
+    });
+    if event_source == "aws:kafka" {
+        event["eventSourceArn"] = serde_json::Value::from(
+            "arn:aws:kafka:local:000000000000:cluster/emostream/00000000-0000-0000-0000-000000000000-1",
+        );
+    }
+    event
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +200,30 @@ mod tests {
         assert_eq!(r.key.as_deref(), Some(&b"m1"[..]));
         assert_eq!(r.headers, headers);
         assert_eq!(r.message.as_ref().unwrap().count, 2);
+    }
+
+    #[test]
+    fn whole_events_group_records_by_topic_and_partition() {
+        let records = vec![
+            lambda_kafka_record_json(&position(1, 7), 0, None, Some(GOOD), &[]),
+            lambda_kafka_record_json(&position(0, 3), 0, None, Some(GOOD), &[]),
+            lambda_kafka_record_json(&position(1, 8), 0, None, Some(GOOD), &[]),
+        ];
+        let json = lambda_kafka_event_json("aws:kafka", "b:9092", records);
+        assert_eq!(
+            json["records"]["emoji-reaction-topic-1"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(json["eventSourceArn"].is_string());
+        let event: KafkaEvent = serde_json::from_value(json).unwrap();
+        let offsets: Vec<i64> = decode_kafka_event::<ReactionRecord>(&event)
+            .iter()
+            .map(|r| r.position.offset)
+            .collect();
+        assert_eq!(offsets, [3, 7, 8]);
     }
 
     #[test]

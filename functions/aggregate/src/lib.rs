@@ -1,56 +1,216 @@
-//! The aggregate function: triggered by Kafka event source mappings on `emoji-reaction-topic`.
-//! This version decodes each batch and counts it into windows; storing the counts exactly once
-//! in MongoDB and re-publishing window state are being built.
+//! The aggregate function: triggered by Kafka event source mappings on `emoji-reaction-topic`
+//! (MSK `aws:kafka` and `SelfManagedKafka` events alike). For each batch it dead-letters what
+//! cannot be counted, applies the rest to MongoDB exactly once, and re-publishes the absolute
+//! state of every window the batch touched to `emoji-output-topic`. Any failure returns an
+//! error so the event source retries the batch; retries never change a count.
+
+pub mod batch;
+pub mod config;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use reactions::message::ReactionRecord;
-use reactions::{DomainConfig, Reaction, count_batch, decode_kafka_event};
+use batch::{PreparedBatch, prepare_batch};
+use config::AggregateConfig;
+use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
+use reactions::message::{VersionedMessage, WindowStateRecord};
+use reactions::metrics::MetricsLine;
+use reactions::mongo::{StoreError, StoredWindow, WindowStore, WriteTimes};
 use serde::Serialize;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
 
-/// Everything the handler needs, built once per container in `main`.
-#[derive(Debug, Clone)]
-pub struct Aggregate {
-    /// Domain settings (window width, catalogue).
-    pub config: DomainConfig,
+/// Why a batch failed (and will be retried by the event source).
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Kafka {
+        what: &'static str,
+        #[source]
+        source: KafkaAdapterError,
+    },
+    #[error(transparent)]
+    Config(#[from] reactions::ConfigError),
 }
 
-/// What one batch contained.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What one batch did; also the invocation's response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BatchSummary {
-    /// Records decoded into reactions.
+    pub records: usize,
     pub reactions: usize,
-    /// Records that could not be decoded.
-    pub malformed: usize,
-    /// Distinct (stream, window) pairs the batch touches.
+    pub dead_lettered: usize,
     pub windows: usize,
+    pub taps_applied: u64,
+    pub replays_skipped: usize,
+    pub states_published: usize,
+}
+
+/// The function's long-lived state, built once per container.
+pub struct Aggregate {
+    config: AggregateConfig,
+    store: WindowStore,
+    producer: AckedProducer,
+    indexes: OnceCell<()>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Aggregate {
-    /// Decodes and counts one batch.
-    pub fn handle(&self, event: &KafkaEvent) -> BatchSummary {
-        let decoded = decode_kafka_event::<ReactionRecord>(event);
-        let mut malformed = 0;
-        let mut reactions: Vec<Reaction> = Vec::with_capacity(decoded.len());
-        for record in decoded {
-            match record.message {
-                Ok(message) => reactions.push(message.into()),
-                Err(error) => {
-                    malformed += 1;
-                    tracing::warn!(
-                        topic = %record.position.topic,
-                        partition = record.position.partition,
-                        offset = record.position.offset,
-                        reason = error.code(),
-                        "malformed record: {error}"
-                    );
+    /// Builds the clients and tries to create the indexes. MongoDB being down does not fail
+    /// the init: the first batch retries the indexes and fails (to be retried) if still down.
+    pub async fn new(config: AggregateConfig) -> Result<Self, AggregateError> {
+        let database = reactions::mongo::open(&config.mongo, "emostream-aggregate").await?;
+        let producer =
+            AckedProducer::new(&config.kafka, config.produce_timeout).map_err(|source| {
+                AggregateError::Kafka {
+                    what: "building the producer",
+                    source,
                 }
-            }
+            })?;
+        let aggregate = Self {
+            store: WindowStore::new(&database),
+            producer,
+            config,
+            indexes: OnceCell::new(),
+        };
+        if let Err(error) = aggregate.ensure_indexes().await {
+            tracing::warn!(%error, "indexes not created at start-up; retrying on the first batch");
         }
-        let windows = count_batch(&reactions, self.config.window_width);
-        BatchSummary {
+        Ok(aggregate)
+    }
+
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.indexes
+            .get_or_try_init(|| self.store.ensure_indexes())
+            .await
+            .map(|_| ())
+    }
+
+    /// The absolute state record of a stored window, as of `now_ms`.
+    pub fn state_record(&self, window: &StoredWindow, now_ms: i64) -> WindowStateRecord {
+        WindowStateRecord {
+            v: WindowStateRecord::VERSION,
+            stream: window.key.stream.clone(),
+            start_ms: window.key.start_ms,
+            end_ms: window.end_ms,
+            swarm: self.config.domain.swarm_rule.downscale(&window.counts),
+            counts: window.counts.clone(),
+            total: window.total,
+            is_final: now_ms
+                > window
+                    .end_ms
+                    .saturating_add(self.config.allowed_lateness_ms),
+            updated_at_ms: now_ms,
+        }
+    }
+
+    async fn produce(
+        &self,
+        topic: &str,
+        records: &[OutgoingRecord],
+        what: &'static str,
+    ) -> Result<(), AggregateError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.producer
+            .produce_all(topic, records, self.config.produce_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|source| AggregateError::Kafka { what, source })
+    }
+
+    /// Handles one batch. Order matters for "nothing lost": dead letters first, then the
+    /// counts, then the states; an error anywhere fails the batch and the retry redoes each
+    /// step, with the counts protected by their offsets.
+    pub async fn handle(&self, event: &KafkaEvent) -> Result<BatchSummary, AggregateError> {
+        let started = Instant::now();
+        self.ensure_indexes().await?;
+        let PreparedBatch {
+            records,
+            reactions,
+            dead_letters,
+            deltas,
+        } = prepare_batch(event, &self.config.domain);
+        for dead in &dead_letters {
+            tracing::warn!(
+                topic = %dead.position.topic,
+                partition = dead.position.partition,
+                offset = dead.position.offset,
+                reason = dead.reason,
+                "dead-lettering record: {}",
+                dead.error
+            );
+        }
+        let letters: Vec<OutgoingRecord> = dead_letters.iter().map(|d| d.to_record()).collect();
+        self.produce(
+            &self.config.dead_letter_topic,
+            &letters,
+            "dead-lettering records",
+        )
+        .await?;
+
+        let now = now_ms();
+        let times = WriteTimes {
+            now_ms: now,
+            retention: self.config.retention,
+        };
+        let write_started = Instant::now();
+        let report = self
+            .store
+            .apply_batch(&deltas, self.config.domain.window_width, times)
+            .await?;
+        let windows = self.store.read_windows(&deltas).await?;
+        let write_ms = write_started.elapsed().as_secs_f64() * 1_000.0;
+
+        let states: Vec<OutgoingRecord> = windows
+            .iter()
+            .map(|w| OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now).encode()))
+            .collect();
+        let publish_started = Instant::now();
+        self.produce(
+            &self.config.output_topic,
+            &states,
+            "publishing window states",
+        )
+        .await?;
+        let publish_ms = publish_started.elapsed().as_secs_f64() * 1_000.0;
+
+        let summary = BatchSummary {
+            records,
             reactions: reactions.len(),
-            malformed,
-            windows: windows.len(),
-        }
+            dead_lettered: dead_letters.len(),
+            windows: deltas.len(),
+            taps_applied: report.taps_applied,
+            replays_skipped: report.replays_skipped,
+            states_published: states.len(),
+        };
+        tracing::info!(
+            records,
+            reactions = summary.reactions,
+            dead_lettered = summary.dead_lettered,
+            windows = summary.windows,
+            conflicts = report.conflicts,
+            replays_skipped = report.replays_skipped,
+            taps_applied = report.taps_applied,
+            "batch applied"
+        );
+        MetricsLine::new("aggregate")
+            .count("Records", records as u64)
+            .count("DeadLettered", summary.dead_lettered as u64)
+            .count("Windows", summary.windows as u64)
+            .count("TapsApplied", report.taps_applied)
+            .count("Conflicts", report.conflicts as u64)
+            .count("ReplaysSkipped", report.replays_skipped as u64)
+            .millis("MongoLatency", write_ms)
+            .millis("PublishLatency", publish_ms)
+            .millis("BatchLatency", started.elapsed().as_secs_f64() * 1_000.0)
+            .emit();
+        Ok(summary)
     }
 }

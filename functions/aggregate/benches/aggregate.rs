@@ -1,0 +1,55 @@
+//! Decoding and aggregating one 10,000-record Kafka event, as Lambda delivers it (JSON with
+//! base64 values): parse the event, decode every record, check it, and count it into per-window
+//! deltas. Everything the aggregate function does per batch except its two network round trips.
+//! Run with `cargo bench -p emostream-aggregate --bench aggregate`; criterion prints records/s.
+
+use aggregate::batch::prepare_batch;
+use aws_lambda_events::event::kafka::KafkaEvent;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use reactions::DomainConfig;
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use std::hint::black_box;
+
+const RECORDS: usize = 10_000;
+
+fn event_json() -> String {
+    let emojis = ["fire", "clap", "joy", "heart", "party"];
+    let records = (0..RECORDS)
+        .map(|i| {
+            let stream = format!("match-{}", i % 20);
+            let value = format!(
+                r#"{{"v":1,"stream":"{stream}","user":"viewer-{i}","emoji":"{}","count":{},"at_ms":{}}}"#,
+                emojis[i % emojis.len()],
+                1 + i % 5,
+                1_767_225_600_000 + (i as i64 * 7) % 10_000
+            );
+            let position = RecordPosition {
+                topic: "emoji-reaction-topic".into(),
+                partition: (i % 6) as i32,
+                offset: i as i64,
+            };
+            lambda_kafka_record_json(&position, 0, Some(stream.as_bytes()), Some(value.as_bytes()), &[])
+        })
+        .collect();
+    lambda_kafka_event_json("aws:kafka", "b-1:9098", records).to_string()
+}
+
+fn aggregate(c: &mut Criterion) {
+    let config = DomainConfig::from_settings(&[]).expect("default config");
+    let json = event_json();
+    let mut group = c.benchmark_group("aggregate");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.sample_size(20);
+    group.bench_function("decode_and_count_10000_records", |b| {
+        b.iter(|| {
+            let event: KafkaEvent = serde_json::from_str(black_box(&json)).expect("event");
+            let batch = prepare_batch(&event, &config);
+            assert_eq!(batch.reactions.len(), RECORDS);
+            black_box(batch.deltas.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, aggregate);
+criterion_main!(benches);

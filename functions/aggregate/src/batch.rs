@@ -1,0 +1,169 @@
+//! Sorting one Kafka batch into reactions to count and records to dead-letter. Pure: no I/O,
+//! so it is what the benchmark measures and what the handler trusts.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use reactions::kafka::OutgoingRecord;
+use reactions::kafka_event::{DecodedRecord, RecordPosition, decode_kafka_event};
+use reactions::message::ReactionRecord;
+use reactions::window_delta::{WindowDelta, window_deltas};
+use reactions::{DomainConfig, Reaction};
+
+/// Header names on dead-letter records.
+pub mod dead_letter_headers {
+    /// Short reason code (`bad_base64`, `bad_json`, `unsupported_version`, `unknown_emoji`, ...).
+    pub const REASON: &str = "dlq.reason";
+    /// Human-readable error.
+    pub const ERROR: &str = "dlq.error";
+    /// Where the record came from.
+    pub const TOPIC: &str = "dlq.topic";
+    pub const PARTITION: &str = "dlq.partition";
+    pub const OFFSET: &str = "dlq.offset";
+}
+
+/// A record that cannot be counted, kept whole for the dead-letter topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub position: RecordPosition,
+    pub reason: &'static str,
+    pub error: String,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// The record to produce: original key and value, the reason and origin in headers.
+    pub fn to_record(&self) -> OutgoingRecord {
+        use dead_letter_headers::*;
+        let mut record =
+            OutgoingRecord::new(self.key.clone().unwrap_or_default(), self.value.clone());
+        record.headers = vec![
+            (REASON.into(), self.reason.as_bytes().to_vec()),
+            (ERROR.into(), self.error.as_bytes().to_vec()),
+            (TOPIC.into(), self.position.topic.as_bytes().to_vec()),
+            (
+                PARTITION.into(),
+                self.position.partition.to_string().into_bytes(),
+            ),
+            (OFFSET.into(), self.position.offset.to_string().into_bytes()),
+        ];
+        record
+    }
+}
+
+/// A decoded, sorted batch.
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    /// Records in the event.
+    pub records: usize,
+    /// Reactions to count, with their positions.
+    pub reactions: Vec<(RecordPosition, Reaction)>,
+    /// Records to dead-letter.
+    pub dead_letters: Vec<DeadLetter>,
+    /// What the reactions add to each window.
+    pub deltas: Vec<WindowDelta>,
+}
+
+fn dead_letter(
+    record: DecodedRecord<ReactionRecord>,
+    reason: &'static str,
+    error: String,
+) -> DeadLetter {
+    DeadLetter {
+        position: record.position,
+        reason,
+        error,
+        key: record.key,
+        value: record.value,
+    }
+}
+
+/// Decodes and sorts a batch. Records with an emoji outside the catalogue are dead-lettered
+/// too: ingest never produces them, so one means a foreign producer or a catalogue change.
+pub fn prepare_batch(event: &KafkaEvent, config: &DomainConfig) -> PreparedBatch {
+    let decoded = decode_kafka_event::<ReactionRecord>(event);
+    let records = decoded.len();
+    let mut reactions = Vec::with_capacity(records);
+    let mut dead_letters = Vec::new();
+    for mut record in decoded {
+        match std::mem::replace(
+            &mut record.message,
+            Err(reactions::RecordError::MissingValue),
+        ) {
+            Ok(message) if config.catalogue.contains(&message.emoji) => {
+                reactions.push((record.position, Reaction::from(message)));
+            }
+            Ok(message) => {
+                let error = format!("emoji {:?} is not in the catalogue", message.emoji.as_str());
+                dead_letters.push(dead_letter(record, "unknown_emoji", error));
+            }
+            Err(error) => dead_letters.push(dead_letter(record, error.code(), error.to_string())),
+        }
+    }
+    let deltas = window_deltas(reactions.iter().map(|(p, r)| (p, r)), config.window_width);
+    PreparedBatch {
+        records,
+        reactions,
+        dead_letters,
+        deltas,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reactions::kafka_event::{lambda_kafka_event_json, lambda_kafka_record_json};
+
+    fn position(offset: i64) -> RecordPosition {
+        RecordPosition {
+            topic: "emoji-reaction-topic".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn malformed_and_foreign_records_are_dead_lettered_with_their_reason() {
+        let good = br#"{"v":1,"stream":"m","user":"u","emoji":"fire","count":2,"at_ms":10}"#;
+        let unknown = br#"{"v":1,"stream":"m","user":"u","emoji":"unicorn","count":2,"at_ms":10}"#;
+        let records = vec![
+            lambda_kafka_record_json(&position(0), 0, Some(b"m"), Some(good), &[]),
+            lambda_kafka_record_json(&position(1), 0, Some(b"m"), Some(b"{oops"), &[]),
+            lambda_kafka_record_json(&position(2), 0, Some(b"m"), Some(unknown), &[]),
+            lambda_kafka_record_json(&position(3), 0, Some(b"m"), Some(br#"{"v":7}"#), &[]),
+        ];
+        let event =
+            serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
+                .unwrap();
+        let batch = prepare_batch(&event, &DomainConfig::from_settings(&[]).unwrap());
+        assert_eq!(
+            (batch.records, batch.reactions.len(), batch.deltas.len()),
+            (4, 1, 1)
+        );
+        let reasons: Vec<_> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.position.offset, d.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "bad_json"),
+                (2, "unknown_emoji"),
+                (3, "unsupported_version")
+            ]
+        );
+        let record = batch.dead_letters[0].to_record();
+        assert_eq!(record.key, b"m");
+        assert_eq!(record.value, b"{oops");
+        assert!(
+            record
+                .headers
+                .contains(&("dlq.offset".into(), b"1".to_vec()))
+        );
+        assert!(
+            record
+                .headers
+                .contains(&("dlq.reason".into(), b"bad_json".to_vec()))
+        );
+    }
+}

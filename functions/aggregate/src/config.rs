@@ -1,0 +1,113 @@
+//! The aggregate function's configuration, read once per container from environment variables.
+//! The same names appear in template.yaml, the local stack and the README.
+
+use reactions::DomainConfig;
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_or, required};
+use reactions::kafka::KafkaSettings;
+use reactions::mongo::MongoSettings;
+use std::time::Duration;
+
+/// Everything the aggregate function is configured with.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    /// Shared domain settings (window width, catalogue, swarm rule).
+    pub domain: DomainConfig,
+    /// `KAFKA_BROKERS` (required): where window states and dead letters are produced.
+    pub kafka: KafkaSettings,
+    /// `OUTPUT_TOPIC` (default `emoji-output-topic`).
+    pub output_topic: String,
+    /// `DEAD_LETTER_TOPIC` (default `emoji-reaction-dlq`).
+    pub dead_letter_topic: String,
+    /// `PRODUCE_TIMEOUT_MS` (default 5000).
+    pub produce_timeout: Duration,
+    /// `MONGODB_URI` (required) and `MONGODB_DATABASE` (default `emostream`).
+    pub mongo: MongoSettings,
+    /// `WINDOW_RETENTION_HOURS` (default 168): how long a window is kept after its end.
+    pub retention: Duration,
+    /// `ALLOWED_LATENESS_MS` (default 5000): a window is `final` this long after its end.
+    pub allowed_lateness_ms: i64,
+}
+
+impl AggregateConfig {
+    /// Reads the configuration from `settings`.
+    pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
+        let produce_timeout_ms: u64 = parse_or(settings, "PRODUCE_TIMEOUT_MS", 5_000)?;
+        if !(100..=60_000).contains(&produce_timeout_ms) {
+            return Err(ConfigError {
+                var: "PRODUCE_TIMEOUT_MS",
+                reason: format!("must be between 100 and 60000, got {produce_timeout_ms}"),
+            });
+        }
+        let retention_hours: u64 = parse_or(settings, "WINDOW_RETENTION_HOURS", 168)?;
+        if retention_hours == 0 {
+            return Err(ConfigError {
+                var: "WINDOW_RETENTION_HOURS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let allowed_lateness_ms: i64 = parse_or(settings, "ALLOWED_LATENESS_MS", 5_000)?;
+        if allowed_lateness_ms < 0 {
+            return Err(ConfigError {
+                var: "ALLOWED_LATENESS_MS",
+                reason: "must not be negative".into(),
+            });
+        }
+        let text =
+            |var: &str, default: &str| settings.get(var).unwrap_or_else(|| default.to_owned());
+        Ok(Self {
+            domain: DomainConfig::from_settings(settings)?,
+            kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-aggregate"),
+            output_topic: text("OUTPUT_TOPIC", "emoji-output-topic"),
+            dead_letter_topic: text("DEAD_LETTER_TOPIC", "emoji-reaction-dlq"),
+            produce_timeout: Duration::from_millis(produce_timeout_ms),
+            mongo: MongoSettings {
+                uri: required(settings, "MONGODB_URI")?,
+                database: text("MONGODB_DATABASE", "emostream"),
+            },
+            retention: Duration::from_secs(retention_hours * 3_600),
+            allowed_lateness_ms,
+        })
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&ProcessEnv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let base = [("KAFKA_BROKERS", "k:9092"), ("MONGODB_URI", "mongodb://m")];
+        let config = AggregateConfig::from_settings(&base).unwrap();
+        assert_eq!(config.output_topic, "emoji-output-topic");
+        assert_eq!(config.dead_letter_topic, "emoji-reaction-dlq");
+        assert_eq!(config.retention, Duration::from_secs(168 * 3_600));
+        assert_eq!(config.allowed_lateness_ms, 5_000);
+        for (var, value) in [
+            ("WINDOW_RETENTION_HOURS", "0"),
+            ("ALLOWED_LATENESS_MS", "-1"),
+            ("PRODUCE_TIMEOUT_MS", "99"),
+            ("OUTPUT_TOPIC", ""),
+        ] {
+            let settings = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m"), (var, value)];
+            match AggregateConfig::from_settings(&settings) {
+                Err(err) => assert_eq!(err.var, var),
+                // An empty value counts as unset.
+                Ok(config) => assert_eq!(
+                    (var, config.output_topic.as_str()),
+                    ("OUTPUT_TOPIC", "emoji-output-topic")
+                ),
+            }
+        }
+        assert_eq!(
+            AggregateConfig::from_settings(&[("KAFKA_BROKERS", "k")])
+                .unwrap_err()
+                .var,
+            "MONGODB_URI"
+        );
+    }
+}

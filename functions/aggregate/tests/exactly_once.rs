@@ -1,0 +1,435 @@
+//! The aggregate handler against the real Kafka-wire broker and MongoDB-wire server: exact counts
+//! under replays, overlapping batches, redelivery after a crash and concurrent partitions;
+//! dead letters; absolute window states on the output topic; and outages that fail the batch
+//! without losing or double-counting anything once the retry succeeds.
+
+use aggregate::config::AggregateConfig;
+use aggregate::{Aggregate, BatchSummary};
+use aws_lambda_events::event::kafka::KafkaEvent;
+use emostream_tests::broker_process::BrokerProcess;
+use emostream_tests::topic_reader::{read_records, record_count};
+use emostream_tests::{closed_port, servers, unique_name};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::message::{ReactionRecord, VersionedMessage, WindowStateRecord};
+use reactions::mongo::{WindowStore, connect};
+use reactions::window_delta::window_deltas;
+use reactions::{Reaction, WindowWidth, count_batch};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TOPIC: &str = "emoji-reaction-topic";
+
+struct Setup {
+    aggregate: Aggregate,
+    config: AggregateConfig,
+}
+
+fn settings(
+    brokers: &str,
+    mongodb_uri: &str,
+    database: &str,
+    extra: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut settings = HashMap::from([
+        ("KAFKA_BROKERS".to_owned(), brokers.to_owned()),
+        ("MONGODB_URI".to_owned(), mongodb_uri.to_owned()),
+        ("MONGODB_DATABASE".to_owned(), database.to_owned()),
+        ("OUTPUT_TOPIC".to_owned(), unique_name("output")),
+        ("DEAD_LETTER_TOPIC".to_owned(), unique_name("dlq")),
+        ("PRODUCE_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+    ]);
+    for (k, v) in extra {
+        settings.insert((*k).to_owned(), (*v).to_owned());
+    }
+    settings
+}
+
+async fn build(settings: &HashMap<String, String>) -> Setup {
+    let config = AggregateConfig::from_settings(settings).unwrap();
+    let topics = [
+        TopicSpec {
+            name: config.output_topic.clone(),
+            partitions: 2,
+        },
+        TopicSpec {
+            name: config.dead_letter_topic.clone(),
+            partitions: 1,
+        },
+    ];
+    ensure_topics(&config.kafka, &topics, Duration::from_secs(10))
+        .await
+        .unwrap();
+    Setup {
+        aggregate: Aggregate::new(config.clone()).await.unwrap(),
+        config,
+    }
+}
+
+async fn setup() -> Setup {
+    let database = servers().mongo("aggregate").database;
+    build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[],
+    ))
+    .await
+}
+
+fn log(
+    partition: i32,
+    len: usize,
+    streams: usize,
+    base_ms: i64,
+) -> Vec<(RecordPosition, Reaction)> {
+    emostream_tests::fixtures::reaction_log(TOPIC, partition, len, streams, base_ms)
+}
+
+fn event(records: &[(RecordPosition, Reaction)], source: &str) -> KafkaEvent {
+    let json = records
+        .iter()
+        .map(|(position, reaction)| {
+            let value = ReactionRecord::from(reaction).encode();
+            lambda_kafka_record_json(
+                position,
+                reaction.at_ms,
+                Some(reaction.stream.as_str().as_bytes()),
+                Some(&value),
+                &[],
+            )
+        })
+        .collect();
+    serde_json::from_value(lambda_kafka_event_json(source, "127.0.0.1:9092", json)).unwrap()
+}
+
+async fn handle(setup: &Setup, records: &[(RecordPosition, Reaction)]) -> BatchSummary {
+    setup
+        .aggregate
+        .handle(&event(records, "SelfManagedKafka"))
+        .await
+        .unwrap()
+}
+
+async fn store(config: &AggregateConfig) -> WindowStore {
+    WindowStore::new(&connect(&config.mongo, "aggregate-test").await.unwrap())
+}
+
+/// The stored windows equal the counts of `records`, exactly.
+async fn assert_exact(config: &AggregateConfig, records: &[(RecordPosition, Reaction)]) {
+    let width = config.domain.window_width;
+    let expected = count_batch(records.iter().map(|(_, r)| r), width);
+    let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), width);
+    let stored = store(config).await.read_windows(&deltas).await.unwrap();
+    assert_eq!(stored.len(), expected.len());
+    for window in stored {
+        assert_eq!(window.counts, expected[&window.key], "{:?}", window.key);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn the_same_batch_twice_and_overlapping_batches_count_exactly_once() {
+    let setup = setup().await;
+    let partition = log(0, 300, 3, 1_767_225_600_000);
+    let first = handle(&setup, &partition[..120]).await;
+    assert_eq!(first.reactions, 120);
+    let replay = handle(&setup, &partition[..120]).await;
+    assert_eq!(
+        (replay.taps_applied, replay.replays_skipped),
+        (0, replay.windows)
+    );
+    for (start, end) in [(100, 200), (150, 151), (0, 300), (250, 300)] {
+        handle(&setup, &partition[start..end]).await;
+    }
+    assert_exact(&setup.config, &partition).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_the_write_and_the_acknowledgement_changes_nothing() {
+    let setup = setup().await;
+    let partition = log(3, 200, 2, 1_767_225_700_000);
+    // The batch is written, then the container dies before Lambda hears back: a new container
+    // gets the same batch again, extended by the records that arrived meanwhile.
+    handle(&setup, &partition[..80]).await;
+    drop(setup.aggregate);
+    let replacement = Setup {
+        aggregate: Aggregate::new(setup.config.clone()).await.unwrap(),
+        config: setup.config,
+    };
+    let redelivered = handle(&replacement, &partition[..200]).await;
+    let expected_new: u64 = partition[80..]
+        .iter()
+        .map(|(_, r)| u64::from(r.count))
+        .sum();
+    assert_eq!(redelivered.taps_applied, expected_new);
+    assert_exact(&replacement.config, &partition).await;
+}
+
+#[tokio::test]
+async fn two_partitions_of_the_same_streams_applied_concurrently_count_exactly_once() {
+    let setup = Arc::new(setup().await);
+    let logs = [
+        log(0, 240, 2, 1_767_225_800_000),
+        log(1, 240, 2, 1_767_225_800_000),
+    ];
+    let tasks: Vec<_> = logs
+        .iter()
+        .cloned()
+        .map(|partition| {
+            let setup = Arc::clone(&setup);
+            tokio::spawn(async move {
+                for start in (0..partition.len()).step_by(40) {
+                    // Batches overlap their predecessor by 10 records, like a retried poll.
+                    let from = start.saturating_sub(10);
+                    handle(&setup, &partition[from..(start + 40).min(partition.len())]).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_exact(&setup.config, &logs.concat()).await;
+}
+
+#[tokio::test]
+async fn window_states_are_absolute_with_swarm_and_final() {
+    let database = servers().mongo("states").database;
+    let setup = build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("SWARM_RULE", "ratio:2")],
+    ))
+    .await;
+    let old = log(0, 8, 1, 1_600_000_000_000);
+    let mut live = log(1, 8, 1, 0);
+    for (_, reaction) in &mut live {
+        reaction.at_ms = now_ms();
+    }
+    let first = handle(&setup, &[old.clone(), live[..4].to_vec()].concat()).await;
+    let second = handle(&setup, &live).await;
+    let published = first.states_published + second.states_published;
+    let kafka = &setup.config.kafka;
+    let messages = read_records(
+        kafka,
+        &setup.config.output_topic,
+        published,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut newest: BTreeMap<(String, i64), WindowStateRecord> = BTreeMap::new();
+    for message in &messages {
+        let state = WindowStateRecord::decode(message.payload().unwrap()).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(message.key().unwrap()),
+            state.stream.as_str()
+        );
+        assert_eq!(state.total, state.counts.values().sum::<u64>());
+        let slot = newest
+            .entry((state.stream.to_string(), state.start_ms))
+            .or_insert_with(|| state.clone());
+        if state.total > slot.total {
+            *slot = state;
+        }
+    }
+    let width = WindowWidth::DEFAULT;
+    let expected = count_batch(old.iter().chain(live.iter()).map(|(_, r)| r), width);
+    assert_eq!(newest.len(), expected.len());
+    for state in newest.values() {
+        let key = reactions::WindowKey {
+            stream: state.stream.clone(),
+            start_ms: state.start_ms,
+        };
+        assert_eq!(
+            state.counts, expected[&key],
+            "newest state is the exact absolute count"
+        );
+        assert_eq!(state.end_ms - state.start_ms, width.millis());
+        for (emoji, n) in &state.counts {
+            assert_eq!(state.swarm[emoji], n.div_ceil(2));
+        }
+        let is_old = state.start_ms < 1_700_000_000_000;
+        assert_eq!(
+            state.is_final, is_old,
+            "old windows are final, live ones are not"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_records_go_to_the_dead_letter_topic_and_the_batch_succeeds() {
+    let setup = setup().await;
+    let good = log(0, 3, 1, 1_767_225_900_000);
+    let mut json: Vec<serde_json::Value> = good
+        .iter()
+        .map(|(p, r)| {
+            lambda_kafka_record_json(
+                p,
+                0,
+                Some(b"live-0"),
+                Some(&ReactionRecord::from(r).encode()),
+                &[],
+            )
+        })
+        .collect();
+    let at = |offset| RecordPosition {
+        topic: TOPIC.into(),
+        partition: 0,
+        offset,
+    };
+    let mut bad_base64 = lambda_kafka_record_json(&at(2_000), 0, Some(b"live-0"), Some(b"x"), &[]);
+    bad_base64["value"] = "!!not base64!!".into();
+    json.push(bad_base64);
+    json.push(lambda_kafka_record_json(
+        &at(2_001),
+        0,
+        Some(b"live-0"),
+        Some(b"{\"half\":"),
+        &[],
+    ));
+    json.push(lambda_kafka_record_json(
+        &at(2_002),
+        0,
+        Some(b"live-0"),
+        Some(br#"{"v":99,"future":true}"#),
+        &[],
+    ));
+    let event: KafkaEvent =
+        serde_json::from_value(lambda_kafka_event_json("aws:kafka", "b", json)).unwrap();
+    let summary = setup.aggregate.handle(&event).await.unwrap();
+    assert_eq!((summary.reactions, summary.dead_lettered), (3, 3));
+    assert_exact(&setup.config, &good).await;
+
+    let letters = read_records(
+        &setup.config.kafka,
+        &setup.config.dead_letter_topic,
+        3,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut reasons: Vec<(String, String, Vec<u8>)> = letters
+        .iter()
+        .map(|m| {
+            let headers = m.headers().unwrap();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap()
+            };
+            assert_eq!(header("dlq.topic"), TOPIC);
+            (
+                header("dlq.offset"),
+                header("dlq.reason"),
+                m.payload().unwrap().to_vec(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "2000".into(),
+                "bad_base64".into(),
+                b"!!not base64!!".to_vec()
+            ),
+            ("2001".into(), "bad_json".into(), b"{\"half\":".to_vec()),
+            (
+                "2002".into(),
+                "unsupported_version".into(),
+                br#"{"v":99,"future":true}"#.to_vec()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_down_mongodb_fails_the_batch_and_the_retry_counts_once() {
+    let database = servers().mongo("mongo-down").database;
+    let dead_uri = format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        closed_port()
+    );
+    let down = build(&settings(
+        &servers().kafka_brokers,
+        &dead_uri,
+        &database,
+        &[],
+    ))
+    .await;
+    let partition = log(0, 50, 2, 1_767_226_000_000);
+    let failed = down.aggregate.handle(&event(&partition, "aws:kafka")).await;
+    assert!(failed.is_err(), "the event source must retry the batch");
+    // MongoDB is back (same database, reachable server): the retried batch counts once.
+    let up = build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[],
+    ))
+    .await;
+    handle(&up, &partition).await;
+    handle(&up, &partition).await;
+    assert_exact(&up.config, &partition).await;
+}
+
+#[tokio::test]
+async fn a_down_broker_fails_the_batch_and_the_retry_publishes_without_double_counting() {
+    let mut broker = BrokerProcess::start();
+    let database = servers().mongo("broker-down").database;
+    let setup = build(&settings(
+        &broker.address(),
+        &servers().mongodb_uri,
+        &database,
+        &[("PRODUCE_TIMEOUT_MS", "1000")],
+    ))
+    .await;
+    let partition = log(0, 60, 2, 1_767_226_100_000);
+    handle(&setup, &partition[..30]).await;
+    broker.stop();
+    let failed = setup
+        .aggregate
+        .handle(&event(&partition[..60], "SelfManagedKafka"))
+        .await;
+    assert!(
+        failed.is_err(),
+        "states could not be published: the batch must be retried"
+    );
+    broker.restart();
+    let mut retried = None;
+    for _ in 0..20 {
+        match setup
+            .aggregate
+            .handle(&event(&partition[..60], "SelfManagedKafka"))
+            .await
+        {
+            Ok(summary) => {
+                retried = Some(summary);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    let retried = retried.expect("the retry succeeds once the broker is back");
+    assert_eq!(
+        retried.taps_applied, 0,
+        "the failed attempt had already written the counts"
+    );
+    assert_exact(&setup.config, &partition).await;
+    let kafka = KafkaSettings::new(broker.address(), "check");
+    assert!(record_count(&kafka, &setup.config.output_topic) >= retried.states_published as i64);
+}

@@ -1,0 +1,35 @@
+//! Made-up but realistic input: a partition's log of reactions, spread over streams, emojis and
+//! several windows, for the exactly-once tests of the store and of the aggregate function.
+
+use reactions::kafka_event::RecordPosition;
+use reactions::{EmojiName, Reaction, StreamId, UserId};
+
+/// `len` reactions at offsets 1000.. of `topic`/`partition`, over `streams` streams named
+/// `live-N`, four emojis, 1 to 3 taps each, timed from `base_ms` over three 2 s windows.
+pub fn reaction_log(
+    topic: &str,
+    partition: i32,
+    len: usize,
+    streams: usize,
+    base_ms: i64,
+) -> Vec<(RecordPosition, Reaction)> {
+    let emojis = ["fire", "clap", "joy", "heart"];
+    (0..len)
+        .map(|i| {
+            let position = RecordPosition {
+                topic: topic.into(),
+                partition,
+                offset: 1_000 + i as i64,
+            };
+            let reaction = Reaction {
+                stream: StreamId::parse("stream", &format!("live-{}", i % streams))
+                    .expect("valid stream id"),
+                user: UserId::parse("user", &format!("viewer-{i}")).expect("valid user id"),
+                emoji: EmojiName::parse(emojis[i % emojis.len()]).expect("valid emoji"),
+                count: 1 + (i % 3) as u32,
+                at_ms: base_ms + (i as i64 * 53) % 6_000,
+            };
+            (position, reaction)
+        })
+        .collect()
+}
