@@ -1,10 +1,11 @@
 # emostream: the two entry points. Both install what they need (servers into a per-user cache).
 #   make test   format check, clippy, unit and integration tests against real servers
 #   make demo   the pipeline on this machine
+#   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
 
 CARGO ?= cargo
 
-.PHONY: test demo deps toolchain fmt-check clippy unit-and-integration
+.PHONY: test demo deps toolchain fmt-check clippy unit-and-integration bench figures
 
 test: toolchain deps fmt-check clippy unit-and-integration
 
@@ -26,3 +27,10 @@ unit-and-integration:
 
 demo: deps
 	local/demo.sh
+
+bench:
+	$(CARGO) bench -p emostream-ingest --bench validation
+	$(CARGO) bench -p emostream-aggregate --bench aggregate
+
+figures: deps
+	local/servers.sh run -- $(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture
