@@ -51,12 +51,12 @@ install_noida() {
 
 install_secantus() {
   [[ -x "$SECANTUSD_BIN" ]] && return 0
-  say "building secantusd-rs $SECANTUS_VERSION (MongoDB-wire server); this takes about 10 minutes once"
+  say "building secantusd-rs $SECANTUS_VERSION (MongoDB-wire server); about 5 minutes, once per machine; cargo shows its progress"
   apt_install cmake zlib1g-dev build-essential
   local staging="$CACHE/.secantus-staging"
   rm -rf "$staging"
   CARGO_TARGET_DIR="$CACHE/.secantus-build" cargo install secantus-mdb \
-    --version "$SECANTUS_VERSION" --locked --ignore-rust-version --root "$staging" --quiet
+    --version "$SECANTUS_VERSION" --locked --ignore-rust-version --root "$staging"
   rm -rf "$SECANTUS_DIR"
   mv "$staging" "$SECANTUS_DIR"
   rm -rf "$CACHE/.secantus-build"
