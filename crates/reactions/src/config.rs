@@ -7,6 +7,7 @@ use crate::reaction::ReactionLimits;
 use crate::swarm::SwarmRule;
 use crate::window::WindowWidth;
 use std::fmt::Display;
+use std::ops::{Bound, RangeBounds};
 use std::str::FromStr;
 
 /// A variable that is missing or does not parse.
@@ -71,6 +72,38 @@ where
     }
 }
 
+/// Reads `var` like [`parse_or`] and checks that it lies in `range`, so every bounded setting
+/// is refused the same way with the same message.
+pub fn parse_in<T, R>(
+    settings: &impl Settings,
+    var: &'static str,
+    default: T,
+    range: R,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + Display,
+    T::Err: Display,
+    R: RangeBounds<T>,
+{
+    let value = parse_or(settings, var, default)?;
+    if range.contains(&value) {
+        return Ok(value);
+    }
+    let reason = match (range.start_bound(), range.end_bound()) {
+        (Bound::Included(min), Bound::Included(max)) => {
+            format!("must be between {min} and {max}, got {value}")
+        }
+        (Bound::Included(min), Bound::Unbounded) => format!("must be at least {min}, got {value}"),
+        _ => format!("{value} is out of range"),
+    };
+    Err(ConfigError { var, reason })
+}
+
+/// Reads a text `var`, or `default` when unset.
+pub fn text_or(settings: &impl Settings, var: &str, default: &str) -> String {
+    settings.get(var).unwrap_or_else(|| default.to_owned())
+}
+
 /// Reads a required `var`.
 pub fn required(settings: &impl Settings, var: &'static str) -> Result<String, ConfigError> {
     settings.get(var).ok_or(ConfigError {
@@ -101,27 +134,14 @@ impl DomainConfig {
             var: "WINDOW_WIDTH_MS",
             reason: e.to_string(),
         })?;
-        let catalogue_spec = settings
-            .get("EMOJI_CATALOGUE")
-            .unwrap_or_else(|| DEFAULT_CATALOGUE.to_owned());
+        let catalogue_spec = text_or(settings, "EMOJI_CATALOGUE", DEFAULT_CATALOGUE);
         let catalogue = EmojiCatalogue::parse(&catalogue_spec).map_err(|e| ConfigError {
             var: "EMOJI_CATALOGUE",
             reason: e.to_string(),
         })?;
         let defaults = ReactionLimits::default();
-        let max_batch = parse_or(settings, "MAX_BATCH_SIZE", defaults.max_batch)?;
-        let max_count = parse_or(settings, "MAX_REACTION_COUNT", defaults.max_count)?;
-        for (var, value) in [
-            ("MAX_BATCH_SIZE", max_batch as u64),
-            ("MAX_REACTION_COUNT", u64::from(max_count)),
-        ] {
-            if value == 0 {
-                return Err(ConfigError {
-                    var,
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
+        let max_batch = parse_in(settings, "MAX_BATCH_SIZE", defaults.max_batch, 1..)?;
+        let max_count = parse_in(settings, "MAX_REACTION_COUNT", defaults.max_count, 1..)?;
         Ok(Self {
             window_width,
             catalogue,
@@ -193,6 +213,11 @@ mod tests {
                     .starts_with(&format!("environment variable {var}"))
             );
         }
+        let timeout = parse_in(&[("T", "99")], "T", 2_000_u64, 100..=60_000).unwrap_err();
+        assert_eq!(timeout.reason, "must be between 100 and 60000, got 99");
+        let floor = parse_in(&[("N", "0")], "N", 1_u64, 1..).unwrap_err();
+        assert_eq!(floor.reason, "must be at least 1, got 0");
+        assert_eq!(parse_in(&[], "N", 7_u64, 1..), Ok(7));
         let missing = required(&[], "KAFKA_BROKERS").unwrap_err();
         assert_eq!(
             missing.to_string(),

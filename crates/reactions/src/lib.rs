@@ -3,6 +3,7 @@
 //! Kafka message formats that carry them. The `kafka` and `mongo` features add the adapters
 //! to the real backends; the domain itself never touches the network.
 
+pub mod clock;
 pub mod config;
 pub mod emoji;
 pub mod ids;

@@ -3,7 +3,6 @@
 //! Each function writes one line per invocation.
 
 use serde_json::{Map, Value, json};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The CloudWatch namespace every emostream metric goes to.
 pub const NAMESPACE: &str = "emostream";
@@ -68,7 +67,7 @@ impl MetricsLine {
     }
 
     /// The EMF JSON object, stamped with `timestamp_ms`.
-    pub fn to_json(&self, timestamp_ms: u128) -> Value {
+    pub fn to_json(&self, timestamp_ms: i64) -> Value {
         let definitions: Vec<Value> = self
             .metrics
             .iter()
@@ -78,7 +77,7 @@ impl MetricsLine {
         line.insert(
             "_aws".into(),
             json!({
-                "Timestamp": timestamp_ms as u64,
+                "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
                     "Dimensions": [["Function"]],
@@ -95,11 +94,7 @@ impl MetricsLine {
 
     /// Writes the line to stdout, where the Lambda log agent picks it up.
     pub fn emit(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        println!("{}", self.to_json(now));
+        println!("{}", self.to_json(crate::clock::now_ms()));
     }
 }
 

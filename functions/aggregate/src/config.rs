@@ -2,7 +2,7 @@
 //! The same names appear in template.yaml, the local stack and the README.
 
 use reactions::DomainConfig;
-use reactions::config::{ConfigError, ProcessEnv, Settings, parse_or, required};
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
 use std::time::Duration;
@@ -31,39 +31,18 @@ pub struct AggregateConfig {
 impl AggregateConfig {
     /// Reads the configuration from `settings`.
     pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
-        let produce_timeout_ms: u64 = parse_or(settings, "PRODUCE_TIMEOUT_MS", 5_000)?;
-        if !(100..=60_000).contains(&produce_timeout_ms) {
-            return Err(ConfigError {
-                var: "PRODUCE_TIMEOUT_MS",
-                reason: format!("must be between 100 and 60000, got {produce_timeout_ms}"),
-            });
-        }
-        let retention_hours: u64 = parse_or(settings, "WINDOW_RETENTION_HOURS", 168)?;
-        if retention_hours == 0 {
-            return Err(ConfigError {
-                var: "WINDOW_RETENTION_HOURS",
-                reason: "must be at least 1".into(),
-            });
-        }
-        let allowed_lateness_ms: i64 = parse_or(settings, "ALLOWED_LATENESS_MS", 5_000)?;
-        if allowed_lateness_ms < 0 {
-            return Err(ConfigError {
-                var: "ALLOWED_LATENESS_MS",
-                reason: "must not be negative".into(),
-            });
-        }
-        let text =
-            |var: &str, default: &str| settings.get(var).unwrap_or_else(|| default.to_owned());
+        let produce_timeout_ms: u64 =
+            parse_in(settings, "PRODUCE_TIMEOUT_MS", 5_000, 100..=60_000)?;
+        let retention_hours: u64 = parse_in(settings, "WINDOW_RETENTION_HOURS", 168, 1..)?;
+        let allowed_lateness_ms: i64 = parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?;
+        let text = |var: &str, default: &str| text_or(settings, var, default);
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-aggregate"),
             output_topic: text("OUTPUT_TOPIC", "emoji-output-topic"),
             dead_letter_topic: text("DEAD_LETTER_TOPIC", "emoji-reaction-dlq"),
             produce_timeout: Duration::from_millis(produce_timeout_ms),
-            mongo: MongoSettings {
-                uri: required(settings, "MONGODB_URI")?,
-                database: text("MONGODB_DATABASE", "emostream"),
-            },
+            mongo: MongoSettings::from_settings(settings)?,
             retention: Duration::from_secs(retention_hours * 3_600),
             allowed_lateness_ms,
         })

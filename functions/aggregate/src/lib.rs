@@ -10,12 +10,13 @@ pub mod config;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{PreparedBatch, prepare_batch};
 use config::AggregateConfig;
+use reactions::clock::{elapsed_ms, now_ms};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{StoreError, StoredWindow, WindowStore, WriteTimes};
 use serde::Serialize;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::sync::OnceCell;
 
 /// Why a batch failed (and will be retried by the event source).
@@ -51,13 +52,6 @@ pub struct Aggregate {
     store: WindowStore,
     producer: AckedProducer,
     indexes: OnceCell<()>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Aggregate {
@@ -166,7 +160,7 @@ impl Aggregate {
             .apply_batch(&deltas, self.config.domain.window_width, times)
             .await?;
         let windows = self.store.read_windows(&deltas).await?;
-        let write_ms = write_started.elapsed().as_secs_f64() * 1_000.0;
+        let write_ms = elapsed_ms(write_started);
 
         let states: Vec<OutgoingRecord> = windows
             .iter()
@@ -179,7 +173,7 @@ impl Aggregate {
             "publishing window states",
         )
         .await?;
-        let publish_ms = publish_started.elapsed().as_secs_f64() * 1_000.0;
+        let publish_ms = elapsed_ms(publish_started);
 
         let summary = BatchSummary {
             records,
@@ -209,7 +203,7 @@ impl Aggregate {
             .count("ReplaysSkipped", report.replays_skipped as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
-            .millis("BatchLatency", started.elapsed().as_secs_f64() * 1_000.0)
+            .millis("BatchLatency", elapsed_ms(started))
             .emit();
         Ok(summary)
     }

@@ -2,7 +2,7 @@
 //! The same names appear in template.yaml, the local stack and the README.
 
 use reactions::DomainConfig;
-use reactions::config::{ConfigError, ProcessEnv, Settings, parse_or, required};
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
 use std::time::Duration;
@@ -54,39 +54,17 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// Reads the configuration from `settings`.
     pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
-        let produce_timeout_ms: u64 = parse_or(settings, "PRODUCE_TIMEOUT_MS", 2_000)?;
-        if !(100..=60_000).contains(&produce_timeout_ms) {
-            return Err(ConfigError {
-                var: "PRODUCE_TIMEOUT_MS",
-                reason: format!("must be between 100 and 60000, got {produce_timeout_ms}"),
-            });
-        }
-        let max_body_bytes: usize = parse_or(settings, "MAX_BODY_BYTES", 131_072)?;
-        if max_body_bytes < 256 {
-            return Err(ConfigError {
-                var: "MAX_BODY_BYTES",
-                reason: format!("must be at least 256, got {max_body_bytes}"),
-            });
-        }
+        let produce_timeout_ms: u64 =
+            parse_in(settings, "PRODUCE_TIMEOUT_MS", 2_000, 100..=60_000)?;
+        let max_body_bytes: usize = parse_in(settings, "MAX_BODY_BYTES", 131_072, 256..)?;
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-ingest"),
-            reaction_topic: settings
-                .get("REACTION_TOPIC")
-                .unwrap_or_else(|| "emoji-reaction-topic".to_owned()),
+            reaction_topic: text_or(settings, "REACTION_TOPIC", "emoji-reaction-topic"),
             produce_timeout: Duration::from_millis(produce_timeout_ms),
-            mongo: MongoSettings {
-                uri: required(settings, "MONGODB_URI")?,
-                database: settings
-                    .get("MONGODB_DATABASE")
-                    .unwrap_or_else(|| "emostream".to_owned()),
-            },
+            mongo: MongoSettings::from_settings(settings)?,
             max_body_bytes,
-            allowed_origins: AllowedOrigins::parse(
-                &settings
-                    .get("ALLOWED_ORIGINS")
-                    .unwrap_or_else(|| "*".to_owned()),
-            ),
+            allowed_origins: AllowedOrigins::parse(&text_or(settings, "ALLOWED_ORIGINS", "*")),
         })
     }
 

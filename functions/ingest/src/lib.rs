@@ -15,10 +15,11 @@ use config::IngestConfig;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use publisher::ReactionPublisher;
+use reactions::clock::{elapsed_ms, now_ms};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{StoreError, WindowStore};
 use serde_json::{Value, json};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +46,6 @@ struct Outcome {
     rejected: u64,
     reasons: Vec<&'static str>,
     produce_ms: Option<f64>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -137,7 +131,7 @@ impl Ingest {
             preflight,
         ));
         let status = response.status().as_u16();
-        let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+        let latency_ms = elapsed_ms(started);
         tracing::info!(
             request_id,
             method = %request.method(),
@@ -227,7 +221,7 @@ impl Ingest {
         )?;
         let started = Instant::now();
         let published = self.publisher.publish(&reactions).await;
-        outcome.produce_ms = Some(started.elapsed().as_secs_f64() * 1_000.0);
+        outcome.produce_ms = Some(elapsed_ms(started));
         match published {
             Ok(()) => {
                 outcome.accepted = reactions.len() as u64;

@@ -150,13 +150,15 @@ impl WindowStore {
         if deltas.is_empty() {
             return Ok(report);
         }
+        // Everything each window gets if none of the batch is applied yet (the bulk statement).
+        let whole: Vec<Remaining> = deltas.iter().map(|d| d.after(&BTreeMap::new())).collect();
         let statements: Vec<Document> = deltas
             .iter()
-            .map(|delta| {
-                let all = delta.after(&BTreeMap::new());
+            .zip(&whole)
+            .map(|(delta, all)| {
                 doc! {
                     "q": first_attempt_filter(delta),
-                    "u": update_for(&all, delta, width, times),
+                    "u": update_for(all, delta, width, times),
                     "upsert": true,
                     "multi": false,
                 }
@@ -194,9 +196,9 @@ impl WindowStore {
                 }
             }
         }
-        for (delta, conflict) in deltas.iter().zip(conflicted) {
+        for ((delta, all), conflict) in deltas.iter().zip(&whole).zip(conflicted) {
             if !conflict {
-                report.taps_applied += delta.after(&BTreeMap::new()).total();
+                report.taps_applied += all.total();
                 continue;
             }
             report.conflicts += 1;

@@ -49,6 +49,19 @@ pub struct MongoSettings {
     pub database: String,
 }
 
+impl MongoSettings {
+    /// Reads `MONGODB_URI` (required) and `MONGODB_DATABASE` (default `emostream`), the same
+    /// for every function.
+    pub fn from_settings(
+        settings: &impl crate::config::Settings,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            uri: crate::config::required(settings, "MONGODB_URI")?,
+            database: crate::config::text_or(settings, "MONGODB_DATABASE", "emostream"),
+        })
+    }
+}
+
 /// Builds a client without contacting the server: the driver connects on first use. For
 /// functions whose main path does not need MongoDB, so a MongoDB outage cannot fail their init.
 /// Operations fail within a few seconds when the server does not answer, instead of the driver's
