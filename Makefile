@@ -31,6 +31,7 @@ demo: deps
 bench:
 	$(CARGO) bench -p emostream-ingest --bench validation
 	$(CARGO) bench -p emostream-aggregate --bench aggregate
+	local/servers.sh run -- $(CARGO) bench -p emostream-notify --bench fanout
 
 figures: deps
 	local/servers.sh run -- $(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture

@@ -36,6 +36,12 @@ impl FunctionProcess {
             )
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .env("AWS_REGION", "local")
+            .env("AWS_DEFAULT_REGION", "local")
+            // Lambda hands every function its role's temporary credentials; locally they only
+            // sign requests to the local stack, which does not check them.
+            .env("AWS_ACCESS_KEY_ID", "local")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env("AWS_SESSION_TOKEN", "local")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .kill_on_drop(true)
             .spawn()?;

@@ -4,6 +4,7 @@
 
 pub mod function_process;
 pub mod runtime_api;
+pub mod websocket_event;
 
 /// The bytes of a sample event from the repository's `events/` directory: the same files the
 /// README offers to `sam local invoke -e` and `cargo lambda invoke --data-file`.

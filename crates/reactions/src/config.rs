@@ -36,12 +36,25 @@ impl Settings for ProcessEnv {
     }
 }
 
+fn find_pair(pairs: &[(&str, &str)], var: &str) -> Option<String> {
+    // The last pair wins, so a test can override a base list by appending.
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == var)
+        .map(|(_, v)| (*v).to_owned())
+        .filter(|v| !v.trim().is_empty())
+}
+
 impl<const N: usize> Settings for [(&str, &str); N] {
     fn get(&self, var: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == var)
-            .map(|(_, v)| (*v).to_owned())
-            .filter(|v| !v.trim().is_empty())
+        find_pair(self, var)
+    }
+}
+
+impl Settings for Vec<(&str, &str)> {
+    fn get(&self, var: &str) -> Option<String> {
+        find_pair(self, var)
     }
 }
 
@@ -124,6 +137,9 @@ pub struct DomainConfig {
     pub swarm_rule: SwarmRule,
     /// `MAX_BATCH_SIZE` (default 500) and `MAX_REACTION_COUNT` (default 100).
     pub limits: ReactionLimits,
+    /// `ALLOWED_LATENESS_MS` (default 5000): a window is `final` this long after its end.
+    /// aggregate and notify must agree on it, so it lives here.
+    pub allowed_lateness_ms: i64,
 }
 
 impl DomainConfig {
@@ -150,6 +166,7 @@ impl DomainConfig {
                 max_batch,
                 max_count,
             },
+            allowed_lateness_ms: parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?,
         })
     }
 
@@ -170,6 +187,7 @@ mod tests {
         assert_eq!(config.catalogue, EmojiCatalogue::default());
         assert_eq!(config.swarm_rule, SwarmRule::Ratio { per: 10 });
         assert_eq!(config.limits, ReactionLimits::default());
+        assert_eq!(config.allowed_lateness_ms, 5_000);
     }
 
     #[test]

@@ -24,8 +24,6 @@ pub struct AggregateConfig {
     pub mongo: MongoSettings,
     /// `WINDOW_RETENTION_HOURS` (default 168): how long a window is kept after its end.
     pub retention: Duration,
-    /// `ALLOWED_LATENESS_MS` (default 5000): a window is `final` this long after its end.
-    pub allowed_lateness_ms: i64,
 }
 
 impl AggregateConfig {
@@ -34,7 +32,6 @@ impl AggregateConfig {
         let produce_timeout_ms: u64 =
             parse_in(settings, "PRODUCE_TIMEOUT_MS", 5_000, 100..=60_000)?;
         let retention_hours: u64 = parse_in(settings, "WINDOW_RETENTION_HOURS", 168, 1..)?;
-        let allowed_lateness_ms: i64 = parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?;
         let text = |var: &str, default: &str| text_or(settings, var, default);
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
@@ -44,7 +41,6 @@ impl AggregateConfig {
             produce_timeout: Duration::from_millis(produce_timeout_ms),
             mongo: MongoSettings::from_settings(settings)?,
             retention: Duration::from_secs(retention_hours * 3_600),
-            allowed_lateness_ms,
         })
     }
 
@@ -65,7 +61,7 @@ mod tests {
         assert_eq!(config.output_topic, "emoji-output-topic");
         assert_eq!(config.dead_letter_topic, "emoji-reaction-dlq");
         assert_eq!(config.retention, Duration::from_secs(168 * 3_600));
-        assert_eq!(config.allowed_lateness_ms, 5_000);
+        assert_eq!(config.domain.allowed_lateness_ms, 5_000);
         for (var, value) in [
             ("WINDOW_RETENTION_HOURS", "0"),
             ("ALLOWED_LATENESS_MS", "-1"),

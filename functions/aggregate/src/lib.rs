@@ -87,20 +87,7 @@ impl Aggregate {
 
     /// The absolute state record of a stored window, as of `now_ms`.
     pub fn state_record(&self, window: &StoredWindow, now_ms: i64) -> WindowStateRecord {
-        WindowStateRecord {
-            v: WindowStateRecord::VERSION,
-            stream: window.key.stream.clone(),
-            start_ms: window.key.start_ms,
-            end_ms: window.end_ms,
-            swarm: self.config.domain.swarm_rule.downscale(&window.counts),
-            counts: window.counts.clone(),
-            total: window.total,
-            is_final: now_ms
-                > window
-                    .end_ms
-                    .saturating_add(self.config.allowed_lateness_ms),
-            updated_at_ms: now_ms,
-        }
+        window.state_record(&self.config.domain, now_ms)
     }
 
     async fn produce(

@@ -1,18 +1,38 @@
-//! The notify function: one binary for two kinds of event, told apart by their shape. API
-//! Gateway WebSocket route events (`$connect`, `$disconnect`, actions) manage connections;
-//! Kafka events from `emoji-output-topic` carry window states to fan out. This version accepts
-//! both and decodes the window states; connection storage and fan-out are being built.
+//! The notify function: one binary for two kinds of event, told apart by their shape.
+//! API Gateway WebSocket route events (`$connect`, `$disconnect`, and the actions `subscribe`,
+//! `sync`, `ping`) keep the `connections` collection and answer browsers; Kafka events from
+//! `emoji-output-topic` carry absolute window states, which are coalesced and pushed to every
+//! connection watching their stream through the `@connections` management API.
 
+pub mod config;
+pub mod fanout;
+pub mod management;
+pub mod protocol;
+pub mod token;
+mod websocket;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::event::kafka::KafkaEvent;
+use config::NotifyConfig;
+use fanout::{FanoutReport, PostPolicy, fan_out, newest_states};
+use management::ConnectionsApi;
+use reactions::clock::elapsed_ms;
 use reactions::decode_kafka_event;
 use reactions::message::WindowStateRecord;
-use serde_json::{Value, json};
+use reactions::metrics::MetricsLine;
+use reactions::mongo::{ConnectionStore, StoreError, WindowStore};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Instant;
+use token::ConnectTokens;
+use tokio::sync::OnceCell;
 
 /// The kinds of event notify receives.
 #[derive(Debug)]
 pub enum NotifyEvent {
-    /// An API Gateway WebSocket route event, with its route key.
-    WebSocket { route_key: String },
+    /// An API Gateway WebSocket route event.
+    WebSocket(Box<ApiGatewayWebsocketProxyRequest>),
     /// A batch from the output topic.
     Kafka(Box<KafkaEvent>),
     /// Anything else: refused with an error.
@@ -21,12 +41,15 @@ pub enum NotifyEvent {
 
 /// Classifies a raw event by its shape.
 pub fn classify(event: Value) -> NotifyEvent {
-    if let Some(route_key) = event
+    if event
         .pointer("/requestContext/routeKey")
         .and_then(Value::as_str)
+        .is_some()
+        && event.pointer("/requestContext/connectionId").is_some()
     {
-        return NotifyEvent::WebSocket {
-            route_key: route_key.to_owned(),
+        return match serde_json::from_value(event) {
+            Ok(request) => NotifyEvent::WebSocket(Box::new(request)),
+            Err(_) => NotifyEvent::Unknown,
         };
     }
     if event.get("records").is_some()
@@ -38,26 +61,144 @@ pub fn classify(event: Value) -> NotifyEvent {
     NotifyEvent::Unknown
 }
 
-/// Why an event was refused.
+/// Why an invocation failed. For Kafka batches an error makes the event source retry the batch;
+/// for WebSocket routes API Gateway answers 500 (and refuses a `$connect`).
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     /// Neither a WebSocket route event nor a Kafka event.
     #[error("event is neither an API Gateway WebSocket event nor a Kafka event")]
     UnknownEvent,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] reactions::ConfigError),
+    #[error(transparent)]
+    Secret(#[from] token::BadSecret),
 }
 
-/// Handles one event.
-pub fn handle(event: Value) -> Result<Value, NotifyError> {
-    match classify(event) {
-        NotifyEvent::WebSocket { route_key } => {
-            tracing::info!(route_key, "websocket route");
-            Ok(json!({ "statusCode": 200 }))
+/// What one Kafka batch did; also the invocation's response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BatchSummary {
+    /// Valid window states in the batch.
+    pub window_states: usize,
+    /// Records that were not valid window states (logged and skipped).
+    pub malformed: usize,
+    #[serde(flatten)]
+    pub fanout: FanoutReport,
+}
+
+/// The function's long-lived state, built once per container.
+pub struct Notify {
+    config: NotifyConfig,
+    connections: ConnectionStore,
+    windows: WindowStore,
+    api: ConnectionsApi,
+    tokens: Option<ConnectTokens>,
+    indexes: OnceCell<()>,
+}
+
+impl Notify {
+    /// Builds the clients from `config` and the AWS configuration `sdk` (region and credentials
+    /// for signing management API calls). MongoDB being down does not fail the init.
+    pub async fn new(config: NotifyConfig, sdk: &SdkConfig) -> Result<Self, NotifyError> {
+        let database = reactions::mongo::open(&config.mongo, "emostream-notify").await?;
+        let tokens = config
+            .connect_token_secret
+            .as_deref()
+            .map(ConnectTokens::new)
+            .transpose()?;
+        let notify = Self {
+            connections: ConnectionStore::new(&database, config.connection_ttl),
+            windows: WindowStore::new(&database),
+            api: ConnectionsApi::new(sdk, &config.management_endpoint, config.post_timeout),
+            tokens,
+            config,
+            indexes: OnceCell::new(),
+        };
+        if let Err(error) = notify.ensure_indexes().await {
+            tracing::warn!(%error, "indexes not created at start-up; retrying on the next event");
         }
-        NotifyEvent::Kafka(kafka) => {
-            let states = decode_kafka_event::<WindowStateRecord>(&kafka);
-            let valid = states.iter().filter(|s| s.message.is_ok()).count();
-            Ok(json!({ "window_states": valid, "malformed": states.len() - valid }))
+        Ok(notify)
+    }
+
+    async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.indexes
+            .get_or_try_init(|| self.connections.ensure_indexes())
+            .await
+            .map(|_| ())
+    }
+
+    /// Handles one event of either kind.
+    pub async fn handle(&self, event: Value) -> Result<Value, NotifyError> {
+        match classify(event) {
+            NotifyEvent::WebSocket(request) => {
+                self.ensure_indexes().await?;
+                self.handle_route(&request).await
+            }
+            NotifyEvent::Kafka(kafka) => {
+                let summary = self.handle_batch(&kafka).await?;
+                Ok(serde_json::to_value(summary).unwrap_or_default())
+            }
+            NotifyEvent::Unknown => Err(NotifyError::UnknownEvent),
         }
-        NotifyEvent::Unknown => Err(NotifyError::UnknownEvent),
+    }
+
+    /// Pushes the newest state of every window in a batch to the connections watching it.
+    pub async fn handle_batch(&self, event: &KafkaEvent) -> Result<BatchSummary, NotifyError> {
+        let started = Instant::now();
+        let decoded = decode_kafka_event::<WindowStateRecord>(event);
+        let total = decoded.len();
+        let mut valid = Vec::with_capacity(total);
+        for record in decoded {
+            match record.message {
+                Ok(state) => valid.push(state),
+                Err(error) => tracing::warn!(
+                    topic = %record.position.topic,
+                    partition = record.position.partition,
+                    offset = record.position.offset,
+                    reason = error.code(),
+                    "skipping record that is not a window state: {error}"
+                ),
+            }
+        }
+        let summary = BatchSummary {
+            window_states: valid.len(),
+            malformed: total - valid.len(),
+            fanout: fan_out(
+                &newest_states(valid),
+                &self.connections,
+                &self.api,
+                PostPolicy {
+                    concurrency: self.config.fanout_concurrency,
+                    throttle_budget: self.config.throttle_budget,
+                },
+            )
+            .await?,
+        };
+        let report = &summary.fanout;
+        tracing::info!(
+            records = total,
+            malformed = summary.malformed,
+            windows = report.windows,
+            posts = report.posts,
+            delivered = report.delivered,
+            gone = report.gone,
+            throttle_retries = report.throttle_retries,
+            throttled_out = report.throttled_out,
+            failed = report.failed,
+            "window states fanned out"
+        );
+        MetricsLine::new("notify")
+            .count("Records", total as u64)
+            .count("Malformed", summary.malformed as u64)
+            .count("Posts", report.posts as u64)
+            .count("Delivered", report.delivered as u64)
+            .count("Gone", report.gone as u64)
+            .count("ThrottleRetries", report.throttle_retries as u64)
+            .count("ThrottledOut", report.throttled_out as u64)
+            .count("PostFailures", report.failed as u64)
+            .millis("FanoutLatency", elapsed_ms(started))
+            .emit();
+        Ok(summary)
     }
 }

@@ -1,14 +1,17 @@
-//! The MongoDB adapter: connecting with bounded timeouts, and the `windows` collection with its
-//! unique (stream, window start) key and retention TTL. Only operations that MongoDB, Atlas and
+//! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
+//! unique (stream, window start) key and retention TTL, and the `connections` collection. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` with `$inc`/`$max`/`$set`/`$setOnInsert`,
 //! `find`, and indexes.
 
 mod apply;
+mod connections;
 
 pub use apply::{ApplyReport, WriteTimes};
+pub use connections::{ConnectionStore, StoredConnection};
 
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;
+use crate::message::{VersionedMessage, WindowStateRecord};
 use crate::window::{EmojiCounts, WindowKey};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
@@ -34,7 +37,7 @@ pub enum StoreError {
     #[error("MongoDB write failed: {0}")]
     Write(String),
     /// A stored document does not have the expected shape.
-    #[error("stored window document is malformed: {0}")]
+    #[error("stored document is malformed: {0}")]
     Malformed(String),
 }
 
@@ -103,6 +106,24 @@ pub struct StoredWindow {
     pub end_ms: i64,
     pub counts: EmojiCounts,
     pub total: u64,
+}
+
+impl StoredWindow {
+    /// The absolute state of this window as of `now_ms`, as published on the output topic and
+    /// pushed to browsers: one definition, so a late joiner's snapshot and a live update agree.
+    pub fn state_record(&self, domain: &crate::DomainConfig, now_ms: i64) -> WindowStateRecord {
+        WindowStateRecord {
+            v: WindowStateRecord::VERSION,
+            stream: self.key.stream.clone(),
+            start_ms: self.key.start_ms,
+            end_ms: self.end_ms,
+            swarm: domain.swarm_rule.downscale(&self.counts),
+            counts: self.counts.clone(),
+            total: self.total,
+            is_final: now_ms > self.end_ms.saturating_add(domain.allowed_lateness_ms),
+            updated_at_ms: now_ms,
+        }
+    }
 }
 
 /// The `windows` collection: one document per stream and window.

@@ -1,0 +1,175 @@
+//! The `connections` collection: which WebSocket connection watches which stream. notify writes
+//! it on `$connect`, `subscribe` and `$disconnect`, and reads it by stream (through an index,
+//! never a scan) for every fan-out. Documents expire by TTL shortly after API Gateway's 2-hour
+//! connection limit, so a missed `$disconnect` cannot leave a connection behind for long.
+
+use super::{StoreError, server};
+use crate::ids::StreamId;
+use futures::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, Database, IndexModel};
+use std::time::Duration;
+
+/// One registered connection as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConnection {
+    /// API Gateway's connection id.
+    pub id: String,
+    /// The stream whose window states this connection receives.
+    pub stream: StreamId,
+    /// When the connection was accepted, ms since the epoch.
+    pub connected_at_ms: i64,
+}
+
+/// The `connections` collection.
+#[derive(Debug, Clone)]
+pub struct ConnectionStore {
+    collection: Collection<Document>,
+    ttl: Duration,
+}
+
+impl ConnectionStore {
+    /// The collection name.
+    pub const COLLECTION: &'static str = "connections";
+
+    /// Uses the `connections` collection of `database`; documents expire `ttl` after the
+    /// connection was accepted.
+    pub fn new(database: &Database, ttl: Duration) -> Self {
+        Self {
+            collection: database.collection(Self::COLLECTION),
+            ttl,
+        }
+    }
+
+    /// Creates the by-stream index and the expiry TTL index if missing. Idempotent.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let by_stream = IndexModel::builder()
+            .keys(doc! { "stream": 1 })
+            .options(IndexOptions::builder().name("stream".to_owned()).build())
+            .build();
+        let expiry = IndexModel::builder()
+            .keys(doc! { "expires_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .expire_after(Duration::ZERO)
+                    .name("expires_at_ttl".to_owned())
+                    .build(),
+            )
+            .build();
+        self.collection
+            .create_indexes([by_stream, expiry])
+            .await
+            .map_err(server("create_indexes"))?;
+        Ok(())
+    }
+
+    /// Records a new connection (or replaces a record with the same id: a retried `$connect`).
+    pub async fn register(
+        &self,
+        id: &str,
+        stream: &StreamId,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let document = doc! {
+            "_id": id,
+            "stream": stream.as_str(),
+            "connected_at_ms": now_ms,
+            "expires_at": DateTime::from_millis(now_ms.saturating_add(ttl_ms)),
+        };
+        self.collection
+            .replace_one(doc! { "_id": id }, document)
+            .upsert(true)
+            .await
+            .map_err(server("replace_one"))?;
+        Ok(())
+    }
+
+    /// Moves a connection to another stream. False when the connection is not registered
+    /// (expired, or disconnected meanwhile).
+    pub async fn subscribe(&self, id: &str, stream: &StreamId) -> Result<bool, StoreError> {
+        let result = self
+            .collection
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "stream": stream.as_str() } },
+            )
+            .await
+            .map_err(server("update_one"))?;
+        Ok(result.matched_count == 1)
+    }
+
+    /// Reads one connection.
+    pub async fn find(&self, id: &str) -> Result<Option<StoredConnection>, StoreError> {
+        let found = self
+            .collection
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(server("find_one"))?;
+        found.map(|d| parse_connection(&d)).transpose()
+    }
+
+    /// Forgets one connection. False when it was not registered.
+    pub async fn remove(&self, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .collection
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(server("delete_one"))?;
+        Ok(result.deleted_count == 1)
+    }
+
+    /// Forgets exactly the given connections (those API Gateway answered 410 for) in one
+    /// command; returns how many were registered.
+    pub async fn remove_all(&self, ids: &[String]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let result = self
+            .collection
+            .delete_many(doc! { "_id": { "$in": ids } })
+            .await
+            .map_err(server("delete_many"))?;
+        Ok(result.deleted_count)
+    }
+
+    /// The ids of every connection watching `stream`, through the by-stream index.
+    pub async fn ids_watching(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "stream": stream.as_str() })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        documents
+            .iter()
+            .map(|d| {
+                d.get_str("_id").map(str::to_owned).map_err(|_| {
+                    StoreError::Malformed(format!("connection without a string _id: {d}"))
+                })
+            })
+            .collect()
+    }
+}
+
+fn parse_connection(document: &Document) -> Result<StoredConnection, StoreError> {
+    let malformed = |what: &str| StoreError::Malformed(format!("{what} in connection {document}"));
+    Ok(StoredConnection {
+        id: document
+            .get_str("_id")
+            .map_err(|_| malformed("bad _id"))?
+            .to_owned(),
+        stream: document
+            .get_str("stream")
+            .ok()
+            .and_then(|s| StreamId::parse("stream", s).ok())
+            .ok_or_else(|| malformed("bad stream"))?,
+        connected_at_ms: document
+            .get_i64("connected_at_ms")
+            .map_err(|_| malformed("bad connected_at_ms"))?,
+    })
+}

@@ -1,0 +1,112 @@
+//! Prints the fan-out rate: pushes per second from one notify container to 10,000 connections
+//! of one stream, against the real MongoDB-wire server (the by-stream connection query) and the
+//! test `@connections` server, with the default concurrency of 128. Run with `make bench`.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_lambda_events::event::kafka::KafkaEvent;
+use aws_sdk_apigatewaymanagement::config::Credentials;
+use emostream_tests::connections_server::ConnectionsServer;
+use emostream_tests::servers;
+use futures::StreamExt;
+use notify::Notify;
+use notify::config::NotifyConfig;
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::message::VersionedMessage;
+use reactions::mongo::{ConnectionStore, connect};
+use reactions::{EmojiName, StreamId, WindowStateRecord};
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 10_000;
+const ROUNDS: usize = 5;
+
+fn window_state(stream: &StreamId, total: u64) -> WindowStateRecord {
+    let counts: reactions::EmojiCounts = [(EmojiName::parse("fire").expect("emoji"), total)]
+        .into_iter()
+        .collect();
+    WindowStateRecord {
+        v: 1,
+        stream: stream.clone(),
+        start_ms: 0,
+        end_ms: 2_000,
+        swarm: reactions::SwarmRule::default().downscale(&counts),
+        counts,
+        total,
+        is_final: false,
+        updated_at_ms: total as i64,
+    }
+}
+
+fn batch(state: &WindowStateRecord) -> KafkaEvent {
+    let position = RecordPosition {
+        topic: "emoji-output-topic".into(),
+        partition: 0,
+        offset: state.total as i64,
+    };
+    let record = lambda_kafka_record_json(&position, 0, None, Some(&state.encode()), &[]);
+    serde_json::from_value(lambda_kafka_event_json(
+        "SelfManagedKafka",
+        "local",
+        vec![record],
+    ))
+    .expect("a Kafka event")
+}
+
+#[tokio::main]
+async fn main() {
+    let server = ConnectionsServer::start().await;
+    let mongo = servers().mongo("fanout-bench");
+    let endpoint = server.endpoint();
+    let settings = [
+        ("MONGODB_URI", mongo.uri.as_str()),
+        ("MONGODB_DATABASE", mongo.database.as_str()),
+        ("MANAGEMENT_API_ENDPOINT", endpoint.as_str()),
+    ];
+    let config = NotifyConfig::from_settings(&settings).expect("configuration");
+    let concurrency = config.fanout_concurrency;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("local"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "bench"))
+        .load()
+        .await;
+    let notify = Notify::new(config, &sdk).await.expect("notify");
+
+    let database = connect(&mongo, "fanout-bench").await.expect("MongoDB");
+    let store = ConnectionStore::new(&database, Duration::from_secs(7_800));
+    let stream = StreamId::parse("stream", "bench").expect("stream id");
+    let started = Instant::now();
+    futures::stream::iter(0..CONNECTIONS)
+        .map(|i| {
+            let (store, stream) = (&store, &stream);
+            async move {
+                let id = format!("bench-{i:05}");
+                store.register(&id, stream, 0).await.expect("register");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<()>()
+        .await;
+    println!(
+        "registered {CONNECTIONS} connections in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut rates = Vec::new();
+    for round in 1..=ROUNDS {
+        server.clear_posts();
+        let event = batch(&window_state(&stream, round as u64));
+        let started = Instant::now();
+        let summary = notify.handle_batch(&event).await.expect("fan-out");
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(summary.fanout.delivered, CONNECTIONS, "{summary:?}");
+        assert_eq!(server.posts().len(), CONNECTIONS);
+        let rate = CONNECTIONS as f64 / seconds;
+        println!("round {round}: {CONNECTIONS} pushes in {seconds:.3} s = {rate:.0} pushes/s");
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "fan-out to {CONNECTIONS} connections, concurrency {concurrency}: median {:.0} pushes/s (best {:.0})",
+        rates[ROUNDS / 2],
+        rates[ROUNDS - 1]
+    );
+}

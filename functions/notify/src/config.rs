@@ -1,0 +1,103 @@
+//! The notify function's configuration, read once per container from environment variables.
+//! The same names appear in template.yaml, the local stack and the README.
+
+use reactions::DomainConfig;
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
+use reactions::mongo::MongoSettings;
+use std::time::Duration;
+
+/// Everything the notify function is configured with.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Shared domain settings (swarm rule and lateness for `sync` snapshots).
+    pub domain: DomainConfig,
+    /// `MONGODB_URI` (required) and `MONGODB_DATABASE` (default `emostream`).
+    pub mongo: MongoSettings,
+    /// `MANAGEMENT_API_ENDPOINT` (required): the WebSocket API's `@connections` endpoint,
+    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}` in AWS, the local stack's URL
+    /// locally. Never guessed: a wrong endpoint would silently push nowhere.
+    pub management_endpoint: String,
+    /// `FANOUT_CONCURRENCY` (default 128, 1..=1024): posts in flight at once.
+    pub fanout_concurrency: usize,
+    /// `THROTTLE_BUDGET_MS` (default 2000): how long one post may keep retrying after 429s.
+    pub throttle_budget: Duration,
+    /// `POST_TIMEOUT_MS` (default 3000): one `PostToConnection` attempt.
+    pub post_timeout: Duration,
+    /// `CONNECT_TOKEN_SECRET` (optional): when set, `$connect` requires a valid `token`.
+    pub connect_token_secret: Option<String>,
+    /// `CONNECTION_TTL_MINUTES` (default 130): API Gateway's 2-hour limit plus a margin.
+    pub connection_ttl: Duration,
+    /// `SYNC_WINDOWS` (default 30, at most 150): windows a `sync` sends when it names none.
+    pub sync_windows: u32,
+}
+
+/// The most windows one `sync` may ask for: keeps a snapshot under API Gateway's 128 KB frame.
+pub const MAX_SYNC_WINDOWS: u32 = 150;
+
+impl NotifyConfig {
+    /// Reads the configuration from `settings`.
+    pub fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
+        let throttle_budget_ms: u64 = parse_in(settings, "THROTTLE_BUDGET_MS", 2_000, 0..=60_000)?;
+        let post_timeout_ms: u64 = parse_in(settings, "POST_TIMEOUT_MS", 3_000, 100..=30_000)?;
+        let ttl_minutes: u64 = parse_in(settings, "CONNECTION_TTL_MINUTES", 130, 121..)?;
+        let secret = text_or(settings, "CONNECT_TOKEN_SECRET", "");
+        Ok(Self {
+            domain: DomainConfig::from_settings(settings)?,
+            mongo: MongoSettings::from_settings(settings)?,
+            management_endpoint: required(settings, "MANAGEMENT_API_ENDPOINT")?,
+            fanout_concurrency: parse_in(settings, "FANOUT_CONCURRENCY", 128, 1..=1_024)?,
+            throttle_budget: Duration::from_millis(throttle_budget_ms),
+            post_timeout: Duration::from_millis(post_timeout_ms),
+            connect_token_secret: (!secret.is_empty()).then_some(secret),
+            connection_ttl: Duration::from_secs(ttl_minutes * 60),
+            sync_windows: parse_in(settings, "SYNC_WINDOWS", 30, 1..=MAX_SYNC_WINDOWS)?,
+        })
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_settings(&ProcessEnv)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: [(&str, &str); 2] = [
+        ("MONGODB_URI", "mongodb://m"),
+        ("MANAGEMENT_API_ENDPOINT", "http://127.0.0.1:1/local"),
+    ];
+
+    #[test]
+    fn defaults() {
+        let config = NotifyConfig::from_settings(&BASE).unwrap();
+        assert_eq!(config.fanout_concurrency, 128);
+        assert_eq!(config.throttle_budget, Duration::from_secs(2));
+        assert_eq!(config.connection_ttl, Duration::from_secs(130 * 60));
+        assert_eq!(config.sync_windows, 30);
+        assert_eq!(config.connect_token_secret, None);
+    }
+
+    #[test]
+    fn bad_and_missing_values_name_the_variable() {
+        for (var, value) in [
+            ("FANOUT_CONCURRENCY", "0"),
+            ("FANOUT_CONCURRENCY", "5000"),
+            ("THROTTLE_BUDGET_MS", "soon"),
+            ("CONNECTION_TTL_MINUTES", "60"),
+            ("SYNC_WINDOWS", "151"),
+            ("POST_TIMEOUT_MS", "10"),
+        ] {
+            let settings = [BASE[0], BASE[1], (var, value)];
+            assert_eq!(NotifyConfig::from_settings(&settings).unwrap_err().var, var);
+        }
+        assert_eq!(
+            NotifyConfig::from_settings(&[BASE[0]]).unwrap_err().var,
+            "MANAGEMENT_API_ENDPOINT"
+        );
+        let with_secret = [BASE[0], BASE[1], ("CONNECT_TOKEN_SECRET", "s3cret")];
+        let config = NotifyConfig::from_settings(&with_secret).unwrap();
+        assert_eq!(config.connect_token_secret.as_deref(), Some("s3cret"));
+    }
+}

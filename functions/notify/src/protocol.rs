@@ -1,0 +1,222 @@
+//! The WebSocket protocol between notify and browsers. Browsers send JSON actions
+//! (`{"action":"subscribe","stream":"final"}`, `{"action":"sync"}`, `{"action":"ping"}`),
+//! which API Gateway routes on `$request.body.action`; notify answers and pushes JSON messages
+//! tagged by `type`. Anything a browser sends that is not a valid action gets an `error` message
+//! naming what was wrong; nothing a client sends can fail the function.
+
+use reactions::{StreamId, WindowStateRecord};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The largest client message read, well above any valid action.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4_096;
+
+/// An action a browser asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Watch another stream from now on (with a token when tokens are required).
+    Subscribe {
+        stream: StreamId,
+        token: Option<String>,
+    },
+    /// Send the latest `windows` windows of the watched stream (the late-joiner snapshot).
+    Sync { windows: Option<u32> },
+    /// Keep-alive and latency probe.
+    Ping,
+}
+
+/// Why a client message was not an action. The code is stable for clients to match on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message is empty")]
+    Empty,
+    #[error("message is larger than {MAX_CLIENT_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("message is not a JSON object")]
+    NotJson,
+    #[error("field `action` is missing; expected one of subscribe, sync, ping")]
+    MissingAction,
+    #[error("unknown action `{0}`; expected one of subscribe, sync, ping")]
+    UnknownAction(String),
+    #[error("field `{field}` is invalid: {reason}")]
+    BadField { field: &'static str, reason: String },
+}
+
+impl ProtocolError {
+    /// A short, stable code for the `error` message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::Empty => "empty_message",
+            ProtocolError::TooLarge => "message_too_large",
+            ProtocolError::NotJson => "not_json",
+            ProtocolError::MissingAction => "missing_action",
+            ProtocolError::UnknownAction(_) => "unknown_action",
+            ProtocolError::BadField { .. } => "bad_field",
+        }
+    }
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::BadField {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Parses one client message.
+pub fn parse_action(body: &str) -> Result<ClientAction, ProtocolError> {
+    if body.trim().is_empty() {
+        return Err(ProtocolError::Empty);
+    }
+    if body.len() > MAX_CLIENT_MESSAGE_BYTES {
+        return Err(ProtocolError::TooLarge);
+    }
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(body) else {
+        return Err(ProtocolError::NotJson);
+    };
+    let action = match message.get("action") {
+        None | Some(Value::Null) => return Err(ProtocolError::MissingAction),
+        Some(Value::String(action)) => action.as_str(),
+        Some(_) => return Err(bad("action", "must be a string")),
+    };
+    match action {
+        "subscribe" => {
+            let stream = match message.get("stream") {
+                Some(Value::String(s)) => {
+                    StreamId::parse("stream", s).map_err(|e| bad("stream", e.rule.to_string()))?
+                }
+                Some(_) => return Err(bad("stream", "must be a string")),
+                None => return Err(bad("stream", "is required")),
+            };
+            let token = match message.get("token") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(t)) => Some(t.clone()),
+                Some(_) => return Err(bad("token", "must be a string")),
+            };
+            Ok(ClientAction::Subscribe { stream, token })
+        }
+        "sync" => {
+            let windows = match message.get("windows") {
+                None | Some(Value::Null) => None,
+                Some(value) => {
+                    let n = value
+                        .as_u64()
+                        .filter(|n| (1..=u64::from(crate::config::MAX_SYNC_WINDOWS)).contains(n))
+                        .ok_or_else(|| {
+                            bad(
+                                "windows",
+                                format!(
+                                    "must be an integer from 1 to {}",
+                                    crate::config::MAX_SYNC_WINDOWS
+                                ),
+                            )
+                        })?;
+                    Some(n as u32)
+                }
+            };
+            Ok(ClientAction::Sync { windows })
+        }
+        "ping" => Ok(ClientAction::Ping),
+        other => Err(ProtocolError::UnknownAction(
+            other.chars().take(40).collect(),
+        )),
+    }
+}
+
+/// What notify sends to a browser.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The newest state of one window of the watched stream.
+    Window(WindowStateRecord),
+    /// The latest windows of a stream, oldest first, answering `sync`.
+    Snapshot {
+        stream: StreamId,
+        window_width_ms: i64,
+        windows: Vec<WindowStateRecord>,
+    },
+    /// The connection now watches `stream`.
+    Subscribed { stream: StreamId },
+    /// Answers `ping`.
+    Pong { at_ms: i64 },
+    /// The client's message was refused.
+    Error { code: String, message: String },
+}
+
+impl ServerMessage {
+    /// The error message for a refused client message.
+    pub fn refusal(error: &ProtocolError) -> Self {
+        ServerMessage::Error {
+            code: error.code().to_owned(),
+            message: error.to_string(),
+        }
+    }
+
+    /// The JSON frame.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Plain structs of strings and integers: serialisation cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_actions_parse() {
+        assert_eq!(
+            parse_action(r#"{"action":"subscribe","stream":"final"}"#),
+            Ok(ClientAction::Subscribe {
+                stream: StreamId::parse("s", "final").unwrap(),
+                token: None
+            })
+        );
+        assert_eq!(
+            parse_action(r#"{"action":"sync","windows":5}"#),
+            Ok(ClientAction::Sync { windows: Some(5) })
+        );
+        assert_eq!(
+            parse_action(r#"{"action":"sync"}"#),
+            Ok(ClientAction::Sync { windows: None })
+        );
+        assert_eq!(parse_action(r#"{"action":"ping"}"#), Ok(ClientAction::Ping));
+    }
+
+    #[test]
+    fn malformed_messages_get_precise_codes() {
+        let long = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(5_000));
+        for (body, code) in [
+            ("", "empty_message"),
+            ("   ", "empty_message"),
+            (long.as_str(), "message_too_large"),
+            ("ping", "not_json"),
+            ("[1,2]", "not_json"),
+            ("{}", "missing_action"),
+            (r#"{"action":7}"#, "bad_field"),
+            (r#"{"action":"dance"}"#, "unknown_action"),
+            (r#"{"action":"subscribe"}"#, "bad_field"),
+            (r#"{"action":"subscribe","stream":"a b"}"#, "bad_field"),
+            (r#"{"action":"subscribe","stream":5}"#, "bad_field"),
+            (
+                r#"{"action":"subscribe","stream":"s","token":1}"#,
+                "bad_field",
+            ),
+            (r#"{"action":"sync","windows":0}"#, "bad_field"),
+            (r#"{"action":"sync","windows":151}"#, "bad_field"),
+            (r#"{"action":"sync","windows":"3"}"#, "bad_field"),
+        ] {
+            assert_eq!(parse_action(body).unwrap_err().code(), code, "{body}");
+        }
+    }
+
+    #[test]
+    fn messages_are_tagged_by_type() {
+        let pong = serde_json::to_value(ServerMessage::Pong { at_ms: 5 }).unwrap();
+        assert_eq!(pong, serde_json::json!({"type": "pong", "at_ms": 5}));
+        let refusal = ServerMessage::refusal(&ProtocolError::UnknownAction("x".into()));
+        let refusal = serde_json::to_value(refusal).unwrap();
+        assert_eq!(refusal["type"], "error");
+        assert_eq!(refusal["code"], "unknown_action");
+    }
+}

@@ -1,0 +1,629 @@
+//! notify against a real MongoDB-wire server and a test `@connections` server: connection
+//! bookkeeping, tokens, subscribe and sync, malformed client messages, and fan-out to 1,000
+//! connections with some gone and some throttled.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::event::kafka::KafkaEvent;
+use aws_sdk_apigatewaymanagement::config::Credentials;
+use emostream_local::websocket_event::{
+    ConnectionContext, connect_event, disconnect_event, message_event,
+};
+use emostream_tests::connections_server::ConnectionsServer;
+use emostream_tests::{closed_port, servers};
+use mongodb::bson::doc;
+use notify::config::NotifyConfig;
+use notify::token::ConnectTokens;
+use notify::{BatchSummary, Notify, NotifyError};
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::message::VersionedMessage;
+use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, WriteTimes, connect};
+use reactions::window_delta::window_deltas;
+use reactions::{EmojiName, StreamId, WindowStateRecord, WindowWidth};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn sdk() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("local"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .load()
+        .await
+}
+
+struct Fixture {
+    notify: Notify,
+    server: ConnectionsServer,
+    mongo: MongoSettings,
+}
+
+impl Fixture {
+    async fn start(extra: &[(&str, &str)]) -> Self {
+        let server = ConnectionsServer::start().await;
+        let mongo = servers().mongo("notify");
+        let endpoint = server.endpoint();
+        let mut settings: Vec<(&str, &str)> = vec![
+            ("MONGODB_URI", &mongo.uri),
+            ("MONGODB_DATABASE", &mongo.database),
+            ("MANAGEMENT_API_ENDPOINT", &endpoint),
+        ];
+        settings.extend_from_slice(extra);
+        let config = NotifyConfig::from_settings(&settings).unwrap();
+        let notify = Notify::new(config, &sdk().await).await.unwrap();
+        Fixture {
+            notify,
+            server,
+            mongo,
+        }
+    }
+
+    async fn connections(&self) -> ConnectionStore {
+        let database = connect(&self.mongo, "notify-test").await.unwrap();
+        ConnectionStore::new(&database, Duration::from_secs(7_800))
+    }
+
+    async fn route(&self, event: Value) -> Value {
+        self.notify.handle(event).await.unwrap()
+    }
+
+    async fn connect(&self, id: &str, query: &[(&str, &str)]) -> Value {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.route(connect_event(&context(id), &query, &[], now(), "r-connect"))
+            .await
+    }
+
+    async fn send(&self, id: &str, body: &str) -> Value {
+        let route = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "$default".to_owned());
+        self.route(message_event(
+            &context(id),
+            &route,
+            body,
+            now(),
+            "r-message",
+        ))
+        .await
+    }
+
+    /// Every frame posted to `id` so far.
+    fn frames(&self, id: &str) -> Vec<Value> {
+        self.server.frames_to(id)
+    }
+}
+
+fn now() -> i64 {
+    reactions::clock::now_ms()
+}
+
+fn context(id: &str) -> ConnectionContext {
+    ConnectionContext {
+        connection_id: id.to_owned(),
+        api_id: "local".into(),
+        stage: "test".into(),
+        domain_name: "localhost".into(),
+        connected_at_ms: now(),
+        source_ip: "127.0.0.1".into(),
+    }
+}
+
+fn stream(s: &str) -> StreamId {
+    StreamId::parse("stream", s).unwrap()
+}
+
+fn state(
+    stream_id: &str,
+    start_ms: i64,
+    counts: &[(&str, u64)],
+    updated_at_ms: i64,
+) -> WindowStateRecord {
+    let counts: reactions::EmojiCounts = counts
+        .iter()
+        .map(|(e, n)| (EmojiName::parse(e).unwrap(), *n))
+        .collect();
+    WindowStateRecord {
+        v: 1,
+        stream: stream(stream_id),
+        start_ms,
+        end_ms: start_ms + 2_000,
+        total: counts.values().sum(),
+        swarm: reactions::SwarmRule::default().downscale(&counts),
+        counts,
+        is_final: false,
+        updated_at_ms,
+    }
+}
+
+fn kafka_event(states: &[WindowStateRecord]) -> Value {
+    let records = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let position = RecordPosition {
+                topic: "emoji-output-topic".into(),
+                partition: 0,
+                offset: i as i64,
+            };
+            lambda_kafka_record_json(
+                &position,
+                s.updated_at_ms,
+                Some(s.stream.as_str().as_bytes()),
+                Some(&s.encode()),
+                &[],
+            )
+        })
+        .collect();
+    lambda_kafka_event_json("SelfManagedKafka", "127.0.0.1:9092", records)
+}
+
+fn window_frame(state: &WindowStateRecord) -> Value {
+    let mut frame = serde_json::to_value(state).unwrap();
+    frame["type"] = json!("window");
+    frame
+}
+
+#[tokio::test]
+async fn connect_and_disconnect_keep_the_connections_collection() {
+    let f = Fixture::start(&[]).await;
+    let store = f.connections().await;
+    assert_eq!(
+        f.connect("c-1", &[("stream", "final")]).await["statusCode"],
+        200
+    );
+    assert_eq!(
+        f.connect("c-2", &[("stream", "final")]).await["statusCode"],
+        200
+    );
+    assert_eq!(
+        f.connect("c-3", &[("stream", "semi")]).await["statusCode"],
+        200
+    );
+    let registered = store.find("c-1").await.unwrap().unwrap();
+    assert_eq!(registered.stream, stream("final"));
+    assert!((now() - registered.connected_at_ms).abs() < 60_000);
+    let mut watching = store.ids_watching(&stream("final")).await.unwrap();
+    watching.sort();
+    assert_eq!(watching, ["c-1", "c-2"]);
+
+    // Refused connects register nothing.
+    let missing = f.connect("c-4", &[]).await;
+    assert_eq!(missing["statusCode"], 400);
+    assert!(missing["body"].as_str().unwrap().contains("`stream`"));
+    assert_eq!(
+        f.connect("c-5", &[("stream", "a b")]).await["statusCode"],
+        400
+    );
+    assert_eq!(store.find("c-4").await.unwrap(), None);
+    assert_eq!(store.find("c-5").await.unwrap(), None);
+
+    let bye = disconnect_event(&context("c-1"), 1001, "Going away", now(), "r-bye");
+    assert_eq!(f.route(bye.clone()).await["statusCode"], 200);
+    assert_eq!(store.find("c-1").await.unwrap(), None);
+    assert!(store.find("c-2").await.unwrap().is_some());
+    // A repeated or unknown disconnect is harmless.
+    assert_eq!(f.route(bye).await["statusCode"], 200);
+
+    // The collection is indexed by stream and expires by TTL.
+    let database = connect(&f.mongo, "notify-test").await.unwrap();
+    let indexes = database
+        .collection::<mongodb::bson::Document>("connections")
+        .list_index_names()
+        .await
+        .unwrap();
+    assert!(indexes.contains(&"stream".to_owned()), "{indexes:?}");
+    assert!(
+        indexes.contains(&"expires_at_ttl".to_owned()),
+        "{indexes:?}"
+    );
+    let document = database
+        .collection::<mongodb::bson::Document>("connections")
+        .find_one(doc! { "_id": "c-2" })
+        .await
+        .unwrap()
+        .unwrap();
+    let expires = document
+        .get_datetime("expires_at")
+        .unwrap()
+        .timestamp_millis();
+    let ttl = expires - document.get_i64("connected_at_ms").unwrap();
+    assert_eq!(ttl, 130 * 60_000);
+}
+
+#[tokio::test]
+async fn tokens_gate_connect_and_subscribe_when_a_secret_is_set() {
+    let f = Fixture::start(&[("CONNECT_TOKEN_SECRET", "open-sesame")]).await;
+    let tokens = ConnectTokens::new("open-sesame").unwrap();
+    let later = now() / 1_000 + 600;
+    let good = tokens.sign(&stream("final"), later);
+    let expired = tokens.sign(&stream("final"), now() / 1_000 - 1);
+    let other_stream = tokens.sign(&stream("semi"), later);
+    let forged = ConnectTokens::new("guess")
+        .unwrap()
+        .sign(&stream("final"), later);
+
+    assert_eq!(
+        f.connect("t-0", &[("stream", "final")]).await["statusCode"],
+        401
+    );
+    for (id, token) in [("t-1", &expired), ("t-2", &other_stream), ("t-3", &forged)] {
+        let answer = f
+            .connect(id, &[("stream", "final"), ("token", token)])
+            .await;
+        assert_eq!(answer["statusCode"], 403, "{id}");
+    }
+    let garbage = f
+        .connect("t-4", &[("stream", "final"), ("token", "x.y.z")])
+        .await;
+    assert_eq!(garbage["statusCode"], 403);
+    let store = f.connections().await;
+    for id in ["t-0", "t-1", "t-2", "t-3", "t-4"] {
+        assert_eq!(store.find(id).await.unwrap(), None, "{id}");
+    }
+    assert_eq!(
+        f.connect("t-5", &[("stream", "final"), ("token", &good)])
+            .await["statusCode"],
+        200
+    );
+
+    // Switching streams needs a token for the new stream.
+    f.send("t-5", r#"{"action":"subscribe","stream":"semi"}"#)
+        .await;
+    let body = format!(r#"{{"action":"subscribe","stream":"semi","token":"{good}"}}"#);
+    f.send("t-5", &body).await;
+    assert_eq!(
+        store.find("t-5").await.unwrap().unwrap().stream,
+        stream("final")
+    );
+    let body = format!(r#"{{"action":"subscribe","stream":"semi","token":"{other_stream}"}}"#);
+    f.send("t-5", &body).await;
+    assert_eq!(
+        store.find("t-5").await.unwrap().unwrap().stream,
+        stream("semi")
+    );
+    let frames = f.frames("t-5");
+    let kinds: Vec<(&str, &str)> = frames
+        .iter()
+        .map(|m| {
+            (
+                m["type"].as_str().unwrap(),
+                m["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("error", "unauthorized"),
+            ("error", "unauthorized"),
+            ("subscribed", "")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn subscribe_ping_and_sync_answer_on_the_connection() {
+    let f = Fixture::start(&[("SYNC_WINDOWS", "3")]).await;
+    // Five windows of stream live-0 (and others) in MongoDB, written by the real adapter.
+    let database = connect(&f.mongo, "notify-test").await.unwrap();
+    let windows = WindowStore::new(&database);
+    windows.ensure_indexes().await.unwrap();
+    let base_ms = 1_700_000_000_000;
+    let log: Vec<_> = (0..5)
+        .flat_map(|w| emostream_tests::fixtures::reaction_log("t", 0, 40, 2, base_ms + w * 6_000))
+        .enumerate()
+        .map(|(i, (mut position, reaction))| {
+            position.offset = i as i64;
+            (position, reaction)
+        })
+        .collect();
+    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
+    let times = WriteTimes {
+        now_ms: now(),
+        retention: Duration::from_secs(3_600),
+    };
+    windows
+        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
+        .await
+        .unwrap();
+    let stored = windows
+        .list_windows(&stream("live-0"), None, 100)
+        .await
+        .unwrap();
+    assert!(stored.len() >= 5, "{}", stored.len());
+
+    f.connect("s-1", &[("stream", "other")]).await;
+    f.send("s-1", r#"{"action":"subscribe","stream":"live-0"}"#)
+        .await;
+    f.send("s-1", r#"{"action":"ping"}"#).await;
+    f.send("s-1", r#"{"action":"sync"}"#).await;
+    f.send("s-1", r#"{"action":"sync","windows":150}"#).await;
+    let frames = f.frames("s-1");
+    assert_eq!(frames.len(), 4, "{frames:?}");
+    assert_eq!(frames[0], json!({"type": "subscribed", "stream": "live-0"}));
+    assert_eq!(frames[1]["type"], "pong");
+    assert!((frames[1]["at_ms"].as_i64().unwrap() - now()).abs() < 60_000);
+
+    // The default snapshot is the latest SYNC_WINDOWS windows, oldest first, with exact counts.
+    let snapshot = &frames[2];
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["stream"], "live-0");
+    assert_eq!(snapshot["window_width_ms"], 2_000);
+    let latest: Vec<_> = stored[stored.len() - 3..].to_vec();
+    let sent = snapshot["windows"].as_array().unwrap();
+    assert_eq!(sent.len(), 3);
+    for (frame, window) in sent.iter().zip(&latest) {
+        assert_eq!(frame["start_ms"], window.key.start_ms);
+        assert_eq!(frame["total"], window.total);
+        assert_eq!(
+            frame["counts"],
+            serde_json::to_value(&window.counts).unwrap()
+        );
+        assert_eq!(frame["final"], true, "windows of 2023 are long past");
+        let state: WindowStateRecord = serde_json::from_value(frame.clone()).unwrap();
+        assert_eq!(state.check(), Ok(()));
+    }
+    // Asking for more than exist sends them all.
+    assert_eq!(frames[3]["windows"].as_array().unwrap().len(), stored.len());
+}
+
+#[tokio::test]
+async fn malformed_client_messages_get_an_error_frame_and_no_crash() {
+    let f = Fixture::start(&[]).await;
+    f.connect("m-1", &[("stream", "final")]).await;
+    let cases = [
+        ("", "empty_message"),
+        ("hello", "not_json"),
+        ("[]", "not_json"),
+        ("{}", "missing_action"),
+        (r#"{"action":"dance"}"#, "unknown_action"),
+        (
+            r#"{"action":"subscribe","stream":"no spaces"}"#,
+            "bad_field",
+        ),
+        (r#"{"action":"sync","windows":-1}"#, "bad_field"),
+    ];
+    for (body, _) in cases {
+        assert_eq!(f.send("m-1", body).await["statusCode"], 200, "{body}");
+    }
+    let huge = format!(r#"{{"action":"ping","pad":"{}"}}"#, "x".repeat(10_000));
+    f.send("m-1", &huge).await;
+    let codes: Vec<String> = f
+        .frames("m-1")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "error");
+            assert!(!m["message"].as_str().unwrap().is_empty());
+            m["code"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut expected: Vec<&str> = cases.iter().map(|(_, code)| *code).collect();
+    expected.push("message_too_large");
+    assert_eq!(codes, expected);
+    // The connection is still registered and still works.
+    f.send("m-1", r#"{"action":"ping"}"#).await;
+    assert_eq!(f.frames("m-1").last().unwrap()["type"], "pong");
+    // A sync from a connection notify never saw is answered, not crashed on.
+    f.send("never-connected", r#"{"action":"sync"}"#).await;
+    assert_eq!(f.frames("never-connected")[0]["code"], "unknown_connection");
+}
+
+#[tokio::test]
+async fn fan_out_reaches_every_live_connection_exactly_once_with_the_newest_state() {
+    let f = Fixture::start(&[("FANOUT_CONCURRENCY", "64")]).await;
+    let store = f.connections().await;
+    let ids: Vec<String> = (0..1_000).map(|i| format!("conn-{i:04}")).collect();
+    for id in &ids {
+        store.register(id, &stream("final"), now()).await.unwrap();
+    }
+    for i in 0..10 {
+        store
+            .register(&format!("semi-{i}"), &stream("semi"), now())
+            .await
+            .unwrap();
+    }
+    let gone: Vec<&String> = ids.iter().step_by(20).collect(); // 50
+    let throttled: Vec<&String> = ids.iter().skip(1).step_by(10).collect(); // 100
+    for id in &gone {
+        f.server.mark_gone(id);
+    }
+    for id in &throttled {
+        f.server.throttle(id, 2);
+    }
+
+    let start = 1_800_000_000_000;
+    let newest = state("final", start, &[("fire", 6), ("clap", 3)], 30);
+    let semi = state("semi", start, &[("joy", 1)], 31);
+    let batch = vec![
+        state("final", start, &[("fire", 4), ("clap", 1)], 10),
+        newest.clone(),
+        semi.clone(),
+        state("final", start, &[("fire", 5), ("clap", 3)], 20), // arrives late, older
+    ];
+    let event: KafkaEvent = serde_json::from_value(kafka_event(&batch)).unwrap();
+    let summary: BatchSummary = f.notify.handle_batch(&event).await.unwrap();
+    assert_eq!(summary.window_states, 4);
+    assert_eq!(summary.malformed, 0);
+    assert_eq!(summary.fanout.windows, 2);
+    assert_eq!(summary.fanout.posts, 1_010);
+    assert_eq!(summary.fanout.delivered, 1_010 - 50);
+    assert_eq!(summary.fanout.gone, 50);
+    assert_eq!(summary.fanout.throttle_retries, 200);
+    assert_eq!(
+        (summary.fanout.throttled_out, summary.fanout.failed),
+        (0, 0)
+    );
+    assert_eq!(f.server.refusals(), (200, 50));
+
+    // Every live connection received exactly one frame: the newest state of its stream.
+    let posts = f.server.posts();
+    assert_eq!(posts.len(), 960);
+    let mut per_connection: std::collections::HashMap<&str, Vec<Value>> = Default::default();
+    for post in &posts {
+        per_connection
+            .entry(post.connection_id.as_str())
+            .or_default()
+            .push(serde_json::from_slice(&post.body).unwrap());
+    }
+    for id in &ids {
+        let frames = per_connection.get(id.as_str());
+        if gone.contains(&id) {
+            assert!(frames.is_none(), "{id}");
+        } else {
+            assert_eq!(frames.unwrap(), &vec![window_frame(&newest)], "{id}");
+        }
+    }
+    for i in 0..10 {
+        let frames = &per_connection[format!("semi-{i}").as_str()];
+        assert_eq!(frames, &vec![window_frame(&semi)]);
+    }
+
+    // Exactly the gone connections were forgotten.
+    let mut remaining = store.ids_watching(&stream("final")).await.unwrap();
+    remaining.sort();
+    let expected: Vec<String> = ids
+        .iter()
+        .filter(|id| !gone.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(remaining, expected);
+}
+
+#[tokio::test]
+async fn throttling_past_the_budget_and_other_failures_are_counted_not_fatal() {
+    let f = Fixture::start(&[("THROTTLE_BUDGET_MS", "300")]).await;
+    let store = f.connections().await;
+    for i in 0..20 {
+        store
+            .register(&format!("b-{i}"), &stream("final"), now())
+            .await
+            .unwrap();
+    }
+    f.server.throttle("b-0", 1_000);
+    let started = std::time::Instant::now();
+    let states = [state("final", 0, &[("fire", 1)], 1)];
+    let summary: Value = f.route(kafka_event(&states)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(summary["delivered"], 19);
+    assert_eq!(summary["throttled_out"], 1);
+    assert!(
+        summary["throttle_retries"].as_u64().unwrap() >= 2,
+        "{summary}"
+    );
+    // A throttled connection is not gone: it stays registered.
+    assert!(store.find("b-0").await.unwrap().is_some());
+
+    // A management endpoint that does not answer: every post fails, none is fatal.
+    let port = closed_port();
+    let endpoint = format!("http://127.0.0.1:{port}/test");
+    let mongo = f.mongo.clone();
+    let settings = [
+        ("MONGODB_URI", mongo.uri.as_str()),
+        ("MONGODB_DATABASE", mongo.database.as_str()),
+        ("MANAGEMENT_API_ENDPOINT", endpoint.as_str()),
+    ];
+    let unreachable = Notify::new(
+        NotifyConfig::from_settings(&settings).unwrap(),
+        &sdk().await,
+    )
+    .await
+    .unwrap();
+    let summary = unreachable.handle(kafka_event(&states)).await.unwrap();
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["delivered"].as_u64()),
+        (Some(20), Some(0))
+    );
+    assert_eq!(
+        store.ids_watching(&stream("final")).await.unwrap().len(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn posts_stay_within_the_concurrency_bound() {
+    let f = Fixture::start(&[("FANOUT_CONCURRENCY", "8")]).await;
+    let store = f.connections().await;
+    for i in 0..200 {
+        store
+            .register(&format!("p-{i}"), &stream("final"), now())
+            .await
+            .unwrap();
+    }
+    f.server.set_latency(Duration::from_millis(10));
+    let summary: Value = f
+        .route(kafka_event(&[state("final", 0, &[("fire", 2)], 1)]))
+        .await;
+    assert_eq!(summary["delivered"], 200);
+    let peak = f.server.max_in_flight();
+    assert!((2..=8).contains(&peak), "peak in flight {peak}");
+}
+
+#[tokio::test]
+async fn malformed_records_are_skipped_and_mongodb_outages_fail_the_batch() {
+    let f = Fixture::start(&[]).await;
+    f.connections()
+        .await
+        .register("k-1", &stream("final"), now())
+        .await
+        .unwrap();
+    let good = state("final", 0, &[("fire", 2)], 1);
+    let mut event = kafka_event(std::slice::from_ref(&good));
+    let bad = lambda_kafka_record_json(
+        &RecordPosition {
+            topic: "emoji-output-topic".into(),
+            partition: 1,
+            offset: 9,
+        },
+        0,
+        None,
+        Some(br#"{"v":1,"stream":"final"}"#),
+        &[],
+    );
+    event["records"]["emoji-output-topic-1"] = json!([bad]);
+    let summary = f.route(event.clone()).await;
+    assert_eq!(
+        (
+            summary["window_states"].as_u64(),
+            summary["malformed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(f.frames("k-1"), vec![window_frame(&good)]);
+
+    let down = format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=500",
+        closed_port()
+    );
+    let endpoint = f.server.endpoint();
+    let settings = [
+        ("MONGODB_URI", down.as_str()),
+        ("MANAGEMENT_API_ENDPOINT", endpoint.as_str()),
+    ];
+    let outage = Notify::new(
+        NotifyConfig::from_settings(&settings).unwrap(),
+        &sdk().await,
+    )
+    .await
+    .unwrap();
+    let error = outage.handle(event).await.unwrap_err();
+    assert!(matches!(error, NotifyError::Store(_)), "{error}");
+    let connect = outage
+        .handle(connect_event(
+            &context("k-2"),
+            &[("stream".into(), "x".into())],
+            &[],
+            now(),
+            "r",
+        ))
+        .await;
+    assert!(
+        connect.is_err(),
+        "a connect that cannot be recorded must fail"
+    );
+}
