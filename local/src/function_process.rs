@@ -3,6 +3,7 @@
 //! when the handle is dropped, so no test or demo leaves functions behind.
 
 use std::path::Path;
+use std::process::Stdio;
 use tokio::process::{Child, Command};
 
 /// A running function process.
@@ -12,13 +13,28 @@ pub struct FunctionProcess {
 
 impl FunctionProcess {
     /// Starts `binary` against the Runtime API at `runtime_api` (`host:port`), with the
-    /// function's own environment `env` on top of the Lambda-provided variables.
+    /// function's own environment `env` on top of the Lambda-provided variables. Its output
+    /// (CloudWatch's, in AWS) is appended to `log_file` when given, else shared with ours.
     pub fn spawn(
         binary: &Path,
         function_name: &str,
         runtime_api: &str,
         env: &[(String, String)],
+        log_file: Option<&Path>,
     ) -> std::io::Result<Self> {
+        let (stdout, stderr) = match log_file {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            None => (Stdio::inherit(), Stdio::inherit()),
+        };
         // Like Lambda, the function sees only its own configuration, not the caller's environment.
         let inherited = ["PATH", "RUST_LOG", "RUST_BACKTRACE", "TZ"]
             .into_iter()
@@ -43,6 +59,8 @@ impl FunctionProcess {
             .env("AWS_SECRET_ACCESS_KEY", "local")
             .env("AWS_SESSION_TOKEN", "local")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()?;
         Ok(Self { child })
@@ -51,6 +69,16 @@ impl FunctionProcess {
     /// Whether the process has exited (and how), without waiting.
     pub fn exit_status(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.child.try_wait()
+    }
+
+    /// The operating system's process id, while the process runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
     }
 
     /// Kills the process and waits for it.
@@ -83,7 +111,7 @@ pub async fn invoke_binary_once(
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, RunOnceError> {
     let api = crate::runtime_api::RuntimeApi::start(function_name).await?;
-    let mut process = FunctionProcess::spawn(binary, function_name, &api.address(), env)?;
+    let mut process = FunctionProcess::spawn(binary, function_name, &api.address(), env, None)?;
     let outcome = tokio::select! {
         answer = api.invoke(event, timeout) => answer.map_err(RunOnceError::from),
         exited = process.child.wait() => Err(RunOnceError::Exited(exited?)),

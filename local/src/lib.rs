@@ -1,9 +1,17 @@
 //! The local stack: emulates, on one machine, the AWS services that surround emostream's
 //! function binaries, so the binaries `sam deploy` ships run unmodified with no AWS account.
-//! So far it serves the Lambda Runtime API and runs function processes against it.
+//! Everything is read from template.yaml: the functions and their environment, the HTTP API
+//! routes, the WebSocket API routes, and the Kafka event source mappings.
 
+pub mod environment;
+pub mod event_source;
 pub mod function_process;
+pub mod http_api;
+pub mod lambda;
 pub mod runtime_api;
+pub mod stack;
+pub mod template;
+pub mod websocket_api;
 pub mod websocket_event;
 
 /// The bytes of a sample event from the repository's `events/` directory: the same files the

@@ -36,6 +36,12 @@ pub enum InvokeError {
     /// The server was shut down.
     #[error("runtime API stopped")]
     Stopped,
+    /// The function process exited during the invocation (Lambda's `Runtime.ExitError`).
+    #[error("Runtime.ExitError: the function process exited ({0})")]
+    Exited(String),
+    /// The function process could not be started.
+    #[error("could not start the function process: {0}")]
+    Spawn(String),
 }
 
 struct Pending {

@@ -115,11 +115,8 @@ pub fn disconnect_event(
     })
 }
 
-/// `dd/Mon/yyyy:HH:MM:SS +0000`, API Gateway's `requestTime` format.
-pub fn http_date(ms: i64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+/// (year, month 1-12, day, hour, minute, second) of `ms` since the epoch, in UTC.
+fn civil(ms: i64) -> (i64, i64, i64, i64, i64, i64) {
     let seconds = ms.div_euclid(1_000);
     let (days, in_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     // Civil-from-days (proleptic Gregorian), after Howard Hinnant's algorithm.
@@ -132,12 +129,34 @@ pub fn http_date(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
+    (
+        year,
+        month,
+        day,
         in_day / 3_600,
         in_day % 3_600 / 60,
-        in_day % 60
+        in_day % 60,
+    )
+}
+
+/// `dd/Mon/yyyy:HH:MM:SS +0000`, API Gateway's `requestTime` format.
+pub fn http_date(ms: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day, hour, minute, second) = civil(ms);
+    format!(
+        "{day:02}/{}/{year}:{hour:02}:{minute:02}:{second:02} +0000",
+        MONTHS[(month - 1) as usize]
+    )
+}
+
+/// `yyyy-mm-ddTHH:MM:SS.sssZ`, as the management API reports connection times.
+pub fn iso8601(ms: i64) -> String {
+    let (year, month, day, hour, minute, second) = civil(ms);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        ms.rem_euclid(1_000)
     )
 }
 
@@ -150,5 +169,6 @@ mod tests {
         assert_eq!(http_date(1_767_225_600_000), "01/Jan/2026:00:00:00 +0000");
         assert_eq!(http_date(951_782_400_000), "29/Feb/2000:00:00:00 +0000");
         assert_eq!(http_date(1_795_832_345_000), "28/Nov/2026:02:19:05 +0000");
+        assert_eq!(iso8601(1_795_832_345_042), "2026-11-28T02:19:05.042Z");
     }
 }

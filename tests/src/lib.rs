@@ -7,6 +7,8 @@
 pub mod broker_process;
 pub mod connections_server;
 pub mod fixtures;
+pub mod http_client;
+pub mod local_stack;
 pub mod topic_reader;
 
 use reactions::kafka::KafkaSettings;

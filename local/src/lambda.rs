@@ -1,0 +1,262 @@
+//! Lambda for one function: a pool of instances, each a function process polling its own
+//! Runtime API, one invocation at a time per instance. Instances start on demand up to a
+//! concurrency limit (the first invocation of an instance is its cold start) and warm ones are
+//! reused first. An instance that exits or times out is killed and replaced, and its invocation
+//! fails with `Runtime.ExitError` or a timeout as in Lambda. Alternatively, invocations are
+//! forwarded to an external Lambda Invoke API (`cargo lambda watch`, `sam local start-lambda`).
+
+use crate::function_process::FunctionProcess;
+use crate::runtime_api::{InvokeError, RuntimeApi};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{Mutex, Semaphore};
+
+struct Instance {
+    api: RuntimeApi,
+    process: FunctionProcess,
+}
+
+#[derive(Default)]
+struct Slot {
+    instance: Mutex<Option<Instance>>,
+    /// The process id of the instance, for [`FunctionPool::kill_instances`].
+    pid: AtomicU32,
+}
+
+/// How the function runs.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// Child processes of this binary against local Runtime APIs.
+    Processes {
+        binary: PathBuf,
+        environment: Vec<(String, String)>,
+        /// Where the processes' output goes (else this process's stdout and stderr).
+        log_file: Option<PathBuf>,
+    },
+    /// `POST {endpoint}/2015-03-31/functions/{name}/invocations`.
+    InvokeApi { endpoint: String, name: String },
+}
+
+/// Counters for tests and the stack's summary.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub invocations: AtomicU64,
+    pub errors: AtomicU64,
+    pub cold_starts: AtomicU64,
+    pub in_flight: AtomicUsize,
+}
+
+/// One function's instances.
+pub struct FunctionPool {
+    name: String,
+    runner: Runner,
+    timeout: Duration,
+    slots: Vec<Slot>,
+    free: std::sync::Mutex<Vec<usize>>,
+    permits: Semaphore,
+    http: Client<HttpConnector, Full<Bytes>>,
+    pub stats: PoolStats,
+}
+
+impl FunctionPool {
+    /// A pool for function `name` with at most `concurrency` instances, each invocation limited
+    /// to `timeout`. Nothing starts until the first invocation.
+    pub fn new(name: &str, runner: Runner, timeout: Duration, concurrency: usize) -> Arc<Self> {
+        let concurrency = concurrency.max(1);
+        Arc::new(Self {
+            name: name.to_owned(),
+            runner,
+            timeout,
+            slots: (0..concurrency).map(|_| Slot::default()).collect(),
+            // Popped from the end: slot 0 first, so warm instances are reused before new ones.
+            free: std::sync::Mutex::new((0..concurrency).rev().collect()),
+            permits: Semaphore::new(concurrency),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+            stats: PoolStats::default(),
+        })
+    }
+
+    /// The function's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Invokes the function with `event` and returns its response payload.
+    pub async fn invoke(&self, event: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        self.stats.invocations.fetch_add(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = match &self.runner {
+            Runner::Processes { .. } => self.invoke_instance(event).await,
+            Runner::InvokeApi { endpoint, name } => self.invoke_remote(endpoint, name, event).await,
+        };
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Err(error) = &result {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(function = self.name, %error, "invocation failed");
+        }
+        result
+    }
+
+    async fn invoke_instance(&self, event: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| InvokeError::Stopped)?;
+        let index = self
+            .free
+            .lock()
+            .map_err(|_| InvokeError::Stopped)?
+            .pop()
+            .ok_or(InvokeError::Stopped)?;
+        let slot = &self.slots[index];
+        let result = {
+            let mut guard = slot.instance.lock().await;
+            self.invoke_in(slot, &mut guard, event).await
+        };
+        if let Ok(mut free) = self.free.lock() {
+            free.push(index);
+        }
+        result
+    }
+
+    async fn start_instance(&self) -> Result<Instance, InvokeError> {
+        let Runner::Processes {
+            binary,
+            environment,
+            log_file,
+        } = &self.runner
+        else {
+            return Err(InvokeError::Stopped);
+        };
+        let api = RuntimeApi::start(&self.name)
+            .await
+            .map_err(|e| InvokeError::Spawn(e.to_string()))?;
+        let process = FunctionProcess::spawn(
+            binary,
+            &self.name,
+            &api.address(),
+            environment,
+            log_file.as_deref(),
+        )
+        .map_err(|e| InvokeError::Spawn(format!("{}: {e}", binary.display())))?;
+        self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance { api, process })
+    }
+
+    async fn invoke_in(
+        &self,
+        slot: &Slot,
+        guard: &mut Option<Instance>,
+        event: &[u8],
+    ) -> Result<Vec<u8>, InvokeError> {
+        let exited = match guard.as_mut() {
+            Some(instance) => !matches!(instance.process.exit_status(), Ok(None)),
+            None => true,
+        };
+        if exited {
+            *guard = None;
+            let instance = self.start_instance().await?;
+            slot.pid
+                .store(instance.process.id().unwrap_or(0), Ordering::Relaxed);
+            *guard = Some(instance);
+        }
+        let Some(instance) = guard.as_mut() else {
+            return Err(InvokeError::Stopped);
+        };
+        let outcome = tokio::select! {
+            answer = instance.api.invoke(event, self.timeout) => answer,
+            status = instance.process.wait() => Err(InvokeError::Exited(match status {
+                Ok(status) => status.to_string(),
+                Err(error) => error.to_string(),
+            })),
+        };
+        if matches!(
+            outcome,
+            Err(InvokeError::Exited(_) | InvokeError::Timeout(_) | InvokeError::Init { .. })
+        ) {
+            // Like Lambda, a sandbox that crashed, timed out or failed its init is discarded.
+            if let Some(instance) = guard.take() {
+                instance.process.stop().await.ok();
+            }
+            slot.pid.store(0, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn invoke_remote(
+        &self,
+        endpoint: &str,
+        name: &str,
+        event: &[u8],
+    ) -> Result<Vec<u8>, InvokeError> {
+        let url = format!(
+            "{}/2015-03-31/functions/{name}/invocations",
+            endpoint.trim_end_matches('/')
+        );
+        let request = hyper::Request::post(&url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::copy_from_slice(event)))
+            .map_err(|e| InvokeError::Spawn(format!("{url}: {e}")))?;
+        let response = tokio::time::timeout(self.timeout, self.http.request(request))
+            .await
+            .map_err(|_| InvokeError::Timeout(self.timeout))?
+            .map_err(|e| InvokeError::Spawn(format!("{url}: {e}")))?;
+        let function_error = response.headers().contains_key("x-amz-function-error");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| InvokeError::Spawn(format!("{url}: {e}")))?
+            .to_bytes()
+            .to_vec();
+        if function_error || !status.is_success() {
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let text = |field: &str| parsed[field].as_str().unwrap_or("unknown").to_owned();
+            return Err(InvokeError::Function {
+                error_type: text("errorType"),
+                error_message: if status.is_success() {
+                    text("errorMessage")
+                } else {
+                    format!("HTTP {status}: {}", String::from_utf8_lossy(&body))
+                },
+            });
+        }
+        Ok(body)
+    }
+
+    /// Kills every running instance with SIGKILL, as a crash would: an invocation in flight
+    /// fails with `Runtime.ExitError` and the next one cold-starts a new instance.
+    pub fn kill_instances(&self) -> usize {
+        let mut killed = 0;
+        for slot in &self.slots {
+            let pid = slot.pid.load(Ordering::Relaxed);
+            if pid != 0
+                && std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
+    /// Stops every instance.
+    pub async fn shutdown(&self) {
+        for slot in &self.slots {
+            if let Some(instance) = slot.instance.lock().await.take() {
+                instance.process.stop().await.ok();
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The whole local stack: reads template.yaml, starts a Lambda pool per function, the HTTP API,
+//! the WebSocket API with its management API, the Kafka event source mappings, and (optionally)
+//! a static server for the browser client, which also answers `/config.json` with the API URLs.
+//! Dropping or stopping the stack stops everything it started.
+
+use crate::environment::{LocalValues, UnresolvedVariable};
+use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
+use crate::http_api::{self, BoundRoute, HttpApi};
+use crate::lambda::{FunctionPool, Runner};
+use crate::template::{StackTemplate, TemplateError};
+use crate::websocket_api::{Limits, WebSocketApi};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Where functions run when not as local processes.
+#[derive(Debug, Clone)]
+pub struct InvokeEndpoint {
+    /// Base URL of a Lambda Invoke API, e.g. `http://127.0.0.1:9000` (`cargo lambda watch`).
+    pub url: String,
+    /// Address functions by logical id (`sam local start-lambda`) instead of binary name
+    /// (`cargo lambda watch`).
+    pub by_logical_id: bool,
+}
+
+/// How to start the stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub template: PathBuf,
+    /// Directory holding the function binaries (`target/debug`, `target/release`).
+    pub binaries: PathBuf,
+    pub kafka_brokers: String,
+    pub mongodb_uri: String,
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// Ports (0 picks a free one).
+    pub http_port: u16,
+    pub websocket_port: u16,
+    /// The browser client's directory and port.
+    pub web: Option<(PathBuf, u16)>,
+    /// Instances per function.
+    pub concurrency: usize,
+    /// Parameter overrides and extra environment variables.
+    pub local: LocalValues,
+    pub mapping: MappingOptions,
+    /// Partitions of the topics the stack creates.
+    pub partitions: i32,
+    pub invoke_endpoint: Option<InvokeEndpoint>,
+    pub limits: Limits,
+    /// A directory for each function's output (`<logical id>.log`); else it goes to ours.
+    pub function_logs: Option<PathBuf>,
+}
+
+impl StackOptions {
+    /// Defaults for the given template, binaries and servers.
+    pub fn new(
+        template: PathBuf,
+        binaries: PathBuf,
+        kafka_brokers: &str,
+        mongodb_uri: &str,
+    ) -> Self {
+        Self {
+            template,
+            binaries,
+            kafka_brokers: kafka_brokers.to_owned(),
+            mongodb_uri: mongodb_uri.to_owned(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 0,
+            websocket_port: 0,
+            web: None,
+            concurrency: 2,
+            local: LocalValues::default(),
+            mapping: MappingOptions::default(),
+            partitions: 3,
+            invoke_endpoint: None,
+            limits: Limits::default(),
+            function_logs: None,
+        }
+    }
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Environment(#[from] UnresolvedVariable),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    #[error("{0}")]
+    Missing(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the Kafka topics: {0}")]
+    Topics(String),
+}
+
+/// A running local stack.
+pub struct LocalStack {
+    /// Base URL of the HTTP API.
+    pub http_url: String,
+    /// The WebSocket URL browsers connect to (add `?stream=<id>`).
+    pub websocket_url: Option<String>,
+    /// The `@connections` endpoint the functions are given.
+    pub management_endpoint: Option<String>,
+    /// The browser client's URL.
+    pub web_url: Option<String>,
+    /// Lambda pools by function logical id.
+    pub functions: BTreeMap<String, Arc<FunctionPool>>,
+    pub mappings: Vec<EventSourceMapping>,
+    pub websocket: Option<Arc<WebSocketApi>>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+}
+
+async fn listen(host: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), StackError> {
+    let address = SocketAddr::new(host, port);
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|source| StackError::Listen { address, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StackError::Listen { address, source })?;
+    Ok((listener, bound))
+}
+
+fn serve(listener: TcpListener, router: Router) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service).await {
+            tracing::error!(%error, "server stopped");
+        }
+    })
+}
+
+fn url_host(address: SocketAddr) -> String {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => format!("127.0.0.1:{}", address.port()),
+        _ => address.to_string(),
+    }
+}
+
+impl LocalStack {
+    /// Starts everything.
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        let template = StackTemplate::load(&options.template, &options.local.parameters)?;
+        let (http_listener, http_address) = listen(options.host, options.http_port).await?;
+        let http_url = format!("http://{}", url_host(http_address));
+
+        let mut local = options.local.clone();
+        let mut provided = BTreeMap::from([
+            ("KAFKA_BROKERS".to_owned(), options.kafka_brokers.clone()),
+            ("MONGODB_URI".to_owned(), options.mongodb_uri.clone()),
+        ]);
+        let mut websocket_listener = None;
+        let mut websocket_url = None;
+        let mut management_endpoint = None;
+        if let Some(spec) = &template.websocket {
+            let (listener, address) = listen(options.host, options.websocket_port).await?;
+            let host = url_host(address);
+            websocket_url = Some(format!("ws://{host}/{}", spec.stage));
+            let endpoint = format!("http://{host}/{}", spec.stage);
+            provided.insert("MANAGEMENT_API_ENDPOINT".to_owned(), endpoint.clone());
+            management_endpoint = Some(endpoint);
+            websocket_listener = Some(listener);
+        }
+        for (name, value) in provided {
+            local.variables.entry(name).or_insert(value);
+        }
+
+        let mut functions = BTreeMap::new();
+        let mut topics: BTreeSet<String> = BTreeSet::new();
+        for (id, spec) in &template.functions {
+            let environment = local.environment_of(&template, spec)?;
+            topics.extend(
+                environment
+                    .iter()
+                    .filter(|(name, value)| name.ends_with("_TOPIC") && !value.is_empty())
+                    .map(|(_, value)| value.clone()),
+            );
+            let runner = match &options.invoke_endpoint {
+                Some(endpoint) => Runner::InvokeApi {
+                    endpoint: endpoint.url.clone(),
+                    name: if endpoint.by_logical_id {
+                        id.clone()
+                    } else {
+                        spec.binary.clone()
+                    },
+                },
+                None => {
+                    let binary = options.binaries.join(&spec.binary);
+                    if !binary.is_file() {
+                        return Err(StackError::Missing(format!(
+                            "{id}: no binary at {} (build it with `cargo build --bin {}`, \
+                             or point --binaries at the right target directory)",
+                            binary.display(),
+                            spec.binary
+                        )));
+                    }
+                    Runner::Processes {
+                        binary,
+                        environment,
+                        log_file: options
+                            .function_logs
+                            .as_ref()
+                            .map(|dir| dir.join(format!("{id}.log"))),
+                    }
+                }
+            };
+            let pool = FunctionPool::new(id, runner, spec.timeout, options.concurrency);
+            functions.insert(id.clone(), pool);
+        }
+
+        let mappings_spec = template.local_mappings();
+        topics.extend(mappings_spec.iter().map(|m| m.topic.clone()));
+        let specs: Vec<TopicSpec> = topics
+            .iter()
+            .map(|name| TopicSpec {
+                name: name.clone(),
+                partitions: options.partitions,
+            })
+            .collect();
+        ensure_topics(
+            &KafkaSettings::new(&options.kafka_brokers, "emostream-local-admin"),
+            &specs,
+            Duration::from_secs(15),
+        )
+        .await
+        .map_err(|e| StackError::Topics(e.to_string()))?;
+
+        let pool_of = |id: &str| {
+            functions
+                .get(id)
+                .cloned()
+                .ok_or_else(|| StackError::Missing(format!("no function {id} in the template")))
+        };
+        let mut routes = Vec::new();
+        for route in &template.http_routes {
+            routes.push(BoundRoute {
+                method: route.method.clone(),
+                path: route.path.clone(),
+                function: pool_of(&route.function)?,
+            });
+        }
+        let http_api = HttpApi::new(routes);
+        let http_router = Router::new()
+            .fallback(http_api::handle)
+            .layer(DefaultBodyLimit::max(http_api::MAX_PAYLOAD_BYTES))
+            .with_state(http_api);
+        let mut servers = vec![serve(http_listener, http_router)];
+
+        let mut websocket = None;
+        if let (Some(spec), Some(listener)) = (&template.websocket, websocket_listener) {
+            let mut routes = BTreeMap::new();
+            for (key, function) in &spec.routes {
+                routes.insert(key.clone(), pool_of(function)?);
+            }
+            let api = WebSocketApi::new(&spec.stage, &spec.route_selection, routes, options.limits);
+            servers.push(serve(listener, api.router()));
+            websocket = Some(api);
+        }
+
+        let mut web_url = None;
+        if let Some((directory, port)) = &options.web {
+            let (listener, address) = listen(options.host, *port).await?;
+            let config = serde_json::json!({
+                "apiUrl": http_url,
+                "websocketUrl": websocket_url,
+            });
+            let router = Router::new()
+                .route(
+                    "/config.json",
+                    axum::routing::get(move || {
+                        let config = config.clone();
+                        async move { axum::Json(config) }
+                    }),
+                )
+                .fallback_service(tower_http::services::ServeDir::new(directory));
+            servers.push(serve(listener, router));
+            web_url = Some(format!("http://{}/", url_host(address)));
+        }
+
+        let (shutdown, watch_shutdown) = watch::channel(false);
+        let mut mappings = Vec::new();
+        for mapping in mappings_spec {
+            let function = pool_of(&mapping.function)?;
+            mappings.push(EventSourceMapping::start(
+                mapping,
+                &options.kafka_brokers,
+                function,
+                options.mapping,
+                watch_shutdown.clone(),
+            )?);
+        }
+        Ok(Self {
+            http_url,
+            websocket_url,
+            management_endpoint,
+            web_url,
+            functions,
+            mappings,
+            websocket,
+            servers,
+            shutdown,
+        })
+    }
+
+    /// Waits until every event source mapping has its partitions. False after `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        for mapping in &self.mappings {
+            if !mapping.wait_assigned(timeout).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The pool of a function by logical id (e.g. `AggregateFunction`).
+    pub fn function(&self, logical_id: &str) -> Option<&Arc<FunctionPool>> {
+        self.functions.get(logical_id)
+    }
+
+    /// Stops the mappings (after their current batch), the servers and every function instance.
+    pub async fn stop(mut self) {
+        self.shutdown.send(true).ok();
+        for mapping in std::mem::take(&mut self.mappings) {
+            mapping.stopped().await;
+        }
+        for server in &self.servers {
+            server.abort();
+        }
+        for pool in self.functions.values() {
+            pool.kill_instances();
+            pool.shutdown().await;
+        }
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        // Function processes die with their handles (kill on drop); stop the rest too.
+        self.shutdown.send(true).ok();
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! Reads `template.yaml`, the SAM template `sam deploy` ships, into what the local stack needs:
+//! the functions (binary, environment, timeout, memory), the HTTP API routes, the WebSocket API
+//! routes and stage, and the Kafka event source mappings (batch size, batching window, starting
+//! position, consumer group). Local runs therefore take their shape from the deployed one
+//! instead of a second, drifting description. CloudFormation's short (`!Ref`) and long
+//! (`Ref:`) intrinsic forms are both understood.
+
+use serde_yaml_ng::{Mapping, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Why the template cannot drive the local stack.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template is not valid YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+    #[error("{resource}: {reason}")]
+    Invalid { resource: String, reason: String },
+}
+
+fn invalid(resource: &str, reason: impl Into<String>) -> TemplateError {
+    TemplateError::Invalid {
+        resource: resource.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// An environment variable's value as written in the template: a literal, or an intrinsic
+/// function the local stack resolves (or asks to be overridden).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TemplateValue {
+    Literal(String),
+    Expression(Value),
+}
+
+/// One `AWS::Serverless::Function`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionSpec {
+    /// The logical id, e.g. `IngestFunction`.
+    pub logical_id: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`), e.g. `ingest`.
+    pub binary: String,
+    /// Globals' variables overlaid with the function's own.
+    pub environment: BTreeMap<String, TemplateValue>,
+    pub timeout: Duration,
+    pub memory_mb: u32,
+}
+
+/// One HTTP API route (`Events` of type `HttpApi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    /// Upper-case method, or `ANY`.
+    pub method: String,
+    /// Path with `{name}` parameters, e.g. `/streams/{id}/windows`.
+    pub path: String,
+    /// Logical id of the function.
+    pub function: String,
+}
+
+/// The WebSocket API (`AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSocketSpec {
+    /// E.g. `$request.body.action`.
+    pub route_selection: String,
+    /// Route key (`$connect`, `$disconnect`, `$default`, or an action) to function logical id.
+    pub routes: BTreeMap<String, String>,
+    /// The stage name, as in the management endpoint's path.
+    pub stage: String,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartingPosition {
+    /// `TRIM_HORIZON`: the oldest record kept.
+    Earliest,
+    /// `LATEST`: records produced from now on.
+    Latest,
+}
+
+/// One Kafka event source mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaMapping {
+    pub logical_id: String,
+    /// Logical id of the function.
+    pub function: String,
+    pub topic: String,
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    pub starting_position: StartingPosition,
+    pub consumer_group: String,
+    /// `SelfManagedKafka` or `aws:kafka` (MSK), as in the events it builds.
+    pub event_source: String,
+}
+
+/// Everything the local stack reads from the template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackTemplate {
+    /// Parameter defaults (`None` when a parameter has no default).
+    pub parameters: BTreeMap<String, Option<String>>,
+    pub functions: BTreeMap<String, FunctionSpec>,
+    pub http_routes: Vec<HttpRoute>,
+    pub websocket: Option<WebSocketSpec>,
+    pub kafka_mappings: Vec<KafkaMapping>,
+}
+
+/// The name and argument of an intrinsic function in either form (`!Ref X` or `{Ref: X}`).
+pub fn intrinsic(value: &Value) -> Option<(String, &Value)> {
+    match value {
+        Value::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let name = if name == "Ref" {
+                "Ref".to_owned()
+            } else {
+                format!("Fn::{name}")
+            };
+            Some((name, &tagged.value))
+        }
+        Value::Mapping(map) if map.len() == 1 => {
+            let (key, inner) = map.iter().next()?;
+            let key = key.as_str()?;
+            (key == "Ref" || key.starts_with("Fn::")).then(|| (key.to_owned(), inner))
+        }
+        _ => None,
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn get<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
+    map.as_mapping()?.get(key)
+}
+
+fn path<'a>(value: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(value, |v, k| get(v, k))
+}
+
+/// The logical id a value refers to: `!Ref X`, `!GetAtt X.Arn`, or `integrations/${X}`.
+fn referenced_id(value: &Value) -> Option<String> {
+    let (name, argument) = intrinsic(value)?;
+    match name.as_str() {
+        "Ref" => scalar(argument),
+        "Fn::GetAtt" => match argument {
+            Value::String(s) => s.split('.').next().map(str::to_owned),
+            Value::Sequence(parts) => parts.first().and_then(scalar),
+            _ => None,
+        },
+        "Fn::Sub" => {
+            // The first substitution that is not a pseudo parameter (`${AWS::Region}`).
+            let text = scalar(argument)?;
+            text.split("${")
+                .skip(1)
+                .filter_map(|rest| rest.split('}').next())
+                .find(|name| !name.starts_with("AWS::"))
+                .and_then(|name| name.split('.').next())
+                .map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
+/// Values of the pseudo parameters locally; a parameter of the same name (say
+/// `AWS::StackName`) given as an override wins.
+fn pseudo_parameter(name: &str) -> Option<&'static str> {
+    match name {
+        "AWS::Region" => Some("local"),
+        "AWS::AccountId" => Some("000000000000"),
+        "AWS::Partition" => Some("aws"),
+        "AWS::StackName" => Some("emostream-local"),
+        "AWS::URLSuffix" => Some("amazonaws.com"),
+        _ => None,
+    }
+}
+
+fn parameter(name: &str, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
+    parameters
+        .get(name)
+        .cloned()
+        .flatten()
+        .or_else(|| pseudo_parameter(name).map(str::to_owned))
+}
+
+/// Resolves what can be known locally: a literal, `!Ref` to a parameter, or `!Sub` over
+/// parameters. `None` for anything only AWS can resolve (resource attributes,
+/// `{{resolve:...}}` dynamic references).
+pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
+    if let Some(literal) = scalar(value) {
+        return Some(literal);
+    }
+    let (name, argument) = intrinsic(value)?;
+    match name.as_str() {
+        "Ref" => parameter(argument.as_str()?, parameters),
+        "Fn::Sub" => {
+            let mut rest = argument.as_str()?;
+            let mut out = String::new();
+            while let Some(start) = rest.find("${") {
+                let end = rest[start..].find('}')? + start;
+                out.push_str(&rest[..start]);
+                out.push_str(&parameter(&rest[start + 2..end], parameters)?);
+                rest = &rest[end + 1..];
+            }
+            out.push_str(rest);
+            (!out.contains("{{resolve:")).then_some(out)
+        }
+        _ => None,
+    }
+}
+
+fn known(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
+    resolve(value, parameters)
+}
+
+fn environment(properties: Option<&Value>) -> BTreeMap<String, TemplateValue> {
+    let mut variables = BTreeMap::new();
+    if let Some(Value::Mapping(map)) =
+        properties.and_then(|p| path(p, &["Environment", "Variables"]))
+    {
+        for (name, value) in map {
+            if let Some(name) = name.as_str() {
+                let value = match scalar(value) {
+                    Some(literal) => TemplateValue::Literal(literal),
+                    None => TemplateValue::Expression(value.clone()),
+                };
+                variables.insert(name.to_owned(), value);
+            }
+        }
+    }
+    variables
+}
+
+impl StackTemplate {
+    /// Reads and interprets the template at `path`, with parameter `overrides` (like
+    /// `sam deploy --parameter-overrides`) in place of the defaults.
+    pub fn load(path: &Path, overrides: &BTreeMap<String, String>) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, overrides)
+    }
+
+    /// Interprets template text.
+    pub fn parse(text: &str, overrides: &BTreeMap<String, String>) -> Result<Self, TemplateError> {
+        let root: Value = serde_yaml_ng::from_str(text)?;
+        let empty = Value::Mapping(Mapping::new());
+        let mut parameters: BTreeMap<String, Option<String>> = get(&root, "Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, spec)| {
+                Some((
+                    name.as_str()?.to_owned(),
+                    get(spec, "Default").and_then(scalar),
+                ))
+            })
+            .collect();
+        for (name, value) in overrides {
+            parameters.insert(name.clone(), Some(value.clone()));
+        }
+        let globals = path(&root, &["Globals", "Function"]).unwrap_or(&empty);
+        let resources = get(&root, "Resources")
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| invalid("Resources", "missing"))?;
+        let resource_type = |spec: &Value| {
+            get(spec, "Type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+
+        let mut template = StackTemplate {
+            parameters,
+            functions: BTreeMap::new(),
+            http_routes: Vec::new(),
+            websocket: None,
+            kafka_mappings: Vec::new(),
+        };
+        let mut integrations: BTreeMap<String, String> = BTreeMap::new();
+        let mut route_targets: Vec<(String, String)> = Vec::new();
+        let mut stage = None;
+
+        for (id, spec) in resources {
+            let id = id.as_str().unwrap_or_default().to_owned();
+            let properties = get(spec, "Properties");
+            match resource_type(spec).as_str() {
+                "AWS::Serverless::Function" => {
+                    let function = template.read_function(&id, spec, globals)?;
+                    for (event_id, event) in properties
+                        .and_then(|p| get(p, "Events"))
+                        .and_then(Value::as_mapping)
+                        .into_iter()
+                        .flatten()
+                    {
+                        let event_id = event_id.as_str().unwrap_or_default();
+                        let event_properties = get(event, "Properties").unwrap_or(&empty);
+                        match get(event, "Type").and_then(Value::as_str) {
+                            Some("HttpApi") => {
+                                let text = |key| get(event_properties, key).and_then(scalar);
+                                template.http_routes.push(HttpRoute {
+                                    method: text("Method")
+                                        .unwrap_or_else(|| "ANY".into())
+                                        .to_ascii_uppercase(),
+                                    path: text("Path").unwrap_or_else(|| "/{proxy+}".into()),
+                                    function: id.clone(),
+                                });
+                            }
+                            Some(kind @ ("MSK" | "SelfManagedKafka")) => {
+                                let mapping = template.read_mapping(
+                                    &format!("{id}.{event_id}"),
+                                    &id,
+                                    kind == "MSK",
+                                    event_properties,
+                                )?;
+                                template.kafka_mappings.push(mapping);
+                            }
+                            _ => {}
+                        }
+                    }
+                    template.functions.insert(id, function);
+                }
+                "AWS::Lambda::EventSourceMapping" => {
+                    let properties = properties.unwrap_or(&empty);
+                    let function = get(properties, "FunctionName")
+                        .and_then(|f| referenced_id(f).or_else(|| scalar(f)))
+                        .ok_or_else(|| invalid(&id, "FunctionName must name a function"))?;
+                    let msk = get(properties, "SelfManagedEventSource").is_none();
+                    let mapping = template.read_mapping(&id, &function, msk, properties)?;
+                    template.kafka_mappings.push(mapping);
+                }
+                "AWS::ApiGatewayV2::Api"
+                    if properties
+                        .and_then(|p| get(p, "ProtocolType"))
+                        .and_then(Value::as_str)
+                        == Some("WEBSOCKET") =>
+                {
+                    let selection = properties
+                        .and_then(|p| get(p, "RouteSelectionExpression"))
+                        .and_then(scalar)
+                        .unwrap_or_else(|| "$request.body.action".into());
+                    template.websocket = Some(WebSocketSpec {
+                        route_selection: selection,
+                        routes: BTreeMap::new(),
+                        stage: String::new(),
+                    });
+                }
+                "AWS::ApiGatewayV2::Integration" => {
+                    if let Some(function) = properties
+                        .and_then(|p| get(p, "IntegrationUri"))
+                        .and_then(referenced_id)
+                    {
+                        integrations.insert(id.clone(), function);
+                    }
+                }
+                "AWS::ApiGatewayV2::Route" => {
+                    let key = properties
+                        .and_then(|p| get(p, "RouteKey"))
+                        .and_then(scalar)
+                        .ok_or_else(|| invalid(&id, "RouteKey is required"))?;
+                    let target = properties
+                        .and_then(|p| get(p, "Target"))
+                        .and_then(referenced_id)
+                        .ok_or_else(|| {
+                            invalid(&id, "Target must be integrations/${Integration}")
+                        })?;
+                    route_targets.push((key, target));
+                }
+                "AWS::ApiGatewayV2::Stage" => {
+                    stage = properties
+                        .and_then(|p| get(p, "StageName"))
+                        .and_then(|s| known(s, &template.parameters));
+                }
+                _ => {}
+            }
+        }
+        if let Some(websocket) = template.websocket.as_mut() {
+            websocket.stage = stage.unwrap_or_else(|| "$default".into());
+            for (key, integration) in route_targets {
+                let function = integrations.get(&integration).ok_or_else(|| {
+                    invalid(&key, format!("integration {integration} names no function"))
+                })?;
+                websocket.routes.insert(key, function.clone());
+            }
+        }
+        template.check_references()?;
+        Ok(template)
+    }
+
+    fn read_function(
+        &self,
+        id: &str,
+        spec: &Value,
+        globals: &Value,
+    ) -> Result<FunctionSpec, TemplateError> {
+        let properties = get(spec, "Properties");
+        let binary = path(spec, &["Metadata", "BuildProperties", "Binary"])
+            .and_then(scalar)
+            .ok_or_else(|| invalid(id, "Metadata.BuildProperties.Binary names no binary"))?;
+        let mut environment = environment(Some(globals));
+        environment.extend(self::environment(properties));
+        let number = |key: &str, default: u64| -> u64 {
+            properties
+                .and_then(|p| get(p, key))
+                .or_else(|| get(globals, key))
+                .and_then(|v| known(v, &self.parameters))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Ok(FunctionSpec {
+            logical_id: id.to_owned(),
+            binary,
+            environment,
+            timeout: Duration::from_secs(number("Timeout", 3)),
+            memory_mb: number("MemorySize", 128) as u32,
+        })
+    }
+
+    fn read_mapping(
+        &self,
+        id: &str,
+        function: &str,
+        msk: bool,
+        properties: &Value,
+    ) -> Result<KafkaMapping, TemplateError> {
+        let value = |key: &str| get(properties, key).and_then(|v| known(v, &self.parameters));
+        let topic = match get(properties, "Topics") {
+            Some(Value::Sequence(topics)) if topics.len() == 1 => {
+                known(&topics[0], &self.parameters)
+            }
+            _ => None,
+        }
+        .ok_or_else(|| invalid(id, "Topics must hold exactly one topic"))?;
+        let batch_size = value("BatchSize").unwrap_or_else(|| "100".into());
+        let batch_size: usize = batch_size
+            .parse()
+            .map_err(|_| invalid(id, format!("BatchSize {batch_size:?} is not a number")))?;
+        let window = value("MaximumBatchingWindowInSeconds").unwrap_or_else(|| "0".into());
+        let window: f64 = window.parse().map_err(|_| {
+            invalid(
+                id,
+                format!("MaximumBatchingWindowInSeconds {window:?} is not a number"),
+            )
+        })?;
+        let starting_position = match value("StartingPosition").as_deref() {
+            Some("TRIM_HORIZON") => StartingPosition::Earliest,
+            Some("LATEST") | None => StartingPosition::Latest,
+            Some(other) => {
+                return Err(invalid(
+                    id,
+                    format!("StartingPosition {other} is not supported"),
+                ));
+            }
+        };
+        let group_path: &[&str] = if msk {
+            &["AmazonManagedKafkaEventSourceConfig", "ConsumerGroupId"]
+        } else {
+            &["SelfManagedKafkaEventSourceConfig", "ConsumerGroupId"]
+        };
+        let consumer_group = path(properties, group_path)
+            .and_then(|v| known(v, &self.parameters))
+            .unwrap_or_else(|| format!("emostream-local-{id}"));
+        Ok(KafkaMapping {
+            logical_id: id.to_owned(),
+            function: function.to_owned(),
+            topic,
+            batch_size,
+            batching_window: Duration::from_secs_f64(window.max(0.0)),
+            starting_position,
+            consumer_group,
+            event_source: if msk { "aws:kafka" } else { "SelfManagedKafka" }.to_owned(),
+        })
+    }
+
+    fn check_references(&self) -> Result<(), TemplateError> {
+        let known_function = |id: &str, user: &str| {
+            if self.functions.contains_key(id) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    user,
+                    format!("refers to {id}, which is not a function"),
+                ))
+            }
+        };
+        for mapping in &self.kafka_mappings {
+            known_function(&mapping.function, &mapping.logical_id)?;
+        }
+        if let Some(websocket) = &self.websocket {
+            for (key, function) in &websocket.routes {
+                known_function(function, key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The mappings the local stack runs: one per function and topic. A template may declare an
+    /// MSK and a self-managed mapping for the same pair under exclusive conditions; locally the
+    /// broker is self-managed, so that one wins.
+    pub fn local_mappings(&self) -> Vec<KafkaMapping> {
+        let mut chosen: BTreeMap<(String, String), KafkaMapping> = BTreeMap::new();
+        for mapping in &self.kafka_mappings {
+            let key = (mapping.function.clone(), mapping.topic.clone());
+            let replace = match chosen.get(&key) {
+                None => true,
+                Some(existing) => {
+                    existing.event_source != "SelfManagedKafka"
+                        && mapping.event_source == "SelfManagedKafka"
+                }
+            };
+            if replace {
+                chosen.insert(key, mapping.clone());
+            }
+        }
+        chosen.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project_template() -> StackTemplate {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+        StackTemplate::load(&path, &BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn the_project_template_describes_three_functions_and_their_triggers() {
+        let template = project_template();
+        let binaries: Vec<&str> = template
+            .functions
+            .values()
+            .map(|f| f.binary.as_str())
+            .collect();
+        assert_eq!(binaries, ["aggregate", "ingest", "notify"]);
+        let ingest = &template.functions["IngestFunction"];
+        assert_eq!(ingest.timeout, Duration::from_secs(10));
+        assert!(matches!(
+            ingest.environment["REACTION_TOPIC"],
+            TemplateValue::Expression(_)
+        ));
+        assert_eq!(
+            ingest.environment["PRODUCE_TIMEOUT_MS"],
+            TemplateValue::Literal("2000".into())
+        );
+        assert_eq!(
+            ingest.environment["RUST_LOG"],
+            TemplateValue::Literal("info".into())
+        );
+        assert!(template.http_routes.contains(&HttpRoute {
+            method: "GET".into(),
+            path: "/streams/{id}/windows".into(),
+            function: "IngestFunction".into()
+        }));
+        let websocket = template.websocket.as_ref().unwrap();
+        assert_eq!(websocket.route_selection, "$request.body.action");
+        assert_eq!(websocket.stage, "live");
+        let keys: Vec<&str> = websocket.routes.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "$connect",
+                "$default",
+                "$disconnect",
+                "ping",
+                "subscribe",
+                "sync"
+            ]
+        );
+        assert!(websocket.routes.values().all(|f| f == "NotifyFunction"));
+        let mappings = template.local_mappings();
+        let summary: Vec<(&str, &str, StartingPosition)> = mappings
+            .iter()
+            .map(|m| (m.function.as_str(), m.topic.as_str(), m.starting_position))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "AggregateFunction",
+                    "emoji-reaction-topic",
+                    StartingPosition::Earliest
+                ),
+                (
+                    "NotifyFunction",
+                    "emoji-output-topic",
+                    StartingPosition::Latest
+                )
+            ]
+        );
+        assert_eq!(mappings[0].batch_size, 500);
+        assert_eq!(mappings[0].consumer_group, "emostream-local-aggregate");
+        let overrides = BTreeMap::from([
+            ("AWS::StackName".to_owned(), "test-7".to_owned()),
+            ("ReactionTopic".to_owned(), "r7".to_owned()),
+        ]);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+        let renamed = StackTemplate::load(&path, &overrides)
+            .unwrap()
+            .local_mappings();
+        assert_eq!(renamed[0].consumer_group, "test-7-aggregate");
+        assert_eq!(renamed[0].topic, "r7");
+    }
+
+    #[test]
+    fn short_and_long_intrinsics_and_dangling_references() {
+        let long = r#"
+Parameters: { Topic: { Type: String, Default: t1 } }
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Metadata: { BuildProperties: { Binary: f } }
+    Properties:
+      Events:
+        K:
+          Type: SelfManagedKafka
+          Properties: { Topics: [{ Ref: Topic }], BatchSize: 7 }
+"#;
+        let template = StackTemplate::parse(long, &BTreeMap::new()).unwrap();
+        assert_eq!(template.kafka_mappings[0].topic, "t1");
+        assert_eq!(template.kafka_mappings[0].batch_size, 7);
+        assert_eq!(
+            template.kafka_mappings[0].consumer_group,
+            "emostream-local-F.K"
+        );
+
+        let dangling = r#"
+Resources:
+  M:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties: { FunctionName: !Ref Nope, Topics: [t] }
+"#;
+        let error = StackTemplate::parse(dangling, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("Nope"), "{error}");
+        let no_binary = "Resources: { F: { Type: AWS::Serverless::Function } }";
+        let error = StackTemplate::parse(no_binary, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("Binary"), "{error}");
+        assert!(StackTemplate::parse("Resources: [", &BTreeMap::new()).is_err());
+    }
+}

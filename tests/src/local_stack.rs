@@ -1,0 +1,158 @@
+//! The local stack for end-to-end tests: the real function binaries (built once per test
+//! process), isolated per test by a stack name (consumer groups), topics and a database of its
+//! own, against the shared Kafka-wire and MongoDB-wire servers. Also a WebSocket client as a
+//! browser would use it.
+
+use crate::{repo_root, servers, unique_name};
+use emostream_local::event_source::MappingOptions;
+use emostream_local::stack::{LocalStack, StackOptions};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The directory holding freshly built `ingest`, `aggregate` and `notify` binaries. Builds them
+/// (a no-op when `cargo test --workspace` already did) on first use.
+pub fn function_binaries() -> &'static Path {
+    static DIRECTORY: OnceLock<PathBuf> = OnceLock::new();
+    DIRECTORY.get_or_init(|| {
+        eprintln!("building the function binaries (cargo build --workspace --bins)...");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--bins"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        // Test binaries live in target/<profile>/deps; the function binaries one level up.
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf()
+    })
+}
+
+/// A stack of its own for one test.
+pub struct TestStack {
+    pub stack: LocalStack,
+    /// The MongoDB database the functions use.
+    pub database: String,
+    pub reaction_topic: String,
+}
+
+impl TestStack {
+    /// Starts a stack named after `name`; `adjust` may change any option before start.
+    pub async fn start(name: &str, adjust: impl FnOnce(&mut StackOptions)) -> Self {
+        let servers = servers();
+        let stack_name = unique_name(name);
+        let mut database = unique_name(name);
+        database.truncate(60);
+        let mut options = StackOptions::new(
+            repo_root().join("template.yaml"),
+            function_binaries().to_path_buf(),
+            &servers.kafka_brokers,
+            &servers.mongodb_uri,
+        );
+        let reaction_topic = format!("{stack_name}-reactions");
+        for (parameter, value) in [
+            ("AWS::StackName", stack_name.clone()),
+            ("ReactionTopic", reaction_topic.clone()),
+            ("OutputTopic", format!("{stack_name}-states")),
+            ("DeadLetterTopic", format!("{stack_name}-dlq")),
+        ] {
+            options.local.parameters.insert(parameter.to_owned(), value);
+        }
+        options
+            .local
+            .variables
+            .insert("MONGODB_DATABASE".into(), database.clone());
+        options.mapping = MappingOptions {
+            batching_window: Some(Duration::from_millis(50)),
+            first_backoff: Duration::from_millis(100),
+            ..MappingOptions::default()
+        };
+        // Function output would bypass the test harness's capture; keep it in files instead.
+        options.function_logs = Some(
+            function_binaries()
+                .join("test-function-logs")
+                .join(&stack_name),
+        );
+        adjust(&mut options);
+        let stack = LocalStack::start(options)
+            .await
+            .expect("local stack starts");
+        assert!(
+            stack.wait_ready(Duration::from_secs(30)).await,
+            "event source mappings got no partitions"
+        );
+        Self {
+            stack,
+            database,
+            reaction_topic,
+        }
+    }
+
+    /// The WebSocket URL for `stream`.
+    pub fn websocket_url(&self, stream: &str) -> String {
+        format!(
+            "{}?stream={stream}",
+            self.stack
+                .websocket_url
+                .as_deref()
+                .expect("a WebSocket API")
+        )
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A browser-like WebSocket client.
+pub struct WsClient {
+    socket: Socket,
+}
+
+impl WsClient {
+    /// Connects; the handshake's HTTP status when refused.
+    pub async fn connect(url: &str) -> Result<Self, u16> {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => Ok(Self { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("WebSocket connect to {url} failed: {other}"),
+        }
+    }
+
+    /// Sends a text frame.
+    pub async fn send(&mut self, text: &str) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next text frame as JSON, `Err(Some(code))` when the server closed the connection,
+    /// `Err(None)` after `timeout`.
+    pub async fn next_json(&mut self, timeout: Duration) -> Result<Value, Option<u16>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .map_err(|_| None)?;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(&text).expect("frames are JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Some(1006)),
+            }
+        }
+    }
+}

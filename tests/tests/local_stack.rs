@@ -1,0 +1,329 @@
+//! The whole pipeline through the local stack: reactions posted over HTTP reach browsers over a
+//! real WebSocket with exact counts; a function instance killed mid-batch leaves counts exact;
+//! and the WebSocket API behaves like API Gateway's (refused connects, `@connections`, limits).
+
+use emostream_local::websocket_api::Limits;
+use emostream_tests::http_client::JsonClient;
+use emostream_tests::local_stack::{TestStack, WsClient};
+use emostream_tests::servers;
+use reactions::StreamId;
+use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, connect};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const EMOJIS: [&str; 4] = ["fire", "clap", "joy", "heart"];
+
+/// Posts `requests` batches of `per_request` reactions for `stream`; returns the taps per emoji
+/// that were accepted (202).
+async fn post_reactions(
+    client: &JsonClient,
+    api: &str,
+    stream: &str,
+    requests: usize,
+    per_request: usize,
+) -> BTreeMap<String, u64> {
+    let mut expected = BTreeMap::new();
+    for r in 0..requests {
+        let reactions: Vec<Value> = (0..per_request)
+            .map(|i| {
+                let n = r * per_request + i;
+                json!({
+                    "stream_id": stream,
+                    "user_id": format!("viewer-{}", n % 37),
+                    "emoji": EMOJIS[n % EMOJIS.len()],
+                    "count": 1 + n % 3,
+                })
+            })
+            .collect();
+        let (status, answer) = client
+            .post(
+                &format!("{api}/reactions"),
+                &json!({ "reactions": reactions }),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+        for reaction in &reactions {
+            *expected
+                .entry(reaction["emoji"].as_str().unwrap().to_owned())
+                .or_insert(0) += reaction["count"].as_u64().unwrap();
+        }
+    }
+    expected
+}
+
+/// Sums the newest state (largest total) of every window, per emoji.
+fn sum_windows(newest: &BTreeMap<i64, Value>) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    for state in newest.values() {
+        for (emoji, n) in state["counts"].as_object().unwrap() {
+            *sums.entry(emoji.clone()).or_insert(0) += n.as_u64().unwrap();
+        }
+    }
+    sums
+}
+
+fn keep_newest(newest: &mut BTreeMap<i64, Value>, state: Value) {
+    let start = state["start_ms"].as_i64().unwrap();
+    let total = state["total"].as_u64().unwrap();
+    let kept = newest.get(&start).and_then(|s| s["total"].as_u64());
+    if kept.is_none_or(|k| total > k) {
+        newest.insert(start, state);
+    }
+}
+
+async fn stored_sums(mongo: &MongoSettings, stream: &str) -> BTreeMap<String, u64> {
+    let database = connect(mongo, "e2e-check").await.unwrap();
+    let windows = WindowStore::new(&database)
+        .list_windows(&StreamId::parse("s", stream).unwrap(), Some(0), 500)
+        .await
+        .unwrap();
+    let mut sums = BTreeMap::new();
+    for window in windows {
+        for (emoji, n) in window.counts {
+            *sums.entry(emoji.as_str().to_owned()).or_insert(0) += n;
+        }
+    }
+    sums
+}
+
+fn mongo_of(test: &TestStack) -> MongoSettings {
+    MongoSettings {
+        uri: servers().mongodb_uri.clone(),
+        database: test.database.clone(),
+    }
+}
+
+#[tokio::test]
+async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
+    let test = TestStack::start("e2e", |_| {}).await;
+    let api = test.stack.http_url.clone();
+    let client = JsonClient::default();
+    let (status, health) = client.get(&format!("{api}/health")).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, missing) = client.get(&format!("{api}/no-such-route")).await;
+    assert_eq!((status, missing), (404, json!({"message": "Not Found"})));
+
+    // Connects the function refuses are refused at the handshake.
+    assert_eq!(
+        WsClient::connect(test.stack.websocket_url.as_deref().unwrap())
+            .await
+            .err(),
+        Some(400)
+    );
+    assert_eq!(
+        WsClient::connect(&test.websocket_url("bad%20id"))
+            .await
+            .err(),
+        Some(400)
+    );
+
+    let mut watcher = WsClient::connect(&test.websocket_url("final"))
+        .await
+        .unwrap();
+    let mut bystander = WsClient::connect(&test.websocket_url("semi"))
+        .await
+        .unwrap();
+    watcher.send(r#"{"action":"ping"}"#).await;
+    let pong = watcher.next_json(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(pong["type"], "pong");
+
+    let expected = post_reactions(&client, &api, "final", 20, 25).await;
+    let mut newest = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sum_windows(&newest) != expected {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = watcher.next_json(remaining).await.unwrap_or_else(|e| {
+            panic!(
+                "no exact counts on the WebSocket ({e:?}): saw {:?}, expected {expected:?}",
+                sum_windows(&newest)
+            )
+        });
+        assert_eq!(frame["type"], "window", "{frame}");
+        assert_eq!(frame["stream"], "final");
+        keep_newest(&mut newest, frame);
+    }
+    // Nothing beyond the exact counts arrives later.
+    while let Ok(frame) = watcher.next_json(Duration::from_millis(700)).await {
+        keep_newest(&mut newest, frame);
+    }
+    assert_eq!(sum_windows(&newest), expected);
+    assert_eq!(stored_sums(&mongo_of(&test), "final").await, expected);
+    // The other stream's watcher saw none of it.
+    assert_eq!(
+        bystander.next_json(Duration::from_millis(300)).await.err(),
+        Some(None)
+    );
+
+    // A late joiner gets the history at once.
+    let mut late = WsClient::connect(&test.websocket_url("final"))
+        .await
+        .unwrap();
+    late.send(r#"{"action":"sync"}"#).await;
+    let snapshot = late.next_json(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(snapshot["type"], "snapshot");
+    let mut from_snapshot = BTreeMap::new();
+    for state in snapshot["windows"].as_array().unwrap() {
+        keep_newest(&mut from_snapshot, state.clone());
+    }
+    assert_eq!(sum_windows(&from_snapshot), expected);
+    test.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_function_killed_mid_batch_leaves_counts_exact() {
+    // Small batches make many invocations, so kills land inside them.
+    let test = TestStack::start("crash", |options| {
+        options
+            .local
+            .parameters
+            .insert("BatchSize".into(), "40".into());
+    })
+    .await;
+    let api = test.stack.http_url.clone();
+    let aggregate = test.stack.function("AggregateFunction").unwrap().clone();
+    let posting = tokio::spawn({
+        let api = api.clone();
+        async move { post_reactions(&JsonClient::default(), &api, "crash", 60, 20).await }
+    });
+    let mut kills: usize = 0;
+    while !posting.is_finished() && kills < 6 {
+        if aggregate.stats.in_flight.load(Ordering::Relaxed) > 0 {
+            // Let the batch get into its MongoDB write, then crash the instance.
+            tokio::time::sleep(Duration::from_millis(15 * (kills as u64 + 1))).await;
+            kills += aggregate.kill_instances();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let expected = posting.await.unwrap();
+    assert!(kills >= 1, "no instance was killed");
+    let mongo = mongo_of(&test);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut stored = stored_sums(&mongo, "crash").await;
+    while stored != expected && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stored = stored_sums(&mongo, "crash").await;
+    }
+    assert_eq!(stored, expected, "counts after {kills} kills");
+    let mapping = test
+        .stack
+        .mappings
+        .iter()
+        .find(|m| m.mapping.function == "AggregateFunction")
+        .unwrap();
+    let failed = mapping.stats.failed_invocations.load(Ordering::Relaxed);
+    assert!(failed >= 1, "no batch failed, so nothing was retried");
+    // Still exact a moment later: no retried batch counted twice after the check.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored_sums(&mongo, "crash").await, expected);
+    eprintln!(
+        "{kills} kills, {failed} failed invocations retried, {} cold starts",
+        aggregate.stats.cold_starts.load(Ordering::Relaxed)
+    );
+    test.stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_websocket_api_behaves_like_api_gateway() {
+    let test = TestStack::start("wsapi", |options| {
+        options.limits = Limits {
+            idle: Duration::from_millis(1_500),
+            ..Limits::default()
+        };
+    })
+    .await;
+    let websocket = test.stack.websocket.clone().unwrap();
+    let endpoint = test.stack.management_endpoint.clone().unwrap();
+    let client = JsonClient::default();
+
+    // Unknown connections are gone.
+    let (status, _) = client
+        .post(
+            &format!("{endpoint}/@connections/AAAAAAAAAAAAAAA="),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 410);
+    let (status, _) = client
+        .call(
+            "DELETE",
+            &format!("{endpoint}/@connections/AAAAAAAAAAAAAAA="),
+        )
+        .await;
+    assert_eq!(status, 410);
+
+    let mut browser = WsClient::connect(&test.websocket_url("mgmt"))
+        .await
+        .unwrap();
+    let ids = websocket.connection_ids();
+    assert_eq!(ids.len(), 1);
+    let id = &ids[0];
+    let encoded = id
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let url = format!("{endpoint}/@connections/{encoded}");
+    let (status, _) = client.post(&url, &json!({"hello": "browser"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        browser.next_json(Duration::from_secs(5)).await.unwrap(),
+        json!({"hello": "browser"})
+    );
+    let (status, described) = client.get(&url).await;
+    assert_eq!(status, 200);
+    assert_eq!(described["Identity"]["SourceIp"], "127.0.0.1");
+    assert!(described["ConnectedAt"].as_str().unwrap().ends_with('Z'));
+
+    // notify recorded the connection at $connect; DELETE closes it and $disconnect forgets it.
+    let mongo = mongo_of(&test);
+    let database = connect(&mongo, "e2e-check").await.unwrap();
+    let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
+    assert!(connections.find(id).await.unwrap().is_some());
+    let (status, _) = client.call("DELETE", &url).await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        browser.next_json(Duration::from_secs(5)).await.err(),
+        Some(Some(1000))
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connections.find(id).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "$disconnect did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = client.post(&url, &json!({})).await;
+    assert_eq!(status, 410);
+
+    // A silent connection is closed after the idle limit; an active one is not.
+    let mut silent = WsClient::connect(&test.websocket_url("mgmt"))
+        .await
+        .unwrap();
+    let mut chatty = WsClient::connect(&test.websocket_url("mgmt"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        chatty.send(r#"{"action":"ping"}"#).await;
+    }
+    assert_eq!(
+        silent.next_json(Duration::from_secs(3)).await.err(),
+        Some(Some(1001))
+    );
+    let mut pongs = 0;
+    while let Ok(frame) = chatty.next_json(Duration::from_millis(300)).await {
+        assert_eq!(frame["type"], "pong");
+        pongs += 1;
+    }
+    assert_eq!(pongs, 4);
+
+    // A malformed message is answered by the function, not dropped.
+    chatty.send("not json").await;
+    let answer = chatty.next_json(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(answer["code"], "not_json");
+    test.stack.stop().await;
+}
