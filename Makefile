@@ -25,7 +25,7 @@ clippy:
 unit-and-integration:
 	local/servers.sh run -- $(CARGO) test --workspace --locked
 
-demo: deps
+demo:
 	local/demo.sh
 
 bench:

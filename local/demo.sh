@@ -1,16 +1,40 @@
 #!/usr/bin/env bash
-# Runs emostream locally. Today this starts the Kafka-wire broker and the MongoDB-wire server
-# (or reuses KAFKA_BROKERS / MONGODB_URI) and keeps them up until Ctrl-C; the functions, the
-# local AWS emulation and the browser client join as they land (see README, "Status").
+# `make demo`: the whole pipeline on this machine, no AWS and no Docker.
+#   1. installs the Kafka-wire broker and the MongoDB-wire server (local/deps.sh), unless
+#      KAFKA_BROKERS and MONGODB_URI name servers to use;
+#   2. builds the three function binaries and the local stack (release; DEMO_PROFILE=dev for a
+#      faster debug build);
+#   3. starts the servers, then the local stack, which creates the topics, runs the functions
+#      as template.yaml wires them, serves the browser client and prints the URLs.
+# Ctrl-C stops everything it started. Function logs go to target/demo-logs/<function>.log.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec "$HERE/servers.sh" run -- bash -c '
-  echo
-  echo "emostream demo: servers are up"
-  echo "  KAFKA_BROKERS=$KAFKA_BROKERS"
-  echo "  MONGODB_URI=$MONGODB_URI"
-  echo
-  echo "Coming next: the ingest, aggregate and notify functions under the local stack,"
-  echo "and the browser client. Press Ctrl-C to stop the servers."
-  while true; do sleep 3600; done
-'
+ROOT="$(cd "$HERE/.." && pwd)"
+cd "$ROOT"
+
+PROFILE="${DEMO_PROFILE:-release}"
+case "$PROFILE" in
+  release) TARGET_DIR="target/release" ;;
+  dev) TARGET_DIR="target/debug" ;;
+  *) echo "DEMO_PROFILE must be release or dev, not $PROFILE" >&2; exit 2 ;;
+esac
+
+if [[ -z "${KAFKA_BROKERS:-}" || -z "${MONGODB_URI:-}" ]]; then
+  echo "[demo] installing the local servers if needed (local/deps.sh)..." >&2
+  "$HERE/deps.sh" install >/dev/null
+fi
+echo "[demo] building the functions and the local stack ($PROFILE)..." >&2
+cargo build --locked --profile "$PROFILE" --bins \
+  -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-local
+
+mkdir -p target/demo-logs
+exec "$HERE/servers.sh" run -- "$TARGET_DIR/emostream-local" \
+  --template template.yaml \
+  --binaries "$TARGET_DIR" \
+  --web web \
+  --http-port "${DEMO_HTTP_PORT:-3000}" \
+  --websocket-port "${DEMO_WEBSOCKET_PORT:-3001}" \
+  --web-port "${DEMO_WEB_PORT:-8080}" \
+  --batching-window-ms "${DEMO_BATCHING_WINDOW_MS:-100}" \
+  --function-logs target/demo-logs \
+  "$@"

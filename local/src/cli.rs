@@ -1,0 +1,107 @@
+//! The command line of `emostream-local`, kept in the library so the docker-compose file's
+//! command and the README's examples can be checked against it.
+
+use crate::environment::LocalValues;
+use crate::event_source::MappingOptions;
+use crate::stack::{InvokeEndpoint, StackOptions};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Run emostream's functions locally, wired as template.yaml wires them in AWS.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// The SAM template to read functions, routes and event sources from.
+    #[arg(long, default_value = "template.yaml")]
+    pub template: PathBuf,
+    /// Directory with the function binaries.
+    #[arg(long, default_value = "target/release")]
+    pub binaries: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+    /// MongoDB connection string.
+    #[arg(long, env = "MONGODB_URI")]
+    pub mongodb_uri: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port of the HTTP API (0 = any free port).
+    #[arg(long, default_value_t = 3000)]
+    pub http_port: u16,
+    /// Port of the WebSocket API and its @connections API.
+    #[arg(long, default_value_t = 3001)]
+    pub websocket_port: u16,
+    /// Directory of the browser client to serve.
+    #[arg(long)]
+    pub web: Option<PathBuf>,
+    /// Port of the browser client.
+    #[arg(long, default_value_t = 8080)]
+    pub web_port: u16,
+    /// Instances per function (Lambda concurrency).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Partitions of the topics the stack creates.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Batching window of every event source mapping in milliseconds, instead of the template's
+    /// whole seconds.
+    #[arg(long)]
+    pub batching_window_ms: Option<u64>,
+    /// A template parameter, NAME=VALUE (repeatable).
+    #[arg(long = "parameter", value_parser = pair)]
+    pub parameters: Vec<(String, String)>,
+    /// An environment variable for every function, NAME=VALUE (repeatable).
+    #[arg(long = "env", value_parser = pair)]
+    pub env: Vec<(String, String)>,
+    /// Forward invocations to this Lambda Invoke API instead of running the binaries
+    /// (`cargo lambda watch`: http://127.0.0.1:9000).
+    #[arg(long)]
+    pub invoke_endpoint: Option<String>,
+    /// With --invoke-endpoint, name functions by logical id (`sam local start-lambda`).
+    #[arg(long)]
+    pub invoke_by_logical_id: bool,
+    /// Write each function's output to DIR/<logical id>.log instead of this terminal.
+    #[arg(long)]
+    pub function_logs: Option<PathBuf>,
+}
+
+pub fn pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {text:?}"))
+}
+
+impl Cli {
+    /// The stack options these arguments describe.
+    pub fn into_options(self) -> StackOptions {
+        let mut options = StackOptions::new(
+            self.template,
+            self.binaries,
+            &self.kafka_brokers,
+            &self.mongodb_uri,
+        );
+        options.host = self.host;
+        options.http_port = self.http_port;
+        options.websocket_port = self.websocket_port;
+        options.web = self.web.map(|dir| (dir, self.web_port));
+        options.concurrency = self.concurrency;
+        options.partitions = self.partitions;
+        options.mapping = MappingOptions {
+            batching_window: self.batching_window_ms.map(Duration::from_millis),
+            ..MappingOptions::default()
+        };
+        options.local = LocalValues {
+            parameters: self.parameters.into_iter().collect(),
+            variables: self.env.into_iter().collect(),
+        };
+        options.function_logs = self.function_logs;
+        options.invoke_endpoint = self.invoke_endpoint.map(|url| InvokeEndpoint {
+            url,
+            by_logical_id: self.invoke_by_logical_id,
+        });
+        options
+    }
+}
