@@ -5,9 +5,9 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo deps toolchain fmt-check clippy unit-and-integration bench figures
+.PHONY: test demo deps web-deps toolchain fmt-check clippy unit-and-integration bench figures
 
-test: toolchain deps fmt-check clippy unit-and-integration
+test: toolchain deps web-deps fmt-check clippy unit-and-integration
 
 toolchain:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -15,6 +15,9 @@ toolchain:
 
 deps:
 	@local/deps.sh >/dev/null
+
+web-deps:
+	@local/web-deps.sh
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -33,7 +33,12 @@ fn the_stack_service_is_a_valid_invocation_of_the_local_stack() {
     let names: Vec<&str> = services.keys().map(|k| k.as_str().unwrap()).collect();
     assert_eq!(names, ["redpanda", "mongodb", "stack"]);
     for backing in ["redpanda", "mongodb"] {
-        assert!(compose["services"][backing]["image"].as_str().unwrap().contains(':'));
+        assert!(
+            compose["services"][backing]["image"]
+                .as_str()
+                .unwrap()
+                .contains(':')
+        );
         assert!(compose["services"][backing]["healthcheck"]["test"].is_sequence());
         assert_eq!(
             compose["services"]["stack"]["depends_on"][backing]["condition"],
@@ -63,11 +68,18 @@ fn the_stack_service_is_a_valid_invocation_of_the_local_stack() {
     // these URLs).
     let published = strings(&stack["ports"]);
     for port in [cli.http_port, cli.websocket_port, cli.web_port] {
-        assert!(published.contains(&format!("{port}:{port}")), "{port} in {published:?}");
+        assert!(
+            published.contains(&format!("{port}:{port}")),
+            "{port} in {published:?}"
+        );
     }
     // Redpanda advertises the in-network address the stack uses.
     let redpanda = strings(&compose["services"]["redpanda"]["command"]);
-    assert!(redpanda.iter().any(|a| a.contains("internal://redpanda:9092")));
+    assert!(
+        redpanda
+            .iter()
+            .any(|a| a.contains("internal://redpanda:9092"))
+    );
 }
 
 #[test]

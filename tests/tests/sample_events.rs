@@ -29,7 +29,11 @@ fn every_route_and_trigger_has_a_sample() {
     let samples = samples();
     let route_keys: BTreeSet<String> = samples
         .values()
-        .filter_map(|e| e["routeKey"].as_str().or(e["requestContext"]["routeKey"].as_str()))
+        .filter_map(|e| {
+            e["routeKey"]
+                .as_str()
+                .or(e["requestContext"]["routeKey"].as_str())
+        })
         .map(str::to_owned)
         .collect();
     for route in &template.http_routes {
@@ -37,7 +41,10 @@ fn every_route_and_trigger_has_a_sample() {
         assert!(route_keys.contains(&key), "no sample event for {key}");
     }
     for key in template.websocket.unwrap().routes.keys() {
-        assert!(route_keys.contains(key), "no sample event for WebSocket route {key}");
+        assert!(
+            route_keys.contains(key),
+            "no sample event for WebSocket route {key}"
+        );
     }
     for source in ["SelfManagedKafka", "aws:kafka"] {
         assert!(
@@ -46,7 +53,11 @@ fn every_route_and_trigger_has_a_sample() {
         );
     }
     // Each sample is named after the function it is for.
-    let binaries: BTreeSet<String> = template.functions.values().map(|f| f.binary.clone()).collect();
+    let binaries: BTreeSet<String> = template
+        .functions
+        .values()
+        .map(|f| f.binary.clone())
+        .collect();
     for name in samples.keys() {
         let prefix = name.split('-').next().unwrap();
         assert!(binaries.contains(prefix), "{name} names no function");
@@ -84,7 +95,10 @@ async fn every_sample_is_handled_by_its_function() {
                 assert!(taps > 0, "{name}: {answer}");
             } else {
                 assert_eq!(taps, 0, "{name}: {answer}");
-                assert!(answer["replays_skipped"].as_u64().unwrap() > 0, "{name}: {answer}");
+                assert!(
+                    answer["replays_skipped"].as_u64().unwrap() > 0,
+                    "{name}: {answer}"
+                );
             }
         } else if name == "notify-window-states.json" {
             assert_eq!(answer["window_states"], 1, "{name}: {answer}");

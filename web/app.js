@@ -1,0 +1,338 @@
+// The emostream browser client: posts taps in batches to the HTTP API and shows the live
+// counts, swarm and recent history pushed over the WebSocket API. Its configuration (API and
+// WebSocket URLs) comes from window.EMOSTREAM_CONFIG, else config.json next to this page (the
+// local stack serves one), and can be overridden with ?api=...&ws=...&stream=... in the URL.
+import { WindowBook, TapBatcher, reconnectDelay, validStreamId } from "./model.js";
+
+const FLUSH_EVERY_MS = 250;
+const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
+const HISTORY_WINDOWS = 90;
+const MAX_FLOATS_PER_UPDATE = 30;
+
+const $ = (id) => document.getElementById(id);
+const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+const client = {
+  config: null,
+  stream: null,
+  userId: null,
+  emojis: [], // [{name, glyph}]
+  book: new WindowBook(HISTORY_WINDOWS),
+  batcher: new TapBatcher(),
+  socket: null,
+  attempt: 0,
+  reconnectTimer: null,
+  keepalive: null,
+  swarmSeen: new Map(), // start_ms -> {emoji: drawn}
+  sentTaps: 0,
+};
+
+async function loadConfig() {
+  const params = new URLSearchParams(location.search);
+  let config = window.EMOSTREAM_CONFIG;
+  if (!config) {
+    try {
+      const response = await fetch("config.json", { cache: "no-store" });
+      if (response.ok) config = await response.json();
+    } catch {
+      // No config.json: the URL parameters must say where the APIs are.
+    }
+  }
+  config = { ...(config || {}) };
+  if (params.get("api")) config.apiUrl = params.get("api");
+  if (params.get("ws")) config.websocketUrl = params.get("ws");
+  if (!config.apiUrl || !config.websocketUrl) {
+    throw new Error("No API configured: serve config.json or open this page with ?api=…&ws=…");
+  }
+  config.apiUrl = config.apiUrl.replace(/\/$/, "");
+  config.stream = params.get("stream");
+  return config;
+}
+
+function userId() {
+  let id = localStorage.getItem("emostream-user");
+  if (!id) {
+    id = "viewer-" + Math.random().toString(36).slice(2, 10);
+    localStorage.setItem("emostream-user", id);
+  }
+  return id;
+}
+
+function setState(state, text) {
+  const element = $("connection");
+  element.dataset.state = state;
+  element.textContent = text;
+}
+
+// ---- reacting -------------------------------------------------------------------------
+
+function buildPad() {
+  const pad = $("pad");
+  pad.replaceChildren();
+  client.emojis.forEach((emoji, index) => {
+    const key = index < 9 ? String(index + 1) : index === 9 ? "0" : null;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.emoji = emoji.name;
+    button.setAttribute("aria-label", `React with ${emoji.name.replace(/_/g, " ")}` + (key ? ` (key ${key})` : ""));
+    button.textContent = emoji.glyph;
+    if (key) {
+      const hint = document.createElement("span");
+      hint.className = "key";
+      hint.setAttribute("aria-hidden", "true");
+      hint.textContent = key;
+      button.append(hint);
+      button.dataset.key = key;
+    }
+    button.addEventListener("click", () => tap(emoji.name));
+    pad.append(button);
+  });
+}
+
+function tap(name) {
+  client.batcher.tap(name);
+}
+
+function onKey(event) {
+  if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
+  const button = document.querySelector(`#pad button[data-key="${event.key}"]`);
+  if (button) {
+    event.preventDefault();
+    tap(button.dataset.emoji);
+    button.focus({ preventScroll: true });
+  }
+}
+
+async function flush() {
+  const body = client.batcher.flush(client.stream, client.userId);
+  if (!body) return;
+  const taps = body.reactions.reduce((sum, r) => sum + r.count, 0);
+  try {
+    const response = await fetch(`${client.config.apiUrl}/reactions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (response.status === 202) {
+      client.sentTaps += taps;
+      $("sent").textContent = `${client.sentTaps} taps sent.`;
+    } else if (response.status >= 500 || response.status === 429) {
+      client.batcher.restore(body); // not accepted: try again with the next batch
+      $("sent").textContent = `The server is busy (${response.status}); your taps will be resent.`;
+    } else {
+      const error = await response.json().catch(() => ({}));
+      $("sent").textContent = `Taps refused: ${error.message || response.status}`;
+    }
+  } catch {
+    client.batcher.restore(body);
+    $("sent").textContent = "Offline; your taps will be resent.";
+  }
+}
+
+// ---- live updates -----------------------------------------------------------------------
+
+function connect() {
+  clearTimeout(client.reconnectTimer);
+  const url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
+  setState(client.attempt ? "reconnecting" : "connecting", client.attempt ? "Reconnecting…" : "Connecting…");
+  const socket = new WebSocket(url);
+  client.socket = socket;
+  socket.addEventListener("open", () => {
+    client.attempt = 0;
+    setState("live", `Live · ${client.stream}`);
+    socket.send(JSON.stringify({ action: "sync", windows: HISTORY_WINDOWS }));
+    clearInterval(client.keepalive);
+    client.keepalive = setInterval(() => send({ action: "ping" }), KEEPALIVE_MS);
+  });
+  socket.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    receive(message);
+  });
+  socket.addEventListener("close", () => {
+    clearInterval(client.keepalive);
+    if (client.socket !== socket) return; // replaced by a newer connection on purpose
+    const delay = reconnectDelay(client.attempt++);
+    setState("reconnecting", `Disconnected · retrying in ${Math.ceil(delay / 1000)} s`);
+    client.reconnectTimer = setTimeout(connect, delay);
+  });
+}
+
+function send(message) {
+  if (client.socket && client.socket.readyState === WebSocket.OPEN) {
+    client.socket.send(JSON.stringify(message));
+  }
+}
+
+function receive(message) {
+  switch (message.type) {
+    case "window":
+      if (message.stream === client.stream && client.book.offer(message)) render(message);
+      break;
+    case "snapshot":
+      if (message.stream !== client.stream) break;
+      for (const state of message.windows) client.book.offer(state);
+      render(null);
+      break;
+    case "error":
+      console.warn("emostream:", message.code, message.message);
+      break;
+    default:
+      break;
+  }
+}
+
+// ---- rendering ------------------------------------------------------------------------------
+
+function glyphOf(name) {
+  const emoji = client.emojis.find((e) => e.name === name);
+  return emoji ? emoji.glyph : name;
+}
+
+function render(updated) {
+  const latest = client.book.latest();
+  renderCounts(latest);
+  renderChart();
+  if (updated && latest && updated.start_ms === latest.start_ms) releaseSwarm(updated);
+}
+
+function renderCounts(state) {
+  $("total").textContent = state ? String(state.total) : "0";
+  $("window-time").textContent = state ? `(window from ${new Date(state.start_ms).toLocaleTimeString()})` : "";
+  const list = $("counts");
+  list.replaceChildren();
+  if (!state) return;
+  const entries = Object.entries(state.counts).sort((a, b) => b[1] - a[1]);
+  for (const [name, count] of entries) {
+    const item = document.createElement("li");
+    item.dataset.emoji = name;
+    const label = document.createElement("span");
+    label.textContent = glyphOf(name);
+    label.setAttribute("aria-label", name.replace(/_/g, " "));
+    const value = document.createElement("span");
+    value.className = "count";
+    value.textContent = String(count);
+    item.append(label, value);
+    list.append(item);
+  }
+}
+
+function releaseSwarm(state) {
+  const seen = client.swarmSeen.get(state.start_ms) || {};
+  const swarm = $("swarm");
+  let released = 0;
+  for (const [name, drawn] of Object.entries(state.swarm || {})) {
+    const fresh = Math.max(0, drawn - (seen[name] || 0));
+    seen[name] = Math.max(drawn, seen[name] || 0);
+    for (let i = 0; i < fresh && released < MAX_FLOATS_PER_UPDATE; i++, released++) {
+      const float = document.createElement("span");
+      float.textContent = glyphOf(name);
+      if (!reducedMotion.matches) {
+        float.style.left = `${5 + Math.random() * 90}%`;
+        float.style.animationDelay = `${Math.random() * 0.4}s`;
+        float.addEventListener("animationend", () => float.remove());
+      }
+      swarm.append(float);
+    }
+  }
+  client.swarmSeen.set(state.start_ms, seen);
+  for (const start of client.swarmSeen.keys()) {
+    if (start < state.start_ms - 60000) client.swarmSeen.delete(start);
+  }
+  // Without animation the swarm is a static strip: keep only the newest floats.
+  while (reducedMotion.matches && swarm.childElementCount > 60) swarm.firstElementChild.remove();
+}
+
+function renderChart() {
+  const windows = client.book.ordered();
+  const svg = $("chart");
+  svg.replaceChildren();
+  if (!windows.length) {
+    $("chart-summary").textContent = "No windows yet.";
+    return;
+  }
+  const max = Math.max(1, ...windows.map((w) => w.total));
+  const width = 600 / HISTORY_WINDOWS;
+  const latest = windows[windows.length - 1].start_ms;
+  windows.forEach((w, i) => {
+    const slot = HISTORY_WINDOWS - windows.length + i;
+    const height = (w.total / max) * 150;
+    const bar = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    bar.setAttribute("x", String(slot * width + 0.5));
+    bar.setAttribute("y", String(160 - height));
+    bar.setAttribute("width", String(Math.max(1, width - 1)));
+    bar.setAttribute("height", String(height));
+    if (w.start_ms === latest) bar.setAttribute("class", "live");
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = `${new Date(w.start_ms).toLocaleTimeString()}: ${w.total}`;
+    bar.append(title);
+    svg.append(bar);
+  });
+  const sum = windows.reduce((s, w) => s + w.total, 0);
+  $("chart-summary").textContent =
+    `${windows.length} windows, ${sum} reactions in all, busiest window ${max}.`;
+  $("chart-summary").dataset.windows = String(windows.length);
+  $("chart-summary").dataset.sum = String(sum);
+}
+
+// ---- wiring -------------------------------------------------------------------------------------
+
+function watch(stream) {
+  if (stream === client.stream) return;
+  client.stream = stream;
+  client.book.clear();
+  client.swarmSeen.clear();
+  $("swarm").replaceChildren();
+  render(null);
+  const params = new URLSearchParams(location.search);
+  params.set("stream", stream);
+  history.replaceState(null, "", `${location.pathname}?${params}`);
+  const previous = client.socket;
+  client.socket = null;
+  if (previous) previous.close();
+  client.attempt = 0;
+  connect();
+}
+
+async function start() {
+  try {
+    client.config = await loadConfig();
+  } catch (error) {
+    setState("refused", error.message);
+    return;
+  }
+  client.userId = userId();
+  try {
+    const response = await fetch(`${client.config.apiUrl}/emojis`);
+    client.emojis = (await response.json()).emojis;
+  } catch {
+    setState("refused", "Cannot reach the API");
+    return;
+  }
+  buildPad();
+  document.addEventListener("keydown", onKey);
+  const input = $("stream-input");
+  $("stream-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = input.value.trim();
+    if (!validStreamId(value)) {
+      input.setCustomValidity("Use letters, digits and -_.: (up to 64 characters)");
+      input.reportValidity();
+      return;
+    }
+    input.setCustomValidity("");
+    watch(value);
+  });
+  const initial = client.config.stream && validStreamId(client.config.stream) ? client.config.stream : input.value;
+  input.value = initial;
+  setInterval(flush, FLUSH_EVERY_MS);
+  window.addEventListener("pagehide", flush);
+  watch(initial);
+  document.body.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,92 @@
+// The browser client's logic without the DOM, so it can be tested on its own (node --test):
+// which window states to keep, how taps are batched into requests, and how long to wait
+// before reconnecting.
+
+/** Keeps the newest state of every window: the one with the largest total. Duplicates and
+ *  updates that arrive out of order (smaller totals) are dropped. */
+export class WindowBook {
+  constructor(limit = 90) {
+    this.limit = limit;
+    this.windows = new Map(); // start_ms -> state
+  }
+
+  /** Offers a state; true when it was newer than what was kept. */
+  offer(state) {
+    if (!state || typeof state.start_ms !== "number" || typeof state.total !== "number") {
+      return false;
+    }
+    const kept = this.windows.get(state.start_ms);
+    if (kept && kept.total >= state.total && !(state.final && !kept.final && kept.total === state.total)) {
+      return false;
+    }
+    this.windows.set(state.start_ms, state);
+    while (this.windows.size > this.limit) {
+      this.windows.delete(Math.min(...this.windows.keys()));
+    }
+    return true;
+  }
+
+  /** The states, oldest first. */
+  ordered() {
+    return [...this.windows.values()].sort((a, b) => a.start_ms - b.start_ms);
+  }
+
+  /** The newest window (the current one while the stream is live). */
+  latest() {
+    const ordered = this.ordered();
+    return ordered.length ? ordered[ordered.length - 1] : null;
+  }
+
+  clear() {
+    this.windows.clear();
+  }
+}
+
+/** Gathers taps and turns them into one request body per flush: one reaction per emoji with
+ *  its count, split so no reaction's count exceeds `maxCount`. */
+export class TapBatcher {
+  constructor(maxCount = 100) {
+    this.maxCount = maxCount;
+    this.pending = new Map(); // emoji -> taps
+  }
+
+  tap(emoji, times = 1) {
+    this.pending.set(emoji, (this.pending.get(emoji) || 0) + times);
+  }
+
+  get size() {
+    let taps = 0;
+    for (const n of this.pending.values()) taps += n;
+    return taps;
+  }
+
+  /** The request body for what was tapped since the last flush, or null; empties the batch. */
+  flush(streamId, userId) {
+    if (this.pending.size === 0) return null;
+    const reactions = [];
+    for (const [emoji, taps] of this.pending) {
+      for (let left = taps; left > 0; left -= this.maxCount) {
+        reactions.push({ stream_id: streamId, user_id: userId, emoji, count: Math.min(left, this.maxCount) });
+      }
+    }
+    this.pending.clear();
+    return { reactions };
+  }
+
+  /** Puts a body that could not be sent back, so its taps go with the next flush. */
+  restore(body) {
+    for (const r of body.reactions) this.tap(r.emoji, r.count);
+  }
+}
+
+/** Reconnect delay for attempt n (0-based): exponential from 500 ms, capped at 15 s, with
+ *  jitter so many browsers do not reconnect in lockstep after an outage. */
+export function reconnectDelay(attempt, random = Math.random) {
+  const ceiling = Math.min(15000, 500 * 2 ** Math.min(attempt, 10));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+/** A stream id as the API accepts it (letters, digits, `-_.:`, 1 to 64 characters). */
+export function validStreamId(text) {
+  return /^[A-Za-z0-9_.:-]{1,64}$/.test(text);
+}

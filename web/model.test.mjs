@@ -1,0 +1,59 @@
+// Unit tests of the client's pure logic: node --test web/
+import test from "node:test";
+import assert from "node:assert/strict";
+import { WindowBook, TapBatcher, reconnectDelay, validStreamId } from "./model.js";
+
+const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
+
+test("keeps the largest total per window, whatever the order", () => {
+  const book = new WindowBook();
+  assert.equal(book.offer(state(0, 5)), true);
+  assert.equal(book.offer(state(0, 9)), true);
+  assert.equal(book.offer(state(0, 7)), false, "older state arriving late");
+  assert.equal(book.offer(state(0, 9)), false, "duplicate");
+  assert.equal(book.offer(state(0, 9, { final: true })), true, "same total, now final");
+  assert.equal(book.offer(state(2000, 1)), true);
+  assert.deepEqual(book.ordered().map((s) => [s.start_ms, s.total]), [[0, 9], [2000, 1]]);
+  assert.equal(book.latest().start_ms, 2000);
+  assert.equal(book.offer({ nonsense: true }), false);
+});
+
+test("forgets the oldest windows beyond its limit", () => {
+  const book = new WindowBook(3);
+  for (let i = 0; i < 5; i++) book.offer(state(i * 2000, 1));
+  assert.deepEqual(book.ordered().map((s) => s.start_ms), [4000, 6000, 8000]);
+});
+
+test("batches taps into one body with counts, split at the maximum count", () => {
+  const batcher = new TapBatcher(100);
+  assert.equal(batcher.flush("m", "u"), null);
+  batcher.tap("fire");
+  batcher.tap("fire");
+  batcher.tap("clap", 250);
+  assert.equal(batcher.size, 252);
+  const body = batcher.flush("m", "u");
+  assert.deepEqual(body.reactions, [
+    { stream_id: "m", user_id: "u", emoji: "fire", count: 2 },
+    { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
+    { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
+    { stream_id: "m", user_id: "u", emoji: "clap", count: 50 },
+  ]);
+  assert.equal(batcher.flush("m", "u"), null);
+  batcher.restore(body);
+  assert.equal(batcher.size, 252);
+});
+
+test("reconnect delays grow, are capped and jittered", () => {
+  assert.equal(reconnectDelay(0, () => 0), 250);
+  assert.equal(reconnectDelay(0, () => 1), 500);
+  assert.equal(reconnectDelay(3, () => 1), 4000);
+  assert.equal(reconnectDelay(20, () => 1), 15000);
+  assert.ok(reconnectDelay(20, () => 0) >= 7500);
+});
+
+test("stream ids are checked like the API checks them", () => {
+  assert.ok(validStreamId("ind-vs-aus_2026:final"));
+  assert.ok(!validStreamId(""));
+  assert.ok(!validStreamId("has space"));
+  assert.ok(!validStreamId("x".repeat(65)));
+});

@@ -1,0 +1,135 @@
+// Drives the browser client in real headless Chromium against a running local stack:
+// two pages watch one stream, one taps (mouse and keyboard), both must show the same exact
+// counts; a page that joins late must show the history at once; a reduced-motion page must
+// not animate. Saves screenshots. Exits non-zero with a message on any failure.
+//
+//   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 ARTIFACTS=dir node browser.mjs
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const WEB_URL = process.env.WEB_URL;
+const API_URL = process.env.API_URL;
+const ARTIFACTS = process.env.ARTIFACTS || ".";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const STREAM = `browser-${Date.now().toString(36)}`;
+const TIMEOUT = 20000;
+
+assert.ok(WEB_URL && API_URL, "WEB_URL and API_URL are required");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+async function openPage(options = {}) {
+  const context = await browser.newContext({ viewport: { width: 420, height: 900 }, ...options });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => {
+    console.error(`page error: ${error.message}`);
+    process.exitCode = 1;
+  });
+  await page.goto(`${WEB_URL}?stream=${STREAM}`);
+  await page.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
+  await page.waitForSelector("#connection[data-state=live]", { timeout: TIMEOUT });
+  return page;
+}
+
+/** Taps per emoji over every window the page knows, read from what it renders. */
+async function shown(page) {
+  return page.evaluate(() => ({
+    sum: Number(document.getElementById("chart-summary").dataset.sum || 0),
+    counts: [...document.querySelectorAll("#counts li")].map((li) => [
+      li.dataset.emoji,
+      Number(li.querySelector(".count").textContent),
+    ]),
+    total: Number(document.getElementById("total").textContent),
+  }));
+}
+
+async function waitForSum(page, sum) {
+  await page.waitForFunction(
+    (expected) => Number(document.getElementById("chart-summary").dataset.sum || 0) === expected,
+    sum,
+    { timeout: TIMEOUT },
+  );
+}
+
+async function storedCounts() {
+  const response = await fetch(`${API_URL}/streams/${STREAM}/windows?since=0&limit=500`);
+  const body = await response.json();
+  const counts = {};
+  for (const window of body.windows) {
+    for (const [emoji, n] of Object.entries(window.counts)) counts[emoji] = (counts[emoji] || 0) + n;
+  }
+  return counts;
+}
+
+try {
+  const tapper = await openPage();
+  const watcher = await openPage();
+
+  // The pad is labelled for screen readers and reachable by keyboard.
+  const fire = tapper.getByRole("button", { name: /React with fire/ });
+  await fire.waitFor({ timeout: TIMEOUT });
+  const firstKey = await tapper.locator("#pad button").first().getAttribute("data-emoji");
+
+  for (let i = 0; i < 5; i++) await fire.click();
+  for (let i = 0; i < 3; i++) await tapper.keyboard.press("1");
+  await tapper.getByRole("button", { name: /React with clap/ }).click();
+  await tapper.getByRole("button", { name: /React with clap/ }).click();
+  const expected = { fire: 5, clap: 2 };
+  expected[firstKey] = (expected[firstKey] || 0) + 3;
+
+  await waitForSum(tapper, 10);
+  await waitForSum(watcher, 10);
+  // Let any late duplicate arrive, then compare the two pages and the stored counts.
+  await tapper.waitForTimeout(800);
+  const [a, b] = [await shown(tapper), await shown(watcher)];
+  assert.equal(a.sum, 10, `tapper shows ${JSON.stringify(a)}`);
+  assert.deepEqual(b, a, "both pages show the same counts");
+  assert.deepEqual(await storedCounts(), expected, "the stored counts are the taps");
+  assert.match(await tapper.locator("#sent").textContent(), /10 taps sent/);
+  await tapper.screenshot({ path: join(ARTIFACTS, "tapper.png"), fullPage: true });
+
+  // A late joiner sees the history at once (sync), without any new tap.
+  const started = Date.now();
+  const late = await openPage();
+  await waitForSum(late, 10);
+  const lateShown = await shown(late);
+  assert.deepEqual(lateShown.sum, 10);
+  console.log(`late joiner showed the history ${Date.now() - started} ms after opening`);
+  assert.ok(
+    Number(await late.locator("#chart-summary").getAttribute("data-windows")) >= 1,
+    "the chart has windows",
+  );
+  await late.screenshot({ path: join(ARTIFACTS, "late-joiner.png"), fullPage: true });
+
+  // With reduced motion, the swarm does not animate.
+  const calm = await openPage({ reducedMotion: "reduce" });
+  await calm.getByRole("button", { name: /React with heart/ }).click();
+  await waitForSum(calm, 11);
+  await calm.waitForSelector("#swarm span", { timeout: TIMEOUT });
+  const animation = await calm.locator("#swarm span").first().evaluate((el) => getComputedStyle(el).animationName);
+  assert.equal(animation, "none");
+  await waitForSum(watcher, 11);
+  await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
+
+  console.log(`browser test passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);
+} catch (error) {
+  console.error(`browser test failed: ${error.stack || error}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
