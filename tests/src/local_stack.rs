@@ -19,9 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 pub fn function_binaries() -> &'static Path {
     static DIRECTORY: OnceLock<PathBuf> = OnceLock::new();
     DIRECTORY.get_or_init(|| {
-        eprintln!("building the function binaries (cargo build --workspace --bins)...");
+        eprintln!("building the function binaries (cargo build --workspace --bins --tests)...");
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--workspace", "--bins"])
+            .args(["build", "--workspace", "--bins", "--tests"])
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");
