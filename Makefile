@@ -5,9 +5,9 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo deps web-deps toolchain fmt-check clippy unit-and-integration bench figures
+.PHONY: test demo deps web-deps template-lint sam-build toolchain fmt-check clippy unit-and-integration bench figures
 
-test: toolchain deps web-deps fmt-check clippy unit-and-integration
+test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
 toolchain:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
@@ -18,6 +18,19 @@ deps:
 
 web-deps:
 	@local/web-deps.sh
+
+# sam validate, sam validate --lint and cfn-lint, all offline (tools from local/aws-tools.sh).
+template-lint:
+	@eval "$$(local/aws-tools.sh)" && \
+	  export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} && \
+	  $$SAM validate && $$SAM validate --lint && $$CFN_LINT template.yaml && \
+	  echo "template.yaml: sam validate, sam validate --lint and cfn-lint passed"
+
+# sam build for every function (arm64, release; about 15 minutes from scratch on two cores).
+sam-build:
+	@eval "$$(local/aws-tools.sh)" && \
+	  export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PATH="$$CARGO_LAMBDA_DIR:$$PATH" && \
+	  $$SAM build
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -21,6 +21,8 @@ use tokio::sync::{Mutex, Semaphore};
 struct Instance {
     api: RuntimeApi,
     process: FunctionProcess,
+    started: std::time::Instant,
+    init_recorded: bool,
 }
 
 #[derive(Default)]
@@ -51,6 +53,19 @@ pub struct PoolStats {
     pub errors: AtomicU64,
     pub cold_starts: AtomicU64,
     pub in_flight: AtomicUsize,
+    /// The longest init seen: process start to its first poll of the Runtime API, in µs.
+    pub max_init_us: AtomicU64,
+    /// The largest peak resident set (VmHWM) seen of any instance, in KiB.
+    pub peak_rss_kib: AtomicU64,
+}
+
+/// VmHWM (peak resident set) of a process in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// One function's instances.
@@ -148,7 +163,12 @@ impl FunctionPool {
         )
         .map_err(|e| InvokeError::Spawn(format!("{}: {e}", binary.display())))?;
         self.stats.cold_starts.fetch_add(1, Ordering::Relaxed);
-        Ok(Instance { api, process })
+        Ok(Instance {
+            api,
+            process,
+            started: std::time::Instant::now(),
+            init_recorded: false,
+        })
     }
 
     async fn invoke_in(
@@ -178,6 +198,19 @@ impl FunctionPool {
                 Err(error) => error.to_string(),
             })),
         };
+        if !instance.init_recorded
+            && let Some(polled) = instance.api.first_poll()
+        {
+            instance.init_recorded = true;
+            let init = polled
+                .saturating_duration_since(instance.started)
+                .as_micros() as u64;
+            self.stats.max_init_us.fetch_max(init, Ordering::Relaxed);
+        }
+        // /proc reads are cheap, but not free at thousands of invocations a second.
+        if self.stats.invocations.load(Ordering::Relaxed) % 32 == 1 {
+            self.sample_memory();
+        }
         if matches!(
             outcome,
             Err(InvokeError::Exited(_) | InvokeError::Timeout(_) | InvokeError::Init { .. })
@@ -231,6 +264,18 @@ impl FunctionPool {
             });
         }
         Ok(body)
+    }
+
+    /// Records the peak resident set of the running instances.
+    pub fn sample_memory(&self) {
+        for slot in &self.slots {
+            let pid = slot.pid.load(Ordering::Relaxed);
+            if pid != 0
+                && let Some(kib) = peak_rss_kib(pid)
+            {
+                self.stats.peak_rss_kib.fetch_max(kib, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Kills every running instance with SIGKILL, as a crash would: an invocation in flight

@@ -45,6 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c().await?;
     eprintln!("stopping...");
+    for line in stack.summary() {
+        eprintln!("  {line}");
+    }
     stack.stop().await;
     Ok(())
 }

@@ -57,6 +57,8 @@ struct Shared {
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
     init_error: Mutex<Option<InvokeError>>,
     function_arn: String,
+    /// When the function first asked for an invocation: the end of its init phase.
+    first_poll: std::sync::OnceLock<std::time::Instant>,
 }
 
 /// A running Runtime API server.
@@ -92,6 +94,7 @@ fn error_from(body: &[u8], init: bool) -> InvokeError {
 }
 
 async fn next_invocation(State(shared): State<Arc<Shared>>) -> Response {
+    shared.first_poll.get_or_init(std::time::Instant::now);
     let next = shared.queue.lock().await.recv().await;
     let Some(pending) = next else {
         return StatusCode::GONE.into_response();
@@ -166,6 +169,7 @@ impl RuntimeApi {
             queue: Mutex::new(receiver),
             waiting: Mutex::new(HashMap::new()),
             init_error: Mutex::new(None),
+            first_poll: std::sync::OnceLock::new(),
             function_arn: format!("arn:aws:lambda:local:000000000000:function:{function_name}"),
         });
         let app = Router::new()
@@ -192,6 +196,11 @@ impl RuntimeApi {
             next_id: AtomicU64::new(1),
             server,
         })
+    }
+
+    /// When the function first polled for an invocation (its init ended), if it has.
+    pub fn first_poll(&self) -> Option<std::time::Instant> {
+        self.shared.first_poll.get().copied()
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API` for the function process.

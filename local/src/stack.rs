@@ -162,6 +162,8 @@ impl LocalStack {
         let mut local = options.local.clone();
         let mut provided = BTreeMap::from([
             ("KAFKA_BROKERS".to_owned(), options.kafka_brokers.clone()),
+            // The local broker is plaintext, whatever the template's default for AWS.
+            ("KAFKA_SECURITY".to_owned(), "none".to_owned()),
             ("MONGODB_URI".to_owned(), options.mongodb_uri.clone()),
         ]);
         let mut websocket_listener = None;
@@ -325,6 +327,25 @@ impl LocalStack {
             }
         }
         true
+    }
+
+    /// One line per function: invocations, errors, cold starts, longest init, peak memory.
+    pub fn summary(&self) -> Vec<String> {
+        self.functions
+            .iter()
+            .map(|(id, pool)| {
+                pool.sample_memory();
+                let s = &pool.stats;
+                format!(
+                    "{id}: {} invocations, {} errors, {} cold starts, longest init {:.1} ms, peak RSS {:.1} MB",
+                    s.invocations.load(std::sync::atomic::Ordering::Relaxed),
+                    s.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    s.cold_starts.load(std::sync::atomic::Ordering::Relaxed),
+                    s.max_init_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_000.0,
+                    s.peak_rss_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_024.0,
+                )
+            })
+            .collect()
     }
 
     /// The pool of a function by logical id (e.g. `AggregateFunction`).

@@ -5,11 +5,13 @@
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext, OAuthToken};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Errors from the Kafka adapter.
@@ -36,26 +38,74 @@ pub enum KafkaAdapterError {
     Timeout(Duration),
 }
 
-/// How to reach the cluster. `extra` carries security settings (`security.protocol`,
-/// `sasl.mechanism`, ...) so TLS and MSK IAM need no code change here.
+/// How clients authenticate and encrypt (`KAFKA_SECURITY`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KafkaSecurity {
+    /// Plaintext: local brokers, self-managed clusters inside a VPC.
+    #[default]
+    None,
+    /// TLS without client authentication (MSK's TLS listener, port 9094).
+    Tls,
+    /// MSK IAM: SASL/OAUTHBEARER over TLS (port 9098) with a SigV4-signed token for `region`.
+    MskIam { region: String },
+}
+
+impl KafkaSecurity {
+    /// Reads `KAFKA_SECURITY` (`none`, `tls` or `iam`; default `none`) and, for `iam`, the
+    /// region from `AWS_REGION` (which Lambda sets).
+    pub fn from_settings(
+        settings: &impl crate::config::Settings,
+    ) -> Result<Self, crate::config::ConfigError> {
+        match settings.get("KAFKA_SECURITY").as_deref() {
+            None | Some("none") => Ok(Self::None),
+            Some("tls") => Ok(Self::Tls),
+            Some("iam") => Ok(Self::MskIam {
+                region: crate::config::required(settings, "AWS_REGION")?,
+            }),
+            Some(other) => Err(crate::config::ConfigError {
+                var: "KAFKA_SECURITY",
+                reason: format!("must be none, tls or iam, not {other:?}"),
+            }),
+        }
+    }
+}
+
+/// How to reach the cluster. `extra` carries further librdkafka properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list (`KAFKA_BROKERS`).
     pub brokers: String,
     /// Shown in broker logs and metrics.
     pub client_id: String,
+    /// Authentication and encryption.
+    pub security: KafkaSecurity,
     /// Further librdkafka properties.
     pub extra: Vec<(String, String)>,
 }
 
 impl KafkaSettings {
-    /// Settings for `brokers` with no security properties.
+    /// Settings for `brokers`, plaintext.
     pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             client_id: client_id.into(),
+            security: KafkaSecurity::None,
             extra: Vec::new(),
         }
+    }
+
+    /// Reads `KAFKA_BROKERS` (required) and `KAFKA_SECURITY`, the same for every function.
+    pub fn from_settings(
+        settings: &impl crate::config::Settings,
+        client_id: &str,
+    ) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            security: KafkaSecurity::from_settings(settings)?,
+            ..Self::new(
+                crate::config::required(settings, "KAFKA_BROKERS")?,
+                client_id,
+            )
+        })
     }
 
     /// The librdkafka configuration shared by every client built from these settings.
@@ -64,10 +114,73 @@ impl KafkaSettings {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id);
+        match &self.security {
+            KafkaSecurity::None => {}
+            KafkaSecurity::Tls => {
+                // The bundled OpenSSL has no system trust store configured: look for one.
+                config
+                    .set("security.protocol", "ssl")
+                    .set("ssl.ca.location", "probe");
+            }
+            KafkaSecurity::MskIam { .. } => {
+                config
+                    .set("security.protocol", "sasl_ssl")
+                    .set("sasl.mechanism", "OAUTHBEARER")
+                    .set("ssl.ca.location", "probe");
+            }
+        }
         for (key, value) in &self.extra {
             config.set(key, value);
         }
         config
+    }
+
+    /// The client context: it supplies MSK IAM tokens when asked.
+    pub fn context(&self) -> KafkaContext {
+        KafkaContext {
+            msk_region: match &self.security {
+                KafkaSecurity::MskIam { region } => Some(region.clone()),
+                _ => None,
+            },
+            tokens_issued: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+/// The rdkafka client context of every emostream client. With MSK IAM it answers librdkafka's
+/// token refresh requests with a fresh signed token.
+#[derive(Clone)]
+pub struct KafkaContext {
+    msk_region: Option<String>,
+    tokens_issued: Arc<AtomicU64>,
+}
+
+impl KafkaContext {
+    /// How many tokens this context has issued (for tests and diagnostics).
+    pub fn tokens_issued(&self) -> u64 {
+        self.tokens_issued.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for KafkaContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let region = self
+            .msk_region
+            .as_deref()
+            .ok_or("OAUTHBEARER is only configured for MSK IAM (KAFKA_SECURITY=iam)")?;
+        let credentials = crate::msk_iam::credentials_from_env()?;
+        let token = crate::msk_iam::auth_token(region, &credentials, std::time::SystemTime::now())?;
+        self.tokens_issued.fetch_add(1, Ordering::Relaxed);
+        Ok(OAuthToken {
+            token: token.token,
+            principal_name: "emostream".to_owned(),
+            lifetime_ms: token.expires_at_ms,
+        })
     }
 }
 
@@ -147,7 +260,8 @@ pub struct Delivered {
 /// replicas: a caller told "done" can rely on the records surviving a broker failure.
 #[derive(Clone)]
 pub struct AckedProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
+    context: KafkaContext,
 }
 
 impl AckedProducer {
@@ -164,6 +278,7 @@ impl AckedProducer {
             .as_millis()
             .clamp(1_000, 300_000)
             .to_string();
+        let context = settings.context();
         let producer = settings
             .client_config()
             .set("enable.idempotence", "true")
@@ -175,9 +290,14 @@ impl AckedProducer {
             // Reconnect quickly once a broker is back (librdkafka's default backs off to 10 s).
             .set("reconnect.backoff.ms", "50")
             .set("reconnect.backoff.max.ms", "1000")
-            .create()
+            .create_with_context(context.clone())
             .map_err(KafkaAdapterError::Config)?;
-        Ok(Self { producer })
+        Ok(Self { producer, context })
+    }
+
+    /// The producer's client context.
+    pub fn context(&self) -> &KafkaContext {
+        &self.context
     }
 
     /// Connects to the cluster and loads `topic`'s metadata now rather than on the first

@@ -21,6 +21,8 @@ pub mod window_delta;
 pub mod kafka;
 #[cfg(feature = "mongo")]
 pub mod mongo;
+#[cfg(feature = "kafka")]
+pub mod msk_iam;
 
 pub use config::{ConfigError, DomainConfig};
 pub use emoji::{Emoji, EmojiCatalogue, EmojiName};

@@ -2,7 +2,7 @@
 //! The same names appear in template.yaml, the local stack and the README.
 
 use reactions::DomainConfig;
-use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, text_or};
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
 use std::time::Duration;
@@ -35,7 +35,7 @@ impl AggregateConfig {
         let text = |var: &str, default: &str| text_or(settings, var, default);
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
-            kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-aggregate"),
+            kafka: KafkaSettings::from_settings(settings, "emostream-aggregate")?,
             output_topic: text("OUTPUT_TOPIC", "emoji-output-topic"),
             dead_letter_topic: text("DEAD_LETTER_TOPIC", "emoji-reaction-dlq"),
             produce_timeout: Duration::from_millis(produce_timeout_ms),

@@ -2,7 +2,7 @@
 //! The same names appear in template.yaml, the local stack and the README.
 
 use reactions::DomainConfig;
-use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
+use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, text_or};
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
 use std::time::Duration;
@@ -59,7 +59,7 @@ impl IngestConfig {
         let max_body_bytes: usize = parse_in(settings, "MAX_BODY_BYTES", 131_072, 256..)?;
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
-            kafka: KafkaSettings::new(required(settings, "KAFKA_BROKERS")?, "emostream-ingest"),
+            kafka: KafkaSettings::from_settings(settings, "emostream-ingest")?,
             reaction_topic: text_or(settings, "REACTION_TOPIC", "emoji-reaction-topic"),
             produce_timeout: Duration::from_millis(produce_timeout_ms),
             mongo: MongoSettings::from_settings(settings)?,

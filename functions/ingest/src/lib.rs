@@ -32,6 +32,16 @@ pub enum InitError {
     Mongo(#[from] StoreError),
 }
 
+/// The routes this function answers (`METHOD /path`, with `{id}` for the stream id; `OPTIONS`
+/// preflights too). template.yaml's HttpApi events must list exactly these, which a test checks.
+pub const ROUTES: [&str; 5] = [
+    "POST /reactions",
+    "OPTIONS /reactions",
+    "GET /emojis",
+    "GET /streams/{id}/windows",
+    "GET /health",
+];
+
 /// The function's long-lived state: configuration and clients, built once per container.
 pub struct Ingest {
     config: IngestConfig,

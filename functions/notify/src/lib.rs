@@ -28,6 +28,17 @@ use std::time::Instant;
 use token::ConnectTokens;
 use tokio::sync::OnceCell;
 
+/// The WebSocket route keys notify handles: template.yaml's routes must be exactly these (a test
+/// checks), and every key that is not `$`-prefixed is a client action of [`protocol`].
+pub const ROUTE_KEYS: [&str; 6] = [
+    "$connect",
+    "$disconnect",
+    "$default",
+    "subscribe",
+    "sync",
+    "ping",
+];
+
 /// The kinds of event notify receives.
 #[derive(Debug)]
 pub enum NotifyEvent {

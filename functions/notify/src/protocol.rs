@@ -211,6 +211,14 @@ mod tests {
     }
 
     #[test]
+    fn every_action_route_key_is_an_action() {
+        for key in crate::ROUTE_KEYS.iter().filter(|k| !k.starts_with('$')) {
+            let body = format!(r#"{{"action":"{key}","stream":"s"}}"#);
+            assert!(parse_action(&body).is_ok(), "{key}");
+        }
+    }
+
+    #[test]
     fn messages_are_tagged_by_type() {
         let pong = serde_json::to_value(ServerMessage::Pong { at_ms: 5 }).unwrap();
         assert_eq!(pong, serde_json::json!({"type": "pong", "at_ms": 5}));

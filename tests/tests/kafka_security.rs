@@ -1,0 +1,51 @@
+//! The producer's TLS and MSK IAM modes, as far as they can be exercised without MSK: an IAM
+//! producer signs a token with the environment's credentials before it connects (librdkafka
+//! asks at start-up), and against a plaintext broker both modes fail within their timeout
+//! instead of hanging. One test in its own process, because it sets AWS credentials in the
+//! environment, where Lambda puts them.
+
+use emostream_tests::servers;
+use reactions::kafka::{AckedProducer, KafkaSecurity, KafkaSettings, OutgoingRecord};
+use std::time::Duration;
+
+#[tokio::test]
+async fn iam_producers_sign_tokens_and_secure_modes_fail_cleanly_on_a_plaintext_broker() {
+    // SAFETY: this test binary has only this test, so nothing reads the environment meanwhile.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDLOCALTEST");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "local-secret");
+        std::env::set_var("AWS_SESSION_TOKEN", "local-session");
+    }
+    let brokers = &servers().kafka_brokers;
+    let record = [OutgoingRecord::new("k", b"v".to_vec())];
+    for security in [
+        KafkaSecurity::MskIam {
+            region: "eu-west-1".into(),
+        },
+        KafkaSecurity::Tls,
+    ] {
+        let settings = KafkaSettings {
+            security: security.clone(),
+            ..KafkaSettings::new(brokers.as_str(), "security-test")
+        };
+        let producer = AckedProducer::new(&settings, Duration::from_millis(1_500))
+            .unwrap_or_else(|e| panic!("{security:?}: {e}"));
+        let started = std::time::Instant::now();
+        let result = producer
+            .produce_all("security-test", &record, Duration::from_millis(1_500))
+            .await;
+        assert!(
+            result.is_err(),
+            "{security:?}: a plaintext broker cannot accept this"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{security:?} hung"
+        );
+        let tokens = producer.context().tokens_issued();
+        match security {
+            KafkaSecurity::MskIam { .. } => assert!(tokens >= 1, "no MSK IAM token was signed"),
+            _ => assert_eq!(tokens, 0),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! emostream's load generator: simulated viewers over several streams tap at a profile's rate
+//! and batch their taps like the web page; WebSocket listeners watch the same streams. It prints
+//! accepted reactions per second, ingest latency, tap-to-screen latency, updates per listener,
+//! and checks at the end that the stored counts equal the accepted reactions exactly.
+
+pub mod listeners;
+pub mod profile;
+pub mod report;
+pub mod run;
+pub mod verify;
+pub mod viewers;

@@ -1,0 +1,188 @@
+//! `emostream-load`: drives simulated viewers and listeners against emostream (a running stack,
+//! a deployment, or a local stack it starts itself) and prints the figures. Exits non-zero when
+//! the stored counts do not equal the accepted reactions.
+
+use clap::Parser;
+use emostream_local::event_source::MappingOptions;
+use emostream_local::stack::{LocalStack, StackOptions};
+use load::profile::Profile;
+use load::run::{RunPlan, run};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Load-test emostream and check that every accepted reaction is counted exactly once.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Base URL of the HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    api: String,
+    /// WebSocket URL (without `?stream=`).
+    #[arg(long, default_value = "ws://127.0.0.1:3001/live")]
+    ws: String,
+    /// Start a local stack in this process (servers from KAFKA_BROKERS and MONGODB_URI) instead
+    /// of using --api and --ws.
+    #[arg(long)]
+    start_stack: bool,
+    /// With --start-stack: the directory of the function binaries.
+    #[arg(long, default_value = "target/release")]
+    binaries: PathBuf,
+    /// With --start-stack: the template.
+    #[arg(long, default_value = "template.yaml")]
+    template: PathBuf,
+    /// With --start-stack: instances per function.
+    #[arg(long, default_value_t = 6)]
+    instances: usize,
+    /// With --start-stack: the event source mappings' batching window in ms.
+    #[arg(long, default_value_t = 100)]
+    batching_window_ms: u64,
+    /// Simulated viewers (they tap and send).
+    #[arg(long, default_value_t = 200)]
+    viewers: usize,
+    /// Streams the viewers are spread over.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Nominal reactions per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// steady, ramp or spike.
+    #[arg(long, default_value = "steady")]
+    profile: Profile,
+    /// WebSocket listeners per stream.
+    #[arg(long, default_value_t = 2)]
+    listeners: usize,
+    /// How often each viewer sends its taps, in ms (the web page uses 250).
+    #[arg(long, default_value_t = 250)]
+    batch_ms: u64,
+    /// Most requests in flight.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// How long to wait after sending for the counts to settle, in seconds.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout: u64,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if cli.viewers == 0 || cli.streams == 0 || cli.rate <= 0.0 || cli.duration == 0 {
+        return Err("--viewers, --streams, --rate and --duration must be positive".into());
+    }
+    let mut stack = None;
+    let (api, ws) = if cli.start_stack {
+        let env = |name: &str| {
+            std::env::var(name)
+                .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
+        };
+        let mut options = StackOptions::new(
+            cli.template.clone(),
+            cli.binaries.clone(),
+            &env("KAFKA_BROKERS")?,
+            &env("MONGODB_URI")?,
+        );
+        options.concurrency = cli.instances;
+        options.mapping = MappingOptions {
+            batching_window: Some(Duration::from_millis(cli.batching_window_ms)),
+            ..MappingOptions::default()
+        };
+        options.function_logs = Some(PathBuf::from("target/load-logs"));
+        eprintln!(
+            "starting the local stack ({} instances per function)...",
+            cli.instances
+        );
+        let started = LocalStack::start(options).await?;
+        if !started.wait_ready(Duration::from_secs(30)).await {
+            return Err("event source mappings got no partitions within 30 s".into());
+        }
+        let urls = (
+            started.http_url.clone(),
+            started
+                .websocket_url
+                .clone()
+                .ok_or("the template has no WebSocket API")?,
+        );
+        stack = Some(started);
+        urls
+    } else {
+        (cli.api.clone(), cli.ws.clone())
+    };
+    let plan = RunPlan {
+        api,
+        websocket: ws,
+        viewers: cli.viewers,
+        streams: cli.streams,
+        rate: cli.rate,
+        duration: Duration::from_secs(cli.duration),
+        profile: cli.profile,
+        listeners_per_stream: cli.listeners,
+        batch_interval: Duration::from_millis(cli.batch_ms),
+        max_in_flight: cli.max_in_flight,
+        settle_timeout: Duration::from_secs(cli.settle_timeout),
+        run_id: format!("load-{}", std::process::id()),
+    };
+    eprintln!(
+        "{} viewers over {} streams, {:?} at {} reactions/s for {} s, {} listeners per stream",
+        plan.viewers,
+        plan.streams,
+        plan.profile,
+        plan.rate,
+        cli.duration,
+        plan.listeners_per_stream
+    );
+    let report = run(&plan).await?;
+    let functions = stack.as_ref().map(|s| s.summary()).unwrap_or_default();
+
+    println!(
+        "accepted reactions     {} ({:.0}/s), {} requests, {} failed",
+        report.accepted_reactions, report.accepted_per_s, report.requests, report.failed_requests
+    );
+    println!(
+        "ingest latency         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        report.ingest_latency_ms.p50, report.ingest_latency_ms.p99, report.ingest_latency_ms.max
+    );
+    println!(
+        "tap-to-screen latency  p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} taps never shown)",
+        report.tap_to_screen_ms.p50,
+        report.tap_to_screen_ms.p99,
+        report.tap_to_screen_ms.max,
+        report.taps_never_shown
+    );
+    println!(
+        "updates per listener   min {}, mean {:.1}, max {}",
+        report.updates_per_listener_min,
+        report.updates_per_listener_mean,
+        report.updates_per_listener_max
+    );
+    for line in &functions {
+        println!("function               {line}");
+    }
+    if report.exact {
+        println!(
+            "exact counts           yes: stored counts equal the accepted reactions for every stream and emoji"
+        );
+    } else {
+        println!("exact counts           NO:");
+        for difference in &report.differences {
+            println!("  {difference}");
+        }
+    }
+    if let Some(path) = &cli.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["functions"] = serde_json::json!(functions);
+        std::fs::write(path, serde_json::to_vec_pretty(&value)?)?;
+        eprintln!("figures written to {}", path.display());
+    }
+    if let Some(stack) = stack {
+        stack.stop().await;
+    }
+    if !report.exact {
+        std::process::exit(1);
+    }
+    Ok(())
+}

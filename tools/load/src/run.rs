@@ -1,0 +1,272 @@
+//! One load run: connect the listeners, drive the viewers for the run's duration with a
+//! progress bar, wait for the pipeline to settle, check exactness, and compute the figures.
+
+use crate::listeners::{Observed, listen};
+use crate::profile::Profile;
+use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
+use crate::verify::{Counts, differences, stored_counts};
+use crate::viewers::{Batch, Outcome, pick_emojis, send};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub api: String,
+    pub websocket: String,
+    pub viewers: usize,
+    pub streams: usize,
+    pub rate: f64,
+    pub duration: Duration,
+    pub profile: Profile,
+    pub listeners_per_stream: usize,
+    pub batch_interval: Duration,
+    pub max_in_flight: usize,
+    pub settle_timeout: Duration,
+    /// Prefix of the stream ids, unique per run so runs never mix.
+    pub run_id: String,
+}
+
+/// The figures of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub profile: String,
+    pub target_rate: f64,
+    pub duration_s: f64,
+    pub viewers: usize,
+    pub streams: usize,
+    pub listeners: usize,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub accepted_reactions: u64,
+    pub accepted_per_s: f64,
+    pub ingest_latency_ms: Percentiles,
+    pub tap_to_screen_ms: Percentiles,
+    /// Taps no listener showed before the settle timeout.
+    pub taps_never_shown: u64,
+    pub updates_per_listener_min: u64,
+    pub updates_per_listener_mean: f64,
+    pub updates_per_listener_max: u64,
+    /// Stored counts equal accepted reactions for every stream and emoji.
+    pub exact: bool,
+    pub differences: Vec<String>,
+    /// Tap-to-screen p50 per second of the run, for plotting.
+    pub latency_over_time: Vec<(u64, f64)>,
+}
+
+fn stream_id(plan: &RunPlan, stream: usize) -> String {
+    format!("{}-s{stream}", plan.run_id)
+}
+
+/// Runs the plan.
+pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
+    let client = Arc::new(
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(plan.max_in_flight)
+            .build_http::<Full<Bytes>>(),
+    );
+    let api = Arc::new(plan.api.trim_end_matches('/').to_owned());
+    let started = Instant::now();
+    let wall_start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+
+    let (stop_listeners, stop) = tokio::sync::watch::channel(false);
+    let mut listener_tasks = Vec::new();
+    for stream in 0..plan.streams {
+        for _ in 0..plan.listeners_per_stream {
+            let id = stream_id(plan, stream);
+            let url = format!("{}?stream={id}", plan.websocket);
+            listener_tasks.push(listen(url, stream, id, started, stop.clone()).await?);
+        }
+    }
+    // The notify mapping starts at the latest offset; give a freshly started stack a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let bar = ProgressBar::new(plan.duration.as_secs());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let limiter = Arc::new(Semaphore::new(plan.max_in_flight));
+    let (outcomes_tx, mut outcomes_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    let phases = 10u32;
+    let tick = plan.batch_interval / phases;
+    let mut owed = vec![0.0f64; plan.viewers];
+    let mut rng = rand::rng();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let send_started = Instant::now();
+    let mut next_tick = tokio::time::Instant::now();
+    let mut phase = 0u32;
+    let mut accepted_so_far = 0u64;
+    while send_started.elapsed() < plan.duration {
+        let elapsed = send_started.elapsed();
+        let rate = plan.profile.rate_at(plan.rate, elapsed, plan.duration);
+        let per_viewer = rate * plan.batch_interval.as_secs_f64() / plan.viewers as f64;
+        for viewer in (phase as usize..plan.viewers).step_by(phases as usize) {
+            owed[viewer] += per_viewer;
+            let mut taps = owed[viewer].floor();
+            if rng.random::<f64>() < owed[viewer] - taps {
+                taps += 1.0;
+            }
+            owed[viewer] -= taps;
+            if taps < 1.0 {
+                continue;
+            }
+            let stream = viewer % plan.streams;
+            let batch = Batch {
+                stream,
+                stream_id: stream_id(plan, stream),
+                user_id: format!("viewer-{viewer}"),
+                taps: pick_emojis(taps as u64, &mut rng),
+            };
+            let permit = Arc::clone(&limiter)
+                .acquire_owned()
+                .await
+                .map_err(|e| e.to_string())?;
+            let (client, api, tx) = (Arc::clone(&client), Arc::clone(&api), outcomes_tx.clone());
+            tokio::spawn(async move {
+                let outcome = send(client, api, batch, started).await;
+                drop(permit);
+                tx.send(outcome).ok();
+            });
+        }
+        while let Ok(outcome) = outcomes_rx.try_recv() {
+            if outcome.status == 202 {
+                accepted_so_far += outcome.sent.taps;
+            }
+            outcomes.push(outcome);
+        }
+        bar.set_position(elapsed.as_secs());
+        bar.set_message(format!(
+            "target {rate:.0}/s, accepted {:.0}/s, {} requests",
+            accepted_so_far as f64 / elapsed.as_secs_f64().max(0.001),
+            outcomes.len()
+        ));
+        phase = (phase + 1) % phases;
+        next_tick += tick;
+        tokio::time::sleep_until(next_tick).await;
+    }
+    let send_seconds = send_started.elapsed().as_secs_f64();
+    drop(outcomes_tx);
+    while let Some(outcome) = outcomes_rx.recv().await {
+        outcomes.push(outcome);
+    }
+    bar.finish_with_message(format!("sent {} requests", outcomes.len()));
+
+    // Accepted taps per stream and emoji, and what the listeners must reach.
+    let mut accepted: Vec<Counts> = vec![Counts::new(); plan.streams];
+    let mut accepted_total = vec![0u64; plan.streams];
+    for outcome in outcomes.iter().filter(|o| o.status == 202) {
+        for (emoji, taps) in &outcome.batch.taps {
+            *accepted[outcome.batch.stream]
+                .entry((*emoji).to_owned())
+                .or_insert(0) += taps;
+        }
+        accepted_total[outcome.batch.stream] += outcome.batch.total();
+    }
+
+    let settle = ProgressBar::new_spinner();
+    settle.enable_steady_tick(Duration::from_millis(120));
+    settle.set_message("waiting for the stored counts to settle...");
+    let deadline = Instant::now() + plan.settle_timeout;
+    let mut diffs = Vec::new();
+    for (stream, expected) in accepted.iter().enumerate() {
+        loop {
+            let stored = stored_counts(
+                &client,
+                &api,
+                &stream_id(plan, stream),
+                wall_start_ms - 60_000,
+            )
+            .await?;
+            diffs = differences(expected, &stored)
+                .into_iter()
+                .map(|d| format!("{}: {d}", stream_id(plan, stream)))
+                .collect();
+            if diffs.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if !diffs.is_empty() {
+            break;
+        }
+    }
+    settle.set_message("waiting for the listeners to show the last counts...");
+    // Listeners get until the same deadline to show every accepted tap.
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if diffs.is_empty() {
+            // Give in-flight pushes a moment; the fan-out is fast once counts are stored.
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            break;
+        }
+    }
+    stop_listeners.send(true).ok();
+    let mut observed: Vec<Observed> = Vec::new();
+    for task in listener_tasks {
+        observed.push(task.await.map_err(|e| e.to_string())?);
+    }
+    settle.finish_and_clear();
+
+    let sent: Vec<Sent> = outcomes
+        .iter()
+        .filter(|o| o.status == 202)
+        .map(|o| o.sent)
+        .collect();
+    let seen: Vec<(usize, Vec<(f64, u64)>)> = observed
+        .iter()
+        .map(|o| (o.stream, o.seen.clone()))
+        .collect();
+    let (latencies, never) = tap_to_screen(&sent, &seen);
+    let mut by_second: BTreeMap<u64, Vec<(f64, u64)>> = BTreeMap::new();
+    for on_screen in &latencies {
+        by_second
+            .entry((on_screen.sent_at_ms / 1_000.0) as u64)
+            .or_default()
+            .push((on_screen.latency_ms, on_screen.taps));
+    }
+    let updates: Vec<u64> = observed.iter().map(|o| o.updates).collect();
+    let accepted_reactions: u64 = accepted_total.iter().sum();
+    Ok(RunReport {
+        run_id: plan.run_id.clone(),
+        profile: format!("{:?}", plan.profile).to_lowercase(),
+        target_rate: plan.rate,
+        duration_s: send_seconds,
+        viewers: plan.viewers,
+        streams: plan.streams,
+        listeners: observed.len(),
+        requests: outcomes.len() as u64,
+        failed_requests: outcomes.iter().filter(|o| o.status != 202).count() as u64,
+        accepted_reactions,
+        accepted_per_s: accepted_reactions as f64 / send_seconds,
+        ingest_latency_ms: weighted_percentiles(
+            outcomes.iter().map(|o| (o.latency_ms, 1)).collect(),
+        ),
+        tap_to_screen_ms: weighted_percentiles(
+            latencies.iter().map(|o| (o.latency_ms, o.taps)).collect(),
+        ),
+        taps_never_shown: never,
+        updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
+        updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
+        updates_per_listener_max: updates.iter().copied().max().unwrap_or(0),
+        exact: diffs.is_empty(),
+        differences: diffs,
+        latency_over_time: by_second
+            .into_iter()
+            .map(|(second, samples)| (second, weighted_percentiles(samples).p50))
+            .collect(),
+    })
+}
