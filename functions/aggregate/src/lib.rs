@@ -14,10 +14,9 @@ use reactions::clock::{elapsed_ms, now_ms};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{StoreError, StoredWindow, WindowStore, WriteTimes};
+use reactions::mongo::{IndexesOnce, StoreError, StoredWindow, WindowStore, WriteTimes};
 use serde::Serialize;
 use std::time::Instant;
-use tokio::sync::OnceCell;
 
 /// Why a batch failed (and will be retried by the event source).
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +50,7 @@ pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
     producer: AckedProducer,
-    indexes: OnceCell<()>,
+    indexes: IndexesOnce,
 }
 
 impl Aggregate {
@@ -70,19 +69,17 @@ impl Aggregate {
             store: WindowStore::new(&database),
             producer,
             config,
-            indexes: OnceCell::new(),
+            indexes: IndexesOnce::default(),
         };
-        if let Err(error) = aggregate.ensure_indexes().await {
-            tracing::warn!(%error, "indexes not created at start-up; retrying on the first batch");
-        }
+        aggregate
+            .indexes
+            .try_at_start_up(|| aggregate.store.ensure_indexes())
+            .await;
         Ok(aggregate)
     }
 
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.indexes
-            .get_or_try_init(|| self.store.ensure_indexes())
-            .await
-            .map(|_| ())
+        self.indexes.ensure(|| self.store.ensure_indexes()).await
     }
 
     /// The absolute state record of a stored window, as of `now_ms`.

@@ -21,12 +21,11 @@ use reactions::clock::elapsed_ms;
 use reactions::decode_kafka_event;
 use reactions::message::WindowStateRecord;
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{ConnectionStore, StoreError, WindowStore};
+use reactions::mongo::{ConnectionStore, IndexesOnce, StoreError, WindowStore};
 use serde::Serialize;
 use serde_json::Value;
 use std::time::Instant;
 use token::ConnectTokens;
-use tokio::sync::OnceCell;
 
 /// The WebSocket route keys notify handles: template.yaml's routes must be exactly these (a test
 /// checks), and every key that is not `$`-prefixed is a client action of [`protocol`].
@@ -105,7 +104,7 @@ pub struct Notify {
     windows: WindowStore,
     api: ConnectionsApi,
     tokens: Option<ConnectTokens>,
-    indexes: OnceCell<()>,
+    indexes: IndexesOnce,
 }
 
 impl Notify {
@@ -124,19 +123,19 @@ impl Notify {
             api: ConnectionsApi::new(sdk, &config.management_endpoint, config.post_timeout),
             tokens,
             config,
-            indexes: OnceCell::new(),
+            indexes: IndexesOnce::default(),
         };
-        if let Err(error) = notify.ensure_indexes().await {
-            tracing::warn!(%error, "indexes not created at start-up; retrying on the next event");
-        }
+        notify
+            .indexes
+            .try_at_start_up(|| notify.connections.ensure_indexes())
+            .await;
         Ok(notify)
     }
 
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
         self.indexes
-            .get_or_try_init(|| self.connections.ensure_indexes())
+            .ensure(|| self.connections.ensure_indexes())
             .await
-            .map(|_| ())
     }
 
     /// Handles one event of either kind.

@@ -48,17 +48,8 @@ impl ConnectionStore {
             .keys(doc! { "stream": 1 })
             .options(IndexOptions::builder().name("stream".to_owned()).build())
             .build();
-        let expiry = IndexModel::builder()
-            .keys(doc! { "expires_at": 1 })
-            .options(
-                IndexOptions::builder()
-                    .expire_after(Duration::ZERO)
-                    .name("expires_at_ttl".to_owned())
-                    .build(),
-            )
-            .build();
         self.collection
-            .create_indexes([by_stream, expiry])
+            .create_indexes([by_stream, super::expiry_index()])
             .await
             .map_err(server("create_indexes"))?;
         Ok(())

@@ -41,6 +41,46 @@ pub enum StoreError {
     Malformed(String),
 }
 
+/// The TTL index that deletes a document once its `expires_at` has passed.
+fn expiry_index() -> IndexModel {
+    IndexModel::builder()
+        .keys(doc! { "expires_at": 1 })
+        .options(
+            IndexOptions::builder()
+                .expire_after(Duration::ZERO)
+                .name("expires_at_ttl".to_owned())
+                .build(),
+        )
+        .build()
+}
+
+/// Creates a collection's indexes once per container: at start-up if MongoDB answers, else on
+/// the first event that needs them (which then fails, to be retried, while MongoDB is down).
+#[derive(Debug, Default)]
+pub struct IndexesOnce(tokio::sync::OnceCell<()>);
+
+impl IndexesOnce {
+    /// Runs `create` unless it already succeeded.
+    pub async fn ensure<F, Fut>(&self, create: F) -> Result<(), StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        self.0.get_or_try_init(create).await.map(|_| ())
+    }
+
+    /// Like [`IndexesOnce::ensure`] at start-up: a failure is logged, not returned.
+    pub async fn try_at_start_up<F, Fut>(&self, create: F)
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        if let Err(error) = self.ensure(create).await {
+            tracing::warn!(%error, "indexes not created at start-up; retrying on the next event");
+        }
+    }
+}
+
 fn server(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreError {
     move |source| StoreError::Server { operation, source }
 }
@@ -157,17 +197,8 @@ impl WindowStore {
                     .build(),
             )
             .build();
-        let retention = IndexModel::builder()
-            .keys(doc! { "expires_at": 1 })
-            .options(
-                IndexOptions::builder()
-                    .expire_after(Duration::ZERO)
-                    .name("expires_at_ttl".to_owned())
-                    .build(),
-            )
-            .build();
         self.collection
-            .create_indexes([unique_window, retention])
+            .create_indexes([unique_window, expiry_index()])
             .await
             .map_err(server("create_indexes"))?;
         Ok(())
