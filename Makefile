@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo deps web-deps template-lint sam-build load toolchain fmt-check clippy unit-and-integration bench figures
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load toolchain fmt-check clippy unit-and-integration bench figures
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -32,6 +32,10 @@ sam-build:
 	@eval "$$(local/aws-tools.sh)" && \
 	  export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PATH="$$CARGO_LAMBDA_DIR:$$PATH" && \
 	  $$SAM build
+
+# The arm64 artifacts of sam-build, run under qemu behind the local stack with a short load.
+arm64-check:
+	local/arm64-check.sh
 
 fmt-check:
 	$(CARGO) fmt --all --check

@@ -45,9 +45,13 @@ struct Cli {
     /// Nominal reactions per second.
     #[arg(long, default_value_t = 5_000.0)]
     rate: f64,
-    /// Seconds of sending.
+    /// Seconds of sending that are measured.
     #[arg(long, default_value_t = 60)]
     duration: u64,
+    /// Seconds of sending before that, at the starting rate: cold starts and first connections
+    /// happen here; its reactions are checked for exactness but not measured.
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
     /// steady, ramp or spike.
     #[arg(long, default_value = "steady")]
     profile: Profile,
@@ -119,6 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         streams: cli.streams,
         rate: cli.rate,
         duration: Duration::from_secs(cli.duration),
+        warmup: Duration::from_secs(cli.warmup),
         profile: cli.profile,
         listeners_per_stream: cli.listeners,
         batch_interval: Duration::from_millis(cli.batch_ms),
@@ -127,20 +132,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         run_id: format!("load-{}", std::process::id()),
     };
     eprintln!(
-        "{} viewers over {} streams, {:?} at {} reactions/s for {} s, {} listeners per stream",
+        "{} viewers over {} streams, {:?} at {} reactions/s for {} s after {} s of warm-up, {} listeners per stream",
         plan.viewers,
         plan.streams,
         plan.profile,
         plan.rate,
         cli.duration,
+        cli.warmup,
         plan.listeners_per_stream
     );
     let report = run(&plan).await?;
     let functions = stack.as_ref().map(|s| s.summary()).unwrap_or_default();
 
     println!(
-        "accepted reactions     {} ({:.0}/s), {} requests, {} failed",
-        report.accepted_reactions, report.accepted_per_s, report.requests, report.failed_requests
+        "accepted reactions     {:.0}/s over the measured {:.0} s ({} in all, with {:.0} s of warm-up); {} requests, {} failed",
+        report.accepted_per_s,
+        report.duration_s,
+        report.accepted_reactions,
+        report.warmup_s,
+        report.requests,
+        report.failed_requests
     );
     println!(
         "ingest latency         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

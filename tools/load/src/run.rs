@@ -27,6 +27,9 @@ pub struct RunPlan {
     pub streams: usize,
     pub rate: f64,
     pub duration: Duration,
+    /// Sending before the measured part: cold starts and first connections happen here. Its
+    /// reactions count for the exactness check but not for the figures.
+    pub warmup: Duration,
     pub profile: Profile,
     pub listeners_per_stream: usize,
     pub batch_interval: Duration,
@@ -43,6 +46,7 @@ pub struct RunReport {
     pub profile: String,
     pub target_rate: f64,
     pub duration_s: f64,
+    pub warmup_s: f64,
     pub viewers: usize,
     pub streams: usize,
     pub listeners: usize,
@@ -60,7 +64,7 @@ pub struct RunReport {
     /// Stored counts equal accepted reactions for every stream and emoji.
     pub exact: bool,
     pub differences: Vec<String>,
-    /// Tap-to-screen p50 per second of the run, for plotting.
+    /// Tap-to-screen p50 per second of the measured part, for plotting.
     pub latency_over_time: Vec<(u64, f64)>,
 }
 
@@ -94,7 +98,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let bar = ProgressBar::new(plan.duration.as_secs());
+    let bar = ProgressBar::new((plan.warmup + plan.duration).as_secs());
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} s  {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -110,9 +114,15 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     let mut next_tick = tokio::time::Instant::now();
     let mut phase = 0u32;
     let mut accepted_so_far = 0u64;
-    while send_started.elapsed() < plan.duration {
+    let warmup_end_ms =
+        (send_started.duration_since(started) + plan.warmup).as_secs_f64() * 1_000.0;
+    while send_started.elapsed() < plan.warmup + plan.duration {
         let elapsed = send_started.elapsed();
-        let rate = plan.profile.rate_at(plan.rate, elapsed, plan.duration);
+        let rate = plan.profile.rate_at(
+            plan.rate,
+            elapsed.saturating_sub(plan.warmup),
+            plan.duration,
+        );
         let per_viewer = rate * plan.batch_interval.as_secs_f64() / plan.viewers as f64;
         for viewer in (phase as usize..plan.viewers).step_by(phases as usize) {
             owed[viewer] += per_viewer;
@@ -158,7 +168,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         next_tick += tick;
         tokio::time::sleep_until(next_tick).await;
     }
-    let send_seconds = send_started.elapsed().as_secs_f64();
+    let send_seconds = (send_started.elapsed().saturating_sub(plan.warmup)).as_secs_f64();
     drop(outcomes_tx);
     while let Some(outcome) = outcomes_rx.recv().await {
         outcomes.push(outcome);
@@ -230,7 +240,17 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .iter()
         .map(|o| (o.stream, o.seen.clone()))
         .collect();
-    let (latencies, never) = tap_to_screen(&sent, &seen);
+    let (mut latencies, never) = tap_to_screen(&sent, &seen);
+    latencies.retain(|o| o.sent_at_ms >= warmup_end_ms);
+    let measured: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.sent.at_ms >= warmup_end_ms)
+        .collect();
+    let measured_accepted: u64 = measured
+        .iter()
+        .filter(|o| o.status == 202)
+        .map(|o| o.sent.taps)
+        .sum();
     let mut by_second: BTreeMap<u64, Vec<(f64, u64)>> = BTreeMap::new();
     for on_screen in &latencies {
         by_second
@@ -245,15 +265,16 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         profile: format!("{:?}", plan.profile).to_lowercase(),
         target_rate: plan.rate,
         duration_s: send_seconds,
+        warmup_s: plan.warmup.as_secs_f64(),
         viewers: plan.viewers,
         streams: plan.streams,
         listeners: observed.len(),
         requests: outcomes.len() as u64,
         failed_requests: outcomes.iter().filter(|o| o.status != 202).count() as u64,
         accepted_reactions,
-        accepted_per_s: accepted_reactions as f64 / send_seconds,
+        accepted_per_s: measured_accepted as f64 / send_seconds,
         ingest_latency_ms: weighted_percentiles(
-            outcomes.iter().map(|o| (o.latency_ms, 1)).collect(),
+            measured.iter().map(|o| (o.latency_ms, 1)).collect(),
         ),
         tap_to_screen_ms: weighted_percentiles(
             latencies.iter().map(|o| (o.latency_ms, o.taps)).collect(),
