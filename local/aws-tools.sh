@@ -3,7 +3,8 @@
 # reusing what is there: AWS SAM CLI (sam build / sam validate), cfn-lint, and cargo-lambda
 # (with zig, for cross-compiling to Lambda's arm64). Prints their paths. Idempotent.
 #
-#   local/aws-tools.sh   install what is missing, then print SAM=..., CFN_LINT=..., CARGO_LAMBDA_DIR=...
+#   local/aws-tools.sh   install what is missing, then print SAM=..., CFN_LINT=...,
+#                        CARGO_LAMBDA_DIR=... and RIE=... (the Lambda Runtime Interface Emulator)
 set -euo pipefail
 
 CACHE="${EMOSTREAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emostream}"
@@ -34,4 +35,6 @@ flock 9
 install_venv "$SAM_DIR" "AWS SAM CLI $SAM_VERSION" "aws-sam-cli==$SAM_VERSION"
 install_venv "$CFN_DIR" "cfn-lint $CFN_LINT_VERSION" "cfn-lint==$CFN_LINT_VERSION"
 install_venv "$LAMBDA_DIR" "cargo-lambda $CARGO_LAMBDA_VERSION" "cargo-lambda==$CARGO_LAMBDA_VERSION"
-printf 'SAM=%s\nCFN_LINT=%s\nCARGO_LAMBDA_DIR=%s\n' "$SAM_DIR/bin/sam" "$CFN_DIR/bin/cfn-lint" "$LAMBDA_DIR/bin"
+# SAM ships AWS's Lambda Runtime Interface Emulator, which runs natively (no container).
+RIE="$(find "$SAM_DIR" -name 'aws-lambda-rie-x86_64' -type f | head -n 1)"
+printf 'SAM=%s\nCFN_LINT=%s\nCARGO_LAMBDA_DIR=%s\nRIE=%s\n' "$SAM_DIR/bin/sam" "$CFN_DIR/bin/cfn-lint" "$LAMBDA_DIR/bin" "$RIE"

@@ -59,6 +59,20 @@ pub struct PoolStats {
     pub peak_rss_kib: AtomicU64,
 }
 
+/// True for Lambda's error object: `errorMessage` with at most `errorType`, `stackTrace` and
+/// `requestId` beside it.
+fn is_error_object(body: &[u8]) -> bool {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => {
+            map.contains_key("errorMessage")
+                && map.keys().all(|k| {
+                    ["errorMessage", "errorType", "stackTrace", "requestId"].contains(&k.as_str())
+                })
+        }
+        _ => false,
+    }
+}
+
 /// VmHWM (peak resident set) of a process in KiB, from /proc.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -242,7 +256,7 @@ impl FunctionPool {
             .await
             .map_err(|_| InvokeError::Timeout(self.timeout))?
             .map_err(|e| InvokeError::Spawn(format!("{url}: {e}")))?;
-        let function_error = response.headers().contains_key("x-amz-function-error");
+        let mut function_error = response.headers().contains_key("x-amz-function-error");
         let status = response.status();
         let body = response
             .into_body()
@@ -251,6 +265,9 @@ impl FunctionPool {
             .map_err(|e| InvokeError::Spawn(format!("{url}: {e}")))?
             .to_bytes()
             .to_vec();
+        // The Runtime Interface Emulator answers a function error with 200 and no
+        // X-Amz-Function-Error header; its body is still Lambda's error object.
+        function_error |= is_error_object(&body);
         if function_error || !status.is_success() {
             let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let text = |field: &str| parsed[field].as_str().unwrap_or("unknown").to_owned();
