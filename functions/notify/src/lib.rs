@@ -24,6 +24,8 @@ use reactions::metrics::MetricsLine;
 use reactions::mongo::{ConnectionStore, IndexesOnce, StoreError, WindowStore};
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use token::ConnectTokens;
 
@@ -104,7 +106,8 @@ pub struct Notify {
     windows: WindowStore,
     api: ConnectionsApi,
     tokens: Option<ConnectTokens>,
-    indexes: IndexesOnce,
+    indexes: Arc<IndexesOnce>,
+    creating_indexes: Arc<AtomicBool>,
 }
 
 impl Notify {
@@ -123,29 +126,43 @@ impl Notify {
             api: ConnectionsApi::new(sdk, &config.management_endpoint, config.post_timeout),
             tokens,
             config,
-            indexes: IndexesOnce::default(),
+            indexes: Arc::default(),
+            creating_indexes: Arc::default(),
         };
-        notify
-            .indexes
-            .try_at_start_up(|| notify.connections.ensure_indexes())
-            .await;
+        notify.create_indexes_in_background();
         Ok(notify)
     }
 
-    async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.indexes
-            .ensure(|| self.connections.ensure_indexes())
-            .await
+    /// Creates the `connections` indexes off the request path. Nothing notify does needs them
+    /// to exist yet (they make the by-stream query fast and expire old records), so neither the
+    /// init nor an event waits for them. Tried at start-up and, until it succeeds, again on
+    /// later events; at most one attempt runs at a time.
+    fn create_indexes_in_background(&self) {
+        if self.indexes.is_done() || self.creating_indexes.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (indexes, connections, flag) = (
+            Arc::clone(&self.indexes),
+            self.connections.clone(),
+            Arc::clone(&self.creating_indexes),
+        );
+        tokio::spawn(async move {
+            indexes
+                .try_at_start_up(|| connections.ensure_indexes())
+                .await;
+            flag.store(false, Ordering::Release);
+        });
     }
 
     /// Handles one event of either kind.
     pub async fn handle(&self, event: Value) -> Result<Value, NotifyError> {
         match classify(event) {
             NotifyEvent::WebSocket(request) => {
-                self.ensure_indexes().await?;
+                self.create_indexes_in_background();
                 self.handle_route(&request).await
             }
             NotifyEvent::Kafka(kafka) => {
+                self.create_indexes_in_background();
                 let summary = self.handle_batch(&kafka).await?;
                 Ok(serde_json::to_value(summary).unwrap_or_default())
             }

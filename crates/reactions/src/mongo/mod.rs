@@ -69,6 +69,11 @@ impl IndexesOnce {
         self.0.get_or_try_init(create).await.map(|_| ())
     }
 
+    /// Whether the indexes were created.
+    pub fn is_done(&self) -> bool {
+        self.0.initialized()
+    }
+
     /// Like [`IndexesOnce::ensure`] at start-up: a failure is logged, not returned.
     pub async fn try_at_start_up<F, Fut>(&self, create: F)
     where
