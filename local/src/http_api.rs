@@ -67,16 +67,18 @@ fn gateway_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
+/// The decoded `name=value` pairs of a raw query string (`+` is a space, `%XX` an escape; bad
+/// escapes are kept as written), as both APIs hand them to functions.
+pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(raw.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
+}
+
 fn query_parameters(raw: &str) -> Map<String, Value> {
     // API Gateway joins repeated parameters with commas.
     let mut map: Map<String, Value> = Map::new();
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            let spaced = s.replace('+', " ");
-            percent_decode(&spaced)
-        };
-        let (name, value) = (decode(name), decode(value));
+    for (name, value) in query_pairs(raw) {
         match map.get_mut(&name) {
             Some(Value::String(existing)) => {
                 existing.push(',');
@@ -88,28 +90,6 @@ fn query_parameters(raw: &str) -> Map<String, Value> {
         }
     }
     map
-}
-
-/// Decodes `%XX` escapes; invalid escapes are kept as written.
-pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(byte);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl HttpApi {
@@ -325,8 +305,9 @@ mod tests {
         assert_eq!(map["since"], "10");
         assert_eq!(map["tag"], "a,b c");
         assert_eq!(map["q"], "x y");
-        assert_eq!(percent_decode("%F0%9F%94%A5"), "🔥");
-        assert_eq!(percent_decode("100%"), "100%");
+        let escapes = query_parameters("e=%F0%9F%94%A5&p=100%");
+        assert_eq!(escapes["e"], "🔥");
+        assert_eq!(escapes["p"], "100%");
     }
 
     #[test]

@@ -220,10 +220,6 @@ pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> 
     }
 }
 
-fn known(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
-    resolve(value, parameters)
-}
-
 fn environment(properties: Option<&Value>) -> BTreeMap<String, TemplateValue> {
     let mut variables = BTreeMap::new();
     if let Some(Value::Mapping(map)) =
@@ -381,7 +377,7 @@ impl StackTemplate {
                 "AWS::ApiGatewayV2::Stage" => {
                     stage = properties
                         .and_then(|p| get(p, "StageName"))
-                        .and_then(|s| known(s, &template.parameters));
+                        .and_then(|s| resolve(s, &template.parameters));
                 }
                 _ => {}
             }
@@ -415,7 +411,7 @@ impl StackTemplate {
             properties
                 .and_then(|p| get(p, key))
                 .or_else(|| get(globals, key))
-                .and_then(|v| known(v, &self.parameters))
+                .and_then(|v| resolve(v, &self.parameters))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
@@ -435,10 +431,10 @@ impl StackTemplate {
         msk: bool,
         properties: &Value,
     ) -> Result<KafkaMapping, TemplateError> {
-        let value = |key: &str| get(properties, key).and_then(|v| known(v, &self.parameters));
+        let value = |key: &str| get(properties, key).and_then(|v| resolve(v, &self.parameters));
         let topic = match get(properties, "Topics") {
             Some(Value::Sequence(topics)) if topics.len() == 1 => {
-                known(&topics[0], &self.parameters)
+                resolve(&topics[0], &self.parameters)
             }
             _ => None,
         }
@@ -470,7 +466,7 @@ impl StackTemplate {
             &["SelfManagedKafkaEventSourceConfig", "ConsumerGroupId"]
         };
         let consumer_group = path(properties, group_path)
-            .and_then(|v| known(v, &self.parameters))
+            .and_then(|v| resolve(v, &self.parameters))
             .unwrap_or_else(|| format!("emostream-local-{id}"));
         Ok(KafkaMapping {
             logical_id: id.to_owned(),

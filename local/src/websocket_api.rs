@@ -9,7 +9,7 @@
 //! is ended and `$disconnect` invoked. `POST|GET|DELETE /{stage}/@connections/{id}` push to,
 //! describe and close a connection, answering 410 `GoneException` for unknown ones.
 
-use crate::http_api::percent_decode;
+use crate::http_api::query_pairs;
 use crate::lambda::FunctionPool;
 use crate::websocket_event::{
     ConnectionContext, connect_event, disconnect_event, iso8601, message_event,
@@ -318,16 +318,7 @@ async fn upgrade(
         connected_at_ms: now,
         source_ip: peer.ip().to_string(),
     };
-    let query: Vec<(String, String)> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
+    let query = query_pairs(uri.query().unwrap_or(""));
     let header_pairs: Vec<(String, String)> = headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
