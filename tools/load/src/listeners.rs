@@ -4,6 +4,8 @@
 use crate::report::Seen;
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -16,19 +18,29 @@ pub struct Observed {
     pub seen: Seen,
 }
 
-/// Connects a listener to `url` (already carrying `?stream=`); returns once connected, with a
-/// task that records until `stop` fires.
+/// A connected listener.
+pub struct Listener {
+    pub stream: usize,
+    /// The cumulative count it shows now, for waiting until it caught up.
+    pub shown: Arc<AtomicU64>,
+    /// Records until the stop signal; yields what it observed.
+    pub task: tokio::task::JoinHandle<Observed>,
+}
+
+/// Connects a listener to `url` (already carrying `?stream=`); returns once connected.
 pub async fn listen(
     url: String,
     stream: usize,
     stream_id: String,
     started: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<Observed>, String> {
+) -> Result<Listener, String> {
     let (mut socket, _) = tokio_tungstenite::connect_async(&url)
         .await
         .map_err(|e| format!("WebSocket {url}: {e}"))?;
-    Ok(tokio::spawn(async move {
+    let shown = Arc::new(AtomicU64::new(0));
+    let shown_by_task = Arc::clone(&shown);
+    let task = tokio::spawn(async move {
         let mut observed = Observed {
             stream,
             ..Observed::default()
@@ -61,11 +73,17 @@ pub async fn listen(
             if total > *kept {
                 cumulative += total - *kept;
                 *kept = total;
+                shown_by_task.store(cumulative, Ordering::Relaxed);
                 observed
                     .seen
                     .push((started.elapsed().as_secs_f64() * 1_000.0, cumulative));
             }
         }
         observed
-    }))
+    });
+    Ok(Listener {
+        stream,
+        shown,
+        task,
+    })
 }

@@ -15,6 +15,7 @@ use rand::Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -87,12 +88,12 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .unwrap_or(0);
 
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
-    let mut listener_tasks = Vec::new();
+    let mut listeners = Vec::new();
     for stream in 0..plan.streams {
         for _ in 0..plan.listeners_per_stream {
             let id = stream_id(plan, stream);
             let url = format!("{}?stream={id}", plan.websocket);
-            listener_tasks.push(listen(url, stream, id, started, stop.clone()).await?);
+            listeners.push(listen(url, stream, id, started, stop.clone()).await?);
         }
     }
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
@@ -215,19 +216,18 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         }
     }
     settle.set_message("waiting for the listeners to show the last counts...");
-    // Listeners get until the same deadline to show every accepted tap.
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if diffs.is_empty() {
-            // Give in-flight pushes a moment; the fan-out is fast once counts are stored.
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
-            break;
-        }
+    // Each listener gets until the same deadline to show every accepted tap of its stream.
+    while Instant::now() < deadline
+        && listeners
+            .iter()
+            .any(|l| l.shown.load(Ordering::Relaxed) < accepted_total[l.stream])
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_listeners.send(true).ok();
     let mut observed: Vec<Observed> = Vec::new();
-    for task in listener_tasks {
-        observed.push(task.await.map_err(|e| e.to_string())?);
+    for listener in listeners {
+        observed.push(listener.task.await.map_err(|e| e.to_string())?);
     }
     settle.finish_and_clear();
 
