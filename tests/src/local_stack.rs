@@ -69,6 +69,12 @@ impl TestStack {
             .local
             .variables
             .insert("MONGODB_DATABASE".into(), database.clone());
+        // The sample events' reactions lie in January 2026: with the default 168 h their windows
+        // would already be past `expires_at`, and MongoDB's TTL sweep could delete them mid-test.
+        options
+            .local
+            .variables
+            .insert("WINDOW_RETENTION_HOURS".into(), "876000".into());
         options.mapping = MappingOptions {
             batching_window: Some(Duration::from_millis(50)),
             first_backoff: Duration::from_millis(100),

@@ -15,10 +15,15 @@ use std::time::Duration;
 
 const WIDTH: WindowWidth = WindowWidth::DEFAULT;
 
+/// The fixtures' windows start at the epoch, so a retention of a century keeps their
+/// `expires_at` in the future: MongoDB's TTL sweep (once a minute) must not delete them while a
+/// test runs.
+const RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
 fn times() -> WriteTimes {
     WriteTimes {
         now_ms: 1_000,
-        retention: Duration::from_secs(3_600),
+        retention: RETENTION,
     }
 }
 
@@ -186,7 +191,7 @@ async fn indexes_enforce_one_document_per_window_and_retention() {
         .get_datetime("expires_at")
         .unwrap()
         .timestamp_millis();
-    assert_eq!(expires, end_ms + 3_600_000);
+    assert_eq!(expires, end_ms + RETENTION.as_millis() as i64);
     let duplicate = raw
         .insert_one(doc! { "stream": stored.get_str("stream").unwrap(), "start_ms": stored.get_i64("start_ms").unwrap() })
         .await

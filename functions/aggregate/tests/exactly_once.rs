@@ -28,6 +28,9 @@ struct Setup {
     config: AggregateConfig,
 }
 
+/// A century: long enough that no fixture window expires while a test runs.
+const RETENTION_HOURS: &str = "876000";
+
 fn settings(
     brokers: &str,
     mongodb_uri: &str,
@@ -41,6 +44,12 @@ fn settings(
         ("OUTPUT_TOPIC".to_owned(), unique_name("output")),
         ("DEAD_LETTER_TOPIC".to_owned(), unique_name("dlq")),
         ("PRODUCE_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+        // The fixtures' windows lie in January 2026: with the default 168 h they would already be
+        // past `expires_at`, and MongoDB's TTL sweep (once a minute) could delete them mid-test.
+        (
+            "WINDOW_RETENTION_HOURS".to_owned(),
+            RETENTION_HOURS.to_owned(),
+        ),
     ]);
     for (k, v) in extra {
         settings.insert((*k).to_owned(), (*v).to_owned());

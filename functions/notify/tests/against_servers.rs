@@ -328,9 +328,11 @@ async fn subscribe_ping_and_sync_answer_on_the_connection() {
         })
         .collect();
     let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
+    // The windows lie in 2023: a short retention would leave them past `expires_at`, and the
+    // TTL sweep could delete them before the sync reads them.
     let times = WriteTimes {
         now_ms: now(),
-        retention: Duration::from_secs(3_600),
+        retention: Duration::from_secs(100 * 365 * 24 * 3_600),
     };
     windows
         .apply_batch(&deltas, WindowWidth::DEFAULT, times)
