@@ -300,9 +300,10 @@ impl AckedProducer {
         &self.context
     }
 
-    /// Connects to the cluster and loads `topic`'s metadata now rather than on the first
-    /// request, so a cold container's first answer is not slowed by connection set-up. Failure
-    /// is only logged: the broker may come up later and requests then answer 503 until it does.
+    /// Connects to the cluster and loads `topic`'s metadata ahead of the first request, so a
+    /// cold container's first answer is not slowed by connection set-up alone. Meant to run in
+    /// the background of an init. Failure is only logged: the broker may come up later and
+    /// requests then answer 503 until it does.
     pub async fn warm_up(&self, topic: &str, timeout: Duration) {
         let producer = self.producer.clone();
         let topic = topic.to_owned();

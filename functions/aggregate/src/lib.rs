@@ -16,6 +16,7 @@ use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{IndexesOnce, StoreError, StoredWindow, WindowStore, WriteTimes};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Why a batch failed (and will be retried by the event source).
@@ -50,12 +51,16 @@ pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
     producer: AckedProducer,
-    indexes: IndexesOnce,
+    indexes: Arc<IndexesOnce>,
 }
 
 impl Aggregate {
-    /// Builds the clients and tries to create the indexes. MongoDB being down does not fail
-    /// the init: the first batch retries the indexes and fails (to be retried) if still down.
+    /// Builds the clients and starts creating the indexes in the background, so the init does
+    /// not wait for a MongoDB round trip: the event that Lambda delivers right after init is
+    /// fetched meanwhile, and its first write waits for the creation still in flight (the
+    /// unique `(stream, start_ms)` index must exist before any window is inserted). MongoDB
+    /// being down does not fail the init: the first batch retries the indexes and fails (to be
+    /// retried) if still down.
     pub async fn new(config: AggregateConfig) -> Result<Self, AggregateError> {
         let database = reactions::mongo::open(&config.mongo, "emostream-aggregate").await?;
         let producer =
@@ -69,12 +74,12 @@ impl Aggregate {
             store: WindowStore::new(&database),
             producer,
             config,
-            indexes: IndexesOnce::default(),
+            indexes: Arc::default(),
         };
-        aggregate
-            .indexes
-            .try_at_start_up(|| aggregate.store.ensure_indexes())
-            .await;
+        let (indexes, store) = (Arc::clone(&aggregate.indexes), aggregate.store.clone());
+        tokio::spawn(async move {
+            indexes.try_at_start_up(|| store.ensure_indexes()).await;
+        });
         Ok(aggregate)
     }
 

@@ -88,15 +88,16 @@ fn body_bytes(body: &Body) -> &[u8] {
 }
 
 impl Ingest {
-    /// Builds the clients. Neither connects here: Kafka and MongoDB problems surface per request
-    /// as 503, so an outage of one does not stop the other's routes.
+    /// Builds the clients. Neither is waited for here: the producer starts connecting in the
+    /// background and MongoDB connects on first use, so Kafka and MongoDB problems surface per
+    /// request as 503 and an outage of one does not stop the other's routes.
     pub async fn new(config: IngestConfig) -> Result<Self, InitError> {
         let publisher = ReactionPublisher::new(
             config.kafka.clone(),
             config.reaction_topic.clone(),
             config.produce_timeout,
         )?;
-        publisher.warm_up().await;
+        publisher.start_warm_up();
         let database = reactions::mongo::open(&config.mongo, "emostream-ingest").await?;
         Ok(Self {
             windows: WindowStore::new(&database),

@@ -32,9 +32,12 @@ impl ReactionPublisher {
         })
     }
 
-    /// Connects ahead of the first request (see [`AckedProducer::warm_up`]).
-    pub async fn warm_up(&self) {
-        self.current().warm_up(&self.topic, self.timeout).await;
+    /// Starts connecting and fetching the topic's metadata in the background (see
+    /// [`AckedProducer::warm_up`]), so the init does not wait for the broker while the first
+    /// request, fetched meanwhile, finds the connection already under way.
+    pub fn start_warm_up(&self) {
+        let (producer, topic, timeout) = (self.current(), self.topic.clone(), self.timeout);
+        tokio::spawn(async move { producer.warm_up(&topic, timeout).await });
     }
 
     /// The topic written to.
