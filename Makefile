@@ -61,4 +61,4 @@ load: deps
 	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json $(LOAD_ARGS)
 
 figures: deps
-	local/servers.sh run -- $(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture
+	local/servers.sh run -- sh -c '$(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture && $(CARGO) test -p emostream-tests --test kafka_adapter first_acknowledgement -- --nocapture'

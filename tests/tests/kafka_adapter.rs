@@ -130,3 +130,42 @@ async fn an_unreachable_broker_is_a_timeout_not_a_hang() {
     .await;
     assert!(admin.is_err());
 }
+
+/// Prints how long a new producer's first record takes to be acknowledged, cold and after
+/// [`AckedProducer::warm_up`] (`make figures` shows it); both must be acknowledged.
+#[tokio::test]
+async fn first_acknowledgement_cold_and_after_warm_up() {
+    let settings = servers().kafka("first-ack-test");
+    let topic = unique_name("adapter-first-ack");
+    let spec = [TopicSpec {
+        name: topic.clone(),
+        partitions: 3,
+    }];
+    ensure_topics(&settings, &spec, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(10);
+    for warmed in [false, true] {
+        let producer = AckedProducer::new(&settings, limit).unwrap();
+        let started = std::time::Instant::now();
+        if warmed {
+            producer.warm_up(&topic, limit).await;
+        }
+        let warm_up = started.elapsed();
+        let first = std::time::Instant::now();
+        let delivered = producer
+            .produce_all(&topic, &[OutgoingRecord::new("k", "first")], limit)
+            .await
+            .unwrap();
+        assert_eq!(delivered.len(), 1);
+        println!(
+            "first record acknowledged after {:.1} ms ({})",
+            first.elapsed().as_secs_f64() * 1e3,
+            if warmed {
+                format!("warmed up in {:.1} ms", warm_up.as_secs_f64() * 1e3)
+            } else {
+                "cold producer".to_owned()
+            }
+        );
+    }
+}

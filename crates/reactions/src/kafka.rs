@@ -301,24 +301,44 @@ impl AckedProducer {
     }
 
     /// Connects to the cluster and loads `topic`'s metadata ahead of the first request, so a
-    /// cold container's first answer is not slowed by connection set-up alone. Meant to run in
-    /// the background of an init. Failure is only logged: the broker may come up later and
-    /// requests then answer 503 until it does.
+    /// cold container's first answer is not slowed by connection set-up. Failure is only
+    /// logged: the broker may come up later and requests then answer 503 until it does.
+    ///
+    /// The metadata is fetched twice. The first answer comes from a bootstrap address, which
+    /// librdkafka then replaces with the brokers it names; an idempotent producer gets its
+    /// producer id only from one of those, and otherwise retries on a 500 ms timer, so the
+    /// first record would wait up to a second. The second fetch waits for a named broker and
+    /// its answer makes librdkafka ask for the producer id at once.
     pub async fn warm_up(&self, topic: &str, timeout: Duration) {
-        let producer = self.producer.clone();
-        let topic = topic.to_owned();
-        let fetched = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Timeout::After(timeout))
-                .map(|_| ())
-        })
-        .await;
-        match fetched {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "Kafka not reachable at start-up"),
-            Err(error) => tracing::warn!(%error, "Kafka warm-up did not finish"),
+        for _ in 0..2 {
+            let producer = self.producer.clone();
+            let topic = topic.to_owned();
+            let fetched = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Timeout::After(timeout))
+                    .map(|_| ())
+            })
+            .await;
+            match fetched {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "Kafka not reachable at start-up");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka warm-up did not finish");
+                    return;
+                }
+            }
         }
+    }
+
+    /// [`AckedProducer::warm_up`] on a task of its own, for an init that must not wait for the
+    /// broker: the first event, fetched meanwhile, finds the connection under way.
+    pub fn start_warm_up(&self, topic: &str, timeout: Duration) {
+        let (producer, topic) = (self.clone(), topic.to_owned());
+        tokio::spawn(async move { producer.warm_up(&topic, timeout).await });
     }
 
     /// A fatal producer error (e.g. the idempotence state was lost), after which this producer

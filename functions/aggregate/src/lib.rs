@@ -55,12 +55,12 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Builds the clients and starts creating the indexes in the background, so the init does
-    /// not wait for a MongoDB round trip: the event that Lambda delivers right after init is
-    /// fetched meanwhile, and its first write waits for the creation still in flight (the
-    /// unique `(stream, start_ms)` index must exist before any window is inserted). MongoDB
-    /// being down does not fail the init: the first batch retries the indexes and fails (to be
-    /// retried) if still down.
+    /// Builds the clients and starts, in the background, creating the indexes and warming the
+    /// producer up, so the init waits for no server. The event that Lambda delivers right
+    /// after init is fetched meanwhile, and its first write waits for the index creation still
+    /// in flight (the unique `(stream, start_ms)` index must exist before any window is
+    /// inserted). MongoDB being down does not fail the init: the first batch retries the
+    /// indexes and fails (to be retried) if still down.
     pub async fn new(config: AggregateConfig) -> Result<Self, AggregateError> {
         let database = reactions::mongo::open(&config.mongo, "emostream-aggregate").await?;
         let producer =
@@ -80,6 +80,10 @@ impl Aggregate {
         tokio::spawn(async move {
             indexes.try_at_start_up(|| store.ensure_indexes()).await;
         });
+        aggregate.producer.start_warm_up(
+            &aggregate.config.output_topic,
+            aggregate.config.produce_timeout,
+        );
         Ok(aggregate)
     }
 

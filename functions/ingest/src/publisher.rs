@@ -32,12 +32,9 @@ impl ReactionPublisher {
         })
     }
 
-    /// Starts connecting and fetching the topic's metadata in the background (see
-    /// [`AckedProducer::warm_up`]), so the init does not wait for the broker while the first
-    /// request, fetched meanwhile, finds the connection already under way.
+    /// Starts connecting in the background (see [`AckedProducer::start_warm_up`]).
     pub fn start_warm_up(&self) {
-        let (producer, topic, timeout) = (self.current(), self.topic.clone(), self.timeout);
-        tokio::spawn(async move { producer.warm_up(&topic, timeout).await });
+        self.current().start_warm_up(&self.topic, self.timeout);
     }
 
     /// The topic written to.
