@@ -58,7 +58,7 @@ bench:
 # binaries, with latency figures and the exactness check (LOAD_ARGS adds options).
 load: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
-	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json $(LOAD_ARGS)
+	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json --plot target/load.png $(LOAD_ARGS)
 
 figures: deps
 	local/servers.sh run -- sh -c '$(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture && $(CARGO) test -p emostream-tests --test kafka_adapter first_acknowledgement -- --nocapture'

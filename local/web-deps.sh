@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the browser tests need, reusing what is there: Debian's Chromium and an emoji
-# font (apt), and playwright-core (npm, pinned by web/tests/package-lock.json). Idempotent.
+# font (apt), and playwright-core (npm, pinned by web/tests/package-lock.json); also DejaVu, the
+# text font of the load generator's plot. Idempotent.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -9,6 +10,7 @@ say() { printf '[web-deps] %s\n' "$*" >&2; }
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || missing+=(fonts-noto-color-emoji)
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 if ((${#missing[@]})); then
   say "installing ${missing[*]} with apt-get (a few minutes the first time)..."
   SUDO=""

@@ -4,6 +4,7 @@
 //! and checks at the end that the stored counts equal the accepted reactions exactly.
 
 pub mod listeners;
+pub mod plot;
 pub mod profile;
 pub mod report;
 pub mod run;

@@ -5,6 +5,7 @@
 use clap::Parser;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{LocalStack, StackOptions};
+use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, run};
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ struct Cli {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also plot tap-to-screen p50 and p99 per second to this PNG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -188,6 +192,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         value["functions"] = serde_json::json!(functions);
         std::fs::write(path, serde_json::to_vec_pretty(&value)?)?;
         eprintln!("figures written to {}", path.display());
+    }
+    if let Some(path) = &cli.plot {
+        let title = format!(
+            "tap-to-screen latency, {:?} at {} reactions/s",
+            plan.profile, plan.rate
+        );
+        match write_latency_plot(path, &title, &report.latency_over_time) {
+            Ok(()) => eprintln!("plot written to {}", path.display()),
+            // The figures are printed and the counts checked; a missing plot must not hide that.
+            Err(error) => eprintln!("no plot: {error}"),
+        }
     }
     if let Some(stack) = stack {
         stack.stop().await;

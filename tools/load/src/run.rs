@@ -65,8 +65,17 @@ pub struct RunReport {
     /// Stored counts equal accepted reactions for every stream and emoji.
     pub exact: bool,
     pub differences: Vec<String>,
-    /// Tap-to-screen p50 per second of the measured part, for plotting.
-    pub latency_over_time: Vec<(u64, f64)>,
+    /// Tap-to-screen p50 and p99 per second of the measured part, for plotting.
+    pub latency_over_time: Vec<SecondLatency>,
+}
+
+/// Tap-to-screen latency of the requests sent in one second of the measured part.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SecondLatency {
+    /// Seconds since the measured part began.
+    pub second: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 fn stream_id(plan: &RunPlan, stream: usize) -> String {
@@ -287,7 +296,14 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         differences: diffs,
         latency_over_time: by_second
             .into_iter()
-            .map(|(second, samples)| (second, weighted_percentiles(samples).p50))
+            .map(|(second, samples)| {
+                let figures = weighted_percentiles(samples);
+                SecondLatency {
+                    second,
+                    p50_ms: figures.p50,
+                    p99_ms: figures.p99,
+                }
+            })
             .collect(),
     })
 }
