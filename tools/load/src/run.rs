@@ -72,7 +72,7 @@ pub struct RunReport {
 /// Tap-to-screen latency of the requests sent in one second of the measured part.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SecondLatency {
-    /// Seconds since the measured part began.
+    /// Seconds since the run began; the warm-up's seconds are left out.
     pub second: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
