@@ -11,21 +11,35 @@ use reactions::kafka::{
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Creates a topic with a fresh name and three partitions, and returns its spec.
+async fn new_topic(settings: &KafkaSettings, prefix: &str) -> TopicSpec {
+    let spec = TopicSpec {
+        name: unique_name(prefix),
+        partitions: 3,
+    };
+    ensure_topics(
+        settings,
+        std::slice::from_ref(&spec),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    spec
+}
+
 #[tokio::test]
 async fn keyed_records_land_on_one_partition_per_key_in_order() {
     let settings = servers().kafka("kafka-adapter-test");
-    let topic = unique_name("adapter-keyed");
-    let spec = [TopicSpec {
-        name: topic.clone(),
-        partitions: 3,
-    }];
-    ensure_topics(&settings, &spec, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let spec = new_topic(&settings, "adapter-keyed").await;
+    let topic = spec.name.clone();
     // A second call finds the topic and succeeds: start-up may run it every time.
-    ensure_topics(&settings, &spec, Duration::from_secs(10))
-        .await
-        .unwrap();
+    ensure_topics(
+        &settings,
+        std::slice::from_ref(&spec),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
 
     let producer = AckedProducer::new(&settings, Duration::from_secs(10)).unwrap();
     let keys = ["match-a", "match-b", "match-c", "match-d", "match-e"];
@@ -136,14 +150,7 @@ async fn an_unreachable_broker_is_a_timeout_not_a_hang() {
 #[tokio::test]
 async fn first_acknowledgement_cold_and_after_warm_up() {
     let settings = servers().kafka("first-ack-test");
-    let topic = unique_name("adapter-first-ack");
-    let spec = [TopicSpec {
-        name: topic.clone(),
-        partitions: 3,
-    }];
-    ensure_topics(&settings, &spec, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let topic = new_topic(&settings, "adapter-first-ack").await.name;
     let limit = Duration::from_secs(10);
     for warmed in [false, true] {
         let producer = AckedProducer::new(&settings, limit).unwrap();
