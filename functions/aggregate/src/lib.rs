@@ -76,10 +76,10 @@ impl Aggregate {
             config,
             indexes: Arc::default(),
         };
-        let (indexes, store) = (Arc::clone(&aggregate.indexes), aggregate.store.clone());
-        tokio::spawn(async move {
-            indexes.try_at_start_up(|| store.ensure_indexes()).await;
-        });
+        let store = aggregate.store.clone();
+        aggregate
+            .indexes
+            .start_in_background(move || async move { store.ensure_indexes().await });
         aggregate.producer.start_warm_up(
             &aggregate.config.output_topic,
             aggregate.config.produce_timeout,

@@ -25,7 +25,6 @@ use reactions::mongo::{ConnectionStore, IndexesOnce, StoreError, WindowStore};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use token::ConnectTokens;
 
@@ -107,7 +106,6 @@ pub struct Notify {
     api: ConnectionsApi,
     tokens: Option<ConnectTokens>,
     indexes: Arc<IndexesOnce>,
-    creating_indexes: Arc<AtomicBool>,
 }
 
 impl Notify {
@@ -127,7 +125,6 @@ impl Notify {
             tokens,
             config,
             indexes: Arc::default(),
-            creating_indexes: Arc::default(),
         };
         notify.create_indexes_in_background();
         Ok(notify)
@@ -138,20 +135,9 @@ impl Notify {
     /// init nor an event waits for them. Tried at start-up and, until it succeeds, again on
     /// later events; at most one attempt runs at a time.
     fn create_indexes_in_background(&self) {
-        if self.indexes.is_done() || self.creating_indexes.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (indexes, connections, flag) = (
-            Arc::clone(&self.indexes),
-            self.connections.clone(),
-            Arc::clone(&self.creating_indexes),
-        );
-        tokio::spawn(async move {
-            indexes
-                .try_at_start_up(|| connections.ensure_indexes())
-                .await;
-            flag.store(false, Ordering::Release);
-        });
+        let connections = self.connections.clone();
+        self.indexes
+            .start_in_background(move || async move { connections.ensure_indexes().await });
     }
 
     /// Handles one event of either kind.

@@ -57,7 +57,11 @@ fn expiry_index() -> IndexModel {
 /// Creates a collection's indexes once per container: at start-up if MongoDB answers, else on
 /// the first event that needs them (which then fails, to be retried, while MongoDB is down).
 #[derive(Debug, Default)]
-pub struct IndexesOnce(tokio::sync::OnceCell<()>);
+pub struct IndexesOnce {
+    created: tokio::sync::OnceCell<()>,
+    /// A background attempt is running, so another is not started beside it.
+    attempting: std::sync::atomic::AtomicBool,
+}
 
 impl IndexesOnce {
     /// Runs `create` unless it already succeeded.
@@ -66,12 +70,12 @@ impl IndexesOnce {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(), StoreError>>,
     {
-        self.0.get_or_try_init(create).await.map(|_| ())
+        self.created.get_or_try_init(create).await.map(|_| ())
     }
 
     /// Whether the indexes were created.
     pub fn is_done(&self) -> bool {
-        self.0.initialized()
+        self.created.initialized()
     }
 
     /// Like [`IndexesOnce::ensure`] at start-up: a failure is logged, not returned.
@@ -83,6 +87,26 @@ impl IndexesOnce {
         if let Err(error) = self.ensure(create).await {
             tracing::warn!(%error, "indexes not created at start-up; retrying on the next event");
         }
+    }
+
+    /// Like [`IndexesOnce::try_at_start_up`], on a task of its own, so an init or an event does
+    /// not wait for the MongoDB round trip; an [`IndexesOnce::ensure`] meanwhile waits for it.
+    /// Does nothing once the indexes exist or while an attempt is running, so it may be called
+    /// on every event until it succeeds.
+    pub fn start_in_background<F, Fut>(self: &std::sync::Arc<Self>, create: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        if self.is_done() || self.attempting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let indexes = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            indexes.try_at_start_up(create).await;
+            indexes.attempting.store(false, Ordering::Release);
+        });
     }
 }
 
