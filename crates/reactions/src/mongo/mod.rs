@@ -78,21 +78,10 @@ impl IndexesOnce {
         self.created.initialized()
     }
 
-    /// Like [`IndexesOnce::ensure`] at start-up: a failure is logged, not returned.
-    pub async fn try_at_start_up<F, Fut>(&self, create: F)
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<(), StoreError>>,
-    {
-        if let Err(error) = self.ensure(create).await {
-            tracing::warn!(%error, "indexes not created at start-up; retrying on the next event");
-        }
-    }
-
-    /// Like [`IndexesOnce::try_at_start_up`], on a task of its own, so an init or an event does
-    /// not wait for the MongoDB round trip; an [`IndexesOnce::ensure`] meanwhile waits for it.
-    /// Does nothing once the indexes exist or while an attempt is running, so it may be called
-    /// on every event until it succeeds.
+    /// Runs [`IndexesOnce::ensure`] on a task of its own, so an init or an event does not wait
+    /// for the MongoDB round trip (an `ensure` meanwhile waits for it); a failure is logged, not
+    /// returned. Does nothing once the indexes exist or while an attempt is running, so it may
+    /// be called on every event until it succeeds.
     pub fn start_in_background<F, Fut>(self: &std::sync::Arc<Self>, create: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -104,7 +93,9 @@ impl IndexesOnce {
         }
         let indexes = std::sync::Arc::clone(self);
         tokio::spawn(async move {
-            indexes.try_at_start_up(create).await;
+            if let Err(error) = indexes.ensure(create).await {
+                tracing::warn!(%error, "indexes not created yet; retrying on the next event");
+            }
             indexes.attempting.store(false, Ordering::Release);
         });
     }
