@@ -47,39 +47,44 @@ pub fn write_latency_plot(
         return Err(PlotError::NoData);
     }
     register_label_font()?;
-    let draw = |reason: String| PlotError::Draw {
+    draw(path, title, seconds).map_err(|error| PlotError::Draw {
         path: path.to_owned(),
-        reason,
-    };
+        reason: error.to_string(),
+    })
+}
+
+/// Draws the chart; every drawing error is reported the same way by the caller.
+fn draw<'a>(
+    path: &'a Path,
+    title: &str,
+    seconds: &[SecondLatency],
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let first_second = seconds.iter().map(|s| s.second).min().unwrap_or(0);
     let last_second = seconds.iter().map(|s| s.second).max().unwrap_or(0) + 1;
     let highest = seconds.iter().map(|s| s.p99_ms).fold(P99_GOAL_MS, f64::max);
 
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw(e.to_string()))?;
+    root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(48)
         .y_label_area_size(72)
         // Headroom above the highest line keeps the legend clear of the data.
-        .build_cartesian_2d(first_second..last_second, 0.0..highest * 1.4)
-        .map_err(|e| draw(e.to_string()))?;
+        .build_cartesian_2d(first_second..last_second, 0.0..highest * 1.4)?;
     chart
         .configure_mesh()
         .x_desc("second since the run began (warm-up left out)")
         .y_desc("tap-to-screen latency (ms)")
         .label_style(("sans-serif", 16))
-        .draw()
-        .map_err(|e| draw(e.to_string()))?;
+        .draw()?;
 
     let series: [(&str, RGBColor, Figure); 2] =
         [("p50", BLUE, |s| s.p50_ms), ("p99", RED, |s| s.p99_ms)];
     for (label, color, figure) in series {
         let points = seconds.iter().map(|s| (s.second, figure(s)));
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| draw(e.to_string()))?
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
@@ -93,8 +98,7 @@ pub fn write_latency_plot(
                 8,
                 6,
                 color.mix(0.5).stroke_width(1),
-            ))
-            .map_err(|e| draw(e.to_string()))?
+            ))?
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.mix(0.5)));
     }
@@ -103,9 +107,9 @@ pub fn write_latency_plot(
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .draw()
-        .map_err(|e| draw(e.to_string()))?;
-    root.present().map_err(|e| draw(e.to_string()))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// Registers a system TrueType font as `sans-serif` once per process: the pure-Rust glyph
