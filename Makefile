@@ -3,10 +3,11 @@
 #   make demo   the pipeline on this machine
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
 #   make load   the load test; make sam-build: the Lambda artifacts; make template-lint
+#   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load toolchain fmt-check clippy unit-and-integration bench figures
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load toolchain fmt-check clippy unit-and-integration bench figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -43,8 +44,16 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# --no-fail-fast: every test binary runs even when one fails, so one failure hides no other;
+# cargo still exits non-zero when any test failed.
 unit-and-integration:
-	local/servers.sh run -- $(CARGO) test --workspace --locked
+	local/servers.sh run -- $(CARGO) test --workspace --locked --no-fail-fast
+
+STRESS_RUNS ?= 5
+
+# The tests under load: STRESS_RUNS runs in a row while stress-ng keeps every core busy.
+stress:
+	local/stress-test.sh $(STRESS_RUNS)
 
 demo:
 	local/demo.sh

@@ -1,6 +1,7 @@
 //! A private Kafka-wire broker that one test owns and can stop and restart on the same port and
 //! data directory: for proving behaviour while the broker is down and after it returns.
 
+use crate::patience::PATIENCE;
 use crate::repo_root;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -52,18 +53,26 @@ impl BrokerProcess {
     }
 
     /// Stops the broker the way an operator would (SIGTERM, letting it flush its log), killing
-    /// it only if it has not exited within 10 s, and waits until the port is closed.
+    /// it only if it has not exited within [`PATIENCE`], and waits until the port is closed.
     pub fn stop(&mut self) {
-        self.signal_and_wait("-TERM");
+        assert!(
+            self.signal_and_wait("-TERM"),
+            "broker still listening on {} {PATIENCE:?} after it was stopped",
+            self.address()
+        );
     }
 
     /// Kills the broker abruptly, as a crash would. Records it acknowledged but had not yet
     /// flushed may be lost, as with a single unreplicated Kafka broker.
     pub fn kill(&mut self) {
+        // Also called from drop, where a panic would abort: a port still open is reported by
+        // the next start on it instead.
         self.signal_and_wait("-KILL");
     }
 
-    fn signal_and_wait(&mut self, signal: &str) {
+    /// Signals the broker's process group and waits until its port is closed; false if it is
+    /// still open after [`PATIENCE`].
+    fn signal_and_wait(&mut self, signal: &str) -> bool {
         if let Some(mut child) = self.child.take() {
             // The launcher runs the broker in its own process group; signal the whole group.
             let group = format!("-{}", child.id());
@@ -80,7 +89,7 @@ impl BrokerProcess {
                     .status()
                     .is_ok_and(|s| s.success())
             };
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + PATIENCE;
             while Instant::now() < deadline {
                 let _ = child.try_wait();
                 if !group_alive() {
@@ -94,10 +103,14 @@ impl BrokerProcess {
                 .status();
             let _ = child.wait();
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.address()).is_ok() && Instant::now() < deadline {
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(self.address()).is_ok() {
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     /// Starts the broker again on the same port with the same data.
@@ -124,7 +137,7 @@ impl BrokerProcess {
             .spawn()
             .expect("start the broker");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + PATIENCE;
         while std::net::TcpStream::connect(self.address()).is_err() {
             assert!(
                 Instant::now() < deadline,

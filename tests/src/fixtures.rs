@@ -3,6 +3,15 @@
 
 use reactions::kafka_event::RecordPosition;
 use reactions::{EmojiName, Reaction, StreamId, UserId};
+use std::time::Duration;
+
+/// The retention for windows a test writes. Fixture windows lie in the past (some at the
+/// epoch), so a century keeps their `expires_at` in the future: MongoDB's TTL sweep (once a
+/// minute) must not delete them while a test runs.
+pub const FIXTURE_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
+/// [`FIXTURE_RETENTION`] in hours, for `WINDOW_RETENTION_HOURS`.
+pub const FIXTURE_RETENTION_HOURS: &str = "876000";
 
 /// `len` reactions at offsets 1000.. of `topic`/`partition`, over `streams` streams named
 /// `live-N`, four emojis, 1 to 3 taps each, timed from `base_ms` over three 2 s windows.

@@ -9,6 +9,7 @@ pub mod connections_server;
 pub mod fixtures;
 pub mod http_client;
 pub mod local_stack;
+pub mod patience;
 pub mod topic_reader;
 
 use reactions::kafka::KafkaSettings;

@@ -71,10 +71,17 @@ impl TestStack {
             .insert("MONGODB_DATABASE".into(), database.clone());
         // The sample events' reactions lie in January 2026: with the default 168 h their windows
         // would already be past `expires_at`, and MongoDB's TTL sweep could delete them mid-test.
+        options.local.variables.insert(
+            "WINDOW_RETENTION_HOURS".into(),
+            crate::fixtures::FIXTURE_RETENTION_HOURS.into(),
+        );
+        // The functions' own produce timeouts (2 s for ingest) are set for an idle broker; on a
+        // busy machine they would answer 503 or fail batches by chance. Still under ingest's
+        // 10 s function timeout.
         options
             .local
             .variables
-            .insert("WINDOW_RETENTION_HOURS".into(), "876000".into());
+            .insert("PRODUCE_TIMEOUT_MS".into(), "8000".into());
         options.mapping = MappingOptions {
             batching_window: Some(Duration::from_millis(50)),
             first_backoff: Duration::from_millis(100),
@@ -91,7 +98,7 @@ impl TestStack {
             .await
             .expect("local stack starts");
         assert!(
-            stack.wait_ready(Duration::from_secs(30)).await,
+            stack.wait_ready(crate::patience::PATIENCE).await,
             "event source mappings got no partitions"
         );
         Self {

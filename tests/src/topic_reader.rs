@@ -43,14 +43,14 @@ pub async fn read_records(
 pub fn record_count(settings: &KafkaSettings, topic: &str) -> i64 {
     let consumer: BaseConsumer = settings.client_config().create().expect("create consumer");
     let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .fetch_metadata(Some(topic), crate::patience::PATIENCE)
         .expect("metadata");
     metadata.topics()[0]
         .partitions()
         .iter()
         .map(|p| {
             let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .fetch_watermarks(topic, p.id(), crate::patience::PATIENCE)
                 .expect("watermarks");
             high - low
         })

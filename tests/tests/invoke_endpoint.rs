@@ -5,9 +5,9 @@
 use emostream_local::lambda::{FunctionPool, Runner};
 use emostream_local::runtime_api::InvokeError;
 use emostream_tests::local_stack::function_binaries;
+use emostream_tests::patience::{PATIENCE, wait_for_listener};
 use emostream_tests::{closed_port, repo_root, servers};
 use std::process::Command;
-use std::time::Duration;
 
 fn emulator() -> String {
     let output = Command::new(repo_root().join("local/aws-tools.sh"))
@@ -47,19 +47,13 @@ async fn invocations_are_forwarded_to_the_runtime_interface_emulator() {
             // The emulator serves one function, always named `function`.
             name: "function".into(),
         },
-        Duration::from_secs(30),
+        PATIENCE,
         1,
     );
+    // The emulator takes a moment to listen, longer on a busy machine.
+    wait_for_listener(&format!("127.0.0.1:{port}")).await;
     let health = emostream_local::sample_event("ingest-get-health.json").unwrap();
-    let mut answer = pool.invoke(&health).await;
-    for _ in 0..50 {
-        // The emulator takes a moment to listen.
-        if !matches!(&answer, Err(InvokeError::Spawn(_))) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = pool.invoke(&health).await;
-    }
+    let answer = pool.invoke(&health).await;
     let answer: serde_json::Value = serde_json::from_slice(&answer.unwrap()).unwrap();
     assert_eq!(answer["statusCode"], 200, "{answer}");
     assert!(answer["body"].as_str().unwrap().contains("ok"));

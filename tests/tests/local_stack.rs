@@ -5,12 +5,14 @@
 use emostream_local::websocket_api::Limits;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::{TestStack, WsClient};
+use emostream_tests::patience::PATIENCE;
 use emostream_tests::servers;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, connect};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const EMOJIS: [&str; 4] = ["fire", "clap", "joy", "heart"];
@@ -126,12 +128,12 @@ async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
         .await
         .unwrap();
     watcher.send(r#"{"action":"ping"}"#).await;
-    let pong = watcher.next_json(Duration::from_secs(10)).await.unwrap();
+    let pong = watcher.next_json(PATIENCE).await.unwrap();
     assert_eq!(pong["type"], "pong");
 
     let expected = post_reactions(&client, &api, "final", 20, 25).await;
     let mut newest = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while sum_windows(&newest) != expected {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let frame = watcher.next_json(remaining).await.unwrap_or_else(|e| {
@@ -161,7 +163,7 @@ async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
         .await
         .unwrap();
     late.send(r#"{"action":"sync"}"#).await;
-    let snapshot = late.next_json(Duration::from_secs(10)).await.unwrap();
+    let snapshot = late.next_json(PATIENCE).await.unwrap();
     assert_eq!(snapshot["type"], "snapshot");
     let mut from_snapshot = BTreeMap::new();
     for state in snapshot["windows"].as_array().unwrap() {
@@ -183,39 +185,64 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
     .await;
     let api = test.stack.http_url.clone();
     let aggregate = test.stack.function("AggregateFunction").unwrap().clone();
-    let posting = tokio::spawn({
-        let api = api.clone();
-        async move { post_reactions(&JsonClient::default(), &api, "crash", 60, 20).await }
-    });
-    let mut kills: usize = 0;
-    while !posting.is_finished() && kills < 6 {
-        if aggregate.stats.in_flight.load(Ordering::Relaxed) > 0 {
-            // Let the batch get into its MongoDB write, then crash the instance.
-            tokio::time::sleep(Duration::from_millis(15 * (kills as u64 + 1))).await;
-            kills += aggregate.kill_instances();
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        } else {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    let expected = posting.await.unwrap();
-    assert!(kills >= 1, "no instance was killed");
-    let mongo = mongo_of(&test);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut stored = stored_sums(&mongo, "crash").await;
-    while stored != expected && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stored = stored_sums(&mongo, "crash").await;
-    }
-    assert_eq!(stored, expected, "counts after {kills} kills");
     let mapping = test
         .stack
         .mappings
         .iter()
         .find(|m| m.mapping.function == "AggregateFunction")
         .unwrap();
+    // Reactions flow until the kills have failed enough batches (however long that takes on
+    // this machine), so there is always a batch to kill.
+    let enough_kills = Arc::new(AtomicBool::new(false));
+    let posting = tokio::spawn({
+        let api = api.clone();
+        let enough_kills = Arc::clone(&enough_kills);
+        async move {
+            let client = JsonClient::default();
+            let mut expected = BTreeMap::new();
+            let mut round = 0;
+            while round < 60 || !enough_kills.load(Ordering::Relaxed) {
+                let posted = post_reactions(&client, &api, "crash", 1, 20).await;
+                for (emoji, n) in posted {
+                    *expected.entry(emoji).or_insert(0) += n;
+                }
+                round += 1;
+            }
+            expected
+        }
+    });
+    let mut kills: usize = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while mapping.stats.failed_invocations.load(Ordering::Relaxed) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kills} kills failed no batch within {PATIENCE:?}"
+        );
+        if aggregate.stats.in_flight.load(Ordering::Relaxed) > 0 {
+            // Let the batch get into its MongoDB write, then crash the instance.
+            tokio::time::sleep(Duration::from_millis(15 * (kills as u64 % 6 + 1))).await;
+            kills += aggregate.kill_instances();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    enough_kills.store(true, Ordering::Relaxed);
+    let expected = posting.await.unwrap();
     let failed = mapping.stats.failed_invocations.load(Ordering::Relaxed);
+    assert!(kills >= 1, "no instance was killed");
     assert!(failed >= 1, "no batch failed, so nothing was retried");
+    let mongo = mongo_of(&test);
+    let mut stored = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
+        stored = stored_sums(&mongo, "crash").await;
+        if stored == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored, expected, "counts after {kills} kills");
     // Still exact a moment later: no retried batch counted twice after the check.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stored_sums(&mongo, "crash").await, expected);
@@ -228,13 +255,7 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
 
 #[tokio::test]
 async fn the_websocket_api_behaves_like_api_gateway() {
-    let test = TestStack::start("wsapi", |options| {
-        options.limits = Limits {
-            idle: Duration::from_millis(1_500),
-            ..Limits::default()
-        };
-    })
-    .await;
+    let test = TestStack::start("wsapi", |_| {}).await;
     let websocket = test.stack.websocket.clone().unwrap();
     let endpoint = test.stack.management_endpoint.clone().unwrap();
     let client = JsonClient::default();
@@ -269,7 +290,7 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     let (status, _) = client.post(&url, &json!({"hello": "browser"})).await;
     assert_eq!(status, 200);
     assert_eq!(
-        browser.next_json(Duration::from_secs(5)).await.unwrap(),
+        browser.next_json(PATIENCE).await.unwrap(),
         json!({"hello": "browser"})
     );
     let (status, described) = client.get(&url).await;
@@ -284,11 +305,8 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     assert!(connections.find(id).await.unwrap().is_some());
     let (status, _) = client.call("DELETE", &url).await;
     assert_eq!(status, 204);
-    assert_eq!(
-        browser.next_json(Duration::from_secs(5)).await.err(),
-        Some(Some(1000))
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    assert_eq!(browser.next_json(PATIENCE).await.err(), Some(Some(1000)));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     while connections.find(id).await.unwrap().is_some() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -299,31 +317,55 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     let (status, _) = client.post(&url, &json!({})).await;
     assert_eq!(status, 410);
 
-    // A silent connection is closed after the idle limit; an active one is not.
-    let mut silent = WsClient::connect(&test.websocket_url("mgmt"))
-        .await
-        .unwrap();
+    // A malformed message is answered by the function, not dropped.
     let mut chatty = WsClient::connect(&test.websocket_url("mgmt"))
         .await
         .unwrap();
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        chatty.send(r#"{"action":"ping"}"#).await;
-    }
-    assert_eq!(
-        silent.next_json(Duration::from_secs(3)).await.err(),
-        Some(Some(1001))
-    );
-    let mut pongs = 0;
-    while let Ok(frame) = chatty.next_json(Duration::from_millis(300)).await {
-        assert_eq!(frame["type"], "pong");
-        pongs += 1;
-    }
-    assert_eq!(pongs, 4);
-
-    // A malformed message is answered by the function, not dropped.
     chatty.send("not json").await;
-    let answer = chatty.next_json(Duration::from_secs(5)).await.unwrap();
+    let answer = chatty.next_json(PATIENCE).await.unwrap();
     assert_eq!(answer["code"], "not_json");
+    test.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_idle_limit_and_an_active_one_is_not() {
+    // A short idle limit (API Gateway's is 10 minutes), still several times the gap between the
+    // active connection's messages, so a busy machine cannot make that one look idle.
+    const IDLE: Duration = Duration::from_secs(5);
+    const GAP: Duration = Duration::from_secs(1);
+    let test = TestStack::start("idle", |options| {
+        options.limits = Limits {
+            idle: IDLE,
+            ..Limits::default()
+        };
+    })
+    .await;
+    let connecting = tokio::time::Instant::now();
+    let mut silent = WsClient::connect(&test.websocket_url("idle"))
+        .await
+        .unwrap();
+    let mut chatty = WsClient::connect(&test.websocket_url("idle"))
+        .await
+        .unwrap();
+    let opened = tokio::time::Instant::now();
+    let mut pings = 0;
+    // Active for longer than the idle limit.
+    while opened.elapsed() < IDLE + 2 * GAP {
+        tokio::time::sleep(GAP).await;
+        chatty.send(r#"{"action":"ping"}"#).await;
+        pings += 1;
+    }
+    assert_eq!(silent.next_json(PATIENCE).await.err(), Some(Some(1001)));
+    assert!(connecting.elapsed() >= IDLE, "closed before the idle limit");
+    for pong in 0..pings {
+        let frame = chatty
+            .next_json(PATIENCE)
+            .await
+            .unwrap_or_else(|e| panic!("pong {pong} of {pings}: {e:?}"));
+        assert_eq!(frame["type"], "pong");
+    }
+    // Still open: it answers.
+    chatty.send(r#"{"action":"ping"}"#).await;
+    assert_eq!(chatty.next_json(PATIENCE).await.unwrap()["type"], "pong");
     test.stack.stop().await;
 }

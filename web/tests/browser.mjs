@@ -14,7 +14,8 @@ const API_URL = process.env.API_URL;
 const ARTIFACTS = process.env.ARTIFACTS || ".";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STREAM = `browser-${Date.now().toString(36)}`;
-const TIMEOUT = 20000;
+// Generous: every wait is for a condition, and a busy machine may be slow to reach it.
+const TIMEOUT = 60000;
 
 assert.ok(WEB_URL && API_URL, "WEB_URL and API_URL are required");
 mkdirSync(ARTIFACTS, { recursive: true });

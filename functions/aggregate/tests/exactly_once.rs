@@ -7,6 +7,8 @@ use aggregate::config::AggregateConfig;
 use aggregate::{Aggregate, BatchSummary};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use emostream_tests::broker_process::BrokerProcess;
+use emostream_tests::fixtures::FIXTURE_RETENTION_HOURS;
+use emostream_tests::patience::PATIENCE;
 use emostream_tests::topic_reader::{read_records, record_count};
 use emostream_tests::{closed_port, servers, unique_name};
 use rdkafka::Message;
@@ -28,9 +30,6 @@ struct Setup {
     config: AggregateConfig,
 }
 
-/// A century: long enough that no fixture window expires while a test runs.
-const RETENTION_HOURS: &str = "876000";
-
 fn settings(
     brokers: &str,
     mongodb_uri: &str,
@@ -43,12 +42,13 @@ fn settings(
         ("MONGODB_DATABASE".to_owned(), database.to_owned()),
         ("OUTPUT_TOPIC".to_owned(), unique_name("output")),
         ("DEAD_LETTER_TOPIC".to_owned(), unique_name("dlq")),
-        ("PRODUCE_TIMEOUT_MS".to_owned(), "3000".to_owned()),
+        // Long enough for a busy machine; the broker-down test sets its own.
+        ("PRODUCE_TIMEOUT_MS".to_owned(), "30000".to_owned()),
         // The fixtures' windows lie in January 2026: with the default 168 h they would already be
         // past `expires_at`, and MongoDB's TTL sweep (once a minute) could delete them mid-test.
         (
             "WINDOW_RETENTION_HOURS".to_owned(),
-            RETENTION_HOURS.to_owned(),
+            FIXTURE_RETENTION_HOURS.to_owned(),
         ),
     ]);
     for (k, v) in extra {
@@ -69,7 +69,7 @@ async fn build(settings: &HashMap<String, String>) -> Setup {
             partitions: 1,
         },
     ];
-    ensure_topics(&config.kafka, &topics, Duration::from_secs(10))
+    ensure_topics(&config.kafka, &topics, PATIENCE)
         .await
         .unwrap();
     Setup {
@@ -123,12 +123,14 @@ async fn handle(setup: &Setup, records: &[(RecordPosition, Reaction)]) -> BatchS
         .unwrap()
 }
 
-/// Redelivers the batch `records` every 500 ms, up to 20 times, until the function succeeds.
+/// Redelivers the batch `records` every 500 ms, as the event source does after a failure,
+/// until the function succeeds or [`PATIENCE`] has passed.
 async fn handle_until_ok(
     setup: &Setup,
     records: &[(RecordPosition, Reaction)],
 ) -> Option<BatchSummary> {
-    for _ in 0..20 {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::time::Instant::now() < deadline {
         match setup
             .aggregate
             .handle(&event(records, "SelfManagedKafka"))
@@ -248,13 +250,7 @@ async fn window_states_are_absolute_with_swarm_and_final() {
     let second = handle(&setup, &live).await;
     let published = first.states_published + second.states_published;
     let kafka = &setup.config.kafka;
-    let messages = read_records(
-        kafka,
-        &setup.config.output_topic,
-        published,
-        Duration::from_secs(30),
-    )
-    .await;
+    let messages = read_records(kafka, &setup.config.output_topic, published, PATIENCE).await;
     let mut newest: BTreeMap<(String, i64), WindowStateRecord> = BTreeMap::new();
     for message in &messages {
         let state = WindowStateRecord::decode(message.payload().unwrap()).unwrap();
@@ -342,7 +338,7 @@ async fn malformed_records_go_to_the_dead_letter_topic_and_the_batch_succeeds() 
         &setup.config.kafka,
         &setup.config.dead_letter_topic,
         3,
-        Duration::from_secs(30),
+        PATIENCE,
     )
     .await;
     let mut reasons: Vec<(String, String, Vec<u8>)> = letters

@@ -2,9 +2,9 @@
 //! shapes (MSK and self-managed) against the real servers, dead-lettering the malformed record.
 
 use emostream_local::function_process::invoke_binary_once;
+use emostream_tests::patience::PATIENCE;
 use emostream_tests::{servers, unique_name};
 use std::path::Path;
-use std::time::Duration;
 
 #[tokio::test]
 async fn handles_msk_and_self_managed_events() {
@@ -22,10 +22,9 @@ async fn handles_msk_and_self_managed_events() {
     let mut summaries = Vec::new();
     for event in ["aggregate-self-managed-kafka.json", "aggregate-msk.json"] {
         let sample = emostream_local::sample_event(event).unwrap();
-        let answer =
-            invoke_binary_once(binary, "aggregate", &env, &sample, Duration::from_secs(30))
-                .await
-                .unwrap();
+        let answer = invoke_binary_once(binary, "aggregate", &env, &sample, PATIENCE)
+            .await
+            .unwrap();
         summaries.push(serde_json::from_slice::<serde_json::Value>(&answer).unwrap());
     }
     let first = &summaries[0];

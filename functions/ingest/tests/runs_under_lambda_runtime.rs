@@ -2,9 +2,9 @@
 //! bad or missing configuration stops its init.
 
 use emostream_local::function_process::{RunOnceError, invoke_binary_once};
+use emostream_tests::patience::PATIENCE;
 use emostream_tests::servers;
 use std::path::Path;
-use std::time::Duration;
 
 fn sample(name: &str) -> Vec<u8> {
     emostream_local::sample_event(name).unwrap()
@@ -24,7 +24,7 @@ async fn invoke(env: &[(String, String)]) -> Result<Vec<u8>, RunOnceError> {
         "ingest",
         env,
         &sample("ingest-get-health.json"),
-        Duration::from_secs(20),
+        PATIENCE,
     )
     .await
 }

@@ -5,9 +5,9 @@
 use emostream_local::function_process::{RunOnceError, invoke_binary_once};
 use emostream_local::runtime_api::InvokeError;
 use emostream_tests::connections_server::ConnectionsServer;
+use emostream_tests::patience::PATIENCE;
 use emostream_tests::servers;
 use std::path::Path;
-use std::time::Duration;
 
 fn sample(name: &str) -> Vec<u8> {
     emostream_local::sample_event(name).unwrap()
@@ -15,7 +15,7 @@ fn sample(name: &str) -> Vec<u8> {
 
 async fn invoke(event: &[u8], env: &[(String, String)]) -> Result<serde_json::Value, RunOnceError> {
     let binary = Path::new(env!("CARGO_BIN_EXE_notify"));
-    let answer = invoke_binary_once(binary, "notify", env, event, Duration::from_secs(20)).await?;
+    let answer = invoke_binary_once(binary, "notify", env, event, PATIENCE).await?;
     Ok(serde_json::from_slice(&answer).unwrap())
 }
 
