@@ -239,28 +239,39 @@ impl WebSocketApi {
         last_active_ms: Arc<AtomicI64>,
     ) {
         let (mut sink, mut stream) = socket.split();
-        let writer = tokio::spawn(async move {
+        // Ends after sending a Close (with its code and reason), or when the client is gone.
+        let mut writer = tokio::spawn(async move {
             while let Some(frame) = outbox.recv().await {
-                let (message, last) = match frame {
-                    Outgoing::Frame(text) => (Message::Text(text.into()), false),
-                    Outgoing::Close(code, reason) => (
-                        Message::Close(Some(CloseFrame {
+                match frame {
+                    Outgoing::Frame(text) => {
+                        if sink.send(Message::Text(text.into())).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Outgoing::Close(code, reason) => {
+                        let close = CloseFrame {
                             code,
                             reason: reason.into(),
-                        })),
-                        true,
-                    ),
-                };
-                if sink.send(message).await.is_err() || last {
-                    break;
+                        };
+                        sink.send(Message::Close(Some(close))).await.ok();
+                        return Some((code, reason));
+                    }
                 }
             }
+            None
         });
+        let mut writer_done = false;
         let deadline = tokio::time::Instant::now() + self.limits.max_age;
         let (code, reason) = loop {
             let idle_at = tokio::time::Instant::now() + self.limits.idle;
             let next = tokio::select! {
                 next = stream.next() => next,
+                // Closed by the server (`@connections` DELETE): like API Gateway, the connection
+                // is over at once, whether or not the client answers the close.
+                closed = &mut writer => {
+                    writer_done = true;
+                    break closed.ok().flatten().unwrap_or((1006, "Connection lost"));
+                }
                 _ = tokio::time::sleep_until(idle_at.min(deadline)) => {
                     let reason = if idle_at < deadline { "Going away (idle)" } else { "Going away (2 hours)" };
                     self.send(&context.connection_id, Outgoing::Close(1001, "Going away"));
@@ -290,7 +301,9 @@ impl WebSocketApi {
         };
         self.disconnect(&context, code, reason).await;
         // The writer ends once the connection is removed (its sender dropped) or after Close.
-        writer.await.ok();
+        if !writer_done {
+            writer.await.ok();
+        }
     }
 }
 
