@@ -2,9 +2,11 @@
 // counts, swarm and recent history pushed over the WebSocket API. Its configuration (API and
 // WebSocket URLs) comes from window.EMOSTREAM_CONFIG, else config.json next to this page (the
 // local stack serves one), and can be overridden with ?api=...&ws=...&stream=... in the URL.
-import { WindowBook, TapBatcher, reconnectDelay, validStreamId } from "./model.js";
+import { WindowBook, TapBatcher, LocalEcho, reconnectDelay, validStreamId } from "./model.js";
 
-const FLUSH_EVERY_MS = 250;
+// Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
+// request counts against the account's API throttle, shared by every viewer.
+const FLUSH_EVERY_MS = 1000;
 const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
@@ -19,6 +21,8 @@ const client = {
   emojis: [], // [{name, glyph}]
   book: new WindowBook(HISTORY_WINDOWS),
   batcher: new TapBatcher(),
+  echo: new LocalEcho(),
+  localFloats: new Map(), // emoji -> floats already released for own taps
   socket: null,
   attempt: 0,
   reconnectTimer: null,
@@ -41,6 +45,8 @@ async function loadConfig() {
   config = { ...(config || {}) };
   if (params.get("api")) config.apiUrl = params.get("api");
   if (params.get("ws")) config.websocketUrl = params.get("ws");
+  const flush = Number(params.get("flush") || config.flushMs || FLUSH_EVERY_MS);
+  config.flushMs = Number.isFinite(flush) && flush >= 100 ? flush : FLUSH_EVERY_MS;
   if (!config.apiUrl || !config.websocketUrl) {
     throw new Error("No API configured: serve config.json or open this page with ?api=…&ws=…");
   }
@@ -91,6 +97,11 @@ function buildPad() {
 
 function tap(name) {
   client.batcher.tap(name);
+  // Shown at once; the server's counts take over when they include the tap.
+  client.echo.tap(name);
+  renderCounts(client.book.latest());
+  releaseFloats(name, 1);
+  client.localFloats.set(name, (client.localFloats.get(name) || 0) + 1);
 }
 
 function onKey(event) {
@@ -170,8 +181,12 @@ function send(message) {
 
 function receive(message) {
   switch (message.type) {
-    case "window":
-      if (message.stream === client.stream && client.book.offer(message)) render(message);
+    case "windows":
+      if (message.stream !== client.stream || !Array.isArray(message.windows)) break;
+      for (const state of message.windows) offer(state);
+      break;
+    case "window": // a single state, as older servers push
+      if (message.stream === client.stream) offer(message);
       break;
     case "snapshot":
       if (message.stream !== client.stream) break;
@@ -180,6 +195,9 @@ function receive(message) {
       break;
     case "error":
       console.warn("emostream:", message.code, message.message);
+      // The server no longer knows this connection (it was forgotten): a new one is needed,
+      // else the page would show Live with nothing arriving.
+      if (message.code === "unknown_connection" && client.socket) client.socket.close();
       break;
     default:
       break;
@@ -193,6 +211,16 @@ function glyphOf(name) {
   return emoji ? emoji.glyph : name;
 }
 
+/** Keeps a live state if it is newer than what the page has, and shows it. */
+function offer(state) {
+  const previous = client.book.get(state.start_ms);
+  if (!client.book.offer(state)) return;
+  client.echo.absorb(previous, state);
+  // Once the server's counts include every own tap, its swarm is no longer double-drawn.
+  if (client.echo.size === 0) client.localFloats.clear();
+  render(state);
+}
+
 function render(updated) {
   const latest = client.book.latest();
   renderCounts(latest);
@@ -201,12 +229,13 @@ function render(updated) {
 }
 
 function renderCounts(state) {
-  $("total").textContent = state ? String(state.total) : "0";
+  const counts = client.echo.apply(state ? state.counts : {});
+  const total = (state ? state.total : 0) + client.echo.size;
+  $("total").textContent = String(total);
   $("window-time").textContent = state ? `(window from ${new Date(state.start_ms).toLocaleTimeString()})` : "";
   const list = $("counts");
   list.replaceChildren();
-  if (!state) return;
-  const entries = Object.entries(state.counts).sort((a, b) => b[1] - a[1]);
+  const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
   for (const [name, count] of entries) {
     const item = document.createElement("li");
     item.dataset.emoji = name;
@@ -221,30 +250,40 @@ function renderCounts(state) {
   }
 }
 
+function releaseFloats(name, count) {
+  const swarm = $("swarm");
+  for (let i = 0; i < count; i++) {
+    const float = document.createElement("span");
+    float.textContent = glyphOf(name);
+    if (!reducedMotion.matches) {
+      float.style.left = `${5 + Math.random() * 90}%`;
+      float.style.animationDelay = `${Math.random() * 0.4}s`;
+      float.addEventListener("animationend", () => float.remove());
+    }
+    swarm.append(float);
+  }
+  // Without animation the swarm is a static strip: keep only the newest floats.
+  while (reducedMotion.matches && swarm.childElementCount > 60) swarm.firstElementChild.remove();
+}
+
 function releaseSwarm(state) {
   const seen = client.swarmSeen.get(state.start_ms) || {};
-  const swarm = $("swarm");
   let released = 0;
   for (const [name, drawn] of Object.entries(state.swarm || {})) {
-    const fresh = Math.max(0, drawn - (seen[name] || 0));
+    let fresh = Math.max(0, drawn - (seen[name] || 0));
     seen[name] = Math.max(drawn, seen[name] || 0);
-    for (let i = 0; i < fresh && released < MAX_FLOATS_PER_UPDATE; i++, released++) {
-      const float = document.createElement("span");
-      float.textContent = glyphOf(name);
-      if (!reducedMotion.matches) {
-        float.style.left = `${5 + Math.random() * 90}%`;
-        float.style.animationDelay = `${Math.random() * 0.4}s`;
-        float.addEventListener("animationend", () => float.remove());
-      }
-      swarm.append(float);
-    }
+    // Floats already released for the viewer's own taps are not released again.
+    const credit = Math.min(fresh, client.localFloats.get(name) || 0);
+    if (credit) client.localFloats.set(name, (client.localFloats.get(name) || 0) - credit);
+    fresh -= credit;
+    const count = Math.min(fresh, MAX_FLOATS_PER_UPDATE - released);
+    releaseFloats(name, count);
+    released += count;
   }
   client.swarmSeen.set(state.start_ms, seen);
   for (const start of client.swarmSeen.keys()) {
     if (start < state.start_ms - 60000) client.swarmSeen.delete(start);
   }
-  // Without animation the swarm is a static strip: keep only the newest floats.
-  while (reducedMotion.matches && swarm.childElementCount > 60) swarm.firstElementChild.remove();
 }
 
 function renderChart() {
@@ -286,6 +325,8 @@ function watch(stream) {
   client.stream = stream;
   client.book.clear();
   client.swarmSeen.clear();
+  client.echo.clear();
+  client.localFloats.clear();
   $("swarm").replaceChildren();
   render(null);
   const params = new URLSearchParams(location.search);
@@ -329,7 +370,7 @@ async function start() {
   });
   const initial = client.config.stream && validStreamId(client.config.stream) ? client.config.stream : input.value;
   input.value = initial;
-  setInterval(flush, FLUSH_EVERY_MS);
+  setInterval(flush, client.config.flushMs);
   window.addEventListener("pagehide", flush);
   watch(initial);
   document.body.dataset.ready = "true";

@@ -1,6 +1,6 @@
 // The browser client's logic without the DOM, so it can be tested on its own (node --test):
-// which window states to keep, how taps are batched into requests, and how long to wait
-// before reconnecting.
+// which window states to keep, how taps are batched into requests, how the viewer's own taps
+// are echoed until the server's counts include them, and how long to wait before reconnecting.
 
 /** Keeps the newest state of every window: the one with the largest total. Duplicates and
  *  updates that arrive out of order (smaller totals) are dropped. */
@@ -29,6 +29,11 @@ export class WindowBook {
   /** The states, oldest first. */
   ordered() {
     return [...this.windows.values()].sort((a, b) => a.start_ms - b.start_ms);
+  }
+
+  /** The kept state of the window starting at `start_ms`, if any. */
+  get(start_ms) {
+    return this.windows.get(start_ms);
   }
 
   /** The newest window (the current one while the stream is live). */
@@ -76,6 +81,50 @@ export class TapBatcher {
   /** Puts a body that could not be sent back, so its taps go with the next flush. */
   restore(body) {
     for (const r of body.reactions) this.tap(r.emoji, r.count);
+  }
+}
+
+/** The viewer's own taps shown at once, before the server's counts include them. Each emoji's
+ *  echo shrinks by however much the server's count of that emoji grows in a live update, so a
+ *  tap is never shown twice: at worst, while others tap too, it is absorbed a little early. */
+export class LocalEcho {
+  constructor() {
+    this.echo = new Map(); // emoji -> taps not yet seen in the server's counts
+  }
+
+  tap(emoji, times = 1) {
+    this.echo.set(emoji, (this.echo.get(emoji) || 0) + times);
+  }
+
+  /** A window's state replaced `previous` (or nothing): its growth absorbs echoed taps. */
+  absorb(previous, state) {
+    const before = (previous && previous.counts) || {};
+    for (const [emoji, count] of Object.entries(state.counts || {})) {
+      const grown = count - (before[emoji] || 0);
+      if (grown > 0 && this.echo.has(emoji)) {
+        const left = this.echo.get(emoji) - grown;
+        if (left > 0) this.echo.set(emoji, left);
+        else this.echo.delete(emoji);
+      }
+    }
+  }
+
+  /** Echoed taps not yet in the server's counts. */
+  get size() {
+    let taps = 0;
+    for (const n of this.echo.values()) taps += n;
+    return taps;
+  }
+
+  /** `counts` with the echo added (a new object). */
+  apply(counts) {
+    const shown = { ...(counts || {}) };
+    for (const [emoji, taps] of this.echo) shown[emoji] = (shown[emoji] || 0) + taps;
+    return shown;
+  }
+
+  clear() {
+    this.echo.clear();
   }
 }
 

@@ -1,7 +1,7 @@
 // Unit tests of the client's pure logic: node --test web/
 import test from "node:test";
 import assert from "node:assert/strict";
-import { WindowBook, TapBatcher, reconnectDelay, validStreamId } from "./model.js";
+import { WindowBook, TapBatcher, LocalEcho, reconnectDelay, validStreamId } from "./model.js";
 
 const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
 
@@ -56,4 +56,24 @@ test("stream ids are checked like the API checks them", () => {
   assert.ok(!validStreamId(""));
   assert.ok(!validStreamId("has space"));
   assert.ok(!validStreamId("x".repeat(65)));
+});
+
+test("echoes own taps until the server's counts include them, never twice", () => {
+  const echo = new LocalEcho();
+  echo.tap("fire", 3);
+  echo.tap("clap");
+  assert.deepEqual(echo.apply({ fire: 10 }), { fire: 13, clap: 1 });
+  // The server's window grows by 2 fires: two of ours are in it now.
+  echo.absorb({ counts: { fire: 10 } }, { counts: { fire: 12 } });
+  assert.deepEqual(echo.apply({ fire: 12 }), { fire: 13, clap: 1 });
+  // A new window with 5 fires (ours and others'): the rest is absorbed, not shown on top.
+  echo.absorb(undefined, { counts: { fire: 5, clap: 1 } });
+  assert.equal(echo.size, 0);
+  assert.deepEqual(echo.apply({ fire: 5, clap: 1 }), { fire: 5, clap: 1 });
+  // A state that did not grow (a duplicate) absorbs nothing.
+  echo.tap("joy", 2);
+  echo.absorb({ counts: { joy: 4 } }, { counts: { joy: 4 } });
+  assert.equal(echo.size, 2);
+  echo.clear();
+  assert.equal(echo.size, 0);
 });

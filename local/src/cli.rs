@@ -1,6 +1,7 @@
 //! The command line of `emostream-local`, kept in the library so the docker-compose file's
 //! command and the README's examples can be checked against it.
 
+use crate::aws_quotas::QuotaSettings;
 use crate::environment::LocalValues;
 use crate::event_source::MappingOptions;
 use crate::stack::{InvokeEndpoint, StackOptions};
@@ -65,6 +66,23 @@ pub struct Cli {
     /// Write each function's output to DIR/<logical id>.log instead of this terminal.
     #[arg(long)]
     pub function_logs: Option<PathBuf>,
+    /// How long each @connections call takes, like a PostToConnection from Lambda in AWS.
+    #[arg(long, default_value_t = 10)]
+    pub post_latency_ms: u64,
+    /// The account-wide request throttle shared by HTTP API requests, WebSocket messages and
+    /// @connections calls, in requests per second (AWS: 10,000).
+    #[arg(long, default_value_t = 10_000)]
+    pub account_rps: u32,
+    /// The burst of that throttle (AWS: 5,000).
+    #[arg(long, default_value_t = 5_000)]
+    pub account_burst: u32,
+    /// New WebSocket connections per second (AWS: 500).
+    #[arg(long, default_value_t = 500)]
+    pub connects_per_second: u32,
+    /// No @connections latency, throttle or connect rate: faster than AWS, so figures measured
+    /// this way flatter it.
+    #[arg(long)]
+    pub no_aws_quotas: bool,
 }
 
 pub fn pair(text: &str) -> Result<(String, String), String> {
@@ -98,6 +116,16 @@ impl Cli {
             variables: self.env.into_iter().collect(),
         };
         options.function_logs = self.function_logs;
+        options.quotas = if self.no_aws_quotas {
+            QuotaSettings::off()
+        } else {
+            QuotaSettings {
+                post_latency: Duration::from_millis(self.post_latency_ms),
+                account_rps: self.account_rps,
+                account_burst: self.account_burst,
+                connects_per_second: self.connects_per_second,
+            }
+        };
         options.invoke_endpoint = self.invoke_endpoint.map(|url| InvokeEndpoint {
             url,
             by_logical_id: self.invoke_by_logical_id,

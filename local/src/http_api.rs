@@ -3,8 +3,10 @@
 //! and the function's answer back into an HTTP response, as API Gateway does: structured
 //! answers (`statusCode`, `headers`, `cookies`, `body`, `isBase64Encoded`) are honoured, other
 //! JSON is returned as a 200 body, unmatched routes get 404, function errors 500 and timeouts
-//! 503, each with API Gateway's `{"message": ...}` body.
+//! 503, requests beyond the account throttle 429, each with API Gateway's `{"message": ...}`
+//! body.
 
+use crate::aws_quotas::AwsQuotas;
 use crate::lambda::FunctionPool;
 use crate::runtime_api::InvokeError;
 use crate::websocket_event::http_date;
@@ -33,6 +35,7 @@ pub struct BoundRoute {
 /// The HTTP API's routes.
 pub struct HttpApi {
     routes: Vec<BoundRoute>,
+    quotas: Arc<AwsQuotas>,
     next_request: AtomicU64,
 }
 
@@ -93,10 +96,11 @@ fn query_parameters(raw: &str) -> Map<String, Value> {
 }
 
 impl HttpApi {
-    /// An API over `routes`.
-    pub fn new(routes: Vec<BoundRoute>) -> Arc<Self> {
+    /// An API over `routes`, each request counted against the account's `quotas`.
+    pub fn new(routes: Vec<BoundRoute>, quotas: Arc<AwsQuotas>) -> Arc<Self> {
         Arc::new(Self {
             routes,
+            quotas,
             next_request: AtomicU64::new(1),
         })
     }
@@ -258,6 +262,9 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !api.quotas.admit_request() {
+        return gateway_error(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+    }
     let Some((route, parameters)) = api.find(&method, uri.path()) else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
     };

@@ -57,6 +57,9 @@ pub struct PoolStats {
     pub max_init_us: AtomicU64,
     /// The largest peak resident set (VmHWM) seen of any instance, in KiB.
     pub peak_rss_kib: AtomicU64,
+    /// Invocation durations added up, each rounded up to the millisecond as Lambda bills them
+    /// (a cold start's init included, as Lambda bills it for custom runtimes), in µs.
+    pub billed_us: AtomicU64,
 }
 
 /// True for Lambda's error object: `errorMessage` with at most `errorType`, `stackTrace` and
@@ -205,6 +208,7 @@ impl FunctionPool {
         let Some(instance) = guard.as_mut() else {
             return Err(InvokeError::Stopped);
         };
+        let invoked = std::time::Instant::now();
         let outcome = tokio::select! {
             answer = instance.api.invoke(event, self.timeout) => answer,
             status = instance.process.wait() => Err(InvokeError::Exited(match status {
@@ -212,6 +216,10 @@ impl FunctionPool {
                 Err(error) => error.to_string(),
             })),
         };
+        let billed_ms = invoked.elapsed().as_micros().div_ceil(1_000) as u64;
+        self.stats
+            .billed_us
+            .fetch_add(billed_ms * 1_000, Ordering::Relaxed);
         if !instance.init_recorded
             && let Some(polled) = instance.api.first_poll()
         {

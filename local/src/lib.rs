@@ -3,6 +3,7 @@
 //! Everything is read from template.yaml: the functions and their environment, the HTTP API
 //! routes, the WebSocket API routes, and the Kafka event source mappings.
 
+pub mod aws_quotas;
 pub mod cli;
 pub mod environment;
 pub mod event_source;

@@ -11,6 +11,7 @@ use std::time::Duration;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     reactions::telemetry::init_json_logs();
     let options = Cli::parse().into_options();
+    let quotas = options.quotas;
     let stack = match LocalStack::start(options).await {
         Ok(stack) => stack,
         Err(error) => {
@@ -40,6 +41,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             mapping.mapping.topic,
             mapping.mapping.batch_size,
             mapping.mapping.consumer_group
+        );
+    }
+    if quotas.account_rps == 0 && quotas.post_latency.is_zero() {
+        eprintln!("  AWS quotas      off (--no-aws-quotas): faster than AWS");
+    } else {
+        eprintln!(
+            "  AWS quotas      {} requests/s (burst {}) shared by both APIs and @connections, {} connects/s, {} ms per @connections call",
+            quotas.account_rps,
+            quotas.account_burst,
+            quotas.connects_per_second,
+            quotas.post_latency.as_millis()
         );
     }
     eprintln!("Press Ctrl-C to stop.");

@@ -3,6 +3,7 @@
 //! a static server for the browser client, which also answers `/config.json` with the API URLs.
 //! Dropping or stopping the stack stops everything it started.
 
+use crate::aws_quotas::{AwsQuotas, QuotaSettings};
 use crate::environment::{LocalValues, UnresolvedVariable};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
@@ -54,6 +55,8 @@ pub struct StackOptions {
     pub partitions: i32,
     pub invoke_endpoint: Option<InvokeEndpoint>,
     pub limits: Limits,
+    /// The account's throttle, connect rate and `@connections` latency (AWS's by default).
+    pub quotas: QuotaSettings,
     /// A directory for each function's output (`<logical id>.log`); else it goes to ours.
     pub function_logs: Option<PathBuf>,
 }
@@ -81,6 +84,7 @@ impl StackOptions {
             partitions: 3,
             invoke_endpoint: None,
             limits: Limits::default(),
+            quotas: QuotaSettings::default(),
             function_logs: None,
         }
     }
@@ -119,6 +123,8 @@ pub struct LocalStack {
     pub web_url: Option<String>,
     /// Lambda pools by function logical id.
     pub functions: BTreeMap<String, Arc<FunctionPool>>,
+    /// Each function's memory size (template `MemorySize`), which Lambda bills by.
+    pub memory_mb: BTreeMap<String, u32>,
     pub mappings: Vec<EventSourceMapping>,
     pub websocket: Option<Arc<WebSocketApi>>,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -183,6 +189,7 @@ impl LocalStack {
         }
 
         let mut functions = BTreeMap::new();
+        let mut memory_mb = BTreeMap::new();
         let mut topics: BTreeSet<String> = BTreeSet::new();
         for (id, spec) in &template.functions {
             let environment = local.environment_of(&template, spec)?;
@@ -223,6 +230,7 @@ impl LocalStack {
             };
             let pool = FunctionPool::new(id, runner, spec.timeout, options.concurrency);
             functions.insert(id.clone(), pool);
+            memory_mb.insert(id.clone(), spec.memory_mb);
         }
 
         let mappings_spec = template.local_mappings();
@@ -256,7 +264,9 @@ impl LocalStack {
                 function: pool_of(&route.function)?,
             });
         }
-        let http_api = HttpApi::new(routes);
+        // One account: the HTTP and WebSocket APIs share its throttle.
+        let quotas = Arc::new(AwsQuotas::new(options.quotas));
+        let http_api = HttpApi::new(routes, Arc::clone(&quotas));
         let http_router = Router::new()
             .fallback(http_api::handle)
             .layer(DefaultBodyLimit::max(http_api::MAX_PAYLOAD_BYTES))
@@ -269,7 +279,13 @@ impl LocalStack {
             for (key, function) in &spec.routes {
                 routes.insert(key.clone(), pool_of(function)?);
             }
-            let api = WebSocketApi::new(&spec.stage, &spec.route_selection, routes, options.limits);
+            let api = WebSocketApi::new(
+                &spec.stage,
+                &spec.route_selection,
+                routes,
+                options.limits,
+                Arc::clone(&quotas),
+            );
             servers.push(serve(listener, api.router()));
             websocket = Some(api);
         }
@@ -312,6 +328,7 @@ impl LocalStack {
             management_endpoint,
             web_url,
             functions,
+            memory_mb,
             mappings,
             websocket,
             servers,
@@ -346,6 +363,26 @@ impl LocalStack {
                 )
             })
             .collect()
+    }
+
+    /// Invocations and billed GB-seconds of every function so far: each invocation's duration
+    /// times its function's memory size, as Lambda bills them.
+    pub fn lambda_usage(&self) -> (u64, f64) {
+        let mut invocations = 0;
+        let mut gb_seconds = 0.0;
+        for (id, pool) in &self.functions {
+            let memory_gb = f64::from(self.memory_mb.get(id).copied().unwrap_or(128)) / 1_024.0;
+            invocations += pool
+                .stats
+                .invocations
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let busy_us = pool
+                .stats
+                .billed_us
+                .load(std::sync::atomic::Ordering::Relaxed);
+            gb_seconds += busy_us as f64 / 1e6 * memory_gb;
+        }
+        (invocations, gb_seconds)
     }
 
     /// The pool of a function by logical id (e.g. `AggregateFunction`).

@@ -7,8 +7,14 @@
 //! answered with API Gateway's `Forbidden` frame; a failing route is answered with its
 //! `Internal server error` frame. A closed, idle (10 minutes) or too old (2 hours) connection
 //! is ended and `$disconnect` invoked. `POST|GET|DELETE /{stage}/@connections/{id}` push to,
-//! describe and close a connection, answering 410 `GoneException` for unknown ones.
+//! describe and close a connection, answering 410 `GoneException` for unknown ones and for
+//! connections whose handshake has not completed (as AWS does until `$connect` has returned).
+//! Connects, client messages and `@connections` calls count against the account's quotas
+//! ([`AwsQuotas`]): beyond them a connect is refused with 429, a message is answered with a
+//! `Too Many Requests` frame and a call with 429 `LimitExceededException`; each call is answered
+//! after the emulated `PostToConnection` latency.
 
+use crate::aws_quotas::AwsQuotas;
 use crate::http_api::query_pairs;
 use crate::lambda::FunctionPool;
 use crate::websocket_event::{
@@ -73,6 +79,7 @@ pub struct WebSocketApi {
     selection_path: Vec<String>,
     routes: BTreeMap<String, Arc<FunctionPool>>,
     limits: Limits,
+    quotas: Arc<AwsQuotas>,
     connections: Mutex<HashMap<String, Live>>,
     next_request: AtomicU64,
     /// Frames pushed through `@connections` (for the stack's summary and tests).
@@ -97,12 +104,13 @@ fn new_connection_id() -> String {
 
 impl WebSocketApi {
     /// An API serving `stage`, with `routes` (route key to function) and a route selection
-    /// expression of the form `$request.body.<path>`.
+    /// expression of the form `$request.body.<path>`, under the account's `quotas`.
     pub fn new(
         stage: &str,
         route_selection: &str,
         routes: BTreeMap<String, Arc<FunctionPool>>,
         limits: Limits,
+        quotas: Arc<AwsQuotas>,
     ) -> Arc<Self> {
         let selection_path = route_selection
             .strip_prefix("$request.body.")
@@ -115,6 +123,7 @@ impl WebSocketApi {
             selection_path,
             routes,
             limits,
+            quotas,
             connections: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             pushed: AtomicU64::new(0),
@@ -195,6 +204,13 @@ impl WebSocketApi {
             })
             .to_string()
         };
+        if !self.quotas.admit_request() {
+            self.send(
+                &context.connection_id,
+                Outgoing::Frame(answer_error("Too Many Requests")),
+            );
+            return;
+        }
         let Some(route) = self.select_route(&body) else {
             self.send(
                 &context.connection_id,
@@ -221,9 +237,12 @@ impl WebSocketApi {
             .lock()
             .ok()
             .and_then(|mut c| c.remove(&context.connection_id));
-        if removed.is_none() {
-            return;
+        if removed.is_some() {
+            self.invoke_disconnect(context, code, reason).await;
         }
+    }
+
+    async fn invoke_disconnect(&self, context: &ConnectionContext, code: u16, reason: &str) {
         if let Some(function) = self.routes.get("$disconnect") {
             let event = disconnect_event(context, code, reason, now_ms(), &self.request_id());
             let bytes = serde_json::to_vec(&event).unwrap_or_default();
@@ -231,17 +250,18 @@ impl WebSocketApi {
         }
     }
 
-    async fn serve(
-        self: Arc<Self>,
-        socket: WebSocket,
-        context: ConnectionContext,
-        mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-        last_active_ms: Arc<AtomicI64>,
-    ) {
+    /// Serves an established connection; only now can `@connections` reach it.
+    async fn serve(self: Arc<Self>, socket: WebSocket, live: Live) {
+        let context = live.context.clone();
+        let last_active_ms = Arc::clone(&live.last_active_ms);
+        let (outbox, mut inbox) = mpsc::unbounded_channel();
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.insert(context.connection_id.clone(), Live { outbox, ..live });
+        }
         let (mut sink, mut stream) = socket.split();
         // Ends after sending a Close (with its code and reason), or when the client is gone.
         let mut writer = tokio::spawn(async move {
-            while let Some(frame) = outbox.recv().await {
+            while let Some(frame) = inbox.recv().await {
                 match frame {
                     Outgoing::Frame(text) => {
                         if sink.send(Message::Text(text.into())).await.is_err() {
@@ -318,6 +338,13 @@ async fn upgrade(
     if stage != api.stage {
         return gateway_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
     }
+    if !api.quotas.admit_connect() || !api.quotas.admit_request() {
+        return gateway_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "LimitExceededException",
+            "Too Many Requests",
+        );
+    }
     let now = now_ms();
     let context = ConnectionContext {
         connection_id: new_connection_id(),
@@ -358,38 +385,29 @@ async fn upgrade(
             }
         }
     }
-    // Registered before the handshake completes, so a push right after `$connect` is queued
-    // rather than answered 410 (which would make notify forget the connection).
-    let (outbox, inbox) = mpsc::unbounded_channel();
-    let last_active_ms = Arc::new(AtomicI64::new(now));
-    if let Ok(mut connections) = api.connections.lock() {
-        connections.insert(
-            context.connection_id.clone(),
-            Live {
-                context: context.clone(),
-                user_agent: headers
-                    .get("user-agent")
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned(),
-                outbox,
-                last_active_ms: Arc::clone(&last_active_ms),
-            },
-        );
-    }
+    let live = Live {
+        context: context.clone(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned(),
+        // Replaced by the connection's own outbox once the handshake completes.
+        outbox: mpsc::unbounded_channel().0,
+        last_active_ms: Arc::new(AtomicI64::new(now)),
+    };
     let limit = api.limits.max_message_bytes;
     let serving = Arc::clone(&api);
     let failed = Arc::clone(&api);
-    let failed_context = context.clone();
     ws.max_message_size(limit)
         .on_failed_upgrade(move |_| {
             tokio::spawn(async move {
                 failed
-                    .disconnect(&failed_context, 1006, "Handshake failed")
+                    .invoke_disconnect(&context, 1006, "Handshake failed")
                     .await;
             });
         })
-        .on_upgrade(move |socket| serving.serve(socket, context, inbox, last_active_ms))
+        .on_upgrade(move |socket| serving.serve(socket, live))
 }
 
 async fn manage(
@@ -402,6 +420,14 @@ async fn manage(
     if stage != api.stage {
         return gateway_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
     }
+    if !api.quotas.admit_request() {
+        return gateway_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "LimitExceededException",
+            "Rate exceeded",
+        );
+    }
+    api.quotas.post_latency().await;
     match method.as_str() {
         "POST" => {
             if body.len() > api.limits.max_message_bytes {

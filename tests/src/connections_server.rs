@@ -18,6 +18,8 @@ use std::time::Duration;
 pub struct RecordedPost {
     pub connection_id: String,
     pub body: Vec<u8>,
+    /// When it was answered.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ async fn post_to_connection(
     b.posts.push(RecordedPost {
         connection_id,
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     });
     StatusCode::OK.into_response()
 }

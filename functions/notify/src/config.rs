@@ -29,6 +29,15 @@ pub struct NotifyConfig {
     pub connection_ttl: Duration,
     /// `SYNC_WINDOWS` (default 30, at most 150): windows a `sync` sends when it names none.
     pub sync_windows: u32,
+    /// `PUSH_INTERVAL_MS` (default 1000, at most 10000): the shortest time between two pushes
+    /// of one stream; 0 pushes after every batch.
+    pub push_interval: Duration,
+    /// `POST_BUDGET_PER_SECOND` (default 8000): posts per second all streams may make together,
+    /// below the account's 10,000 requests/s so the HTTP API keeps its share.
+    pub post_budget_per_second: u32,
+    /// `FANOUT_DEADLINE_MS` (default 20000): nothing is posted this long after a batch began;
+    /// keep it well inside the function's timeout.
+    pub fanout_deadline: Duration,
 }
 
 /// The most windows one `sync` may ask for: keeps a snapshot under API Gateway's 128 KB frame.
@@ -41,6 +50,13 @@ impl NotifyConfig {
         let post_timeout_ms: u64 = parse_in(settings, "POST_TIMEOUT_MS", 3_000, 100..=30_000)?;
         let ttl_minutes: u64 = parse_in(settings, "CONNECTION_TTL_MINUTES", 130, 121..)?;
         let secret = text_or(settings, "CONNECT_TOKEN_SECRET", "");
+        let push_interval_ms: u64 = parse_in(
+            settings,
+            "PUSH_INTERVAL_MS",
+            1_000,
+            0..=crate::schedule::MAX_PUSH_INTERVAL.as_millis() as u64,
+        )?;
+        let deadline_ms: u64 = parse_in(settings, "FANOUT_DEADLINE_MS", 20_000, 1_000..=840_000)?;
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             mongo: MongoSettings::from_settings(settings)?,
@@ -51,6 +67,14 @@ impl NotifyConfig {
             connect_token_secret: (!secret.is_empty()).then_some(secret),
             connection_ttl: Duration::from_secs(ttl_minutes * 60),
             sync_windows: parse_in(settings, "SYNC_WINDOWS", 30, 1..=MAX_SYNC_WINDOWS)?,
+            push_interval: Duration::from_millis(push_interval_ms),
+            post_budget_per_second: parse_in(
+                settings,
+                "POST_BUDGET_PER_SECOND",
+                8_000,
+                1..=1_000_000,
+            )?,
+            fanout_deadline: Duration::from_millis(deadline_ms),
         })
     }
 
@@ -77,6 +101,9 @@ mod tests {
         assert_eq!(config.connection_ttl, Duration::from_secs(130 * 60));
         assert_eq!(config.sync_windows, 30);
         assert_eq!(config.connect_token_secret, None);
+        assert_eq!(config.push_interval, Duration::from_secs(1));
+        assert_eq!(config.post_budget_per_second, 8_000);
+        assert_eq!(config.fanout_deadline, Duration::from_secs(20));
     }
 
     #[test]
@@ -88,6 +115,9 @@ mod tests {
             ("CONNECTION_TTL_MINUTES", "60"),
             ("SYNC_WINDOWS", "151"),
             ("POST_TIMEOUT_MS", "10"),
+            ("PUSH_INTERVAL_MS", "10001"),
+            ("POST_BUDGET_PER_SECOND", "0"),
+            ("FANOUT_DEADLINE_MS", "999"),
         ] {
             let settings = [BASE[0], BASE[1], (var, value)];
             assert_eq!(NotifyConfig::from_settings(&settings).unwrap_err().var, var);

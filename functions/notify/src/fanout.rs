@@ -1,19 +1,23 @@
-//! Fan-out of window states to the connections watching their streams. A Kafka batch may carry
+//! Fan-out of a stream's window states to the connections watching it. A Kafka batch may carry
 //! several states of one window (aggregate publishes after every batch it applies); only the
-//! newest, the one with the largest total, is pushed, once per connection. Connections are read
-//! per stream through the by-stream index, posts run with bounded concurrency, a 410 forgets
-//! exactly that connection, and a 429 is retried with jittered exponential backoff until the
-//! batch's throttle budget runs out. No single connection can fail the batch.
+//! newest, the one with the largest total, is pushed. Connections are read through the
+//! by-stream index with a cursor, page by page, so memory does not grow with the audience;
+//! posts run with bounded concurrency and stop at a deadline well inside the function timeout
+//! (what is left is counted and dropped: the next push supersedes it). A 410 forgets exactly
+//! that connection, unless it registered moments ago and is still completing its handshake; a
+//! 429 is retried with jittered exponential backoff until the throttle budget runs out. No
+//! single connection can fail the batch.
 
 use crate::management::{ConnectionsApi, PostError};
-use crate::protocol::ServerMessage;
 use futures::StreamExt;
 use rand::Rng;
-use reactions::mongo::{ConnectionStore, StoreError};
+use reactions::clock::now_ms;
+use reactions::mongo::{ConnectionStore, StoreError, WatchingConnection};
 use reactions::{StreamId, WindowStateRecord};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Keeps, per (stream, window start), the state with the largest total. On equal totals the
@@ -35,39 +39,89 @@ pub fn newest_states(
     newest.into_values().collect()
 }
 
+/// The newest states of a batch grouped by stream, each stream's windows oldest first.
+pub fn by_stream(
+    states: impl IntoIterator<Item = WindowStateRecord>,
+) -> Vec<(StreamId, Vec<WindowStateRecord>)> {
+    let mut streams: Vec<(StreamId, Vec<WindowStateRecord>)> = Vec::new();
+    for state in newest_states(states) {
+        match streams.last_mut() {
+            Some((stream, windows)) if *stream == state.stream => windows.push(state),
+            _ => streams.push((state.stream.clone(), vec![state])),
+        }
+    }
+    streams
+}
+
 /// How posts are sent.
 #[derive(Debug, Clone, Copy)]
 pub struct PostPolicy {
-    /// Posts in flight at once.
+    /// Posts in flight at once for one stream (the batch's semaphore bounds them all).
     pub concurrency: usize,
     /// How long after the fan-out starts a throttled post may still be retried.
     pub throttle_budget: Duration,
+    /// Connections read from MongoDB per cursor batch.
+    pub page: u32,
+    /// A 410 from a connection registered this recently means its handshake is still
+    /// completing (API Gateway answers 410 until `$connect` has returned), not that it is gone.
+    pub handshake_grace: Duration,
 }
 
-/// What one fan-out did; also part of the invocation's response.
+/// What the pushes of one batch did; also part of the invocation's response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FanoutReport {
-    /// Distinct windows pushed after coalescing.
+    /// Streams pushed (one frame per connection each).
+    pub streams: usize,
+    /// Distinct windows carried after coalescing.
     pub windows: usize,
-    /// Posts attempted (one per connection per window).
+    /// Posts attempted (one per connection per pushed stream).
     pub posts: usize,
     /// Posts that reached their connection.
     pub delivered: usize,
     /// Connections that answered 410 and were forgotten.
     pub gone: usize,
+    /// 410s from connections still completing their handshake: kept.
+    pub pending: usize,
     /// Retries after a 429.
     pub throttle_retries: usize,
     /// Posts still throttled when the budget ran out.
     pub throttled_out: usize,
     /// Posts that failed otherwise (counted and logged).
     pub failed: usize,
+    /// Connections not posted to because the fan-out's deadline had passed (the next push
+    /// supersedes what they missed).
+    pub deadline_missed: usize,
+    /// Streams whose next push slot came after the deadline: not pushed by this batch.
+    pub streams_missed: usize,
+    /// The longest push interval set for a stream, in ms (longer than the configured one when
+    /// an audience needed more than its share of the post budget).
+    pub interval_ms: u64,
+}
+
+impl FanoutReport {
+    /// Adds another stream's report to this one.
+    pub fn add(&mut self, other: &FanoutReport) {
+        self.streams += other.streams;
+        self.windows += other.windows;
+        self.posts += other.posts;
+        self.delivered += other.delivered;
+        self.gone += other.gone;
+        self.pending += other.pending;
+        self.throttle_retries += other.throttle_retries;
+        self.throttled_out += other.throttled_out;
+        self.failed += other.failed;
+        self.deadline_missed += other.deadline_missed;
+        self.streams_missed += other.streams_missed;
+        self.interval_ms = self.interval_ms.max(other.interval_ms);
+    }
 }
 
 enum Outcome {
     Delivered,
-    Gone(String),
+    Gone(WatchingConnection),
     ThrottledOut,
     Failed(String, String),
+    DeadlineMissed,
 }
 
 /// The delay before retry number `attempt` (1-based) after a 429: "full jitter", uniformly
@@ -82,21 +136,21 @@ pub fn backoff_delay(attempt: u32, rng: &mut impl Rng) -> Duration {
 
 async fn post_with_backoff(
     api: &ConnectionsApi,
-    connection_id: String,
+    connection: WatchingConnection,
     frame: &[u8],
-    deadline: Instant,
+    retry_until: Instant,
 ) -> (Outcome, usize) {
     let mut retries = 0usize;
     loop {
-        match api.post_to_connection(&connection_id, frame.to_vec()).await {
+        match api.post_to_connection(&connection.id, frame.to_vec()).await {
             Ok(()) => return (Outcome::Delivered, retries),
-            Err(PostError::Gone) => return (Outcome::Gone(connection_id), retries),
+            Err(PostError::Gone) => return (Outcome::Gone(connection), retries),
             Err(PostError::Failed(reason)) => {
-                return (Outcome::Failed(connection_id, reason), retries);
+                return (Outcome::Failed(connection.id, reason), retries);
             }
             Err(PostError::Throttled) => {
                 let delay = backoff_delay(retries as u32 + 1, &mut rand::rng());
-                if Instant::now() + delay > deadline {
+                if Instant::now() + delay > retry_until {
                     return (Outcome::ThrottledOut, retries);
                 }
                 retries += 1;
@@ -106,66 +160,85 @@ async fn post_with_backoff(
     }
 }
 
-/// Pushes each state (already coalesced) to every connection watching its stream, then
-/// forgets the connections that are gone. Fails only when MongoDB cannot be read or written,
-/// so the event source retries the batch.
-pub async fn fan_out(
-    states: &[WindowStateRecord],
+/// Connections forgotten in one delete, so memory stays bounded however many are gone.
+const FORGET_CHUNK: usize = 1_000;
+
+/// Sends `frame` once to every connection watching `stream`, read page by page from MongoDB,
+/// with at most `permits` posts in flight (shared by every stream of the batch). Nothing is
+/// posted after `deadline`; a connection that is gone is forgotten. Fails only when MongoDB
+/// cannot be read or written, so the event source retries the batch.
+pub async fn post_to_audience(
+    stream: &StreamId,
+    frame: &[u8],
     connections: &ConnectionStore,
     api: &ConnectionsApi,
     policy: PostPolicy,
+    permits: &Semaphore,
+    deadline: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    let deadline = Instant::now() + policy.throttle_budget;
-    let mut watchers: HashMap<&StreamId, Vec<String>> = HashMap::new();
-    for state in states {
-        if !watchers.contains_key(&state.stream) {
-            watchers.insert(
-                &state.stream,
-                connections.ids_watching(&state.stream).await?,
-            );
-        }
-    }
-    let frames: Vec<Vec<u8>> = states
-        .iter()
-        .map(|s| ServerMessage::Window(s.clone()).to_bytes())
-        .collect();
-    let posts: Vec<(String, &[u8])> = states
-        .iter()
-        .zip(&frames)
-        .flat_map(|(state, frame)| {
-            watchers
-                .get(&state.stream)
-                .into_iter()
-                .flatten()
-                .map(move |id| (id.clone(), frame.as_slice()))
-        })
-        .collect();
+    let retry_until = (Instant::now() + policy.throttle_budget).min(deadline);
     let mut report = FanoutReport {
-        windows: states.len(),
-        posts: posts.len(),
+        streams: 1,
         ..FanoutReport::default()
     };
+    let audience = connections.watching(stream, policy.page).await?;
+    let mut outcomes = std::pin::pin!(
+        audience
+            .map(|connection| async move {
+                let connection = connection?;
+                let Ok(_permit) = permits.acquire().await else {
+                    return Ok((Outcome::DeadlineMissed, 0));
+                };
+                if Instant::now() >= deadline {
+                    return Ok((Outcome::DeadlineMissed, 0));
+                }
+                Ok(post_with_backoff(api, connection, frame, retry_until).await)
+            })
+            .buffer_unordered(policy.concurrency.max(1))
+    );
     let mut gone = Vec::new();
-    let mut outcomes = futures::stream::iter(posts)
-        .map(|(id, frame)| post_with_backoff(api, id, frame, deadline))
-        .buffer_unordered(policy.concurrency.max(1));
-    while let Some((outcome, retries)) = outcomes.next().await {
+    while let Some(outcome) = outcomes.next().await {
+        let (outcome, retries): (Outcome, usize) = outcome?;
+        report.posts += 1;
         report.throttle_retries += retries;
         match outcome {
             Outcome::Delivered => report.delivered += 1,
-            Outcome::Gone(id) => gone.push(id),
+            Outcome::Gone(connection) => {
+                let age_ms = now_ms().saturating_sub(connection.connected_at_ms);
+                if u128::try_from(age_ms).unwrap_or(0) < policy.handshake_grace.as_millis() {
+                    report.pending += 1;
+                } else {
+                    gone.push(connection.id);
+                }
+            }
             Outcome::ThrottledOut => report.throttled_out += 1,
             Outcome::Failed(id, reason) => {
                 report.failed += 1;
                 tracing::warn!(connection_id = id, reason, "post to connection failed");
             }
+            Outcome::DeadlineMissed => {
+                report.posts -= 1;
+                report.deadline_missed += 1;
+            }
+        }
+        if gone.len() >= FORGET_CHUNK {
+            report.gone += forget(connections, &mut gone).await?;
         }
     }
+    report.gone += forget(connections, &mut gone).await?;
+    Ok(report)
+}
+
+async fn forget(
+    connections: &ConnectionStore,
+    gone: &mut Vec<String>,
+) -> Result<usize, StoreError> {
     gone.sort_unstable();
     gone.dedup();
-    report.gone = gone.len();
-    connections.remove_all(&gone).await?;
-    Ok(report)
+    let count = gone.len();
+    connections.remove_all(gone).await?;
+    gone.clear();
+    Ok(count)
 }
 
 #[cfg(test)]

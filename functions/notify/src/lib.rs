@@ -8,6 +8,8 @@ pub mod config;
 pub mod fanout;
 pub mod management;
 pub mod protocol;
+pub mod push;
+pub mod schedule;
 pub mod token;
 mod websocket;
 
@@ -15,18 +17,20 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use config::NotifyConfig;
-use fanout::{FanoutReport, PostPolicy, fan_out, newest_states};
+use fanout::{FanoutReport, PostPolicy};
 use management::ConnectionsApi;
+use push::{PushPolicy, PushTargets, push_batch};
 use reactions::clock::elapsed_ms;
 use reactions::decode_kafka_event;
 use reactions::message::WindowStateRecord;
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{ConnectionStore, IndexesOnce, StoreError, WindowStore};
+use reactions::mongo::{ConnectionStore, IndexesOnce, PushSlots, StoreError, WindowStore};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use token::ConnectTokens;
+use tokio::time::Instant;
 
 /// The WebSocket route keys notify handles: template.yaml's routes must be exactly these (a test
 /// checks), and every key that is not `$`-prefixed is a client action of [`protocol`].
@@ -98,11 +102,19 @@ pub struct BatchSummary {
     pub fanout: FanoutReport,
 }
 
+/// Connections read from MongoDB per cursor batch during a fan-out.
+const CONNECTIONS_PAGE: u32 = 1_000;
+
+/// A 410 from a connection registered this recently is taken for one whose handshake is still
+/// completing (API Gateway answers 410 until `$connect` has returned), and it is kept.
+pub const HANDSHAKE_GRACE: Duration = Duration::from_secs(30);
+
 /// The function's long-lived state, built once per container.
 pub struct Notify {
     config: NotifyConfig,
     connections: ConnectionStore,
     windows: WindowStore,
+    slots: PushSlots,
     api: ConnectionsApi,
     tokens: Option<ConnectTokens>,
     indexes: Arc<IndexesOnce>,
@@ -121,6 +133,7 @@ impl Notify {
         let notify = Self {
             connections: ConnectionStore::new(&database, config.connection_ttl),
             windows: WindowStore::new(&database),
+            slots: PushSlots::new(&database),
             api: ConnectionsApi::new(sdk, &config.management_endpoint, config.post_timeout),
             tokens,
             config,
@@ -136,8 +149,25 @@ impl Notify {
     /// later events; at most one attempt runs at a time.
     fn create_indexes_in_background(&self) {
         let connections = self.connections.clone();
-        self.indexes
-            .start_in_background(move || async move { connections.ensure_indexes().await });
+        let slots = self.slots.clone();
+        self.indexes.start_in_background(move || async move {
+            connections.ensure_indexes().await?;
+            slots.ensure_indexes().await
+        });
+    }
+
+    fn push_policy(&self) -> PushPolicy {
+        PushPolicy {
+            post: PostPolicy {
+                concurrency: self.config.fanout_concurrency,
+                throttle_budget: self.config.throttle_budget,
+                page: CONNECTIONS_PAGE,
+                handshake_grace: HANDSHAKE_GRACE,
+            },
+            interval: self.config.push_interval,
+            post_budget_per_second: self.config.post_budget_per_second,
+            deadline: self.config.fanout_deadline,
+        }
     }
 
     /// Handles one event of either kind.
@@ -174,43 +204,49 @@ impl Notify {
                 ),
             }
         }
+        let targets = PushTargets {
+            connections: &self.connections,
+            slots: &self.slots,
+            api: &self.api,
+        };
         let summary = BatchSummary {
             window_states: valid.len(),
             malformed: total - valid.len(),
-            fanout: fan_out(
-                &newest_states(valid),
-                &self.connections,
-                &self.api,
-                PostPolicy {
-                    concurrency: self.config.fanout_concurrency,
-                    throttle_budget: self.config.throttle_budget,
-                },
-            )
-            .await?,
+            fanout: push_batch(valid, &targets, self.push_policy(), started).await?,
         };
         let report = &summary.fanout;
         tracing::info!(
             records = total,
             malformed = summary.malformed,
+            streams = report.streams,
             windows = report.windows,
             posts = report.posts,
             delivered = report.delivered,
             gone = report.gone,
+            pending = report.pending,
             throttle_retries = report.throttle_retries,
             throttled_out = report.throttled_out,
             failed = report.failed,
-            "window states fanned out"
+            deadline_missed = report.deadline_missed,
+            streams_missed = report.streams_missed,
+            interval_ms = report.interval_ms,
+            "window states pushed"
         );
         MetricsLine::new("notify")
             .count("Records", total as u64)
             .count("Malformed", summary.malformed as u64)
+            .count("Streams", report.streams as u64)
             .count("Posts", report.posts as u64)
             .count("Delivered", report.delivered as u64)
             .count("Gone", report.gone as u64)
+            .count("PendingHandshakes", report.pending as u64)
             .count("ThrottleRetries", report.throttle_retries as u64)
             .count("ThrottledOut", report.throttled_out as u64)
             .count("PostFailures", report.failed as u64)
-            .millis("FanoutLatency", elapsed_ms(started))
+            .count("DeadlineMissed", report.deadline_missed as u64)
+            .count("StreamsMissed", report.streams_missed as u64)
+            .millis("PushInterval", report.interval_ms as f64)
+            .millis("FanoutLatency", elapsed_ms(started.into_std()))
             .emit();
         Ok(summary)
     }

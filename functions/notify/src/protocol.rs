@@ -127,8 +127,13 @@ pub fn parse_action(body: &str) -> Result<ClientAction, ProtocolError> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    /// The newest state of one window of the watched stream.
-    Window(WindowStateRecord),
+    /// One push: the newest state of every window of the watched stream that changed since the
+    /// previous push, oldest first. A client keeps, per window, the state with the largest
+    /// total.
+    Windows {
+        stream: StreamId,
+        windows: Vec<WindowStateRecord>,
+    },
     /// The latest windows of a stream, oldest first, answering `sync`.
     Snapshot {
         stream: StreamId,

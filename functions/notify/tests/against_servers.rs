@@ -2,169 +2,25 @@
 //! bookkeeping, tokens, subscribe and sync, malformed client messages, and fan-out to 1,000
 //! connections with some gone and some throttled.
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_lambda_events::event::kafka::KafkaEvent;
-use aws_sdk_apigatewaymanagement::config::Credentials;
-use emostream_local::websocket_event::{
-    ConnectionContext, connect_event, disconnect_event, message_event,
-};
-use emostream_tests::connections_server::ConnectionsServer;
+use emostream_local::websocket_event::{connect_event, disconnect_event};
+use emostream_tests::closed_port;
 use emostream_tests::patience::{assert_bounded, eventually};
-use emostream_tests::{closed_port, servers};
 use mongodb::bson::doc;
 use notify::config::NotifyConfig;
 use notify::token::ConnectTokens;
 use notify::{BatchSummary, Notify, NotifyError};
-use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::kafka_event::{RecordPosition, lambda_kafka_record_json};
 use reactions::message::VersionedMessage;
-use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, WriteTimes, connect};
+use reactions::mongo::{WindowStore, WriteTimes, connect};
 use reactions::window_delta::window_deltas;
-use reactions::{EmojiName, StreamId, WindowStateRecord, WindowWidth};
+use reactions::{WindowStateRecord, WindowWidth};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn sdk() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("local"))
-        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
-        .load()
-        .await
-}
+mod common;
 
-struct Fixture {
-    notify: Notify,
-    server: ConnectionsServer,
-    mongo: MongoSettings,
-}
-
-impl Fixture {
-    async fn start(extra: &[(&str, &str)]) -> Self {
-        let server = ConnectionsServer::start().await;
-        let mongo = servers().mongo("notify");
-        let endpoint = server.endpoint();
-        let mut settings: Vec<(&str, &str)> = vec![
-            ("MONGODB_URI", &mongo.uri),
-            ("MONGODB_DATABASE", &mongo.database),
-            ("MANAGEMENT_API_ENDPOINT", &endpoint),
-        ];
-        settings.extend_from_slice(extra);
-        let config = NotifyConfig::from_settings(&settings).unwrap();
-        let notify = Notify::new(config, &sdk().await).await.unwrap();
-        Fixture {
-            notify,
-            server,
-            mongo,
-        }
-    }
-
-    async fn connections(&self) -> ConnectionStore {
-        let database = connect(&self.mongo, "notify-test").await.unwrap();
-        ConnectionStore::new(&database, Duration::from_secs(7_800))
-    }
-
-    async fn route(&self, event: Value) -> Value {
-        self.notify.handle(event).await.unwrap()
-    }
-
-    async fn connect(&self, id: &str, query: &[(&str, &str)]) -> Value {
-        let query: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.route(connect_event(&context(id), &query, &[], now(), "r-connect"))
-            .await
-    }
-
-    async fn send(&self, id: &str, body: &str) -> Value {
-        let route = serde_json::from_str::<Value>(body)
-            .ok()
-            .and_then(|v| v["action"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "$default".to_owned());
-        self.route(message_event(
-            &context(id),
-            &route,
-            body,
-            now(),
-            "r-message",
-        ))
-        .await
-    }
-
-    /// Every frame posted to `id` so far.
-    fn frames(&self, id: &str) -> Vec<Value> {
-        self.server.frames_to(id)
-    }
-}
-
-fn now() -> i64 {
-    reactions::clock::now_ms()
-}
-
-fn context(id: &str) -> ConnectionContext {
-    ConnectionContext {
-        connection_id: id.to_owned(),
-        api_id: "local".into(),
-        stage: "test".into(),
-        domain_name: "localhost".into(),
-        connected_at_ms: now(),
-        source_ip: "127.0.0.1".into(),
-    }
-}
-
-fn stream(s: &str) -> StreamId {
-    StreamId::parse("stream", s).unwrap()
-}
-
-fn state(
-    stream_id: &str,
-    start_ms: i64,
-    counts: &[(&str, u64)],
-    updated_at_ms: i64,
-) -> WindowStateRecord {
-    let counts: reactions::EmojiCounts = counts
-        .iter()
-        .map(|(e, n)| (EmojiName::parse(e).unwrap(), *n))
-        .collect();
-    WindowStateRecord {
-        v: 1,
-        stream: stream(stream_id),
-        start_ms,
-        end_ms: start_ms + 2_000,
-        total: counts.values().sum(),
-        swarm: reactions::SwarmRule::default().downscale(&counts),
-        counts,
-        is_final: false,
-        updated_at_ms,
-    }
-}
-
-fn kafka_event(states: &[WindowStateRecord]) -> Value {
-    let records = states
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let position = RecordPosition {
-                topic: "emoji-output-topic".into(),
-                partition: 0,
-                offset: i as i64,
-            };
-            lambda_kafka_record_json(
-                &position,
-                s.updated_at_ms,
-                Some(s.stream.as_str().as_bytes()),
-                Some(&s.encode()),
-                &[],
-            )
-        })
-        .collect();
-    lambda_kafka_event_json("SelfManagedKafka", "127.0.0.1:9092", records)
-}
-
-fn window_frame(state: &WindowStateRecord) -> Value {
-    let mut frame = serde_json::to_value(state).unwrap();
-    frame["type"] = json!("window");
-    frame
-}
+use common::*;
 
 #[tokio::test]
 async fn connect_and_disconnect_keep_the_connections_collection() {
@@ -436,11 +292,14 @@ async fn fan_out_reaches_every_live_connection_exactly_once_with_the_newest_stat
     let store = f.connections().await;
     let ids: Vec<String> = (0..1_000).map(|i| format!("conn-{i:04}")).collect();
     for id in &ids {
-        store.register(id, &stream("final"), now()).await.unwrap();
+        store
+            .register(id, &stream("final"), a_minute_ago())
+            .await
+            .unwrap();
     }
     for i in 0..10 {
         store
-            .register(&format!("semi-{i}"), &stream("semi"), now())
+            .register(&format!("semi-{i}"), &stream("semi"), a_minute_ago())
             .await
             .unwrap();
     }
@@ -467,7 +326,12 @@ async fn fan_out_reaches_every_live_connection_exactly_once_with_the_newest_stat
     assert_eq!(summary.window_states, 4);
     assert_eq!(summary.malformed, 0);
     assert_eq!(summary.fanout.windows, 2);
+    assert_eq!(summary.fanout.streams, 2);
     assert_eq!(summary.fanout.posts, 1_010);
+    assert_eq!(
+        (summary.fanout.deadline_missed, summary.fanout.pending),
+        (0, 0)
+    );
     assert_eq!(summary.fanout.delivered, 1_010 - 50);
     assert_eq!(summary.fanout.gone, 50);
     assert_eq!(summary.fanout.throttle_retries, 200);

@@ -41,9 +41,9 @@ async fn connects_and_pushes_window_states() {
     assert_eq!(summary["delivered"], 1, "{summary}");
     let frames = server.frames_to("Zx1ConnA=");
     assert_eq!(frames.len(), 1);
-    assert_eq!(frames[0]["type"], "window");
+    assert_eq!(frames[0]["type"], "windows");
     assert_eq!(frames[0]["stream"], "match-1");
-    assert_eq!(frames[0]["total"], 4);
+    assert_eq!(frames[0]["windows"][0]["total"], 4);
 }
 
 #[tokio::test]

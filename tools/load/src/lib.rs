@@ -1,8 +1,10 @@
 //! emostream's load generator: simulated viewers over several streams tap at a profile's rate
 //! and batch their taps like the web page; WebSocket listeners watch the same streams. It prints
-//! accepted reactions per second, ingest latency, tap-to-screen latency, updates per listener,
-//! and checks at the end that the stored counts equal the accepted reactions exactly.
+//! accepted reactions per second, ingest latency, tap-to-screen latency, pushes per listener,
+//! the projected AWS cost, and checks at the end that the stored counts equal the accepted
+//! reactions exactly.
 
+pub mod cost;
 pub mod listeners;
 pub mod plot;
 pub mod profile;

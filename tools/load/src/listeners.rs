@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub stream: usize,
-    /// Window frames received (duplicates and stale ones included).
+    /// Pushes received (frames of window states, duplicates and stale ones included).
     pub updates: u64,
     pub seen: Seen,
 }
@@ -61,22 +61,33 @@ pub async fn listen(
             let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;
             };
-            if frame["type"] != "window" || frame["stream"] != stream_id.as_str() {
+            if frame["stream"] != stream_id.as_str() {
                 continue;
             }
-            observed.updates += 1;
-            let (Some(start), Some(total)) = (frame["start_ms"].as_i64(), frame["total"].as_u64())
-            else {
-                continue;
+            // One push carries every changed window (`windows`); older servers push one
+            // window per frame (`window`).
+            let kind = frame["type"].as_str().map(str::to_owned);
+            let states = match kind.as_deref() {
+                Some("windows") => frame["windows"].as_array().cloned().unwrap_or_default(),
+                Some("window") => vec![frame],
+                _ => continue,
             };
-            let kept = windows.entry(start).or_insert(0);
-            if total > *kept {
-                cumulative += total - *kept;
-                *kept = total;
-                shown_by_task.store(cumulative, Ordering::Relaxed);
-                observed
-                    .seen
-                    .push((started.elapsed().as_secs_f64() * 1_000.0, cumulative));
+            observed.updates += 1;
+            for state in states {
+                let (Some(start), Some(total)) =
+                    (state["start_ms"].as_i64(), state["total"].as_u64())
+                else {
+                    continue;
+                };
+                let kept = windows.entry(start).or_insert(0);
+                if total > *kept {
+                    cumulative += total - *kept;
+                    *kept = total;
+                    shown_by_task.store(cumulative, Ordering::Relaxed);
+                    observed
+                        .seen
+                        .push((started.elapsed().as_secs_f64() * 1_000.0, cumulative));
+                }
             }
         }
         observed

@@ -3,8 +3,10 @@
 //! the stored counts do not equal the accepted reactions.
 
 use clap::Parser;
+use emostream_local::aws_quotas::QuotaSettings;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{LocalStack, StackOptions};
+use load::cost::{MeasuredRates, PRICES_SOURCE, project};
 use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, run};
@@ -37,6 +39,18 @@ struct Cli {
     /// With --start-stack: the event source mappings' batching window in ms.
     #[arg(long, default_value_t = 100)]
     batching_window_ms: u64,
+    /// With --start-stack: an environment variable for every function, NAME=VALUE
+    /// (repeatable), e.g. PUSH_INTERVAL_MS=0.
+    #[arg(long = "env", value_parser = emostream_local::cli::pair)]
+    env: Vec<(String, String)>,
+    /// With --start-stack: no emulated @connections latency, account throttle or connect rate
+    /// (faster than AWS: such figures flatter it).
+    #[arg(long)]
+    no_aws_quotas: bool,
+    /// The watching viewers the run's traffic stands for, over whom the shared costs (HTTP API,
+    /// Lambda) are spread in the cost per viewer-hour; default: --viewers.
+    #[arg(long)]
+    audience: Option<u64>,
     /// Simulated viewers (they tap and send).
     #[arg(long, default_value_t = 200)]
     viewers: usize,
@@ -59,8 +73,8 @@ struct Cli {
     /// WebSocket listeners per stream.
     #[arg(long, default_value_t = 2)]
     listeners: usize,
-    /// How often each viewer sends its taps, in ms (the web page uses 250).
-    #[arg(long, default_value_t = 250)]
+    /// How often each viewer sends its taps, in ms (the web page's default is 1000).
+    #[arg(long, default_value_t = 1_000)]
     batch_ms: u64,
     /// Most requests in flight.
     #[arg(long, default_value_t = 256)]
@@ -100,6 +114,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..MappingOptions::default()
         };
         options.function_logs = Some(PathBuf::from("target/load-logs"));
+        options.local.variables.extend(cli.env.iter().cloned());
+        if cli.no_aws_quotas {
+            options.quotas = QuotaSettings::off();
+        }
         eprintln!(
             "starting the local stack ({} instances per function)...",
             cli.instances
@@ -147,6 +165,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let report = run(&plan).await?;
     let functions = stack.as_ref().map(|s| s.summary()).unwrap_or_default();
+    let lambda = stack.as_ref().map(|s| s.lambda_usage());
+    let run_seconds = (report.warmup_s + report.duration_s).max(0.001);
+    let rates = MeasuredRates {
+        http_requests_per_s: report.requests as f64 / run_seconds,
+        pushes_per_listener_per_s: report.pushes_per_listener_per_second,
+        lambda_invocations_per_s: lambda.map(|(invocations, _)| invocations as f64 / run_seconds),
+        lambda_gb_s_per_s: lambda.map(|(_, gb_s)| gb_s / run_seconds),
+    };
+    let cost = project(rates, cli.audience.unwrap_or(cli.viewers as u64));
 
     println!(
         "accepted reactions     {:.0}/s over the measured {:.0} s ({} in all, with {:.0} s of warm-up); {} requests, {} failed",
@@ -174,9 +201,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.updates_per_listener_mean,
         report.updates_per_listener_max
     );
+    println!(
+        "pushes per listener    {:.2}/s; requests per tapping viewer {:.2}/s",
+        report.pushes_per_listener_per_second, report.requests_per_tapping_viewer_per_second
+    );
     for line in &functions {
         println!("function               {line}");
     }
+    println!(
+        "projected AWS cost     ${:.4} per viewer-hour, ${:.2} per hour for {} viewers: HTTP API ${:.3}, WebSocket messages ${:.3}, connection-minutes ${:.4}, Lambda {} ({PRICES_SOURCE})",
+        cost.per_viewer_hour,
+        cost.total_per_hour,
+        cost.audience,
+        cost.http_api_per_hour,
+        cost.websocket_messages_per_hour,
+        cost.websocket_connection_minutes_per_hour,
+        cost.lambda_per_hour
+            .map_or("not measured (no --start-stack)".to_owned(), |l| format!(
+                "${l:.3}"
+            )),
+    );
     if report.exact {
         println!(
             "exact counts           yes: stored counts equal the accepted reactions for every stream and emoji"
@@ -190,6 +234,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["functions"] = serde_json::json!(functions);
+        value["cost"] = serde_json::json!({
+            "rates": rates,
+            "projection": cost,
+            "prices": PRICES_SOURCE,
+        });
         std::fs::write(path, serde_json::to_vec_pretty(&value)?)?;
         eprintln!("figures written to {}", path.display());
     }

@@ -62,6 +62,10 @@ pub struct RunReport {
     pub updates_per_listener_min: u64,
     pub updates_per_listener_mean: f64,
     pub updates_per_listener_max: u64,
+    /// Pushes a listener received per second, from its connect to the end of the run.
+    pub pushes_per_listener_per_second: f64,
+    /// Requests a tapping viewer sent per second in the measured part.
+    pub requests_per_tapping_viewer_per_second: f64,
     /// Stored counts equal accepted reactions for every stream and emoji.
     pub exact: bool,
     pub differences: Vec<String>,
@@ -105,6 +109,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             listeners.push(listen(url, stream, id, started, stop.clone()).await?);
         }
     }
+    let listening_since = Instant::now();
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -234,6 +239,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop_listeners.send(true).ok();
+    let listened_s = listening_since.elapsed().as_secs_f64().max(0.001);
     let mut observed: Vec<Observed> = Vec::new();
     for listener in listeners {
         observed.push(listener.task.await.map_err(|e| e.to_string())?);
@@ -292,6 +298,12 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
         updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
         updates_per_listener_max: updates.iter().copied().max().unwrap_or(0),
+        pushes_per_listener_per_second: updates.iter().sum::<u64>() as f64
+            / updates.len().max(1) as f64
+            / listened_s,
+        requests_per_tapping_viewer_per_second: measured.len() as f64
+            / plan.viewers.max(1) as f64
+            / send_seconds.max(0.001),
         exact: diffs.is_empty(),
         differences: diffs,
         latency_over_time: by_second

@@ -5,7 +5,7 @@
 
 use super::{StoreError, server};
 use crate::ids::StreamId;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
@@ -19,6 +19,14 @@ pub struct StoredConnection {
     /// The stream whose window states this connection receives.
     pub stream: StreamId,
     /// When the connection was accepted, ms since the epoch.
+    pub connected_at_ms: i64,
+}
+
+/// A connection as a fan-out reads it: enough to post to it and to tell a connection that is
+/// still completing its handshake from one that is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchingConnection {
+    pub id: String,
     pub connected_at_ms: i64,
 }
 
@@ -125,7 +133,37 @@ impl ConnectionStore {
         Ok(result.deleted_count)
     }
 
-    /// The ids of every connection watching `stream`, through the by-stream index.
+    /// Every connection watching `stream`, read through the by-stream index with a cursor in
+    /// batches of `page` documents, so memory does not grow with the audience.
+    pub async fn watching(
+        &self,
+        stream: &StreamId,
+        page: u32,
+    ) -> Result<
+        impl futures::Stream<Item = Result<WatchingConnection, StoreError>> + Send + use<>,
+        StoreError,
+    > {
+        let cursor = self
+            .collection
+            .find(doc! { "stream": stream.as_str() })
+            .projection(doc! { "_id": 1, "connected_at_ms": 1 })
+            .batch_size(page)
+            .await
+            .map_err(server("find"))?;
+        Ok(cursor.map(|document| {
+            let document = document.map_err(server("find"))?;
+            let id = document.get_str("_id").map_err(|_| {
+                StoreError::Malformed(format!("connection without a string _id: {document}"))
+            })?;
+            Ok(WatchingConnection {
+                id: id.to_owned(),
+                connected_at_ms: document.get_i64("connected_at_ms").unwrap_or(0),
+            })
+        }))
+    }
+
+    /// The ids of every connection watching `stream`, through the by-stream index, all at once
+    /// (for tests and tools; the fan-out reads [`ConnectionStore::watching`]).
     pub async fn ids_watching(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
         let documents: Vec<Document> = self
             .collection

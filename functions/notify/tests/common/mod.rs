@@ -1,0 +1,183 @@
+//! What notify's tests against the real servers share: a notify handler on a fresh database
+//! with a test `@connections` server, WebSocket events, window states and Kafka events. Each
+//! test file uses some of it.
+#![allow(dead_code)]
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_apigatewaymanagement::config::Credentials;
+use emostream_local::websocket_event::{ConnectionContext, connect_event, message_event};
+use emostream_tests::connections_server::ConnectionsServer;
+use emostream_tests::servers;
+use notify::Notify;
+use notify::config::NotifyConfig;
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::message::VersionedMessage;
+use reactions::mongo::{ConnectionStore, MongoSettings, connect};
+use reactions::{EmojiName, StreamId, WindowStateRecord};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn instance(
+    mongo: &MongoSettings,
+    server: &ConnectionsServer,
+    extra: &[(&str, &str)],
+) -> Notify {
+    let endpoint = server.endpoint();
+    let mut settings: Vec<(&str, &str)> = vec![
+        ("MONGODB_URI", &mongo.uri),
+        ("MONGODB_DATABASE", &mongo.database),
+        ("MANAGEMENT_API_ENDPOINT", &endpoint),
+    ];
+    settings.extend_from_slice(extra);
+    let config = NotifyConfig::from_settings(&settings).unwrap();
+    Notify::new(config, &sdk().await).await.unwrap()
+}
+
+pub async fn sdk() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("local"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .load()
+        .await
+}
+
+pub struct Fixture {
+    pub notify: Notify,
+    pub server: ConnectionsServer,
+    pub mongo: MongoSettings,
+}
+
+impl Fixture {
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let server = ConnectionsServer::start().await;
+        let mongo = servers().mongo("notify");
+        let notify = instance(&mongo, &server, extra).await;
+        Fixture {
+            notify,
+            server,
+            mongo,
+        }
+    }
+
+    /// Another notify instance (a second container, or this one restarted) on the same
+    /// database and `@connections` server.
+    pub async fn another_instance(&self, extra: &[(&str, &str)]) -> Notify {
+        instance(&self.mongo, &self.server, extra).await
+    }
+
+    pub async fn connections(&self) -> ConnectionStore {
+        let database = connect(&self.mongo, "notify-test").await.unwrap();
+        ConnectionStore::new(&database, Duration::from_secs(7_800))
+    }
+
+    pub async fn route(&self, event: Value) -> Value {
+        self.notify.handle(event).await.unwrap()
+    }
+
+    pub async fn connect(&self, id: &str, query: &[(&str, &str)]) -> Value {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.route(connect_event(&context(id), &query, &[], now(), "r-connect"))
+            .await
+    }
+
+    pub async fn send(&self, id: &str, body: &str) -> Value {
+        let route = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "$default".to_owned());
+        self.route(message_event(
+            &context(id),
+            &route,
+            body,
+            now(),
+            "r-message",
+        ))
+        .await
+    }
+
+    /// Every frame posted to `id` so far.
+    pub fn frames(&self, id: &str) -> Vec<Value> {
+        self.server.frames_to(id)
+    }
+}
+
+pub fn now() -> i64 {
+    reactions::clock::now_ms()
+}
+
+pub fn context(id: &str) -> ConnectionContext {
+    ConnectionContext {
+        connection_id: id.to_owned(),
+        api_id: "local".into(),
+        stage: "test".into(),
+        domain_name: "localhost".into(),
+        connected_at_ms: now(),
+        source_ip: "127.0.0.1".into(),
+    }
+}
+
+pub fn stream(s: &str) -> StreamId {
+    StreamId::parse("stream", s).unwrap()
+}
+
+pub fn state(
+    stream_id: &str,
+    start_ms: i64,
+    counts: &[(&str, u64)],
+    updated_at_ms: i64,
+) -> WindowStateRecord {
+    let counts: reactions::EmojiCounts = counts
+        .iter()
+        .map(|(e, n)| (EmojiName::parse(e).unwrap(), *n))
+        .collect();
+    WindowStateRecord {
+        v: 1,
+        stream: stream(stream_id),
+        start_ms,
+        end_ms: start_ms + 2_000,
+        total: counts.values().sum(),
+        swarm: reactions::SwarmRule::default().downscale(&counts),
+        counts,
+        is_final: false,
+        updated_at_ms,
+    }
+}
+
+pub fn kafka_event(states: &[WindowStateRecord]) -> Value {
+    let records = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let position = RecordPosition {
+                topic: "emoji-output-topic".into(),
+                partition: 0,
+                offset: i as i64,
+            };
+            lambda_kafka_record_json(
+                &position,
+                s.updated_at_ms,
+                Some(s.stream.as_str().as_bytes()),
+                Some(&s.encode()),
+                &[],
+            )
+        })
+        .collect();
+    lambda_kafka_event_json("SelfManagedKafka", "127.0.0.1:9092", records)
+}
+
+/// The push a connection of `state`'s stream gets for a batch whose only change is `state`.
+pub fn window_frame(state: &WindowStateRecord) -> Value {
+    json!({
+        "type": "windows",
+        "stream": state.stream.as_str(),
+        "windows": [serde_json::to_value(state).unwrap()],
+    })
+}
+
+/// A connection that has been live for a minute: past any handshake.
+pub fn a_minute_ago() -> i64 {
+    now() - 60_000
+}
