@@ -36,7 +36,15 @@ local/aws-tools.sh >/dev/null
 workers="${STRESS_WORKERS:-$(nproc)}"
 stress-ng --cpu "$workers" --timeout 0 --quiet &
 hog=$!
-trap 'kill "$hog" 2>/dev/null || true; wait "$hog" 2>/dev/null || true' EXIT
+run_group=""
+# Stopping the script (Ctrl-C) stops the hog and the run in progress with its servers.
+cleanup() {
+  kill "$hog" 2>/dev/null || true
+  [[ -n "$run_group" ]] && kill -TERM -- "-$run_group" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 say "stress-ng keeps $workers core(s) busy (pid $hog)"
 
 mkdir -p target/stress
@@ -45,7 +53,10 @@ failed=0
 for run in $(seq 1 "$RUNS"); do
   log="target/stress/run-$run.log"
   started=$SECONDS
-  if local/servers.sh run -- "$CARGO" test --workspace --locked --no-fail-fast >"$log" 2>&1; then
+  # A process group of its own, so that stopping the script stops all of it.
+  setsid local/servers.sh run -- "$CARGO" test --workspace --locked --no-fail-fast >"$log" 2>&1 &
+  run_group=$!
+  if wait "$run_group"; then
     passed=$((passed + 1))
     say "run $run of $RUNS passed in $((SECONDS - started)) s"
   else
@@ -53,6 +64,7 @@ for run in $(seq 1 "$RUNS"); do
     say "run $run of $RUNS FAILED in $((SECONDS - started)) s; failing tests (log: $log):"
     grep -E '^test .* FAILED$|^    [a-z_:]+$|panicked at' "$log" | head -n 20 >&2 || true
   fi
+  run_group=""
 done
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -108,6 +108,20 @@ impl TestStack {
         }
     }
 
+    /// The `@connections` URL of connection `id` (escaped as a path segment).
+    pub fn connection_url(&self, id: &str) -> String {
+        let endpoint = self
+            .stack
+            .management_endpoint
+            .as_deref()
+            .expect("a WebSocket API");
+        let escaped = id
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        format!("{endpoint}/@connections/{escaped}")
+    }
+
     /// The WebSocket URL for `stream`.
     pub fn websocket_url(&self, stream: &str) -> String {
         format!(

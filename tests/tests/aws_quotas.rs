@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// comes within the first few unless each request took more than a second.
 const TRIES: usize = 200;
 
+/// A connection id in API Gateway's format that no connection has.
+const UNKNOWN: &str = "AAAAAAAAAAAAAAA=";
+
 fn tiny(settings: QuotaSettings) -> impl FnOnce(&mut emostream_local::stack::StackOptions) {
     move |options| options.quotas = settings
 }
@@ -47,8 +50,7 @@ async fn the_account_throttle_is_shared_by_http_websocket_and_connections_calls(
     assert!(admitted >= 3, "the burst of 3 was not granted: {admitted}");
 
     // @connections: the same account, so also throttled, as LimitExceededException.
-    let endpoint = test.stack.management_endpoint.clone().unwrap();
-    let url = format!("{endpoint}/@connections/AAAAAAAAAAAAAAA=");
+    let url = test.connection_url(UNKNOWN);
     let mut statuses = Vec::new();
     for _ in 0..TRIES {
         let (status, body) = client.post(&url, &json!({})).await;
@@ -120,14 +122,8 @@ async fn new_connections_beyond_the_rate_are_refused_and_posts_take_their_latenc
 
     // Every @connections call takes at least the emulated latency.
     let client = JsonClient::default();
-    let endpoint = test.stack.management_endpoint.clone().unwrap();
     let started = Instant::now();
-    let (status, _) = client
-        .post(
-            &format!("{endpoint}/@connections/AAAAAAAAAAAAAAA="),
-            &json!({}),
-        )
-        .await;
+    let (status, _) = client.post(&test.connection_url(UNKNOWN), &json!({})).await;
     assert_eq!(status, 410);
     assert!(started.elapsed() >= Duration::from_millis(300));
     test.stack.stop().await;

@@ -265,23 +265,13 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
 async fn the_websocket_api_behaves_like_api_gateway() {
     let test = TestStack::start("wsapi", |_| {}).await;
     let websocket = test.stack.websocket.clone().unwrap();
-    let endpoint = test.stack.management_endpoint.clone().unwrap();
     let client = JsonClient::default();
 
     // Unknown connections are gone.
-    let (status, _) = client
-        .post(
-            &format!("{endpoint}/@connections/AAAAAAAAAAAAAAA="),
-            &json!({}),
-        )
-        .await;
+    let unknown = test.connection_url("AAAAAAAAAAAAAAA=");
+    let (status, _) = client.post(&unknown, &json!({})).await;
     assert_eq!(status, 410);
-    let (status, _) = client
-        .call(
-            "DELETE",
-            &format!("{endpoint}/@connections/AAAAAAAAAAAAAAA="),
-        )
-        .await;
+    let (status, _) = client.call("DELETE", &unknown).await;
     assert_eq!(status, 410);
 
     let mut browser = WsClient::connect(&test.websocket_url("mgmt"))
@@ -290,11 +280,7 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     let ids = websocket.connection_ids();
     assert_eq!(ids.len(), 1);
     let id = &ids[0];
-    let encoded = id
-        .replace('+', "%2B")
-        .replace('/', "%2F")
-        .replace('=', "%3D");
-    let url = format!("{endpoint}/@connections/{encoded}");
+    let url = test.connection_url(id);
     let (status, _) = client.post(&url, &json!({"hello": "browser"})).await;
     assert_eq!(status, 200);
     assert_eq!(

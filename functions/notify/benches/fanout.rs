@@ -124,6 +124,19 @@ async fn main() {
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);
+    // notify and the test server share this process: its peak bounds notify's.
+    let peak_rss_mb = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1_024.0);
+    println!(
+        "peak RSS of the process (notify and the test @connections server): {peak_rss_mb:.1} MB"
+    );
     println!(
         "fan-out to {connections} connections at {latency:?} per post, concurrency {concurrency}: median {:.0} pushes/s (best {:.0})",
         rates[ROUNDS / 2],

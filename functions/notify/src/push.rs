@@ -94,48 +94,45 @@ async fn push_stream(
         windows,
     }
     .to_bytes();
-    let post = |frame: Vec<u8>| {
-        let stream = stream.clone();
-        async move {
-            post_to_audience(
-                &stream,
-                &frame,
-                targets.connections,
-                targets.api,
-                policy.post,
-                permits,
-                deadline,
-            )
-            .await
+    // With an interval, wait for the stream's slot; without one, push at once.
+    let slot_taken_at_ms = if policy.interval.is_zero() {
+        None
+    } else {
+        match take_slot(targets.slots, &stream, policy.interval, deadline).await? {
+            Slot::Taken { at_ms } => Some(at_ms),
+            Slot::Missed => {
+                return Ok(FanoutReport {
+                    streams_missed: 1,
+                    ..FanoutReport::default()
+                });
+            }
         }
     };
-    if policy.interval.is_zero() {
-        let mut report = post(frame).await?;
-        report.windows = window_count;
-        return Ok(report);
-    }
-    let Slot::Taken { at_ms } =
-        take_slot(targets.slots, &stream, policy.interval, deadline).await?
-    else {
-        return Ok(FanoutReport {
-            streams_missed: 1,
-            ..FanoutReport::default()
-        });
-    };
-    let mut report = post(frame).await?;
+    let mut report = post_to_audience(
+        &stream,
+        &frame,
+        targets.connections,
+        targets.api,
+        policy.post,
+        permits,
+        deadline,
+    )
+    .await?;
     report.windows = window_count;
-    let audience = (report.posts + report.deadline_missed) as u64;
-    let interval = stretched_interval(
-        policy.interval,
-        audience,
-        policy.post_budget_per_second,
-        active_streams,
-    );
-    targets
-        .slots
-        .finish(&stream, audience, at_ms.saturating_add(millis(interval)))
-        .await?;
-    report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    if let Some(at_ms) = slot_taken_at_ms {
+        let audience = (report.posts + report.deadline_missed) as u64;
+        let interval = stretched_interval(
+            policy.interval,
+            audience,
+            policy.post_budget_per_second,
+            active_streams,
+        );
+        targets
+            .slots
+            .finish(&stream, audience, at_ms.saturating_add(millis(interval)))
+            .await?;
+        report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    }
     Ok(report)
 }
 
