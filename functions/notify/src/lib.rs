@@ -207,6 +207,8 @@ impl Notify {
         let targets = PushTargets {
             connections: &self.connections,
             slots: &self.slots,
+            windows: &self.windows,
+            domain: &self.config.domain,
             api: &self.api,
         };
         let summary = BatchSummary {

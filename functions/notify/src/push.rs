@@ -1,16 +1,17 @@
 //! One push per stream per interval. A batch's window states are coalesced and grouped by
-//! stream; each stream then waits for its next push slot (see [`crate::schedule`]) and sends
-//! every connection watching it one `windows` frame carrying all of its windows that changed.
+//! stream; each stream then waits for its next push slot (see [`crate::schedule`]), reads the
+//! freshest states of its changed windows (the wait may have let newer ones be stored), and
+//! sends every connection watching it one `windows` frame carrying all of them.
 //! With a push interval of 0 there is no schedule: every batch is pushed at once, as before.
 
-use crate::fanout::{FanoutReport, PostPolicy, by_stream, post_to_audience};
+use crate::fanout::{FanoutReport, PostPolicy, by_stream, newest_states, post_to_audience};
 use crate::management::ConnectionsApi;
 use crate::protocol::ServerMessage;
 use crate::schedule::{ACTIVE_WINDOW, Slot, stretched_interval, take_slot};
 use futures::{StreamExt, TryStreamExt};
 use reactions::clock::now_ms;
-use reactions::mongo::{ConnectionStore, PushSlots, StoreError};
-use reactions::{StreamId, WindowStateRecord};
+use reactions::mongo::{ConnectionStore, PushSlots, StoreError, WindowStore};
+use reactions::{DomainConfig, StreamId, WindowStateRecord};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -30,10 +31,13 @@ pub struct PushPolicy {
     pub deadline: Duration,
 }
 
-/// Where pushes go and how they are scheduled.
+/// Where pushes go, how they are scheduled, and where the freshest states are read.
 pub struct PushTargets<'a> {
     pub connections: &'a ConnectionStore,
     pub slots: &'a PushSlots,
+    pub windows: &'a WindowStore,
+    /// The swarm rule and lateness that turn stored windows into states.
+    pub domain: &'a DomainConfig,
     pub api: &'a ConnectionsApi,
 }
 
@@ -88,12 +92,6 @@ async fn push_stream(
     permits: &Semaphore,
     deadline: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    let window_count = windows.len();
-    let frame = ServerMessage::Windows {
-        stream: stream.clone(),
-        windows,
-    }
-    .to_bytes();
     // With an interval, wait for the stream's slot; without one, push at once.
     let slot_taken_at_ms = if policy.interval.is_zero() {
         None
@@ -108,6 +106,17 @@ async fn push_stream(
             }
         }
     };
+    // The wait may have been long enough for newer states to be stored: push the freshest.
+    let windows = match slot_taken_at_ms {
+        Some(_) => freshest(&stream, windows, targets).await?,
+        None => windows,
+    };
+    let window_count = windows.len();
+    let frame = ServerMessage::Windows {
+        stream: stream.clone(),
+        windows,
+    }
+    .to_bytes();
     let mut report = post_to_audience(
         &stream,
         &frame,
@@ -134,6 +143,28 @@ async fn push_stream(
         report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     }
     Ok(report)
+}
+
+/// Windows of one push read from MongoDB at most; a batch's states rarely span more.
+const FRESH_WINDOWS: u32 = 20;
+
+/// The batch's states of `stream`, each replaced by its stored state if that is newer, plus any
+/// newer windows stored since: what a viewer should see now.
+async fn freshest(
+    stream: &StreamId,
+    batch: Vec<WindowStateRecord>,
+    targets: &PushTargets<'_>,
+) -> Result<Vec<WindowStateRecord>, StoreError> {
+    let Some(oldest) = batch.iter().map(|s| s.start_ms).min() else {
+        return Ok(batch);
+    };
+    let now = now_ms();
+    let stored = targets
+        .windows
+        .list_windows(stream, Some(oldest), FRESH_WINDOWS)
+        .await?;
+    let stored = stored.iter().map(|w| w.state_record(targets.domain, now));
+    Ok(newest_states(batch.into_iter().chain(stored)))
 }
 
 fn millis(duration: Duration) -> i64 {

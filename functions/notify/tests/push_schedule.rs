@@ -15,7 +15,9 @@ use common::*;
 use emostream_tests::patience::assert_bounded;
 use mongodb::bson::doc;
 use notify::schedule::MAX_PUSH_INTERVAL;
-use reactions::mongo::{PushSlots, connect};
+use reactions::WindowWidth;
+use reactions::mongo::{PushSlots, WindowStore, WriteTimes, connect};
+use reactions::window_delta::window_deltas;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -272,4 +274,42 @@ async fn a_slot_held_by_a_dead_instance_or_a_clock_far_ahead_delays_a_stream_bou
         started.elapsed() >= MAX_PUSH_INTERVAL,
         "the held slot was not waited for"
     );
+}
+
+#[tokio::test]
+async fn a_push_carries_the_freshest_stored_state_not_the_batchs_older_one() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    register(&f, "fresh", "live-0", 2, a_minute_ago()).await;
+    // aggregate has stored more than the batch in hand says (it kept writing while this batch
+    // waited for its slot).
+    let database = connect(&f.mongo, "notify-test").await.unwrap();
+    let windows = WindowStore::new(&database);
+    windows.ensure_indexes().await.unwrap();
+    let base_ms = 1_700_000_000_000;
+    let log = emostream_tests::fixtures::reaction_log("t", 0, 30, 1, base_ms);
+    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
+    let times = WriteTimes {
+        now_ms: now(),
+        retention: emostream_tests::fixtures::FIXTURE_RETENTION,
+    };
+    windows
+        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
+        .await
+        .unwrap();
+    let stored = windows
+        .list_windows(&stream("live-0"), Some(0), 100)
+        .await
+        .unwrap();
+    let first = &stored[0];
+    assert!(first.total > 1);
+    let stale = state("live-0", first.key.start_ms, &[("fire", 1)], 1);
+    f.route(kafka_event(&[stale])).await;
+    let frame = &f.frames("fresh-0")[0];
+    let pushed = frame["windows"].as_array().unwrap();
+    // Every stored window from the batch's on, each at its stored total.
+    assert_eq!(pushed.len(), stored.len());
+    for (state, window) in pushed.iter().zip(&stored) {
+        assert_eq!(state["start_ms"], window.key.start_ms);
+        assert_eq!(state["total"], window.total);
+    }
 }
