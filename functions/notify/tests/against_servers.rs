@@ -10,11 +10,10 @@ use mongodb::bson::doc;
 use notify::config::NotifyConfig;
 use notify::token::ConnectTokens;
 use notify::{BatchSummary, Notify, NotifyError};
+use reactions::WindowStateRecord;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_record_json};
 use reactions::message::VersionedMessage;
-use reactions::mongo::{WindowStore, WriteTimes, connect};
-use reactions::window_delta::window_deltas;
-use reactions::{WindowStateRecord, WindowWidth};
+use reactions::mongo::connect;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -173,9 +172,6 @@ async fn tokens_gate_connect_and_subscribe_when_a_secret_is_set() {
 async fn subscribe_ping_and_sync_answer_on_the_connection() {
     let f = Fixture::start(&[("SYNC_WINDOWS", "3")]).await;
     // Five windows of stream live-0 (and others) in MongoDB, written by the real adapter.
-    let database = connect(&f.mongo, "notify-test").await.unwrap();
-    let windows = WindowStore::new(&database);
-    windows.ensure_indexes().await.unwrap();
     let base_ms = 1_700_000_000_000;
     let log: Vec<_> = (0..5)
         .flat_map(|w| emostream_tests::fixtures::reaction_log("t", 0, 40, 2, base_ms + w * 6_000))
@@ -185,17 +181,8 @@ async fn subscribe_ping_and_sync_answer_on_the_connection() {
             (position, reaction)
         })
         .collect();
-    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
-    // The windows lie in 2023: the fixture retention keeps the TTL sweep from deleting them
-    // before the sync reads them.
-    let times = WriteTimes {
-        now_ms: now(),
-        retention: emostream_tests::fixtures::FIXTURE_RETENTION,
-    };
-    windows
-        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
-        .await
-        .unwrap();
+    // The windows lie in 2023: stored with the fixture retention, so the TTL sweep leaves them.
+    let windows = store_windows(&f.mongo, &log).await;
     let stored = windows
         .list_windows(&stream("live-0"), None, 100)
         .await

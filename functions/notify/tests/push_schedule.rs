@@ -15,9 +15,7 @@ use common::*;
 use emostream_tests::patience::assert_bounded;
 use mongodb::bson::doc;
 use notify::schedule::MAX_PUSH_INTERVAL;
-use reactions::WindowWidth;
-use reactions::mongo::{PushSlots, WindowStore, WriteTimes, connect};
-use reactions::window_delta::window_deltas;
+use reactions::mongo::{PushSlots, connect};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -282,20 +280,8 @@ async fn a_push_carries_the_freshest_stored_state_not_the_batchs_older_one() {
     register(&f, "fresh", "live-0", 2, a_minute_ago()).await;
     // aggregate has stored more than the batch in hand says (it kept writing while this batch
     // waited for its slot).
-    let database = connect(&f.mongo, "notify-test").await.unwrap();
-    let windows = WindowStore::new(&database);
-    windows.ensure_indexes().await.unwrap();
-    let base_ms = 1_700_000_000_000;
-    let log = emostream_tests::fixtures::reaction_log("t", 0, 30, 1, base_ms);
-    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), WindowWidth::DEFAULT);
-    let times = WriteTimes {
-        now_ms: now(),
-        retention: emostream_tests::fixtures::FIXTURE_RETENTION,
-    };
-    windows
-        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
-        .await
-        .unwrap();
+    let log = emostream_tests::fixtures::reaction_log("t", 0, 30, 1, 1_700_000_000_000);
+    let windows = store_windows(&f.mongo, &log).await;
     let stored = windows
         .list_windows(&stream("live-0"), Some(0), 100)
         .await

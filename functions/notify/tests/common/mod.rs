@@ -104,6 +104,31 @@ impl Fixture {
     }
 }
 
+/// Writes the windows of `log` with the real adapter (indexes first, fixture retention, so the
+/// TTL sweep leaves past windows alone) and returns the store.
+pub async fn store_windows(
+    mongo: &MongoSettings,
+    log: &[(reactions::kafka_event::RecordPosition, reactions::Reaction)],
+) -> reactions::mongo::WindowStore {
+    use reactions::WindowWidth;
+    let database = connect(mongo, "notify-test").await.unwrap();
+    let windows = reactions::mongo::WindowStore::new(&database);
+    windows.ensure_indexes().await.unwrap();
+    let deltas = reactions::window_delta::window_deltas(
+        log.iter().map(|(p, r)| (p, r)),
+        WindowWidth::DEFAULT,
+    );
+    let times = reactions::mongo::WriteTimes {
+        now_ms: now(),
+        retention: emostream_tests::fixtures::FIXTURE_RETENTION,
+    };
+    windows
+        .apply_batch(&deltas, WindowWidth::DEFAULT, times)
+        .await
+        .unwrap();
+    windows
+}
+
 pub fn now() -> i64 {
     reactions::clock::now_ms()
 }
