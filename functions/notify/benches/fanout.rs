@@ -2,7 +2,7 @@
 //! one stream (`FANOUT_CONNECTIONS`, default 10,000), against the real MongoDB-wire server (the
 //! by-stream cursor) and the test `@connections` server answering each post after
 //! `POST_LATENCY_MS` (default 10, like a `PostToConnection` from Lambda in AWS), with the default
-//! concurrency of 128 and deadline of 20 s. Run with `make bench`.
+//! concurrency of 128 (`FANOUT_CONCURRENCY`) and deadline of 20 s. Run with `make bench`.
 
 use aws_config::{BehaviorVersion, Region};
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -62,6 +62,7 @@ fn batch(state: &WindowStateRecord) -> KafkaEvent {
 #[tokio::main]
 async fn main() {
     let connections = setting("FANOUT_CONNECTIONS", 10_000) as usize;
+    let concurrency = setting("FANOUT_CONCURRENCY", 128).to_string();
     let latency = Duration::from_millis(setting("POST_LATENCY_MS", 10));
     let server = ConnectionsServer::start().await;
     server.set_latency(latency);
@@ -73,6 +74,7 @@ async fn main() {
         ("MANAGEMENT_API_ENDPOINT", endpoint.as_str()),
         // Every round is pushed at once: this measures the fan-out, not the schedule.
         ("PUSH_INTERVAL_MS", "0"),
+        ("FANOUT_CONCURRENCY", concurrency.as_str()),
     ];
     let config = NotifyConfig::from_settings(&settings).expect("configuration");
     let concurrency = config.fanout_concurrency;
@@ -92,7 +94,13 @@ async fn main() {
             let (store, stream) = (&store, &stream);
             async move {
                 let id = format!("bench-{i:05}");
-                store.register(&id, stream, 0).await.expect("register");
+                // Connected now: a connection time in the past would put `expires_at` in the
+                // past too, and the TTL sweep would delete connections mid-benchmark.
+                let connected = reactions::clock::now_ms() - 60_000;
+                store
+                    .register(&id, stream, connected)
+                    .await
+                    .expect("register");
             }
         })
         .buffer_unordered(32)
