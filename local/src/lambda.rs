@@ -58,8 +58,8 @@ pub struct PoolStats {
     /// The largest peak resident set (VmHWM) seen of any instance, in KiB.
     pub peak_rss_kib: AtomicU64,
     /// Invocation durations added up, each rounded up to the millisecond as Lambda bills them
-    /// (a cold start's init included, as Lambda bills it for custom runtimes), in µs.
-    pub billed_us: AtomicU64,
+    /// (a cold start's init included, as Lambda bills it for custom runtimes).
+    pub billed_ms: AtomicU64,
 }
 
 /// True for Lambda's error object: `errorMessage` with at most `errorType`, `stackTrace` and
@@ -217,9 +217,7 @@ impl FunctionPool {
             })),
         };
         let billed_ms = invoked.elapsed().as_micros().div_ceil(1_000) as u64;
-        self.stats
-            .billed_us
-            .fetch_add(billed_ms * 1_000, Ordering::Relaxed);
+        self.stats.billed_ms.fetch_add(billed_ms, Ordering::Relaxed);
         if !instance.init_recorded
             && let Some(polled) = instance.api.first_poll()
         {

@@ -376,11 +376,11 @@ impl LocalStack {
                 .stats
                 .invocations
                 .load(std::sync::atomic::Ordering::Relaxed);
-            let busy_us = pool
+            let billed_ms = pool
                 .stats
-                .billed_us
+                .billed_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
-            gb_seconds += busy_us as f64 / 1e6 * memory_gb;
+            gb_seconds += billed_ms as f64 / 1e3 * memory_gb;
         }
         (invocations, gb_seconds)
     }

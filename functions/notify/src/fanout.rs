@@ -11,7 +11,7 @@
 use crate::management::{ConnectionsApi, PostError};
 use futures::StreamExt;
 use rand::Rng;
-use reactions::clock::now_ms;
+use reactions::clock::{duration_ms, now_ms};
 use reactions::mongo::{ConnectionStore, StoreError, WatchingConnection};
 use reactions::{StreamId, WindowStateRecord};
 use serde::Serialize;
@@ -199,13 +199,15 @@ pub async fn post_to_audience(
     let mut gone = Vec::new();
     while let Some(outcome) = outcomes.next().await {
         let (outcome, retries): (Outcome, usize) = outcome?;
-        report.posts += 1;
+        if !matches!(outcome, Outcome::DeadlineMissed) {
+            report.posts += 1;
+        }
         report.throttle_retries += retries;
         match outcome {
             Outcome::Delivered => report.delivered += 1,
             Outcome::Gone(connection) => {
                 let age_ms = now_ms().saturating_sub(connection.connected_at_ms);
-                if u128::try_from(age_ms).unwrap_or(0) < policy.handshake_grace.as_millis() {
+                if age_ms < duration_ms(policy.handshake_grace) {
                     report.pending += 1;
                 } else {
                     gone.push(connection.id);
@@ -216,10 +218,7 @@ pub async fn post_to_audience(
                 report.failed += 1;
                 tracing::warn!(connection_id = id, reason, "post to connection failed");
             }
-            Outcome::DeadlineMissed => {
-                report.posts -= 1;
-                report.deadline_missed += 1;
-            }
+            Outcome::DeadlineMissed => report.deadline_missed += 1,
         }
         if gone.len() >= FORGET_CHUNK {
             report.gone += forget(connections, &mut gone).await?;

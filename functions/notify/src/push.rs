@@ -9,7 +9,7 @@ use crate::management::ConnectionsApi;
 use crate::protocol::ServerMessage;
 use crate::schedule::{ACTIVE_WINDOW, Slot, stretched_interval, take_slot};
 use futures::{StreamExt, TryStreamExt};
-use reactions::clock::now_ms;
+use reactions::clock::{duration_ms, now_ms};
 use reactions::mongo::{ConnectionStore, PushSlots, StoreError, WindowStore};
 use reactions::{DomainConfig, StreamId, WindowStateRecord};
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub async fn push_batch(
     let active_streams = if policy.interval.is_zero() {
         1
     } else {
-        let since = now_ms().saturating_sub(millis(ACTIVE_WINDOW));
+        let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
         targets.slots.active_since(since).await?.max(1)
     };
     let permits = Semaphore::new(policy.post.concurrency.max(1));
@@ -138,7 +138,11 @@ async fn push_stream(
         );
         targets
             .slots
-            .finish(&stream, audience, at_ms.saturating_add(millis(interval)))
+            .finish(
+                &stream,
+                audience,
+                at_ms.saturating_add(duration_ms(interval)),
+            )
             .await?;
         report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     }
@@ -165,8 +169,4 @@ async fn freshest(
         .await?;
     let stored = stored.iter().map(|w| w.state_record(targets.domain, now));
     Ok(newest_states(batch.into_iter().chain(stored)))
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -72,7 +72,7 @@ fn update_for(
         max.insert(offsets_path(&partition.field_name()), *highest);
     }
     let end_ms = delta.key.end_ms(width);
-    let retention_ms = i64::try_from(times.retention.as_millis()).unwrap_or(i64::MAX);
+    let retention_ms = crate::clock::duration_ms(times.retention);
     doc! {
         "$inc": inc,
         "$max": max,

@@ -70,7 +70,7 @@ impl ConnectionStore {
         stream: &StreamId,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = crate::clock::duration_ms(self.ttl);
         let document = doc! {
             "_id": id,
             "stream": stream.as_str(),

@@ -7,6 +7,7 @@
 //! capped, so a clock far ahead cannot stall a stream.
 
 use super::{StoreError, is_duplicate_key, server};
+use crate::clock::duration_ms;
 use crate::ids::StreamId;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
@@ -69,10 +70,10 @@ impl PushSlots {
         };
         let mut filter = doc! { "_id": stream.as_str() };
         filter.extend(due);
-        let expires_at = now_ms.saturating_add(millis(SCHEDULE_RETENTION));
+        let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
         let update = doc! {
             "$set": {
-                "next_due_ms": now_ms.saturating_add(millis(lease)),
+                "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
                 "last_push_ms": now_ms,
                 "expires_at": DateTime::from_millis(expires_at),
             },
@@ -128,8 +129,4 @@ impl PushSlots {
             .await
             .map_err(server("count_documents"))
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
