@@ -122,6 +122,14 @@ impl TestStack {
         format!("{endpoint}/@connections/{escaped}")
     }
 
+    /// Where the stack's functions keep their data.
+    pub fn mongo(&self) -> reactions::mongo::MongoSettings {
+        reactions::mongo::MongoSettings {
+            uri: servers().mongodb_uri.clone(),
+            database: self.database.clone(),
+        }
+    }
+
     /// The WebSocket URL for `stream`.
     pub fn websocket_url(&self, stream: &str) -> String {
         format!(

@@ -4,7 +4,11 @@
 
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::repo_root;
-use std::process::Command;
+use reactions::StreamId;
+use reactions::mongo::{ConnectionStore, connect};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn require_browser_tools() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -33,7 +37,7 @@ fn the_client_logic_passes_its_unit_tests() {
 }
 
 #[tokio::test]
-async fn two_pages_show_the_same_exact_counts_and_a_late_joiner_sees_history() {
+async fn pages_show_exact_counts_and_history_and_recover_a_forgotten_connection() {
     require_browser_tools();
     let test = TestStack::start("browser", |options| {
         options.web = Some((repo_root().join("web"), 0));
@@ -42,27 +46,57 @@ async fn two_pages_show_the_same_exact_counts_and_a_late_joiner_sees_history() {
     let artifacts = repo_root().join("target/test-artifacts/browser");
     let web_url = test.stack.web_url.clone().unwrap();
     let api_url = test.stack.http_url.clone();
-    let output = tokio::process::Command::new("node")
+    let mut node = tokio::process::Command::new("node")
         .arg("browser.mjs")
         .current_dir(repo_root().join("web/tests"))
         .env("WEB_URL", &web_url)
         .env("API_URL", &api_url)
         .env("ARTIFACTS", &artifacts)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    // A backstop only: the script's own waits are bounded (60 s each).
-    let output = tokio::time::timeout(std::time::Duration::from_secs(600), output)
-        .await
-        .expect("the browser test finishes within 10 minutes")
+        .spawn()
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut stderr = node.stderr.take().expect("piped stderr");
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).await.ok();
+        text
+    });
+    let mut answers = node.stdin.take().expect("piped stdin");
+    let mut lines = BufReader::new(node.stdout.take().expect("piped stdout")).lines();
+    let database = connect(&test.mongo(), "browser-test")
+        .await
+        .expect("MongoDB");
+    let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
+    // A backstop only: the script's own waits are bounded (60 s each).
+    let conversation = async {
+        let mut stdout = String::new();
+        while let Some(line) = lines.next_line().await.expect("node's output") {
+            // The script asks for a stream's connections to be forgotten, as a fan-out that
+            // took a 410 for them would.
+            if let Some(stream) = line.strip_prefix("forget-connections ") {
+                let stream = StreamId::parse("stream", stream.trim()).expect("a stream id");
+                let ids = connections.ids_watching(&stream).await.expect("MongoDB");
+                assert!(!ids.is_empty(), "no connection registered for {stream:?}");
+                connections.remove_all(&ids).await.expect("MongoDB");
+                answers.write_all(b"forgotten\n").await.expect("node reads");
+                answers.flush().await.expect("node reads");
+            }
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        (stdout, node.wait().await.expect("node runs"))
+    };
+    let (stdout, status) = tokio::time::timeout(Duration::from_secs(600), conversation)
+        .await
+        .expect("the browser test finishes within 10 minutes");
+    let stderr = stderr.await.unwrap_or_default();
     eprintln!("{stdout}{stderr}");
-    assert!(
-        output.status.success(),
-        "browser test failed:\n{stdout}{stderr}"
-    );
+    assert!(status.success(), "browser test failed:\n{stdout}{stderr}");
     assert!(artifacts.join("tapper.png").is_file());
     assert!(artifacts.join("late-joiner.png").is_file());
+    assert!(artifacts.join("reconnected.png").is_file());
     test.stack.stop().await;
 }

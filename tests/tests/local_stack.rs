@@ -6,7 +6,6 @@ use emostream_local::websocket_api::Limits;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::{TestStack, WsClient};
 use emostream_tests::patience::PATIENCE;
-use emostream_tests::servers;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, connect};
 use serde_json::{Value, json};
@@ -100,13 +99,6 @@ async fn stored_sums(mongo: &MongoSettings, stream: &str) -> BTreeMap<String, u6
     sums
 }
 
-fn mongo_of(test: &TestStack) -> MongoSettings {
-    MongoSettings {
-        uri: servers().mongodb_uri.clone(),
-        database: test.database.clone(),
-    }
-}
-
 #[tokio::test]
 async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
     let test = TestStack::start("e2e", |_| {}).await;
@@ -159,7 +151,7 @@ async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
         keep_pushed(&mut newest, frame, "final");
     }
     assert_eq!(sum_windows(&newest), expected);
-    assert_eq!(stored_sums(&mongo_of(&test), "final").await, expected);
+    assert_eq!(stored_sums(&test.mongo(), "final").await, expected);
     // The other stream's watcher saw none of it.
     assert_eq!(
         bystander.next_json(Duration::from_millis(300)).await.err(),
@@ -240,7 +232,7 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
     let failed = mapping.stats.failed_invocations.load(Ordering::Relaxed);
     assert!(kills >= 1, "no instance was killed");
     assert!(failed >= 1, "no batch failed, so nothing was retried");
-    let mongo = mongo_of(&test);
+    let mongo = test.mongo();
     let mut stored = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while tokio::time::Instant::now() < deadline {
@@ -293,7 +285,7 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     assert!(described["ConnectedAt"].as_str().unwrap().ends_with('Z'));
 
     // notify recorded the connection at $connect; DELETE closes it and $disconnect forgets it.
-    let mongo = mongo_of(&test);
+    let mongo = test.mongo();
     let database = connect(&mongo, "e2e-check").await.unwrap();
     let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
     assert!(connections.find(id).await.unwrap().is_some());

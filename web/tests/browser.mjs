@@ -1,13 +1,18 @@
 // Drives the browser client in real headless Chromium against a running local stack:
 // two pages watch one stream, one taps (mouse and keyboard), both must show the same exact
 // counts; a page that joins late must show the history at once; a reduced-motion page must
-// not animate. Saves screenshots. Exits non-zero with a message on any failure.
+// not animate; a page whose connection the server forgot before its first sync must connect
+// again and go on showing taps. Saves screenshots. Exits non-zero with a message on any failure.
 //
 //   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 ARTIFACTS=dir node browser.mjs
+//
+// To make the server forget a connection, the script prints `forget-connections <stream>` and
+// waits for a line `forgotten` on its standard input (tests/tests/browser.rs answers it).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 
 const WEB_URL = process.env.WEB_URL;
 const API_URL = process.env.API_URL;
@@ -34,14 +39,30 @@ const browser = await chromium.launch({
   ],
 });
 
-async function openPage(options = {}) {
+const harness = createInterface({ input: process.stdin });
+const harnessLines = harness[Symbol.asyncIterator]();
+
+/** Asks the test harness to delete every connection record of `stream`, as a fan-out that
+ * took a 410 for them would. */
+async function forgetConnections(stream) {
+  console.log(`forget-connections ${stream}`);
+  const { value, done } = await harnessLines.next();
+  assert.ok(!done && value.trim() === "forgotten", `the harness answered ${JSON.stringify(value)}`);
+}
+
+async function newPage(options = {}) {
   const context = await browser.newContext({ viewport: { width: 420, height: 900 }, ...options });
   const page = await context.newPage();
   page.on("pageerror", (error) => {
     console.error(`page error: ${error.message}`);
     process.exitCode = 1;
   });
-  await page.goto(`${WEB_URL}?stream=${STREAM}`);
+  return page;
+}
+
+async function openPage(options = {}, stream = STREAM, page = null) {
+  page = page || (await newPage(options));
+  await page.goto(`${WEB_URL}?stream=${stream}`);
   await page.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
   await page.waitForSelector("#connection[data-state=live]", { timeout: TIMEOUT });
   return page;
@@ -57,6 +78,15 @@ async function shown(page) {
     ]),
     total: Number(document.getElementById("total").textContent),
   }));
+}
+
+async function postTaps(stream, emoji, count) {
+  const response = await fetch(`${API_URL}/reactions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ reactions: [{ stream_id: stream, user_id: "browser-test", emoji, count }] }),
+  });
+  assert.equal(response.status, 202, `POST /reactions answered ${response.status}`);
 }
 
 async function waitForSum(page, sum) {
@@ -130,10 +160,48 @@ try {
   await waitForSum(watcher, 11);
   await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
 
+  // A page whose connection record is gone when its first `sync` arrives (an expired record, or
+  // one deleted after a 410) is told `unknown_connection`: it must connect again rather than
+  // show Live with nothing arriving. The page's WebSocket is proxied so the test can hold that
+  // sync until the server has forgotten the connection.
+  const forgottenStream = `${STREAM}-forgotten`;
+  const forgotten = await newPage();
+  let sockets = 0;
+  let held = false;
+  await forgotten.routeWebSocket(/[?&]stream=/, (ws) => {
+    sockets += 1;
+    const server = ws.connectToServer();
+    ws.onMessage(async (message) => {
+      if (!held && JSON.parse(message).action === "sync") {
+        held = true;
+        await forgetConnections(forgottenStream);
+      }
+      server.send(message);
+    });
+  });
+  await openPage({}, forgottenStream, forgotten);
+  // Recovered: a second socket is open and live, and a new tap reaches the page.
+  const since = Date.now();
+  while (sockets < 2) {
+    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after unknown_connection");
+    await forgotten.waitForTimeout(50);
+  }
+  await forgotten.waitForFunction(
+    () => document.getElementById("connection").dataset.state === "live",
+    null,
+    { timeout: TIMEOUT },
+  );
+  await postTaps(forgottenStream, "fire", 3);
+  await waitForSum(forgotten, 3);
+  assert.ok(held, "the first sync was held while the server forgot the connection");
+  assert.ok(sockets >= 2, `the page connected again (${sockets} sockets)`);
+  await forgotten.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
+
   console.log(`browser test passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);
 } catch (error) {
   console.error(`browser test failed: ${error.stack || error}`);
   process.exitCode = 1;
 } finally {
+  harness.close();
   await browser.close();
 }
