@@ -15,6 +15,7 @@
 //! `AwsQuotas::off()` turns them all off (`emostream-local --no-aws-quotas`).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -102,6 +103,28 @@ pub struct AwsQuotas {
     pub settings: QuotaSettings,
     account: Option<TokenBucket>,
     connects: Option<TokenBucket>,
+    requests_refused: AtomicU64,
+    connects_refused: AtomicU64,
+}
+
+/// What the quotas refused so far, so a run can say how often the emulated AWS throttled it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Refusals {
+    /// Requests answered 429 by the account throttle (HTTP API, WebSocket messages and
+    /// connects, `@connections` calls).
+    pub requests: u64,
+    /// New WebSocket connections refused by the connects-per-second quota.
+    pub connects: u64,
+}
+
+impl std::fmt::Display for Refusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AWS quotas: {} requests answered 429 by the account throttle, {} connects refused",
+            self.requests, self.connects
+        )
+    }
 }
 
 impl AwsQuotas {
@@ -112,17 +135,35 @@ impl AwsQuotas {
             account: bucket(settings.account_rps, settings.account_burst),
             // API Gateway documents no burst for new connections: a second's worth.
             connects: bucket(settings.connects_per_second, settings.connects_per_second),
+            requests_refused: AtomicU64::new(0),
+            connects_refused: AtomicU64::new(0),
         }
     }
 
     /// One request against the account throttle; false means answer 429.
     pub fn admit_request(&self) -> bool {
-        self.account.as_ref().is_none_or(TokenBucket::try_take)
+        let admitted = self.account.as_ref().is_none_or(TokenBucket::try_take);
+        if !admitted {
+            self.requests_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// One new WebSocket connection; false means refuse it with 429.
     pub fn admit_connect(&self) -> bool {
-        self.connects.as_ref().is_none_or(TokenBucket::try_take)
+        let admitted = self.connects.as_ref().is_none_or(TokenBucket::try_take);
+        if !admitted {
+            self.connects_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    /// The refusals so far.
+    pub fn refusals(&self) -> Refusals {
+        Refusals {
+            requests: self.requests_refused.load(Ordering::Relaxed),
+            connects: self.connects_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits as long as a `@connections` call takes in AWS.
@@ -163,6 +204,7 @@ mod tests {
     fn off_admits_everything_at_once() {
         let quotas = AwsQuotas::new(QuotaSettings::off());
         assert!((0..100_000).all(|_| quotas.admit_request() && quotas.admit_connect()));
+        assert_eq!(quotas.refusals(), Refusals::default());
     }
 
     #[test]
@@ -182,5 +224,22 @@ mod tests {
         let connects = quotas.connects.as_ref().unwrap();
         assert_eq!((0..600).filter(|_| connects.try_take_at(now)).count(), 500);
         assert_eq!(quotas.settings.post_latency, Duration::from_millis(10));
+        // Refusals through the public calls are counted.
+        let quotas = AwsQuotas::new(QuotaSettings {
+            account_rps: 1,
+            account_burst: 1,
+            connects_per_second: 1,
+            ..QuotaSettings::default()
+        });
+        let admitted = (0..10).filter(|_| quotas.admit_request()).count() as u64;
+        let connected = (0..10).filter(|_| quotas.admit_connect()).count() as u64;
+        assert_eq!(
+            quotas.refusals(),
+            Refusals {
+                requests: 10 - admitted,
+                connects: 10 - connected,
+            }
+        );
+        assert!(admitted >= 1 && connected >= 1);
     }
 }

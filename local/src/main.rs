@@ -60,6 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in stack.summary() {
         eprintln!("  {line}");
     }
+    eprintln!("  {}", stack.quotas.refusals());
     stack.stop().await;
     Ok(())
 }

@@ -127,6 +127,8 @@ pub struct LocalStack {
     pub memory_mb: BTreeMap<String, u32>,
     pub mappings: Vec<EventSourceMapping>,
     pub websocket: Option<Arc<WebSocketApi>>,
+    /// The account's emulated quotas, shared by both APIs: what they refused is reported.
+    pub quotas: Arc<AwsQuotas>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -331,6 +333,7 @@ impl LocalStack {
             memory_mb,
             mappings,
             websocket,
+            quotas,
             servers,
             shutdown,
         })

@@ -1,13 +1,18 @@
 //! Listeners: WebSocket clients watching a stream as browsers do. Each keeps the largest total
-//! per window and records when the cumulative count over the stream's windows rises.
+//! per window and records when the cumulative count over the stream's windows rises. A connect
+//! refused with 429 (API Gateway admits 500 new connections per second per account) is tried
+//! again after a jittered backoff, as the browser client does.
 
 use crate::report::Seen;
 use futures::StreamExt;
+use rand::Rng;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// What one listener observed.
 #[derive(Debug, Clone, Default)]
@@ -27,17 +32,47 @@ pub struct Listener {
     pub task: tokio::task::JoinHandle<Observed>,
 }
 
-/// Connects a listener to `url` (already carrying `?stream=`); returns once connected.
+/// Connects to `url`, trying again while the connect is throttled (429) until `give_up`.
+/// Returns the socket and how many throttled attempts it took.
+async fn connect_throttled(
+    url: &str,
+    give_up: Instant,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>>,
+        u64,
+    ),
+    String,
+> {
+    let mut throttled = 0u64;
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((socket, _)) => return Ok((socket, throttled)),
+            Err(WsError::Http(response))
+                if response.status() == 429 && Instant::now() < give_up =>
+            {
+                throttled += 1;
+                // Full jitter up to a cap growing from 100 ms to 2 s.
+                let cap_ms = (100u64 << throttled.min(5)).min(2_000);
+                let delay = rand::rng().random_range(1..=cap_ms);
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            Err(error) => return Err(format!("WebSocket {url}: {error}")),
+        }
+    }
+}
+
+/// Connects a listener to `url` (already carrying `?stream=`); returns once connected, with
+/// the number of throttled connect attempts it took.
 pub async fn listen(
     url: String,
     stream: usize,
     stream_id: String,
     started: Instant,
+    give_up: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Listener, String> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .map_err(|e| format!("WebSocket {url}: {e}"))?;
+) -> Result<(Listener, u64), String> {
+    let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
     let shown = Arc::new(AtomicU64::new(0));
     let shown_by_task = Arc::clone(&shown);
     let task = tokio::spawn(async move {
@@ -92,9 +127,12 @@ pub async fn listen(
         }
         observed
     });
-    Ok(Listener {
-        stream,
-        shown,
-        task,
-    })
+    Ok((
+        Listener {
+            stream,
+            shown,
+            task,
+        },
+        throttled,
+    ))
 }

@@ -202,6 +202,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.updates_per_listener_max
     );
     println!(
+        "listeners              {}: {} short of the final counts, {} connects throttled (429) and retried, latency measured on {}",
+        report.listeners,
+        report.listeners_short_of_final,
+        report.listener_connects_throttled,
+        report.latency_listeners
+    );
+    let refusals = stack.as_ref().map(|s| s.quotas.refusals());
+    if let Some(refusals) = refusals {
+        println!("throttling             {refusals}");
+    }
+    println!(
         "pushes per listener    {:.2}/s; requests per tapping viewer {:.2}/s",
         report.pushes_per_listener_per_second, report.requests_per_tapping_viewer_per_second
     );
@@ -234,6 +245,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(path) = &cli.json {
         let mut value = serde_json::to_value(&report)?;
         value["functions"] = serde_json::json!(functions);
+        value["aws_quotas_refused"] = serde_json::json!(refusals);
         value["cost"] = serde_json::json!({
             "rates": rates,
             "projection": cost,
@@ -256,7 +268,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(stack) = stack {
         stack.stop().await;
     }
-    if !report.exact {
+    if report.listeners_short_of_final > 0 {
+        eprintln!(
+            "{} listeners never showed their stream's final count",
+            report.listeners_short_of_final
+        );
+    }
+    if !report.exact || report.listeners_short_of_final > 0 {
         std::process::exit(1);
     }
     Ok(())

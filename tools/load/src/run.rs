@@ -1,11 +1,12 @@
 //! One load run: connect the listeners, drive the viewers for the run's duration with a
 //! progress bar, wait for the pipeline to settle, check exactness, and compute the figures.
 
-use crate::listeners::{Observed, listen};
+use crate::listeners::{Listener, Observed, listen};
 use crate::profile::Profile;
 use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
 use crate::verify::{Counts, differences, stored_counts};
 use crate::viewers::{Batch, Outcome, pick_emojis, send};
+use futures::StreamExt;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -59,6 +60,14 @@ pub struct RunReport {
     pub tap_to_screen_ms: Percentiles,
     /// Taps no listener showed before the settle timeout.
     pub taps_never_shown: u64,
+    /// Listeners whose pushes tap-to-screen latency is measured on (at most
+    /// `LATENCY_LISTENERS_PER_STREAM` per stream).
+    pub latency_listeners: usize,
+    /// Listeners (of all) that did not show their stream's final count before the settle
+    /// timeout: starved by the fan-out.
+    pub listeners_short_of_final: usize,
+    /// Listener connects refused with 429 and tried again.
+    pub listener_connects_throttled: u64,
     pub updates_per_listener_min: u64,
     pub updates_per_listener_mean: f64,
     pub updates_per_listener_max: u64,
@@ -82,6 +91,50 @@ pub struct SecondLatency {
     pub p99_ms: f64,
 }
 
+/// Listeners per stream whose observations feed the tap-to-screen latency.
+pub const LATENCY_LISTENERS_PER_STREAM: usize = 100;
+
+/// Listeners connecting at once.
+const CONNECTING_AT_ONCE: usize = 64;
+
+/// Connects every listener, `CONNECTING_AT_ONCE` at a time, with a progress bar; each yields
+/// how many of its connects were throttled. Listeners are returned stream by stream.
+async fn connect_listeners(
+    plan: &RunPlan,
+    started: Instant,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<(Listener, u64)>, String> {
+    let count = plan.streams * plan.listeners_per_stream;
+    let bar = ProgressBar::new(count as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} connecting listeners {bar:30} {pos}/{len}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let give_up = Instant::now() + plan.settle_timeout.max(Duration::from_secs(60));
+    let throttled = std::sync::atomic::AtomicU64::new(0);
+    let listeners = futures::stream::iter(0..count)
+        .map(|i| {
+            let stream = i / plan.listeners_per_stream;
+            let id = stream_id(plan, stream);
+            let url = format!("{}?stream={id}", plan.websocket);
+            let (bar, throttled) = (&bar, &throttled);
+            async move {
+                let listener = listen(url, stream, id, started, give_up, stop.clone()).await?;
+                let so_far = throttled.fetch_add(listener.1, Ordering::Relaxed) + listener.1;
+                bar.inc(1);
+                bar.set_message(format!("{so_far} connects throttled (429) and retried"));
+                Ok::<_, String>(listener)
+            }
+        })
+        .buffered(CONNECTING_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, String>>();
+    bar.finish_and_clear();
+    listeners
+}
+
 fn stream_id(plan: &RunPlan, stream: usize) -> String {
     format!("{}-s{stream}", plan.run_id)
 }
@@ -101,14 +154,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .unwrap_or(0);
 
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
-    let mut listeners = Vec::new();
-    for stream in 0..plan.streams {
-        for _ in 0..plan.listeners_per_stream {
-            let id = stream_id(plan, stream);
-            let url = format!("{}?stream={id}", plan.websocket);
-            listeners.push(listen(url, stream, id, started, stop.clone()).await?);
-        }
-    }
+    let listeners = connect_listeners(plan, started, &stop).await?;
+    let listener_connects_throttled: u64 = listeners.iter().map(|(_, t)| t).sum();
+    let listeners: Vec<Listener> = listeners.into_iter().map(|(l, _)| l).collect();
     let listening_since = Instant::now();
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -238,6 +286,10 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let listeners_short_of_final = listeners
+        .iter()
+        .filter(|l| l.shown.load(Ordering::Relaxed) < accepted_total[l.stream])
+        .count();
     stop_listeners.send(true).ok();
     let listened_s = listening_since.elapsed().as_secs_f64().max(0.001);
     let mut observed: Vec<Observed> = Vec::new();
@@ -251,9 +303,15 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .filter(|o| o.status == 202)
         .map(|o| o.sent)
         .collect();
+    // Latency pairs grow with requests x listeners: a sample of each stream's listeners, spread
+    // evenly, measures it; every listener is still checked for the final counts above.
+    let per_stream = plan.listeners_per_stream.max(1);
+    let step = per_stream.div_ceil(LATENCY_LISTENERS_PER_STREAM);
     let seen: Vec<(usize, Vec<(f64, u64)>)> = observed
         .iter()
-        .map(|o| (o.stream, o.seen.clone()))
+        .enumerate()
+        .filter(|(i, _)| (i % per_stream).is_multiple_of(step))
+        .map(|(_, o)| (o.stream, o.seen.clone()))
         .collect();
     let (mut latencies, never) = tap_to_screen(&sent, &seen);
     latencies.retain(|o| o.sent_at_ms >= warmup_end_ms);
@@ -295,6 +353,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             latencies.iter().map(|o| (o.latency_ms, o.taps)).collect(),
         ),
         taps_never_shown: never,
+        latency_listeners: seen.len(),
+        listeners_short_of_final,
+        listener_connects_throttled,
         updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
         updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
         updates_per_listener_max: updates.iter().copied().max().unwrap_or(0),
