@@ -2,12 +2,12 @@
 #   make test   format check, clippy, unit and integration tests against real servers
 #   make demo   the pipeline on this machine
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
-#   make load   the load test; make sam-build: the Lambda artifacts; make template-lint
+#   make load   the load test; make crowd: ~19,500 listeners on one stream; make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load toolchain fmt-check clippy unit-and-integration bench figures stress
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -68,6 +68,12 @@ bench:
 load: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
 	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json --plot target/load.png $(LOAD_ARGS)
+
+# Listeners up to the open-file limit on one stream under the emulated AWS quotas; the stack
+# and the load generator in two processes (see local/crowd.sh).
+crowd: deps
+	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load -p emostream-local
+	local/crowd.sh $(CROWD_LISTENERS) $(LOAD_ARGS)
 
 figures: deps
 	local/servers.sh run -- sh -c '$(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture && $(CARGO) test -p emostream-tests --test kafka_adapter first_acknowledgement -- --nocapture'

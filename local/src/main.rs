@@ -1,6 +1,6 @@
 //! `emostream-local`: runs the unmodified function binaries behind local emulations of the
 //! HTTP API, the WebSocket API and the Kafka event source mappings described in template.yaml.
-//! Ctrl-C stops everything it started.
+//! Ctrl-C (or SIGTERM) stops everything it started and prints what the functions did.
 
 use clap::Parser;
 use emostream_local::cli::Cli;
@@ -55,7 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     eprintln!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped?,
+        _ = terminate.recv() => {}
+    }
     eprintln!("stopping...");
     for line in stack.summary() {
         eprintln!("  {line}");

@@ -6,6 +6,7 @@
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::error::SdkError;
@@ -40,6 +41,9 @@ impl ConnectionsApi {
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
             .retry_config(RetryConfig::disabled())
+            // The attempt timeout bounds every post; stalled-stream checks of a sub-KB body
+            // would only add a timer per call.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(attempt_timeout.min(Duration::from_secs(2)))

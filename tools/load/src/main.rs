@@ -15,7 +15,8 @@ use std::time::Duration;
 
 /// Load-test emostream and check that every accepted reaction is counted exactly once.
 #[derive(Debug, Parser)]
-#[command(version)]
+// A later option wins over an earlier one, so scripts can give defaults that LOAD_ARGS override.
+#[command(version, args_override_self = true)]
 struct Cli {
     /// Base URL of the HTTP API.
     #[arg(long, default_value = "http://127.0.0.1:3000")]
