@@ -117,6 +117,15 @@ pub struct Refusals {
     pub connects: u64,
 }
 
+/// Takes a token from `bucket` (none: no quota), counting a refusal in `refused`.
+fn admit(bucket: Option<&TokenBucket>, refused: &AtomicU64) -> bool {
+    let admitted = bucket.is_none_or(TokenBucket::try_take);
+    if !admitted {
+        refused.fetch_add(1, Ordering::Relaxed);
+    }
+    admitted
+}
+
 impl std::fmt::Display for Refusals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -142,20 +151,12 @@ impl AwsQuotas {
 
     /// One request against the account throttle; false means answer 429.
     pub fn admit_request(&self) -> bool {
-        let admitted = self.account.as_ref().is_none_or(TokenBucket::try_take);
-        if !admitted {
-            self.requests_refused.fetch_add(1, Ordering::Relaxed);
-        }
-        admitted
+        admit(self.account.as_ref(), &self.requests_refused)
     }
 
     /// One new WebSocket connection; false means refuse it with 429.
     pub fn admit_connect(&self) -> bool {
-        let admitted = self.connects.as_ref().is_none_or(TokenBucket::try_take);
-        if !admitted {
-            self.connects_refused.fetch_add(1, Ordering::Relaxed);
-        }
-        admitted
+        admit(self.connects.as_ref(), &self.connects_refused)
     }
 
     /// The refusals so far.

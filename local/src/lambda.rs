@@ -77,7 +77,7 @@ fn is_error_object(body: &[u8]) -> bool {
 }
 
 /// VmHWM (peak resident set) of a process in KiB, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -202,15 +202,8 @@ async fn main() {
     cpu_per_post_us.sort_by(f64::total_cmp);
     rates.sort_by(f64::total_cmp);
     // notify and the test server share this process: its peak bounds notify's.
-    let peak_rss_mb = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1_024.0);
+    let peak_rss_mb = emostream_local::lambda::peak_rss_kib(std::process::id())
+        .map_or(f64::NAN, |kib| kib as f64 / 1_024.0);
     println!(
         "peak RSS of the process (notify and the test @connections server): {peak_rss_mb:.1} MB"
     );

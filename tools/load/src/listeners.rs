@@ -28,6 +28,8 @@ pub struct Listener {
     pub stream: usize,
     /// The cumulative count it shows now, for waiting until it caught up.
     pub shown: Arc<AtomicU64>,
+    /// Connect attempts refused with 429 before it got in.
+    pub throttled_connects: u64,
     /// Records until the stop signal; yields what it observed.
     pub task: tokio::task::JoinHandle<Observed>,
 }
@@ -62,8 +64,7 @@ async fn connect_throttled(
     }
 }
 
-/// Connects a listener to `url` (already carrying `?stream=`); returns once connected, with
-/// the number of throttled connect attempts it took.
+/// Connects a listener to `url` (already carrying `?stream=`); returns once connected.
 pub async fn listen(
     url: String,
     stream: usize,
@@ -71,8 +72,8 @@ pub async fn listen(
     started: Instant,
     give_up: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(Listener, u64), String> {
-    let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
+) -> Result<Listener, String> {
+    let (mut socket, throttled_connects) = connect_throttled(&url, give_up).await?;
     let shown = Arc::new(AtomicU64::new(0));
     let shown_by_task = Arc::clone(&shown);
     let task = tokio::spawn(async move {
@@ -127,12 +128,10 @@ pub async fn listen(
         }
         observed
     });
-    Ok((
-        Listener {
-            stream,
-            shown,
-            task,
-        },
-        throttled,
-    ))
+    Ok(Listener {
+        stream,
+        shown,
+        throttled_connects,
+        task,
+    })
 }

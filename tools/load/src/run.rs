@@ -97,13 +97,13 @@ pub const LATENCY_LISTENERS_PER_STREAM: usize = 100;
 /// Listeners connecting at once.
 const CONNECTING_AT_ONCE: usize = 64;
 
-/// Connects every listener, `CONNECTING_AT_ONCE` at a time, with a progress bar; each yields
-/// how many of its connects were throttled. Listeners are returned stream by stream.
+/// Connects every listener, `CONNECTING_AT_ONCE` at a time, with a progress bar counting the
+/// throttled connects. Listeners are returned stream by stream.
 async fn connect_listeners(
     plan: &RunPlan,
     started: Instant,
     stop: &tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<(Listener, u64)>, String> {
+) -> Result<Vec<Listener>, String> {
     let count = plan.streams * plan.listeners_per_stream;
     let bar = ProgressBar::new(count as u64);
     bar.set_style(
@@ -120,7 +120,8 @@ async fn connect_listeners(
             let (bar, throttled) = (&bar, &throttled);
             async move {
                 let listener = listen(url, stream, id, started, give_up, stop.clone()).await?;
-                let so_far = throttled.fetch_add(listener.1, Ordering::Relaxed) + listener.1;
+                let so_far = throttled.fetch_add(listener.throttled_connects, Ordering::Relaxed)
+                    + listener.throttled_connects;
                 bar.inc(1);
                 bar.set_message(format!("{so_far} connects throttled (429) and retried"));
                 Ok::<_, String>(listener)
@@ -155,8 +156,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
 
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
     let listeners = connect_listeners(plan, started, &stop).await?;
-    let listener_connects_throttled: u64 = listeners.iter().map(|(_, t)| t).sum();
-    let listeners: Vec<Listener> = listeners.into_iter().map(|(l, _)| l).collect();
+    let listener_connects_throttled: u64 = listeners.iter().map(|l| l.throttled_connects).sum();
     let listening_since = Instant::now();
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;

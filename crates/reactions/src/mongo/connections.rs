@@ -165,23 +165,11 @@ impl ConnectionStore {
     /// The ids of every connection watching `stream`, through the by-stream index, all at once
     /// (for tests and tools; the fan-out reads [`ConnectionStore::watching`]).
     pub async fn ids_watching(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "stream": stream.as_str() })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(server("find"))?
+        self.watching(stream, 1_000)
+            .await?
+            .map_ok(|connection| connection.id)
             .try_collect()
             .await
-            .map_err(server("find"))?;
-        documents
-            .iter()
-            .map(|d| {
-                d.get_str("_id").map(str::to_owned).map_err(|_| {
-                    StoreError::Malformed(format!("connection without a string _id: {d}"))
-                })
-            })
-            .collect()
     }
 }
 
