@@ -41,7 +41,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 8080)]
     pub web_port: u16,
     /// Instances per function (Lambda concurrency).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub concurrency: usize,
     /// Partitions of the topics the stack creates.
     #[arg(long, default_value_t = 3)]

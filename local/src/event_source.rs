@@ -1,23 +1,31 @@
 //! A Kafka event source mapping, as Lambda runs one: a consumer group per mapping reads the
-//! topic, gathers up to `BatchSize` records for at most the batching window, invokes the
-//! function with exactly the KafkaEvent JSON AWS builds (base64 keys and values, byte-array
-//! headers, records grouped by topic-partition), and commits the offsets only after the
-//! invocation succeeded. A failed batch is retried, the same records in the same order, with
-//! exponential backoff until it succeeds: at-least-once delivery, like AWS. Batches of one
-//! mapping never overlap, so each partition's records arrive as contiguous, ordered ranges.
+//! topic and, like AWS, each partition gets its own invocation loop, so the partitions of one
+//! mapping are processed concurrently (bounded by the function's concurrency) while each
+//! partition's batches run one at a time, in order. A partition's loop gathers up to
+//! `BatchSize` records for at most the batching window, invokes the function with exactly the
+//! KafkaEvent JSON AWS builds (base64 keys and values, byte-array headers, records grouped by
+//! topic-partition), and commits that partition's offset only after the invocation succeeded.
+//! A failed batch is retried, the same records in the same order, with exponential backoff until
+//! it succeeds: at-least-once delivery, like AWS, and one stuck partition holds up no other.
+//!
+//! AWS source: Lambda developer guide, "Apache Kafka event poller scaling modes"
+//! (docs.aws.amazon.com/lambda/latest/dg/kafka-scaling-modes.html): pollers scale with the
+//! partitions' offset lag, and records of one partition are processed in order.
 
 use crate::lambda::FunctionPool;
 use crate::template::{KafkaMapping, StartingPosition};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use reactions::kafka::KafkaSettings;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Counters for tests and the stack's summary.
@@ -29,6 +37,9 @@ pub struct MappingStats {
     pub records: AtomicU64,
     /// Invocations that failed (each is retried).
     pub failed_invocations: AtomicU64,
+    /// Invocations running now, and the most that ever ran at once (several partitions).
+    pub in_flight: AtomicU64,
+    pub peak_in_flight: AtomicU64,
 }
 
 /// How the mapping runs locally.
@@ -100,11 +111,12 @@ pub struct EventSourceMapping {
     pub mapping: KafkaMapping,
     pub stats: Arc<MappingStats>,
     consumer: Arc<StreamConsumer>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl EventSourceMapping {
-    /// Joins the consumer group and starts delivering batches to `function`.
+    /// Joins the consumer group and starts delivering batches to `function`, one invocation
+    /// loop per partition of the topic.
     pub fn start(
         mapping: KafkaMapping,
         brokers: &str,
@@ -145,20 +157,39 @@ impl EventSourceMapping {
             .subscribe(&[mapping.topic.as_str()])
             .map_err(|e| failed(format!("cannot subscribe to {}: {e}", mapping.topic)))?;
         let stats = Arc::new(MappingStats::default());
-        let runner = Runner {
-            mapping: mapping.clone(),
-            brokers: brokers.to_owned(),
-            consumer: Arc::clone(&consumer),
-            function,
-            options,
-            stats: Arc::clone(&stats),
+        let window = options.batching_window.unwrap_or(mapping.batching_window);
+        tracing::info!(
+            mapping = mapping.logical_id,
+            topic = mapping.topic,
+            group = mapping.consumer_group,
+            batch_size = mapping.batch_size,
+            window_ms = window.as_millis() as u64,
+            "event source mapping started"
+        );
+        let partitions = Partitions {
+            shared: Arc::new(Shared {
+                mapping: mapping.clone(),
+                brokers: brokers.to_owned(),
+                consumer: Arc::clone(&consumer),
+                function,
+                options,
+                window,
+                stats: Arc::clone(&stats),
+            }),
+            split: BTreeSet::new(),
+            tasks: Arc::default(),
+            shutdown,
         };
-        let task = tokio::spawn(runner.run(shutdown));
+        let tasks = Arc::clone(&partitions.tasks);
+        let coordinator = tokio::spawn(partitions.run());
+        if let Ok(mut tasks) = tasks.lock() {
+            tasks.push(coordinator);
+        }
         Ok(Self {
             mapping,
             stats,
             consumer,
-            task,
+            tasks,
         })
     }
 
@@ -175,67 +206,208 @@ impl EventSourceMapping {
         false
     }
 
-    /// Waits for the mapping to finish its current batch and stop (after shutdown was signalled).
+    /// Waits for every partition to finish its current batch and stop (after shutdown was
+    /// signalled).
     pub async fn stopped(self) {
-        self.task.await.ok();
+        loop {
+            let task = match self.tasks.lock() {
+                Ok(mut tasks) => tasks.pop(),
+                Err(_) => None,
+            };
+            match task {
+                Some(task) => {
+                    task.await.ok();
+                }
+                None => return,
+            }
+        }
     }
 }
 
-struct Runner {
+/// What every partition loop of a mapping shares.
+struct Shared {
     mapping: KafkaMapping,
     brokers: String,
     consumer: Arc<StreamConsumer>,
     function: Arc<FunctionPool>,
     options: MappingOptions,
+    window: Duration,
     stats: Arc<MappingStats>,
 }
 
-impl Runner {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let window = self
-            .options
-            .batching_window
-            .unwrap_or(self.mapping.batching_window);
-        tracing::info!(
-            mapping = self.mapping.logical_id,
-            topic = self.mapping.topic,
-            group = self.mapping.consumer_group,
-            batch_size = self.mapping.batch_size,
-            window_ms = window.as_millis() as u64,
-            "event source mapping started"
-        );
+/// Gives each partition its own queue and loop, and serves the consumer's group protocol.
+struct Partitions {
+    shared: Arc<Shared>,
+    split: BTreeSet<i32>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Partitions {
+    /// Splits every partition the topic has now before the first poll (so none of its records
+    /// reach the shared queue), then polls the shared queue, which serves rebalances and
+    /// commits. A record that still arrives there belongs to a partition added later: that
+    /// partition gets its queue and loop, and is rewound to the record so that loop reads it.
+    async fn run(mut self) {
+        for partition in self.topic_partitions().await {
+            self.split_partition(partition);
+        }
         loop {
-            let first = tokio::select! {
-                message = self.consumer.recv() => message,
-                _ = shutdown.changed() => return,
+            let message = tokio::select! {
+                message = self.shared.consumer.recv() => message,
+                _ = self.shutdown.changed() => return,
             };
-            let first = match first {
-                Ok(message) => own(&message),
+            let (partition, offset) = match message {
+                Ok(message) => (message.partition(), message.offset()),
                 Err(error) => {
-                    tracing::warn!(mapping = self.mapping.logical_id, %error, "consumer error");
+                    tracing::warn!(mapping = self.shared.mapping.logical_id, %error, "consumer error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
-            let mut batch = vec![first];
+            if self.split.contains(&partition) {
+                // Fetched before the rewind below; the partition's loop reads it again.
+                continue;
+            }
+            self.split_partition(partition);
+            let consumer = Arc::clone(&self.shared.consumer);
+            let topic = self.shared.mapping.topic.clone();
+            let rewound = tokio::task::spawn_blocking(move || {
+                consumer.seek(
+                    &topic,
+                    partition,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                )
+            })
+            .await;
+            if !matches!(rewound, Ok(Ok(()))) {
+                tracing::error!(
+                    mapping = self.shared.mapping.logical_id,
+                    partition,
+                    offset,
+                    "cannot rewind a new partition to its first record"
+                );
+            }
+        }
+    }
+
+    async fn topic_partitions(&self) -> Vec<i32> {
+        let consumer = Arc::clone(&self.shared.consumer);
+        let topic = self.shared.mapping.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .map(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                        .collect::<Vec<i32>>()
+                })
+        })
+        .await;
+        match metadata {
+            Ok(Ok(partitions)) => partitions,
+            _ => {
+                tracing::warn!(
+                    mapping = self.shared.mapping.logical_id,
+                    "cannot read the topic's partitions; they get their loops as records arrive"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn split_partition(&mut self, partition: i32) {
+        let Some(queue) = self
+            .shared
+            .consumer
+            .split_partition_queue(&self.shared.mapping.topic, partition)
+        else {
+            tracing::error!(
+                mapping = self.shared.mapping.logical_id,
+                partition,
+                "cannot give the partition a queue of its own"
+            );
+            return;
+        };
+        self.split.insert(partition);
+        let worker = PartitionLoop {
+            shared: Arc::clone(&self.shared),
+            partition,
+            queue,
+            next_offset: None,
+        };
+        let task = tokio::spawn(worker.run(self.shutdown.clone()));
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+}
+
+/// One partition's invocations: one batch at a time, in offset order.
+struct PartitionLoop {
+    shared: Arc<Shared>,
+    partition: i32,
+    queue: StreamPartitionQueue<DefaultConsumerContext>,
+    /// The offset after the last record taken: a record below it (read again after a rewind)
+    /// is skipped, so no batch carries a record twice.
+    next_offset: Option<i64>,
+}
+
+impl PartitionLoop {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let first = tokio::select! {
+                message = self.queue.recv() => message.map(|m| own(&m)),
+                _ = shutdown.changed() => return,
+            };
+            let mut batch = Vec::new();
+            match first {
+                Ok(record) => self.take(record, &mut batch),
+                Err(error) => {
+                    tracing::warn!(mapping = self.shared.mapping.logical_id, partition = self.partition, %error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
             // With no window, take what is already fetched; otherwise wait up to the window.
-            let deadline = Instant::now() + window.max(Duration::from_millis(2));
-            while batch.len() < self.mapping.batch_size {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(message)) => batch.push(own(&message)),
+            let deadline = Instant::now() + self.shared.window.max(Duration::from_millis(2));
+            while batch.len() < self.shared.mapping.batch_size {
+                let next = tokio::time::timeout_at(deadline, self.queue.recv()).await;
+                match next {
+                    Ok(Ok(message)) => {
+                        let record = own(&message);
+                        self.take(record, &mut batch);
+                    }
                     Ok(Err(error)) => {
-                        tracing::warn!(mapping = self.mapping.logical_id, %error, "consumer error");
+                        tracing::warn!(mapping = self.shared.mapping.logical_id, partition = self.partition, %error, "consumer error");
                         break;
                     }
                     Err(_) => break,
                 }
             }
-            if !self.deliver(&batch, &mut shutdown).await {
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.shared.deliver(&batch, &mut shutdown).await {
                 return;
             }
         }
     }
 
+    fn take(&mut self, record: OwnedRecord, batch: &mut Vec<OwnedRecord>) {
+        let offset = record.position.offset;
+        if self.next_offset.is_some_and(|next| offset < next) {
+            return;
+        }
+        self.next_offset = Some(offset + 1);
+        batch.push(record);
+    }
+}
+
+impl Shared {
     fn event(&self, batch: &[OwnedRecord]) -> Vec<u8> {
         let records = batch
             .iter()
@@ -253,13 +425,21 @@ impl Runner {
         serde_json::to_vec(&event).unwrap_or_default()
     }
 
-    /// Invokes until the batch succeeds, then commits it. False when shut down meanwhile (the
-    /// batch stays uncommitted and is delivered again next time).
+    async fn invoke(&self, event: &[u8]) -> Result<Vec<u8>, crate::runtime_api::InvokeError> {
+        let now = self.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        let result = self.function.invoke(event).await;
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Invokes until the batch (records of one partition) succeeds, then commits it. False
+    /// when shut down meanwhile (the batch stays uncommitted and is delivered again next time).
     async fn deliver(&self, batch: &[OwnedRecord], shutdown: &mut watch::Receiver<bool>) -> bool {
         let event = self.event(batch);
         let mut backoff = self.options.first_backoff;
         loop {
-            match self.function.invoke(&event).await {
+            match self.invoke(&event).await {
                 Ok(_) => break,
                 Err(error) => {
                     self.stats
@@ -280,19 +460,15 @@ impl Runner {
                 }
             }
         }
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for record in batch {
-            let key = (record.position.topic.clone(), record.position.partition);
-            let entry = next.entry(key).or_insert(0);
-            *entry = (*entry).max(record.position.offset + 1);
-        }
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &next {
-            if let Err(error) =
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-            {
-                tracing::error!(%error, "cannot build the offsets to commit");
-            }
+        if let Some(last) = batch.last()
+            && let Err(error) = offsets.add_partition_offset(
+                &last.position.topic,
+                last.position.partition,
+                Offset::Offset(last.position.offset + 1),
+            )
+        {
+            tracing::error!(%error, "cannot build the offset to commit");
         }
         loop {
             match self.consumer.commit(&offsets, CommitMode::Sync) {

@@ -78,7 +78,7 @@ impl StackOptions {
             http_port: 0,
             websocket_port: 0,
             web: None,
-            concurrency: 2,
+            concurrency: 3,
             local: LocalValues::default(),
             mapping: MappingOptions::default(),
             partitions: 3,

@@ -6,6 +6,7 @@ use emostream_local::websocket_api::Limits;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::{TestStack, WsClient};
 use emostream_tests::patience::PATIENCE;
+use futures::TryStreamExt;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, MongoSettings, WindowStore, connect};
 use serde_json::{Value, json};
@@ -175,12 +176,18 @@ async fn reactions_posted_over_http_reach_websocket_clients_exactly() {
 
 #[tokio::test]
 async fn a_function_killed_mid_batch_leaves_counts_exact() {
-    // Small batches make many invocations, so kills land inside them.
+    // Small batches make many invocations, so kills land inside them. The stream is spread over
+    // the three partitions, whose batches run concurrently and write the same windows.
     let test = TestStack::start("crash", |options| {
         options
             .local
             .parameters
             .insert("BatchSize".into(), "40".into());
+        options
+            .local
+            .parameters
+            .insert("StreamShards".into(), "3".into());
+        options.concurrency = 3;
     })
     .await;
     let api = test.stack.http_url.clone();
@@ -213,10 +220,14 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
     });
     let mut kills: usize = 0;
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while mapping.stats.failed_invocations.load(Ordering::Relaxed) < 2 {
+    let concurrent = || mapping.stats.peak_in_flight.load(Ordering::Relaxed);
+    while mapping.stats.failed_invocations.load(Ordering::Relaxed) < 2 || concurrent() < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{kills} kills failed no batch within {PATIENCE:?}"
+            "within {PATIENCE:?}, {kills} kills failed {} batches (need 2) and at most {} \
+             partitions were invoked at once (need 2)",
+            mapping.stats.failed_invocations.load(Ordering::Relaxed),
+            concurrent()
         );
         if aggregate.stats.in_flight.load(Ordering::Relaxed) > 0 {
             // Let the batch get into its MongoDB write, then crash the instance.
@@ -246,6 +257,21 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
     // Still exact a moment later: no retried batch counted twice after the check.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stored_sums(&mongo, "crash").await, expected);
+    // The windows were written from several partitions.
+    let database = connect(&mongo, "e2e-check").await.unwrap();
+    let partitions = database
+        .collection::<mongodb::bson::Document>("windows")
+        .find(mongodb::bson::doc! { "stream": "crash" })
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.get_document("offsets").map_or(0, |o| o.len()))
+        .max()
+        .unwrap_or(0);
+    assert!(partitions >= 2, "no window was written from two partitions");
     eprintln!(
         "{kills} kills, {failed} failed invocations retried, {} cold starts",
         aggregate.stats.cold_starts.load(Ordering::Relaxed)

@@ -1,10 +1,10 @@
 //! The ingest function's configuration, read once per container from environment variables.
 //! The same names appear in template.yaml, the local stack and the README.
 
-use reactions::DomainConfig;
 use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, text_or};
 use reactions::kafka::KafkaSettings;
 use reactions::mongo::MongoSettings;
+use reactions::{DomainConfig, StreamShards};
 use std::time::Duration;
 
 /// Which browser origins may call the API.
@@ -49,6 +49,9 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// `ALLOWED_ORIGINS` (default `*`): comma-separated origins for CORS.
     pub allowed_origins: AllowedOrigins,
+    /// `STREAM_SHARDS` (default 3, 1 to 256): how many Kafka keys, and so partitions, one
+    /// stream's reactions are spread over (see [`StreamShards`]).
+    pub stream_shards: StreamShards,
 }
 
 impl IngestConfig {
@@ -57,6 +60,7 @@ impl IngestConfig {
         let produce_timeout_ms: u64 =
             parse_in(settings, "PRODUCE_TIMEOUT_MS", 2_000, 100..=60_000)?;
         let max_body_bytes: usize = parse_in(settings, "MAX_BODY_BYTES", 131_072, 256..)?;
+        let stream_shards: u16 = parse_in(settings, "STREAM_SHARDS", 3, 1..=StreamShards::MAX)?;
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::from_settings(settings, "emostream-ingest")?,
@@ -65,6 +69,7 @@ impl IngestConfig {
             mongo: MongoSettings::from_settings(settings)?,
             max_body_bytes,
             allowed_origins: AllowedOrigins::parse(&text_or(settings, "ALLOWED_ORIGINS", "*")),
+            stream_shards: StreamShards::new(stream_shards),
         })
     }
 

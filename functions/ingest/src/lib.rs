@@ -96,6 +96,7 @@ impl Ingest {
             config.kafka.clone(),
             config.reaction_topic.clone(),
             config.produce_timeout,
+            config.stream_shards,
         )?;
         publisher.start_warm_up();
         let database = reactions::mongo::open(&config.mongo, "emostream-ingest").await?;

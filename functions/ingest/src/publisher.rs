@@ -1,10 +1,10 @@
-//! Publishes accepted reactions to Kafka, keyed by stream id so each stream's reactions stay in
-//! order on one partition. A request is acknowledged only when the broker has acknowledged
-//! every one of its records.
+//! Publishes accepted reactions to Kafka, keyed by stream and shard (see [`StreamShards`]): a
+//! hot stream spreads over several partitions, each viewer's reactions stay in order on one. A
+//! request is acknowledged only when the broker has acknowledged every one of its records.
 
-use reactions::Reaction;
 use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord};
 use reactions::message::{ReactionRecord, VersionedMessage};
+use reactions::{Reaction, StreamShards};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ pub struct ReactionPublisher {
     settings: KafkaSettings,
     topic: String,
     timeout: Duration,
+    shards: StreamShards,
     producer: RwLock<AckedProducer>,
 }
 
@@ -22,12 +23,14 @@ impl ReactionPublisher {
         settings: KafkaSettings,
         topic: String,
         timeout: Duration,
+        shards: StreamShards,
     ) -> Result<Self, KafkaAdapterError> {
         let producer = AckedProducer::new(&settings, timeout)?;
         Ok(Self {
             settings,
             topic,
             timeout,
+            shards,
             producer: RwLock::new(producer),
         })
     }
@@ -55,7 +58,10 @@ impl ReactionPublisher {
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<(), KafkaAdapterError> {
         let records: Vec<OutgoingRecord> = reactions
             .iter()
-            .map(|r| OutgoingRecord::new(r.stream.as_str(), ReactionRecord::from(r).encode()))
+            .map(|r| {
+                let key = self.shards.key(&r.stream, &r.user);
+                OutgoingRecord::new(key, ReactionRecord::from(r).encode())
+            })
             .collect();
         let producer = self.current();
         let result = producer

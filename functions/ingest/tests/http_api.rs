@@ -15,9 +15,9 @@ use reactions::kafka_event::RecordPosition;
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::mongo::{WindowStore, WriteTimes, connect};
 use reactions::window_delta::window_deltas;
-use reactions::{EmojiName, Reaction, StreamId, UserId, WindowWidth};
+use reactions::{EmojiName, Reaction, StreamId, StreamShards, UserId, WindowWidth};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct Setup {
@@ -95,8 +95,9 @@ fn now_ms() -> i64 {
 }
 
 #[tokio::test]
-async fn accepted_reactions_are_produced_keyed_by_stream_with_server_time() {
-    let setup = setup_with(&[]).await;
+async fn accepted_reactions_are_produced_keyed_by_stream_and_shard_with_server_time() {
+    let setup = setup_with(&[("STREAM_SHARDS", "3")]).await;
+    let shards = StreamShards::new(3);
     let before = now_ms();
     let one = setup
         .ingest
@@ -120,20 +121,30 @@ async fn accepted_reactions_are_produced_keyed_by_stream_with_server_time() {
 
     let records = read_records(&setup.kafka, &setup.topic, 21, PATIENCE).await;
     let mut taps = 0;
-    let mut partition_of_stream = HashMap::new();
+    let mut partition_of_key = HashMap::new();
+    let mut keys_of_stream: HashMap<String, BTreeSet<String>> = HashMap::new();
     for message in &records {
         let record = ReactionRecord::decode(message.payload().unwrap()).unwrap();
-        assert_eq!(key_text(message), record.stream.as_str());
+        assert_eq!(key_text(message), shards.key(&record.stream, &record.user));
+        keys_of_stream
+            .entry(record.stream.as_str().to_owned())
+            .or_default()
+            .insert(key_text(message));
         assert!(
             (before..=after).contains(&record.at_ms),
             "server time stamps"
         );
-        let partition = *partition_of_stream
+        let partition = *partition_of_key
             .entry(key_text(message))
             .or_insert(message.partition());
-        assert_eq!(partition, message.partition(), "one partition per stream");
+        assert_eq!(partition, message.partition(), "one partition per key");
         taps += u64::from(record.count);
     }
+    // Seven viewers of each stream spread over more than one shard.
+    assert!(
+        keys_of_stream.values().all(|keys| keys.len() > 1),
+        "{keys_of_stream:?}"
+    );
     let expected: u64 = 3 + (0..20).map(|i| 1 + i % 4).sum::<u64>();
     assert_eq!(taps, expected);
     assert_eq!(record_count(&setup.kafka, &setup.topic), 21);
