@@ -7,7 +7,7 @@
 
 CARGO ?= cargo
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load crowd toolchain fmt-check clippy unit-and-integration bench figures stress
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -68,6 +68,13 @@ bench:
 load: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
 	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json --plot target/load.png $(LOAD_ARGS)
+
+# The drain benchmark: a pre-produced backlog drained by the release aggregate binary through
+# the local event source mapping; rate, MongoDB round trips per batch, exact counts (DRAIN_ARGS
+# adds options, e.g. --shards 3 --batch-size 5000).
+drain: deps
+	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
+	local/servers.sh run -- target/release/emostream-drain $(DRAIN_ARGS)
 
 # Listeners up to the open-file limit on one stream under the emulated AWS quotas; the stack
 # and the load generator in two processes (see local/crowd.sh).

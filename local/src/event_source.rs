@@ -19,7 +19,7 @@ use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamCons
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use reactions::kafka::KafkaSettings;
-use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::kafka_event::{LambdaKafkaRecord, RecordPosition, lambda_kafka_event_bytes};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,6 +144,11 @@ impl EventSourceMapping {
             ),
             ("session.timeout.ms", "10000"),
             ("fetch.wait.max.ms", "10"),
+            // The local Kafka-wire broker answers a fetch with everything from the offset on,
+            // whatever `fetch.max.bytes` asks: behind a backlog of a million records that is
+            // 150 MB, which librdkafka refuses above its 100 MB default and fetches again,
+            // forever. Accept any size (a real broker keeps to `fetch.max.bytes`).
+            ("receive.message.max.bytes", "2147483647"),
         ] {
             settings.extra.push((key.to_owned(), value.to_owned()));
         }
@@ -412,7 +417,7 @@ impl Shared {
         let records = batch
             .iter()
             .map(|r| {
-                lambda_kafka_record_json(
+                LambdaKafkaRecord::new(
                     &r.position,
                     r.timestamp_ms,
                     r.key.as_deref(),
@@ -421,8 +426,7 @@ impl Shared {
                 )
             })
             .collect();
-        let event = lambda_kafka_event_json(&self.mapping.event_source, &self.brokers, records);
-        serde_json::to_vec(&event).unwrap_or_default()
+        lambda_kafka_event_bytes(&self.mapping.event_source, &self.brokers, records)
     }
 
     async fn invoke(&self, event: &[u8]) -> Result<Vec<u8>, crate::runtime_api::InvokeError> {

@@ -597,7 +597,7 @@ mod tests {
                 )
             ]
         );
-        assert_eq!(mappings[0].batch_size, 500);
+        assert_eq!(mappings[0].batch_size, 5000);
         assert_eq!(mappings[0].consumer_group, "emostream-local-aggregate");
         let overrides = BTreeMap::from([
             ("AWS::StackName".to_owned(), "test-7".to_owned()),

@@ -138,6 +138,80 @@ async fn two_partitions_writing_the_same_windows_concurrently_count_once() {
     database.drop().await.unwrap();
 }
 
+async fn apply_and_read(
+    store: &WindowStore,
+    records: &[(RecordPosition, Reaction)],
+) -> (
+    reactions::mongo::ApplyReport,
+    Vec<reactions::mongo::StoredWindow>,
+) {
+    let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), WIDTH);
+    store.apply_and_read(&deltas, WIDTH, times()).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_of_few_windows_is_written_and_read_in_one_round_trip() {
+    let (database, store) = fresh_store("one-trip").await;
+    // 30 records 53 ms apart span one 2 s window of one stream.
+    let batch = log("emoji-reaction-topic", 0, 30, 1);
+    let (report, windows) = apply_and_read(&store, &batch).await;
+    assert_eq!((report.windows, report.round_trips), (1, 1));
+    let expected: WindowCounts = count_batch(batch.iter().map(|(_, r)| r), WIDTH);
+    let key = &windows[0].key;
+    assert_eq!(windows[0].counts, expected[key]);
+    // The replay is noticed, skipped, and still returns the state.
+    let (again, replayed) = apply_and_read(&store, &batch).await;
+    assert_eq!(
+        (again.conflicts, again.replays_skipped, again.taps_applied),
+        (1, 1, 0)
+    );
+    assert!(again.round_trips > 1);
+    assert_eq!(replayed, windows);
+    // A batch over many windows takes the bulk update and one read.
+    let wide = log("emoji-reaction-topic", 1, 200, 5);
+    let (report, windows) = apply_and_read(&store, &wide).await;
+    assert!(report.windows > 4);
+    assert_eq!((report.round_trips, windows.len()), (2, report.windows));
+    assert_exact(&store, &[batch, wide].concat()).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn three_partitions_writing_and_reading_one_stream_concurrently_count_once() {
+    let (database, store) = fresh_store("concurrent-read").await;
+    let logs: Vec<_> = (0..3)
+        .map(|p| log("emoji-reaction-topic", p, 240, 1))
+        .collect();
+    let writers: Vec<_> = logs
+        .iter()
+        .cloned()
+        .map(|partition| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut newest = std::collections::BTreeMap::new();
+                // Small batches, each delivered twice, as after a timeout; every state read
+                // back is at least the last one this writer saw of its window.
+                for start in (0..partition.len()).step_by(15) {
+                    let batch = &partition[start..(start + 15).min(partition.len())];
+                    for _ in 0..2 {
+                        let (_, windows) = apply_and_read(&store, batch).await;
+                        for window in windows {
+                            let seen = newest.entry(window.key.clone()).or_insert(0);
+                            assert!(window.total >= *seen, "a window's total went down");
+                            *seen = window.total;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_exact(&store, &logs.concat()).await;
+    database.drop().await.unwrap();
+}
+
 #[tokio::test]
 async fn racing_inserts_of_a_new_window_lose_nothing() {
     let (database, store) = fresh_store("race").await;

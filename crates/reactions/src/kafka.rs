@@ -236,15 +236,18 @@ pub struct OutgoingRecord {
     pub value: Vec<u8>,
     /// Headers in order (dead letters carry their reason here).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None` lets the key's hash choose.
+    pub partition: Option<i32>,
 }
 
 impl OutgoingRecord {
-    /// A record without headers.
+    /// A record without headers, partitioned by its key.
     pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
         Self {
             key: key.into(),
             value: value.into(),
             headers: Vec::new(),
+            partition: None,
         }
     }
 }
@@ -262,6 +265,8 @@ pub struct Delivered {
 pub struct AckedProducer {
     producer: FutureProducer<KafkaContext>,
     context: KafkaContext,
+    /// Partition counts of the topics whose metadata was fetched.
+    partitions: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
 }
 
 impl AckedProducer {
@@ -272,6 +277,19 @@ impl AckedProducer {
         settings: &KafkaSettings,
         delivery_timeout: Duration,
     ) -> Result<Self, KafkaAdapterError> {
+        Self::with_linger(settings, delivery_timeout, Duration::from_millis(2))
+    }
+
+    /// [`AckedProducer::new`] with how long records wait to be sent together (`linger.ms`). A
+    /// caller that hands over all its records at once and then waits for them (aggregate,
+    /// publishing a batch's states) gains nothing from lingering: 0 sends at once. Ingest keeps
+    /// 2 ms so that concurrent requests share produce requests.
+    pub fn with_linger(
+        settings: &KafkaSettings,
+        delivery_timeout: Duration,
+        linger: Duration,
+    ) -> Result<Self, KafkaAdapterError> {
+        let linger_ms = linger.as_millis().min(10_000).to_string();
         let timeout_ms = delivery_timeout.as_millis().clamp(100, 300_000).to_string();
         // librdkafka refuses connection set-up timeouts under one second.
         let connect_ms = delivery_timeout
@@ -283,7 +301,7 @@ impl AckedProducer {
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", &linger_ms)
             .set("message.timeout.ms", &timeout_ms)
             .set("request.timeout.ms", &timeout_ms)
             .set("socket.connection.setup.timeout.ms", &connect_ms)
@@ -292,7 +310,11 @@ impl AckedProducer {
             .set("reconnect.backoff.max.ms", "1000")
             .create_with_context(context.clone())
             .map_err(KafkaAdapterError::Config)?;
-        Ok(Self { producer, context })
+        Ok(Self {
+            producer,
+            context,
+            partitions: Arc::default(),
+        })
     }
 
     /// The producer's client context.
@@ -311,17 +333,8 @@ impl AckedProducer {
     /// its answer makes librdkafka ask for the producer id at once.
     pub async fn warm_up(&self, topic: &str, timeout: Duration) {
         for _ in 0..2 {
-            let producer = self.producer.clone();
-            let topic = topic.to_owned();
-            let fetched = tokio::task::spawn_blocking(move || {
-                producer
-                    .client()
-                    .fetch_metadata(Some(&topic), Timeout::After(timeout))
-                    .map(|_| ())
-            })
-            .await;
-            match fetched {
-                Ok(Ok(())) => {}
+            match self.fetch_partition_count(topic, timeout).await {
+                Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "Kafka not reachable at start-up");
                     return;
@@ -331,6 +344,53 @@ impl AckedProducer {
                     return;
                 }
             }
+        }
+    }
+
+    /// Fetches `topic`'s metadata and remembers its partition count.
+    async fn fetch_partition_count(
+        &self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Result<Result<Option<i32>, KafkaError>, tokio::task::JoinError> {
+        let producer = self.producer.clone();
+        let name = topic.to_owned();
+        let fetched = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&name), Timeout::After(timeout))
+                .map(|metadata| {
+                    metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == name && t.error().is_none())
+                        .map(|t| t.partitions().len() as i32)
+                        .filter(|n| *n > 0)
+                })
+        })
+        .await;
+        if let Ok(Ok(Some(count))) = &fetched
+            && let Ok(mut known) = self.partitions.lock()
+        {
+            known.insert(topic.to_owned(), *count);
+        }
+        fetched
+    }
+
+    /// How many partitions `topic` has: known after the warm-up, else fetched now (within
+    /// `timeout`). `None` if the broker cannot say; records then go where their keys hash.
+    pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
+        let known = self
+            .partitions
+            .lock()
+            .ok()
+            .and_then(|known| known.get(topic).copied());
+        match known {
+            Some(count) => Some(count),
+            None => match self.fetch_partition_count(topic, timeout).await {
+                Ok(Ok(count)) => count,
+                _ => None,
+            },
         }
     }
 
@@ -367,11 +427,15 @@ impl AckedProducer {
                     value: Some(value),
                 });
             }
+            let mut future = FutureRecord::to(topic)
+                .key(&record.key)
+                .payload(&record.value)
+                .headers(headers);
+            if let Some(partition) = record.partition {
+                future = future.partition(partition);
+            }
             self.producer.send(
-                FutureRecord::to(topic)
-                    .key(&record.key)
-                    .payload(&record.value)
-                    .headers(headers),
+                future,
                 // Time allowed to wait for space in the local queue.
                 Timeout::After(deadline),
             )

@@ -7,6 +7,7 @@ use crate::message::{RecordError, VersionedMessage};
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::collections::BTreeMap;
 
 /// Where a record sits in the log: what exactly-once bookkeeping and dead letters refer to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -96,8 +97,119 @@ pub fn decode_kafka_event<T: VersionedMessage>(event: &KafkaEvent) -> Vec<Decode
     records
 }
 
-/// Encodes a record the way Lambda does, for tests, samples and the local stack's event source
-/// mappings, which must produce exactly the JSON AWS would.
+/// The `eventSourceArn` of local MSK events.
+const LOCAL_MSK_ARN: &str =
+    "arn:aws:kafka:local:000000000000:cluster/emostream/00000000-0000-0000-0000-000000000000-1";
+
+/// One record as Lambda encodes it in a Kafka event: base64 key and value, headers as a list of
+/// one-entry maps from name to signed bytes. Serialized straight from borrowed data, so the
+/// local event source builds a 500-record event without a tree of JSON values.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LambdaKafkaRecord<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    timestamp_type: &'static str,
+    key: Option<String>,
+    value: Option<String>,
+    headers: Vec<SignedHeader<'a>>,
+}
+
+/// A header as Lambda writes it: `{"name": [signed bytes]}`.
+#[derive(Debug, Clone)]
+struct SignedHeader<'a>(&'a str, &'a [u8]);
+
+impl serde::Serialize for SignedHeader<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Signed<'b>(&'b [u8]);
+        impl serde::Serialize for Signed<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|b| *b as i8))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, &Signed(self.1))?;
+        map.end()
+    }
+}
+
+impl<'a> LambdaKafkaRecord<'a> {
+    pub fn new(
+        position: &'a RecordPosition,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &'a [(String, Vec<u8>)],
+    ) -> Self {
+        Self {
+            topic: &position.topic,
+            partition: position.partition,
+            offset: position.offset,
+            timestamp: timestamp_ms,
+            timestamp_type: "CREATE_TIME",
+            key: key.map(|k| STANDARD.encode(k)),
+            value: value.map(|v| STANDARD.encode(v)),
+            headers: headers.iter().map(|(k, v)| SignedHeader(k, v)).collect(),
+        }
+    }
+}
+
+/// A whole Kafka event: records grouped under `"<topic>-<partition>"` keys as Lambda does.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LambdaKafkaEvent<'a, R> {
+    event_source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_source_arn: Option<&'static str>,
+    bootstrap_servers: &'a str,
+    records: BTreeMap<String, Vec<R>>,
+}
+
+impl<'a, R> LambdaKafkaEvent<'a, R> {
+    /// `records` with their topic and partition; `event_source` is `aws:kafka` (MSK) or
+    /// `SelfManagedKafka`.
+    fn new(
+        event_source: &'a str,
+        bootstrap_servers: &'a str,
+        records: impl IntoIterator<Item = ((String, i64), R)>,
+    ) -> Self {
+        let mut grouped: BTreeMap<String, Vec<R>> = BTreeMap::new();
+        for ((topic, partition), record) in records {
+            grouped
+                .entry(format!("{topic}-{partition}"))
+                .or_default()
+                .push(record);
+        }
+        Self {
+            event_source,
+            event_source_arn: (event_source == "aws:kafka").then_some(LOCAL_MSK_ARN),
+            bootstrap_servers,
+            records: grouped,
+        }
+    }
+}
+
+/// The JSON of a Kafka event holding `records`, exactly as Lambda would deliver it: what the
+/// local stack's event source mappings send.
+pub fn lambda_kafka_event_bytes(
+    event_source: &str,
+    bootstrap_servers: &str,
+    records: Vec<LambdaKafkaRecord<'_>>,
+) -> Vec<u8> {
+    let event = LambdaKafkaEvent::new(
+        event_source,
+        bootstrap_servers,
+        records
+            .into_iter()
+            .map(|r| ((r.topic.to_owned(), i64::from(r.partition)), r)),
+    );
+    serde_json::to_vec(&event).unwrap_or_default()
+}
+
+/// Encodes a record the way Lambda does, as a JSON value, for tests and samples.
 pub fn lambda_kafka_record_json(
     position: &RecordPosition,
     timestamp_ms: i64,
@@ -105,58 +217,33 @@ pub fn lambda_kafka_record_json(
     value: Option<&[u8]>,
     headers: &[(String, Vec<u8>)],
 ) -> serde_json::Value {
-    let headers: Vec<serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| {
-            let signed: Vec<i8> = v.iter().map(|b| *b as i8).collect();
-            serde_json::json!({ k.as_str(): signed })
-        })
-        .collect();
-    serde_json::json!({
-        "topic": position.topic,
-        "partition": position.partition,
-        "offset": position.offset,
-        "timestamp": timestamp_ms,
-        "timestampType": "CREATE_TIME",
-        "key": key.map(|k| STANDARD.encode(k)),
-        "value": value.map(|v| STANDARD.encode(v)),
-        "headers": headers,
-    })
+    serde_json::to_value(LambdaKafkaRecord::new(
+        position,
+        timestamp_ms,
+        key,
+        value,
+        headers,
+    ))
+    .unwrap_or_default()
 }
 
-/// Wraps records made by [`lambda_kafka_record_json`] into a whole Kafka event, grouped under
-/// `"<topic>-<partition>"` keys as Lambda does. `event_source` is `aws:kafka` (MSK) or
-/// `SelfManagedKafka`.
+/// Wraps records made by [`lambda_kafka_record_json`] into a whole Kafka event (see
+/// [`lambda_kafka_event_bytes`]).
 pub fn lambda_kafka_event_json(
     event_source: &str,
     bootstrap_servers: &str,
     records: Vec<serde_json::Value>,
 ) -> serde_json::Value {
-    let mut grouped = serde_json::Map::new();
-    for record in records {
-        let key = format!(
-            "{}-{}",
-            record["topic"].as_str().unwrap_or_default(),
-            record["partition"]
-        );
-        if let serde_json::Value::Array(list) = grouped
-            .entry(key)
-            .or_insert_with(|| serde_json::Value::Array(Vec::new()))
-        {
-            list.push(record);
-        }
-    }
-    let mut event = serde_json::json!({
-        "eventSource": event_source,
-        "bootstrapServers": bootstrap_servers,
-        "records": grouped,
-    });
-    if event_source == "aws:kafka" {
-        event["eventSourceArn"] = serde_json::Value::from(
-            "arn:aws:kafka:local:000000000000:cluster/emostream/00000000-0000-0000-0000-000000000000-1",
-        );
-    }
-    event
+    let event = LambdaKafkaEvent::new(
+        event_source,
+        bootstrap_servers,
+        records.into_iter().map(|record| {
+            let topic = record["topic"].as_str().unwrap_or_default().to_owned();
+            let partition = record["partition"].as_i64().unwrap_or_default();
+            ((topic, partition), record)
+        }),
+    );
+    serde_json::to_value(event).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -224,6 +311,30 @@ mod tests {
             .map(|r| r.position.offset)
             .collect();
         assert_eq!(offsets, [3, 7, 8]);
+    }
+
+    #[test]
+    fn the_event_source_bytes_are_the_same_event_as_the_json_values() {
+        let headers = vec![("trace".to_string(), vec![0xC3, b'x'])];
+        let positions = [position(1, 7), position(0, 3), position(1, 8)];
+        let values: Vec<serde_json::Value> = positions
+            .iter()
+            .map(|p| lambda_kafka_record_json(p, 9, Some(b"m1"), Some(GOOD), &headers))
+            .collect();
+        let borrowed: Vec<LambdaKafkaRecord<'_>> = positions
+            .iter()
+            .map(|p| LambdaKafkaRecord::new(p, 9, Some(b"m1"), Some(GOOD), &headers))
+            .collect();
+        for source in ["aws:kafka", "SelfManagedKafka"] {
+            let bytes = lambda_kafka_event_bytes(source, "b:9092", borrowed.clone());
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                parsed,
+                lambda_kafka_event_json(source, "b:9092", values.clone())
+            );
+            let event: KafkaEvent = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(decode_kafka_event::<ReactionRecord>(&event).len(), 3);
+        }
     }
 
     #[test]

@@ -59,12 +59,23 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Decodes JSON bytes, checking the version before the shape so that a newer producer's
-    /// record is reported as such rather than as garbage.
+    /// The message's own version field.
+    fn version(&self) -> u32;
+
+    /// Decodes JSON bytes. A record of another version is reported as such rather than as
+    /// garbage: the version is checked before the shape. The common case (this version, well
+    /// formed) is parsed once; only a record that fails is parsed again for its version.
     fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         #[derive(Deserialize)]
         struct Envelope {
             v: Option<serde_json::Value>,
+        }
+        let parsed = serde_json::from_slice::<Self>(bytes);
+        if let Ok(message) = &parsed
+            && message.version() == Self::VERSION
+        {
+            message.check()?;
+            return parsed.map_err(|e| RecordError::BadJson(e.to_string()));
         }
         let envelope: Envelope =
             serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
@@ -85,8 +96,7 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
                 }
             },
         }
-        let message: Self =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
+        let message = parsed.map_err(|e| RecordError::BadJson(e.to_string()))?;
         message.check()?;
         Ok(message)
     }
@@ -108,6 +118,10 @@ pub struct ReactionRecord {
 
 impl VersionedMessage for ReactionRecord {
     const VERSION: u32 = 1;
+
+    fn version(&self) -> u32 {
+        self.v
+    }
 
     fn check(&self) -> Result<(), RecordError> {
         if self.count == 0 {
@@ -170,6 +184,10 @@ pub struct WindowStateRecord {
 
 impl VersionedMessage for WindowStateRecord {
     const VERSION: u32 = 1;
+
+    fn version(&self) -> u32 {
+        self.v
+    }
 
     fn check(&self) -> Result<(), RecordError> {
         if self.end_ms <= self.start_ms {

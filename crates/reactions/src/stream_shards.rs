@@ -4,7 +4,10 @@
 //! the stream id for shard 0 and `stream#k` for shard k, the shard picked from the viewer id:
 //! a viewer's reactions stay in order on one partition, shard 0 keeps the key of an unsharded
 //! stream, and the counts stay exact because every window document keeps its applied offsets
-//! per partition.
+//! per partition. Hashing the keys alone could put several shards of a stream on one partition
+//! (three keys over three partitions all share one in one case of nine), so when the topic's
+//! partition count is known a sharded stream's records name their partition: consecutive
+//! partitions from one that the stream id picks, n shards on min(n, partitions) partitions.
 
 use crate::ids::{StreamId, UserId};
 
@@ -25,19 +28,29 @@ impl StreamShards {
         self.0
     }
 
-    /// The shard of `user`'s reactions: a stable hash (FNV-1a), the same in every process and
-    /// release, so a viewer's reactions always share a key.
+    /// The shard of `user`'s reactions: a stable hash, the same in every process and release,
+    /// so a viewer's reactions always share a key.
     pub fn shard_of(self, user: &UserId) -> u16 {
         if self.0 == 1 {
             return 0;
         }
-        let hash = user
-            .as_str()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-        (hash % u64::from(self.0)) as u16
+        (stable_hash(user.as_str()) % u64::from(self.0)) as u16
+    }
+
+    /// The partition of `user`'s reactions to `stream` on a topic of `partitions` partitions,
+    /// or `None` (the key's hash decides) when the stream is not sharded or the count unknown.
+    pub fn partition(
+        self,
+        stream: &StreamId,
+        user: &UserId,
+        partitions: Option<i32>,
+    ) -> Option<i32> {
+        let partitions = u64::try_from(partitions?).ok().filter(|n| *n > 0)?;
+        if self.0 == 1 {
+            return None;
+        }
+        let first = stable_hash(stream.as_str()) % partitions;
+        Some(((first + u64::from(self.shard_of(user))) % partitions) as i32)
     }
 
     /// The Kafka key of `user`'s reactions to `stream`.
@@ -47,6 +60,13 @@ impl StreamShards {
             shard => format!("{}#{shard}", stream.as_str()),
         }
     }
+}
+
+/// FNV-1a: fixed across processes and releases, unlike the standard library's hasher.
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl Default for StreamShards {
@@ -85,6 +105,29 @@ mod tests {
         );
         let viewer = user("viewer-42");
         assert_eq!(shards.key(&stream, &viewer), shards.key(&stream, &viewer));
+    }
+
+    #[test]
+    fn a_sharded_stream_takes_consecutive_partitions_and_one_shard_keeps_key_hashing() {
+        let shards = StreamShards::new(3);
+        for s in 0..50 {
+            let stream = StreamId::parse("stream_id", &format!("match-{s}")).unwrap();
+            let partitions: BTreeSet<i32> = (0..300)
+                .filter_map(|i| shards.partition(&stream, &user(&format!("viewer-{i}")), Some(3)))
+                .collect();
+            assert_eq!(partitions, BTreeSet::from([0, 1, 2]), "{stream:?}");
+            let on_two: BTreeSet<i32> = (0..300)
+                .filter_map(|i| shards.partition(&stream, &user(&format!("viewer-{i}")), Some(2)))
+                .collect();
+            assert_eq!(on_two, BTreeSet::from([0, 1]));
+        }
+        let stream = StreamId::parse("stream_id", "final").unwrap();
+        assert_eq!(
+            StreamShards::new(1).partition(&stream, &user("a"), Some(3)),
+            None
+        );
+        assert_eq!(shards.partition(&stream, &user("a"), None), None);
+        assert_eq!(shards.partition(&stream, &user("a"), Some(0)), None);
     }
 
     #[test]

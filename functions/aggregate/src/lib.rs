@@ -17,7 +17,7 @@ use reactions::metrics::MetricsLine;
 use reactions::mongo::{IndexesOnce, StoreError, StoredWindow, WindowStore, WriteTimes};
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Why a batch failed (and will be retried by the event source).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,8 @@ pub struct BatchSummary {
     pub taps_applied: u64,
     pub replays_skipped: usize,
     pub states_published: usize,
+    /// Round trips to MongoDB in a row: writing and reading the windows (more after a conflict).
+    pub mongo_round_trips: usize,
 }
 
 /// The function's long-lived state, built once per container.
@@ -64,12 +66,11 @@ impl Aggregate {
     pub async fn new(config: AggregateConfig) -> Result<Self, AggregateError> {
         let database = reactions::mongo::open(&config.mongo, "emostream-aggregate").await?;
         let producer =
-            AckedProducer::new(&config.kafka, config.produce_timeout).map_err(|source| {
-                AggregateError::Kafka {
+            AckedProducer::with_linger(&config.kafka, config.produce_timeout, Duration::ZERO)
+                .map_err(|source| AggregateError::Kafka {
                     what: "building the producer",
                     source,
-                }
-            })?;
+                })?;
         let aggregate = Self {
             store: WindowStore::new(&database),
             producer,
@@ -148,11 +149,10 @@ impl Aggregate {
             retention: self.config.retention,
         };
         let write_started = Instant::now();
-        let report = self
+        let (report, windows) = self
             .store
-            .apply_batch(&deltas, self.config.domain.window_width, times)
+            .apply_and_read(&deltas, self.config.domain.window_width, times)
             .await?;
-        let windows = self.store.read_windows(&deltas).await?;
         let write_ms = elapsed_ms(write_started);
 
         let states: Vec<OutgoingRecord> = windows
@@ -176,6 +176,7 @@ impl Aggregate {
             taps_applied: report.taps_applied,
             replays_skipped: report.replays_skipped,
             states_published: states.len(),
+            mongo_round_trips: report.round_trips,
         };
         tracing::info!(
             records,
@@ -185,6 +186,10 @@ impl Aggregate {
             conflicts = report.conflicts,
             replays_skipped = report.replays_skipped,
             taps_applied = report.taps_applied,
+            mongo_round_trips = summary.mongo_round_trips,
+            mongo_ms = write_ms,
+            publish_ms,
+            batch_ms = elapsed_ms(started),
             "batch applied"
         );
         MetricsLine::new("aggregate")
@@ -194,6 +199,7 @@ impl Aggregate {
             .count("TapsApplied", report.taps_applied)
             .count("Conflicts", report.conflicts as u64)
             .count("ReplaysSkipped", report.replays_skipped as u64)
+            .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
             .millis("BatchLatency", elapsed_ms(started))

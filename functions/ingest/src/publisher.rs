@@ -56,14 +56,21 @@ impl ReactionPublisher {
     /// timeout. After a fatal producer error the producer is rebuilt, so one broker incident
     /// cannot leave a warm container failing forever.
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<(), KafkaAdapterError> {
+        let producer = self.current();
+        let partitions = if self.shards.get() > 1 {
+            producer.partition_count(&self.topic, self.timeout).await
+        } else {
+            None
+        };
         let records: Vec<OutgoingRecord> = reactions
             .iter()
             .map(|r| {
                 let key = self.shards.key(&r.stream, &r.user);
-                OutgoingRecord::new(key, ReactionRecord::from(r).encode())
+                let mut record = OutgoingRecord::new(key, ReactionRecord::from(r).encode());
+                record.partition = self.shards.partition(&r.stream, &r.user, partitions);
+                record
             })
             .collect();
-        let producer = self.current();
         let result = producer
             .produce_all(&self.topic, &records, self.timeout)
             .await;

@@ -134,17 +134,28 @@ async fn accepted_reactions_are_produced_keyed_by_stream_and_shard_with_server_t
             (before..=after).contains(&record.at_ms),
             "server time stamps"
         );
+        // With the topic's 3 partitions known, shard k of a stream goes to the k-th partition
+        // after the stream's own.
+        assert_eq!(
+            Some(message.partition()),
+            shards.partition(&record.stream, &record.user, Some(3))
+        );
         let partition = *partition_of_key
             .entry(key_text(message))
             .or_insert(message.partition());
         assert_eq!(partition, message.partition(), "one partition per key");
         taps += u64::from(record.count);
     }
-    // Seven viewers of each stream spread over more than one shard.
+    // Seven viewers of each stream spread over more than one shard, each shard on a partition
+    // of its own.
     assert!(
         keys_of_stream.values().all(|keys| keys.len() > 1),
         "{keys_of_stream:?}"
     );
+    for keys in keys_of_stream.values() {
+        let partitions: BTreeSet<i32> = keys.iter().map(|k| partition_of_key[k]).collect();
+        assert_eq!(partitions.len(), keys.len(), "{keys:?} share a partition");
+    }
     let expected: u64 = 3 + (0..20).map(|i| 1 + i % 4).sum::<u64>();
     assert_eq!(taps, expected);
     assert_eq!(record_count(&setup.kafka, &setup.topic), 21);

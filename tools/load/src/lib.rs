@@ -5,6 +5,7 @@
 //! reactions exactly.
 
 pub mod cost;
+pub mod drain;
 pub mod listeners;
 pub mod plot;
 pub mod profile;

@@ -6,20 +6,29 @@
 //! common case and costs one round trip for the whole batch. A statement whose condition fails
 //! (a redelivery, an overlapping batch, a racing insert) reports a duplicate-key error; for
 //! those windows alone the stored offsets are read and only what remains is applied, with a
-//! compare-and-set on those offsets. Only `update` with `$inc`/`$max`/`$set`/`$setOnInsert`,
-//! `find` and unique indexes are used: MongoDB, Atlas and DocumentDB all have them.
+//! compare-and-set on those offsets. A batch touching few windows sends the same conditional
+//! upserts as `findAndModify` commands instead, which return the state the batch publishes (see
+//! [`WindowStore::apply_and_read`]). Only `update` and `findAndModify` with
+//! `$inc`/`$max`/`$set`/`$setOnInsert`, `find` and unique indexes are used: MongoDB, Atlas and
+//! DocumentDB all have them.
 
 use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
 use crate::window::WindowWidth;
 use crate::window_delta::{Remaining, WindowDelta};
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How many compare-and-set rounds one window gets before the batch fails (and is retried by
 /// the event source). Only concurrent writers of the same partition can make rounds fail.
 const MAX_ROUNDS: usize = 20;
+
+/// The most windows a batch may touch and still be written and read with one `findAndModify`
+/// per window, sent at once; more take the bulk `update` and a `find` (two round trips, but
+/// two requests however many windows).
+const FIND_AND_MODIFY_WINDOWS: usize = 4;
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +44,9 @@ pub struct ApplyReport {
     pub replays_skipped: usize,
     /// Taps added to the store by this batch.
     pub taps_applied: u64,
+    /// Round trips to MongoDB the batch waited for in a row (requests sent at once count as
+    /// one): one for the bulk write when nothing conflicted.
+    pub round_trips: usize,
 }
 
 /// When a window's document expires, and the clock for `updated_at`.
@@ -165,6 +177,7 @@ impl WindowStore {
             })
             .collect();
         report.bulk_statements = statements.len();
+        report.round_trips = 1;
         let reply = self
             .database
             .run_command(doc! {
@@ -202,7 +215,8 @@ impl WindowStore {
                 continue;
             }
             report.conflicts += 1;
-            let applied = self.apply_remaining(delta, width, times).await?;
+            let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
+            report.round_trips += round_trips;
             match applied {
                 0 => report.replays_skipped += 1,
                 taps => report.taps_applied += taps,
@@ -212,14 +226,16 @@ impl WindowStore {
     }
 
     /// The slow path for one window: read its offsets, apply what remains with a
-    /// compare-and-set, repeat if another writer got in between. Returns the taps applied.
+    /// compare-and-set, repeat if another writer got in between. Returns the taps applied and
+    /// the round trips taken.
     async fn apply_remaining(
         &self,
         delta: &WindowDelta,
         width: WindowWidth,
         times: WriteTimes,
-    ) -> Result<u64, StoreError> {
-        for _ in 0..MAX_ROUNDS {
+    ) -> Result<(u64, usize), StoreError> {
+        for round in 0..MAX_ROUNDS {
+            let round_trips = 2 * round + 1;
             let current = self
                 .collection
                 .find_one(Self::filter(&delta.key))
@@ -231,7 +247,7 @@ impl WindowStore {
                 .unwrap_or_default();
             let remaining = delta.after(&stored);
             if remaining.is_empty() {
-                return Ok(0);
+                return Ok((0, round_trips));
             }
             let update = update_for(&remaining, delta, width, times);
             let result = self
@@ -241,7 +257,7 @@ impl WindowStore {
                 .await;
             match result {
                 Ok(outcome) if outcome.matched_count == 1 || outcome.upserted_id.is_some() => {
-                    return Ok(remaining.total());
+                    return Ok((remaining.total(), round_trips + 1));
                 }
                 Ok(_) => continue,
                 Err(error) if super::is_duplicate_key(&error) => continue,
@@ -252,6 +268,76 @@ impl WindowStore {
             "window {}@{} kept changing under {MAX_ROUNDS} compare-and-set rounds",
             delta.key.stream, delta.key.start_ms
         )))
+    }
+
+    /// Applies a batch's deltas exactly once and returns the windows' states after it, in as
+    /// few round trips as the batch allows. A batch of one hot stream touches one or two
+    /// windows: each gets one `findAndModify` (the bulk statement's conditional upsert, returning
+    /// the document after the update), all sent at once, so the write and the read take one
+    /// round trip together instead of two in a row. A batch over more windows takes the bulk
+    /// `update` and one `find`. Windows whose condition fails take the compare-and-set path of
+    /// [`WindowStore::apply_batch`] and are read after it.
+    pub async fn apply_and_read(
+        &self,
+        deltas: &[WindowDelta],
+        width: WindowWidth,
+        times: WriteTimes,
+    ) -> Result<(ApplyReport, Vec<StoredWindow>), StoreError> {
+        if deltas.len() > FIND_AND_MODIFY_WINDOWS {
+            let mut report = self.apply_batch(deltas, width, times).await?;
+            let windows = self.read_windows(deltas).await?;
+            report.round_trips += 1;
+            return Ok((report, windows));
+        }
+        let mut report = ApplyReport {
+            windows: deltas.len(),
+            bulk_statements: deltas.len(),
+            round_trips: usize::from(!deltas.is_empty()),
+            ..ApplyReport::default()
+        };
+        let attempts = futures::future::join_all(deltas.iter().map(|delta| async move {
+            let all = delta.after(&BTreeMap::new());
+            let result = self
+                .collection
+                .find_one_and_update(
+                    first_attempt_filter(delta),
+                    update_for(&all, delta, width, times),
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            (all.total(), result)
+        }))
+        .await;
+        let mut windows = Vec::with_capacity(deltas.len());
+        let mut conflicted = Vec::new();
+        for (delta, (taps, result)) in deltas.iter().zip(attempts) {
+            match result {
+                Ok(Some(document)) => {
+                    report.taps_applied += taps;
+                    windows.push(parse_window(&document)?);
+                }
+                // With an upsert a document always comes back; without one, read it later.
+                Ok(None) => conflicted.push(delta.clone()),
+                Err(error) if super::is_duplicate_key(&error) => conflicted.push(delta.clone()),
+                Err(error) => return Err(server("findAndModify")(error)),
+            }
+        }
+        if conflicted.is_empty() {
+            return Ok((report, windows));
+        }
+        for delta in &conflicted {
+            report.conflicts += 1;
+            let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
+            report.round_trips += round_trips;
+            match applied {
+                0 => report.replays_skipped += 1,
+                taps => report.taps_applied += taps,
+            }
+        }
+        windows.extend(self.read_windows(&conflicted).await?);
+        report.round_trips += 1;
+        Ok((report, windows))
     }
 
     /// Reads the current state of the given windows (those that exist), for re-publishing.

@@ -1,8 +1,8 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
 //! unique (stream, window start) key and retention TTL, the `connections` collection and the
 //! `pushes` schedule. Only operations that MongoDB, Atlas and
-//! Amazon DocumentDB all support are used: `update` with `$inc`/`$max`/`$set`/`$setOnInsert`,
-//! `find`, and indexes.
+//! Amazon DocumentDB all support are used: `update` and `findAndModify` with
+//! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
 mod apply;
 mod connections;

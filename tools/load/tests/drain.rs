@@ -1,0 +1,34 @@
+//! The drain benchmark against the real Kafka-wire broker and MongoDB-wire server, small: a
+//! sharded backlog of two streams over three partitions is drained by the aggregate binary
+//! through the local event source, with exact counts and the per-batch figures filled in.
+
+use emostream_tests::local_stack::function_binaries;
+use emostream_tests::{repo_root, servers};
+use load::drain::{DrainPlan, drain};
+
+#[tokio::test]
+async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
+    let logs = std::env::temp_dir().join(format!("emostream-drain-test-{}", std::process::id()));
+    let plan = DrainPlan {
+        template: repo_root().join("template.yaml"),
+        binaries: function_binaries().to_path_buf(),
+        kafka_brokers: servers().kafka_brokers.clone(),
+        mongodb_uri: servers().mongodb_uri.clone(),
+        records: 3_000,
+        streams: 2,
+        partitions: 3,
+        shards: 3,
+        batch_size: 200,
+        viewers: 500,
+        event_rate: 1_000,
+        logs: logs.clone(),
+    };
+    let report = drain(&plan).await.unwrap();
+    assert!(report.exact, "{report}");
+    assert!(report.taps_produced > 3_000, "{report}");
+    // 3,000 records in batches of at most 200, over the partitions the shards landed on.
+    assert!(report.batches >= 15, "{report}");
+    assert!(report.mongo_round_trips_per_batch >= 1.0, "{report}");
+    assert!(report.function_ms_per_batch > 0.0, "{report}");
+    std::fs::remove_dir_all(logs).ok();
+}
