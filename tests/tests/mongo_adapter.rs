@@ -60,6 +60,23 @@ async fn assert_exact(store: &WindowStore, records: &[(RecordPosition, Reaction)
     }
 }
 
+/// Runs `write` once per item, all at once on tasks of their own, and waits for every one.
+async fn concurrently<T, F, Fut>(store: &WindowStore, items: &[T], write: F)
+where
+    T: Clone,
+    F: Fn(WindowStore, T) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let writers: Vec<_> = items
+        .iter()
+        .cloned()
+        .map(|item| tokio::spawn(write(store.clone(), item)))
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_same_batch_twice_counts_once() {
     let (database, store) = fresh_store("twice").await;
@@ -115,24 +132,15 @@ async fn two_partitions_writing_the_same_windows_concurrently_count_once() {
         log("emoji-reaction-topic", 0, 200, 2),
         log("emoji-reaction-topic", 1, 200, 2),
     ];
-    let writers: Vec<_> = logs
-        .iter()
-        .cloned()
-        .map(|partition| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                // Small batches, each delivered twice, as after a timeout.
-                for start in (0..partition.len()).step_by(20) {
-                    let batch = &partition[start..(start + 20).min(partition.len())];
-                    apply(&store, batch).await;
-                    apply(&store, batch).await;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    concurrently(&store, &logs, |store, partition| async move {
+        // Small batches, each delivered twice, as after a timeout.
+        for start in (0..partition.len()).step_by(20) {
+            let batch = &partition[start..(start + 20).min(partition.len())];
+            apply(&store, batch).await;
+            apply(&store, batch).await;
+        }
+    })
+    .await;
     let everything: Vec<_> = logs.concat();
     assert_exact(&store, &everything).await;
     database.drop().await.unwrap();
@@ -182,32 +190,23 @@ async fn three_partitions_writing_and_reading_one_stream_concurrently_count_once
     let logs: Vec<_> = (0..3)
         .map(|p| log("emoji-reaction-topic", p, 240, 1))
         .collect();
-    let writers: Vec<_> = logs
-        .iter()
-        .cloned()
-        .map(|partition| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut newest = std::collections::BTreeMap::new();
-                // Small batches, each delivered twice, as after a timeout; every state read
-                // back is at least the last one this writer saw of its window.
-                for start in (0..partition.len()).step_by(15) {
-                    let batch = &partition[start..(start + 15).min(partition.len())];
-                    for _ in 0..2 {
-                        let (_, windows) = apply_and_read(&store, batch).await;
-                        for window in windows {
-                            let seen = newest.entry(window.key.clone()).or_insert(0);
-                            assert!(window.total >= *seen, "a window's total went down");
-                            *seen = window.total;
-                        }
-                    }
+    concurrently(&store, &logs, |store, partition| async move {
+        let mut newest = std::collections::BTreeMap::new();
+        // Small batches, each delivered twice, as after a timeout; every state read back is
+        // at least the last one this writer saw of its window.
+        for start in (0..partition.len()).step_by(15) {
+            let batch = &partition[start..(start + 15).min(partition.len())];
+            for _ in 0..2 {
+                let (_, windows) = apply_and_read(&store, batch).await;
+                for window in windows {
+                    let seen = newest.entry(window.key.clone()).or_insert(0);
+                    assert!(window.total >= *seen, "a window's total went down");
+                    *seen = window.total;
                 }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+            }
+        }
+    })
+    .await;
     assert_exact(&store, &logs.concat()).await;
     database.drop().await.unwrap();
 }
@@ -218,17 +217,10 @@ async fn racing_inserts_of_a_new_window_lose_nothing() {
     let partitions: Vec<_> = (0..16)
         .map(|p| log("emoji-reaction-topic", p, 1, 1))
         .collect();
-    let writers: Vec<_> = partitions
-        .iter()
-        .cloned()
-        .map(|batch| {
-            let store = store.clone();
-            tokio::spawn(async move { apply(&store, &batch).await })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+    concurrently(&store, &partitions, |store, batch| async move {
+        apply(&store, &batch).await;
+    })
+    .await;
     assert_exact(&store, &partitions.concat()).await;
     database.drop().await.unwrap();
 }

@@ -214,15 +214,28 @@ impl WindowStore {
                 report.taps_applied += all.total();
                 continue;
             }
-            report.conflicts += 1;
-            let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
-            report.round_trips += round_trips;
-            match applied {
-                0 => report.replays_skipped += 1,
-                taps => report.taps_applied += taps,
-            }
+            self.settle_conflict(delta, width, times, &mut report)
+                .await?;
         }
         Ok(report)
+    }
+
+    /// Applies what remains of a window whose conditional upsert failed, and counts it.
+    async fn settle_conflict(
+        &self,
+        delta: &WindowDelta,
+        width: WindowWidth,
+        times: WriteTimes,
+        report: &mut ApplyReport,
+    ) -> Result<(), StoreError> {
+        report.conflicts += 1;
+        let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
+        report.round_trips += round_trips;
+        match applied {
+            0 => report.replays_skipped += 1,
+            taps => report.taps_applied += taps,
+        }
+        Ok(())
     }
 
     /// The slow path for one window: read its offsets, apply what remains with a
@@ -327,13 +340,8 @@ impl WindowStore {
             return Ok((report, windows));
         }
         for delta in &conflicted {
-            report.conflicts += 1;
-            let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
-            report.round_trips += round_trips;
-            match applied {
-                0 => report.replays_skipped += 1,
-                taps => report.taps_applied += taps,
-            }
+            self.settle_conflict(delta, width, times, &mut report)
+                .await?;
         }
         windows.extend(self.read_windows(&conflicted).await?);
         report.round_trips += 1;
