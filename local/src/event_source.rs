@@ -18,14 +18,14 @@ use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use reactions::kafka::KafkaSettings;
+use reactions::kafka::{KafkaSettings, fetch_partition_ids};
 use reactions::kafka_event::{LambdaKafkaRecord, RecordPosition, lambda_kafka_event_bytes};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// Counters for tests and the stack's summary.
@@ -111,7 +111,8 @@ pub struct EventSourceMapping {
     pub mapping: KafkaMapping,
     pub stats: Arc<MappingStats>,
     consumer: Arc<StreamConsumer>,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// The coordinator, which stops after its partition loops.
+    task: JoinHandle<()>,
 }
 
 impl EventSourceMapping {
@@ -182,19 +183,15 @@ impl EventSourceMapping {
                 stats: Arc::clone(&stats),
             }),
             split: BTreeSet::new(),
-            tasks: Arc::default(),
+            loops: JoinSet::new(),
             shutdown,
         };
-        let tasks = Arc::clone(&partitions.tasks);
-        let coordinator = tokio::spawn(partitions.run());
-        if let Ok(mut tasks) = tasks.lock() {
-            tasks.push(coordinator);
-        }
+        let task = tokio::spawn(partitions.run());
         Ok(Self {
             mapping,
             stats,
             consumer,
-            tasks,
+            task,
         })
     }
 
@@ -214,18 +211,7 @@ impl EventSourceMapping {
     /// Waits for every partition to finish its current batch and stop (after shutdown was
     /// signalled).
     pub async fn stopped(self) {
-        loop {
-            let task = match self.tasks.lock() {
-                Ok(mut tasks) => tasks.pop(),
-                Err(_) => None,
-            };
-            match task {
-                Some(task) => {
-                    task.await.ok();
-                }
-                None => return,
-            }
-        }
+        self.task.await.ok();
     }
 }
 
@@ -244,7 +230,7 @@ struct Shared {
 struct Partitions {
     shared: Arc<Shared>,
     split: BTreeSet<i32>,
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    loops: JoinSet<()>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -253,6 +239,7 @@ impl Partitions {
     /// reach the shared queue), then polls the shared queue, which serves rebalances and
     /// commits. A record that still arrives there belongs to a partition added later: that
     /// partition gets its queue and loop, and is rewound to the record so that loop reads it.
+    /// Returns once shutdown was signalled and every partition loop has stopped.
     async fn run(mut self) {
         for partition in self.topic_partitions().await {
             self.split_partition(partition);
@@ -260,7 +247,7 @@ impl Partitions {
         loop {
             let message = tokio::select! {
                 message = self.shared.consumer.recv() => message,
-                _ = self.shutdown.changed() => return,
+                _ = self.shutdown.changed() => break,
             };
             let (partition, offset) = match message {
                 Ok(message) => (message.partition(), message.offset()),
@@ -295,21 +282,14 @@ impl Partitions {
                 );
             }
         }
+        while self.loops.join_next().await.is_some() {}
     }
 
     async fn topic_partitions(&self) -> Vec<i32> {
         let consumer = Arc::clone(&self.shared.consumer);
         let topic = self.shared.mapping.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || {
-            consumer
-                .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                .map(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                        .collect::<Vec<i32>>()
-                })
+            fetch_partition_ids(consumer.client(), &topic, Duration::from_secs(10))
         })
         .await;
         match metadata {
@@ -344,10 +324,7 @@ impl Partitions {
             queue,
             next_offset: None,
         };
-        let task = tokio::spawn(worker.run(self.shutdown.clone()));
-        if let Ok(mut tasks) = self.tasks.lock() {
-            tasks.push(task);
-        }
+        self.loops.spawn(worker.run(self.shutdown.clone()));
     }
 }
 

@@ -229,6 +229,22 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// The partition ids of `topic` as the cluster's metadata names them (none if the topic does
+/// not exist). Blocks for up to `timeout`: call it off the async runtime.
+pub fn fetch_partition_ids<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), Timeout::After(timeout))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingRecord {
@@ -356,17 +372,8 @@ impl AckedProducer {
         let producer = self.producer.clone();
         let name = topic.to_owned();
         let fetched = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&name), Timeout::After(timeout))
-                .map(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .find(|t| t.name() == name && t.error().is_none())
-                        .map(|t| t.partitions().len() as i32)
-                        .filter(|n| *n > 0)
-                })
+            fetch_partition_ids(producer.client(), &name, timeout)
+                .map(|ids| i32::try_from(ids.len()).ok().filter(|n| *n > 0))
         })
         .await;
         if let Ok(Ok(Some(count))) = &fetched

@@ -7,6 +7,7 @@ use crate::message::{RecordError, VersionedMessage};
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Where a record sits in the log: what exactly-once bookkeeping and dead letters refer to.
@@ -170,16 +171,16 @@ struct LambdaKafkaEvent<'a, R> {
 
 impl<'a, R> LambdaKafkaEvent<'a, R> {
     /// `records` with their topic and partition; `event_source` is `aws:kafka` (MSK) or
-    /// `SelfManagedKafka`.
-    fn new(
+    /// `SelfManagedKafka`. A group's name is built once per group, not per record.
+    fn new<'t>(
         event_source: &'a str,
         bootstrap_servers: &'a str,
-        records: impl IntoIterator<Item = ((String, i64), R)>,
+        records: impl IntoIterator<Item = ((Cow<'t, str>, i64), R)>,
     ) -> Self {
-        let mut grouped: BTreeMap<String, Vec<R>> = BTreeMap::new();
-        for ((topic, partition), record) in records {
-            grouped
-                .entry(format!("{topic}-{partition}"))
+        let mut by_partition: BTreeMap<(Cow<'t, str>, i64), Vec<R>> = BTreeMap::new();
+        for (topic_partition, record) in records {
+            by_partition
+                .entry(topic_partition)
                 .or_default()
                 .push(record);
         }
@@ -187,7 +188,10 @@ impl<'a, R> LambdaKafkaEvent<'a, R> {
             event_source,
             event_source_arn: (event_source == "aws:kafka").then_some(LOCAL_MSK_ARN),
             bootstrap_servers,
-            records: grouped,
+            records: by_partition
+                .into_iter()
+                .map(|((topic, partition), records)| (format!("{topic}-{partition}"), records))
+                .collect(),
         }
     }
 }
@@ -204,7 +208,7 @@ pub fn lambda_kafka_event_bytes(
         bootstrap_servers,
         records
             .into_iter()
-            .map(|r| ((r.topic.to_owned(), i64::from(r.partition)), r)),
+            .map(|r| ((Cow::Borrowed(r.topic), i64::from(r.partition)), r)),
     );
     serde_json::to_vec(&event).unwrap_or_default()
 }
@@ -240,7 +244,7 @@ pub fn lambda_kafka_event_json(
         records.into_iter().map(|record| {
             let topic = record["topic"].as_str().unwrap_or_default().to_owned();
             let partition = record["partition"].as_i64().unwrap_or_default();
-            ((topic, partition), record)
+            ((Cow::Owned(topic), partition), record)
         }),
     );
     serde_json::to_value(event).unwrap_or_default()

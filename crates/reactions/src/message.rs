@@ -66,39 +66,34 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
     /// garbage: the version is checked before the shape. The common case (this version, well
     /// formed) is parsed once; only a record that fails is parsed again for its version.
     fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        #[derive(Deserialize)]
-        struct Envelope {
-            v: Option<serde_json::Value>,
-        }
         let parsed = serde_json::from_slice::<Self>(bytes);
-        if let Ok(message) = &parsed
-            && message.version() == Self::VERSION
-        {
-            message.check()?;
-            return parsed.map_err(|e| RecordError::BadJson(e.to_string()));
-        }
-        let envelope: Envelope =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
-        match envelope.v {
-            None => return Err(RecordError::BadJson("missing field `v`".into())),
-            Some(v) => match v.as_u64() {
-                Some(found) if found == u64::from(Self::VERSION) => {}
-                Some(found) => {
-                    return Err(RecordError::UnsupportedVersion {
-                        found,
-                        supported: Self::VERSION,
-                    });
-                }
-                None => {
-                    return Err(RecordError::BadJson(format!(
-                        "field `v` is {v}, not a version"
-                    )));
-                }
-            },
+        if !matches!(&parsed, Ok(message) if message.version() == Self::VERSION) {
+            check_version(bytes, Self::VERSION)?;
         }
         let message = parsed.map_err(|e| RecordError::BadJson(e.to_string()))?;
         message.check()?;
         Ok(message)
+    }
+}
+
+/// Reads only the version field `v` of a record that did not parse as `supported`: an error
+/// naming the version found, or Ok when it is `supported` (the shape is then what failed).
+fn check_version(bytes: &[u8], supported: u32) -> Result<(), RecordError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        v: Option<serde_json::Value>,
+    }
+    let envelope: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| RecordError::BadJson(e.to_string()))?;
+    let Some(v) = envelope.v else {
+        return Err(RecordError::BadJson("missing field `v`".into()));
+    };
+    match v.as_u64() {
+        Some(found) if found == u64::from(supported) => Ok(()),
+        Some(found) => Err(RecordError::UnsupportedVersion { found, supported }),
+        None => Err(RecordError::BadJson(format!(
+            "field `v` is {v}, not a version"
+        ))),
     }
 }
 

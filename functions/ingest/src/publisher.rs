@@ -6,7 +6,7 @@ use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, Outgoing
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::{Reaction, StreamShards};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The producer of `emoji-reaction-topic`, built once per container.
 pub struct ReactionPublisher {
@@ -56,12 +56,15 @@ impl ReactionPublisher {
     /// timeout. After a fatal producer error the producer is rebuilt, so one broker incident
     /// cannot leave a warm container failing forever.
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<(), KafkaAdapterError> {
+        let started = Instant::now();
         let producer = self.current();
+        // Known after the warm-up; a request that has to ask spends its own timeout on it.
         let partitions = if self.shards.get() > 1 {
             producer.partition_count(&self.topic, self.timeout).await
         } else {
             None
         };
+        let timeout = self.timeout.saturating_sub(started.elapsed());
         let records: Vec<OutgoingRecord> = reactions
             .iter()
             .map(|r| {
@@ -71,9 +74,7 @@ impl ReactionPublisher {
                 record
             })
             .collect();
-        let result = producer
-            .produce_all(&self.topic, &records, self.timeout)
-            .await;
+        let result = producer.produce_all(&self.topic, &records, timeout).await;
         if result.is_err()
             && let Some(fatal) = producer.fatal_error()
         {

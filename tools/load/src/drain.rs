@@ -9,7 +9,7 @@ use emostream_local::environment::LocalValues;
 use emostream_local::event_source::{EventSourceMapping, MappingOptions};
 use emostream_local::lambda::{FunctionPool, Runner};
 use emostream_local::template::StackTemplate;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use reactions::kafka::{AckedProducer, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics};
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::mongo::{MongoSettings, WindowStore, connect};
@@ -112,14 +112,10 @@ fn backlog_record(
 }
 
 fn bar(length: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(length);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}} records ({{per_sec}}, {{elapsed}})"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
+    crate::progress_bar(
+        length,
+        &format!("{what} {{bar:40}} {{pos}}/{{len}} records ({{per_sec}}, {{elapsed}})"),
+    )
 }
 
 /// Means of the function's `batch applied` lines in `log`.

@@ -13,3 +13,14 @@ pub mod report;
 pub mod run;
 pub mod verify;
 pub mod viewers;
+
+/// A progress bar of `length` drawn with indicatif's `template` (the plain bar if the template
+/// does not parse).
+pub fn progress_bar(length: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

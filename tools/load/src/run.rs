@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -105,10 +105,9 @@ async fn connect_listeners(
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<Listener>, String> {
     let count = plan.streams * plan.listeners_per_stream;
-    let bar = ProgressBar::new(count as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} connecting listeners {bar:30} {pos}/{len}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = crate::progress_bar(
+        count as u64,
+        "{spinner} connecting listeners {bar:30} {pos}/{len}  {msg}",
     );
     let give_up = Instant::now() + plan.settle_timeout.max(Duration::from_secs(60));
     let throttled = std::sync::atomic::AtomicU64::new(0);
@@ -161,10 +160,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let bar = ProgressBar::new((plan.warmup + plan.duration).as_secs());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} s  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = crate::progress_bar(
+        (plan.warmup + plan.duration).as_secs(),
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} s  {msg}",
     );
     let limiter = Arc::new(Semaphore::new(plan.max_in_flight));
     let (outcomes_tx, mut outcomes_rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
