@@ -34,6 +34,10 @@ pub struct Cli {
     /// Port of the WebSocket API and its @connections API.
     #[arg(long, default_value_t = 3001)]
     pub websocket_port: u16,
+    /// Port of the AppSync Events API (HTTP publish and real-time endpoints), started when the
+    /// template creates one (`--parameter Delivery=AppSyncEvents`).
+    #[arg(long, default_value_t = 3002)]
+    pub event_api_port: u16,
     /// Directory of the browser client to serve.
     #[arg(long)]
     pub web: Option<PathBuf>,
@@ -104,6 +108,7 @@ impl Cli {
         options.host = self.host;
         options.http_port = self.http_port;
         options.websocket_port = self.websocket_port;
+        options.event_api_port = self.event_api_port;
         options.web = self.web.map(|dir| (dir, self.web_port));
         options.concurrency = self.concurrency;
         options.partitions = self.partitions;

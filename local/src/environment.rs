@@ -6,7 +6,7 @@
 //! user may override any variable. Anything still unresolved stops the stack with the function
 //! and variable named, rather than starting a function with a wrong value.
 
-use crate::template::{FunctionSpec, StackTemplate, TemplateValue, resolve};
+use crate::template::{FunctionSpec, StackTemplate, TemplateValue, resolve_in};
 use std::collections::BTreeMap;
 
 /// A variable the local stack cannot resolve.
@@ -46,7 +46,7 @@ impl LocalValues {
             }
             let value = match value {
                 TemplateValue::Literal(literal) => literal.clone(),
-                TemplateValue::Expression(expression) => resolve(expression, &template.parameters)
+                TemplateValue::Expression(expression) => resolve_in(expression, template)
                     .ok_or_else(|| UnresolvedVariable {
                         function: function.logical_id.clone(),
                         variable: name.clone(),

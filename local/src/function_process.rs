@@ -6,6 +6,10 @@ use std::path::Path;
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
+/// The access key id, secret key and session token every local function gets, as Lambda gives
+/// each function its role's credentials; the local Event API accepts signatures made with them.
+pub const LOCAL_CREDENTIALS: (&str, &str, &str) = ("local", "local", "local");
+
 /// A running function process.
 pub struct FunctionProcess {
     child: Child,
@@ -54,10 +58,10 @@ impl FunctionProcess {
             .env("AWS_REGION", "local")
             .env("AWS_DEFAULT_REGION", "local")
             // Lambda hands every function its role's temporary credentials; locally they only
-            // sign requests to the local stack, which does not check them.
-            .env("AWS_ACCESS_KEY_ID", "local")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .env("AWS_SESSION_TOKEN", "local")
+            // sign requests to the local stack (its Event API checks the signatures).
+            .env("AWS_ACCESS_KEY_ID", LOCAL_CREDENTIALS.0)
+            .env("AWS_SECRET_ACCESS_KEY", LOCAL_CREDENTIALS.1)
+            .env("AWS_SESSION_TOKEN", LOCAL_CREDENTIALS.2)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(stdout)
             .stderr(stderr)

@@ -6,6 +6,7 @@
 pub mod aws_quotas;
 pub mod cli;
 pub mod environment;
+pub mod event_api;
 pub mod event_source;
 pub mod function_process;
 pub mod http_api;
@@ -13,6 +14,7 @@ pub mod lambda;
 pub mod runtime_api;
 pub mod stack;
 pub mod template;
+pub mod template_conditions;
 pub mod websocket_api;
 pub mod websocket_event;
 

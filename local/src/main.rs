@@ -31,6 +31,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) = &stack.management_endpoint {
         eprintln!("  @connections    {url}/@connections/<id>");
     }
+    if let (Some(url), Some(api)) = (&stack.event_realtime_url, &stack.event_api) {
+        eprintln!(
+            "  AppSync Events  {url} (API key {}), publish on http://{}/event",
+            api.api_key(),
+            stack.event_http_host.as_deref().unwrap_or("")
+        );
+        eprintln!(
+            "  delivery        AppSyncEvents: notify publishes once per stream to /streams/<id>"
+        );
+    } else {
+        eprintln!("  delivery        WebSocketApi: notify posts to each connection");
+    }
     if let Some(url) = &stack.web_url {
         eprintln!("  browser client  {url}");
     }
@@ -65,6 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("  {line}");
     }
     eprintln!("  {}", stack.quotas.refusals());
+    if let Some(api) = &stack.event_api {
+        eprintln!("  {}", api.stats.summary());
+    }
     stack.stop().await;
     Ok(())
 }

@@ -1,10 +1,12 @@
 //! The whole local stack: reads template.yaml, starts a Lambda pool per function, the HTTP API,
 //! the WebSocket API with its management API, the Kafka event source mappings, and (optionally)
 //! a static server for the browser client, which also answers `/config.json` with the API URLs.
+//! In `AppSyncEvents` delivery it also starts the AppSync Events API ([`EventApi`]).
 //! Dropping or stopping the stack stops everything it started.
 
 use crate::aws_quotas::{AwsQuotas, QuotaSettings};
 use crate::environment::{LocalValues, UnresolvedVariable};
+use crate::event_api::{EventApi, EventApiLimits};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
 use crate::lambda::{FunctionPool, Runner};
@@ -44,6 +46,10 @@ pub struct StackOptions {
     /// Ports (0 picks a free one).
     pub http_port: u16,
     pub websocket_port: u16,
+    /// Port of the AppSync Events API (its HTTP and real-time endpoints), when there is one.
+    pub event_api_port: u16,
+    /// Its keep-alive, timeout and rates (AWS's by default; the rates follow `quotas`).
+    pub event_api_limits: EventApiLimits,
     /// The browser client's directory and port.
     pub web: Option<(PathBuf, u16)>,
     /// Instances per function.
@@ -77,6 +83,8 @@ impl StackOptions {
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             http_port: 0,
             websocket_port: 0,
+            event_api_port: 0,
+            event_api_limits: EventApiLimits::default(),
             web: None,
             concurrency: 3,
             local: LocalValues::default(),
@@ -127,6 +135,12 @@ pub struct LocalStack {
     pub memory_mb: BTreeMap<String, u32>,
     pub mappings: Vec<EventSourceMapping>,
     pub websocket: Option<Arc<WebSocketApi>>,
+    /// The AppSync Events API (`Delivery: AppSyncEvents`).
+    pub event_api: Option<Arc<EventApi>>,
+    /// Its real-time endpoint, `ws://{host}/event/realtime`.
+    pub event_realtime_url: Option<String>,
+    /// Its HTTP host (`host:port`), which subscribers name in their authorization.
+    pub event_http_host: Option<String>,
     /// The account's emulated quotas, shared by both APIs: what they refused is reported.
     pub quotas: Arc<AwsQuotas>,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -160,6 +174,17 @@ fn url_host(address: SocketAddr) -> String {
     }
 }
 
+/// A fresh API key in AppSync's shape (`da2-` and 26 lower-case letters and digits).
+fn local_api_key() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let random: [u8; 26] = rand::random();
+    let key: String = random
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("da2-{key}")
+}
+
 impl LocalStack {
     /// Starts everything.
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
@@ -185,6 +210,18 @@ impl LocalStack {
             provided.insert("MANAGEMENT_API_ENDPOINT".to_owned(), endpoint.clone());
             management_endpoint = Some(endpoint);
             websocket_listener = Some(listener);
+        }
+        let mut event_listener = None;
+        let mut event_http_host = None;
+        if template.event_api.is_some() {
+            let (listener, address) = listen(options.host, options.event_api_port).await?;
+            let host = url_host(address);
+            provided.insert(
+                "APPSYNC_EVENT_ENDPOINT".to_owned(),
+                format!("http://{host}/event"),
+            );
+            event_http_host = Some(host);
+            event_listener = Some(listener);
         }
         for (name, value) in provided {
             local.variables.entry(name).or_insert(value);
@@ -292,12 +329,34 @@ impl LocalStack {
             websocket = Some(api);
         }
 
+        let mut event_api = None;
+        let mut event_realtime_url = None;
+        if let (Some(spec), Some(listener), Some(host)) =
+            (&template.event_api, event_listener, &event_http_host)
+        {
+            let limits = if options.quotas == QuotaSettings::off() {
+                options.event_api_limits.without_rates()
+            } else {
+                options.event_api_limits
+            };
+            let api = EventApi::new(spec.clone(), &local_api_key(), limits);
+            servers.push(serve(listener, api.router()));
+            event_realtime_url = Some(format!("ws://{host}/event/realtime"));
+            event_api = Some(api);
+        }
+
         let mut web_url = None;
         if let Some((directory, port)) = &options.web {
             let (listener, address) = listen(options.host, *port).await?;
             let config = serde_json::json!({
                 "apiUrl": http_url,
                 "websocketUrl": websocket_url,
+                "delivery": if event_api.is_some() { "AppSyncEvents" } else { "WebSocketApi" },
+                "eventRealtimeUrl": event_realtime_url,
+                "eventHttpHost": event_http_host,
+                "eventApiKey": event_api.as_ref().map(|api| api.api_key().to_owned()),
+                "eventNamespace": template.event_api.as_ref()
+                    .and_then(|spec| spec.namespaces.keys().next().cloned()),
             });
             let router = Router::new()
                 .route(
@@ -333,6 +392,9 @@ impl LocalStack {
             memory_mb,
             mappings,
             websocket,
+            event_api,
+            event_realtime_url,
+            event_http_host,
             quotas,
             servers,
             shutdown,

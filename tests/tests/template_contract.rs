@@ -6,7 +6,7 @@
 //! sees the same values.
 
 use emostream_local::environment::LocalValues;
-use emostream_local::template::{StackTemplate, TemplateValue};
+use emostream_local::template::{StackTemplate, TemplateValue, resolve_in};
 use emostream_tests::repo_root;
 use reactions::config::Settings;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +36,16 @@ impl Settings for Recording {
 }
 
 fn template() -> StackTemplate {
-    StackTemplate::load(&repo_root().join("template.yaml"), &BTreeMap::new()).unwrap()
+    template_with(&[])
+}
+
+/// The template with parameter overrides, as `sam deploy --parameter-overrides` gives them.
+fn template_with(parameters: &[(&str, &str)]) -> StackTemplate {
+    let overrides = parameters
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    StackTemplate::load(&repo_root().join("template.yaml"), &overrides).unwrap()
 }
 
 /// A function's environment as deployed with default parameters: what only AWS resolves (the
@@ -45,7 +54,9 @@ fn deployed_environment(template: &StackTemplate, function: &str) -> BTreeMap<St
     let spec = &template.functions[function];
     let mut local = LocalValues::default();
     for (name, value) in &spec.environment {
-        if let TemplateValue::Expression(expression) = value {
+        if let TemplateValue::Expression(expression) = value
+            && resolve_in(expression, template).is_none()
+        {
             let text = serde_yaml_ng::to_string(expression).unwrap();
             if text.contains("{{resolve:") {
                 local
@@ -55,6 +66,11 @@ fn deployed_environment(template: &StackTemplate, function: &str) -> BTreeMap<St
                 local.variables.insert(
                     name.clone(),
                     "https://abc123.execute-api.us-east-1.amazonaws.com/live".into(),
+                );
+            } else if text.contains("EventApi.Dns.Http") {
+                local.variables.insert(
+                    name.clone(),
+                    "https://abc123.appsync-api.us-east-1.amazonaws.com/event".into(),
                 );
             }
         }
@@ -68,9 +84,15 @@ fn deployed_environment(template: &StackTemplate, function: &str) -> BTreeMap<St
     environment
 }
 
-fn check_reads(function: &str, start: impl Fn(&Recording) -> Result<(), String>) {
-    let template = template();
-    let environment = deployed_environment(&template, function);
+/// Starts `function`'s configuration from the template's environment, checks that everything it
+/// reads is set (or a documented default), and returns what the template sets that it did not
+/// read (a variable of the other delivery mode may go unread in one).
+fn check_reads(
+    template: &StackTemplate,
+    function: &str,
+    start: impl Fn(&Recording) -> Result<(), String>,
+) -> BTreeSet<String> {
+    let environment = deployed_environment(template, function);
     let recording = Recording {
         values: environment.clone(),
         read: Mutex::new(BTreeSet::new()),
@@ -84,14 +106,11 @@ fn check_reads(function: &str, start: impl Fn(&Recording) -> Result<(), String>)
         .cloned()
         .collect();
     // RUST_LOG is read by the logging set-up, not the configuration.
-    let unread: Vec<&String> = set
+    let unread: BTreeSet<String> = set
         .iter()
         .filter(|v| !read.contains(*v) && v.as_str() != "RUST_LOG")
+        .map(|v| format!("{function}: {v}"))
         .collect();
-    assert!(
-        unread.is_empty(),
-        "{function}: template sets {unread:?}, which nothing reads"
-    );
     let unset: Vec<&String> = read
         .iter()
         .filter(|v| !set.contains(*v) && !LAMBDA_PROVIDED.contains(&v.as_str()))
@@ -116,25 +135,57 @@ fn check_reads(function: &str, start: impl Fn(&Recording) -> Result<(), String>)
             "{function} reads {var}, which template.yaml does not set"
         );
     }
+    unread
 }
 
 #[test]
 fn every_variable_read_is_set_and_every_variable_set_is_read() {
-    check_reads("IngestFunction", |s| {
-        ingest::config::IngestConfig::from_settings(s)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    check_reads("AggregateFunction", |s| {
-        aggregate::config::AggregateConfig::from_settings(s)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    check_reads("NotifyFunction", |s| {
-        notify::config::NotifyConfig::from_settings(s)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    // In both delivery modes: AppSyncEvents makes notify read the Event API's settings. A
+    // variable must be read in at least one of them.
+    let mut unread_in_every_mode: Option<BTreeSet<String>> = None;
+    for delivery in ["WebSocketApi", "AppSyncEvents"] {
+        let template = template_with(&[("Delivery", delivery)]);
+        let mut unread = BTreeSet::new();
+        unread.extend(check_reads(&template, "IngestFunction", |s| {
+            ingest::config::IngestConfig::from_settings(s)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }));
+        unread.extend(check_reads(&template, "AggregateFunction", |s| {
+            aggregate::config::AggregateConfig::from_settings(s)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }));
+        unread.extend(check_reads(&template, "NotifyFunction", |s| {
+            let config =
+                notify::config::NotifyConfig::from_settings(s).map_err(|e| e.to_string())?;
+            match (&config.delivery, delivery) {
+                (notify::config::Delivery::WebSocketApi, "WebSocketApi") => Ok(()),
+                (notify::config::Delivery::AppSyncEvents(settings), "AppSyncEvents") => {
+                    // notify publishes to the namespace the template creates.
+                    let api = template.event_api.as_ref().ok_or("no Event API")?;
+                    if api.namespaces.contains_key(&settings.namespace) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "no namespace {} in the template",
+                            settings.namespace
+                        ))
+                    }
+                }
+                (other, _) => Err(format!("Delivery={delivery} gave notify {other:?}")),
+            }
+        }));
+        unread_in_every_mode = Some(match unread_in_every_mode {
+            None => unread,
+            Some(before) => before.intersection(&unread).cloned().collect(),
+        });
+    }
+    let unread = unread_in_every_mode.unwrap_or_default();
+    assert!(
+        unread.is_empty(),
+        "template sets {unread:?}, which nothing reads in either delivery mode"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod emoji;
+pub mod event_channel;
 pub mod ids;
 pub mod kafka_event;
 pub mod message;

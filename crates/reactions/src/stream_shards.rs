@@ -63,7 +63,7 @@ impl StreamShards {
 }
 
 /// FNV-1a: fixed across processes and releases, unlike the standard library's hasher.
-fn stable_hash(text: &str) -> u64 {
+pub(crate) fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -3,6 +3,7 @@
 
 use reactions::DomainConfig;
 use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
+use reactions::event_channel::is_segment;
 use reactions::mongo::MongoSettings;
 use std::time::Duration;
 
@@ -38,6 +39,63 @@ pub struct NotifyConfig {
     /// `FANOUT_DEADLINE_MS` (default 20000): nothing is posted this long after a batch began;
     /// keep it well inside the function's timeout.
     pub fanout_deadline: Duration,
+    /// `DELIVERY` (default `WebSocketApi`): how window states reach browsers.
+    pub delivery: Delivery,
+}
+
+/// How window states reach browsers: the template's `Delivery` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// One `PostToConnection` per viewer through API Gateway's `@connections` API.
+    WebSocketApi,
+    /// One publish per stream to an AWS AppSync Events channel, which reaches every subscriber.
+    AppSyncEvents(EventApiSettings),
+}
+
+/// Where `AppSyncEvents` delivery publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventApiSettings {
+    /// `APPSYNC_EVENT_ENDPOINT` (required in that mode): the Event API's HTTP publish URL,
+    /// `https://{id}.appsync-api.{region}.amazonaws.com/event` in AWS, the local stack's locally.
+    pub endpoint: String,
+    /// `APPSYNC_NAMESPACE` (default `streams`): the channel namespace; a stream's channel is
+    /// `/{namespace}/{stream}`.
+    pub namespace: String,
+}
+
+impl Delivery {
+    fn from_settings(settings: &impl Settings) -> Result<Self, ConfigError> {
+        match text_or(settings, "DELIVERY", "WebSocketApi").as_str() {
+            "WebSocketApi" => Ok(Self::WebSocketApi),
+            "AppSyncEvents" => {
+                let endpoint = required(settings, "APPSYNC_EVENT_ENDPOINT")?;
+                if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                    return Err(ConfigError {
+                        var: "APPSYNC_EVENT_ENDPOINT",
+                        reason: format!("expected an http(s) URL, got {endpoint:?}"),
+                    });
+                }
+                let namespace = text_or(settings, "APPSYNC_NAMESPACE", "streams");
+                if !is_segment(&namespace) {
+                    return Err(ConfigError {
+                        var: "APPSYNC_NAMESPACE",
+                        reason: format!(
+                            "{namespace:?} is not a channel namespace name (1 to 50 letters, \
+                             digits or inner dashes)"
+                        ),
+                    });
+                }
+                Ok(Self::AppSyncEvents(EventApiSettings {
+                    endpoint,
+                    namespace,
+                }))
+            }
+            other => Err(ConfigError {
+                var: "DELIVERY",
+                reason: format!("expected WebSocketApi or AppSyncEvents, got {other:?}"),
+            }),
+        }
+    }
 }
 
 /// The most windows one `sync` may ask for: keeps a snapshot under API Gateway's 128 KB frame.
@@ -75,6 +133,7 @@ impl NotifyConfig {
                 1..=1_000_000,
             )?,
             fanout_deadline: Duration::from_millis(deadline_ms),
+            delivery: Delivery::from_settings(settings)?,
         })
     }
 
@@ -104,6 +163,34 @@ mod tests {
         assert_eq!(config.push_interval, Duration::from_secs(1));
         assert_eq!(config.post_budget_per_second, 8_000);
         assert_eq!(config.fanout_deadline, Duration::from_secs(20));
+        assert_eq!(config.delivery, Delivery::WebSocketApi);
+    }
+
+    #[test]
+    fn appsync_events_delivery_needs_its_endpoint() {
+        let mode = ("DELIVERY", "AppSyncEvents");
+        let error = NotifyConfig::from_settings(&[BASE[0], BASE[1], mode]).unwrap_err();
+        assert_eq!(error.var, "APPSYNC_EVENT_ENDPOINT");
+        let endpoint = (
+            "APPSYNC_EVENT_ENDPOINT",
+            "https://x.appsync-api.eu-west-1.amazonaws.com/event",
+        );
+        let config = NotifyConfig::from_settings(&[BASE[0], BASE[1], mode, endpoint]).unwrap();
+        assert_eq!(
+            config.delivery,
+            Delivery::AppSyncEvents(EventApiSettings {
+                endpoint: endpoint.1.to_owned(),
+                namespace: "streams".to_owned(),
+            })
+        );
+        for (var, value) in [
+            ("APPSYNC_NAMESPACE", "bad_name"),
+            ("APPSYNC_EVENT_ENDPOINT", "x.appsync-api.amazonaws.com"),
+            ("DELIVERY", "Carrier-pigeon"),
+        ] {
+            let settings = [BASE[0], BASE[1], mode, endpoint, (var, value)];
+            assert_eq!(NotifyConfig::from_settings(&settings).unwrap_err().var, var);
+        }
     }
 
     #[test]

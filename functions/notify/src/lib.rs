@@ -2,12 +2,15 @@
 //! API Gateway WebSocket route events (`$connect`, `$disconnect`, and the actions `subscribe`,
 //! `sync`, `ping`) keep the `connections` collection and answer browsers; Kafka events from
 //! `emoji-output-topic` carry absolute window states, which are coalesced and pushed to every
-//! connection watching their stream through the `@connections` management API.
+//! connection watching their stream through the `@connections` management API, or, in
+//! `AppSyncEvents` delivery, published once per stream to an AWS AppSync Events channel.
 
 pub mod config;
+pub mod event_api;
 pub mod fanout;
 pub mod management;
 pub mod protocol;
+pub mod publish;
 pub mod push;
 pub mod schedule;
 pub mod token;
@@ -16,7 +19,8 @@ mod websocket;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::event::kafka::KafkaEvent;
-use config::NotifyConfig;
+use config::{Delivery, NotifyConfig};
+use event_api::EventApi;
 use fanout::{FanoutReport, PostPolicy};
 use management::ConnectionsApi;
 use push::{PushPolicy, PushTargets, push_batch};
@@ -89,6 +93,8 @@ pub enum NotifyError {
     Config(#[from] reactions::ConfigError),
     #[error(transparent)]
     Secret(#[from] token::BadSecret),
+    #[error("cannot build the AppSync Events client: {0}")]
+    EventApi(#[from] event_api::PublishError),
 }
 
 /// What one Kafka batch did; also the invocation's response.
@@ -116,6 +122,8 @@ pub struct Notify {
     windows: WindowStore,
     slots: PushSlots,
     api: ConnectionsApi,
+    /// `AppSyncEvents` delivery: the publish client and the channel namespace.
+    events: Option<(EventApi, String)>,
     tokens: Option<ConnectTokens>,
     indexes: Arc<IndexesOnce>,
 }
@@ -130,7 +138,15 @@ impl Notify {
             .as_deref()
             .map(ConnectTokens::new)
             .transpose()?;
+        let events = match &config.delivery {
+            Delivery::WebSocketApi => None,
+            Delivery::AppSyncEvents(settings) => Some((
+                EventApi::new(sdk, &settings.endpoint, config.post_timeout)?,
+                settings.namespace.clone(),
+            )),
+        };
         let notify = Self {
+            events,
             connections: ConnectionStore::new(&database, config.connection_ttl),
             windows: WindowStore::new(&database),
             slots: PushSlots::new(&database),
@@ -210,6 +226,10 @@ impl Notify {
             windows: &self.windows,
             domain: &self.config.domain,
             api: &self.api,
+            events: self
+                .events
+                .as_ref()
+                .map(|(api, namespace)| publish::EventTarget { api, namespace }),
         };
         let summary = BatchSummary {
             window_states: valid.len(),

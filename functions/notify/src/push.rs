@@ -3,10 +3,13 @@
 //! freshest states of its changed windows (the wait may have let newer ones be stored), and
 //! sends every connection watching it one `windows` frame carrying all of them.
 //! With a push interval of 0 there is no schedule: every batch is pushed at once, as before.
+//! In `AppSyncEvents` delivery the frame is published once to the stream's channel instead
+//! (see [`crate::publish`]); the interval then never stretches, as the audience costs no posts.
 
 use crate::fanout::{FanoutReport, PostPolicy, by_stream, newest_states, post_to_audience};
 use crate::management::ConnectionsApi;
 use crate::protocol::ServerMessage;
+use crate::publish::{EventTarget, publish_push};
 use crate::schedule::{ACTIVE_WINDOW, Slot, stretched_interval, take_slot};
 use futures::{StreamExt, TryStreamExt};
 use reactions::clock::{duration_ms, now_ms};
@@ -39,6 +42,8 @@ pub struct PushTargets<'a> {
     /// The swarm rule and lateness that turn stored windows into states.
     pub domain: &'a DomainConfig,
     pub api: &'a ConnectionsApi,
+    /// In `AppSyncEvents` delivery, where pushes are published instead of posted.
+    pub events: Option<EventTarget<'a>>,
 }
 
 /// Pushes the newest states of `states` to every stream's audience. Fails only when MongoDB
@@ -111,31 +116,50 @@ async fn push_stream(
         Some(_) => freshest(&stream, windows, targets).await?,
         None => windows,
     };
-    let window_count = windows.len();
-    let frame = ServerMessage::Windows {
-        stream: stream.clone(),
-        windows,
-    }
-    .to_bytes();
-    let mut report = post_to_audience(
-        &stream,
-        &frame,
-        targets.connections,
-        targets.api,
-        policy.post,
-        permits,
-        deadline,
-    )
-    .await?;
-    report.windows = window_count;
+    let mut report = match targets.events {
+        Some(target) => {
+            publish_push(
+                &stream,
+                windows,
+                target,
+                policy.post.throttle_budget,
+                deadline,
+            )
+            .await
+        }
+        None => {
+            let window_count = windows.len();
+            let frame = ServerMessage::Windows {
+                stream: stream.clone(),
+                windows,
+            }
+            .to_bytes();
+            let mut report = post_to_audience(
+                &stream,
+                &frame,
+                targets.connections,
+                targets.api,
+                policy.post,
+                permits,
+                deadline,
+            )
+            .await?;
+            report.windows = window_count;
+            report
+        }
+    };
     if let Some(at_ms) = slot_taken_at_ms {
         let audience = (report.posts + report.deadline_missed) as u64;
-        let interval = stretched_interval(
-            policy.interval,
-            audience,
-            policy.post_budget_per_second,
-            active_streams,
-        );
+        let interval = if targets.events.is_some() {
+            policy.interval
+        } else {
+            stretched_interval(
+                policy.interval,
+                audience,
+                policy.post_budget_per_second,
+                active_streams,
+            )
+        };
         targets
             .slots
             .finish(

@@ -3,7 +3,10 @@
 //! routes and stage, and the Kafka event source mappings (batch size, batching window, starting
 //! position, consumer group). Local runs therefore take their shape from the deployed one
 //! instead of a second, drifting description. CloudFormation's short (`!Ref`) and long
-//! (`Ref:`) intrinsic forms are both understood.
+//! (`Ref:`) intrinsic forms are both understood. The AppSync Events API of the `AppSyncEvents`
+//! delivery mode is read in [`event_api`], and conditions in [`crate::template_conditions`].
+
+mod event_api;
 
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -108,6 +111,10 @@ pub struct StackTemplate {
     pub http_routes: Vec<HttpRoute>,
     pub websocket: Option<WebSocketSpec>,
     pub kafka_mappings: Vec<KafkaMapping>,
+    /// The conditions known locally, with the parameters in force.
+    pub conditions: BTreeMap<String, bool>,
+    /// The AppSync Events API, when the parameters create one (`Delivery: AppSyncEvents`).
+    pub event_api: Option<crate::event_api::EventApiSpec>,
 }
 
 /// The name and argument of an intrinsic function in either form (`!Ref X` or `{Ref: X}`).
@@ -220,6 +227,21 @@ pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> 
     }
 }
 
+/// [`resolve`], also taking the branch of `!If` that the template's conditions choose.
+pub fn resolve_in(value: &Value, template: &StackTemplate) -> Option<String> {
+    if let Some(("Fn::If", argument)) = intrinsic(value).as_ref().map(|(n, a)| (n.as_str(), *a))
+        && let Some([condition, then, otherwise]) = argument.as_sequence().map(Vec::as_slice)
+    {
+        let chosen = if *template.conditions.get(condition.as_str()?)? {
+            then
+        } else {
+            otherwise
+        };
+        return resolve_in(chosen, template);
+    }
+    resolve(value, &template.parameters)
+}
+
 fn environment(properties: Option<&Value>) -> BTreeMap<String, TemplateValue> {
     let mut variables = BTreeMap::new();
     if let Some(Value::Mapping(map)) =
@@ -284,7 +306,12 @@ impl StackTemplate {
             http_routes: Vec::new(),
             websocket: None,
             kafka_mappings: Vec::new(),
+            conditions: BTreeMap::new(),
+            event_api: None,
         };
+        template.conditions =
+            crate::template_conditions::evaluate(get(&root, "Conditions"), &template.parameters);
+        template.event_api = event_api::read(resources, &template.conditions)?;
         let mut integrations: BTreeMap<String, String> = BTreeMap::new();
         let mut route_targets: Vec<(String, String)> = Vec::new();
         let mut stage = None;
@@ -525,129 +552,4 @@ impl StackTemplate {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn project_template() -> StackTemplate {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-        StackTemplate::load(&path, &BTreeMap::new()).unwrap()
-    }
-
-    #[test]
-    fn the_project_template_describes_three_functions_and_their_triggers() {
-        let template = project_template();
-        let binaries: Vec<&str> = template
-            .functions
-            .values()
-            .map(|f| f.binary.as_str())
-            .collect();
-        assert_eq!(binaries, ["aggregate", "ingest", "notify"]);
-        let ingest = &template.functions["IngestFunction"];
-        assert_eq!(ingest.timeout, Duration::from_secs(10));
-        assert!(matches!(
-            ingest.environment["REACTION_TOPIC"],
-            TemplateValue::Expression(_)
-        ));
-        assert_eq!(
-            ingest.environment["PRODUCE_TIMEOUT_MS"],
-            TemplateValue::Literal("2000".into())
-        );
-        assert_eq!(
-            ingest.environment["RUST_LOG"],
-            TemplateValue::Literal("info".into())
-        );
-        assert!(template.http_routes.contains(&HttpRoute {
-            method: "GET".into(),
-            path: "/streams/{id}/windows".into(),
-            function: "IngestFunction".into()
-        }));
-        let websocket = template.websocket.as_ref().unwrap();
-        assert_eq!(websocket.route_selection, "$request.body.action");
-        assert_eq!(websocket.stage, "live");
-        let keys: Vec<&str> = websocket.routes.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            [
-                "$connect",
-                "$default",
-                "$disconnect",
-                "ping",
-                "subscribe",
-                "sync"
-            ]
-        );
-        assert!(websocket.routes.values().all(|f| f == "NotifyFunction"));
-        let mappings = template.local_mappings();
-        let summary: Vec<(&str, &str, StartingPosition)> = mappings
-            .iter()
-            .map(|m| (m.function.as_str(), m.topic.as_str(), m.starting_position))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    "AggregateFunction",
-                    "emoji-reaction-topic",
-                    StartingPosition::Earliest
-                ),
-                (
-                    "NotifyFunction",
-                    "emoji-output-topic",
-                    StartingPosition::Latest
-                )
-            ]
-        );
-        assert_eq!(mappings[0].batch_size, 5000);
-        assert_eq!(mappings[0].consumer_group, "emostream-local-aggregate");
-        let overrides = BTreeMap::from([
-            ("AWS::StackName".to_owned(), "test-7".to_owned()),
-            ("ReactionTopic".to_owned(), "r7".to_owned()),
-        ]);
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-        let renamed = StackTemplate::load(&path, &overrides)
-            .unwrap()
-            .local_mappings();
-        assert_eq!(renamed[0].consumer_group, "test-7-aggregate");
-        assert_eq!(renamed[0].topic, "r7");
-    }
-
-    #[test]
-    fn short_and_long_intrinsics_and_dangling_references() {
-        let long = r#"
-Parameters: { Topic: { Type: String, Default: t1 } }
-Resources:
-  F:
-    Type: AWS::Serverless::Function
-    Metadata: { BuildProperties: { Binary: f } }
-    Properties:
-      Events:
-        K:
-          Type: SelfManagedKafka
-          Properties: { Topics: [{ Ref: Topic }], BatchSize: 7 }
-"#;
-        let template = StackTemplate::parse(long, &BTreeMap::new()).unwrap();
-        assert_eq!(template.kafka_mappings[0].topic, "t1");
-        assert_eq!(template.kafka_mappings[0].batch_size, 7);
-        assert_eq!(
-            template.kafka_mappings[0].consumer_group,
-            "emostream-local-F.K"
-        );
-
-        let dangling = r#"
-Resources:
-  M:
-    Type: AWS::Lambda::EventSourceMapping
-    Properties: { FunctionName: !Ref Nope, Topics: [t] }
-"#;
-        let error = StackTemplate::parse(dangling, &BTreeMap::new())
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("Nope"), "{error}");
-        let no_binary = "Resources: { F: { Type: AWS::Serverless::Function } }";
-        let error = StackTemplate::parse(no_binary, &BTreeMap::new())
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("Binary"), "{error}");
-        assert!(StackTemplate::parse("Resources: [", &BTreeMap::new()).is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,134 @@
+//! `AppSyncEvents` delivery of one stream's push: the same `windows` frame a WebSocket viewer
+//! gets, published once to the stream's channel, whatever the audience. A frame too large for
+//! one event is split by window; throttled and failed publishes are retried with jittered
+//! backoff until the throttle budget or the deadline runs out, a refused one (bad auth, too
+//! large) is counted and logged, and nothing a publish answers can fail the batch.
+
+use crate::event_api::{EventApi, MAX_EVENT_BYTES, PublishError, into_publishes};
+use crate::fanout::{FanoutReport, backoff_delay};
+use crate::protocol::ServerMessage;
+use reactions::event_channel::stream_channel;
+use reactions::{StreamId, WindowStateRecord};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where a stream's pushes are published.
+#[derive(Debug, Clone, Copy)]
+pub struct EventTarget<'a> {
+    pub api: &'a EventApi,
+    /// The channel namespace (`APPSYNC_NAMESPACE`).
+    pub namespace: &'a str,
+}
+
+/// The events of one push: one `windows` frame, or one per window when the whole frame is
+/// larger than an event may be.
+pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<String> {
+    let frame = |windows: Vec<WindowStateRecord>| {
+        String::from_utf8_lossy(
+            &ServerMessage::Windows {
+                stream: stream.clone(),
+                windows,
+            }
+            .to_bytes(),
+        )
+        .into_owned()
+    };
+    let whole = frame(windows.clone());
+    if whole.len() <= MAX_EVENT_BYTES || windows.len() < 2 {
+        return vec![whole];
+    }
+    windows.into_iter().map(|w| frame(vec![w])).collect()
+}
+
+/// Publishes `windows` of `stream` to its channel. `posts` counts publish requests, `delivered`
+/// the events AppSync took, `failed` the events it refused or that could not be sent.
+pub async fn publish_push(
+    stream: &StreamId,
+    windows: Vec<WindowStateRecord>,
+    target: EventTarget<'_>,
+    throttle_budget: Duration,
+    deadline: Instant,
+) -> FanoutReport {
+    let channel = stream_channel(target.namespace, stream);
+    let mut report = FanoutReport {
+        streams: 1,
+        windows: windows.len(),
+        ..FanoutReport::default()
+    };
+    let (publishes, too_large) = into_publishes(push_events(stream, windows));
+    if !too_large.is_empty() {
+        tracing::warn!(%stream, events = too_large.len(), "window state larger than an AppSync event: not published");
+        report.failed += too_large.len();
+    }
+    let retry_until = (Instant::now() + throttle_budget).min(deadline);
+    for events in publishes {
+        if Instant::now() >= deadline {
+            report.deadline_missed += events.len();
+            continue;
+        }
+        let mut attempt = 0u32;
+        loop {
+            report.posts += 1;
+            match target.api.publish(&channel, &events).await {
+                Ok(published) => {
+                    report.delivered += published.successful;
+                    report.failed += events.len().saturating_sub(published.successful);
+                    if published.failed > 0 {
+                        tracing::warn!(%stream, %channel, failed = published.failed, "AppSync refused events of a publish");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    attempt += 1;
+                    let delay = backoff_delay(attempt, &mut rand::rng());
+                    if error.is_retryable() && Instant::now() + delay <= retry_until {
+                        if error == PublishError::Throttled {
+                            report.throttle_retries += 1;
+                        }
+                        tracing::debug!(%stream, %channel, %error, "publish failed, retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    if error == PublishError::Throttled {
+                        report.throttled_out += events.len();
+                    } else {
+                        report.failed += events.len();
+                    }
+                    tracing::warn!(%stream, %channel, %error, "publish not delivered");
+                    break;
+                }
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(start_ms: i64, total: u64) -> WindowStateRecord {
+        let emoji = reactions::EmojiName::parse("fire").unwrap();
+        WindowStateRecord {
+            v: 1,
+            stream: StreamId::parse("s", "s").unwrap(),
+            start_ms,
+            end_ms: start_ms + 2_000,
+            counts: [(emoji, total)].into_iter().collect(),
+            total,
+            swarm: Default::default(),
+            is_final: false,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn one_event_per_push_unless_too_large() {
+        let stream = StreamId::parse("stream", "s").unwrap();
+        let events = push_events(&stream, vec![state(0, 2), state(2_000, 3)]);
+        assert_eq!(events.len(), 1);
+        let frame: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+        assert_eq!(frame["type"], "windows");
+        assert_eq!(frame["windows"].as_array().unwrap().len(), 2);
+    }
+}

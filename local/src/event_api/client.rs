@@ -1,0 +1,155 @@
+//! A subscriber of an AppSync Events API speaking the real-time protocol as the browser client
+//! does: the `aws-appsync-event-ws` and `header-<base64url>` subprotocols, `connection_init`
+//! answered by `connection_ack`, `subscribe` answered by `subscribe_success`, then `data`
+//! messages between `ka` keep-alives. The load generator's listeners and the end-to-end tests
+//! stand in for browsers with it, against the local stack or a deployed API.
+
+use super::realtime::SUBPROTOCOL;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Why a subscriber could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The handshake was refused with this HTTP status (429: too many connects per second).
+    #[error("handshake refused with HTTP {0}")]
+    Refused(u16),
+    /// The API answered `connection_error` (a bad API key: `UnauthorizedException`).
+    #[error("connection refused: {0}")]
+    ConnectionError(Value),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The subprotocols that carry `authorization` (`{"host", "x-api-key"}`).
+pub fn subprotocols(authorization: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(authorization.to_string());
+    format!("{SUBPROTOCOL}, header-{header}")
+}
+
+/// A connected, acknowledged subscriber.
+pub struct Subscriber {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    authorization: Value,
+    /// The `connectionTimeoutMs` of the `connection_ack`.
+    pub connection_timeout_ms: u64,
+}
+
+impl Subscriber {
+    /// Connects to `realtime_url` (`wss://.../event/realtime`) with the API key `api_key` of the
+    /// API whose HTTP host is `http_host`, and waits up to `timeout` for the `connection_ack`.
+    pub async fn connect(
+        realtime_url: &str,
+        http_host: &str,
+        api_key: &str,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let authorization = json!({ "host": http_host, "x-api-key": api_key });
+        let mut request = realtime_url
+            .into_client_request()
+            .map_err(|e| ConnectError::Failed(format!("{realtime_url}: {e}")))?;
+        let protocols = subprotocols(&authorization)
+            .parse()
+            .map_err(|e| ConnectError::Failed(format!("subprotocol header: {e}")))?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols);
+        let socket = match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request))
+            .await
+        {
+            Err(_) => return Err(ConnectError::Failed(format!("no handshake in {timeout:?}"))),
+            Ok(Err(WsError::Http(response))) => {
+                return Err(ConnectError::Refused(response.status().as_u16()));
+            }
+            Ok(Err(error)) => return Err(ConnectError::Failed(format!("{realtime_url}: {error}"))),
+            Ok(Ok((socket, _))) => socket,
+        };
+        let mut subscriber = Self {
+            socket,
+            authorization,
+            connection_timeout_ms: 0,
+        };
+        subscriber.send(&json!({ "type": "connection_init" })).await;
+        match subscriber.next_message(timeout).await {
+            Ok(ack) if ack["type"] == "connection_ack" => {
+                subscriber.connection_timeout_ms = ack["connectionTimeoutMs"].as_u64().unwrap_or(0);
+                Ok(subscriber)
+            }
+            Ok(other) if other["type"] == "connection_error" => {
+                Err(ConnectError::ConnectionError(other))
+            }
+            Ok(other) => Err(ConnectError::Failed(format!(
+                "expected connection_ack, got {other}"
+            ))),
+            Err(code) => Err(ConnectError::Failed(format!(
+                "closed before connection_ack ({code:?})"
+            ))),
+        }
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, message: &Value) {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .ok();
+    }
+
+    /// Subscribes to `channel` as `id`, with the connection's authorization; the answer
+    /// (`subscribe_success` or `subscribe_error`) within `timeout`.
+    pub async fn subscribe(
+        &mut self,
+        id: &str,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<Value, Option<u16>> {
+        let message = json!({
+            "type": "subscribe",
+            "id": id,
+            "channel": channel,
+            "authorization": self.authorization,
+        });
+        self.send(&message).await;
+        self.next_message(timeout).await
+    }
+
+    /// The next message other than `ka`, `Err(Some(code))` when the connection closed,
+    /// `Err(None)` after `timeout`. Reading is also what answers the server's pings.
+    pub async fn next_message(&mut self, timeout: Duration) -> Result<Value, Option<u16>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .map_err(|_| None)?;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(message) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if message["type"] != "ka" {
+                        return Ok(message);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Some(1006)),
+            }
+        }
+    }
+
+    /// The event of a `data` message (a JSON document as text), parsed.
+    pub fn event_of(message: &Value) -> Option<Value> {
+        (message["type"] == "data")
+            .then(|| serde_json::from_str(message["event"].as_str()?).ok())
+            .flatten()
+    }
+}

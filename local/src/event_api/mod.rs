@@ -1,0 +1,378 @@
+//! An AWS AppSync Events API, as the template's `AWS::AppSync::Api` describes it, for the
+//! `AppSyncEvents` delivery mode: the HTTP publish endpoint (`POST /event`, see [`publish`]) and
+//! the real-time WebSocket endpoint (`/event/realtime`, see [`realtime`]) on one port, with the
+//! template's channel namespaces and their auth modes (API key, IAM with real SigV4 checks).
+//! One publish reaches every subscription whose channel or wildcard matches, as AWS fans out.
+//!
+//! Limits that change behaviour are AWS's (AWS AppSync Events Developer Guide, "Service
+//! quotas" and "Understanding the Event API WebSocket protocol"): 2,000 new connections/s,
+//! 10,000 inbound events/s per API, 5 events per publish, 240 KB per event, a `ka` keep-alive
+//! each minute with `connectionTimeoutMs` 300,000 in the `connection_ack`. A subscriber that
+//! stops reading is dropped: one that answers no WebSocket ping for the connection timeout, or
+//! whose unsent frames pile up past [`EventApiLimits::outbox_frames`].
+
+pub mod client;
+pub mod publish;
+pub mod realtime;
+pub mod sigv4;
+
+use crate::aws_quotas::TokenBucket;
+use crate::function_process::LOCAL_CREDENTIALS;
+use aws_credential_types::Credentials;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, post};
+use reactions::event_channel::matches;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The limits the emulation enforces; the defaults are AWS's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventApiLimits {
+    /// Interval of the `ka` message (and of the WebSocket ping that checks the subscriber).
+    pub keep_alive: Duration,
+    /// A subscriber silent this long (not even a pong) is dropped; also `connectionTimeoutMs`.
+    pub connection_timeout: Duration,
+    /// New WebSocket connections per second; 0 = none.
+    pub connects_per_second: u32,
+    /// Events published per second to the API; 0 = none.
+    pub inbound_events_per_second: u32,
+    /// Subscriptions one connection may hold.
+    pub subscriptions_per_connection: usize,
+    /// Frames queued for one subscriber before it is dropped as too slow.
+    pub outbox_frames: usize,
+}
+
+impl Default for EventApiLimits {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(60),
+            connection_timeout: Duration::from_secs(300),
+            connects_per_second: 2_000,
+            inbound_events_per_second: 10_000,
+            subscriptions_per_connection: 100,
+            outbox_frames: 1_024,
+        }
+    }
+}
+
+impl EventApiLimits {
+    /// No connect or publish rate: faster than AWS (`--no-aws-quotas`).
+    pub fn without_rates(self) -> Self {
+        Self {
+            connects_per_second: 0,
+            inbound_events_per_second: 0,
+            ..self
+        }
+    }
+}
+
+/// An authorization mode of the template (`AuthType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AuthType {
+    ApiKey,
+    Iam,
+}
+
+impl AuthType {
+    /// The template's name for it; other modes (Cognito, OIDC, Lambda) are not emulated.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "API_KEY" => Some(Self::ApiKey),
+            "AWS_IAM" => Some(Self::Iam),
+            _ => None,
+        }
+    }
+}
+
+/// Who may publish to and subscribe on a namespace's channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceAuth {
+    pub publish: Vec<AuthType>,
+    pub subscribe: Vec<AuthType>,
+}
+
+/// The Event API as the template describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventApiSpec {
+    /// Modes a WebSocket connection may authorize with.
+    pub connection: Vec<AuthType>,
+    pub namespaces: BTreeMap<String, NamespaceAuth>,
+}
+
+/// An AppSync error as it appears in answers: `{"errorType","message"}`.
+pub fn error_entry(error_type: &str, message: &str) -> Value {
+    json!({ "errorType": error_type, "message": message })
+}
+
+/// The message AppSync gives for every refused authorization.
+pub const UNAUTHORIZED: &str = "You are not authorized to make this call.";
+
+pub(crate) enum Outgoing {
+    Text(String),
+    /// A WebSocket ping: a live client's WebSocket stack answers it while it reads.
+    Ping,
+    Close(u16, &'static str),
+}
+
+struct Subscriber {
+    outbox: mpsc::Sender<Outgoing>,
+    /// Subscription id to channel pattern.
+    subscriptions: HashMap<String, Vec<String>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    connections: HashMap<u64, Subscriber>,
+    /// Subscriptions to exact channels, by channel path.
+    exact: HashMap<String, HashSet<(u64, String)>>,
+    /// Subscriptions ending in `*`: (connection, id, pattern).
+    wildcards: Vec<(u64, String, Vec<String>)>,
+}
+
+/// What the API did so far (for the stack's summary, tests and figures).
+#[derive(Debug, Default)]
+pub struct EventApiStats {
+    /// Publish requests answered 200.
+    pub publishes: AtomicU64,
+    /// Events accepted from publishes.
+    pub events: AtomicU64,
+    /// `data` messages queued to subscribers.
+    pub deliveries: AtomicU64,
+    /// Publishes answered 429 (inbound events per second).
+    pub throttled_publishes: AtomicU64,
+    /// Connections refused by the connects-per-second quota.
+    pub refused_connects: AtomicU64,
+    /// Subscribers dropped for not answering keep-alive pings.
+    pub dropped_unresponsive: AtomicU64,
+    /// Subscribers dropped because their unsent frames piled up.
+    pub dropped_slow: AtomicU64,
+}
+
+impl EventApiStats {
+    /// One line for the stack's summary.
+    pub fn summary(&self) -> String {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        format!(
+            "AppSync Events: {} publishes ({} events), {} deliveries, {} publishes throttled, {} connects refused, {} subscribers dropped unresponsive, {} too slow",
+            get(&self.publishes),
+            get(&self.events),
+            get(&self.deliveries),
+            get(&self.throttled_publishes),
+            get(&self.refused_connects),
+            get(&self.dropped_unresponsive),
+            get(&self.dropped_slow),
+        )
+    }
+}
+
+/// The emulated Event API.
+pub struct EventApi {
+    spec: EventApiSpec,
+    api_key: String,
+    credentials: Credentials,
+    limits: EventApiLimits,
+    connects: Option<TokenBucket>,
+    inbound: Option<TokenBucket>,
+    registry: RwLock<Registry>,
+    next_connection: AtomicU64,
+    pub stats: EventApiStats,
+}
+
+impl EventApi {
+    /// An API for `spec` whose API key is `api_key`; IAM requests must be signed with the
+    /// local functions' credentials.
+    pub fn new(spec: EventApiSpec, api_key: &str, limits: EventApiLimits) -> Arc<Self> {
+        let bucket = |rate: u32| (rate > 0).then(|| TokenBucket::new(rate, rate));
+        let (key, secret, token) = LOCAL_CREDENTIALS;
+        Arc::new(Self {
+            spec,
+            api_key: api_key.to_owned(),
+            credentials: Credentials::new(key, secret, Some(token.to_owned()), None, "local"),
+            limits,
+            connects: bucket(limits.connects_per_second),
+            inbound: bucket(limits.inbound_events_per_second),
+            registry: RwLock::default(),
+            next_connection: AtomicU64::new(1),
+            stats: EventApiStats::default(),
+        })
+    }
+
+    /// `POST /event` and `GET /event/realtime`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/event", post(publish::handle))
+            .route("/event/realtime", any(realtime::upgrade))
+            .layer(DefaultBodyLimit::max(publish::MAX_REQUEST_BYTES))
+            .with_state(Arc::clone(self))
+    }
+
+    /// The API key subscribers use.
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    /// Open WebSocket connections.
+    pub fn open_connections(&self) -> usize {
+        self.registry
+            .read()
+            .map(|r| r.connections.len())
+            .unwrap_or(0)
+    }
+
+    /// Subscriptions held by all connections.
+    pub fn subscriptions(&self) -> usize {
+        self.registry
+            .read()
+            .map(|r| r.connections.values().map(|c| c.subscriptions.len()).sum())
+            .unwrap_or(0)
+    }
+
+    fn namespace(&self, segments: &[&str]) -> Option<&NamespaceAuth> {
+        self.spec.namespaces.get(*segments.first()?)
+    }
+
+    fn register(&self, outbox: mpsc::Sender<Outgoing>) -> u64 {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut registry) = self.registry.write() {
+            registry.connections.insert(
+                id,
+                Subscriber {
+                    outbox,
+                    subscriptions: HashMap::new(),
+                },
+            );
+        }
+        id
+    }
+
+    fn unregister(&self, connection: u64) {
+        let Ok(mut registry) = self.registry.write() else {
+            return;
+        };
+        let Some(subscriber) = registry.connections.remove(&connection) else {
+            return;
+        };
+        for (id, pattern) in subscriber.subscriptions {
+            remove_index(&mut registry, connection, &id, &pattern);
+        }
+    }
+
+    /// Adds a subscription; the error is AppSync's `errorType`.
+    fn subscribe(
+        &self,
+        connection: u64,
+        id: &str,
+        pattern: Vec<String>,
+    ) -> Result<(), &'static str> {
+        let mut registry = self.registry.write().map_err(|_| "InternalFailure")?;
+        let subscriber = registry
+            .connections
+            .get_mut(&connection)
+            .ok_or("InternalFailure")?;
+        if subscriber.subscriptions.contains_key(id) {
+            return Err("DuplicatedOperationError");
+        }
+        if subscriber.subscriptions.len() >= self.limits.subscriptions_per_connection {
+            return Err("MaxSubscriptionsReachedError");
+        }
+        subscriber
+            .subscriptions
+            .insert(id.to_owned(), pattern.clone());
+        if pattern.last().map(String::as_str) == Some("*") {
+            registry
+                .wildcards
+                .push((connection, id.to_owned(), pattern));
+        } else {
+            registry
+                .exact
+                .entry(format!("/{}", pattern.join("/")))
+                .or_default()
+                .insert((connection, id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, connection: u64, id: &str) -> bool {
+        let Ok(mut registry) = self.registry.write() else {
+            return false;
+        };
+        let Some(pattern) = registry
+            .connections
+            .get_mut(&connection)
+            .and_then(|s| s.subscriptions.remove(id))
+        else {
+            return false;
+        };
+        remove_index(&mut registry, connection, id, &pattern);
+        true
+    }
+
+    /// Queues each event to every subscription matching `channel`. A subscriber whose queue is
+    /// full is closed (it stopped reading).
+    fn deliver(&self, channel: &[&str], events: &[&str]) {
+        let Ok(registry) = self.registry.read() else {
+            return;
+        };
+        let path = format!("/{}", channel.join("/"));
+        let exact = registry.exact.get(&path).into_iter().flatten();
+        let wild = registry
+            .wildcards
+            .iter()
+            .filter(|(_, _, pattern)| {
+                let pattern: Vec<&str> = pattern.iter().map(String::as_str).collect();
+                matches(&pattern, channel)
+            })
+            .map(|(connection, id, _)| (connection, id));
+        let encoded: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default())
+            .collect();
+        let mut delivered = 0u64;
+        for (connection, id) in exact.map(|(c, i)| (c, i)).chain(wild) {
+            let Some(subscriber) = registry.connections.get(connection) else {
+                continue;
+            };
+            let id = serde_json::to_string(id).unwrap_or_default();
+            for event in &encoded {
+                let frame = format!(r#"{{"type":"data","id":{id},"event":{event}}}"#);
+                match subscriber.outbox.try_send(Outgoing::Text(frame)) {
+                    Ok(()) => delivered += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                        // The writer ends the connection once it reaches the close.
+                        subscriber
+                            .outbox
+                            .try_send(Outgoing::Close(1008, "Too slow"))
+                            .ok();
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+fn remove_index(registry: &mut Registry, connection: u64, id: &str, pattern: &[String]) {
+    if pattern.last().map(String::as_str) == Some("*") {
+        registry
+            .wildcards
+            .retain(|(c, i, _)| !(*c == connection && i == id));
+    } else {
+        let path = format!("/{}", pattern.join("/"));
+        if let Some(set) = registry.exact.get_mut(&path) {
+            set.remove(&(connection, id.to_owned()));
+            if set.is_empty() {
+                registry.exact.remove(&path);
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! `/event/realtime`: the AppSync Events WebSocket protocol. The client offers the
+//! subprotocols `aws-appsync-event-ws` and `header-<base64url JSON>`, the JSON carrying its
+//! authorization (`{"host": ..., "x-api-key": ...}`); a connection the API's connection auth
+//! modes refuse gets a `connection_error` with `UnauthorizedException` and is closed.
+//! Then, as JSON text messages:
+//!
+//! - `connection_init` → `connection_ack` with `connectionTimeoutMs`;
+//! - `subscribe` (`id`, `channel`, `authorization`) → `subscribe_success`, or `subscribe_error`
+//!   with `BadRequestException`, `UnauthorizedException`, `DuplicatedOperationError` or
+//!   `MaxSubscriptionsReachedError`;
+//! - `unsubscribe` (`id`) → `unsubscribe_success` or `unsubscribe_error`;
+//! - `publish` (`id`, `channel`, `events`, `authorization`) → `publish_success` or
+//!   `publish_error` (only API-key publishes can be authorized on a WebSocket here);
+//! - anything else → `error`.
+//!
+//! Published events arrive as `{"type":"data","id":<subscription>,"event":"<JSON>"}`. The
+//! server sends `ka` every keep-alive interval with a WebSocket ping; a client that answers
+//! nothing for the connection timeout is dropped.
+
+use super::{AuthType, EventApi, Outgoing, UNAUTHORIZED, error_entry};
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{SinkExt, StreamExt};
+use reactions::event_channel::parse_path;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The subprotocol AppSync Events speaks.
+pub const SUBPROTOCOL: &str = "aws-appsync-event-ws";
+
+/// Longest subscription or publish id accepted.
+const MAX_ID_LEN: usize = 128;
+
+/// The authorization a client offered in its `header-` subprotocol, if any.
+fn offered_authorization(headers: &HeaderMap) -> Option<Value> {
+    let offered = headers.get("sec-websocket-protocol")?.to_str().ok()?;
+    let encoded = offered
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("header-"))?;
+    let decoded = URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
+    serde_json::from_slice(&decoded).ok()
+}
+
+fn offers_subprotocol(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-websocket-protocol")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|offered| offered.split(',').any(|p| p.trim() == SUBPROTOCOL))
+}
+
+/// Whether `authorization` (a JSON object of headers) satisfies `modes`. Only the API key can
+/// be checked on a WebSocket locally; IAM-signed WebSocket messages are refused.
+fn key_authorizes(api: &EventApi, modes: &[AuthType], authorization: Option<&Value>) -> bool {
+    modes.contains(&AuthType::ApiKey)
+        && authorization
+            .and_then(|a| a.get("x-api-key"))
+            .and_then(Value::as_str)
+            == Some(api.api_key.as_str())
+}
+
+pub(crate) async fn upgrade(
+    State(api): State<Arc<EventApi>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !offers_subprotocol(&headers) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("offer the {SUBPROTOCOL} subprotocol"),
+        )
+            .into_response();
+    }
+    if let Some(bucket) = &api.connects
+        && !bucket.try_take()
+    {
+        api.stats.refused_connects.fetch_add(1, Ordering::Relaxed);
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+    }
+    let authorized = key_authorizes(
+        &api,
+        &api.spec.connection,
+        offered_authorization(&headers).as_ref(),
+    );
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(super::publish::MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| serve(api, socket, authorized))
+}
+
+async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
+    let (mut sink, mut stream) = socket.split();
+    if !authorized {
+        let refusal = json!({
+            "type": "connection_error",
+            "errors": [error_entry("UnauthorizedException", UNAUTHORIZED)],
+        });
+        sink.send(Message::Text(refusal.to_string().into()))
+            .await
+            .ok();
+        let close = CloseFrame {
+            code: 1008,
+            reason: "Unauthorized".into(),
+        };
+        sink.send(Message::Close(Some(close))).await.ok();
+        return;
+    }
+    let (outbox, mut inbox) = mpsc::channel(api.limits.outbox_frames.max(1));
+    let connection = api.register(outbox.clone());
+    let mut writer = tokio::spawn(async move {
+        while let Some(frame) = inbox.recv().await {
+            let message = match frame {
+                Outgoing::Text(text) => Message::Text(text.into()),
+                Outgoing::Ping => Message::Ping(Default::default()),
+                Outgoing::Close(code, reason) => {
+                    let close = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    sink.send(Message::Close(Some(close))).await.ok();
+                    return;
+                }
+            };
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+    });
+    let keep_alive = api.limits.keep_alive;
+    let mut last_heard = Instant::now();
+    let mut next_keep_alive = Instant::now() + keep_alive;
+    loop {
+        tokio::select! {
+            next = stream.next() => match next {
+                Some(Ok(Message::Text(text))) => {
+                    last_heard = Instant::now();
+                    let answer = answer(&api, connection, &text);
+                    if let Some(answer) = answer
+                        && outbox.try_send(Outgoing::Text(answer.to_string())).is_err()
+                    {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    last_heard = Instant::now();
+                    let error = json!({
+                        "type": "error",
+                        "errors": [error_entry("BadRequestException", "Messages are JSON text.")],
+                    });
+                    outbox.try_send(Outgoing::Text(error.to_string())).ok();
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            _ = &mut writer => break,
+            _ = tokio::time::sleep_until(next_keep_alive) => {
+                if last_heard.elapsed() >= api.limits.connection_timeout {
+                    api.stats.dropped_unresponsive.fetch_add(1, Ordering::Relaxed);
+                    outbox.try_send(Outgoing::Close(1001, "Keep-alive unanswered")).ok();
+                    break;
+                }
+                next_keep_alive = Instant::now() + keep_alive;
+                if outbox.try_send(Outgoing::Text(r#"{"type":"ka"}"#.into())).is_err() {
+                    break;
+                }
+                if outbox.try_send(Outgoing::Ping).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    api.unregister(connection);
+    drop(outbox);
+    // The writer ends when the queue is drained and closed, or at once if the client is gone.
+    tokio::time::timeout(api.limits.keep_alive, writer)
+        .await
+        .ok();
+}
+
+fn error_message(kind: &str, id: Option<&str>, error_type: &str, message: &str) -> Value {
+    let mut answer = json!({ "type": kind, "errors": [error_entry(error_type, message)] });
+    if let Some(id) = id {
+        answer["id"] = json!(id);
+    }
+    answer
+}
+
+/// The answer to one client message, if it has one.
+fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
+    let Ok(message) = serde_json::from_str::<Value>(text) else {
+        return Some(error_message(
+            "error",
+            None,
+            "BadRequestException",
+            "The message is not valid JSON.",
+        ));
+    };
+    let kind = message.get("type").and_then(Value::as_str).unwrap_or("");
+    let id = message
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN);
+    match kind {
+        "connection_init" => Some(json!({
+            "type": "connection_ack",
+            "connectionTimeoutMs": api.limits.connection_timeout.as_millis() as u64,
+        })),
+        "subscribe" => Some(subscribe(api, connection, id, &message)),
+        "unsubscribe" => Some(match id {
+            Some(id) if api.unsubscribe(connection, id) => {
+                json!({ "type": "unsubscribe_success", "id": id })
+            }
+            _ => error_message(
+                "unsubscribe_error",
+                id,
+                "UnknownOperationError",
+                "No subscription with this id.",
+            ),
+        }),
+        "publish" => Some(publish(api, id, &message)),
+        other => Some(error_message(
+            "error",
+            id,
+            "UnsupportedOperation",
+            &format!("Operation {other:?} is not supported."),
+        )),
+    }
+}
+
+fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value) -> Value {
+    let fail =
+        |error_type: &str, text: &str| error_message("subscribe_error", id, error_type, text);
+    let Some(id) = id else {
+        return fail("BadRequestException", "id must be 1 to 128 characters.");
+    };
+    let channel = message.get("channel").and_then(Value::as_str).unwrap_or("");
+    let segments = match parse_path(channel, true) {
+        Ok(segments) => segments,
+        Err(error) => return fail("BadRequestException", &error.to_string()),
+    };
+    let Some(namespace) = api.namespace(&segments) else {
+        return fail("BadRequestException", "Namespace does not exist.");
+    };
+    if !key_authorizes(api, &namespace.subscribe, message.get("authorization")) {
+        return fail("UnauthorizedException", UNAUTHORIZED);
+    }
+    let pattern = segments.iter().map(|s| (*s).to_owned()).collect();
+    match api.subscribe(connection, id, pattern) {
+        Ok(()) => json!({ "type": "subscribe_success", "id": id }),
+        Err(error_type) => fail(error_type, "The subscription was not made."),
+    }
+}
+
+fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
+    let fail = |error_type: &str, text: &str| error_message("publish_error", id, error_type, text);
+    let Some(id) = id else {
+        return fail("BadRequestException", "id must be 1 to 128 characters.");
+    };
+    let channel = message.get("channel").and_then(Value::as_str).unwrap_or("");
+    let segments = match parse_path(channel, false) {
+        Ok(segments) => segments,
+        Err(error) => return fail("BadRequestException", &error.to_string()),
+    };
+    let Some(namespace) = api.namespace(&segments) else {
+        return fail("BadRequestException", "Namespace does not exist.");
+    };
+    if !key_authorizes(api, &namespace.publish, message.get("authorization")) {
+        return fail("UnauthorizedException", UNAUTHORIZED);
+    }
+    let events: Vec<&str> = message
+        .get("events")
+        .and_then(Value::as_array)
+        .map(|events| events.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if events.is_empty() || events.len() > super::publish::MAX_EVENTS {
+        return fail("BadRequestException", "A publish carries 1 to 5 events.");
+    }
+    api.deliver(&segments, &events);
+    let successful: Vec<Value> = (0..events.len())
+        .map(|index| json!({ "identifier": format!("{id}-{index}"), "index": index }))
+        .collect();
+    json!({ "type": "publish_success", "id": id, "successful": successful, "failed": [] })
+}
