@@ -3,30 +3,31 @@
 //! keep-alives, and dropping a subscriber that stopped answering. It needs no other server.
 
 use emostream_local::event_api::client::{ConnectError, Subscriber, subprotocols};
-use emostream_local::event_api::{AuthType, EventApi, EventApiLimits, EventApiSpec, NamespaceAuth};
+use emostream_local::event_api::{
+    AuthType, EventApi, EventApiLimits, EventApiSpec, NamespaceAuth, ServedEventApi,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const KEY: &str = "da2-localtestkey";
 /// Generous: a busy machine may be slow, and every wait ends as soon as its condition holds.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 struct Api {
-    api: Arc<EventApi>,
-    host: String,
-    server: tokio::task::JoinHandle<()>,
+    served: ServedEventApi,
 }
 
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.server.abort();
+impl std::ops::Deref for Api {
+    type Target = ServedEventApi;
+
+    fn deref(&self) -> &ServedEventApi {
+        &self.served
     }
 }
 
@@ -51,14 +52,11 @@ impl Api {
                 ),
             ]),
         };
-        let api = EventApi::new(spec, KEY, limits);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let host = listener.local_addr().unwrap().to_string();
-        let router = api.router();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.ok();
-        });
-        Self { api, host, server }
+        let served = EventApi::new(spec, KEY, limits)
+            .serve_on("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        Self { served }
     }
 
     fn realtime(&self) -> String {

@@ -211,6 +211,24 @@ impl EventApi {
             .with_state(Arc::clone(self))
     }
 
+    /// Serves the API on `address` by itself, without the rest of a stack (tests and tools).
+    pub async fn serve_on(
+        self: &Arc<Self>,
+        address: std::net::SocketAddr,
+    ) -> std::io::Result<ServedEventApi> {
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let host = listener.local_addr()?.to_string();
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.ok();
+        });
+        Ok(ServedEventApi {
+            api: Arc::clone(self),
+            host,
+            task,
+        })
+    }
+
     /// The API key subscribers use.
     pub fn api_key(&self) -> &str {
         &self.api_key
@@ -358,6 +376,32 @@ impl EventApi {
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+/// An Event API serving on a port of its own until dropped.
+pub struct ServedEventApi {
+    pub api: Arc<EventApi>,
+    /// `host:port`: the HTTP host subscribers name, and where both endpoints are.
+    pub host: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServedEventApi {
+    /// The publish endpoint, `http://{host}/event`.
+    pub fn publish_url(&self) -> String {
+        format!("http://{}/event", self.host)
+    }
+
+    /// The real-time endpoint, `ws://{host}/event/realtime`.
+    pub fn realtime_url(&self) -> String {
+        format!("ws://{}/event/realtime", self.host)
+    }
+}
+
+impl Drop for ServedEventApi {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

@@ -22,6 +22,15 @@ async fn instance(
     server: &ConnectionsServer,
     extra: &[(&str, &str)],
 ) -> Notify {
+    instance_signing_with(mongo, server, extra, &sdk().await).await
+}
+
+async fn instance_signing_with(
+    mongo: &MongoSettings,
+    server: &ConnectionsServer,
+    extra: &[(&str, &str)],
+    sdk: &SdkConfig,
+) -> Notify {
     let endpoint = server.endpoint();
     let mut settings: Vec<(&str, &str)> = vec![
         ("MONGODB_URI", &mongo.uri),
@@ -30,7 +39,7 @@ async fn instance(
     ];
     settings.extend_from_slice(extra);
     let config = NotifyConfig::from_settings(&settings).unwrap();
-    Notify::new(config, &sdk().await).await.unwrap()
+    Notify::new(config, sdk).await.unwrap()
 }
 
 pub async fn sdk() -> SdkConfig {
@@ -63,6 +72,11 @@ impl Fixture {
     /// database and `@connections` server.
     pub async fn another_instance(&self, extra: &[(&str, &str)]) -> Notify {
         instance(&self.mongo, &self.server, extra).await
+    }
+
+    /// Another instance whose AWS requests are signed with `sdk`'s credentials.
+    pub async fn instance_signing_with(&self, extra: &[(&str, &str)], sdk: &SdkConfig) -> Notify {
+        instance_signing_with(&self.mongo, &self.server, extra, sdk).await
     }
 
     pub async fn connections(&self) -> ConnectionStore {
