@@ -1,13 +1,27 @@
 // The emostream browser client: posts taps in batches to the HTTP API and shows the live
-// counts, swarm and recent history pushed over the WebSocket API. Its configuration (API and
-// WebSocket URLs) comes from window.EMOSTREAM_CONFIG, else config.json next to this page (the
-// local stack serves one), and can be overridden with ?api=...&ws=...&stream=... in the URL.
-import { WindowBook, TapBatcher, LocalEcho, reconnectDelay, validStreamId } from "./model.js";
+// counts, swarm and recent history. Live updates come one of two ways, as the stack's
+// `delivery` says: pushed over the API Gateway WebSocket API (`WebSocketApi`), or published to
+// the stream's AWS AppSync Events channel (`AppSyncEvents`), with the history then read from
+// `GET /streams/{id}/windows`. Its configuration comes from window.EMOSTREAM_CONFIG, else
+// config.json next to this page (the local stack serves one), and can be overridden with
+// ?api=...&ws=...&stream=... in the URL.
+import {
+  WindowBook,
+  TapBatcher,
+  LocalEcho,
+  reconnectDelay,
+  validStreamId,
+  streamChannel,
+  eventSubprotocols,
+  eventFrames,
+} from "./model.js";
 
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
 // request counts against the account's API throttle, shared by every viewer.
 const FLUSH_EVERY_MS = 1000;
 const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
+const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
+const WATCHDOG_EVERY_MS = 5000;
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
 
@@ -27,6 +41,11 @@ const client = {
   attempt: 0,
   reconnectTimer: null,
   keepalive: null,
+  // AppSync Events: the subscription id, the connection timeout and when anything last came.
+  subscription: null,
+  acknowledged: false,
+  eventsTimeoutMs: EVENTS_TIMEOUT_MS,
+  lastHeard: 0,
   swarmSeen: new Map(), // start_ms -> {emoji: drawn}
   sentTaps: 0,
 };
@@ -47,7 +66,13 @@ async function loadConfig() {
   if (params.get("ws")) config.websocketUrl = params.get("ws");
   const flush = Number(params.get("flush") || config.flushMs || FLUSH_EVERY_MS);
   config.flushMs = Number.isFinite(flush) && flush >= 100 ? flush : FLUSH_EVERY_MS;
-  if (!config.apiUrl || !config.websocketUrl) {
+  config.delivery = config.delivery || "WebSocketApi";
+  if (config.delivery === "AppSyncEvents") {
+    if (!config.apiUrl || !config.eventRealtimeUrl || !config.eventHttpHost || !config.eventApiKey) {
+      throw new Error("AppSyncEvents delivery needs apiUrl, eventRealtimeUrl, eventHttpHost and eventApiKey");
+    }
+    config.eventNamespace = config.eventNamespace || "streams";
+  } else if (!config.apiUrl || !config.websocketUrl) {
     throw new Error("No API configured: serve config.json or open this page with ?api=…&ws=…");
   }
   config.apiUrl = config.apiUrl.replace(/\/$/, "");
@@ -144,8 +169,32 @@ async function flush() {
 
 function connect() {
   clearTimeout(client.reconnectTimer);
-  const url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
   setState(client.attempt ? "reconnecting" : "connecting", client.attempt ? "Reconnecting…" : "Connecting…");
+  if (client.config.delivery === "AppSyncEvents") connectEvents();
+  else connectWebSocketApi();
+}
+
+/** After a socket closed: connect again after a jittered, growing delay. */
+function closed(socket) {
+  clearInterval(client.keepalive);
+  if (client.socket !== socket) return; // replaced by a newer connection on purpose
+  const delay = reconnectDelay(client.attempt++);
+  setState("reconnecting", `Disconnected · retrying in ${Math.ceil(delay / 1000)} s`);
+  client.reconnectTimer = setTimeout(connect, delay);
+}
+
+function parsed(event) {
+  try {
+    return JSON.parse(event.data);
+  } catch {
+    return null;
+  }
+}
+
+// ---- WebSocketApi: API Gateway pushes, `sync` for the history ------------------------------------
+
+function connectWebSocketApi() {
+  const url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
   const socket = new WebSocket(url);
   client.socket = socket;
   socket.addEventListener("open", () => {
@@ -156,21 +205,103 @@ function connect() {
     client.keepalive = setInterval(() => send({ action: "ping" }), KEEPALIVE_MS);
   });
   socket.addEventListener("message", (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
+    const message = parsed(event);
+    if (message) receive(message);
+  });
+  socket.addEventListener("close", () => closed(socket));
+}
+
+// ---- AppSyncEvents: the real-time protocol, the history over HTTP --------------------------------
+
+function eventsAuthorization() {
+  return { host: client.config.eventHttpHost, "x-api-key": client.config.eventApiKey };
+}
+
+function newId() {
+  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+}
+
+function connectEvents() {
+  const socket = new WebSocket(client.config.eventRealtimeUrl, eventSubprotocols(eventsAuthorization()));
+  client.socket = socket;
+  client.acknowledged = false;
+  client.subscription = null;
+  socket.addEventListener("open", () => {
+    client.lastHeard = Date.now();
+    socket.send(JSON.stringify({ type: "connection_init" }));
+  });
+  socket.addEventListener("message", (event) => {
+    const message = parsed(event);
+    if (message && client.socket === socket) onEventsMessage(socket, message);
+  });
+  socket.addEventListener("close", () => closed(socket));
+  // AppSync sends `ka` regularly: silence longer than the connection timeout is a dead link.
+  clearInterval(client.keepalive);
+  client.keepalive = setInterval(() => {
+    if (Date.now() - client.lastHeard > client.eventsTimeoutMs) socket.close();
+  }, WATCHDOG_EVERY_MS);
+}
+
+/** Subscribes the open, acknowledged socket to the watched stream's channel. */
+function subscribeEvents(socket) {
+  client.subscription = newId();
+  socket.send(
+    JSON.stringify({
+      type: "subscribe",
+      id: client.subscription,
+      channel: streamChannel(client.config.eventNamespace, client.stream),
+      authorization: eventsAuthorization(),
+    }),
+  );
+}
+
+function onEventsMessage(socket, message) {
+  client.lastHeard = Date.now();
+  switch (message.type) {
+    case "connection_ack":
+      client.acknowledged = true;
+      client.eventsTimeoutMs = Number(message.connectionTimeoutMs) || EVENTS_TIMEOUT_MS;
+      subscribeEvents(socket);
+      break;
+    case "subscribe_success":
+      if (message.id !== client.subscription) break;
+      client.attempt = 0;
+      setState("live", `Live · ${client.stream}`);
+      // After subscribing, so nothing published meanwhile is missed; the book keeps the
+      // largest total of each window whichever arrives first.
+      loadHistory(client.stream);
+      break;
+    case "data":
+      if (message.id !== client.subscription) break;
+      for (const frame of eventFrames(message)) receive(frame);
+      break;
+    case "ka":
+    case "unsubscribe_success":
+      break;
+    case "subscribe_error":
+    case "connection_error":
+    case "error": {
+      const error = (message.errors && message.errors[0]) || {};
+      console.warn("emostream:", message.type, error.errorType, error.message);
+      if (message.type !== "error") socket.close(); // connect again after a backoff
+      break;
     }
-    receive(message);
-  });
-  socket.addEventListener("close", () => {
-    clearInterval(client.keepalive);
-    if (client.socket !== socket) return; // replaced by a newer connection on purpose
-    const delay = reconnectDelay(client.attempt++);
-    setState("reconnecting", `Disconnected · retrying in ${Math.ceil(delay / 1000)} s`);
-    client.reconnectTimer = setTimeout(connect, delay);
-  });
+    default:
+      break;
+  }
+}
+
+/** The stored windows of `stream`: the late joiner's history in AppSyncEvents delivery. */
+async function loadHistory(stream) {
+  try {
+    const url = `${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/windows?limit=${HISTORY_WINDOWS}`;
+    const response = await fetch(url);
+    if (!response.ok || stream !== client.stream) return;
+    const body = await response.json();
+    receive({ type: "snapshot", stream, windows: body.windows || [] });
+  } catch {
+    // Offline: live updates still fill the page, and the next connect tries again.
+  }
 }
 
 function send(message) {
@@ -332,9 +463,16 @@ function watch(stream) {
   const params = new URLSearchParams(location.search);
   params.set("stream", stream);
   history.replaceState(null, "", `${location.pathname}?${params}`);
-  const previous = client.socket;
+  const socket = client.socket;
+  if (client.config.delivery === "AppSyncEvents" && client.acknowledged && socket && socket.readyState === WebSocket.OPEN) {
+    // One connection serves any stream: swap the subscription.
+    if (client.subscription) socket.send(JSON.stringify({ type: "unsubscribe", id: client.subscription }));
+    setState("connecting", "Connecting…");
+    subscribeEvents(socket);
+    return;
+  }
   client.socket = null;
-  if (previous) previous.close();
+  if (socket) socket.close();
   client.attempt = 0;
   connect();
 }

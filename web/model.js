@@ -139,3 +139,50 @@ export function reconnectDelay(attempt, random = Math.random) {
 export function validStreamId(text) {
   return /^[A-Za-z0-9_.:-]{1,64}$/.test(text);
 }
+
+// ---- AppSync Events ---------------------------------------------------------------------------
+
+/** Whether `segment` is a channel path segment AppSync accepts (letters, digits and inner
+ *  dashes, 1 to 50). */
+function isSegment(segment) {
+  return /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$/.test(segment);
+}
+
+/** The AppSync Events channel of a stream, as notify publishes to it: `/{namespace}/{id}` when
+ *  the id is a valid segment, else `h` and the FNV-1a 64 hash of the id in hex (ids may hold
+ *  `_`, `.` and `:`). Frames name their stream, so a shared channel only costs deliveries. */
+export function streamChannel(namespace, stream) {
+  if (isSegment(stream)) return `/${namespace}/${stream}`;
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of new TextEncoder().encode(stream)) {
+    hash = ((hash ^ BigInt(byte)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return `/${namespace}/h${hash.toString(16).padStart(16, "0")}`;
+}
+
+/** The WebSocket subprotocols that open an AppSync Events connection: the protocol's name and
+ *  the authorization (`{host, "x-api-key"}`) as base64url JSON. */
+export function eventSubprotocols(authorization) {
+  const bytes = new TextEncoder().encode(JSON.stringify(authorization));
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  const encoded = btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  return ["aws-appsync-event-ws", `header-${encoded}`];
+}
+
+/** The frames carried by an AppSync Events `data` message (none for other messages). The event
+ *  is a JSON document as a string; a list of them is accepted too. */
+export function eventFrames(message) {
+  if (!message || message.type !== "data") return [];
+  const events = Array.isArray(message.event) ? message.event : [message.event];
+  const frames = [];
+  for (const event of events) {
+    try {
+      const frame = typeof event === "string" ? JSON.parse(event) : event;
+      if (frame && typeof frame === "object") frames.push(frame);
+    } catch {
+      // Not JSON: not ours.
+    }
+  }
+  return frames;
+}

@@ -1,7 +1,16 @@
 // Unit tests of the client's pure logic: node --test web/
 import test from "node:test";
 import assert from "node:assert/strict";
-import { WindowBook, TapBatcher, LocalEcho, reconnectDelay, validStreamId } from "./model.js";
+import {
+  WindowBook,
+  TapBatcher,
+  LocalEcho,
+  reconnectDelay,
+  validStreamId,
+  streamChannel,
+  eventSubprotocols,
+  eventFrames,
+} from "./model.js";
 
 const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
 
@@ -76,4 +85,28 @@ test("echoes own taps until the server's counts include them, never twice", () =
   assert.equal(echo.size, 2);
   echo.clear();
   assert.equal(echo.size, 0);
+});
+
+test("stream channels match notify's, hashing ids AppSync would refuse", () => {
+  assert.equal(streamChannel("streams", "final-2026"), "/streams/final-2026");
+  // The same value crates/reactions/src/event_channel.rs checks.
+  assert.equal(streamChannel("streams", "cup_final:2026.v2"), "/streams/h93e1ef301685e396");
+  assert.match(streamChannel("streams", "a".repeat(64)), /^\/streams\/h[0-9a-f]{16}$/);
+  assert.match(streamChannel("streams", "-x"), /^\/streams\/h[0-9a-f]{16}$/);
+});
+
+test("the AppSync subprotocols carry the authorization as base64url JSON", () => {
+  const [name, header] = eventSubprotocols({ host: "h:1", "x-api-key": "da2-k" });
+  assert.equal(name, "aws-appsync-event-ws");
+  assert.ok(header.startsWith("header-") && !/[+/=]/.test(header), header);
+  const json = Buffer.from(header.slice(7), "base64url").toString();
+  assert.deepEqual(JSON.parse(json), { host: "h:1", "x-api-key": "da2-k" });
+});
+
+test("data messages yield their frames; anything else none", () => {
+  const frame = { type: "windows", stream: "s", windows: [] };
+  assert.deepEqual(eventFrames({ type: "data", id: "x", event: JSON.stringify(frame) }), [frame]);
+  assert.deepEqual(eventFrames({ type: "data", id: "x", event: [JSON.stringify(frame)] }), [frame]);
+  assert.deepEqual(eventFrames({ type: "data", id: "x", event: "{not json" }), []);
+  assert.deepEqual(eventFrames({ type: "ka" }), []);
 });

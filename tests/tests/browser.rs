@@ -38,12 +38,28 @@ fn the_client_logic_passes_its_unit_tests() {
 
 #[tokio::test]
 async fn pages_show_exact_counts_and_history_and_recover_a_forgotten_connection() {
+    browser_test("WebSocketApi").await;
+}
+
+#[tokio::test]
+async fn pages_over_appsync_events_show_exact_counts_and_history_and_recover_a_dropped_connection()
+{
+    browser_test("AppSyncEvents").await;
+}
+
+/// Runs web/tests/browser.mjs against a stack delivering with `delivery`, answering its
+/// requests to forget connections (WebSocketApi) or drop subscribers (AppSyncEvents).
+async fn browser_test(delivery: &str) {
     require_browser_tools();
-    let test = TestStack::start("browser", |options| {
+    let test = TestStack::start(&format!("browser-{delivery}"), |options| {
         options.web = Some((repo_root().join("web"), 0));
+        options
+            .local
+            .parameters
+            .insert("Delivery".into(), delivery.into());
     })
     .await;
-    let artifacts = repo_root().join("target/test-artifacts/browser");
+    let artifacts = repo_root().join(format!("target/test-artifacts/browser-{delivery}"));
     let web_url = test.stack.web_url.clone().unwrap();
     let api_url = test.stack.http_url.clone();
     let mut node = tokio::process::Command::new("node")
@@ -52,6 +68,7 @@ async fn pages_show_exact_counts_and_history_and_recover_a_forgotten_connection(
         .env("WEB_URL", &web_url)
         .env("API_URL", &api_url)
         .env("ARTIFACTS", &artifacts)
+        .env("DELIVERY", delivery)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,6 +99,12 @@ async fn pages_show_exact_counts_and_history_and_recover_a_forgotten_connection(
                 assert!(!ids.is_empty(), "no connection registered for {stream:?}");
                 connections.remove_all(&ids).await.expect("MongoDB");
                 answers.write_all(b"forgotten\n").await.expect("node reads");
+                answers.flush().await.expect("node reads");
+            }
+            if line.trim() == "drop-subscribers" {
+                let api = test.stack.event_api.as_ref().expect("an Event API");
+                assert!(api.disconnect_all() > 0, "no subscriber to drop");
+                answers.write_all(b"dropped\n").await.expect("node reads");
                 answers.flush().await.expect("node reads");
             }
             stdout.push_str(&line);

@@ -2,12 +2,16 @@
 // two pages watch one stream, one taps (mouse and keyboard), both must show the same exact
 // counts; a page that joins late must show the history at once; a reduced-motion page must
 // not animate; a page whose connection the server forgot before its first sync must connect
-// again and go on showing taps. Saves screenshots. Exits non-zero with a message on any failure.
+// again and go on showing taps. With DELIVERY=AppSyncEvents the page speaks the AppSync Events
+// protocol instead: a page whose connection the API drops must connect, subscribe and show taps
+// again, and switching streams swaps the subscription on the same connection. Saves
+// screenshots. Exits non-zero with a message on any failure.
 //
 //   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 ARTIFACTS=dir node browser.mjs
 //
-// To make the server forget a connection, the script prints `forget-connections <stream>` and
-// waits for a line `forgotten` on its standard input (tests/tests/browser.rs answers it).
+// To make the server forget a connection, the script prints `forget-connections <stream>`, and
+// to make the Event API drop every connection `drop-subscribers`; it waits for a line
+// `forgotten` or `dropped` on its standard input (tests/tests/browser.rs answers it).
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -17,6 +21,7 @@ import { createInterface } from "node:readline";
 const WEB_URL = process.env.WEB_URL;
 const API_URL = process.env.API_URL;
 const ARTIFACTS = process.env.ARTIFACTS || ".";
+const DELIVERY = process.env.DELIVERY || "WebSocketApi";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const STREAM = `browser-${Date.now().toString(36)}`;
 // Generous: every wait is for a condition, and a busy machine may be slow to reach it.
@@ -45,9 +50,13 @@ const harnessLines = harness[Symbol.asyncIterator]();
 /** Asks the test harness to delete every connection record of `stream`, as a fan-out that
  * took a 410 for them would. */
 async function forgetConnections(stream) {
-  console.log(`forget-connections ${stream}`);
+  await askHarness(`forget-connections ${stream}`, "forgotten");
+}
+
+async function askHarness(request, answer) {
+  console.log(request);
   const { value, done } = await harnessLines.next();
-  assert.ok(!done && value.trim() === "forgotten", `the harness answered ${JSON.stringify(value)}`);
+  assert.ok(!done && value.trim() === answer, `the harness answered ${JSON.stringify(value)}`);
 }
 
 async function newPage(options = {}) {
@@ -107,6 +116,84 @@ async function storedCounts() {
   return counts;
 }
 
+/** WebSocketApi: a page whose connection record is gone when its first `sync` arrives (an
+ * expired record, or one deleted after a 410) is told `unknown_connection`: it must connect
+ * again rather than show Live with nothing arriving. The page's WebSocket is proxied so the
+ * test can hold that sync until the server has forgotten the connection. */
+async function forgottenConnectionRecovery() {
+  const forgottenStream = `${STREAM}-forgotten`;
+  const forgotten = await newPage();
+  let sockets = 0;
+  let held = false;
+  await forgotten.routeWebSocket(/[?&]stream=/, (ws) => {
+    sockets += 1;
+    const server = ws.connectToServer();
+    ws.onMessage(async (message) => {
+      if (!held && JSON.parse(message).action === "sync") {
+        held = true;
+        await forgetConnections(forgottenStream);
+      }
+      server.send(message);
+    });
+  });
+  await openPage({}, forgottenStream, forgotten);
+  // Recovered: a second socket is open and live, and a new tap reaches the page.
+  const since = Date.now();
+  while (sockets < 2) {
+    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after unknown_connection");
+    await forgotten.waitForTimeout(50);
+  }
+  await forgotten.waitForFunction(
+    () => document.getElementById("connection").dataset.state === "live",
+    null,
+    { timeout: TIMEOUT },
+  );
+  await postTaps(forgottenStream, "fire", 3);
+  await waitForSum(forgotten, 3);
+  assert.ok(held, "the first sync was held while the server forgot the connection");
+  assert.ok(sockets >= 2, `the page connected again (${sockets} sockets)`);
+  await forgotten.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
+}
+
+/** AppSyncEvents: a page whose connection the API drops connects and subscribes again and goes
+ * on showing taps; switching streams swaps the subscription without a new connection. */
+async function appSyncRecovery() {
+  const stream = `${STREAM}-dropped`;
+  const page = await newPage();
+  let sockets = 0;
+  page.on("websocket", () => {
+    sockets += 1;
+  });
+  await openPage({}, stream, page);
+  assert.equal(sockets, 1);
+  await askHarness("drop-subscribers", "dropped");
+  const since = Date.now();
+  while (sockets < 2) {
+    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after being dropped");
+    await page.waitForTimeout(50);
+  }
+  await page.waitForFunction(
+    () => document.getElementById("connection").dataset.state === "live",
+    null,
+    { timeout: TIMEOUT },
+  );
+  await postTaps(stream, "fire", 3);
+  await waitForSum(page, 3);
+  await page.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
+
+  const other = `${STREAM}-switched`;
+  await page.fill("#stream-input", other);
+  await page.press("#stream-input", "Enter");
+  await page.waitForFunction(
+    (name) => document.getElementById("connection").textContent.includes(name),
+    other,
+    { timeout: TIMEOUT },
+  );
+  await postTaps(other, "clap", 2);
+  await waitForSum(page, 2);
+  assert.equal(sockets, 2, "switching streams kept the connection");
+}
+
 try {
   const tapper = await openPage();
   const watcher = await openPage();
@@ -160,44 +247,13 @@ try {
   await waitForSum(watcher, 11);
   await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
 
-  // A page whose connection record is gone when its first `sync` arrives (an expired record, or
-  // one deleted after a 410) is told `unknown_connection`: it must connect again rather than
-  // show Live with nothing arriving. The page's WebSocket is proxied so the test can hold that
-  // sync until the server has forgotten the connection.
-  const forgottenStream = `${STREAM}-forgotten`;
-  const forgotten = await newPage();
-  let sockets = 0;
-  let held = false;
-  await forgotten.routeWebSocket(/[?&]stream=/, (ws) => {
-    sockets += 1;
-    const server = ws.connectToServer();
-    ws.onMessage(async (message) => {
-      if (!held && JSON.parse(message).action === "sync") {
-        held = true;
-        await forgetConnections(forgottenStream);
-      }
-      server.send(message);
-    });
-  });
-  await openPage({}, forgottenStream, forgotten);
-  // Recovered: a second socket is open and live, and a new tap reaches the page.
-  const since = Date.now();
-  while (sockets < 2) {
-    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after unknown_connection");
-    await forgotten.waitForTimeout(50);
+  if (DELIVERY === "AppSyncEvents") {
+    await appSyncRecovery();
+  } else {
+    await forgottenConnectionRecovery();
   }
-  await forgotten.waitForFunction(
-    () => document.getElementById("connection").dataset.state === "live",
-    null,
-    { timeout: TIMEOUT },
-  );
-  await postTaps(forgottenStream, "fire", 3);
-  await waitForSum(forgotten, 3);
-  assert.ok(held, "the first sync was held while the server forgot the connection");
-  assert.ok(sockets >= 2, `the page connected again (${sockets} sockets)`);
-  await forgotten.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
 
-  console.log(`browser test passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);
+  console.log(`browser test (${DELIVERY}) passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);
 } catch (error) {
   console.error(`browser test failed: ${error.stack || error}`);
   process.exitCode = 1;

@@ -242,6 +242,23 @@ impl EventApi {
             .unwrap_or(0)
     }
 
+    /// Closes every connection (1001 Going away), as when AppSync moves connections off a host;
+    /// clients must connect and subscribe again. The number closed.
+    pub fn disconnect_all(&self) -> usize {
+        let Ok(registry) = self.registry.read() else {
+            return 0;
+        };
+        registry
+            .connections
+            .values()
+            .filter(|s| {
+                s.outbox
+                    .try_send(Outgoing::Close(1001, "Going away"))
+                    .is_ok()
+            })
+            .count()
+    }
+
     /// Subscriptions held by all connections.
     pub fn subscriptions(&self) -> usize {
         self.registry
