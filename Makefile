@@ -1,11 +1,12 @@
 # emostream: the two entry points. Both install what they need (servers into a per-user cache).
 #   make test   format check, clippy, unit and integration tests against real servers
-#   make demo   the pipeline on this machine
+#   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events)
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
 #   make load   the load test; make crowd: ~19,500 listeners on one stream; make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
+DELIVERY ?= WebSocketApi
 
 .PHONY: test demo deps web-deps template-lint sam-build arm64-check load drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
@@ -56,7 +57,7 @@ stress:
 	local/stress-test.sh $(STRESS_RUNS)
 
 demo:
-	local/demo.sh
+	DELIVERY=$(DELIVERY) local/demo.sh
 
 bench:
 	$(CARGO) bench -p emostream-ingest --bench validation

@@ -7,12 +7,19 @@
 #   3. starts the servers, then the local stack, which creates the topics, runs the functions
 #      as template.yaml wires them, serves the browser client and prints the URLs.
 # Ctrl-C stops everything it started. Function logs go to target/demo-logs/<function>.log.
+# DELIVERY=AppSyncEvents (make demo DELIVERY=AppSyncEvents) delivers through the emulated AWS
+# AppSync Events API instead of the WebSocket API (DELIVERY=WebSocketApi, the default).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
 PROFILE="${DEMO_PROFILE:-release}"
+DELIVERY="${DELIVERY:-WebSocketApi}"
+case "$DELIVERY" in
+  WebSocketApi|AppSyncEvents) ;;
+  *) echo "DELIVERY must be WebSocketApi or AppSyncEvents, not $DELIVERY" >&2; exit 2 ;;
+esac
 case "$PROFILE" in
   release) TARGET_DIR="target/release" ;;
   dev) TARGET_DIR="target/debug" ;;
@@ -34,6 +41,8 @@ exec "$HERE/servers.sh" run -- "$TARGET_DIR/emostream-local" \
   --web web \
   --http-port "${DEMO_HTTP_PORT:-3000}" \
   --websocket-port "${DEMO_WEBSOCKET_PORT:-3001}" \
+  --event-api-port "${DEMO_EVENT_API_PORT:-3002}" \
+  --parameter "Delivery=$DELIVERY" \
   --web-port "${DEMO_WEB_PORT:-8080}" \
   --batching-window-ms "${DEMO_BATCHING_WINDOW_MS:-100}" \
   --function-logs target/demo-logs \

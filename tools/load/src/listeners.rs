@@ -1,11 +1,16 @@
-//! Listeners: WebSocket clients watching a stream as browsers do. Each keeps the largest total
+//! Listeners: WebSocket clients watching a stream as browsers do, over the API Gateway WebSocket
+//! API or as subscribers of the stream's AppSync Events channel. Each keeps the largest total
 //! per window and records when the cumulative count over the stream's windows rises. A connect
-//! refused with 429 (API Gateway admits 500 new connections per second per account) is tried
-//! again after a jittered backoff, as the browser client does.
+//! refused with 429 (API Gateway admits 500 new connections per second per account, AppSync
+//! Events 2,000) is tried again after a jittered backoff, as the browser client does.
 
 use crate::report::Seen;
+use emostream_local::event_api::client::{ConnectError, Subscriber};
 use futures::StreamExt;
 use rand::Rng;
+use reactions::StreamId;
+use reactions::event_channel::stream_channel;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,69 @@ pub struct Observed {
     /// Pushes received (frames of window states, duplicates and stale ones included).
     pub updates: u64,
     pub seen: Seen,
+}
+
+/// Where listeners get live updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveUpdates {
+    /// The WebSocket API's URL (without `?stream=`).
+    WebSocketApi { url: String },
+    /// An AppSync Events API: its real-time URL, HTTP host, subscriber API key and namespace.
+    AppSyncEvents {
+        realtime_url: String,
+        http_host: String,
+        api_key: String,
+        namespace: String,
+    },
+}
+
+/// Keeps the largest total per window of one stream and records when the cumulative count
+/// rises.
+struct Recorder {
+    stream_id: String,
+    started: Instant,
+    shown: Arc<AtomicU64>,
+    windows: HashMap<i64, u64>,
+    cumulative: u64,
+    observed: Observed,
+}
+
+impl Recorder {
+    /// Takes one frame: a `windows` push (or an older server's single `window`) of the stream.
+    fn record(&mut self, frame: &Value) {
+        if frame["stream"] != self.stream_id.as_str() {
+            return;
+        }
+        let states = match frame["type"].as_str() {
+            Some("windows") => frame["windows"].as_array().cloned().unwrap_or_default(),
+            Some("window") => vec![frame.clone()],
+            _ => return,
+        };
+        self.observed.updates += 1;
+        for state in states {
+            let (Some(start), Some(total)) = (state["start_ms"].as_i64(), state["total"].as_u64())
+            else {
+                continue;
+            };
+            let kept = self.windows.entry(start).or_insert(0);
+            if total > *kept {
+                self.cumulative += total - *kept;
+                *kept = total;
+                self.shown.store(self.cumulative, Ordering::Relaxed);
+                self.observed.seen.push((
+                    self.started.elapsed().as_secs_f64() * 1_000.0,
+                    self.cumulative,
+                ));
+            }
+        }
+    }
+}
+
+/// Full jitter up to a cap growing from 100 ms to 2 s, for the `attempt`th throttled connect.
+async fn connect_backoff(attempt: u64) {
+    let cap_ms = (100u64 << attempt.min(5)).min(2_000);
+    let delay = rand::rng().random_range(1..=cap_ms);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
 }
 
 /// A connected listener.
@@ -54,80 +122,125 @@ async fn connect_throttled(
                 if response.status() == 429 && Instant::now() < give_up =>
             {
                 throttled += 1;
-                // Full jitter up to a cap growing from 100 ms to 2 s.
-                let cap_ms = (100u64 << throttled.min(5)).min(2_000);
-                let delay = rand::rng().random_range(1..=cap_ms);
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+                connect_backoff(throttled).await;
             }
             Err(error) => return Err(format!("WebSocket {url}: {error}")),
         }
     }
 }
 
-/// Connects a listener to `url` (already carrying `?stream=`); returns once connected.
+/// Connects an AppSync Events subscriber to `stream_id`'s channel, trying again while connects
+/// are throttled (429) until `give_up`.
+async fn subscribe_throttled(
+    live: &LiveUpdates,
+    stream_id: &str,
+    give_up: Instant,
+) -> Result<(Subscriber, u64), String> {
+    let LiveUpdates::AppSyncEvents {
+        realtime_url,
+        http_host,
+        api_key,
+        namespace,
+    } = live
+    else {
+        return Err("not an AppSync Events API".into());
+    };
+    let stream = StreamId::parse("stream", stream_id).map_err(|e| e.to_string())?;
+    let channel = stream_channel(namespace, &stream);
+    let timeout = Duration::from_secs(60);
+    let mut throttled = 0u64;
+    loop {
+        match Subscriber::connect(realtime_url, http_host, api_key, timeout).await {
+            Ok(mut subscriber) => {
+                let answer = subscriber
+                    .subscribe("listener", &channel, timeout)
+                    .await
+                    .map_err(|code| {
+                        format!("{realtime_url}: closed while subscribing ({code:?})")
+                    })?;
+                if answer["type"] != "subscribe_success" {
+                    return Err(format!("{channel}: {answer}"));
+                }
+                return Ok((subscriber, throttled));
+            }
+            Err(ConnectError::Refused(429)) if Instant::now() < give_up => {
+                throttled += 1;
+                connect_backoff(throttled).await;
+            }
+            Err(error) => return Err(format!("{realtime_url}: {error}")),
+        }
+    }
+}
+
+/// Connects a listener to `stream_id`'s live updates; returns once connected (and subscribed).
 pub async fn listen(
-    url: String,
+    live: &LiveUpdates,
     stream: usize,
     stream_id: String,
     started: Instant,
     give_up: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Listener, String> {
-    let (mut socket, throttled_connects) = connect_throttled(&url, give_up).await?;
     let shown = Arc::new(AtomicU64::new(0));
-    let shown_by_task = Arc::clone(&shown);
-    let task = tokio::spawn(async move {
-        let mut observed = Observed {
+    let mut recorder = Recorder {
+        stream_id: stream_id.clone(),
+        started,
+        shown: Arc::clone(&shown),
+        windows: HashMap::new(),
+        cumulative: 0,
+        observed: Observed {
             stream,
             ..Observed::default()
-        };
-        let mut windows: HashMap<i64, u64> = HashMap::new();
-        let mut cumulative = 0u64;
-        loop {
-            let message = tokio::select! {
-                message = socket.next() => message,
-                _ = stop.changed() => break,
-            };
-            let Some(Ok(Message::Text(text))) = message else {
-                if matches!(message, None | Some(Err(_))) {
-                    break;
+        },
+    };
+    let (task, throttled_connects) = match live {
+        LiveUpdates::WebSocketApi { url } => {
+            let url = format!("{url}?stream={stream_id}");
+            let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
+            let task = tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = socket.next() => message,
+                        _ = stop.changed() => break,
+                    };
+                    match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Ok(frame) = serde_json::from_str::<Value>(&text) {
+                                recorder.record(&frame);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        None | Some(Err(_)) => break,
+                    }
                 }
-                continue;
-            };
-            let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
-                continue;
-            };
-            if frame["stream"] != stream_id.as_str() {
-                continue;
-            }
-            // One push carries every changed window (`windows`); older servers push one
-            // window per frame (`window`).
-            let kind = frame["type"].as_str().map(str::to_owned);
-            let states = match kind.as_deref() {
-                Some("windows") => frame["windows"].as_array().cloned().unwrap_or_default(),
-                Some("window") => vec![frame],
-                _ => continue,
-            };
-            observed.updates += 1;
-            for state in states {
-                let (Some(start), Some(total)) =
-                    (state["start_ms"].as_i64(), state["total"].as_u64())
-                else {
-                    continue;
-                };
-                let kept = windows.entry(start).or_insert(0);
-                if total > *kept {
-                    cumulative += total - *kept;
-                    *kept = total;
-                    shown_by_task.store(cumulative, Ordering::Relaxed);
-                    observed
-                        .seen
-                        .push((started.elapsed().as_secs_f64() * 1_000.0, cumulative));
-                }
-            }
+                recorder.observed
+            });
+            (task, throttled)
         }
-        observed
-    });
+        LiveUpdates::AppSyncEvents { .. } => {
+            let (mut subscriber, throttled) =
+                subscribe_throttled(live, &stream_id, give_up).await?;
+            let task = tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        message = subscriber.next_message(Duration::from_secs(3_600)) => message,
+                        _ = stop.changed() => break,
+                    };
+                    match message {
+                        Ok(message) => {
+                            if let Some(frame) = Subscriber::event_of(&message) {
+                                recorder.record(&frame);
+                            }
+                        }
+                        Err(None) => {}
+                        Err(Some(_)) => break,
+                    }
+                }
+                recorder.observed
+            });
+            (task, throttled)
+        }
+    };
     Ok(Listener {
         stream,
         shown,

@@ -6,7 +6,8 @@ use clap::Parser;
 use emostream_local::aws_quotas::QuotaSettings;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{LocalStack, StackOptions};
-use load::cost::{MeasuredRates, PRICES_SOURCE, project};
+use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
+use load::listeners::LiveUpdates;
 use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, run};
@@ -24,6 +25,22 @@ struct Cli {
     /// WebSocket URL (without `?stream=`).
     #[arg(long, default_value = "ws://127.0.0.1:3001/live")]
     ws: String,
+    /// How listeners get live updates: WebSocketApi (--ws) or AppSyncEvents (--event-*); with
+    /// --start-stack, the stack is started in that mode.
+    #[arg(long, default_value = "WebSocketApi", value_parser = ["WebSocketApi", "AppSyncEvents"])]
+    delivery: String,
+    /// AppSyncEvents: the real-time endpoint (wss://{host}/event/realtime).
+    #[arg(long)]
+    event_realtime_url: Option<String>,
+    /// AppSyncEvents: the API's HTTP host, named in the subscribers' authorization.
+    #[arg(long)]
+    event_http_host: Option<String>,
+    /// AppSyncEvents: the subscribers' API key.
+    #[arg(long)]
+    event_api_key: Option<String>,
+    /// AppSyncEvents: the channel namespace of the streams.
+    #[arg(long, default_value = "streams")]
+    event_namespace: String,
     /// Start a local stack in this process (servers from KAFKA_BROKERS and MONGODB_URI) instead
     /// of using --api and --ws.
     #[arg(long)]
@@ -97,8 +114,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if cli.viewers == 0 || cli.streams == 0 || cli.rate <= 0.0 || cli.duration == 0 {
         return Err("--viewers, --streams, --rate and --duration must be positive".into());
     }
+    let appsync = cli.delivery == "AppSyncEvents";
     let mut stack = None;
-    let (api, ws) = if cli.start_stack {
+    let (api, live) = if cli.start_stack {
         let env = |name: &str| {
             std::env::var(name)
                 .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
@@ -116,6 +134,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         options.function_logs = Some(PathBuf::from("target/load-logs"));
         options.local.variables.extend(cli.env.iter().cloned());
+        options
+            .local
+            .parameters
+            .insert("Delivery".into(), cli.delivery.clone());
         if cli.no_aws_quotas {
             options.quotas = QuotaSettings::off();
         }
@@ -127,21 +149,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if !started.wait_ready(Duration::from_secs(30)).await {
             return Err("event source mappings got no partitions within 30 s".into());
         }
-        let urls = (
-            started.http_url.clone(),
-            started
-                .websocket_url
-                .clone()
-                .ok_or("the template has no WebSocket API")?,
-        );
+        let live = match (&started.event_api, appsync) {
+            (Some(api), true) => LiveUpdates::AppSyncEvents {
+                realtime_url: started.event_realtime_url.clone().unwrap_or_default(),
+                http_host: started.event_http_host.clone().unwrap_or_default(),
+                api_key: api.api_key().to_owned(),
+                namespace: cli.event_namespace.clone(),
+            },
+            (None, true) => return Err("the template created no AppSync Events API".into()),
+            _ => LiveUpdates::WebSocketApi {
+                url: started
+                    .websocket_url
+                    .clone()
+                    .ok_or("the template has no WebSocket API")?,
+            },
+        };
+        let urls = (started.http_url.clone(), live);
         stack = Some(started);
         urls
+    } else if appsync {
+        let need = |value: &Option<String>, option: &str| {
+            value
+                .clone()
+                .ok_or_else(|| format!("--delivery AppSyncEvents needs {option}"))
+        };
+        let live = LiveUpdates::AppSyncEvents {
+            realtime_url: need(&cli.event_realtime_url, "--event-realtime-url")?,
+            http_host: need(&cli.event_http_host, "--event-http-host")?,
+            api_key: need(&cli.event_api_key, "--event-api-key")?,
+            namespace: cli.event_namespace.clone(),
+        };
+        (cli.api.clone(), live)
     } else {
-        (cli.api.clone(), cli.ws.clone())
+        (
+            cli.api.clone(),
+            LiveUpdates::WebSocketApi {
+                url: cli.ws.clone(),
+            },
+        )
     };
     let plan = RunPlan {
         api,
-        websocket: ws,
+        live,
         viewers: cli.viewers,
         streams: cli.streams,
         rate: cli.rate,
@@ -168,7 +217,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let functions = stack.as_ref().map(|s| s.summary()).unwrap_or_default();
     let lambda = stack.as_ref().map(|s| s.lambda_usage());
     let run_seconds = (report.warmup_s + report.duration_s).max(0.001);
+    // Each push is one published event per stream; a stack this run started counted them.
+    let published_events = stack
+        .as_ref()
+        .and_then(|s| s.event_api.as_ref())
+        .map(|api| api.stats.events.load(std::sync::atomic::Ordering::Relaxed) as f64);
     let rates = MeasuredRates {
+        delivery: if appsync {
+            DeliveryPricing::AppSyncEvents
+        } else {
+            DeliveryPricing::WebSocketApi
+        },
+        published_events_per_s: if appsync {
+            published_events.map_or(
+                report.pushes_per_listener_per_second * report.streams as f64,
+                |events| events / run_seconds,
+            )
+        } else {
+            0.0
+        },
         http_requests_per_s: report.requests as f64 / run_seconds,
         pushes_per_listener_per_s: report.pushes_per_listener_per_second,
         lambda_invocations_per_s: lambda.map(|(invocations, _)| invocations as f64 / run_seconds),
@@ -213,6 +280,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(refusals) = refusals {
         println!("throttling             {refusals}");
     }
+    if let Some(api) = stack.as_ref().and_then(|s| s.event_api.as_ref()) {
+        println!("delivery               {}", api.stats.summary());
+    }
     println!(
         "pushes per listener    {:.2}/s; requests per tapping viewer {:.2}/s",
         report.pushes_per_listener_per_second, report.requests_per_tapping_viewer_per_second
@@ -221,13 +291,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("function               {line}");
     }
     println!(
-        "projected AWS cost     ${:.4} per viewer-hour, ${:.2} per hour for {} viewers: HTTP API ${:.3}, WebSocket messages ${:.3}, connection-minutes ${:.4}, Lambda {} ({PRICES_SOURCE})",
+        "projected AWS cost     ${:.4} per viewer-hour, ${:.2} per hour for {} viewers ({:?}): HTTP API ${:.3}, messages ${:.3}, connection-minutes ${:.4}, Lambda {} ({PRICES_SOURCE})",
         cost.per_viewer_hour,
         cost.total_per_hour,
         cost.audience,
+        cost.delivery,
         cost.http_api_per_hour,
-        cost.websocket_messages_per_hour,
-        cost.websocket_connection_minutes_per_hour,
+        cost.delivery_messages_per_hour,
+        cost.connection_minutes_per_hour,
         cost.lambda_per_hour
             .map_or("not measured (no --start-stack)".to_owned(), |l| format!(
                 "${l:.3}"

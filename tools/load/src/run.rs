@@ -1,7 +1,7 @@
 //! One load run: connect the listeners, drive the viewers for the run's duration with a
 //! progress bar, wait for the pipeline to settle, check exactness, and compute the figures.
 
-use crate::listeners::{Listener, Observed, listen};
+use crate::listeners::{Listener, LiveUpdates, Observed, listen};
 use crate::profile::Profile;
 use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
 use crate::verify::{Counts, differences, stored_counts};
@@ -24,7 +24,8 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone)]
 pub struct RunPlan {
     pub api: String,
-    pub websocket: String,
+    /// Where listeners get live updates.
+    pub live: LiveUpdates,
     pub viewers: usize,
     pub streams: usize,
     pub rate: f64,
@@ -115,10 +116,10 @@ async fn connect_listeners(
         .map(|i| {
             let stream = i / plan.listeners_per_stream;
             let id = stream_id(plan, stream);
-            let url = format!("{}?stream={id}", plan.websocket);
             let (bar, throttled) = (&bar, &throttled);
             async move {
-                let listener = listen(url, stream, id, started, give_up, stop.clone()).await?;
+                let listener =
+                    listen(&plan.live, stream, id, started, give_up, stop.clone()).await?;
                 let so_far = throttled.fetch_add(listener.throttled_connects, Ordering::Relaxed)
                     + listener.throttled_connects;
                 bar.inc(1);

@@ -1,0 +1,67 @@
+//! A small load run in each delivery mode against the local stack (real Kafka-wire broker and
+//! MongoDB-wire server): viewers' reactions are counted exactly, and every listener, a
+//! WebSocket API connection or an AppSync Events subscriber, shows its stream's final counts.
+
+use emostream_tests::local_stack::TestStack;
+use load::listeners::LiveUpdates;
+use load::profile::Profile;
+use load::run::{RunPlan, run};
+use std::time::Duration;
+
+async fn small_run(delivery: &str) {
+    let test = TestStack::start(&format!("load-{delivery}"), |options| {
+        options
+            .local
+            .parameters
+            .insert("Delivery".into(), delivery.into());
+    })
+    .await;
+    let stack = &test.stack;
+    let live = match &stack.event_api {
+        Some(api) => LiveUpdates::AppSyncEvents {
+            realtime_url: stack.event_realtime_url.clone().unwrap(),
+            http_host: stack.event_http_host.clone().unwrap(),
+            api_key: api.api_key().to_owned(),
+            namespace: "streams".into(),
+        },
+        None => LiveUpdates::WebSocketApi {
+            url: stack.websocket_url.clone().unwrap(),
+        },
+    };
+    assert_eq!(
+        matches!(live, LiveUpdates::AppSyncEvents { .. }),
+        delivery == "AppSyncEvents"
+    );
+    let plan = RunPlan {
+        api: stack.http_url.clone(),
+        live,
+        viewers: 20,
+        streams: 2,
+        rate: 200.0,
+        duration: Duration::from_secs(3),
+        warmup: Duration::from_secs(1),
+        profile: Profile::Steady,
+        listeners_per_stream: 3,
+        batch_interval: Duration::from_millis(500),
+        max_in_flight: 32,
+        settle_timeout: Duration::from_secs(60),
+        run_id: emostream_tests::unique_name("load"),
+    };
+    let report = run(&plan).await.unwrap();
+    assert!(report.exact, "{:?}", report.differences);
+    assert!(report.accepted_reactions > 0);
+    assert_eq!(report.listeners, 6);
+    assert_eq!(report.listeners_short_of_final, 0);
+    assert!(report.updates_per_listener_min > 0);
+    test.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_load_run_over_the_websocket_api_is_exact() {
+    small_run("WebSocketApi").await;
+}
+
+#[tokio::test]
+async fn a_load_run_over_appsync_events_is_exact() {
+    small_run("AppSyncEvents").await;
+}
