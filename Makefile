@@ -2,7 +2,7 @@
 #   make test   format check, clippy, unit and integration tests against real servers
 #   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events)
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
-#   make load   the load test; make crowd: ~19,500 listeners on one stream; make sam-build: the Lambda artifacts; make template-lint
+#   make load   the load test; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
@@ -81,7 +81,7 @@ drain: deps
 # and the load generator in two processes (see local/crowd.sh).
 crowd: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load -p emostream-local
-	local/crowd.sh $(CROWD_LISTENERS) $(LOAD_ARGS)
+	if [ "$(DELIVERY)" = AppSyncEvents ]; then local/crowd-appsync.sh $(CROWD_LISTENERS) $(LOAD_ARGS); else local/crowd.sh $(CROWD_LISTENERS) $(LOAD_ARGS); fi
 
 figures: deps
 	local/servers.sh run -- sh -c '$(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture && $(CARGO) test -p emostream-tests --test kafka_adapter first_acknowledgement -- --nocapture'

@@ -38,6 +38,12 @@ pub struct Cli {
     /// template creates one (`--parameter Delivery=AppSyncEvents`).
     #[arg(long, default_value_t = 3002)]
     pub event_api_port: u16,
+    /// The Event API's key for subscribers (default: a new random one each start).
+    #[arg(long, env = "EVENT_API_KEY")]
+    pub event_api_key: Option<String>,
+    /// New Event API connections per second (AWS: 2,000); with relays, this process's share.
+    #[arg(long, default_value_t = 2_000)]
+    pub event_connects_per_second: u32,
     /// Directory of the browser client to serve.
     #[arg(long)]
     pub web: Option<PathBuf>,
@@ -109,6 +115,8 @@ impl Cli {
         options.http_port = self.http_port;
         options.websocket_port = self.websocket_port;
         options.event_api_port = self.event_api_port;
+        options.event_api_key = self.event_api_key;
+        options.event_api_limits.connects_per_second = self.event_connects_per_second;
         options.web = self.web.map(|dir| (dir, self.web_port));
         options.concurrency = self.concurrency;
         options.partitions = self.partitions;

@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub event_api_port: u16,
     /// Its keep-alive, timeout and rates (AWS's by default; the rates follow `quotas`).
     pub event_api_limits: EventApiLimits,
+    /// Its API key for subscribers (a new random one when not given).
+    pub event_api_key: Option<String>,
     /// The browser client's directory and port.
     pub web: Option<(PathBuf, u16)>,
     /// Instances per function.
@@ -85,6 +87,7 @@ impl StackOptions {
             websocket_port: 0,
             event_api_port: 0,
             event_api_limits: EventApiLimits::default(),
+            event_api_key: None,
             web: None,
             concurrency: 3,
             local: LocalValues::default(),
@@ -339,7 +342,8 @@ impl LocalStack {
             } else {
                 options.event_api_limits
             };
-            let api = EventApi::new(spec.clone(), &local_api_key(), limits);
+            let key = options.event_api_key.clone().unwrap_or_else(local_api_key);
+            let api = EventApi::new(spec.clone(), &key, limits);
             servers.push(serve(listener, api.router()));
             event_realtime_url = Some(format!("ws://{host}/event/realtime"));
             event_api = Some(api);

@@ -3,6 +3,7 @@
 //! keep-alives, and dropping a subscriber that stopped answering. It needs no other server.
 
 use emostream_local::event_api::client::{ConnectError, Subscriber, subprotocols};
+use emostream_local::event_api::relay::{Upstream, relay};
 use emostream_local::event_api::{
     AuthType, EventApi, EventApiLimits, EventApiSpec, NamespaceAuth, ServedEventApi,
 };
@@ -404,4 +405,102 @@ async fn a_subscriber_that_stops_answering_is_dropped_and_a_live_one_is_not() {
         .unwrap();
     assert_eq!(answer["type"], "subscribe_success");
     drop(silent);
+}
+
+#[tokio::test]
+async fn a_relay_serves_more_subscribers_with_one_upstream_subscription_per_pattern() {
+    let upstream = Api::start(EventApiLimits::default()).await;
+    let spec = EventApiSpec {
+        connection: vec![AuthType::ApiKey],
+        namespaces: BTreeMap::from([(
+            "chat".to_owned(),
+            NamespaceAuth {
+                publish: Vec::new(),
+                subscribe: vec![AuthType::ApiKey],
+            },
+        )]),
+    };
+    let (relayed, patterns) = EventApi::relayed(spec, KEY, EventApiLimits::default());
+    let served = relayed
+        .serve_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let relaying = tokio::spawn(relay(
+        relayed.clone(),
+        patterns,
+        Upstream {
+            realtime_url: upstream.realtime_url(),
+            http_host: upstream.host.clone(),
+            api_key: KEY.to_owned(),
+        },
+    ));
+    let connect = || async {
+        Subscriber::connect(&served.realtime_url(), &served.host, KEY, PATIENCE)
+            .await
+            .expect("a relay subscriber connects")
+    };
+    let mut exact = Vec::new();
+    for _ in 0..3 {
+        let mut subscriber = connect().await;
+        let answer = subscriber
+            .subscribe("a", "/chat/final", PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(answer["type"], "subscribe_success", "{answer}");
+        exact.push(subscriber);
+    }
+    let mut wildcard = connect().await;
+    let answer = wildcard.subscribe("w", "/chat/*", PATIENCE).await.unwrap();
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
+    // The relay holds one upstream subscription per pattern, whatever its audience.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while upstream.api.subscriptions() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never subscribed upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.api.subscriptions(), 2);
+    assert_eq!(upstream.api.open_connections(), 1);
+
+    let (status, _) = upstream
+        .publish(
+            &json!({"channel": "/chat/final", "events": ["{\"n\":1}"]}),
+            &[("x-api-key", KEY)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    for subscriber in exact.iter_mut().chain([&mut wildcard]) {
+        let message = subscriber.next_message(PATIENCE).await.unwrap();
+        assert_eq!(
+            Subscriber::event_of(&message),
+            Some(json!({"n": 1})),
+            "{message}"
+        );
+    }
+    // Each subscriber got it once.
+    assert_eq!(relayed.stats.deliveries.load(Ordering::Relaxed), 4);
+
+    // When the upstream drops the relay, it connects and subscribes again.
+    assert_eq!(upstream.api.disconnect_all(), 1);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never came back"
+        );
+        let (status, _) = upstream
+            .publish(
+                &json!({"channel": "/chat/final", "events": ["2"]}),
+                &[("x-api-key", KEY)],
+            )
+            .await;
+        assert_eq!(status, 200);
+        if let Ok(message) = exact[0].next_message(Duration::from_millis(200)).await {
+            assert_eq!(Subscriber::event_of(&message), Some(json!(2)));
+            break;
+        }
+    }
+    relaying.abort();
 }

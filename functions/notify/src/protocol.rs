@@ -132,6 +132,9 @@ pub enum ServerMessage {
     /// total.
     Windows {
         stream: StreamId,
+        /// When notify sent this push (ms since the epoch): what a client's delivery latency is
+        /// measured from, whichever way the push travelled.
+        sent_at_ms: i64,
         windows: Vec<WindowStateRecord>,
     },
     /// The latest windows of a stream, oldest first, answering `sync`.

@@ -27,6 +27,7 @@ pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<St
         String::from_utf8_lossy(
             &ServerMessage::Windows {
                 stream: stream.clone(),
+                sent_at_ms: reactions::clock::now_ms(),
                 windows,
             }
             .to_bytes(),

@@ -131,6 +131,7 @@ async fn push_stream(
             let window_count = windows.len();
             let frame = ServerMessage::Windows {
                 stream: stream.clone(),
+                sent_at_ms: now_ms(),
                 windows,
             }
             .to_bytes();

@@ -336,7 +336,9 @@ async fn fan_out_reaches_every_live_connection_exactly_once_with_the_newest_stat
         per_connection
             .entry(post.connection_id.as_str())
             .or_default()
-            .push(serde_json::from_slice(&post.body).unwrap());
+            .push(without_send_time(
+                serde_json::from_slice(&post.body).unwrap(),
+            ));
     }
     for id in &ids {
         let frames = per_connection.get(id.as_str());

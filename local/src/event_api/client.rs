@@ -110,6 +110,12 @@ impl Subscriber {
         channel: &str,
         timeout: Duration,
     ) -> Result<Value, Option<u16>> {
+        self.request_subscription(id, channel).await;
+        self.next_message(timeout).await
+    }
+
+    /// Sends a `subscribe` without waiting for its answer, which arrives among the messages.
+    pub async fn request_subscription(&mut self, id: &str, channel: &str) {
         let message = json!({
             "type": "subscribe",
             "id": id,
@@ -117,7 +123,6 @@ impl Subscriber {
             "authorization": self.authorization,
         });
         self.send(&message).await;
-        self.next_message(timeout).await
     }
 
     /// The next message other than `ka`, `Err(Some(code))` when the connection closed,

@@ -14,6 +14,8 @@
 pub mod client;
 pub mod publish;
 pub mod realtime;
+mod registry;
+pub mod relay;
 pub mod sigv4;
 
 use crate::aws_quotas::TokenBucket;
@@ -22,9 +24,8 @@ use aws_credential_types::Credentials;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, post};
-use reactions::event_channel::matches;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -119,21 +120,6 @@ pub(crate) enum Outgoing {
     Close(u16, &'static str),
 }
 
-struct Subscriber {
-    outbox: mpsc::Sender<Outgoing>,
-    /// Subscription id to channel pattern.
-    subscriptions: HashMap<String, Vec<String>>,
-}
-
-#[derive(Default)]
-struct Registry {
-    connections: HashMap<u64, Subscriber>,
-    /// Subscriptions to exact channels, by channel path.
-    exact: HashMap<String, HashSet<(u64, String)>>,
-    /// Subscriptions ending in `*`: (connection, id, pattern).
-    wildcards: Vec<(u64, String, Vec<String>)>,
-}
-
 /// What the API did so far (for the stack's summary, tests and figures).
 #[derive(Debug, Default)]
 pub struct EventApiStats {
@@ -178,8 +164,10 @@ pub struct EventApi {
     limits: EventApiLimits,
     connects: Option<TokenBucket>,
     inbound: Option<TokenBucket>,
-    registry: RwLock<Registry>,
+    registry: RwLock<registry::Registry>,
     next_connection: AtomicU64,
+    /// Patterns that got their first subscriber, for a relay to subscribe upstream.
+    new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
     pub stats: EventApiStats,
 }
 
@@ -198,8 +186,31 @@ impl EventApi {
             inbound: bucket(limits.inbound_events_per_second),
             registry: RwLock::default(),
             next_connection: AtomicU64::new(1),
+            new_patterns: None,
             stats: EventApiStats::default(),
         })
+    }
+
+    /// An API whose subscribers are served from an upstream API through a relay: it announces
+    /// each channel pattern that gets its first subscriber on the receiver (see [`relay`]).
+    pub fn relayed(
+        spec: EventApiSpec,
+        api_key: &str,
+        limits: EventApiLimits,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<String>>) {
+        let (hook, patterns) = mpsc::unbounded_channel();
+        let mut api = Self::new(spec, api_key, limits);
+        if let Some(api) = Arc::get_mut(&mut api) {
+            api.new_patterns = Some(hook);
+        }
+        (api, patterns)
+    }
+
+    /// `GET /event/realtime` only: a relay takes no publishes of its own.
+    pub fn realtime_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/event/realtime", any(realtime::upgrade))
+            .with_state(Arc::clone(self))
     }
 
     /// `POST /event` and `GET /event/realtime`.
@@ -245,18 +256,10 @@ impl EventApi {
     /// Closes every connection (1001 Going away), as when AppSync moves connections off a host;
     /// clients must connect and subscribe again. The number closed.
     pub fn disconnect_all(&self) -> usize {
-        let Ok(registry) = self.registry.read() else {
-            return 0;
-        };
-        registry
-            .connections
-            .values()
-            .filter(|s| {
-                s.outbox
-                    .try_send(Outgoing::Close(1001, "Going away"))
-                    .is_ok()
-            })
-            .count()
+        self.registry
+            .read()
+            .map(|registry| registry.kick_all(1001, "Going away"))
+            .unwrap_or(0)
     }
 
     /// Subscriptions held by all connections.
@@ -271,33 +274,26 @@ impl EventApi {
         self.spec.namespaces.get(*segments.first()?)
     }
 
-    fn register(&self, outbox: mpsc::Sender<Outgoing>) -> u64 {
+    fn register(
+        &self,
+        outbox: mpsc::Sender<Outgoing>,
+        kick: tokio::sync::watch::Sender<registry::Kick>,
+    ) -> u64 {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut registry) = self.registry.write() {
-            registry.connections.insert(
-                id,
-                Subscriber {
-                    outbox,
-                    subscriptions: HashMap::new(),
-                },
-            );
+            registry.register(id, outbox, kick);
         }
         id
     }
 
     fn unregister(&self, connection: u64) {
-        let Ok(mut registry) = self.registry.write() else {
-            return;
-        };
-        let Some(subscriber) = registry.connections.remove(&connection) else {
-            return;
-        };
-        for (id, pattern) in subscriber.subscriptions {
-            remove_index(&mut registry, connection, &id, &pattern);
+        if let Ok(mut registry) = self.registry.write() {
+            registry.unregister(connection);
         }
     }
 
-    /// Adds a subscription; the error is AppSync's `errorType`.
+    /// Adds a subscription; the error is AppSync's `errorType`. A pattern no one held before is
+    /// announced to the relay hook, if any.
     fn subscribe(
         &self,
         connection: u64,
@@ -305,94 +301,44 @@ impl EventApi {
         pattern: Vec<String>,
     ) -> Result<(), &'static str> {
         let mut registry = self.registry.write().map_err(|_| "InternalFailure")?;
-        let subscriber = registry
-            .connections
-            .get_mut(&connection)
-            .ok_or("InternalFailure")?;
-        if subscriber.subscriptions.contains_key(id) {
-            return Err("DuplicatedOperationError");
-        }
-        if subscriber.subscriptions.len() >= self.limits.subscriptions_per_connection {
-            return Err("MaxSubscriptionsReachedError");
-        }
-        subscriber
-            .subscriptions
-            .insert(id.to_owned(), pattern.clone());
-        if pattern.last().map(String::as_str) == Some("*") {
-            registry
-                .wildcards
-                .push((connection, id.to_owned(), pattern));
-        } else {
-            registry
-                .exact
-                .entry(format!("/{}", pattern.join("/")))
-                .or_default()
-                .insert((connection, id.to_owned()));
+        let limit = self.limits.subscriptions_per_connection;
+        let first = registry.subscribe(connection, id, pattern.clone(), limit)?;
+        if first && let Some(hook) = &self.new_patterns {
+            hook.send(pattern).ok();
         }
         Ok(())
     }
 
     fn unsubscribe(&self, connection: u64, id: &str) -> bool {
-        let Ok(mut registry) = self.registry.write() else {
-            return false;
-        };
-        let Some(pattern) = registry
-            .connections
-            .get_mut(&connection)
-            .and_then(|s| s.subscriptions.remove(id))
-        else {
-            return false;
-        };
-        remove_index(&mut registry, connection, id, &pattern);
-        true
+        self.registry
+            .write()
+            .is_ok_and(|mut registry| registry.unsubscribe(connection, id))
     }
 
-    /// Queues each event to every subscription matching `channel`. A subscriber whose queue is
-    /// full is closed (it stopped reading).
+    /// Queues each event to every subscription matching `channel`.
     fn deliver(&self, channel: &[&str], events: &[&str]) {
-        let Ok(registry) = self.registry.read() else {
-            return;
-        };
-        let path = format!("/{}", channel.join("/"));
-        let exact = registry.exact.get(&path).into_iter().flatten();
-        let wild = registry
-            .wildcards
-            .iter()
-            .filter(|(_, _, pattern)| {
-                let pattern: Vec<&str> = pattern.iter().map(String::as_str).collect();
-                matches(&pattern, channel)
-            })
-            .map(|(connection, id, _)| (connection, id));
-        let encoded: Vec<String> = events
-            .iter()
-            .map(|e| serde_json::to_string(e).unwrap_or_default())
-            .collect();
-        let mut delivered = 0u64;
-        for (connection, id) in exact.map(|(c, i)| (c, i)).chain(wild) {
-            let Some(subscriber) = registry.connections.get(connection) else {
-                continue;
-            };
-            let id = serde_json::to_string(id).unwrap_or_default();
-            for event in &encoded {
-                let frame = format!(r#"{{"type":"data","id":{id},"event":{event}}}"#);
-                match subscriber.outbox.try_send(Outgoing::Text(frame)) {
-                    Ok(()) => delivered += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
-                        // The writer ends the connection once it reaches the close.
-                        subscriber
-                            .outbox
-                            .try_send(Outgoing::Close(1008, "Too slow"))
-                            .ok();
-                        break;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                }
-            }
+        if let Ok(registry) = self.registry.read() {
+            let delivery = registry.send(registry.matching(channel), events);
+            self.count(delivery);
         }
+    }
+
+    /// Queues each event to every subscription to exactly `pattern` (a relay's upstream
+    /// subscription stands for them).
+    pub fn deliver_to_pattern(&self, pattern: &[String], events: &[&str]) {
+        if let Ok(registry) = self.registry.read() {
+            let delivery = registry.send(registry.holding(pattern), events);
+            self.count(delivery);
+        }
+    }
+
+    fn count(&self, delivery: registry::Delivery) {
         self.stats
             .deliveries
-            .fetch_add(delivered, Ordering::Relaxed);
+            .fetch_add(delivery.delivered, Ordering::Relaxed);
+        self.stats
+            .dropped_slow
+            .fetch_add(delivery.dropped_slow, Ordering::Relaxed);
     }
 }
 
@@ -419,21 +365,5 @@ impl ServedEventApi {
 impl Drop for ServedEventApi {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-fn remove_index(registry: &mut Registry, connection: u64, id: &str, pattern: &[String]) {
-    if pattern.last().map(String::as_str) == Some("*") {
-        registry
-            .wildcards
-            .retain(|(c, i, _)| !(*c == connection && i == id));
-    } else {
-        let path = format!("/{}", pattern.join("/"));
-        if let Some(set) = registry.exact.get_mut(&path) {
-            set.remove(&(connection, id.to_owned()));
-            if set.is_empty() {
-                registry.exact.remove(&path);
-            }
-        }
     }
 }

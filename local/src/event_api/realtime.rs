@@ -89,7 +89,10 @@ pub(crate) async fn upgrade(
         &api.spec.connection,
         offered_authorization(&headers).as_ref(),
     );
+    // Subscribers send small messages: a small read buffer (it grows when needed) keeps tens of
+    // thousands of connections in memory.
     ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(8 * 1024)
         .max_message_size(super::publish::MAX_REQUEST_BYTES)
         .on_upgrade(move |socket| serve(api, socket, authorized))
 }
@@ -112,7 +115,8 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
         return;
     }
     let (outbox, mut inbox) = mpsc::channel(api.limits.outbox_frames.max(1));
-    let connection = api.register(outbox.clone());
+    let (kick, mut kicked) = tokio::sync::watch::channel(None);
+    let connection = api.register(outbox.clone(), kick);
     let mut writer = tokio::spawn(async move {
         while let Some(frame) = inbox.recv().await {
             let message = match frame {
@@ -135,8 +139,14 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
     let keep_alive = api.limits.keep_alive;
     let mut last_heard = Instant::now();
     let mut next_keep_alive = Instant::now() + keep_alive;
+    let mut close: Option<(u16, &'static str)> = None;
+    let mut writer_done = false;
     loop {
         tokio::select! {
+            _ = kicked.changed() => {
+                close = *kicked.borrow();
+                break;
+            }
             next = stream.next() => match next {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
@@ -158,29 +168,42 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
-            _ = &mut writer => break,
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             _ = tokio::time::sleep_until(next_keep_alive) => {
                 if last_heard.elapsed() >= api.limits.connection_timeout {
                     api.stats.dropped_unresponsive.fetch_add(1, Ordering::Relaxed);
-                    outbox.try_send(Outgoing::Close(1001, "Keep-alive unanswered")).ok();
+                    close = Some((1001, "Keep-alive unanswered"));
                     break;
                 }
                 next_keep_alive = Instant::now() + keep_alive;
-                if outbox.try_send(Outgoing::Text(r#"{"type":"ka"}"#.into())).is_err() {
-                    break;
-                }
-                if outbox.try_send(Outgoing::Ping).is_err() {
+                let ka = Outgoing::Text(r#"{"type":"ka"}"#.into());
+                if outbox.try_send(ka).is_err() || outbox.try_send(Outgoing::Ping).is_err() {
+                    api.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    close = Some((1008, "Too slow"));
                     break;
                 }
             }
         }
     }
     api.unregister(connection);
+    // A close goes after what is queued; a client too slow to take it is cut off.
+    if let Some((code, reason)) = close
+        && outbox.try_send(Outgoing::Close(code, reason)).is_err()
+    {
+        writer.abort();
+    }
     drop(outbox);
     // The writer ends when the queue is drained and closed, or at once if the client is gone.
-    tokio::time::timeout(api.limits.keep_alive, writer)
-        .await
-        .ok();
+    if !writer_done
+        && tokio::time::timeout(api.limits.keep_alive, &mut writer)
+            .await
+            .is_err()
+    {
+        writer.abort();
+    }
 }
 
 fn error_message(kind: &str, id: Option<&str>, error_type: &str, message: &str) -> Value {

@@ -26,6 +26,8 @@ pub struct Observed {
     /// Pushes received (frames of window states, duplicates and stale ones included).
     pub updates: u64,
     pub seen: Seen,
+    /// For each push that said when notify sent it (`sent_at_ms`), how long it took to arrive.
+    pub delivery_ms: Vec<f64>,
 }
 
 /// Where listeners get live updates.
@@ -65,6 +67,12 @@ impl Recorder {
             _ => return,
         };
         self.observed.updates += 1;
+        if let Some(sent_at_ms) = frame["sent_at_ms"].as_i64() {
+            let now_ms = reactions::clock::now_ms();
+            self.observed
+                .delivery_ms
+                .push(now_ms.saturating_sub(sent_at_ms) as f64);
+        }
         for state in states {
             let (Some(start), Some(total)) = (state["start_ms"].as_i64(), state["total"].as_u64())
             else {

@@ -10,7 +10,7 @@ use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
 use load::listeners::LiveUpdates;
 use load::plot::write_latency_plot;
 use load::profile::Profile;
-use load::run::{RunPlan, run};
+use load::run::{RunPlan, listen_only, run};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -100,6 +100,18 @@ struct Cli {
     /// How long to wait after sending for the counts to settle, in seconds.
     #[arg(long, default_value_t = 60)]
     settle_timeout: u64,
+    /// Prefix of the stream ids (`{run-id}-s0`, ...); default `load-{pid}`. A listen-only
+    /// process joins another's run by giving its id.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Only listen (no viewers): connect --listeners per stream to the streams of --run-id for
+    /// --duration seconds, then wait until each shows its stream's stored total. For audiences
+    /// larger than one process can hold connections for.
+    #[arg(long, requires = "run_id")]
+    listen_only: bool,
+    /// With --listen-only: create this file once every listener is connected.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -201,8 +213,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_interval: Duration::from_millis(cli.batch_ms),
         max_in_flight: cli.max_in_flight,
         settle_timeout: Duration::from_secs(cli.settle_timeout),
-        run_id: format!("load-{}", std::process::id()),
+        run_id: cli
+            .run_id
+            .clone()
+            .unwrap_or_else(|| format!("load-{}", std::process::id())),
     };
+    if cli.listen_only {
+        let report = listen_only(&plan, cli.ready_file.as_deref()).await?;
+        println!(
+            "listen-only            {} listeners on {} ({} connects throttled and retried), {} short of the final counts",
+            report.listeners,
+            report.run_id,
+            report.listener_connects_throttled,
+            report.listeners_short_of_final
+        );
+        println!(
+            "delivery latency       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} pushes received; {} over 1 s",
+            report.delivery_ms.p50,
+            report.delivery_ms.p99,
+            report.delivery_ms.max,
+            report.deliveries,
+            report.deliveries_over_1s
+        );
+        println!(
+            "updates per listener   min {}, mean {:.1}",
+            report.updates_per_listener_min, report.updates_per_listener_mean
+        );
+        if let Some(path) = &cli.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        }
+        if let Some(stack) = stack {
+            stack.stop().await;
+        }
+        if report.listeners_short_of_final > 0 {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     eprintln!(
         "{} viewers over {} streams, {:?} at {} reactions/s for {} s after {} s of warm-up, {} listeners per stream",
         plan.viewers,
@@ -262,6 +309,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.tap_to_screen_ms.p99,
         report.tap_to_screen_ms.max,
         report.taps_never_shown
+    );
+    println!(
+        "delivery latency       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms from notify sending a push to a listener receiving it; {} of {} over 1 s",
+        report.delivery_ms.p50,
+        report.delivery_ms.p99,
+        report.delivery_ms.max,
+        report.deliveries_over_1s,
+        report.delivery_ms.samples
     );
     println!(
         "updates per listener   min {}, mean {:.1}, max {}",

@@ -59,6 +59,10 @@ pub struct RunReport {
     pub accepted_per_s: f64,
     pub ingest_latency_ms: Percentiles,
     pub tap_to_screen_ms: Percentiles,
+    /// From notify sending a push to a listener receiving it, over every listener and push.
+    pub delivery_ms: Percentiles,
+    /// Pushes that took longer than a second to reach a listener.
+    pub deliveries_over_1s: u64,
     /// Taps no listener showed before the settle timeout.
     pub taps_never_shown: u64,
     /// Listeners whose pushes tap-to-screen latency is measured on (at most
@@ -138,6 +142,103 @@ async fn connect_listeners(
 
 fn stream_id(plan: &RunPlan, stream: usize) -> String {
     format!("{}-s{stream}", plan.run_id)
+}
+
+/// Delivery latency over every listener's pushes, and how many took over a second.
+fn delivery_figures(observed: &[Observed]) -> (Percentiles, u64) {
+    let samples: Vec<(f64, u64)> = observed
+        .iter()
+        .flat_map(|o| o.delivery_ms.iter().map(|ms| (*ms, 1)))
+        .collect();
+    let late = samples.iter().filter(|(ms, _)| *ms > 1_000.0).count() as u64;
+    (weighted_percentiles(samples), late)
+}
+
+/// What a listen-only run saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenReport {
+    pub run_id: String,
+    pub listeners: usize,
+    pub listener_connects_throttled: u64,
+    /// Listeners that never showed their stream's stored total.
+    pub listeners_short_of_final: usize,
+    pub updates_per_listener_min: u64,
+    pub updates_per_listener_mean: f64,
+    pub delivery_ms: Percentiles,
+    pub deliveries: u64,
+    pub deliveries_over_1s: u64,
+}
+
+/// Listens without tapping: connects the plan's listeners to the streams of `plan.run_id`
+/// (another process's run sends the reactions), records for `plan.duration`, then waits until
+/// every listener shows its stream's stored total. For audiences larger than one process can
+/// hold: several listen-only processes share a run.
+pub async fn listen_only(
+    plan: &RunPlan,
+    ready_file: Option<&std::path::Path>,
+) -> Result<ListenReport, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let api = plan.api.trim_end_matches('/').to_owned();
+    let started = Instant::now();
+    let since_ms = reactions::clock::now_ms() - 600_000;
+    let (stop_listeners, stop) = tokio::sync::watch::channel(false);
+    let listeners = connect_listeners(plan, started, &stop).await?;
+    if let Some(path) = ready_file {
+        std::fs::write(path, format!("{}\n", listeners.len()))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let bar = crate::progress_bar(
+        plan.duration.as_secs(),
+        "{spinner} [{elapsed_precise}] listening {bar:30} {pos}/{len} s  {msg}",
+    );
+    let listening = Instant::now();
+    while listening.elapsed() < plan.duration {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bar.set_position(listening.elapsed().as_secs());
+        let shown: u64 = listeners
+            .iter()
+            .map(|l| l.shown.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        bar.set_message(format!("largest count shown {shown}"));
+    }
+    bar.finish_and_clear();
+    let deadline = Instant::now() + plan.settle_timeout;
+    let mut short;
+    loop {
+        let mut totals = Vec::with_capacity(plan.streams);
+        for stream in 0..plan.streams {
+            let stored = stored_counts(&client, &api, &stream_id(plan, stream), since_ms).await?;
+            totals.push(stored.values().sum::<u64>());
+        }
+        short = listeners
+            .iter()
+            .filter(|l| l.shown.load(Ordering::Relaxed) < totals[l.stream])
+            .count();
+        if short == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let throttled = listeners.iter().map(|l| l.throttled_connects).sum();
+    stop_listeners.send(true).ok();
+    let mut observed = Vec::new();
+    for listener in listeners {
+        observed.push(listener.task.await.map_err(|e| e.to_string())?);
+    }
+    let (delivery_ms, deliveries_over_1s) = delivery_figures(&observed);
+    let updates: Vec<u64> = observed.iter().map(|o| o.updates).collect();
+    Ok(ListenReport {
+        run_id: plan.run_id.clone(),
+        listeners: observed.len(),
+        listener_connects_throttled: throttled,
+        listeners_short_of_final: short,
+        updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
+        updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
+        deliveries: delivery_ms.samples,
+        delivery_ms,
+        deliveries_over_1s,
+    })
 }
 
 /// Runs the plan.
@@ -332,6 +433,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     }
     let updates: Vec<u64> = observed.iter().map(|o| o.updates).collect();
     let accepted_reactions: u64 = accepted_total.iter().sum();
+    let (delivery_ms, deliveries_over_1s) = delivery_figures(&observed);
     Ok(RunReport {
         run_id: plan.run_id.clone(),
         profile: format!("{:?}", plan.profile).to_lowercase(),
@@ -352,6 +454,8 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             latencies.iter().map(|o| (o.latency_ms, o.taps)).collect(),
         ),
         taps_never_shown: never,
+        delivery_ms,
+        deliveries_over_1s,
         latency_listeners: seen.len(),
         listeners_short_of_final,
         listener_connects_throttled,

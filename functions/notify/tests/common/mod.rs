@@ -112,10 +112,31 @@ impl Fixture {
         .await
     }
 
-    /// Every frame posted to `id` so far.
+    /// Every frame posted to `id` so far; `windows` frames without their send time (checked
+    /// to be recent), so they compare with the states they carry.
     pub fn frames(&self, id: &str) -> Vec<Value> {
-        self.server.frames_to(id)
+        self.server
+            .frames_to(id)
+            .into_iter()
+            .map(without_send_time)
+            .collect()
     }
+}
+
+/// A frame as it compares with the states it carries: a `windows` frame without its send time
+/// (checked to be recent).
+pub fn without_send_time(mut frame: Value) -> Value {
+    if frame["type"] == "windows" {
+        let sent = frame["sent_at_ms"]
+            .as_i64()
+            .expect("a push says when it was sent");
+        assert!(
+            (now() - 600_000..=now()).contains(&sent),
+            "sent_at_ms {sent} is not recent"
+        );
+        frame.as_object_mut().map(|f| f.remove("sent_at_ms"));
+    }
+    frame
 }
 
 /// Writes the windows of `log` with the real adapter (indexes first, fixture retention, so the
