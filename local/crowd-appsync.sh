@@ -68,15 +68,14 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
+# What every load process is told about the stack; a listen-only one then names its endpoint.
+STACK_ARGS=(--api "http://127.0.0.1:$HTTP_PORT" --delivery AppSyncEvents
+  --event-http-host "127.0.0.1:$EVENT_PORT" --event-api-key "$KEY" --run-id "$RUN_ID" --streams 1)
 listen() { # NAME REALTIME_URL
   rm -f "target/crowd-appsync-$1.ready"
-  target/release/emostream-load \
-    --api "http://127.0.0.1:$HTTP_PORT" \
-    --delivery AppSyncEvents \
+  target/release/emostream-load "${STACK_ARGS[@]}" \
     --event-realtime-url "$2" \
-    --event-http-host "127.0.0.1:$EVENT_PORT" \
-    --event-api-key "$KEY" \
-    --listen-only --run-id "$RUN_ID" --streams 1 \
+    --listen-only \
     --listeners "$HALF" \
     --duration "$LISTEN_SECONDS" \
     --settle-timeout 120 \
@@ -96,14 +95,8 @@ while [[ ! -f target/crowd-appsync-a.ready || ! -f target/crowd-appsync-b.ready 
 done
 
 status=0
-target/release/emostream-load \
-  --api "http://127.0.0.1:$HTTP_PORT" \
-  --delivery AppSyncEvents \
+target/release/emostream-load "${STACK_ARGS[@]}" \
   --event-realtime-url "ws://127.0.0.1:$EVENT_PORT/event/realtime" \
-  --event-http-host "127.0.0.1:$EVENT_PORT" \
-  --event-api-key "$KEY" \
-  --run-id "$RUN_ID" \
-  --streams 1 \
   --listeners 2 \
   --viewers 200 \
   --rate 1000 \

@@ -44,6 +44,9 @@ pub struct Cli {
     /// New Event API connections per second (AWS: 2,000); with relays, this process's share.
     #[arg(long, default_value_t = 2_000)]
     pub event_connects_per_second: u32,
+    /// How long an Event API publish takes before it is delivered and answered.
+    #[arg(long, default_value_t = 10)]
+    pub event_publish_latency_ms: u64,
     /// Directory of the browser client to serve.
     #[arg(long)]
     pub web: Option<PathBuf>,
@@ -117,6 +120,8 @@ impl Cli {
         options.event_api_port = self.event_api_port;
         options.event_api_key = self.event_api_key;
         options.event_api_limits.connects_per_second = self.event_connects_per_second;
+        options.event_api_limits.publish_latency =
+            Duration::from_millis(self.event_publish_latency_ms);
         options.web = self.web.map(|dir| (dir, self.web_port));
         options.concurrency = self.concurrency;
         options.partitions = self.partitions;

@@ -60,12 +60,8 @@ impl Api {
         Self { served }
     }
 
-    fn realtime(&self) -> String {
-        format!("ws://{}/event/realtime", self.host)
-    }
-
     async fn subscriber(&self) -> Subscriber {
-        Subscriber::connect(&self.realtime(), &self.host, KEY, PATIENCE)
+        Subscriber::connect(&self.realtime_url(), &self.host, KEY, PATIENCE)
             .await
             .expect("a subscriber connects")
     }
@@ -73,8 +69,8 @@ impl Api {
     /// `POST /event` with `headers`; the status and JSON answer.
     async fn publish(&self, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        let mut request = hyper::Request::post(format!("http://{}/event", self.host))
-            .header("content-type", "application/json");
+        let mut request =
+            hyper::Request::post(self.publish_url()).header("content-type", "application/json");
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -99,14 +95,14 @@ fn error_type(answer: &Value) -> &str {
 async fn connections_and_subscriptions_are_authorized_and_checked() {
     let api = Api::start(EventApiLimits::default()).await;
     // A bad API key: connection_error, then closed.
-    match Subscriber::connect(&api.realtime(), &api.host, "da2-wrong", PATIENCE).await {
+    match Subscriber::connect(&api.realtime_url(), &api.host, "da2-wrong", PATIENCE).await {
         Err(ConnectError::ConnectionError(answer)) => {
             assert_eq!(error_type(&answer), "UnauthorizedException", "{answer}");
         }
         other => panic!("expected a connection_error, got {:?}", other.err()),
     }
     // No aws-appsync-event-ws subprotocol: refused at the handshake.
-    let plain = tokio_tungstenite::connect_async(api.realtime()).await;
+    let plain = tokio_tungstenite::connect_async(api.realtime_url()).await;
     assert!(
         plain.is_err(),
         "a handshake without the subprotocol is refused"
@@ -359,7 +355,7 @@ async fn inbound_events_and_connects_are_rate_limited() {
             "no connect refused at 1/s"
         );
         if let Err(ConnectError::Refused(429)) =
-            Subscriber::connect(&api.realtime(), &api.host, KEY, PATIENCE).await
+            Subscriber::connect(&api.realtime_url(), &api.host, KEY, PATIENCE).await
         {
             refused += 1;
         }

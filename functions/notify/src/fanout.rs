@@ -241,12 +241,18 @@ async fn forget(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    fn state(stream: &str, start_ms: i64, total: u64, updated_at_ms: i64) -> WindowStateRecord {
+    /// A window state of `stream` with `total` fire taps.
+    pub(crate) fn state(
+        stream: &str,
+        start_ms: i64,
+        total: u64,
+        updated_at_ms: i64,
+    ) -> WindowStateRecord {
         let emoji = reactions::EmojiName::parse("fire").unwrap();
         WindowStateRecord {
             v: 1,

@@ -108,25 +108,12 @@ pub async fn publish_push(
 mod tests {
     use super::*;
 
-    fn state(start_ms: i64, total: u64) -> WindowStateRecord {
-        let emoji = reactions::EmojiName::parse("fire").unwrap();
-        WindowStateRecord {
-            v: 1,
-            stream: StreamId::parse("s", "s").unwrap(),
-            start_ms,
-            end_ms: start_ms + 2_000,
-            counts: [(emoji, total)].into_iter().collect(),
-            total,
-            swarm: Default::default(),
-            is_final: false,
-            updated_at_ms: 1,
-        }
-    }
+    use crate::fanout::tests::state;
 
     #[test]
     fn one_event_per_push_unless_too_large() {
         let stream = StreamId::parse("stream", "s").unwrap();
-        let events = push_events(&stream, vec![state(0, 2), state(2_000, 3)]);
+        let events = push_events(&stream, vec![state("s", 0, 2, 1), state("s", 2_000, 3, 1)]);
         assert_eq!(events.len(), 1);
         let frame: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
         assert_eq!(frame["type"], "windows");

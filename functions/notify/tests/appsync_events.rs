@@ -19,51 +19,32 @@ use std::time::Duration;
 
 const KEY: &str = "da2-notifytests";
 
-struct LocalEventApi {
-    served: ServedEventApi,
+/// A local Event API with the template's auth: connect and subscribe with the API key, publish
+/// with IAM only.
+async fn start(limits: EventApiLimits) -> ServedEventApi {
+    let spec = EventApiSpec {
+        connection: vec![AuthType::ApiKey],
+        namespaces: BTreeMap::from([(
+            "streams".to_owned(),
+            NamespaceAuth {
+                publish: vec![AuthType::Iam],
+                subscribe: vec![AuthType::ApiKey],
+            },
+        )]),
+    };
+    EventApi::new(spec, KEY, limits)
+        .serve_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
-impl std::ops::Deref for LocalEventApi {
-    type Target = ServedEventApi;
-
-    fn deref(&self) -> &ServedEventApi {
-        &self.served
-    }
-}
-
-impl LocalEventApi {
-    /// The template's auth: connect and subscribe with the API key, publish with IAM only.
-    async fn start(limits: EventApiLimits) -> Self {
-        let spec = EventApiSpec {
-            connection: vec![AuthType::ApiKey],
-            namespaces: BTreeMap::from([(
-                "streams".to_owned(),
-                NamespaceAuth {
-                    publish: vec![AuthType::Iam],
-                    subscribe: vec![AuthType::ApiKey],
-                },
-            )]),
-        };
-        let served = EventApi::new(spec, KEY, limits)
-            .serve_on("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        Self { served }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}/event", self.host)
-    }
-
-    async fn subscriber(&self, channel: &str) -> Subscriber {
-        let url = format!("ws://{}/event/realtime", self.host);
-        let mut subscriber = Subscriber::connect(&url, &self.host, KEY, PATIENCE)
-            .await
-            .expect("a subscriber connects");
-        let answer = subscriber.subscribe("s", channel, PATIENCE).await.unwrap();
-        assert_eq!(answer["type"], "subscribe_success", "{answer}");
-        subscriber
-    }
+async fn subscriber(api: &ServedEventApi, channel: &str) -> Subscriber {
+    let mut subscriber = Subscriber::connect(&api.realtime_url(), &api.host, KEY, PATIENCE)
+        .await
+        .expect("a subscriber connects");
+    let answer = subscriber.subscribe("s", channel, PATIENCE).await.unwrap();
+    assert_eq!(answer["type"], "subscribe_success", "{answer}");
+    subscriber
 }
 
 async fn next_frame(subscriber: &mut Subscriber) -> Value {
@@ -76,8 +57,8 @@ async fn next_frame(subscriber: &mut Subscriber) -> Value {
 
 #[tokio::test]
 async fn a_batch_is_one_publish_per_stream_whatever_the_audience() {
-    let events = LocalEventApi::start(EventApiLimits::default()).await;
-    let endpoint = events.endpoint();
+    let events = start(EventApiLimits::default()).await;
+    let endpoint = events.publish_url();
     let f = Fixture::start(&[
         ("PUSH_INTERVAL_MS", "0"),
         ("DELIVERY", "AppSyncEvents"),
@@ -86,9 +67,9 @@ async fn a_batch_is_one_publish_per_stream_whatever_the_audience() {
     .await;
     let mut audience = Vec::new();
     for _ in 0..5 {
-        audience.push(events.subscriber("/streams/final").await);
+        audience.push(subscriber(&events, "/streams/final").await);
     }
-    let mut everything = events.subscriber("/streams/*").await;
+    let mut everything = subscriber(&events, "/streams/*").await;
     let t = now();
     let first = state("final", t - t % 2_000, &[("fire", 3)], t);
     let older = state("final", first.start_ms - 2_000, &[("clap", 2)], t);
@@ -126,8 +107,8 @@ async fn a_batch_is_one_publish_per_stream_whatever_the_audience() {
 
 #[tokio::test]
 async fn refused_publishes_are_counted_and_never_fail_the_batch() {
-    let events = LocalEventApi::start(EventApiLimits::default()).await;
-    let endpoint = events.endpoint();
+    let events = start(EventApiLimits::default()).await;
+    let endpoint = events.publish_url();
     // Another API's key, or an unsigned publish, is refused: 401 UnauthorizedException.
     let wrong = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("local"))
@@ -195,12 +176,12 @@ async fn refused_publishes_are_counted_and_never_fail_the_batch() {
 #[tokio::test]
 async fn a_throttled_publish_is_retried_until_it_goes_through() {
     // One event per second: consecutive pushes are throttled and must be retried.
-    let events = LocalEventApi::start(EventApiLimits {
+    let events = start(EventApiLimits {
         inbound_events_per_second: 1,
         ..EventApiLimits::default()
     })
     .await;
-    let endpoint = events.endpoint();
+    let endpoint = events.publish_url();
     let f = Fixture::start(&[
         ("PUSH_INTERVAL_MS", "0"),
         ("DELIVERY", "AppSyncEvents"),
@@ -209,7 +190,7 @@ async fn a_throttled_publish_is_retried_until_it_goes_through() {
         ("THROTTLE_BUDGET_MS", "10000"),
     ])
     .await;
-    let mut subscriber = events.subscriber("/streams/*").await;
+    let mut subscriber = subscriber(&events, "/streams/*").await;
     // Two streams in one batch are published at once: the second is throttled (the bucket
     // holds one event) and must be retried.
     let mut retries = 0;

@@ -4,12 +4,14 @@
 //! template's channel namespaces and their auth modes (API key, IAM with real SigV4 checks).
 //! One publish reaches every subscription whose channel or wildcard matches, as AWS fans out.
 //!
-//! Limits that change behaviour are AWS's (AWS AppSync Events Developer Guide, "Service
-//! quotas" and "Understanding the Event API WebSocket protocol"): 2,000 new connections/s,
-//! 10,000 inbound events/s per API, 5 events per publish, 240 KB per event, a `ka` keep-alive
-//! each minute with `connectionTimeoutMs` 300,000 in the `connection_ack`. A subscriber that
-//! stops reading is dropped: one that answers no WebSocket ping for the connection timeout, or
-//! whose unsent frames pile up past [`EventApiLimits::outbox_frames`].
+//! Limits that change behaviour are AWS's (AWS AppSync Events Developer Guide: "Service
+//! quotas", "AWS AppSync Events concepts" and "Understanding the Event API WebSocket protocol"):
+//! 2,000 new connections/s, 10,000 inbound events/s per API, 5 events per publish, 240 KB per
+//! event, and `connectionTimeoutMs` 300,000 in the `connection_ack`. Two are this emulation's
+//! own, as the guide gives no figure: a `ka` every minute (AWS's client library alerts after
+//! 65 s without one) and 100 subscriptions per connection (AppSync's GraphQL real-time quota).
+//! A subscriber that stops reading is dropped: one that answers no WebSocket ping for the
+//! connection timeout, or whose unsent frames pile up past [`EventApiLimits::outbox_frames`].
 
 pub mod client;
 pub mod publish;
@@ -46,6 +48,10 @@ pub struct EventApiLimits {
     pub subscriptions_per_connection: usize,
     /// Frames queued for one subscriber before it is dropped as too slow.
     pub outbox_frames: usize,
+    /// How long a publish takes before subscribers get it and the publisher its answer: a
+    /// signed HTTPS request from Lambda to a regional AWS endpoint, as for `@connections` calls
+    /// (10 ms, the low end; AWS gives no figure).
+    pub publish_latency: Duration,
 }
 
 impl Default for EventApiLimits {
@@ -57,16 +63,18 @@ impl Default for EventApiLimits {
             inbound_events_per_second: 10_000,
             subscriptions_per_connection: 100,
             outbox_frames: 1_024,
+            publish_latency: Duration::from_millis(10),
         }
     }
 }
 
 impl EventApiLimits {
-    /// No connect or publish rate: faster than AWS (`--no-aws-quotas`).
+    /// No connect or publish rate and no publish latency: faster than AWS (`--no-aws-quotas`).
     pub fn without_rates(self) -> Self {
         Self {
             connects_per_second: 0,
             inbound_events_per_second: 0,
+            publish_latency: Duration::ZERO,
             ..self
         }
     }

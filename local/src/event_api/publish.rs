@@ -125,6 +125,9 @@ pub(crate) async fn handle(
         );
     }
     let (successful, failed, accepted) = sort_events(events);
+    if !api.limits.publish_latency.is_zero() {
+        tokio::time::sleep(api.limits.publish_latency).await;
+    }
     api.deliver(&segments, &accepted);
     api.stats.publishes.fetch_add(1, Ordering::Relaxed);
     api.stats
