@@ -1,10 +1,16 @@
-//! AWS AppSync Events channel paths: what notify publishes a stream's states to, what browsers
-//! subscribe to, and what the local stack's emulation accepts. A path is `/` and one to five
+//! AWS AppSync Events channel paths and publish limits: what notify publishes a stream's states
+//! to and within, what browsers subscribe to, and what the local stack's emulation accepts. A path is `/` and one to five
 //! segments, the first naming the channel namespace; each segment is what AppSync allows for a
 //! namespace name (letters, digits and inner dashes, at most 50). A subscription may end in `*`,
 //! which matches any one or more further segments.
 
 use crate::StreamId;
+
+/// Events one publish may carry (AWS AppSync Events' limit).
+pub const MAX_EVENTS_PER_PUBLISH: usize = 5;
+
+/// Largest event, in bytes (AWS AppSync Events' limit: 240 KB).
+pub const MAX_EVENT_BYTES: usize = 240 * 1024;
 
 /// Most segments in a channel path.
 pub const MAX_SEGMENTS: usize = 5;

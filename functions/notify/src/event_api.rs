@@ -16,14 +16,9 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use reactions::event_channel::{MAX_EVENT_BYTES, MAX_EVENTS_PER_PUBLISH};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
-
-/// Events one publish may carry (AppSync's limit).
-pub const MAX_EVENTS_PER_PUBLISH: usize = 5;
-
-/// Largest event, in bytes (AppSync's limit: 240 KB).
-pub const MAX_EVENT_BYTES: usize = 240 * 1024;
 
 /// Why a publish did not reach the channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -232,17 +227,10 @@ impl EventApi {
 pub fn into_publishes(events: Vec<String>) -> (Vec<Vec<String>>, Vec<String>) {
     let (fits, too_large): (Vec<String>, Vec<String>) =
         events.into_iter().partition(|e| e.len() <= MAX_EVENT_BYTES);
-    let mut publishes = Vec::new();
-    let mut current = Vec::new();
-    for event in fits {
-        if current.len() == MAX_EVENTS_PER_PUBLISH {
-            publishes.push(std::mem::take(&mut current));
-        }
-        current.push(event);
-    }
-    if !current.is_empty() {
-        publishes.push(current);
-    }
+    let publishes = fits
+        .chunks(MAX_EVENTS_PER_PUBLISH)
+        .map(<[String]>::to_vec)
+        .collect();
     (publishes, too_large)
 }
 

@@ -4,10 +4,10 @@
 //! backoff until the throttle budget or the deadline runs out, a refused one (bad auth, too
 //! large) is counted and logged, and nothing a publish answers can fail the batch.
 
-use crate::event_api::{EventApi, MAX_EVENT_BYTES, PublishError, into_publishes};
+use crate::event_api::{EventApi, PublishError, into_publishes};
 use crate::fanout::{FanoutReport, backoff_delay};
 use crate::protocol::ServerMessage;
-use reactions::event_channel::stream_channel;
+use reactions::event_channel::{MAX_EVENT_BYTES, stream_channel};
 use reactions::{StreamId, WindowStateRecord};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -1,5 +1,6 @@
-//! `POST /event`: publishing to a channel over HTTP, as AppSync Events answers it. The request
-//! is `{"channel": "/ns/...", "events": ["<JSON>", ...]}`, authorized by the namespace's publish
+//! Publishing to a channel, as AppSync Events answers it: `POST /event` over HTTP, and the
+//! checks it shares with a `publish` over the real-time WebSocket. The request is
+//! `{"channel": "/ns/...", "events": ["<JSON>", ...]}`, authorized by the namespace's publish
 //! modes (`x-api-key`, or a SigV4 `Authorization` for IAM). A request AppSync refuses as a whole
 //! gets its status and `{"errors":[{"errorType","message"}]}`: 401 `UnauthorizedException`,
 //! 400 `BadRequestException` (no channel, a bad path, an unknown namespace, no events or more
@@ -7,35 +8,118 @@
 //! event listed as `successful` or `failed` (not a string of valid JSON, or over 240 KB).
 
 use super::sigv4::{SignedRequest, verify};
-use super::{AuthType, EventApi, UNAUTHORIZED, error_entry};
+use super::{AuthType, EventApi, NamespaceAuth, UNAUTHORIZED, error_entry};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use reactions::event_channel::parse_path;
+use reactions::event_channel::{MAX_EVENT_BYTES, MAX_EVENTS_PER_PUBLISH, parse_path};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Events one publish may carry.
-pub const MAX_EVENTS: usize = 5;
-
-/// Largest event, in bytes.
-pub const MAX_EVENT_BYTES: usize = 240 * 1024;
-
 /// Largest request body read: five full events and their JSON quoting.
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-fn refuse(status: StatusCode, error_type: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({ "errors": [error_entry(error_type, message)] })),
-    )
-        .into_response()
+/// A request refused as a whole: the HTTP status the publish endpoint answers with, and the
+/// `errorType` and message both endpoints give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub(super) status: StatusCode,
+    pub(super) error_type: &'static str,
+    pub(super) message: String,
 }
 
-fn bad_request(message: &str) -> Response {
-    refuse(StatusCode::BAD_REQUEST, "BadRequestException", message)
+impl Refusal {
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error_type: "BadRequestException",
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error_type: "UnauthorizedException",
+            message: UNAUTHORIZED.to_owned(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({ "errors": [error_entry(self.error_type, &self.message)] })),
+        )
+            .into_response()
+    }
+}
+
+/// The segments of `channel` and the auth of its namespace, or why AppSync refuses it. A
+/// subscription may end in a wildcard (`wildcard`).
+pub(super) fn resolve_channel<'a, 'c>(
+    api: &'a EventApi,
+    channel: Option<&'c str>,
+    wildcard: bool,
+) -> Result<(Vec<&'c str>, &'a NamespaceAuth), Refusal> {
+    let channel = channel.ok_or_else(|| Refusal::bad_request("channel is required."))?;
+    let segments =
+        parse_path(channel, wildcard).map_err(|e| Refusal::bad_request(e.to_string()))?;
+    let namespace = api.namespace(&segments).ok_or_else(|| {
+        Refusal::bad_request(format!("Namespace {} does not exist.", segments[0]))
+    })?;
+    Ok((segments, namespace))
+}
+
+/// A publish let through: each event listed as `successful` or `failed`, and the accepted
+/// events' texts to deliver.
+pub(super) struct Admitted<'e> {
+    pub(super) successful: Vec<Value>,
+    pub(super) failed: Vec<Value>,
+    accepted: Vec<&'e str>,
+}
+
+/// Checks a publish's `events` (1 to 5, within the inbound events per second) and sorts them:
+/// the same for the HTTP endpoint and a publish over the WebSocket.
+pub(super) fn admit<'e>(
+    api: &EventApi,
+    events: Option<&'e Vec<Value>>,
+) -> Result<Admitted<'e>, Refusal> {
+    let events = events.ok_or_else(|| Refusal::bad_request("events must be a list of strings."))?;
+    if events.is_empty() || events.len() > MAX_EVENTS_PER_PUBLISH {
+        return Err(Refusal::bad_request(format!(
+            "A publish carries 1 to {MAX_EVENTS_PER_PUBLISH} events; this one has {}.",
+            events.len()
+        )));
+    }
+    if let Some(bucket) = &api.inbound
+        && !(0..events.len()).all(|_| bucket.try_take())
+    {
+        api.stats
+            .throttled_publishes
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error_type: "TooManyRequestsException",
+            message: "Rate exceeded".to_owned(),
+        });
+    }
+    let (successful, failed, accepted) = sort_events(events);
+    Ok(Admitted {
+        successful,
+        failed,
+        accepted,
+    })
+}
+
+/// Delivers an admitted publish to the subscriptions of `segments`, and counts it.
+pub(super) fn deliver(api: &EventApi, segments: &[&str], admitted: &Admitted<'_>) {
+    api.deliver(segments, &admitted.accepted);
+    api.stats.publishes.fetch_add(1, Ordering::Relaxed);
+    api.stats
+        .events
+        .fetch_add(admitted.accepted.len() as u64, Ordering::Relaxed);
 }
 
 /// Whether the request carries an authorization `modes` accepts.
@@ -84,56 +168,26 @@ pub(crate) async fn handle(
         body: &body,
     };
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
-        return bad_request("The request body is not valid JSON.");
+        return Refusal::bad_request("The request body is not valid JSON.").into_response();
     };
-    let Some(channel) = parsed.get("channel").and_then(Value::as_str) else {
-        return bad_request("channel is required.");
-    };
-    let segments = match parse_path(channel, false) {
-        Ok(segments) => segments,
-        Err(error) => return bad_request(&error.to_string()),
-    };
-    let Some(namespace) = api.namespace(&segments) else {
-        return bad_request(&format!("Namespace {} does not exist.", segments[0]));
+    let channel = parsed.get("channel").and_then(Value::as_str);
+    let (segments, namespace) = match resolve_channel(&api, channel, false) {
+        Ok(resolved) => resolved,
+        Err(refusal) => return refusal.into_response(),
     };
     if !authorized(&api, &namespace.publish, &request) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "UnauthorizedException",
-            UNAUTHORIZED,
-        );
+        return Refusal::unauthorized().into_response();
     }
-    let Some(events) = parsed.get("events").and_then(Value::as_array) else {
-        return bad_request("events must be a list of strings.");
+    let admitted = match admit(&api, parsed.get("events").and_then(Value::as_array)) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
     };
-    if events.is_empty() || events.len() > MAX_EVENTS {
-        return bad_request(&format!(
-            "A publish carries 1 to {MAX_EVENTS} events; this one has {}.",
-            events.len()
-        ));
-    }
-    if let Some(bucket) = &api.inbound
-        && !(0..events.len()).all(|_| bucket.try_take())
-    {
-        api.stats
-            .throttled_publishes
-            .fetch_add(1, Ordering::Relaxed);
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequestsException",
-            "Rate exceeded",
-        );
-    }
-    let (successful, failed, accepted) = sort_events(events);
     if !api.limits.publish_latency.is_zero() {
         tokio::time::sleep(api.limits.publish_latency).await;
     }
-    api.deliver(&segments, &accepted);
-    api.stats.publishes.fetch_add(1, Ordering::Relaxed);
-    api.stats
-        .events
-        .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-    axum::Json(json!({ "successful": successful, "failed": failed })).into_response()
+    deliver(&api, &segments, &admitted);
+    axum::Json(json!({ "successful": admitted.successful, "failed": admitted.failed }))
+        .into_response()
 }
 
 /// Each event as `successful` or `failed` (with why), and the accepted ones' texts in order.

@@ -17,6 +17,7 @@
 //! server sends `ka` every keep-alive interval with a WebSocket ping; a client that answers
 //! nothing for the connection timeout is dropped.
 
+use super::publish::{admit, deliver, resolve_channel};
 use super::{AuthType, EventApi, Outgoing, UNAUTHORIZED, error_entry};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -25,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{SinkExt, StreamExt};
-use reactions::event_channel::parse_path;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -262,13 +262,10 @@ fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value)
     let Some(id) = id else {
         return fail("BadRequestException", "id must be 1 to 128 characters.");
     };
-    let channel = message.get("channel").and_then(Value::as_str).unwrap_or("");
-    let segments = match parse_path(channel, true) {
-        Ok(segments) => segments,
-        Err(error) => return fail("BadRequestException", &error.to_string()),
-    };
-    let Some(namespace) = api.namespace(&segments) else {
-        return fail("BadRequestException", "Namespace does not exist.");
+    let channel = message.get("channel").and_then(Value::as_str);
+    let (segments, namespace) = match resolve_channel(api, channel, true) {
+        Ok(resolved) => resolved,
+        Err(refusal) => return fail(refusal.error_type, &refusal.message),
     };
     if !key_authorizes(api, &namespace.subscribe, message.get("authorization")) {
         return fail("UnauthorizedException", UNAUTHORIZED);
@@ -280,33 +277,31 @@ fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value)
     }
 }
 
+/// A publish over the socket: the publish endpoint's checks, answered as `publish_success` or
+/// `publish_error`.
 fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
     let fail = |error_type: &str, text: &str| error_message("publish_error", id, error_type, text);
     let Some(id) = id else {
         return fail("BadRequestException", "id must be 1 to 128 characters.");
     };
-    let channel = message.get("channel").and_then(Value::as_str).unwrap_or("");
-    let segments = match parse_path(channel, false) {
-        Ok(segments) => segments,
-        Err(error) => return fail("BadRequestException", &error.to_string()),
-    };
-    let Some(namespace) = api.namespace(&segments) else {
-        return fail("BadRequestException", "Namespace does not exist.");
+    let channel = message.get("channel").and_then(Value::as_str);
+    let (segments, namespace) = match resolve_channel(api, channel, false) {
+        Ok(resolved) => resolved,
+        Err(refusal) => return fail(refusal.error_type, &refusal.message),
     };
     if !key_authorizes(api, &namespace.publish, message.get("authorization")) {
         return fail("UnauthorizedException", UNAUTHORIZED);
     }
-    let events: Vec<&str> = message
-        .get("events")
-        .and_then(Value::as_array)
-        .map(|events| events.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if events.is_empty() || events.len() > super::publish::MAX_EVENTS {
-        return fail("BadRequestException", "A publish carries 1 to 5 events.");
+    match admit(api, message.get("events").and_then(Value::as_array)) {
+        Ok(admitted) => {
+            deliver(api, &segments, &admitted);
+            json!({
+                "type": "publish_success",
+                "id": id,
+                "successful": admitted.successful,
+                "failed": admitted.failed,
+            })
+        }
+        Err(refusal) => fail(refusal.error_type, &refusal.message),
     }
-    api.deliver(&segments, &events);
-    let successful: Vec<Value> = (0..events.len())
-        .map(|index| json!({ "identifier": format!("{id}-{index}"), "index": index }))
-        .collect();
-    json!({ "type": "publish_success", "id": id, "successful": successful, "failed": [] })
 }
