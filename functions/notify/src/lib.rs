@@ -123,7 +123,7 @@ pub struct Notify {
     slots: PushSlots,
     api: ConnectionsApi,
     /// `AppSyncEvents` delivery: the publish client and the channel namespace.
-    events: Option<(EventApi, String)>,
+    events: Option<publish::EventTarget>,
     tokens: Option<ConnectTokens>,
     indexes: Arc<IndexesOnce>,
 }
@@ -140,10 +140,10 @@ impl Notify {
             .transpose()?;
         let events = match &config.delivery {
             Delivery::WebSocketApi => None,
-            Delivery::AppSyncEvents(settings) => Some((
-                EventApi::new(sdk, &settings.endpoint, config.post_timeout)?,
-                settings.namespace.clone(),
-            )),
+            Delivery::AppSyncEvents(settings) => Some(publish::EventTarget {
+                api: EventApi::new(sdk, &settings.endpoint, config.post_timeout)?,
+                namespace: settings.namespace.clone(),
+            }),
         };
         let notify = Self {
             events,
@@ -226,10 +226,7 @@ impl Notify {
             windows: &self.windows,
             domain: &self.config.domain,
             api: &self.api,
-            events: self
-                .events
-                .as_ref()
-                .map(|(api, namespace)| publish::EventTarget { api, namespace }),
+            events: self.events.as_ref(),
         };
         let summary = BatchSummary {
             window_states: valid.len(),

@@ -165,6 +165,11 @@ impl ServerMessage {
         // Plain structs of strings and integers: serialisation cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// The JSON frame as text (an AppSync Events event is a JSON document in a string).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

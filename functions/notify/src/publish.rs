@@ -13,32 +13,34 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// Where a stream's pushes are published.
-#[derive(Debug, Clone, Copy)]
-pub struct EventTarget<'a> {
-    pub api: &'a EventApi,
+#[derive(Debug, Clone)]
+pub struct EventTarget {
+    pub api: EventApi,
     /// The channel namespace (`APPSYNC_NAMESPACE`).
-    pub namespace: &'a str,
+    pub namespace: String,
 }
 
 /// The events of one push: one `windows` frame, or one per window when the whole frame is
 /// larger than an event may be.
 pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<String> {
-    let frame = |windows: Vec<WindowStateRecord>| {
-        String::from_utf8_lossy(
-            &ServerMessage::Windows {
-                stream: stream.clone(),
-                sent_at_ms: reactions::clock::now_ms(),
-                windows,
-            }
-            .to_bytes(),
-        )
-        .into_owned()
+    let frame = |windows: Vec<WindowStateRecord>| ServerMessage::Windows {
+        stream: stream.clone(),
+        sent_at_ms: reactions::clock::now_ms(),
+        windows,
     };
-    let whole = frame(windows.clone());
-    if whole.len() <= MAX_EVENT_BYTES || windows.len() < 2 {
-        return vec![whole];
+    let whole = frame(windows);
+    let text = whole.to_text();
+    match whole {
+        ServerMessage::Windows { windows, .. }
+            if text.len() > MAX_EVENT_BYTES && windows.len() > 1 =>
+        {
+            windows
+                .into_iter()
+                .map(|w| frame(vec![w]).to_text())
+                .collect()
+        }
+        _ => vec![text],
     }
-    windows.into_iter().map(|w| frame(vec![w])).collect()
 }
 
 /// Publishes `windows` of `stream` to its channel. `posts` counts publish requests, `delivered`
@@ -46,11 +48,11 @@ pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<St
 pub async fn publish_push(
     stream: &StreamId,
     windows: Vec<WindowStateRecord>,
-    target: EventTarget<'_>,
+    target: &EventTarget,
     throttle_budget: Duration,
     deadline: Instant,
 ) -> FanoutReport {
-    let channel = stream_channel(target.namespace, stream);
+    let channel = stream_channel(&target.namespace, stream);
     let mut report = FanoutReport {
         streams: 1,
         windows: windows.len(),
@@ -118,5 +120,30 @@ mod tests {
         let frame: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
         assert_eq!(frame["type"], "windows");
         assert_eq!(frame["windows"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_frame_too_large_for_one_event_is_split_by_window() {
+        let stream = StreamId::parse("stream", "s").unwrap();
+        // About 300 KB of counts over two windows: each window alone fits an event.
+        let wide = |start_ms| {
+            let mut state = state("s", start_ms, 1, 1);
+            state.counts = (0..9_000)
+                .map(|i| {
+                    (
+                        reactions::EmojiName::parse(&format!("emoji_{i}")).unwrap(),
+                        1,
+                    )
+                })
+                .collect();
+            state
+        };
+        let events = push_events(&stream, vec![wide(0), wide(2_000)]);
+        assert_eq!(events.len(), 2);
+        for (event, start) in events.iter().zip([0, 2_000]) {
+            assert!(event.len() <= MAX_EVENT_BYTES, "{}", event.len());
+            let frame: serde_json::Value = serde_json::from_str(event).unwrap();
+            assert_eq!(frame["windows"][0]["start_ms"], start);
+        }
     }
 }

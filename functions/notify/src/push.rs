@@ -43,7 +43,7 @@ pub struct PushTargets<'a> {
     pub domain: &'a DomainConfig,
     pub api: &'a ConnectionsApi,
     /// In `AppSyncEvents` delivery, where pushes are published instead of posted.
-    pub events: Option<EventTarget<'a>>,
+    pub events: Option<&'a EventTarget>,
 }
 
 /// Pushes the newest states of `states` to every stream's audience. Fails only when MongoDB
@@ -59,7 +59,9 @@ pub async fn push_batch(
     if streams.is_empty() {
         return Ok(FanoutReport::default());
     }
-    let active_streams = if policy.interval.is_zero() {
+    // Streams share the post budget only when they post per viewer: in AppSyncEvents delivery
+    // the interval is never stretched, and the count is not needed.
+    let active_streams = if policy.interval.is_zero() || targets.events.is_some() {
         1
     } else {
         let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
