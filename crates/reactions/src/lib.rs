@@ -25,6 +25,8 @@ pub mod kafka;
 pub mod mongo;
 #[cfg(feature = "kafka")]
 pub mod msk_iam;
+#[cfg(feature = "sigv4")]
+pub mod sigv4;
 
 pub use config::{ConfigError, DomainConfig};
 pub use emoji::{Emoji, EmojiCatalogue, EmojiName};

@@ -8,8 +8,6 @@
 
 use aws_config::SdkConfig;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
@@ -17,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use reactions::event_channel::{MAX_EVENT_BYTES, MAX_EVENTS_PER_PUBLISH};
+use reactions::sigv4::{RequestToSign, signature_headers};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
 
@@ -184,35 +183,29 @@ impl EventApi {
             .provide_credentials()
             .await
             .map_err(|e| PublishError::Failed(format!("no AWS credentials: {e}")))?;
-        let identity = credentials.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("appsync")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| PublishError::Failed(format!("signing failed: {e}")))?
-            .into();
         let headers = [
             ("host", self.host.as_str()),
             ("content-type", "application/json"),
         ];
-        let signable = SignableRequest::new(
-            "POST",
-            self.endpoint.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
+        let request = RequestToSign {
+            method: "POST",
+            url: &self.endpoint,
+            headers: &headers,
+            body: &body,
+        };
+        let signature = signature_headers(
+            request,
+            &credentials,
+            &self.region,
+            "appsync",
+            SystemTime::now(),
         )
         .map_err(|e| PublishError::Failed(format!("signing failed: {e}")))?;
-        let (instructions, _) = sign(signable, &params)
-            .map_err(|e| PublishError::Failed(format!("signing failed: {e}")))?
-            .into_parts();
         let mut builder = hyper::Request::post(self.endpoint.as_str());
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        for (name, value) in instructions.headers() {
+        for (name, value) in signature {
             builder = builder.header(name, value);
         }
         builder

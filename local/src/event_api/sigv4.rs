@@ -5,8 +5,7 @@
 //! than 5 minutes from now is refused (AWS's allowed clock skew).
 
 use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
+use reactions::sigv4::{RequestToSign, signature_headers};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest difference between a request's date and now.
@@ -123,30 +122,16 @@ pub fn verify(
         .filter(|name| !matches!(*name, "x-amz-date" | "x-amz-security-token"))
         .map(|name| (name, header(request.headers, name).unwrap_or("")))
         .collect();
-    let identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(service)
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|_| SignatureError::Malformed("signing parameters"))?
-        .into();
-    let signable = SignableRequest::new(
-        request.method,
-        request.url,
-        resigned.into_iter(),
-        SignableBody::Bytes(request.body),
-    )
-    .map_err(|_| SignatureError::Malformed("request"))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|_| SignatureError::Mismatch)?
-        .into_parts();
-    let expected = instructions
-        .headers()
-        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-        .and_then(|(_, value)| value.rsplit("Signature=").next().map(str::to_owned))
+    let again = RequestToSign {
+        method: request.method,
+        url: request.url,
+        headers: &resigned,
+        body: request.body,
+    };
+    let added = signature_headers(again, &credentials, region, service, time)
+        .map_err(|_| SignatureError::Mismatch)?;
+    let expected = header(&added, "authorization")
+        .and_then(|value| value.rsplit("Signature=").next())
         .ok_or(SignatureError::Mismatch)?;
     if expected == signature {
         Ok(())
@@ -164,35 +149,20 @@ mod tests {
         body: &[u8],
         time: SystemTime,
     ) -> Vec<(String, String)> {
-        let identity = credentials.clone().into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region("local")
-            .name("appsync")
-            .time(time)
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
         let base = [
             ("host", "127.0.0.1:3002"),
             ("content-type", "application/json"),
         ];
-        let signable = SignableRequest::new(
-            "POST",
-            "http://127.0.0.1:3002/event",
-            base.into_iter(),
-            SignableBody::Bytes(body),
-        )
-        .unwrap();
-        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let request = RequestToSign {
+            method: "POST",
+            url: "http://127.0.0.1:3002/event",
+            headers: &base,
+            body,
+        };
+        let added = signature_headers(request, credentials, "local", "appsync", time).unwrap();
         base.iter()
             .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .chain(
-                instructions
-                    .headers()
-                    .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned())),
-            )
+            .chain(added)
             .collect()
     }
 
