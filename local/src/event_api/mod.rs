@@ -183,6 +183,26 @@ impl EventApi {
     /// An API for `spec` whose API key is `api_key`; IAM requests must be signed with the
     /// local functions' credentials.
     pub fn new(spec: EventApiSpec, api_key: &str, limits: EventApiLimits) -> Arc<Self> {
+        Self::build(spec, api_key, limits, None)
+    }
+
+    /// An API whose subscribers are served from an upstream API through a relay: it announces
+    /// each channel pattern that gets its first subscriber on the receiver (see [`relay`]).
+    pub fn relayed(
+        spec: EventApiSpec,
+        api_key: &str,
+        limits: EventApiLimits,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<String>>) {
+        let (hook, patterns) = mpsc::unbounded_channel();
+        (Self::build(spec, api_key, limits, Some(hook)), patterns)
+    }
+
+    fn build(
+        spec: EventApiSpec,
+        api_key: &str,
+        limits: EventApiLimits,
+        new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
+    ) -> Arc<Self> {
         let bucket = |rate: u32| (rate > 0).then(|| TokenBucket::new(rate, rate));
         let (key, secret, token) = LOCAL_CREDENTIALS;
         Arc::new(Self {
@@ -194,24 +214,9 @@ impl EventApi {
             inbound: bucket(limits.inbound_events_per_second),
             registry: RwLock::default(),
             next_connection: AtomicU64::new(1),
-            new_patterns: None,
+            new_patterns,
             stats: EventApiStats::default(),
         })
-    }
-
-    /// An API whose subscribers are served from an upstream API through a relay: it announces
-    /// each channel pattern that gets its first subscriber on the receiver (see [`relay`]).
-    pub fn relayed(
-        spec: EventApiSpec,
-        api_key: &str,
-        limits: EventApiLimits,
-    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<String>>) {
-        let (hook, patterns) = mpsc::unbounded_channel();
-        let mut api = Self::new(spec, api_key, limits);
-        if let Some(api) = Arc::get_mut(&mut api) {
-            api.new_patterns = Some(hook);
-        }
-        (api, patterns)
     }
 
     /// `GET /event/realtime` only: a relay takes no publishes of its own.
@@ -225,9 +230,9 @@ impl EventApi {
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/event", post(publish::handle))
-            .route("/event/realtime", any(realtime::upgrade))
             .layer(DefaultBodyLimit::max(publish::MAX_REQUEST_BYTES))
             .with_state(Arc::clone(self))
+            .merge(self.realtime_router())
     }
 
     /// Serves the API on `address` by itself, without the rest of a stack (tests and tools).
