@@ -4,9 +4,10 @@
 //! browser would use it.
 
 use crate::{repo_root, servers, unique_name};
+use emostream_local::event_api::client::next_text;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{LocalStack, StackOptions};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -174,20 +175,7 @@ impl WsClient {
     /// `Err(None)` after `timeout`.
     pub async fn next_json(&mut self, timeout: Duration) -> Result<Value, Option<u16>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .map_err(|_| None)?;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    return Ok(serde_json::from_str(&text).expect("frames are JSON"));
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Err(Some(1006)),
-            }
-        }
+        let text = next_text(&mut self.socket, deadline).await?;
+        Ok(serde_json::from_str(&text).expect("frames are JSON"))
     }
 }

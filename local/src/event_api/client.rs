@@ -130,23 +130,11 @@ impl Subscriber {
     pub async fn next_message(&mut self, timeout: Duration) -> Result<Value, Option<u16>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .map_err(|_| None)?;
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    let Ok(message) = serde_json::from_str::<Value>(&text) else {
-                        continue;
-                    };
-                    if message["type"] != "ka" {
-                        return Ok(message);
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Err(Some(1006)),
+            let text = next_text(&mut self.socket, deadline).await?;
+            if let Ok(message) = serde_json::from_str::<Value>(&text)
+                && message["type"] != "ka"
+            {
+                return Ok(message);
             }
         }
     }
@@ -156,5 +144,29 @@ impl Subscriber {
         (message["type"] == "data")
             .then(|| serde_json::from_str(message["event"].as_str()?).ok())
             .flatten()
+    }
+}
+
+/// The next text message of `socket` before `deadline`, other frames skipped: `Err(Some(code))`
+/// when the connection closed (1006 when it broke), `Err(None)` at the deadline.
+pub async fn next_text<S>(
+    socket: &mut WebSocketStream<S>,
+    deadline: tokio::time::Instant,
+) -> Result<String, Option<u16>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .map_err(|_| None)?;
+        match next {
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(Some(1006)),
+        }
     }
 }
