@@ -8,6 +8,7 @@ pub mod broker_process;
 pub mod connections_server;
 pub mod fixtures;
 pub mod http_client;
+pub mod live_counts;
 pub mod local_stack;
 pub mod patience;
 pub mod topic_reader;

@@ -5,14 +5,12 @@
 
 use emostream_local::event_api::client::Subscriber;
 use emostream_tests::http_client::JsonClient;
+use emostream_tests::live_counts::{keep_newest, keep_pushed, post_reactions, sum_windows};
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::patience::PATIENCE;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-const EMOJIS: [&str; 3] = ["fire", "clap", "joy"];
 
 async fn subscribe(test: &TestStack, channel: &str) -> Subscriber {
     let stack = &test.stack;
@@ -33,28 +31,6 @@ async fn subscribe(test: &TestStack, channel: &str) -> Subscriber {
     subscriber
 }
 
-/// Keeps the largest total per window of a `windows` frame; the sums per emoji.
-fn keep(newest: &mut BTreeMap<i64, Value>, frame: &Value) -> BTreeMap<String, u64> {
-    assert_eq!(frame["type"], "windows", "{frame}");
-    for state in frame["windows"].as_array().unwrap() {
-        let start = state["start_ms"].as_i64().unwrap();
-        let total = state["total"].as_u64().unwrap();
-        if newest
-            .get(&start)
-            .is_none_or(|kept| kept["total"].as_u64().unwrap() < total)
-        {
-            newest.insert(start, state.clone());
-        }
-    }
-    let mut sums = BTreeMap::new();
-    for state in newest.values() {
-        for (emoji, n) in state["counts"].as_object().unwrap() {
-            *sums.entry(emoji.clone()).or_insert(0) += n.as_u64().unwrap();
-        }
-    }
-    sums
-}
-
 #[tokio::test]
 async fn reactions_reach_appsync_subscribers_exactly_with_one_publish_per_push() {
     let test = TestStack::start("appsync", |options| {
@@ -73,28 +49,7 @@ async fn reactions_reach_appsync_subscribers_exactly_with_one_publish_per_push()
     }
     let mut bystander = subscribe(&test, "/streams/semi").await;
 
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    for r in 0..10 {
-        let reactions: Vec<Value> = (0..20)
-            .map(|i| {
-                let n = r * 20 + i;
-                json!({"stream_id": "final", "user_id": format!("v{}", n % 11),
-                    "emoji": EMOJIS[n % EMOJIS.len()], "count": 1 + n % 2})
-            })
-            .collect();
-        let (status, answer) = client
-            .post(
-                &format!("{http}/reactions"),
-                &json!({ "reactions": reactions }),
-            )
-            .await;
-        assert_eq!(status, 202, "{answer}");
-        for reaction in &reactions {
-            *expected
-                .entry(reaction["emoji"].as_str().unwrap().to_owned())
-                .or_default() += reaction["count"].as_u64().unwrap();
-        }
-    }
+    let expected = post_reactions(&client, &http, "final", 10, 20).await;
 
     // Every viewer reaches the exact counts; each receives one data message per publish.
     let mut received = Vec::new();
@@ -110,7 +65,8 @@ async fn reactions_reach_appsync_subscribers_exactly_with_one_publish_per_push()
                 .unwrap_or_else(|e| panic!("no exact counts ({e:?}), expected {expected:?}"));
             let frame = Subscriber::event_of(&message).expect("a data message");
             messages += 1;
-            if keep(&mut newest, &frame) == expected {
+            keep_pushed(&mut newest, frame, "final");
+            if sum_windows(&newest) == expected {
                 break;
             }
         }
@@ -157,10 +113,9 @@ async fn reactions_reach_appsync_subscribers_exactly_with_one_publish_per_push()
     let (status, history) = client.get(&format!("{http}/streams/final/windows")).await;
     assert_eq!(status, 200, "{history}");
     let mut newest = BTreeMap::new();
-    let sums = keep(
-        &mut newest,
-        &json!({"type": "windows", "windows": history["windows"]}),
-    );
-    assert_eq!(sums, expected);
+    for state in history["windows"].as_array().unwrap() {
+        keep_newest(&mut newest, state.clone());
+    }
+    assert_eq!(sum_windows(&newest), expected);
     test.stack.stop().await;
 }
