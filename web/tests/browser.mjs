@@ -116,6 +116,23 @@ async function storedCounts() {
   return counts;
 }
 
+/** Recovered: the page opened a second socket (`sockets()` counts them), is live again, and a
+ * new tap on `stream` reaches it. */
+async function showsTapsAgain(page, stream, sockets, after) {
+  const since = Date.now();
+  while (sockets() < 2) {
+    assert.ok(Date.now() - since < TIMEOUT, `the page did not connect again ${after}`);
+    await page.waitForTimeout(50);
+  }
+  await page.waitForFunction(
+    () => document.getElementById("connection").dataset.state === "live",
+    null,
+    { timeout: TIMEOUT },
+  );
+  await postTaps(stream, "fire", 3);
+  await waitForSum(page, 3);
+}
+
 /** WebSocketApi: a page whose connection record is gone when its first `sync` arrives (an
  * expired record, or one deleted after a 410) is told `unknown_connection`: it must connect
  * again rather than show Live with nothing arriving. The page's WebSocket is proxied so the
@@ -137,19 +154,7 @@ async function forgottenConnectionRecovery() {
     });
   });
   await openPage({}, forgottenStream, forgotten);
-  // Recovered: a second socket is open and live, and a new tap reaches the page.
-  const since = Date.now();
-  while (sockets < 2) {
-    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after unknown_connection");
-    await forgotten.waitForTimeout(50);
-  }
-  await forgotten.waitForFunction(
-    () => document.getElementById("connection").dataset.state === "live",
-    null,
-    { timeout: TIMEOUT },
-  );
-  await postTaps(forgottenStream, "fire", 3);
-  await waitForSum(forgotten, 3);
+  await showsTapsAgain(forgotten, forgottenStream, () => sockets, "after unknown_connection");
   assert.ok(held, "the first sync was held while the server forgot the connection");
   assert.ok(sockets >= 2, `the page connected again (${sockets} sockets)`);
   await forgotten.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
@@ -167,18 +172,7 @@ async function appSyncRecovery() {
   await openPage({}, stream, page);
   assert.equal(sockets, 1);
   await askHarness("drop-subscribers", "dropped");
-  const since = Date.now();
-  while (sockets < 2) {
-    assert.ok(Date.now() - since < TIMEOUT, "the page did not connect again after being dropped");
-    await page.waitForTimeout(50);
-  }
-  await page.waitForFunction(
-    () => document.getElementById("connection").dataset.state === "live",
-    null,
-    { timeout: TIMEOUT },
-  );
-  await postTaps(stream, "fire", 3);
-  await waitForSum(page, 3);
+  await showsTapsAgain(page, stream, () => sockets, "after being dropped");
   await page.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
 
   const other = `${STREAM}-switched`;
