@@ -81,7 +81,7 @@ drain: deps
 # and the load generator in two processes (see local/crowd.sh).
 crowd: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load -p emostream-local
-	if [ "$(DELIVERY)" = AppSyncEvents ]; then local/crowd-appsync.sh $(CROWD_LISTENERS) $(LOAD_ARGS); else local/crowd.sh $(CROWD_LISTENERS) $(LOAD_ARGS); fi
+	DELIVERY=$(DELIVERY) local/crowd.sh $(CROWD_LISTENERS) $(LOAD_ARGS)
 
 figures: deps
 	local/servers.sh run -- sh -c '$(CARGO) test -p emostream-tests --test mongo_adapter one_write_per_window -- --nocapture && $(CARGO) test -p emostream-tests --test kafka_adapter first_acknowledgement -- --nocapture'

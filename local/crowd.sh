@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# `make crowd`: many listeners on one stream under the emulated AWS quotas (10 ms per
-# @connections call, 10,000 requests/s shared, 500 connects/s), to show that no listener is
-# starved when one stream's audience needs more posts than the account allows per interval.
+# `make crowd`: many listeners on one stream under the emulated AWS quotas, while 200 viewers
+# tap 1,000 reactions/s for 60 s, to show that no listener is starved.
 #
-#   local/crowd.sh [LISTENERS] [extra emostream-load options]
+#   local/crowd.sh [LISTENERS] [extra emostream-load options for the tapping run]
 #
-# The local stack runs in a process of its own and the load generator in another: each holds
-# one socket per listener, and a process may hold at most `ulimit -n` files (LISTENERS defaults
-# to that limit less 500 for everything else either process opens). Function logs go to
-# target/crowd-logs/, the figures to target/crowd.json; the stack's summary, with the requests
-# and connects its quotas refused, is printed when it stops.
+# A process may hold at most `ulimit -n` files, one socket per listener, so the stack and the
+# load generator run in processes of their own.
+#
+# DELIVERY=WebSocketApi (default): the WebSocket API (10 ms per @connections call, 10,000
+# requests/s shared, 500 connects/s), where one stream's audience may need more posts than the
+# account allows per interval. LISTENERS defaults to the open-file limit less 500.
+#
+# DELIVERY=AppSyncEvents: AppSync Events subscribers, more than one process may hold. The
+# stack's Event API holds half of them and a relay process (local/src/event_api/relay.rs) the
+# other half, splitting AppSync's 2,000 connects/s; two listen-only load processes hold one
+# half each and report each subscriber's delivery latency. LISTENERS defaults to 20,400.
+#
+# Function logs go to target/crowd-logs/, the figures to target/crowd*.json; the stack's
+# summary, with what its quotas refused, is printed when it stops.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 cd "$ROOT"
 
+DELIVERY="${DELIVERY:-WebSocketApi}"
 LIMIT="$(ulimit -n)"
-LISTENERS="${1:-$((LIMIT - 500))}"
+case "$DELIVERY" in
+  WebSocketApi) LISTENERS="${1:-$((LIMIT - 500))}"; PER_PROCESS="$LISTENERS" ;;
+  AppSyncEvents) LISTENERS="${1:-20400}"; PER_PROCESS=$(( (LISTENERS + 1) / 2 )) ;;
+  *) echo "DELIVERY must be WebSocketApi or AppSyncEvents, not $DELIVERY" >&2; exit 2 ;;
+esac
 shift || true
-if (( LISTENERS + 500 > LIMIT )); then
-  echo "[crowd] $LISTENERS listeners need more than this shell's open-file limit ($LIMIT) allows per process" >&2
+if (( PER_PROCESS + 500 > LIMIT )); then
+  echo "[crowd] $PER_PROCESS listeners per process need more than this shell's open-file limit ($LIMIT)" >&2
   exit 2
 fi
 if [[ -z "${KAFKA_BROKERS:-}" || -z "${MONGODB_URI:-}" ]]; then
@@ -28,18 +41,28 @@ fi
 
 HTTP_PORT="${CROWD_HTTP_PORT:-3100}"
 WEBSOCKET_PORT="${CROWD_WEBSOCKET_PORT:-3101}"
+EVENT_PORT="${CROWD_EVENT_PORT:-3102}"
+RELAY_PORT="${CROWD_RELAY_PORT:-3103}"
+KEY="da2-crowd$(date +%s)"
 mkdir -p target/crowd-logs
+STACK_OPTIONS=()
+if [[ "$DELIVERY" == AppSyncEvents ]]; then
+  STACK_OPTIONS=(--parameter Delivery=AppSyncEvents --event-api-port "$EVENT_PORT"
+    --event-api-key "$KEY" --event-connects-per-second 1000)
+fi
 target/release/emostream-local \
   --template template.yaml \
   --binaries target/release \
   --http-port "$HTTP_PORT" \
   --websocket-port "$WEBSOCKET_PORT" \
+  "${STACK_OPTIONS[@]}" \
   --concurrency 6 \
   --batching-window-ms 100 \
   --function-logs target/crowd-logs &
-STACK=$!
+PIDS="$!"
+STACK="$PIDS"
 # SIGTERM: a background job of a script ignores SIGINT.
-trap 'kill -TERM "$STACK" 2>/dev/null || true; wait "$STACK" 2>/dev/null || true' EXIT
+trap 'kill -TERM $PIDS 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 echo "[crowd] waiting for the local stack..." >&2
 for _ in $(seq 1 600); do
@@ -48,17 +71,67 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
+# The tapping run's defaults; LOAD_ARGS (the extra options) may override them.
+TAPPING=(--streams 1 --viewers 200 --rate 1000 --duration 60 --settle-timeout 120)
 status=0
-target/release/emostream-load \
-  --api "http://127.0.0.1:$HTTP_PORT" \
-  --ws "ws://127.0.0.1:$WEBSOCKET_PORT/live" \
-  --streams 1 \
-  --listeners "$LISTENERS" \
-  --viewers 200 \
-  --rate 1000 \
-  --duration 60 \
-  --settle-timeout 120 \
-  --audience "$LISTENERS" \
+if [[ "$DELIVERY" == WebSocketApi ]]; then
+  target/release/emostream-load \
+    --api "http://127.0.0.1:$HTTP_PORT" \
+    --ws "ws://127.0.0.1:$WEBSOCKET_PORT/live" \
+    "${TAPPING[@]}" \
+    --listeners "$LISTENERS" \
+    --audience "$LISTENERS" \
+    --json target/crowd.json \
+    "$@" || status=$?
+  exit "$status"
+fi
+
+target/release/emostream-event-relay \
+  --upstream "ws://127.0.0.1:$EVENT_PORT/event/realtime" \
+  --upstream-host "127.0.0.1:$EVENT_PORT" \
+  --api-key "$KEY" \
+  --listen "127.0.0.1:$RELAY_PORT" \
+  --connects-per-second 1000 2>target/crowd-logs/relay.log &
+PIDS="$PIDS $!"
+RUN_ID="crowd-$$"
+# Long enough for the tapping run: its warm-up, 60 s of taps and the settling after.
+LISTEN_SECONDS="${CROWD_LISTEN_SECONDS:-90}"
+# What every load process is told about the stack; each then names its real-time endpoint.
+EVENTS=(--api "http://127.0.0.1:$HTTP_PORT" --delivery AppSyncEvents
+  --event-http-host "127.0.0.1:$EVENT_PORT" --event-api-key "$KEY" --run-id "$RUN_ID" --streams 1)
+LISTENING=()
+for half in a b; do
+  port=$([[ $half == a ]] && echo "$EVENT_PORT" || echo "$RELAY_PORT")
+  rm -f "target/crowd-$half.ready"
+  target/release/emostream-load "${EVENTS[@]}" \
+    --event-realtime-url "ws://127.0.0.1:$port/event/realtime" \
+    --listen-only \
+    --listeners "$PER_PROCESS" \
+    --duration "$LISTEN_SECONDS" \
+    --settle-timeout 120 \
+    --ready-file "target/crowd-$half.ready" \
+    --json "target/crowd-$half.json" >"target/crowd-logs/listen-$half.out" 2>"target/crowd-logs/listen-$half.err" &
+  LISTENING+=("$!")
+  PIDS="$PIDS $!"
+done
+echo "[crowd] connecting $((PER_PROCESS * 2)) subscribers (half through the relay)..." >&2
+while [[ ! -f target/crowd-a.ready || ! -f target/crowd-b.ready ]]; do
+  kill -0 "${LISTENING[0]}" 2>/dev/null && kill -0 "${LISTENING[1]}" 2>/dev/null \
+    || { echo "[crowd] a listen-only process exited; see target/crowd-logs/listen-*.err" >&2; exit 1; }
+  sleep 0.5
+done
+
+target/release/emostream-load "${EVENTS[@]}" \
+  --event-realtime-url "ws://127.0.0.1:$EVENT_PORT/event/realtime" \
+  "${TAPPING[@]}" \
+  --listeners 2 \
+  --audience "$((PER_PROCESS * 2 + 2))" \
   --json target/crowd.json \
   "$@" || status=$?
+for i in 0 1; do
+  wait "${LISTENING[$i]}" || status=$?
+  half=$([[ $i == 0 ]] && echo a || echo b)
+  echo "[crowd] subscribers $half:" >&2
+  cat "target/crowd-logs/listen-$half.out"
+done
 exit "$status"
