@@ -18,7 +18,7 @@
 //! nothing for the connection timeout is dropped.
 
 use super::publish::{admit, deliver, resolve_channel};
-use super::{AuthType, EventApi, Outgoing, UNAUTHORIZED, error_entry};
+use super::{AuthType, EventApi, NamespaceAuth, Outgoing, UNAUTHORIZED, error_entry};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
@@ -256,42 +256,58 @@ fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
     }
 }
 
-fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value) -> Value {
-    let fail =
-        |error_type: &str, text: &str| error_message("subscribe_error", id, error_type, text);
+/// The id and channel segments of a `subscribe` or `publish`, checked (the namespace exists,
+/// and the message's authorization satisfies the modes `allowed` picks from it); else the
+/// answer of type `failure`.
+fn checked<'m>(
+    api: &EventApi,
+    id: Option<&'m str>,
+    message: &'m Value,
+    wildcard: bool,
+    failure: &str,
+    allowed: fn(&NamespaceAuth) -> &[AuthType],
+) -> Result<(&'m str, Vec<&'m str>), Value> {
+    let fail = |error_type: &str, text: &str| error_message(failure, id, error_type, text);
     let Some(id) = id else {
-        return fail("BadRequestException", "id must be 1 to 128 characters.");
+        return Err(fail(
+            "BadRequestException",
+            "id must be 1 to 128 characters.",
+        ));
     };
     let channel = message.get("channel").and_then(Value::as_str);
-    let (segments, namespace) = match resolve_channel(api, channel, true) {
-        Ok(resolved) => resolved,
-        Err(refusal) => return fail(refusal.error_type, &refusal.message),
-    };
-    if !key_authorizes(api, &namespace.subscribe, message.get("authorization")) {
-        return fail("UnauthorizedException", UNAUTHORIZED);
+    let (segments, namespace) = resolve_channel(api, channel, wildcard)
+        .map_err(|refusal| fail(refusal.error_type, &refusal.message))?;
+    if !key_authorizes(api, allowed(namespace), message.get("authorization")) {
+        return Err(fail("UnauthorizedException", UNAUTHORIZED));
     }
+    Ok((id, segments))
+}
+
+fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value) -> Value {
+    let (id, segments) = match checked(api, id, message, true, "subscribe_error", |n| &n.subscribe)
+    {
+        Ok(checked) => checked,
+        Err(answer) => return answer,
+    };
     let pattern = segments.iter().map(|s| (*s).to_owned()).collect();
     match api.subscribe(connection, id, pattern) {
         Ok(()) => json!({ "type": "subscribe_success", "id": id }),
-        Err(error_type) => fail(error_type, "The subscription was not made."),
+        Err(error_type) => error_message(
+            "subscribe_error",
+            Some(id),
+            error_type,
+            "The subscription was not made.",
+        ),
     }
 }
 
 /// A publish over the socket: the publish endpoint's checks, answered as `publish_success` or
 /// `publish_error`.
 fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
-    let fail = |error_type: &str, text: &str| error_message("publish_error", id, error_type, text);
-    let Some(id) = id else {
-        return fail("BadRequestException", "id must be 1 to 128 characters.");
+    let (id, segments) = match checked(api, id, message, false, "publish_error", |n| &n.publish) {
+        Ok(checked) => checked,
+        Err(answer) => return answer,
     };
-    let channel = message.get("channel").and_then(Value::as_str);
-    let (segments, namespace) = match resolve_channel(api, channel, false) {
-        Ok(resolved) => resolved,
-        Err(refusal) => return fail(refusal.error_type, &refusal.message),
-    };
-    if !key_authorizes(api, &namespace.publish, message.get("authorization")) {
-        return fail("UnauthorizedException", UNAUTHORIZED);
-    }
     match admit(api, message.get("events").and_then(Value::as_array)) {
         Ok(admitted) => {
             deliver(api, &segments, &admitted);
@@ -302,6 +318,11 @@ fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
                 "failed": admitted.failed,
             })
         }
-        Err(refusal) => fail(refusal.error_type, &refusal.message),
+        Err(refusal) => error_message(
+            "publish_error",
+            Some(id),
+            refusal.error_type,
+            &refusal.message,
+        ),
     }
 }
