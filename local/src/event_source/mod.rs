@@ -12,8 +12,12 @@
 //! (docs.aws.amazon.com/lambda/latest/dg/kafka-scaling-modes.html): pollers scale with the
 //! partitions' offset lag, and records of one partition are processed in order.
 
+mod fetch_pacing;
+
 use crate::lambda::FunctionPool;
 use crate::template::{KafkaMapping, StartingPosition};
+use fetch_pacing::FetchPacer;
+use futures::FutureExt;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -131,6 +135,7 @@ impl EventSourceMapping {
         };
         let mut settings =
             KafkaSettings::new(brokers, format!("emostream-local-{}", mapping.logical_id));
+        let fetch_wait_ms = fetch_pacing::EMPTY_FETCH_WAIT.as_millis().to_string();
         for (key, value) in [
             ("group.id", mapping.consumer_group.as_str()),
             ("enable.auto.commit", "false"),
@@ -144,7 +149,8 @@ impl EventSourceMapping {
                 },
             ),
             ("session.timeout.ms", "10000"),
-            ("fetch.wait.max.ms", "10"),
+            // What a real broker would hold an empty fetch for (see `fetch_pacing`).
+            ("fetch.wait.max.ms", fetch_wait_ms.as_str()),
             // The local Kafka-wire broker answers a fetch with everything from the offset on,
             // whatever `fetch.max.bytes` asks: behind a backlog of a million records that is
             // 150 MB, which librdkafka refuses above its 100 MB default and fetches again,
@@ -323,6 +329,7 @@ impl Partitions {
             partition,
             queue,
             next_offset: None,
+            pacer: FetchPacer::new(&self.shared.mapping.topic, partition),
         };
         self.loops.spawn(worker.run(self.shutdown.clone()));
     }
@@ -333,41 +340,64 @@ struct PartitionLoop {
     shared: Arc<Shared>,
     partition: i32,
     queue: StreamPartitionQueue<DefaultConsumerContext>,
-    /// The offset after the last record taken: a record below it (read again after a rewind)
-    /// is skipped, so no batch carries a record twice.
+    /// The offset after the last record taken: a record below it (read again after a rewind
+    /// or a pause) is skipped, so no batch carries a record twice.
     next_offset: Option<i64>,
+    pacer: FetchPacer,
+}
+
+/// How a fetch round ended.
+enum Round {
+    /// Records were taken (or skipped as already taken).
+    Fetched,
+    Failed(rdkafka::error::KafkaError),
+    /// The batching window closed first.
+    Deadline,
+    Shutdown,
 }
 
 impl PartitionLoop {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let batch_size = self.shared.mapping.batch_size;
         loop {
-            let first = tokio::select! {
-                message = self.queue.recv() => message.map(|m| own(&m)),
-                _ = shutdown.changed() => return,
-            };
             let mut batch = Vec::new();
-            match first {
-                Ok(record) => self.take(record, &mut batch),
-                Err(error) => {
-                    tracing::warn!(mapping = self.shared.mapping.logical_id, partition = self.partition, %error, "consumer error");
+            match self.fetch_round(None, &mut batch, &mut shutdown).await {
+                Round::Fetched => {}
+                Round::Failed(error) => {
+                    self.consumer_error(&error);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
+                Round::Deadline => continue,
+                Round::Shutdown => return,
             }
             // With no window, take what is already fetched; otherwise wait up to the window.
             let deadline = Instant::now() + self.shared.window.max(Duration::from_millis(2));
-            while batch.len() < self.shared.mapping.batch_size {
-                let next = tokio::time::timeout_at(deadline, self.queue.recv()).await;
-                match next {
-                    Ok(Ok(message)) => {
-                        let record = own(&message);
-                        self.take(record, &mut batch);
-                    }
-                    Ok(Err(error)) => {
-                        tracing::warn!(mapping = self.shared.mapping.logical_id, partition = self.partition, %error, "consumer error");
+            while batch.len() < batch_size {
+                // The queue is drained: a broker would hold the next fetch until new records
+                // arrive or its wait ends; the function, if the window closes now, runs with
+                // the partition paused.
+                self.pacer.pause(&self.shared.consumer);
+                let resume_at = (Instant::now() + fetch_pacing::EMPTY_FETCH_WAIT).min(deadline);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(resume_at) => {}
+                    // Uncommitted: delivered again when the stack next starts.
+                    _ = shutdown.changed() => return,
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                match self
+                    .fetch_round(Some(deadline), &mut batch, &mut shutdown)
+                    .await
+                {
+                    Round::Fetched => {}
+                    Round::Failed(error) => {
+                        self.consumer_error(&error);
                         break;
                     }
-                    Err(_) => break,
+                    Round::Deadline => break,
+                    Round::Shutdown => return,
                 }
             }
             if batch.is_empty() {
@@ -377,6 +407,61 @@ impl PartitionLoop {
                 return;
             }
         }
+    }
+
+    fn consumer_error(&self, error: &rdkafka::error::KafkaError) {
+        tracing::warn!(mapping = self.shared.mapping.logical_id, partition = self.partition, %error, "consumer error");
+    }
+
+    /// Takes into `batch` what one fetch brings, up to the batch size: fetching resumes, the
+    /// first record is awaited for [`fetch_pacing::PROBE`] (else the partition is caught up
+    /// and pauses before it tries again), and then
+    /// whatever is queued already is taken. Ends at `deadline` if there is one.
+    async fn fetch_round(
+        &mut self,
+        deadline: Option<Instant>,
+        batch: &mut Vec<OwnedRecord>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Round {
+        let until = |wait: Duration| {
+            let end = Instant::now() + wait;
+            deadline.map_or(end, |deadline| deadline.min(end))
+        };
+        loop {
+            self.pacer.resume(&self.shared.consumer);
+            tokio::select! {
+                next = tokio::time::timeout_at(until(fetch_pacing::PROBE), self.queue.recv()) => match next {
+                    Ok(Ok(message)) => {
+                        self.pacer.fetched();
+                        self.take(own(&message), batch);
+                        break;
+                    }
+                    Ok(Err(error)) => return Round::Failed(error),
+                    Err(_) => {}
+                },
+                _ = shutdown.changed() => return Round::Shutdown,
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Round::Deadline;
+            }
+            self.pacer.pause(&self.shared.consumer);
+            let wait = self.pacer.idle_wait();
+            tokio::select! {
+                _ = tokio::time::sleep_until(until(wait)) => {}
+                _ = shutdown.changed() => return Round::Shutdown,
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Round::Deadline;
+            }
+        }
+        while batch.len() < self.shared.mapping.batch_size {
+            match self.queue.recv().now_or_never() {
+                Some(Ok(message)) => self.take(own(&message), batch),
+                Some(Err(error)) => return Round::Failed(error),
+                None => break,
+            }
+        }
+        Round::Fetched
     }
 
     fn take(&mut self, record: OwnedRecord, batch: &mut Vec<OwnedRecord>) {
