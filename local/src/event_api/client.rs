@@ -8,11 +8,13 @@ use super::realtime::SUBPROTOCOL;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Why a subscriber could not connect.
@@ -139,6 +141,12 @@ impl Subscriber {
         }
     }
 
+    /// The next text message as it came (`ka` included), for a reader of many messages that
+    /// parses only what it needs (see [`data_event`]). Errors as [`Subscriber::next_message`].
+    pub async fn next_raw(&mut self, timeout: Duration) -> Result<Utf8Bytes, Option<u16>> {
+        next_text(&mut self.socket, tokio::time::Instant::now() + timeout).await
+    }
+
     /// The event of a `data` message (a JSON document as text), parsed.
     pub fn event_of(message: &Value) -> Option<Value> {
         (message["type"] == "data")
@@ -147,12 +155,28 @@ impl Subscriber {
     }
 }
 
+/// A message's type and, for `data`, its event; other fields are skipped unread.
+#[derive(Deserialize)]
+struct DataMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
+}
+
+/// The event (a JSON document as text) of `message` if it is a `data` message, without
+/// building a document of the whole message.
+pub fn data_event(message: &str) -> Option<Cow<'_, str>> {
+    let message: DataMessage<'_> = serde_json::from_str(message).ok()?;
+    (message.kind == "data").then_some(message.event).flatten()
+}
+
 /// The next text message of `socket` before `deadline`, other frames skipped: `Err(Some(code))`
 /// when the connection closed (1006 when it broke), `Err(None)` at the deadline.
 pub async fn next_text<S>(
     socket: &mut WebSocketStream<S>,
     deadline: tokio::time::Instant,
-) -> Result<String, Option<u16>>
+) -> Result<Utf8Bytes, Option<u16>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -161,12 +185,29 @@ where
             .await
             .map_err(|_| None)?;
         match next {
-            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Text(text))) => return Ok(text),
             Some(Ok(Message::Close(frame))) => {
                 return Err(Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005)));
             }
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => return Err(Some(1006)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_event;
+
+    #[test]
+    fn the_event_of_a_data_message_is_its_unescaped_text() {
+        let message = r#"{"type":"data","id":"s1","event":"{\"n\":1}"}"#;
+        assert_eq!(data_event(message).as_deref(), Some(r#"{"n":1}"#));
+        assert_eq!(data_event(r#"{"type":"ka"}"#), None);
+        assert_eq!(
+            data_event(r#"{"type":"subscribe_success","id":"s1"}"#),
+            None
+        );
+        assert_eq!(data_event("[1"), None);
     }
 }

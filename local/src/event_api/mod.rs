@@ -122,7 +122,8 @@ pub fn error_entry(error_type: &str, message: &str) -> Value {
 pub const UNAUTHORIZED: &str = "You are not authorized to make this call.";
 
 pub(crate) enum Outgoing {
-    Text(String),
+    /// Shared, not copied, when one `data` message goes to many subscribers.
+    Text(axum::extract::ws::Utf8Bytes),
     /// A WebSocket ping: a live client's WebSocket stack answers it while it reads.
     Ping,
     Close(u16, &'static str),

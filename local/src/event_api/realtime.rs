@@ -120,7 +120,7 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
     let mut writer = tokio::spawn(async move {
         while let Some(frame) = inbox.recv().await {
             let message = match frame {
-                Outgoing::Text(text) => Message::Text(text.into()),
+                Outgoing::Text(text) => Message::Text(text),
                 Outgoing::Ping => Message::Ping(Default::default()),
                 Outgoing::Close(code, reason) => {
                     let close = CloseFrame {
@@ -152,7 +152,7 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
                     last_heard = Instant::now();
                     let answer = answer(&api, connection, &text);
                     if let Some(answer) = answer
-                        && outbox.try_send(Outgoing::Text(answer.to_string())).is_err()
+                        && outbox.try_send(Outgoing::Text(answer.to_string().into())).is_err()
                     {
                         break;
                     }
@@ -163,7 +163,7 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
                         "type": "error",
                         "errors": [error_entry("BadRequestException", "Messages are JSON text.")],
                     });
-                    outbox.try_send(Outgoing::Text(error.to_string())).ok();
+                    outbox.try_send(Outgoing::Text(error.to_string().into())).ok();
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
@@ -179,7 +179,7 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
                     break;
                 }
                 next_keep_alive = Instant::now() + keep_alive;
-                let ka = Outgoing::Text(r#"{"type":"ka"}"#.into());
+                let ka = Outgoing::Text(axum::extract::ws::Utf8Bytes::from_static(r#"{"type":"ka"}"#));
                 if outbox.try_send(ka).is_err() || outbox.try_send(Outgoing::Ping).is_err() {
                     api.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
                     close = Some((1008, "Too slow"));

@@ -4,6 +4,7 @@
 //! queue is full has stopped reading and is closed.
 
 use super::Outgoing;
+use axum::extract::ws::Utf8Bytes;
 use reactions::event_channel::matches;
 use std::collections::{HashMap, HashSet};
 use tokio::sync::{mpsc, watch};
@@ -177,20 +178,35 @@ impl Registry {
     }
 
     /// Queues each event (a JSON document as text) to each of `targets` as a `data` message.
+    /// Subscribers with the same subscription id share one copy of the message.
     pub(super) fn send(&self, targets: Vec<(u64, &str)>, events: &[&str]) -> Delivery {
         let encoded: Vec<String> = events
             .iter()
             .map(|e| serde_json::to_string(e).unwrap_or_default())
             .collect();
         let mut delivery = Delivery::default();
+        let mut frames: Option<(&str, Vec<Utf8Bytes>)> = None;
         for (connection, id) in targets {
             let Some(subscriber) = self.connections.get(&connection) else {
                 continue;
             };
-            let id = serde_json::to_string(id).unwrap_or_default();
-            for event in &encoded {
-                let frame = format!(r#"{{"type":"data","id":{id},"event":{event}}}"#);
-                match subscriber.outbox.try_send(Outgoing::Text(frame)) {
+            let frames = match &mut frames {
+                Some((last, frames)) if *last == id => frames,
+                slot => {
+                    let quoted = serde_json::to_string(id).unwrap_or_default();
+                    let built = encoded
+                        .iter()
+                        .map(|event| {
+                            Utf8Bytes::from(format!(
+                                r#"{{"type":"data","id":{quoted},"event":{event}}}"#
+                            ))
+                        })
+                        .collect();
+                    &mut slot.insert((id, built)).1
+                }
+            };
+            for frame in frames.iter() {
+                match subscriber.outbox.try_send(Outgoing::Text(frame.clone())) {
                     Ok(()) => delivery.delivered += 1,
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         delivery.dropped_slow += 1;
