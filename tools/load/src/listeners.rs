@@ -5,12 +5,13 @@
 //! Events 2,000) is tried again after a jittered backoff, as the browser client does.
 
 use crate::report::Seen;
-use emostream_local::event_api::client::{ConnectError, Subscriber};
+use emostream_local::event_api::client::{ConnectError, Subscriber, data_event};
 use futures::StreamExt;
 use rand::Rng;
 use reactions::StreamId;
 use reactions::event_channel::stream_channel;
-use serde_json::Value;
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,27 +56,54 @@ struct Recorder {
     observed: Observed,
 }
 
+/// What a listener reads of a push: its stream, when notify sent it and each window's total.
+/// Every other field (counts per emoji, swarm sizes) is skipped without being built.
+#[derive(Deserialize)]
+struct Push<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    stream: Cow<'a, str>,
+    sent_at_ms: Option<i64>,
+    #[serde(default)]
+    windows: Vec<WindowTotal>,
+    /// An older server's single `window` frame carries its window at the top level.
+    start_ms: Option<i64>,
+    total: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct WindowTotal {
+    start_ms: Option<i64>,
+    total: Option<u64>,
+}
+
 impl Recorder {
     /// Takes one frame: a `windows` push (or an older server's single `window`) of the stream.
-    fn record(&mut self, frame: &Value) {
-        if frame["stream"] != self.stream_id.as_str() {
+    fn record(&mut self, frame: &str) {
+        let Ok(push) = serde_json::from_str::<Push<'_>>(frame) else {
+            return;
+        };
+        if push.stream != self.stream_id.as_str() {
             return;
         }
-        let states = match frame["type"].as_str() {
-            Some("windows") => frame["windows"].as_array().cloned().unwrap_or_default(),
-            Some("window") => vec![frame.clone()],
+        let states = match push.kind.as_ref() {
+            "windows" => push.windows,
+            "window" => vec![WindowTotal {
+                start_ms: push.start_ms,
+                total: push.total,
+            }],
             _ => return,
         };
         self.observed.updates += 1;
-        if let Some(sent_at_ms) = frame["sent_at_ms"].as_i64() {
+        if let Some(sent_at_ms) = push.sent_at_ms {
             let now_ms = reactions::clock::now_ms();
             self.observed
                 .delivery_ms
                 .push(now_ms.saturating_sub(sent_at_ms) as f64);
         }
         for state in states {
-            let (Some(start), Some(total)) = (state["start_ms"].as_i64(), state["total"].as_u64())
-            else {
+            let (Some(start), Some(total)) = (state.start_ms, state.total) else {
                 continue;
             };
             let kept = self.windows.entry(start).or_insert(0);
@@ -212,11 +240,7 @@ pub async fn listen(
                         _ = stop.changed() => break,
                     };
                     match message {
-                        Some(Ok(Message::Text(text))) => {
-                            if let Ok(frame) = serde_json::from_str::<Value>(&text) {
-                                recorder.record(&frame);
-                            }
-                        }
+                        Some(Ok(Message::Text(text))) => recorder.record(&text),
                         Some(Ok(_)) => {}
                         None | Some(Err(_)) => break,
                     }
@@ -231,13 +255,13 @@ pub async fn listen(
             let task = tokio::spawn(async move {
                 loop {
                     let message = tokio::select! {
-                        message = subscriber.next_message(Duration::from_secs(3_600)) => message,
+                        message = subscriber.next_raw(Duration::from_secs(3_600)) => message,
                         _ = stop.changed() => break,
                     };
                     match message {
                         Ok(message) => {
-                            if let Some(frame) = Subscriber::event_of(&message) {
-                                recorder.record(&frame);
+                            if let Some(event) = data_event(&message) {
+                                recorder.record(&event);
                             }
                         }
                         Err(None) => {}
@@ -255,4 +279,53 @@ pub async fn listen(
         throttled_connects,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder_of(stream: &str) -> Recorder {
+        Recorder {
+            stream_id: stream.to_owned(),
+            started: Instant::now(),
+            shown: Arc::new(AtomicU64::new(0)),
+            windows: HashMap::new(),
+            cumulative: 0,
+            observed: Observed::default(),
+        }
+    }
+
+    #[test]
+    fn a_push_raises_the_count_by_each_windows_growth_and_keeps_its_send_time() {
+        let mut recorder = recorder_of("final-1");
+        let push = r#"{"type":"windows","stream":"final-1","sent_at_ms":1000,"windows":[
+            {"v":1,"stream":"final-1","start_ms":0,"end_ms":2000,"counts":{"fire":3},"total":3,
+             "swarm":{"fire":1},"final":false},
+            {"v":1,"stream":"final-1","start_ms":2000,"end_ms":4000,"counts":{},"total":0,
+             "swarm":{},"final":false}]}"#;
+        recorder.record(push);
+        recorder.record(&push.replace(r#""total":3"#, r#""total":5"#));
+        // A stale state (smaller total) changes nothing.
+        recorder.record(push);
+        assert_eq!(recorder.cumulative, 5);
+        assert_eq!(recorder.shown.load(Ordering::Relaxed), 5);
+        assert_eq!(recorder.observed.updates, 3);
+        assert_eq!(recorder.observed.delivery_ms.len(), 3);
+        let seen: Vec<u64> = recorder.observed.seen.iter().map(|(_, n)| *n).collect();
+        assert_eq!(seen, [3, 5]);
+    }
+
+    #[test]
+    fn frames_of_other_streams_other_types_and_broken_text_are_ignored() {
+        let mut recorder = recorder_of("a");
+        recorder.record(r#"{"type":"windows","stream":"b","windows":[{"start_ms":0,"total":9}]}"#);
+        recorder.record(r#"{"type":"pong","at_ms":5}"#);
+        recorder.record("not json");
+        assert_eq!(recorder.observed.updates, 0);
+        // An older server's single window, and a stream id that needs escaping.
+        let mut quoted = recorder_of("a\"b");
+        quoted.record(r#"{"type":"window","stream":"a\"b","start_ms":0,"total":4}"#);
+        assert_eq!(quoted.cumulative, 4);
+    }
 }
