@@ -5,7 +5,7 @@
 //! Events 2,000) is tried again after a jittered backoff, as the browser client does.
 
 use crate::report::Seen;
-use emostream_local::event_api::client::{ConnectError, Subscriber, data_event};
+use emostream_local::event_api::client::{ConnectError, Subscriber, data_event, small_reads};
 use futures::StreamExt;
 use rand::Rng;
 use reactions::StreamId;
@@ -152,7 +152,7 @@ async fn connect_throttled(
 > {
     let mut throttled = 0u64;
     loop {
-        match tokio_tungstenite::connect_async(url).await {
+        match tokio_tungstenite::connect_async_with_config(url, Some(small_reads()), false).await {
             Ok((socket, _)) => return Ok((socket, throttled)),
             Err(WsError::Http(response))
                 if response.status() == 429 && Instant::now() < give_up =>
