@@ -11,10 +11,10 @@
 # requests/s shared, 500 connects/s), where one stream's audience may need more posts than the
 # account allows per interval. LISTENERS defaults to the open-file limit less 500.
 #
-# DELIVERY=AppSyncEvents: AppSync Events subscribers, more than one process may hold. The
-# stack's Event API holds half of them and a relay process (local/src/event_api/relay.rs) the
-# other half, splitting AppSync's 2,000 connects/s; two listen-only load processes hold one
-# half each and report each subscriber's delivery latency. LISTENERS defaults to 20,400.
+# DELIVERY=AppSyncEvents: AppSync Events subscribers, more than one process may hold. Two
+# relay processes (local/src/event_api/relay.rs), subscribed to the stack's Event API, hold
+# half of them each, splitting AppSync's 2,000 connects/s; two listen-only load processes hold
+# one half each and report each subscriber's delivery latency. LISTENERS defaults to 20,400.
 #
 # Function logs go to target/crowd-logs/, the figures to target/crowd*.json; the stack's
 # summary, with what its quotas refused, is printed when it stops.
@@ -86,13 +86,19 @@ if [[ "$DELIVERY" == WebSocketApi ]]; then
   exit "$status"
 fi
 
-target/release/emostream-event-relay \
-  --upstream "ws://127.0.0.1:$EVENT_PORT/event/realtime" \
-  --upstream-host "127.0.0.1:$EVENT_PORT" \
-  --api-key "$KEY" \
-  --listen "127.0.0.1:$RELAY_PORT" \
-  --connects-per-second 1000 2>target/crowd-logs/relay.log &
-PIDS="$PIDS $!"
+# Two relays, one per half of the audience: the stack's Event API then delivers each update to
+# the relays (and the tapping run's own listeners), and the relays fan it out side by side, as
+# AppSync's hosts do.
+for half in a b; do
+  port=$([[ $half == a ]] && echo "$RELAY_PORT" || echo "$((RELAY_PORT + 1))")
+  target/release/emostream-event-relay \
+    --upstream "ws://127.0.0.1:$EVENT_PORT/event/realtime" \
+    --upstream-host "127.0.0.1:$EVENT_PORT" \
+    --api-key "$KEY" \
+    --listen "127.0.0.1:$port" \
+    --connects-per-second 1000 2>"target/crowd-logs/relay-$half.log" &
+  PIDS="$PIDS $!"
+done
 RUN_ID="crowd-$$"
 # Long enough for the tapping run: its warm-up, 60 s of taps and the settling after.
 LISTEN_SECONDS="${CROWD_LISTEN_SECONDS:-90}"
@@ -101,7 +107,7 @@ EVENTS=(--api "http://127.0.0.1:$HTTP_PORT" --delivery AppSyncEvents
   --event-http-host "127.0.0.1:$EVENT_PORT" --event-api-key "$KEY" --run-id "$RUN_ID" --streams 1)
 LISTENING=()
 for half in a b; do
-  port=$([[ $half == a ]] && echo "$EVENT_PORT" || echo "$RELAY_PORT")
+  port=$([[ $half == a ]] && echo "$RELAY_PORT" || echo "$((RELAY_PORT + 1))")
   rm -f "target/crowd-$half.ready"
   target/release/emostream-load "${EVENTS[@]}" \
     --event-realtime-url "ws://127.0.0.1:$port/event/realtime" \
@@ -114,7 +120,7 @@ for half in a b; do
   LISTENING+=("$!")
   PIDS="$PIDS $!"
 done
-echo "[crowd] connecting $((PER_PROCESS * 2)) subscribers (half through the relay)..." >&2
+echo "[crowd] connecting $((PER_PROCESS * 2)) subscribers (half through each relay)..." >&2
 while [[ ! -f target/crowd-a.ready || ! -f target/crowd-b.ready ]]; do
   kill -0 "${LISTENING[0]}" 2>/dev/null && kill -0 "${LISTENING[1]}" 2>/dev/null \
     || { echo "[crowd] a listen-only process exited; see target/crowd-logs/listen-*.err" >&2; exit 1; }
