@@ -4,7 +4,8 @@
 //! answers an empty fetch at once, and librdkafka, which backs off only after errors, sends
 //! the next one straight away: each caught-up partition would keep a broker thread and the
 //! broker busy (measured: about 1.8 of this machine's 2 cores for an idle stack). So a
-//! partition loop that finds nothing for [`PROBE`] pauses the partition's fetching for
+//! partition loop that finds nothing for [`PROBE`], and knows it has taken every record the
+//! partition holds, pauses the partition's fetching for
 //! [`EMPTY_FETCH_WAIT`] (longer while it stays idle), and keeps it paused while it invokes its function on a batch that
 //! drained the queue. A pause only delays records: librdkafka fetches again from the position
 //! after the last record the loop took, and the loop skips any it sees twice.
@@ -18,7 +19,7 @@
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a loop waits on its queue before it takes the partition for caught up. A fetch on
@@ -49,6 +50,9 @@ pub(super) struct FetchPacer {
     paused: bool,
     /// Wake-up requests on their way.
     waking: Arc<AtomicUsize>,
+    /// The partition's low and high watermarks as the last wake-up request learned them (-1:
+    /// not known yet).
+    watermarks: Arc<(AtomicI64, AtomicI64)>,
     /// How long the next empty round pauses.
     idle_wait: Duration,
 }
@@ -66,6 +70,7 @@ impl FetchPacer {
             partition: list,
             paused: false,
             waking: Arc::new(AtomicUsize::new(0)),
+            watermarks: Arc::new((AtomicI64::new(-1), AtomicI64::new(-1))),
             idle_wait: EMPTY_FETCH_WAIT,
         }
     }
@@ -105,20 +110,43 @@ impl FetchPacer {
             return;
         }
         // Each resume needs a wake-up after it: one sent earlier may have been served while
-        // the partition was still paused. A few on their way means a busy broker, woken anyway.
+        // the partition was still paused.
+        self.wake(consumer);
+    }
+
+    /// Whether the partition is known to hold nothing past `next_offset` (the offset after the
+    /// last record taken; `None` before the first): only then may it pause. A fetch that takes
+    /// long (the local broker answers with everything from the offset on, tens of megabytes
+    /// behind a backlog) must not be cut off by a pause, or the partition would never get its
+    /// records.
+    pub(super) fn caught_up(&self, next_offset: Option<i64>) -> bool {
+        let (low, high) = &*self.watermarks;
+        let high = high.load(Ordering::Acquire);
+        if high < 0 {
+            return false;
+        }
+        match next_offset {
+            Some(next) => next >= high,
+            None => low.load(Ordering::Acquire) == high,
+        }
+    }
+
+    /// Asks the partition's broker for its watermarks: the request wakes the broker's thread,
+    /// and the answer tells [`FetchPacer::caught_up`] where the partition ends. A few requests
+    /// on their way already mean a busy broker, woken anyway.
+    pub(super) fn wake(&self, consumer: &Arc<StreamConsumer>) {
         if self.waking.fetch_add(1, Ordering::AcqRel) >= MAX_WAKING {
             self.waking.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let consumer = Arc::clone(consumer);
-        let (topic, partition, waking) = (
-            self.topic.clone(),
-            self.partition_id,
-            Arc::clone(&self.waking),
-        );
+        let (topic, partition) = (self.topic.clone(), self.partition_id);
+        let (waking, watermarks) = (Arc::clone(&self.waking), Arc::clone(&self.watermarks));
         tokio::task::spawn_blocking(move || {
-            // Only the request matters, not its answer.
-            let _ = consumer.fetch_watermarks(&topic, partition, WAKE_TIMEOUT);
+            if let Ok((low, high)) = consumer.fetch_watermarks(&topic, partition, WAKE_TIMEOUT) {
+                watermarks.0.store(low, Ordering::Release);
+                watermarks.1.store(high, Ordering::Release);
+            }
             waking.fetch_sub(1, Ordering::AcqRel);
         });
     }

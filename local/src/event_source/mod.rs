@@ -374,18 +374,20 @@ impl PartitionLoop {
             // With no window, take what is already fetched; otherwise wait up to the window.
             let deadline = Instant::now() + self.shared.window.max(Duration::from_millis(2));
             while batch.len() < batch_size {
-                // The queue is drained: a broker would hold the next fetch until new records
-                // arrive or its wait ends; the function, if the window closes now, runs with
-                // the partition paused.
-                self.pacer.pause(&self.shared.consumer);
-                let resume_at = (Instant::now() + fetch_pacing::EMPTY_FETCH_WAIT).min(deadline);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(resume_at) => {}
-                    // Uncommitted: delivered again when the stack next starts.
-                    _ = shutdown.changed() => return,
-                }
-                if Instant::now() >= deadline {
-                    break;
+                if self.pacer.caught_up(self.next_offset) {
+                    // Nothing more to fetch: a broker would hold the next fetch until new
+                    // records arrive or its wait ends; if the window closes now, the function
+                    // runs with the partition paused.
+                    self.pacer.pause(&self.shared.consumer);
+                    let resume_at = (Instant::now() + fetch_pacing::EMPTY_FETCH_WAIT).min(deadline);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(resume_at) => {}
+                        // Uncommitted: delivered again when the stack next starts.
+                        _ = shutdown.changed() => return,
+                    }
+                    if Instant::now() >= deadline {
+                        break;
+                    }
                 }
                 match self
                     .fetch_round(Some(deadline), &mut batch, &mut shutdown)
@@ -399,6 +401,10 @@ impl PartitionLoop {
                     Round::Deadline => break,
                     Round::Shutdown => return,
                 }
+            }
+            if self.pacer.caught_up(self.next_offset) {
+                // No fetching while the function runs on the last records there are.
+                self.pacer.pause(&self.shared.consumer);
             }
             if batch.is_empty() {
                 continue;
@@ -443,6 +449,11 @@ impl PartitionLoop {
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Round::Deadline;
+            }
+            if !self.pacer.caught_up(self.next_offset) {
+                // A fetch may be on its way: wait on, and learn where the partition ends.
+                self.pacer.wake(&self.shared.consumer);
+                continue;
             }
             self.pacer.pause(&self.shared.consumer);
             let wait = self.pacer.idle_wait();
