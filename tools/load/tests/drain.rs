@@ -32,3 +32,30 @@ async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
     assert!(report.function_ms_per_batch > 0.0, "{report}");
     std::fs::remove_dir_all(logs).ok();
 }
+
+/// A backlog too large for the broker to answer in one quick fetch (it answers with every
+/// record from the offset on): the event source's fetch pacing must wait for that fetch, not
+/// pause the partition and throw its answer away, over and over.
+#[tokio::test]
+async fn a_backlog_larger_than_a_quick_fetch_drains() {
+    let logs =
+        std::env::temp_dir().join(format!("emostream-drain-large-test-{}", std::process::id()));
+    let plan = DrainPlan {
+        template: repo_root().join("template.yaml"),
+        binaries: function_binaries().to_path_buf(),
+        kafka_brokers: servers().kafka_brokers.clone(),
+        mongodb_uri: servers().mongodb_uri.clone(),
+        records: 100_000,
+        streams: 1,
+        partitions: 1,
+        shards: 1,
+        batch_size: 5_000,
+        viewers: 500,
+        event_rate: 1_000,
+        logs: logs.clone(),
+    };
+    let report = drain(&plan).await.unwrap();
+    assert!(report.exact, "{report}");
+    assert!(report.batches >= 20, "{report}");
+    std::fs::remove_dir_all(logs).ok();
+}
