@@ -6,10 +6,9 @@ use emostream_tests::local_stack::function_binaries;
 use emostream_tests::{repo_root, servers};
 use load::drain::{DrainPlan, drain};
 
-#[tokio::test]
-async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
-    let logs = std::env::temp_dir().join(format!("emostream-drain-test-{}", std::process::id()));
-    let plan = DrainPlan {
+/// A plan for a small backlog of two streams, sharded over three partitions, logging to `logs`.
+fn small_plan(logs: &std::path::Path) -> DrainPlan {
+    DrainPlan {
         template: repo_root().join("template.yaml"),
         binaries: function_binaries().to_path_buf(),
         kafka_brokers: servers().kafka_brokers.clone(),
@@ -21,8 +20,14 @@ async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
         batch_size: 200,
         viewers: 500,
         event_rate: 1_000,
-        logs: logs.clone(),
-    };
+        logs: logs.to_path_buf(),
+    }
+}
+
+#[tokio::test]
+async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
+    let logs = std::env::temp_dir().join(format!("emostream-drain-test-{}", std::process::id()));
+    let plan = small_plan(&logs);
     let report = drain(&plan).await.unwrap();
     assert!(report.exact, "{report}");
     assert!(report.taps_produced > 3_000, "{report}");
@@ -41,18 +46,12 @@ async fn a_backlog_larger_than_a_quick_fetch_drains() {
     let logs =
         std::env::temp_dir().join(format!("emostream-drain-large-test-{}", std::process::id()));
     let plan = DrainPlan {
-        template: repo_root().join("template.yaml"),
-        binaries: function_binaries().to_path_buf(),
-        kafka_brokers: servers().kafka_brokers.clone(),
-        mongodb_uri: servers().mongodb_uri.clone(),
         records: 100_000,
         streams: 1,
         partitions: 1,
         shards: 1,
         batch_size: 5_000,
-        viewers: 500,
-        event_rate: 1_000,
-        logs: logs.clone(),
+        ..small_plan(&logs)
     };
     let report = drain(&plan).await.unwrap();
     assert!(report.exact, "{report}");
