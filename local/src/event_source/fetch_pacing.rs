@@ -5,9 +5,9 @@
 //! the next one straight away: each caught-up partition would keep a broker thread and the
 //! broker busy (measured: about 1.8 of this machine's 2 cores for an idle stack). So a
 //! partition loop that finds nothing for [`PROBE`], and knows it has taken every record the
-//! partition holds, pauses the partition's fetching for
-//! [`EMPTY_FETCH_WAIT`] (longer while it stays idle), and keeps it paused while it invokes its function on a batch that
-//! drained the queue. A pause only delays records: librdkafka fetches again from the position
+//! partition holds, pauses the partition's fetching for [`EMPTY_FETCH_WAIT`] (longer while it
+//! stays idle), and keeps it paused while it invokes its function on a batch that drained the
+//! queue. A pause only delays records: librdkafka fetches again from the position
 //! after the last record the loop took, and the loop skips any it sees twice.
 //!
 //! librdkafka looks at a resumed partition only when that broker's thread next wakes up, which
