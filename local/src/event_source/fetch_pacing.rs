@@ -148,6 +148,7 @@ impl FetchPacer {
                 watermarks.1.store(high, Ordering::Release);
             }
             waking.fetch_sub(1, Ordering::AcqRel);
+            super::release(consumer);
         });
     }
 }

@@ -218,6 +218,25 @@ impl EventSourceMapping {
     /// signalled).
     pub async fn stopped(self) {
         self.task.await.ok();
+        release(self.consumer);
+    }
+}
+
+/// Lets go of a handle on a mapping's consumer. Destroying the consumer, which the last handle
+/// does, can hang in librdkafka: its broker thread sometimes never ends (seen once in a test
+/// after the fetch pacing's watermark requests; INFRA notes another such hang). So the last
+/// handle is destroyed on a thread of its own that nothing waits for, and a stopping mapping,
+/// test or stack never hangs on it.
+fn release(consumer: Arc<StreamConsumer>) {
+    if let Some(consumer) = Arc::into_inner(consumer) {
+        std::thread::spawn(move || drop(consumer));
+    }
+}
+
+/// [`release`] for the consumer of a mapping's shared state.
+fn release_shared(shared: Arc<Shared>) {
+    if let Some(shared) = Arc::into_inner(shared) {
+        release(shared.consumer);
     }
 }
 
@@ -289,6 +308,7 @@ impl Partitions {
             }
         }
         while self.loops.join_next().await.is_some() {}
+        release_shared(self.shared);
     }
 
     async fn topic_partitions(&self) -> Vec<i32> {
@@ -357,7 +377,16 @@ enum Round {
 }
 
 impl PartitionLoop {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Serves the partition until shutdown, then lets go of its handles on the consumer: the
+    /// queue's own first, so that the last one goes through [`release`].
+    async fn run(mut self, shutdown: watch::Receiver<bool>) {
+        self.serve(shutdown).await;
+        let PartitionLoop { shared, queue, .. } = self;
+        drop(queue);
+        release_shared(shared);
+    }
+
+    async fn serve(&mut self, mut shutdown: watch::Receiver<bool>) {
         let batch_size = self.shared.mapping.batch_size;
         loop {
             let mut batch = Vec::new();
