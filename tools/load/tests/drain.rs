@@ -24,7 +24,13 @@ fn small_plan(logs: &std::path::Path) -> DrainPlan {
     }
 }
 
+/// Both drains share the template's topic and consumer group, so they run one after the other.
 #[tokio::test]
+async fn backlogs_drain_with_exact_counts_and_their_figures() {
+    a_sharded_backlog_drains_with_exact_counts_and_its_figures().await;
+    a_backlog_larger_than_a_quick_fetch_drains().await;
+}
+
 async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
     let logs = std::env::temp_dir().join(format!("emostream-drain-test-{}", std::process::id()));
     let plan = small_plan(&logs);
@@ -40,15 +46,14 @@ async fn a_sharded_backlog_drains_with_exact_counts_and_its_figures() {
 
 /// A backlog too large for the broker to answer in one quick fetch (it answers with every
 /// record from the offset on): the event source's fetch pacing must wait for that fetch, not
-/// pause the partition and throw its answer away, over and over.
-#[tokio::test]
+/// pause the partition and throw its answer away, over and over. One stream with one shard
+/// puts all of it on one partition.
 async fn a_backlog_larger_than_a_quick_fetch_drains() {
     let logs =
         std::env::temp_dir().join(format!("emostream-drain-large-test-{}", std::process::id()));
     let plan = DrainPlan {
         records: 100_000,
         streams: 1,
-        partitions: 1,
         shards: 1,
         batch_size: 5_000,
         ..small_plan(&logs)
