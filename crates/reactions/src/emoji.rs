@@ -83,6 +83,9 @@ pub enum CatalogueError {
     /// No entries at all.
     #[error("the emoji catalogue must hold at least one emoji")]
     Empty,
+    /// More entries than a catalogue may hold.
+    #[error("the emoji catalogue may hold at most {max} emojis")]
+    TooMany { max: usize },
 }
 
 /// The allow-list, in display order.
@@ -106,15 +109,32 @@ fn strip_variation_selector(glyph: &str) -> String {
 }
 
 impl EmojiCatalogue {
+    /// Most emojis one catalogue may hold: a picker row a viewer can scan, and a bound on the
+    /// counts document of a window.
+    pub const MAX_EMOJIS: usize = 64;
+
     /// Parses `name=glyph,name=glyph,...` (the `EMOJI_CATALOGUE` format).
     pub fn parse(spec: &str) -> Result<Self, CatalogueError> {
-        let mut emojis: Vec<Emoji> = Vec::new();
+        let mut entries = Vec::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (name, glyph) = entry
                 .split_once('=')
                 .ok_or_else(|| CatalogueError::BadEntry(entry.to_owned()))?;
-            let name = EmojiName::parse(name.trim())?;
-            let glyph = glyph.trim();
+            entries.push((name.trim(), glyph.trim()));
+        }
+        Self::from_entries(entries)
+    }
+
+    /// Builds a catalogue from `(name, glyph)` pairs in display order, with the same checks as
+    /// [`EmojiCatalogue::parse`]: a stream registry's catalogue is held to the rules of the
+    /// configured one.
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, CatalogueError> {
+        let mut emojis: Vec<Emoji> = Vec::new();
+        for (name, glyph) in entries {
+            let shown = || format!("{name}={glyph}");
+            let name = EmojiName::parse(name)?;
             if glyph.is_empty() || glyph.chars().count() > 16 {
                 return Err(CatalogueError::BadGlyph(glyph.to_owned()));
             }
@@ -123,7 +143,12 @@ impl EmojiCatalogue {
                     || strip_variation_selector(&e.glyph) == strip_variation_selector(glyph)
             });
             if duplicate {
-                return Err(CatalogueError::Duplicate(entry.to_owned()));
+                return Err(CatalogueError::Duplicate(shown()));
+            }
+            if emojis.len() == Self::MAX_EMOJIS {
+                return Err(CatalogueError::TooMany {
+                    max: Self::MAX_EMOJIS,
+                });
             }
             emojis.push(Emoji {
                 name,

@@ -43,6 +43,19 @@ impl Default for ReactionLimits {
     }
 }
 
+/// Where validation finds the catalogue of a reaction's stream: one catalogue for every stream
+/// (`EmojiCatalogue` itself), or the stream registry's per-stream catalogues.
+pub trait Catalogues {
+    /// The catalogue of `stream`, or `None` for a stream that takes no reactions.
+    fn catalogue_of(&self, stream: &StreamId) -> Option<&EmojiCatalogue>;
+}
+
+impl Catalogues for EmojiCatalogue {
+    fn catalogue_of(&self, _stream: &StreamId) -> Option<&EmojiCatalogue> {
+        Some(self)
+    }
+}
+
 /// A reaction as a client described it, before validation. Useful for callers that build
 /// reactions in code (load generator, tests); JSON input goes through [`RawReaction::from_json`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,11 +129,14 @@ impl RawReaction {
     pub fn validate(
         &self,
         limits: &ReactionLimits,
-        catalogue: &EmojiCatalogue,
+        catalogues: &impl Catalogues,
         at_ms: i64,
     ) -> Result<Reaction, ValidationError> {
         let stream = StreamId::parse("stream_id", &self.stream_id)?;
         let user = UserId::parse("user_id", &self.user_id)?;
+        let catalogue = catalogues
+            .catalogue_of(&stream)
+            .ok_or_else(|| ValidationError::new("stream_id", Rule::UnknownStream))?;
         let emoji = catalogue.resolve("emoji", &self.emoji)?;
         let count = self.count.unwrap_or(1);
         let max = i64::from(limits.max_count);
@@ -159,7 +175,7 @@ pub struct BatchRejected {
 pub fn validate_batch(
     items: &[Value],
     limits: &ReactionLimits,
-    catalogue: &EmojiCatalogue,
+    catalogues: &impl Catalogues,
     at_ms: i64,
 ) -> Result<Vec<Reaction>, BatchRejected> {
     if items.is_empty() {
@@ -182,7 +198,7 @@ pub fn validate_batch(
     let mut errors = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let checked = RawReaction::from_json(item)
-            .and_then(|raw| raw.validate(limits, catalogue, at_ms))
+            .and_then(|raw| raw.validate(limits, catalogues, at_ms))
             .map_err(|e| e.under(&format!("reactions[{index}]")));
         match checked {
             Ok(reaction) => accepted.push(reaction),

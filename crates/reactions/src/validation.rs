@@ -28,6 +28,13 @@ pub enum Rule {
     EmptyBatch,
     /// A batch with more than `max` items.
     BatchTooLarge { max: usize, len: usize },
+    /// An emoji catalogue that breaks a catalogue rule (`reason` says which).
+    BadCatalogue { reason: String },
+    /// An update that changes nothing.
+    NothingToChange,
+    /// A stream the registry does not know (ingest answers 404 before validating, so this is
+    /// only seen by callers that validate without a registry).
+    UnknownStream,
 }
 
 impl Rule {
@@ -44,6 +51,9 @@ impl Rule {
             Rule::OutOfRange { .. } => "out_of_range",
             Rule::EmptyBatch => "empty_batch",
             Rule::BatchTooLarge { .. } => "batch_too_large",
+            Rule::BadCatalogue { .. } => "bad_catalogue",
+            Rule::NothingToChange => "nothing_to_change",
+            Rule::UnknownStream => "unknown_stream",
         }
     }
 }
@@ -60,7 +70,7 @@ impl fmt::Display for Rule {
             Rule::UnknownEmoji { value } => {
                 write!(
                     f,
-                    "{value:?} is not in the emoji catalogue (see GET /emojis)"
+                    "{value:?} is not in the stream's emoji catalogue (see GET /streams/{{id}})"
                 )
             }
             Rule::OutOfRange { min, max, value } => {
@@ -70,6 +80,9 @@ impl fmt::Display for Rule {
             Rule::BatchTooLarge { max, len } => {
                 write!(f, "must hold at most {max} reactions, got {len}")
             }
+            Rule::BadCatalogue { reason } => write!(f, "is not a valid catalogue: {reason}"),
+            Rule::NothingToChange => write!(f, "must set title, emojis or both"),
+            Rule::UnknownStream => write!(f, "is not a registered stream"),
         }
     }
 }

@@ -1,16 +1,18 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
-//! unique (stream, window start) key and retention TTL, the `connections` collection and the
-//! `pushes` schedule. Only operations that MongoDB, Atlas and
+//! unique (stream, window start) key and retention TTL, the `connections` collection, the
+//! `pushes` schedule and the `streams` registry. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
 mod apply;
 mod connections;
 mod push_slots;
+mod streams;
 
 pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, WatchingConnection};
 pub use push_slots::{Claim, PushSlots};
+pub use streams::{RegistryError, StreamStore};
 
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;
