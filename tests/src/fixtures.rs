@@ -42,3 +42,33 @@ pub fn reaction_log(
         })
         .collect()
 }
+
+/// Registers `ids` as live streams with `catalogue` in the registry of `mongo`'s database, as
+/// an admin would, so ingest takes reactions to them.
+pub async fn register_live_streams(
+    mongo: &reactions::mongo::MongoSettings,
+    ids: &[&str],
+    catalogue: &reactions::EmojiCatalogue,
+) {
+    use reactions::stream_registry::{StreamChanges, Transition};
+    let database = reactions::mongo::connect(mongo, "test-registry")
+        .await
+        .expect("MongoDB answers");
+    let store = reactions::mongo::StreamStore::new(&database);
+    for id in ids {
+        let stream = StreamId::parse("id", id).expect("valid stream id");
+        let changes = StreamChanges {
+            title: Some(format!("Stream {id}")),
+            catalogue: Some(catalogue.clone()),
+        };
+        let now = reactions::clock::now_ms();
+        store
+            .put(&stream, &changes, catalogue, now)
+            .await
+            .expect("stream registered");
+        store
+            .transition(&stream, Transition::Start, now)
+            .await
+            .expect("stream started");
+    }
+}

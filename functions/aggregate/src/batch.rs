@@ -77,8 +77,10 @@ fn dead_letter(
     }
 }
 
-/// Decodes and sorts a batch. Records with an emoji outside the catalogue are dead-lettered
-/// too: ingest never produces them, so one means a foreign producer or a catalogue change.
+/// Decodes and sorts a batch. Any well-formed emoji name is counted, whatever the configured
+/// catalogue: catalogues belong to streams and may change while a reaction ingest accepted is
+/// still in Kafka, and a reaction answered 202 must be counted. Names that are not well-formed
+/// fail decoding and are dead-lettered with the other malformed records.
 pub fn prepare_batch(event: &KafkaEvent, config: &DomainConfig) -> PreparedBatch {
     let decoded = decode_kafka_event::<ReactionRecord>(event);
     let records = decoded.len();
@@ -89,13 +91,7 @@ pub fn prepare_batch(event: &KafkaEvent, config: &DomainConfig) -> PreparedBatch
             &mut record.message,
             Err(reactions::RecordError::MissingValue),
         ) {
-            Ok(message) if config.catalogue.contains(&message.emoji) => {
-                reactions.push((record.position, Reaction::from(message)));
-            }
-            Ok(message) => {
-                let error = format!("emoji {:?} is not in the catalogue", message.emoji.as_str());
-                dead_letters.push(dead_letter(record, "unknown_emoji", error));
-            }
+            Ok(message) => reactions.push((record.position, Reaction::from(message))),
             Err(error) => dead_letters.push(dead_letter(record, error.code(), error.to_string())),
         }
     }
@@ -122,14 +118,18 @@ mod tests {
     }
 
     #[test]
-    fn malformed_and_foreign_records_are_dead_lettered_with_their_reason() {
+    fn malformed_records_are_dead_lettered_and_any_catalogue_name_is_counted() {
         let good = br#"{"v":1,"stream":"m","user":"u","emoji":"fire","count":2,"at_ms":10}"#;
-        let unknown = br#"{"v":1,"stream":"m","user":"u","emoji":"unicorn","count":2,"at_ms":10}"#;
+        // Not in the configured catalogue: a stream's own emoji, or one its admin since removed.
+        let custom = br#"{"v":1,"stream":"m","user":"u","emoji":"goal","count":2,"at_ms":10}"#;
+        let ill_formed =
+            br#"{"v":1,"stream":"m","user":"u","emoji":"Not A Name","count":2,"at_ms":10}"#;
         let records = vec![
             lambda_kafka_record_json(&position(0), 0, Some(b"m"), Some(good), &[]),
             lambda_kafka_record_json(&position(1), 0, Some(b"m"), Some(b"{oops"), &[]),
-            lambda_kafka_record_json(&position(2), 0, Some(b"m"), Some(unknown), &[]),
+            lambda_kafka_record_json(&position(2), 0, Some(b"m"), Some(custom), &[]),
             lambda_kafka_record_json(&position(3), 0, Some(b"m"), Some(br#"{"v":7}"#), &[]),
+            lambda_kafka_record_json(&position(4), 0, Some(b"m"), Some(ill_formed), &[]),
         ];
         let event =
             serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
@@ -137,8 +137,9 @@ mod tests {
         let batch = prepare_batch(&event, &DomainConfig::from_settings(&[]).unwrap());
         assert_eq!(
             (batch.records, batch.reactions.len(), batch.deltas.len()),
-            (4, 1, 1)
+            (5, 2, 1)
         );
+        assert_eq!(batch.reactions[1].1.emoji.as_str(), "goal");
         let reasons: Vec<_> = batch
             .dead_letters
             .iter()
@@ -146,11 +147,7 @@ mod tests {
             .collect();
         assert_eq!(
             reasons,
-            [
-                (1, "bad_json"),
-                (2, "unknown_emoji"),
-                (3, "unsupported_version")
-            ]
+            [(1, "bad_json"), (3, "unsupported_version"), (4, "bad_json")]
         );
         let record = batch.dead_letters[0].to_record();
         assert_eq!(record.key, b"m");

@@ -4,6 +4,7 @@
 
 use lambda_http::http::StatusCode;
 use reactions::ValidationError;
+use reactions::stream_registry::{StreamStatus, TransitionRefused};
 use serde_json::{Value, json};
 
 /// Seconds a client should wait before retrying after a 503.
@@ -33,6 +34,21 @@ pub enum ApiError {
         method: String,
         allowed: &'static str,
     },
+    /// The stream is not in the registry.
+    #[error("stream {stream:?} is not registered")]
+    UnknownStream { stream: String },
+    /// The stream exists but does not take reactions now.
+    #[error("stream {stream:?} is {status}; reactions are taken only while it is live")]
+    StreamNotLive {
+        stream: String,
+        status: StreamStatus,
+    },
+    /// An admin transition the stream's status does not allow.
+    #[error("{0}")]
+    TransitionRefused(TransitionRefused),
+    /// An admin route reached without a verified IAM caller (the route lost its authorizer).
+    #[error("admin routes need a request signed with AWS credentials (SigV4, execute-api)")]
+    Forbidden,
     /// A dependency (Kafka, MongoDB) did not answer in time; the client should retry.
     #[error("{service} is unavailable; retry in a moment")]
     Unavailable { service: &'static str },
@@ -45,7 +61,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::UnknownStream { .. } => StatusCode::NOT_FOUND,
+            ApiError::StreamNotLive { .. } | ApiError::TransitionRefused(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -59,6 +77,10 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::Invalid(_) => "invalid_reactions",
             ApiError::NotFound { .. } => "not_found",
+            ApiError::UnknownStream { .. } => "unknown_stream",
+            ApiError::StreamNotLive { .. } => "stream_not_live",
+            ApiError::TransitionRefused(_) => "transition_refused",
+            ApiError::Forbidden => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -67,6 +89,14 @@ impl ApiError {
     /// The JSON body: `error` (code), `message`, and for validation errors one entry per field.
     pub fn body(&self) -> Value {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        match self {
+            ApiError::UnknownStream { stream } => body["stream_id"] = json!(stream),
+            ApiError::StreamNotLive { stream, status } => {
+                body["stream_id"] = json!(stream);
+                body["status"] = json!(status);
+            }
+            _ => {}
+        }
         if let ApiError::Invalid(errors) = self {
             body["errors"] = errors
                 .iter()
@@ -132,5 +162,18 @@ mod tests {
             ApiError::Unavailable { service: "kafka" }.status().as_u16(),
             503
         );
+        let not_live = ApiError::StreamNotLive {
+            stream: "final".into(),
+            status: StreamStatus::Ended,
+        };
+        assert_eq!(not_live.status().as_u16(), 409);
+        assert_eq!(not_live.body()["status"], "ended");
+        assert_eq!(not_live.body()["stream_id"], "final");
+        let unknown = ApiError::UnknownStream {
+            stream: "nope".into(),
+        };
+        assert_eq!(unknown.status().as_u16(), 404);
+        assert_eq!(unknown.body()["error"], "unknown_stream");
+        assert_eq!(ApiError::Forbidden.status().as_u16(), 403);
     }
 }

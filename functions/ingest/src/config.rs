@@ -52,6 +52,10 @@ pub struct IngestConfig {
     /// `STREAM_SHARDS` (default 3, 1 to 256): how many Kafka keys, and so partitions, one
     /// stream's reactions are spread over (see [`StreamShards`]).
     pub stream_shards: StreamShards,
+    /// `STREAM_CACHE_TTL_MS` (default 5000, 0 to 300000): how long a container trusts what it
+    /// read from the stream registry, including "no such stream". A stream going live or a new
+    /// catalogue reaches every container within this time.
+    pub stream_cache_ttl: Duration,
 }
 
 impl IngestConfig {
@@ -61,6 +65,8 @@ impl IngestConfig {
             parse_in(settings, "PRODUCE_TIMEOUT_MS", 2_000, 100..=60_000)?;
         let max_body_bytes: usize = parse_in(settings, "MAX_BODY_BYTES", 131_072, 256..)?;
         let stream_shards: u16 = parse_in(settings, "STREAM_SHARDS", 3, 1..=StreamShards::MAX)?;
+        let stream_cache_ttl_ms: u64 =
+            parse_in(settings, "STREAM_CACHE_TTL_MS", 5_000, 0..=300_000)?;
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::from_settings(settings, "emostream-ingest")?,
@@ -70,6 +76,7 @@ impl IngestConfig {
             max_body_bytes,
             allowed_origins: AllowedOrigins::parse(&text_or(settings, "ALLOWED_ORIGINS", "*")),
             stream_shards: StreamShards::new(stream_shards),
+            stream_cache_ttl: Duration::from_millis(stream_cache_ttl_ms),
         })
     }
 

@@ -1,13 +1,17 @@
 //! The ingest function: the HTTP edge of emostream (API Gateway HTTP API, payload v2), and the
-//! only place untrusted input enters. It validates reactions, produces them to Kafka and answers
-//! only once the broker has acknowledged them; it also serves the emoji catalogue and the stored
-//! windows of a stream. Every answer is JSON; client mistakes are precise 4xx, never a 500.
+//! only place untrusted input enters. It validates reactions against the stream registry (the
+//! stream must be registered and live, the emoji in its catalogue), produces them to Kafka and
+//! answers only once the broker has acknowledged them; it also serves the registry (public and
+//! admin routes) and the stored windows of a stream. Every answer is JSON; client mistakes are
+//! precise 4xx, never a 500.
 
 pub mod api_error;
 pub mod config;
 pub mod cors;
 pub mod publisher;
 pub mod reactions_body;
+pub mod stream_directory;
+pub mod streams_route;
 pub mod windows_route;
 
 use api_error::{ApiError, RETRY_AFTER_SECONDS};
@@ -17,9 +21,15 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use publisher::ReactionPublisher;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{StoreError, WindowStore};
+use reactions::mongo::{StoreError, StreamStore, WindowStore};
+use reactions::stream_registry::Transition;
+use reactions::{Catalogues, EmojiCatalogue, StreamEntry, StreamId};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
+use stream_directory::StreamDirectory;
+use streams_route::Registry;
 
 /// Why the function could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,19 +44,32 @@ pub enum InitError {
 
 /// The routes this function answers (`METHOD /path`, with `{id}` for the stream id; `OPTIONS`
 /// preflights too). template.yaml's HttpApi events must list exactly these, which a test checks.
-pub const ROUTES: [&str; 5] = [
+pub const ROUTES: [&str; 11] = [
     "POST /reactions",
     "OPTIONS /reactions",
     "GET /emojis",
+    "GET /streams",
+    "GET /streams/{id}",
     "GET /streams/{id}/windows",
     "GET /health",
+    "GET /admin/streams",
+    "PUT /admin/streams/{id}",
+    "POST /admin/streams/{id}/start",
+    "POST /admin/streams/{id}/end",
 ];
+
+/// Routes under this path are for the broadcaster's staff: template.yaml puts them behind the
+/// HTTP API's IAM authorizer (SigV4-signed requests from principals allowed
+/// `execute-api:Invoke`), and this function refuses them without a verified IAM caller too.
+pub const ADMIN_PATH_PREFIX: &str = "/admin/";
 
 /// The function's long-lived state: configuration and clients, built once per container.
 pub struct Ingest {
     config: IngestConfig,
     publisher: ReactionPublisher,
     windows: WindowStore,
+    streams: StreamStore,
+    directory: StreamDirectory<StreamStore>,
 }
 
 /// What one request did, for its log line and metrics line.
@@ -87,6 +110,30 @@ fn body_bytes(body: &Body) -> &[u8] {
     }
 }
 
+/// The live streams one request names, with their catalogues as read (a catalogue changing
+/// later does not affect a reaction already validated: aggregate counts any well-formed name).
+#[derive(Default)]
+struct LiveStreams(HashMap<StreamId, Arc<StreamEntry>>);
+
+impl Catalogues for LiveStreams {
+    fn catalogue_of(&self, stream: &StreamId) -> Option<&EmojiCatalogue> {
+        self.0.get(stream).map(|entry| &entry.catalogue)
+    }
+}
+
+/// Whether API Gateway's IAM authorizer verified the caller (it puts the caller's identity in
+/// the request context; a route without the authorizer has none).
+fn signed_by_iam(request: &Request) -> bool {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.iam.as_ref())
+            .is_some_and(|iam| iam.access_key.is_some() || iam.user_arn.is_some()),
+        _ => false,
+    }
+}
+
 impl Ingest {
     /// Builds the clients. Neither is waited for here: the producer starts connecting in the
     /// background and MongoDB connects on first use, so Kafka and MongoDB problems surface per
@@ -100,11 +147,19 @@ impl Ingest {
         )?;
         publisher.start_warm_up();
         let database = reactions::mongo::open(&config.mongo, "emostream-ingest").await?;
+        let streams = StreamStore::new(&database);
         Ok(Self {
             windows: WindowStore::new(&database),
+            directory: StreamDirectory::new(streams.clone(), config.stream_cache_ttl),
+            streams,
             publisher,
             config,
         })
+    }
+
+    /// How many times this container read the stream registry (cache misses).
+    pub fn registry_reads(&self) -> u64 {
+        self.directory.reads()
     }
 
     /// Handles one request: routes it, adds CORS headers, and writes one log line and one
@@ -187,15 +242,25 @@ impl Ingest {
                 .body(Body::Empty)
                 .unwrap_or_default());
         }
+        if request.uri().path().starts_with(ADMIN_PATH_PREFIX) && !signed_by_iam(request) {
+            return Err(ApiError::Forbidden);
+        }
+        let registry = Registry {
+            store: &self.streams,
+            directory: &self.directory,
+            default_catalogue: &self.config.domain.catalogue,
+        };
+        let ok = |body: Value| Ok(json_response(StatusCode::OK, &body));
         match (segments.as_slice(), method) {
-            (["health"], &Method::GET) => {
-                Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })))
+            (["health"], &Method::GET) => ok(json!({ "status": "ok" })),
+            (["emojis"], &Method::GET) => {
+                ok(json!({ "emojis": self.config.domain.catalogue.emojis() }))
             }
-            (["emojis"], &Method::GET) => Ok(json_response(
-                StatusCode::OK,
-                &json!({ "emojis": self.config.domain.catalogue.emojis() }),
-            )),
             (["reactions"], &Method::POST) => self.post_reactions(request, outcome).await,
+            (["streams"], &Method::GET) => ok(streams_route::list_live(&registry).await?),
+            (["streams", stream], &Method::GET) => {
+                ok(streams_route::get_stream(&registry, stream).await?)
+            }
             (["streams", stream, "windows"], &Method::GET) => {
                 let query = windows_route::parse_query(stream, request.uri().query())?;
                 let body = windows_route::list_windows(
@@ -204,15 +269,74 @@ impl Ingest {
                     self.config.domain.window_width,
                 )
                 .await?;
-                Ok(json_response(StatusCode::OK, &body))
+                ok(body)
             }
-            (["health"] | ["emojis"] | ["streams", _, "windows"], _) => Err(not_allowed("GET")),
+            (["admin", "streams"], &Method::GET) => {
+                ok(streams_route::admin_list(&registry, request.uri().query()).await?)
+            }
+            (["admin", "streams", stream], &Method::PUT) => {
+                let (status, body) = streams_route::admin_put(
+                    &registry,
+                    stream,
+                    body_bytes(request.body()),
+                    now_ms(),
+                )
+                .await?;
+                Ok(json_response(status, &body))
+            }
+            (["admin", "streams", stream, action @ ("start" | "end")], &Method::POST) => {
+                let transition = if *action == "start" {
+                    Transition::Start
+                } else {
+                    Transition::End
+                };
+                ok(
+                    streams_route::admin_transition(&registry, stream, transition, now_ms())
+                        .await?,
+                )
+            }
+            (
+                ["health"]
+                | ["emojis"]
+                | ["streams"]
+                | ["streams", _]
+                | ["streams", _, "windows"]
+                | ["admin", "streams"],
+                _,
+            ) => Err(not_allowed("GET")),
             (["reactions"], _) => Err(not_allowed("POST")),
+            (["admin", "streams", _], _) => Err(not_allowed("PUT")),
+            (["admin", "streams", _, "start" | "end"], _) => Err(not_allowed("POST")),
             _ => Err(ApiError::NotFound {
                 method: method.to_string(),
                 path: path.chars().take(200).collect(),
             }),
         }
+    }
+
+    /// Looks up every stream a body names, stopping at the first that is not registered or not
+    /// live, so a body full of made-up ids costs one registry read.
+    async fn live_streams(&self, ids: &[StreamId]) -> Result<LiveStreams, ApiError> {
+        let mut live = LiveStreams::default();
+        for id in ids {
+            let entry = self.directory.get(id).await.map_err(|error| {
+                tracing::error!(%error, "reading the stream registry failed");
+                ApiError::Unavailable { service: "MongoDB" }
+            })?;
+            let Some(entry) = entry else {
+                return Err(ApiError::UnknownStream {
+                    stream: id.as_str().to_owned(),
+                });
+            };
+            if !entry.is_live() {
+                return Err(ApiError::StreamNotLive {
+                    stream: id.as_str().to_owned(),
+                    status: entry.status,
+                });
+            }
+            live.0.insert(id.clone(), entry);
+        }
+        Ok(live)
     }
 
     async fn post_reactions(
@@ -224,13 +348,13 @@ impl Ingest {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let reactions = reactions_body::parse_reactions(
+        let body = reactions_body::read_body(
             content_type.as_deref(),
             body_bytes(request.body()),
-            &self.config.domain,
             self.config.max_body_bytes,
-            now_ms(),
         )?;
+        let live = self.live_streams(&body.stream_ids()).await?;
+        let reactions = body.validate(&self.config.domain, &live, now_ms())?;
         let started = Instant::now();
         let published = self.publisher.publish(&reactions).await;
         outcome.produce_ms = Some(elapsed_ms(started));

@@ -3,7 +3,10 @@
 //! failure is an [`ApiError`] that names what to fix.
 
 use crate::api_error::ApiError;
-use reactions::{DomainConfig, RawReaction, Reaction, Rule, ValidationError, validate_batch};
+use reactions::{
+    Catalogues, DomainConfig, RawReaction, Reaction, Rule, StreamId, ValidationError,
+    validate_batch,
+};
 use serde_json::Value;
 
 /// Whether a Content-Type header value declares JSON (`application/json`, any parameters).
@@ -14,15 +17,20 @@ pub fn is_json_content_type(value: &str) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Parses and validates a reactions body: either one reaction object or
-/// `{"reactions": [ ... ]}`. All reactions are stamped with `now_ms`.
-pub fn parse_reactions(
+/// A reactions body that passed the cheap checks: either one reaction object or the items of
+/// `{"reactions": [ ... ]}`, not yet validated field by field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReactionsBody {
+    One(Value),
+    Batch(Vec<Value>),
+}
+
+/// Checks content type, size, JSON syntax and the body's shape.
+pub fn read_body(
     content_type: Option<&str>,
     body: &[u8],
-    config: &DomainConfig,
     max_body_bytes: usize,
-    now_ms: i64,
-) -> Result<Vec<Reaction>, ApiError> {
+) -> Result<ReactionsBody, ApiError> {
     if !content_type.is_some_and(is_json_content_type) {
         return Err(ApiError::UnsupportedMediaType {
             got: content_type.map(|c| c.chars().take(100).collect()),
@@ -38,26 +46,78 @@ pub fn parse_reactions(
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let invalid =
         |field: &str, rule: Rule| ApiError::Invalid(vec![ValidationError::new(field, rule)]);
-    let Value::Object(object) = &json else {
+    let Value::Object(mut object) = json else {
         return Err(invalid("body", Rule::WrongType { expected: "object" }));
     };
-    match object.get("reactions") {
+    match object.remove("reactions") {
         Some(items) => {
-            if let Some(extra) = object.keys().find(|k| *k != "reactions") {
+            if let Some(extra) = object.keys().next() {
                 let shown: String = extra.chars().take(40).collect();
                 return Err(invalid(&shown, Rule::UnknownField));
             }
             let Value::Array(items) = items else {
                 return Err(invalid("reactions", Rule::WrongType { expected: "array" }));
             };
-            validate_batch(items, &config.limits, &config.catalogue, now_ms)
-                .map_err(|rejected| ApiError::Invalid(rejected.errors))
+            Ok(ReactionsBody::Batch(items))
         }
-        None => RawReaction::from_json(&json)
-            .and_then(|raw| raw.validate(&config.limits, &config.catalogue, now_ms))
-            .map(|reaction| vec![reaction])
-            .map_err(|e| ApiError::Invalid(vec![e])),
+        None => Ok(ReactionsBody::One(Value::Object(object))),
     }
+}
+
+impl ReactionsBody {
+    /// The distinct well-formed stream ids the body names, in order of first appearance: what
+    /// must be looked up in the registry before the reactions can be validated. Ill-formed ids
+    /// are left for validation to name.
+    pub fn stream_ids(&self) -> Vec<StreamId> {
+        let items = match self {
+            ReactionsBody::One(item) => std::slice::from_ref(item),
+            ReactionsBody::Batch(items) => items.as_slice(),
+        };
+        let mut ids: Vec<StreamId> = Vec::new();
+        for item in items {
+            let Some(Value::String(text)) = item.get("stream_id") else {
+                continue;
+            };
+            if ids.iter().any(|id| id.as_str() == text) {
+                continue;
+            }
+            if let Ok(id) = StreamId::parse("stream_id", text) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Validates every reaction against its stream's catalogue and stamps it with `now_ms`.
+    pub fn validate(
+        &self,
+        config: &DomainConfig,
+        catalogues: &impl Catalogues,
+        now_ms: i64,
+    ) -> Result<Vec<Reaction>, ApiError> {
+        match self {
+            ReactionsBody::Batch(items) => {
+                validate_batch(items, &config.limits, catalogues, now_ms)
+                    .map_err(|rejected| ApiError::Invalid(rejected.errors))
+            }
+            ReactionsBody::One(item) => RawReaction::from_json(item)
+                .and_then(|raw| raw.validate(&config.limits, catalogues, now_ms))
+                .map(|reaction| vec![reaction])
+                .map_err(|e| ApiError::Invalid(vec![e])),
+        }
+    }
+}
+
+/// Parses and validates a reactions body against one catalogue for every stream (the
+/// configured one): [`read_body`] then [`ReactionsBody::validate`].
+pub fn parse_reactions(
+    content_type: Option<&str>,
+    body: &[u8],
+    config: &DomainConfig,
+    max_body_bytes: usize,
+    now_ms: i64,
+) -> Result<Vec<Reaction>, ApiError> {
+    read_body(content_type, body, max_body_bytes)?.validate(config, &config.catalogue, now_ms)
 }
 
 #[cfg(test)]
@@ -86,6 +146,21 @@ mod tests {
         .unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].emoji.as_str(), "clap");
+    }
+
+    #[test]
+    fn stream_ids_are_listed_once_each_in_order() {
+        let body = read_body(
+            JSON,
+            br#"{"reactions":[{"stream_id":"b"},{"stream_id":"a"},{"stream_id":"b"},{"stream_id":"bad id"},{"stream_id":7},{}]}"#,
+            1_000,
+        )
+        .unwrap();
+        let ids = body.stream_ids();
+        let ids: Vec<&str> = ids.iter().map(StreamId::as_str).collect();
+        assert_eq!(ids, ["b", "a"]);
+        let one = read_body(JSON, br#"{"stream_id":"m"}"#, 1_000).unwrap();
+        assert_eq!(one.stream_ids()[0].as_str(), "m");
     }
 
     #[test]

@@ -4,13 +4,11 @@
 use emostream_tests::broker_process::BrokerProcess;
 use emostream_tests::patience::{PATIENCE, assert_bounded};
 use emostream_tests::topic_reader::{key_text, read_records, record_count};
-use emostream_tests::{closed_port, servers, unique_name};
+use emostream_tests::{closed_port, servers};
 use ingest::Ingest;
-use ingest::config::IngestConfig;
 use lambda_http::http::header;
-use lambda_http::{Body, Request, Response};
+use lambda_http::{Body, Request};
 use rdkafka::Message;
-use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use reactions::kafka_event::RecordPosition;
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::mongo::{WindowStore, WriteTimes, connect};
@@ -18,81 +16,10 @@ use reactions::window_delta::window_deltas;
 use reactions::{EmojiName, Reaction, StreamId, StreamShards, UserId, WindowWidth};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-struct Setup {
-    ingest: Ingest,
-    topic: String,
-    kafka: KafkaSettings,
-    database: String,
-}
-
-/// An ingest handler on a fresh topic (3 partitions) and database, against `brokers` and
-/// `mongodb_uri`, with `overrides` on top of the base configuration.
-async fn setup_on(brokers: &str, mongodb_uri: &str, overrides: &[(&str, &str)]) -> Setup {
-    let topic = unique_name("reactions");
-    let mongo = servers().mongo("ingest");
-    let mut settings: HashMap<String, String> = HashMap::from([
-        ("KAFKA_BROKERS".into(), brokers.to_owned()),
-        ("MONGODB_URI".into(), mongodb_uri.to_owned()),
-        ("MONGODB_DATABASE".into(), mongo.database.clone()),
-        ("REACTION_TOPIC".into(), topic.clone()),
-    ]);
-    for (k, v) in overrides {
-        settings.insert((*k).into(), (*v).into());
-    }
-    let config = IngestConfig::from_settings(&settings).unwrap();
-    let kafka = config.kafka.clone();
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 3,
-    };
-    ensure_topics(&kafka, &[spec], PATIENCE).await.unwrap();
-    Setup {
-        ingest: Ingest::new(config).await.unwrap(),
-        topic,
-        kafka,
-        database: mongo.database,
-    }
-}
-
-async fn setup_with(overrides: &[(&str, &str)]) -> Setup {
-    setup_on(&servers().kafka_brokers, &servers().mongodb_uri, overrides).await
-}
-
-fn request(method: &str, uri: &str, content_type: Option<&str>, body: impl Into<Body>) -> Request {
-    let mut builder = lambda_http::http::Request::builder()
-        .method(method)
-        .uri(uri);
-    if let Some(content_type) = content_type {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
-    }
-    builder.body(body.into()).unwrap()
-}
-
-fn post_json(body: &str) -> Request {
-    request(
-        "POST",
-        "/reactions",
-        Some("application/json"),
-        body.to_owned(),
-    )
-}
-
-fn body_json(response: &Response<Body>) -> Value {
-    match response.body() {
-        Body::Text(text) => serde_json::from_str(text).unwrap(),
-        Body::Empty => Value::Null,
-        other => panic!("unexpected body {other:?}"),
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn accepted_reactions_are_produced_keyed_by_stream_and_shard_with_server_time() {
@@ -561,28 +488,35 @@ async fn a_down_broker_gives_503_quickly_and_recovery_gives_202() {
 }
 
 #[tokio::test]
-async fn a_down_mongodb_gives_503_for_windows_but_reactions_still_flow() {
+async fn a_down_mongodb_gives_a_quick_503_for_windows_and_the_registry() {
     let dead_mongo = format!(
         "mongodb://127.0.0.1:{}/?directConnection=true",
         closed_port()
     );
-    let Setup { ingest, .. } = setup_on(&servers().kafka_brokers, &dead_mongo, &[]).await;
-    let started = Instant::now();
-    let windows = ingest
-        .handle(request("GET", "/streams/m/windows", None, Body::Empty))
-        .await;
-    assert_eq!(windows.status(), 503);
-    assert_eq!(windows.headers()[header::RETRY_AFTER], "1");
-    // The adapter's server selection timeout is 3 s (the driver's default would be 30 s).
-    assert_bounded(
-        started.elapsed(),
-        Duration::from_secs(3),
-        "a windows read while MongoDB is down",
-    );
-    let posted = ingest
-        .handle(post_json(
-            r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#,
-        ))
-        .await;
-    assert_eq!(posted.status(), 202);
+    let Setup {
+        ingest,
+        topic,
+        kafka,
+        ..
+    } = setup_on(&servers().kafka_brokers, &dead_mongo, &[]).await;
+    let requests = [
+        request("GET", "/streams/m/windows", None, Body::Empty),
+        request("GET", "/streams/m", None, Body::Empty),
+        // A stream this container has not read yet cannot be vetted: not acknowledged.
+        post_json(r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#),
+    ];
+    for request in requests {
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = ingest.handle(request).await;
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        // The adapter's server selection timeout is 3 s (the driver's default would be 30 s).
+        assert_bounded(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "a registry or windows read while MongoDB is down",
+        );
+    }
+    assert_eq!(record_count(&kafka, &topic), 0);
 }

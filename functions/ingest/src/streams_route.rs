@@ -1,0 +1,142 @@
+//! The stream registry's routes. Public: `GET /streams` (the live streams) and
+//! `GET /streams/{id}` (title, status, catalogue: what a watch page needs). Admin, behind the
+//! HTTP API's IAM authorizer: `GET /admin/streams[?status=]`, `PUT /admin/streams/{id}` (create
+//! or change title and catalogue), `POST /admin/streams/{id}/start` and `.../end`.
+
+use crate::api_error::ApiError;
+use crate::stream_directory::StreamDirectory;
+use lambda_http::http::StatusCode;
+use reactions::mongo::{RegistryError, StoreError, StreamStore};
+use reactions::stream_registry::{StreamChanges, Transition};
+use reactions::{EmojiCatalogue, Rule, StreamEntry, StreamId, StreamStatus, ValidationError};
+use serde_json::{Value, json};
+
+/// What the registry routes work with.
+pub struct Registry<'a> {
+    pub store: &'a StreamStore,
+    pub directory: &'a StreamDirectory<StreamStore>,
+    /// A new stream's catalogue unless the admin gives one (`EMOJI_CATALOGUE`).
+    pub default_catalogue: &'a EmojiCatalogue,
+}
+
+fn unavailable(error: StoreError) -> ApiError {
+    // Whatever went wrong is ours or MongoDB's, never the client's: 503, retry later.
+    tracing::error!(%error, "stream registry unavailable");
+    ApiError::Unavailable { service: "MongoDB" }
+}
+
+fn stream_id(text: &str) -> Result<StreamId, ApiError> {
+    StreamId::parse("id", text).map_err(|e| ApiError::Invalid(vec![e]))
+}
+
+fn listing(streams: &[StreamEntry]) -> Value {
+    json!({ "streams": streams.iter().map(StreamEntry::to_json).collect::<Vec<_>>() })
+}
+
+/// `GET /streams`: the live streams, by id.
+pub async fn list_live(registry: &Registry<'_>) -> Result<Value, ApiError> {
+    let live = registry
+        .store
+        .list(Some(StreamStatus::Live))
+        .await
+        .map_err(unavailable)?;
+    Ok(listing(&live))
+}
+
+/// `GET /streams/{id}`, from the container's cache like ingest's own checks, so a page shows
+/// what `POST /reactions` will accept.
+pub async fn get_stream(registry: &Registry<'_>, id: &str) -> Result<Value, ApiError> {
+    let id = stream_id(id)?;
+    match registry.directory.get(&id).await.map_err(unavailable)? {
+        Some(entry) => Ok(entry.to_json()),
+        None => Err(ApiError::UnknownStream {
+            stream: id.as_str().to_owned(),
+        }),
+    }
+}
+
+/// `GET /admin/streams[?status=scheduled|live|ended]`: every stream, straight from MongoDB.
+pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<Value, ApiError> {
+    let mut status = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("status", value) => {
+                status = Some(StreamStatus::parse(value).ok_or_else(|| {
+                    ApiError::Invalid(vec![ValidationError::new(
+                        "status",
+                        Rule::BadCharset {
+                            allowed: "scheduled, live or ended",
+                        },
+                    )])
+                })?);
+            }
+            (other, _) => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(ApiError::Invalid(vec![ValidationError::new(
+                    shown,
+                    Rule::UnknownField,
+                )]));
+            }
+        }
+    }
+    let streams = registry.store.list(status).await.map_err(unavailable)?;
+    Ok(listing(&streams))
+}
+
+fn registry_error(error: RegistryError) -> ApiError {
+    match error {
+        RegistryError::UnknownStream(stream) => ApiError::UnknownStream { stream },
+        RegistryError::TitleRequired => {
+            ApiError::Invalid(vec![ValidationError::new("title", Rule::Missing)])
+        }
+        RegistryError::Refused(refused) => ApiError::TransitionRefused(refused),
+        RegistryError::Store(error) => unavailable(error),
+    }
+}
+
+/// `PUT /admin/streams/{id}` with `{"title": ..., "emojis": [{"name", "glyph"}]}`: 201 with the
+/// new stream, or 200 with the changed one.
+pub async fn admin_put(
+    registry: &Registry<'_>,
+    id: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<(StatusCode, Value), ApiError> {
+    let id = stream_id(id)?;
+    let json: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let changes = StreamChanges::from_json(&json).map_err(ApiError::Invalid)?;
+    // Admin writes are rare: making sure the listing index exists costs nothing that matters.
+    registry.store.ensure_indexes().await.map_err(unavailable)?;
+    let (entry, created) = registry
+        .store
+        .put(&id, &changes, registry.default_catalogue, now_ms)
+        .await
+        .map_err(registry_error)?;
+    registry.directory.forget(&id);
+    tracing::info!(stream = id.as_str(), created, "stream registered");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, entry.to_json()))
+}
+
+/// `POST /admin/streams/{id}/start` or `/end`.
+pub async fn admin_transition(
+    registry: &Registry<'_>,
+    id: &str,
+    transition: Transition,
+    now_ms: i64,
+) -> Result<Value, ApiError> {
+    let id = stream_id(id)?;
+    let entry = registry
+        .store
+        .transition(&id, transition, now_ms)
+        .await
+        .map_err(registry_error)?;
+    registry.directory.forget(&id);
+    tracing::info!(stream = id.as_str(), status = %entry.status, "stream status");
+    Ok(entry.to_json())
+}
