@@ -132,7 +132,7 @@ function tap(name) {
 function onKey(event) {
   if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
   const button = document.querySelector(`#pad button[data-key="${event.key}"]`);
-  if (button) {
+  if (button && !button.disabled) {
     event.preventDefault();
     tap(button.dataset.emoji);
     button.focus({ preventScroll: true });
@@ -463,6 +463,7 @@ function watch(stream) {
   const params = new URLSearchParams(location.search);
   params.set("stream", stream);
   history.replaceState(null, "", `${location.pathname}?${params}`);
+  loadStream(stream);
   const socket = client.socket;
   if (client.config.delivery === "AppSyncEvents" && client.acknowledged && socket && socket.readyState === WebSocket.OPEN) {
     // One connection serves any stream: swap the subscription.
@@ -477,6 +478,28 @@ function watch(stream) {
   connect();
 }
 
+/**
+ * Reads the stream from the registry: its emojis make the pad, and only a live stream takes
+ * taps (the API answers 404 for an unknown stream and 409 for one not live).
+ */
+async function loadStream(stream) {
+  let body = null;
+  try {
+    const response = await fetch(`${client.config.apiUrl}/streams/${encodeURIComponent(stream)}`);
+    body = response.ok ? await response.json() : { status: response.status === 404 ? "unknown" : "unavailable", emojis: [] };
+  } catch {
+    body = { status: "unavailable", emojis: [] };
+  }
+  if (stream !== client.stream) return;
+  client.emojis = body.emojis || [];
+  buildPad();
+  const pad = $("pad");
+  pad.dataset.status = body.status;
+  const live = body.status === "live";
+  pad.querySelectorAll("button").forEach((button) => { button.disabled = !live; });
+  pad.title = live ? "" : body.status === "unknown" ? `No stream "${stream}"` : `This stream is ${body.status}`;
+}
+
 async function start() {
   try {
     client.config = await loadConfig();
@@ -485,14 +508,6 @@ async function start() {
     return;
   }
   client.userId = userId();
-  try {
-    const response = await fetch(`${client.config.apiUrl}/emojis`);
-    client.emojis = (await response.json()).emojis;
-  } catch {
-    setState("refused", "Cannot reach the API");
-    return;
-  }
-  buildPad();
   document.addEventListener("keydown", onKey);
   const input = $("stream-input");
   $("stream-form").addEventListener("submit", (event) => {

@@ -3,6 +3,7 @@
 //! Everything is read from template.yaml: the functions and their environment, the HTTP API
 //! routes, the WebSocket API routes, and the Kafka event source mappings.
 
+pub mod admin_client;
 pub mod aws_quotas;
 pub mod cli;
 pub mod environment;
@@ -12,6 +13,7 @@ pub mod function_process;
 pub mod http_api;
 pub mod lambda;
 pub mod runtime_api;
+pub mod sigv4_check;
 pub mod stack;
 pub mod template;
 pub mod template_conditions;

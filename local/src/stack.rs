@@ -304,6 +304,7 @@ impl LocalStack {
                 method: route.method.clone(),
                 path: route.path.clone(),
                 function: pool_of(&route.function)?,
+                iam_auth: route.iam_auth,
             });
         }
         // One account: the HTTP and WebSocket APIs share its throttle.

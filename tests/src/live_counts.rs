@@ -18,6 +18,10 @@ pub async fn post_reactions(
     requests: usize,
     per_request: usize,
 ) -> BTreeMap<String, u64> {
+    emostream_local::admin_client::AdminClient::local(api)
+        .register_live(stream, stream, None)
+        .await
+        .expect("stream registered and started");
     let mut expected = BTreeMap::new();
     for r in 0..requests {
         let reactions: Vec<Value> = (0..per_request)

@@ -62,11 +62,21 @@ async fn browser_test(delivery: &str) {
     let artifacts = repo_root().join(format!("target/test-artifacts/browser-{delivery}"));
     let web_url = test.stack.web_url.clone().unwrap();
     let api_url = test.stack.http_url.clone();
+    let stream = emostream_tests::unique_name("browser");
+    let admin = emostream_local::admin_client::AdminClient::local(&api_url);
+    for suffix in ["", "-forgotten", "-dropped", "-switched"] {
+        let id = format!("{stream}{suffix}");
+        admin
+            .register_live(&id, &id, None)
+            .await
+            .expect("stream registered");
+    }
     let mut node = tokio::process::Command::new("node")
         .arg("browser.mjs")
         .current_dir(repo_root().join("web/tests"))
         .env("WEB_URL", &web_url)
         .env("API_URL", &api_url)
+        .env("STREAM", &stream)
         .env("ARTIFACTS", &artifacts)
         .env("DELIVERY", delivery)
         .stdin(Stdio::piped())

@@ -67,6 +67,12 @@ fn every_route_and_trigger_has_a_sample() {
 #[tokio::test]
 async fn every_sample_is_handled_by_its_function() {
     let test = TestStack::start("samples", |_| {}).await;
+    emostream_tests::fixtures::register_live_streams(
+        &test.mongo(),
+        &["match-1", "match-2"],
+        &reactions::EmojiCatalogue::default(),
+    )
+    .await;
     let function_of = |name: &str| match name.split('-').next().unwrap() {
         "ingest" => "IngestFunction",
         "aggregate" => "AggregateFunction",

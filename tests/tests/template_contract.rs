@@ -196,6 +196,14 @@ fn routes_and_event_sources_match_the_handlers() {
         .iter()
         .map(|r| {
             assert_eq!(r.function, "IngestFunction");
+            // Exactly the admin routes sit behind the IAM authorizer.
+            assert_eq!(
+                r.iam_auth,
+                r.path.starts_with(ingest::ADMIN_PATH_PREFIX),
+                "{} {}",
+                r.method,
+                r.path
+            );
             format!("{} {}", r.method, r.path)
         })
         .collect();

@@ -7,7 +7,7 @@
 // again, and switching streams swaps the subscription on the same connection. Saves
 // screenshots. Exits non-zero with a message on any failure.
 //
-//   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 ARTIFACTS=dir node browser.mjs
+//   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 STREAM=id ARTIFACTS=dir node browser.mjs
 //
 // To make the server forget a connection, the script prints `forget-connections <stream>`, and
 // to make the Event API drop every connection `drop-subscribers`; it waits for a line
@@ -23,11 +23,12 @@ const API_URL = process.env.API_URL;
 const ARTIFACTS = process.env.ARTIFACTS || ".";
 const DELIVERY = process.env.DELIVERY || "WebSocketApi";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const STREAM = `browser-${Date.now().toString(36)}`;
+// Registered and started by the caller (with -forgotten, -dropped and -switched beside it).
+const STREAM = process.env.STREAM;
 // Generous: every wait is for a condition, and a busy machine may be slow to reach it.
 const TIMEOUT = 60000;
 
-assert.ok(WEB_URL && API_URL, "WEB_URL and API_URL are required");
+assert.ok(WEB_URL && API_URL && STREAM, "WEB_URL, API_URL and STREAM are required");
 mkdirSync(ARTIFACTS, { recursive: true });
 
 const browser = await chromium.launch({
@@ -74,6 +75,7 @@ async function openPage(options = {}, stream = STREAM, page = null) {
   await page.goto(`${WEB_URL}?stream=${stream}`);
   await page.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
   await page.waitForSelector("#connection[data-state=live]", { timeout: TIMEOUT });
+  await page.waitForSelector("#pad[data-status=live] button", { timeout: TIMEOUT });
   return page;
 }
 

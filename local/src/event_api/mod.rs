@@ -18,7 +18,6 @@ pub mod publish;
 pub mod realtime;
 mod registry;
 pub mod relay;
-pub mod sigv4;
 
 use crate::aws_quotas::TokenBucket;
 use crate::function_process::LOCAL_CREDENTIALS;

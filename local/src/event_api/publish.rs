@@ -7,8 +7,8 @@
 //! than 5), 429 `TooManyRequestsException` (inbound events per second). Otherwise 200 with each
 //! event listed as `successful` or `failed` (not a string of valid JSON, or over 240 KB).
 
-use super::sigv4::{SignedRequest, verify};
 use super::{AuthType, EventApi, NamespaceAuth, UNAUTHORIZED, error_entry};
+use crate::sigv4_check::{SignedRequest, verify};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -132,7 +132,7 @@ fn authorized(api: &EventApi, modes: &[AuthType], request: &SignedRequest<'_>) -
             .map(|(_, v)| v.as_str())
     };
     if modes.contains(&AuthType::Iam) && header("authorization").is_some() {
-        return match verify(request, &api.credentials) {
+        return match verify(request, &api.credentials, "appsync") {
             Ok(()) => true,
             Err(error) => {
                 tracing::info!(%error, "publish signature refused");

@@ -65,6 +65,8 @@ pub struct HttpRoute {
     pub path: String,
     /// Logical id of the function.
     pub function: String,
+    /// `Auth: {Authorizer: AWS_IAM}`: only SigV4-signed requests reach the function.
+    pub iam_auth: bool,
 }
 
 /// The WebSocket API (`AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`).
@@ -339,6 +341,9 @@ impl StackTemplate {
                                         .to_ascii_uppercase(),
                                     path: text("Path").unwrap_or_else(|| "/{proxy+}".into()),
                                     function: id.clone(),
+                                    iam_auth: path(event_properties, &["Auth", "Authorizer"])
+                                        .and_then(scalar)
+                                        .is_some_and(|a| a == "AWS_IAM"),
                                 });
                             }
                             Some(kind @ ("MSK" | "SelfManagedKafka")) => {

@@ -33,7 +33,14 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
     assert!(template.http_routes.contains(&HttpRoute {
         method: "GET".into(),
         path: "/streams/{id}/windows".into(),
-        function: "IngestFunction".into()
+        function: "IngestFunction".into(),
+        iam_auth: false,
+    }));
+    assert!(template.http_routes.contains(&HttpRoute {
+        method: "PUT".into(),
+        path: "/admin/streams/{id}".into(),
+        function: "IngestFunction".into(),
+        iam_auth: true,
     }));
     let websocket = template.websocket.as_ref().unwrap();
     assert_eq!(websocket.route_selection, "$request.body.action");

@@ -1,8 +1,9 @@
-//! Checks the SigV4 signature of a publish as AppSync checks one signed with IAM credentials:
-//! the `Authorization` header names the access key, the date, region and service
-//! (`appsync`) and the signed headers; the signature is computed again over the same request
-//! and must match. Only the local functions' credentials are known, and a request dated more
-//! than 5 minutes from now is refused (AWS's allowed clock skew).
+//! Checks a SigV4 signature as AWS services check requests signed with IAM credentials (the
+//! Event API's publishes, service `appsync`; the HTTP API's IAM-authorized routes, service
+//! `execute-api`): the `Authorization` header names the access key, the date, region and
+//! service and the signed headers; the signature is computed again over the same request and
+//! must match. Only the local credentials are known, and a request dated more than 5 minutes
+//! from now is refused (AWS's allowed clock skew).
 
 use aws_credential_types::Credentials;
 use reactions::sigv4::{RequestToSign, signature_headers};
@@ -32,8 +33,8 @@ pub enum SignatureError {
     UnknownKey(String),
     #[error("the security token included in the request is invalid")]
     BadToken,
-    #[error("the credential scope is not for the appsync service")]
-    WrongService,
+    #[error("the credential scope is not for the {0} service")]
+    WrongService(&'static str),
     #[error("signature expired or dated in the future (more than 5 minutes from now)")]
     Skewed,
     #[error("the request signature we calculated does not match the signature you provided")]
@@ -67,10 +68,12 @@ fn parse_amz_date(text: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
 }
 
-/// Checks `request` against `credentials` (the only identity the emulation knows).
+/// Checks `request`, signed for `service`, against `credentials` (the only identity the
+/// emulation knows).
 pub fn verify(
     request: &SignedRequest<'_>,
     credentials: &Credentials,
+    service: &'static str,
 ) -> Result<(), SignatureError> {
     let authorization = header(request.headers, "authorization")
         .and_then(|a| a.strip_prefix("AWS4-HMAC-SHA256 "))
@@ -86,7 +89,7 @@ pub fn verify(
         field("SignedHeaders").ok_or(SignatureError::Malformed("no SignedHeaders"))?;
     let signature = field("Signature").ok_or(SignatureError::Malformed("no Signature"))?;
     let scope: Vec<&str> = credential.split('/').collect();
-    let [key, _date, region, service, "aws4_request"] = scope[..] else {
+    let [key, _date, region, scope_service, "aws4_request"] = scope[..] else {
         return Err(SignatureError::Malformed(
             "Credential is not key/date/region/service/aws4_request",
         ));
@@ -94,8 +97,8 @@ pub fn verify(
     if key != credentials.access_key_id() {
         return Err(SignatureError::UnknownKey(key.to_owned()));
     }
-    if service != "appsync" {
-        return Err(SignatureError::WrongService);
+    if scope_service != service {
+        return Err(SignatureError::WrongService(service));
     }
     let time = header(request.headers, "x-amz-date")
         .and_then(parse_amz_date)
@@ -180,43 +183,54 @@ mod tests {
         let credentials = Credentials::new("local", "local", Some("local".into()), None, "t");
         let body = br#"{"channel":"/streams/a","events":["1"]}"#;
         let headers = sign_request(&credentials, body, SystemTime::now());
-        assert_eq!(verify(&request(&headers, body), &credentials), Ok(()));
+        assert_eq!(
+            verify(&request(&headers, body), &credentials, "appsync"),
+            Ok(())
+        );
 
         let tampered = br#"{"channel":"/streams/b","events":["1"]}"#;
         assert_eq!(
-            verify(&request(&headers, tampered), &credentials),
+            verify(&request(&headers, tampered), &credentials, "appsync"),
             Err(SignatureError::Mismatch)
         );
         let other = Credentials::new("local", "not-local", Some("local".into()), None, "t");
         let headers = sign_request(&other, body, SystemTime::now());
         assert_eq!(
-            verify(&request(&headers, body), &credentials),
+            verify(&request(&headers, body), &credentials, "appsync"),
             Err(SignatureError::Mismatch)
         );
         let without_token = Credentials::new("local", "local", None, None, "t");
         let headers = sign_request(&without_token, body, SystemTime::now());
-        assert_eq!(verify(&request(&headers, body), &credentials), Ok(()));
+        assert_eq!(
+            verify(&request(&headers, body), &credentials, "appsync"),
+            Ok(())
+        );
         let other_token = Credentials::new("local", "local", Some("forged".into()), None, "t");
         let headers = sign_request(&other_token, body, SystemTime::now());
         assert_eq!(
-            verify(&request(&headers, body), &credentials),
+            verify(&request(&headers, body), &credentials, "appsync"),
             Err(SignatureError::BadToken)
         );
         let stranger = Credentials::new("AKIDOTHER", "local", None, None, "t");
         let headers = sign_request(&stranger, body, SystemTime::now());
         assert!(matches!(
-            verify(&request(&headers, body), &credentials),
+            verify(&request(&headers, body), &credentials, "appsync"),
             Err(SignatureError::UnknownKey(_))
         ));
         let old = SystemTime::now() - Duration::from_secs(600);
         let headers = sign_request(&credentials, body, old);
         assert_eq!(
-            verify(&request(&headers, body), &credentials),
+            verify(&request(&headers, body), &credentials, "appsync"),
             Err(SignatureError::Skewed)
         );
         assert_eq!(
-            verify(&request(&[], body), &credentials),
+            verify(&request(&[], body), &credentials, "appsync"),
             Err(SignatureError::Missing)
+        );
+        let headers = sign_request(&credentials, body, SystemTime::now());
+        assert_eq!(
+            verify(&request(&headers, body), &credentials, "execute-api"),
+            Err(SignatureError::WrongService("execute-api"))
         );
     }
 
