@@ -5,7 +5,8 @@
 #   2. builds the three function binaries and the local stack (release; DEMO_PROFILE=dev for a
 #      faster debug build);
 #   3. starts the servers, then the local stack, which creates the topics, runs the functions
-#      as template.yaml wires them, serves the browser client and prints the URLs.
+#      as template.yaml wires them, registers and starts three sample streams (the page's
+#      suggestions), serves the browser client and prints the URLs.
 # Ctrl-C stops everything it started. Function logs go to target/demo-logs/<function>.log.
 # DELIVERY=AppSyncEvents (make demo DELIVERY=AppSyncEvents) delivers through the emulated AWS
 # AppSync Events API instead of the WebSocket API (DELIVERY=WebSocketApi, the default).
@@ -46,4 +47,5 @@ exec "$HERE/servers.sh" run -- "$TARGET_DIR/emostream-local" \
   --web-port "${DEMO_WEB_PORT:-8080}" \
   --batching-window-ms "${DEMO_BATCHING_WINDOW_MS:-100}" \
   --function-logs target/demo-logs \
+  --live-stream ind-vs-aus --live-stream eng-vs-nz --live-stream final \
   "$@"

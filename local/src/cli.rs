@@ -73,6 +73,10 @@ pub struct Cli {
     /// (`cargo lambda watch`: http://127.0.0.1:9000).
     #[arg(long)]
     pub invoke_endpoint: Option<String>,
+    /// Once up, register stream ID in the stream registry and start it (through the admin
+    /// routes, signed like any admin call), so pages can react to it. Repeatable.
+    #[arg(long = "live-stream", value_name = "ID")]
+    pub live_streams: Vec<String>,
     /// With --invoke-endpoint, name functions by logical id (`sam local start-lambda`).
     #[arg(long)]
     pub invoke_by_logical_id: bool,

@@ -10,7 +10,9 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     reactions::telemetry::init_json_logs();
-    let options = Cli::parse().into_options();
+    let cli = Cli::parse();
+    let live_streams = cli.live_streams.clone();
+    let options = cli.into_options();
     let quotas = options.quotas;
     let stack = match LocalStack::start(options).await {
         Ok(stack) => stack,
@@ -21,6 +23,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     if !stack.wait_ready(Duration::from_secs(30)).await {
         eprintln!("warning: an event source mapping has no partitions after 30 s");
+    }
+    let admin = emostream_local::admin_client::AdminClient::local(&stack.http_url);
+    for id in &live_streams {
+        if let Err(error) = admin.register_live(id, id, None).await {
+            eprintln!("emostream-local: could not register stream {id}: {error}");
+            std::process::exit(2);
+        }
     }
     eprintln!();
     eprintln!("emostream local stack is up:");
@@ -45,6 +54,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = &stack.web_url {
         eprintln!("  browser client  {url}");
+    }
+    if !live_streams.is_empty() {
+        eprintln!("  live streams    {}", live_streams.join(", "));
     }
     for mapping in &stack.mappings {
         eprintln!(
