@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod emoji;
 pub mod event_channel;
+pub mod fair_use;
 pub mod ids;
 pub mod kafka_event;
 pub mod message;

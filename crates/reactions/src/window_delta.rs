@@ -24,6 +24,15 @@ impl PartitionKey {
     pub fn field_name(&self) -> String {
         format!("{}:{}", self.topic.replace('.', "~"), self.partition)
     }
+
+    /// Reads a [`PartitionKey::field_name`] back.
+    pub fn from_field_name(name: &str) -> Option<Self> {
+        let (topic, partition) = name.rsplit_once(':')?;
+        Some(Self {
+            topic: topic.replace('~', "."),
+            partition: partition.parse().ok()?,
+        })
+    }
 }
 
 /// One reaction's contribution, at its position in its partition.
@@ -82,7 +91,10 @@ impl WindowDelta {
             let fresh = taps.iter().filter(|t| applied.is_none_or(|a| t.offset > a));
             let mut highest = None;
             for tap in fresh {
-                *remaining.counts.entry(tap.emoji.clone()).or_default() += u64::from(tap.count);
+                // A tap of 0 (cut by fair use) moves the offsets but adds no count entry.
+                if tap.count > 0 {
+                    *remaining.counts.entry(tap.emoji.clone()).or_default() += u64::from(tap.count);
+                }
                 highest = Some(tap.offset);
             }
             if let Some(highest) = highest {
@@ -167,6 +179,8 @@ mod tests {
             partition: 3,
         };
         assert_eq!(key.field_name(), "emoji~reactions:3");
+        assert_eq!(PartitionKey::from_field_name(&key.field_name()), Some(key));
+        assert_eq!(PartitionKey::from_field_name("no-partition"), None);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! Decoding and aggregating one 10,000-record Kafka event, as Lambda delivers it (JSON with
-//! base64 values): parse the event, decode every record, check it, and count it into per-window
-//! deltas. Everything the aggregate function does per batch except its two network round trips.
+//! base64 values): parse the event, decode every record, check it, cap it at the fair-use limit
+//! and count it into per-window deltas. Everything the aggregate function does per batch except
+//! its network round trips.
 //! Run with `cargo bench -p emostream-aggregate --bench aggregate`; criterion prints records/s.
 
 use aggregate::batch::prepare_batch;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reactions::DomainConfig;
+use reactions::fair_use::cap_batch;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::window_delta::window_deltas;
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 const RECORDS: usize = 10_000;
@@ -43,9 +47,15 @@ fn aggregate(c: &mut Criterion) {
     group.bench_function("decode_and_count_10000_records", |b| {
         b.iter(|| {
             let event: KafkaEvent = serde_json::from_str(black_box(&json)).expect("event");
-            let batch = prepare_batch(&event, &config);
+            let batch = prepare_batch(&event);
             assert_eq!(batch.reactions.len(), RECORDS);
-            black_box(batch.deltas.len())
+            // Fair use at its default, against no stored tallies (each batch's first read).
+            let capped = cap_batch(batch.reactions, config.window_width, 40, &BTreeMap::new());
+            let deltas = window_deltas(
+                capped.reactions.iter().map(|(p, r)| (p, r)),
+                config.window_width,
+            );
+            black_box((deltas.len(), capped.writes.len()))
         })
     });
     group.finish();

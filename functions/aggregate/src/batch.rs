@@ -2,11 +2,10 @@
 //! so it is what the benchmark measures and what the handler trusts.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use reactions::Reaction;
 use reactions::kafka::OutgoingRecord;
 use reactions::kafka_event::{DecodedRecord, RecordPosition, decode_kafka_event};
 use reactions::message::ReactionRecord;
-use reactions::window_delta::{WindowDelta, window_deltas};
-use reactions::{DomainConfig, Reaction};
 
 /// Header names on dead-letter records.
 pub mod dead_letter_headers {
@@ -59,8 +58,6 @@ pub struct PreparedBatch {
     pub reactions: Vec<(RecordPosition, Reaction)>,
     /// Records to dead-letter.
     pub dead_letters: Vec<DeadLetter>,
-    /// What the reactions add to each window.
-    pub deltas: Vec<WindowDelta>,
 }
 
 fn dead_letter(
@@ -81,7 +78,7 @@ fn dead_letter(
 /// catalogue: catalogues belong to streams and may change while a reaction ingest accepted is
 /// still in Kafka, and a reaction answered 202 must be counted. Names that are not well-formed
 /// fail decoding and are dead-lettered with the other malformed records.
-pub fn prepare_batch(event: &KafkaEvent, config: &DomainConfig) -> PreparedBatch {
+pub fn prepare_batch(event: &KafkaEvent) -> PreparedBatch {
     let decoded = decode_kafka_event::<ReactionRecord>(event);
     let records = decoded.len();
     let mut reactions = Vec::with_capacity(records);
@@ -95,12 +92,10 @@ pub fn prepare_batch(event: &KafkaEvent, config: &DomainConfig) -> PreparedBatch
             Err(error) => dead_letters.push(dead_letter(record, error.code(), error.to_string())),
         }
     }
-    let deltas = window_deltas(reactions.iter().map(|(p, r)| (p, r)), config.window_width);
     PreparedBatch {
         records,
         reactions,
         dead_letters,
-        deltas,
     }
 }
 
@@ -134,11 +129,8 @@ mod tests {
         let event =
             serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
                 .unwrap();
-        let batch = prepare_batch(&event, &DomainConfig::from_settings(&[]).unwrap());
-        assert_eq!(
-            (batch.records, batch.reactions.len(), batch.deltas.len()),
-            (5, 2, 1)
-        );
+        let batch = prepare_batch(&event);
+        assert_eq!((batch.records, batch.reactions.len()), (5, 2));
         assert_eq!(batch.reactions[1].1.emoji.as_str(), "goal");
         let reasons: Vec<_> = batch
             .dead_letters

@@ -24,6 +24,11 @@ pub struct AggregateConfig {
     pub mongo: MongoSettings,
     /// `WINDOW_RETENTION_HOURS` (default 168): how long a window is kept after its end.
     pub retention: Duration,
+    /// `MAX_TAPS_PER_VIEWER_PER_WINDOW` (default 40, 0 turns fair use off): a viewer's taps on
+    /// one stream beyond this in one window are not counted. 40 per 2 s window is 20 taps a
+    /// second, more than a person keeps up (fast tapping is 6 to 10 a second); a script
+    /// easily exceeds it.
+    pub max_taps_per_viewer: u64,
 }
 
 impl AggregateConfig {
@@ -32,6 +37,12 @@ impl AggregateConfig {
         let produce_timeout_ms: u64 =
             parse_in(settings, "PRODUCE_TIMEOUT_MS", 5_000, 100..=60_000)?;
         let retention_hours: u64 = parse_in(settings, "WINDOW_RETENTION_HOURS", 168, 1..)?;
+        let max_taps_per_viewer: u64 = parse_in(
+            settings,
+            "MAX_TAPS_PER_VIEWER_PER_WINDOW",
+            40,
+            0..=1_000_000,
+        )?;
         let text = |var: &str, default: &str| text_or(settings, var, default);
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
@@ -41,6 +52,7 @@ impl AggregateConfig {
             produce_timeout: Duration::from_millis(produce_timeout_ms),
             mongo: MongoSettings::from_settings(settings)?,
             retention: Duration::from_secs(retention_hours * 3_600),
+            max_taps_per_viewer,
         })
     }
 
@@ -62,11 +74,13 @@ mod tests {
         assert_eq!(config.dead_letter_topic, "emoji-reaction-dlq");
         assert_eq!(config.retention, Duration::from_secs(168 * 3_600));
         assert_eq!(config.domain.allowed_lateness_ms, 5_000);
+        assert_eq!(config.max_taps_per_viewer, 40);
         for (var, value) in [
             ("WINDOW_RETENTION_HOURS", "0"),
             ("ALLOWED_LATENESS_MS", "-1"),
             ("PRODUCE_TIMEOUT_MS", "99"),
             ("OUTPUT_TOPIC", ""),
+            ("MAX_TAPS_PER_VIEWER_PER_WINDOW", "-1"),
         ] {
             let settings = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m"), (var, value)];
             match AggregateConfig::from_settings(&settings) {

@@ -11,10 +11,14 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{PreparedBatch, prepare_batch};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
+use reactions::fair_use::{cap_batch, tally_ids};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{IndexesOnce, StoreError, StoredWindow, WindowStore, WriteTimes};
+use reactions::mongo::{
+    IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
+};
+use reactions::window_delta::window_deltas;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,12 +50,18 @@ pub struct BatchSummary {
     pub states_published: usize,
     /// Round trips to MongoDB in a row: writing and reading the windows (more after a conflict).
     pub mongo_round_trips: usize,
+    /// Taps beyond a viewer's fair-use limit, not counted.
+    pub taps_over_limit: u64,
+    /// Fair-use tally statements written (one per stream, window and viewer the batch
+    /// touched afresh).
+    pub tally_statements: usize,
 }
 
 /// The function's long-lived state, built once per container.
 pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
+    tallies: ViewerTapStore,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
 }
@@ -73,14 +83,16 @@ impl Aggregate {
                 })?;
         let aggregate = Self {
             store: WindowStore::new(&database),
+            tallies: ViewerTapStore::new(&database),
             producer,
             config,
             indexes: Arc::default(),
         };
-        let store = aggregate.store.clone();
-        aggregate
-            .indexes
-            .start_in_background(move || async move { store.ensure_indexes().await });
+        let (store, tallies) = (aggregate.store.clone(), aggregate.tallies.clone());
+        aggregate.indexes.start_in_background(move || async move {
+            store.ensure_indexes().await?;
+            tallies.ensure_indexes().await
+        });
         aggregate.producer.start_warm_up(
             &aggregate.config.output_topic,
             aggregate.config.produce_timeout,
@@ -89,7 +101,12 @@ impl Aggregate {
     }
 
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        self.indexes.ensure(|| self.store.ensure_indexes()).await
+        self.indexes
+            .ensure(|| async {
+                self.store.ensure_indexes().await?;
+                self.tallies.ensure_indexes().await
+            })
+            .await
     }
 
     /// The absolute state record of a stored window, as of `now_ms`.
@@ -123,8 +140,7 @@ impl Aggregate {
             records,
             reactions,
             dead_letters,
-            deltas,
-        } = prepare_batch(event, &self.config.domain);
+        } = prepare_batch(event);
         for dead in &dead_letters {
             tracing::warn!(
                 topic = %dead.position.topic,
@@ -148,11 +164,22 @@ impl Aggregate {
             now_ms: now,
             retention: self.config.retention,
         };
+        let width = self.config.domain.window_width;
+        let reaction_count = reactions.len();
         let write_started = Instant::now();
-        let (report, windows) = self
-            .store
-            .apply_and_read(&deltas, self.config.domain.window_width, times)
-            .await?;
+        // Fair use: cap against the stored tallies, write the windows, then the tallies (the
+        // order that makes a redelivery exact; see `reactions::fair_use`).
+        let limit = self.config.max_taps_per_viewer;
+        let stored = if limit > 0 {
+            self.tallies.read(&tally_ids(&reactions, width)).await?
+        } else {
+            Default::default()
+        };
+        let capped = cap_batch(reactions, width, limit, &stored);
+        let deltas = window_deltas(capped.reactions.iter().map(|(p, r)| (p, r)), width);
+        let (report, windows) = self.store.apply_and_read(&deltas, width, times).await?;
+        let tally_statements = self.tallies.write(&capped.writes, width, times).await?;
+        let tally_round_trips = usize::from(limit > 0) + usize::from(tally_statements > 0);
         let write_ms = elapsed_ms(write_started);
 
         let states: Vec<OutgoingRecord> = windows
@@ -170,13 +197,15 @@ impl Aggregate {
 
         let summary = BatchSummary {
             records,
-            reactions: reactions.len(),
+            reactions: reaction_count,
             dead_lettered: dead_letters.len(),
             windows: deltas.len(),
             taps_applied: report.taps_applied,
             replays_skipped: report.replays_skipped,
             states_published: states.len(),
-            mongo_round_trips: report.round_trips,
+            mongo_round_trips: report.round_trips + tally_round_trips,
+            taps_over_limit: capped.taps_over_limit,
+            tally_statements,
         };
         tracing::info!(
             records,
@@ -187,6 +216,9 @@ impl Aggregate {
             replays_skipped = report.replays_skipped,
             taps_applied = report.taps_applied,
             mongo_round_trips = summary.mongo_round_trips,
+            window_statements = report.windows,
+            tally_statements,
+            taps_over_limit = summary.taps_over_limit,
             mongo_ms = write_ms,
             publish_ms,
             batch_ms = elapsed_ms(started),
@@ -200,6 +232,8 @@ impl Aggregate {
             .count("Conflicts", report.conflicts as u64)
             .count("ReplaysSkipped", report.replays_skipped as u64)
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
+            .count("TallyStatements", tally_statements as u64)
+            .count("TapsOverLimit", summary.taps_over_limit)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
             .millis("BatchLatency", elapsed_ms(started))

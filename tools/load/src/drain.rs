@@ -56,6 +56,10 @@ pub struct DrainReport {
     pub batches: u64,
     pub peak_concurrent_invocations: u64,
     pub mongo_round_trips_per_batch: f64,
+    /// Window update statements per batch (one per window touched).
+    pub window_statements_per_batch: f64,
+    /// Fair use's tally update statements per batch (one per stream, window and viewer).
+    pub tally_statements_per_batch: f64,
     /// Means over the batches, as the function measured them.
     pub function_ms_per_batch: f64,
     pub mongo_ms_per_batch: f64,
@@ -123,6 +127,8 @@ fn bar(length: u64, what: &str) -> ProgressBar {
 struct BatchLines {
     batches: u64,
     round_trips: f64,
+    window_statements: f64,
+    tally_statements: f64,
     function_ms: f64,
     mongo_ms: f64,
     publish_ms: f64,
@@ -141,6 +147,8 @@ fn read_batch_lines(log: &Path) -> BatchLines {
         let number = |field: &str| value[field].as_f64().unwrap_or(0.0);
         lines.batches += 1;
         lines.round_trips += number("mongo_round_trips");
+        lines.window_statements += number("window_statements");
+        lines.tally_statements += number("tally_statements");
         lines.function_ms += number("batch_ms");
         lines.mongo_ms += number("mongo_ms");
         lines.publish_ms += number("publish_ms");
@@ -149,6 +157,8 @@ fn read_batch_lines(log: &Path) -> BatchLines {
     BatchLines {
         batches: lines.batches,
         round_trips: lines.round_trips / n,
+        window_statements: lines.window_statements / n,
+        tally_statements: lines.tally_statements / n,
         function_ms: lines.function_ms / n,
         mongo_ms: lines.mongo_ms / n,
         publish_ms: lines.publish_ms / n,
@@ -344,6 +354,8 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
         batches: stats.batches.load(Ordering::Relaxed),
         peak_concurrent_invocations: stats.peak_in_flight.load(Ordering::Relaxed),
         mongo_round_trips_per_batch: lines.round_trips,
+        window_statements_per_batch: lines.window_statements,
+        tally_statements_per_batch: lines.tally_statements,
         function_ms_per_batch: lines.function_ms,
         mongo_ms_per_batch: lines.mongo_ms,
         publish_ms_per_batch: lines.publish_ms,
@@ -372,8 +384,10 @@ impl std::fmt::Display for DrainReport {
         )?;
         writeln!(
             f,
-            "  per batch:   {:.2} MongoDB round trips; in the function {:.2} ms, of which MongoDB {:.2} ms and publishing {:.2} ms",
+            "  per batch:   {:.2} MongoDB round trips, {:.1} window and {:.1} fair-use tally update statements; in the function {:.2} ms, of which MongoDB {:.2} ms and publishing {:.2} ms",
             self.mongo_round_trips_per_batch,
+            self.window_statements_per_batch,
+            self.tally_statements_per_batch,
             self.function_ms_per_batch,
             self.mongo_ms_per_batch,
             self.publish_ms_per_batch

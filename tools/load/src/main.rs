@@ -146,6 +146,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         options.function_logs = Some(PathBuf::from("target/load-logs"));
         options.local.variables.extend(cli.env.iter().cloned());
+        // Simulated viewers tap faster than people can: keep fair use on (its reads and writes
+        // are part of what is measured) with a limit this run's viewers stay under.
+        let limit_var = "MAX_TAPS_PER_VIEWER_PER_WINDOW";
+        if !options.local.variables.contains_key(limit_var) {
+            let peak = cli.rate * cli.profile.peak_factor() / cli.viewers as f64;
+            let per_window = (peak * 2.0 * 1.5).ceil() as u64;
+            if per_window > 40 {
+                eprintln!(
+                    "fair use: {limit_var}={per_window} for this run ({} viewers tap up to {peak:.0}/s each; the default 40 per window would cut them)",
+                    cli.viewers
+                );
+                options
+                    .local
+                    .variables
+                    .insert(limit_var.into(), per_window.to_string());
+            }
+        }
         options
             .local
             .parameters

@@ -29,6 +29,14 @@ impl FromStr for Profile {
 }
 
 impl Profile {
+    /// The highest rate of a run as a multiple of its nominal rate (a spike's 4x).
+    pub fn peak_factor(self) -> f64 {
+        match self {
+            Profile::Steady | Profile::Ramp => 1.0,
+            Profile::Spike => 4.0,
+        }
+    }
+
     /// Reactions per second wanted at `elapsed` into a run of `duration` at nominal `rate`.
     pub fn rate_at(self, rate: f64, elapsed: Duration, duration: Duration) -> f64 {
         let t = elapsed.as_secs_f64();

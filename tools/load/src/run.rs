@@ -181,16 +181,6 @@ pub async fn listen_only(
     let api = plan.api.trim_end_matches('/').to_owned();
     let started = Instant::now();
     let since_ms = reactions::clock::now_ms() - 600_000;
-    // Ingest takes reactions only to registered, live streams: register this run's.
-    let admin = emostream_local::admin_client::AdminClient::from_env(&api);
-    for stream in 0..plan.streams {
-        let id = stream_id(plan, stream);
-        admin
-            .register_live(&id, &format!("Load run {id}"), None)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
     let listeners = connect_listeners(plan, started, &stop).await?;
     if let Some(path) = ready_file {
@@ -264,6 +254,16 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
+
+    // Ingest takes reactions only to registered, live streams: register this run's.
+    let admin = emostream_local::admin_client::AdminClient::from_env(&api);
+    for stream in 0..plan.streams {
+        let id = stream_id(plan, stream);
+        admin
+            .register_live(&id, &format!("Load run {id}"), None)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
 
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
     let listeners = connect_listeners(plan, started, &stop).await?;

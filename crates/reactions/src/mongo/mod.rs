@@ -1,6 +1,6 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
 //! unique (stream, window start) key and retention TTL, the `connections` collection, the
-//! `pushes` schedule and the `streams` registry. Only operations that MongoDB, Atlas and
+//! `pushes` schedule, the `streams` registry and fair use's `viewer_taps`. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
@@ -8,11 +8,13 @@ mod apply;
 mod connections;
 mod push_slots;
 mod streams;
+mod viewer_taps;
 
 pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, WatchingConnection};
 pub use push_slots::{Claim, PushSlots};
 pub use streams::{RegistryError, StreamStore};
+pub use viewer_taps::ViewerTapStore;
 
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;

@@ -1,0 +1,145 @@
+//! The `viewer_taps` collection: fair use's tallies, one document per (stream, window, viewer)
+//! with the taps counted so far and, per partition, the highest offset accounted for (see
+//! `fair_use`). aggregate reads a batch's tallies in one `find` before it writes the windows,
+//! and writes them back in one `update` after; documents expire with their window.
+
+use super::{StoreError, WriteTimes, server};
+use crate::fair_use::{Tally, TallyWrite};
+use crate::window::WindowWidth;
+use crate::window_delta::PartitionKey;
+use futures::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::{Collection, Database};
+use std::collections::BTreeMap;
+
+/// The `viewer_taps` collection.
+#[derive(Debug, Clone)]
+pub struct ViewerTapStore {
+    database: Database,
+    collection: Collection<Document>,
+}
+
+fn offset_path(partition: &PartitionKey) -> String {
+    format!("offsets.{}", partition.field_name())
+}
+
+fn tally_from(document: &Document) -> Result<(String, Tally), StoreError> {
+    let malformed = |what: &str| StoreError::Malformed(format!("viewer_taps document: {what}"));
+    let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
+    let counted = match document.get("counted") {
+        Some(Bson::Int64(v)) => u64::try_from(*v).map_err(|_| malformed("counted"))?,
+        Some(Bson::Int32(v)) => u64::try_from(*v).map_err(|_| malformed("counted"))?,
+        _ => return Err(malformed("counted")),
+    };
+    let mut offsets = BTreeMap::new();
+    if let Ok(stored) = document.get_document("offsets") {
+        for (name, value) in stored {
+            let partition = PartitionKey::from_field_name(name).ok_or_else(|| malformed(name))?;
+            let offset = match value {
+                Bson::Int64(v) => *v,
+                Bson::Int32(v) => i64::from(*v),
+                _ => return Err(malformed(name)),
+            };
+            offsets.insert(partition, offset);
+        }
+    }
+    Ok((id.to_owned(), Tally { counted, offsets }))
+}
+
+impl ViewerTapStore {
+    /// The collection name.
+    pub const COLLECTION: &'static str = "viewer_taps";
+
+    pub fn new(database: &Database) -> Self {
+        Self {
+            database: database.clone(),
+            collection: database.collection(Self::COLLECTION),
+        }
+    }
+
+    /// Creates the expiry TTL index if missing. Idempotent.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.collection
+            .create_index(super::expiry_index())
+            .await
+            .map_err(server("create_index"))?;
+        Ok(())
+    }
+
+    /// The stored tallies among `ids` (absent ids have counted nothing yet).
+    pub async fn read(&self, ids: &[String]) -> Result<BTreeMap<String, Tally>, StoreError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "_id": { "$in": ids } })
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        documents.iter().map(tally_from).collect()
+    }
+
+    /// Stores a batch's tallies in one unordered `update`, each conditional on the offset it
+    /// was computed from. A tally an earlier delivery of the batch already stored fails that
+    /// condition (its insert then hits the unique `_id`) and is left as it is. Returns the
+    /// number of statements sent.
+    pub async fn write(
+        &self,
+        writes: &[TallyWrite],
+        width: WindowWidth,
+        times: WriteTimes,
+    ) -> Result<usize, StoreError> {
+        if writes.is_empty() {
+            return Ok(0);
+        }
+        let retention_ms = crate::clock::duration_ms(times.retention);
+        let statements: Vec<Document> = writes
+            .iter()
+            .map(|write| {
+                let path = offset_path(&write.partition);
+                let condition = match write.read_offset {
+                    Some(offset) => Bson::Int64(offset),
+                    None => Bson::Document(doc! { "$exists": false }),
+                };
+                let end_ms = write.start_ms.saturating_add(width.millis());
+                doc! {
+                    "q": { "_id": &write.id, path.clone(): condition },
+                    "u": { "$set": {
+                        "counted": i64::try_from(write.counted).unwrap_or(i64::MAX),
+                        path: write.offset,
+                        "expires_at": DateTime::from_millis(end_ms.saturating_add(retention_ms)),
+                    } },
+                    "upsert": true,
+                    "multi": false,
+                }
+            })
+            .collect();
+        let sent = statements.len();
+        let reply = self
+            .database
+            .run_command(doc! {
+                "update": Self::COLLECTION,
+                "updates": statements,
+                "ordered": false,
+            })
+            .await
+            .map_err(server("update"))?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            for error in errors {
+                let error = error
+                    .as_document()
+                    .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
+                if error.get_i32("code").unwrap_or_default() != 11000 {
+                    return Err(StoreError::Write(format!(
+                        "viewer tally update failed: {}",
+                        error.get_str("errmsg").unwrap_or("unknown error")
+                    )));
+                }
+            }
+        }
+        Ok(sent)
+    }
+}

@@ -1,0 +1,93 @@
+//! Fair use through the aggregate handler against the real servers: a viewer tapping far past
+//! `MAX_TAPS_PER_VIEWER_PER_WINDOW` is counted up to the limit in every window, however the
+//! taps are cut into batches and whatever is redelivered, while another viewer on the same
+//! stream is counted in full.
+
+mod common;
+
+use common::*;
+use emostream_tests::servers;
+use mongodb::bson::{Document, doc};
+use reactions::kafka_event::RecordPosition;
+use reactions::mongo::{ViewerTapStore, connect};
+use reactions::window_delta::window_deltas;
+use reactions::{EmojiName, Reaction, StreamId, UserId};
+
+const BASE_MS: i64 = 1_767_225_600_000;
+
+/// 300 reactions at offsets 0..300 of partition 0, over three 2 s windows: every fourth from
+/// "fan" (1 tap: 25 a window, under the limit), the rest from "spammer" (100 taps each).
+fn abusive_log() -> Vec<(RecordPosition, Reaction)> {
+    (0..300)
+        .map(|i: i64| {
+            let fan = i % 4 == 0;
+            (
+                RecordPosition {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    offset: i,
+                },
+                Reaction {
+                    stream: StreamId::parse("s", "final").unwrap(),
+                    user: UserId::parse("u", if fan { "fan" } else { "spammer" }).unwrap(),
+                    emoji: EmojiName::parse(if fan { "clap" } else { "fire" }).unwrap(),
+                    count: if fan { 1 } else { 100 },
+                    at_ms: BASE_MS + i * 20,
+                },
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_spammer_counts_for_at_most_the_limit_per_window_under_redelivery() {
+    let database = servers().mongo("fair-use").database;
+    let setup = build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("MAX_TAPS_PER_VIEWER_PER_WINDOW", "40")],
+    ))
+    .await;
+    let log = abusive_log();
+    // Batches with a full redelivery, an overlap and a redelivery of the last one.
+    let mut over_limit = 0;
+    let mut tally_statements = 0;
+    for range in [0..50, 0..50, 30..170, 170..300, 170..300] {
+        let summary = handle(&setup, &log[range]).await;
+        over_limit += summary.taps_over_limit;
+        tally_statements += summary.tally_statements;
+    }
+    assert!(over_limit > 0 && tally_statements > 0);
+
+    let width = setup.config.domain.window_width;
+    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), width);
+    let mongo = connect(&setup.config.mongo, "fair-use-test").await.unwrap();
+    let windows = reactions::mongo::WindowStore::new(&mongo)
+        .read_windows(&deltas)
+        .await
+        .unwrap();
+    assert_eq!(windows.len(), 3);
+    for window in &windows {
+        let fan_taps: u64 = log
+            .iter()
+            .filter(|(_, r)| {
+                r.user.as_str() == "fan" && width.start_of(r.at_ms) == window.key.start_ms
+            })
+            .map(|(_, r)| u64::from(r.count))
+            .sum();
+        let count = |name: &str| window.counts[&EmojiName::parse(name).unwrap()];
+        assert_eq!(count("fire"), 40, "{:?}", window.key);
+        assert_eq!(count("clap"), fan_taps, "{:?}", window.key);
+        assert_eq!(window.total, 40 + fan_taps);
+    }
+    let collection = mongo.collection::<Document>(ViewerTapStore::COLLECTION);
+    let count = collection.count_documents(doc! {}).await.unwrap();
+    assert_eq!(count, 6, "one tally per viewer and window");
+    let mut cursor = collection.find(doc! {}).await.unwrap();
+    while cursor.advance().await.unwrap() {
+        let tally = cursor.deserialize_current().unwrap();
+        assert!(tally.get_i64("counted").unwrap() <= 40, "{tally}");
+        assert!(tally.get_datetime("expires_at").is_ok(), "{tally}");
+    }
+}
