@@ -130,7 +130,8 @@ function tap(name) {
 }
 
 function onKey(event) {
-  if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
+  // A held key's auto-repeat is not a tap (it would run past the fair-use limit).
+  if (event.target instanceof HTMLInputElement || event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
   const button = document.querySelector(`#pad button[data-key="${event.key}"]`);
   if (button && !button.disabled) {
     event.preventDefault();
