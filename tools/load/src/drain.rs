@@ -37,6 +37,8 @@ pub struct DrainPlan {
     /// Reactions per second of event time the backlog stands for (sets how many windows it
     /// spans).
     pub event_rate: u64,
+    /// Fair use's limit for the function (`MAX_TAPS_PER_VIEWER_PER_WINDOW`; 0: off).
+    pub max_taps_per_viewer: u64,
     /// Where the function's output goes.
     pub logs: PathBuf,
 }
@@ -184,7 +186,9 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
     local
         .parameters
         .insert("BatchSize".into(), plan.batch_size.to_string());
+    let limit = plan.max_taps_per_viewer.to_string();
     for (name, value) in [
+        ("MAX_TAPS_PER_VIEWER_PER_WINDOW", limit.as_str()),
         ("KAFKA_BROKERS", plan.kafka_brokers.as_str()),
         ("KAFKA_SECURITY", "none"),
         ("MONGODB_URI", plan.mongodb_uri.as_str()),

@@ -20,6 +20,7 @@ fn small_plan(logs: &std::path::Path) -> DrainPlan {
         batch_size: 200,
         viewers: 500,
         event_rate: 1_000,
+        max_taps_per_viewer: 40,
         logs: logs.to_path_buf(),
     }
 }

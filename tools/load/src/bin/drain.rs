@@ -32,6 +32,9 @@ struct Cli {
     /// Reactions per second of event time the backlog stands for.
     #[arg(long, default_value_t = 20_000)]
     event_rate: u64,
+    /// The aggregate function's MAX_TAPS_PER_VIEWER_PER_WINDOW (fair use; 0 turns it off).
+    #[arg(long, default_value_t = 40)]
+    max_taps_per_viewer: u64,
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
     /// Where the release function binaries are.
@@ -70,6 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch_size: cli.batch_size,
         viewers: cli.viewers,
         event_rate: cli.event_rate,
+        max_taps_per_viewer: cli.max_taps_per_viewer,
         logs: PathBuf::from("target/drain-logs"),
     };
     let report = drain(&plan).await?;
