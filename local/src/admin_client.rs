@@ -51,9 +51,11 @@ impl AdminClient {
 
     /// A client signing with the local stack's credentials.
     pub fn local(base_url: &str) -> Self {
-        let (key, secret, token) = crate::function_process::LOCAL_CREDENTIALS;
-        let credentials = Credentials::new(key, secret, Some(token.to_owned()), None, "local");
-        Self::new(base_url, credentials, "us-east-1")
+        Self::new(
+            base_url,
+            crate::function_process::local_credentials(),
+            "us-east-1",
+        )
     }
 
     /// A client signing with the credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`

@@ -10,6 +10,12 @@ use tokio::process::{Child, Command};
 /// each function its role's credentials; the local Event API accepts signatures made with them.
 pub const LOCAL_CREDENTIALS: (&str, &str, &str) = ("local", "local", "local");
 
+/// [`LOCAL_CREDENTIALS`] as the SigV4 signer and checker take them.
+pub fn local_credentials() -> aws_credential_types::Credentials {
+    let (key, secret, token) = LOCAL_CREDENTIALS;
+    aws_credential_types::Credentials::new(key, secret, Some(token.to_owned()), None, "local")
+}
+
 /// A running function process.
 pub struct FunctionProcess {
     child: Child,

@@ -270,9 +270,8 @@ fn iam_caller(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, String> {
-    let (key, secret, token) = crate::function_process::LOCAL_CREDENTIALS;
-    let credentials =
-        aws_credential_types::Credentials::new(key, secret, Some(token.to_owned()), None, "local");
+    let credentials = crate::function_process::local_credentials();
+    let key = credentials.access_key_id();
     let pairs: Vec<(String, String)> = headers
         .iter()
         .map(|(name, value)| {

@@ -90,11 +90,7 @@ pub fn cap_batch(
     reactions.sort_by(|(a, _), (b, _)| {
         (a.topic.as_str(), a.partition, a.offset).cmp(&(b.topic.as_str(), b.partition, b.offset))
     });
-    struct Running {
-        write: TallyWrite,
-        stored_offset: Option<i64>,
-    }
-    let mut running: BTreeMap<(String, PartitionKey), Running> = BTreeMap::new();
+    let mut writes: BTreeMap<(String, PartitionKey), TallyWrite> = BTreeMap::new();
     let mut counted_now: BTreeMap<String, u64> = BTreeMap::new();
     let mut capped = Capped::default();
     for (position, mut reaction) in reactions {
@@ -120,30 +116,26 @@ pub fn cap_batch(
             .min(u64::from(reaction.count));
         *counted += allowed;
         capped.taps_over_limit += u64::from(reaction.count) - allowed;
-        let entry = running
+        let write = writes
             .entry((id.clone(), partition.clone()))
-            .or_insert_with(|| Running {
-                write: TallyWrite {
-                    id: id.clone(),
-                    start_ms,
-                    partition,
-                    read_offset: stored_offset,
-                    offset: position.offset,
-                    counted: 0,
-                },
-                stored_offset,
+            .or_insert_with(|| TallyWrite {
+                id: id.clone(),
+                start_ms,
+                partition,
+                read_offset: stored_offset,
+                offset: position.offset,
+                counted: 0,
             });
-        entry.write.offset = position.offset;
-        debug_assert_eq!(entry.stored_offset, entry.write.read_offset);
+        write.offset = position.offset;
         // At most the reaction's own count, a u32.
         reaction.count = u32::try_from(allowed).unwrap_or(reaction.count);
         capped.reactions.push((position, reaction));
     }
-    capped.writes = running
+    capped.writes = writes
         .into_values()
-        .map(|mut r| {
-            r.write.counted = counted_now.get(&r.write.id).copied().unwrap_or(0);
-            r.write
+        .map(|mut write| {
+            write.counted = counted_now.get(&write.id).copied().unwrap_or(0);
+            write
         })
         .collect();
     capped

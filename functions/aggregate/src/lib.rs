@@ -170,16 +170,18 @@ impl Aggregate {
         // Fair use: cap against the stored tallies, write the windows, then the tallies (the
         // order that makes a redelivery exact; see `reactions::fair_use`).
         let limit = self.config.max_taps_per_viewer;
-        let stored = if limit > 0 {
-            self.tallies.read(&tally_ids(&reactions, width)).await?
+        let ids = if limit > 0 {
+            tally_ids(&reactions, width)
         } else {
-            Default::default()
+            Vec::new()
         };
+        let stored = self.tallies.read(&ids).await?;
         let capped = cap_batch(reactions, width, limit, &stored);
         let deltas = window_deltas(capped.reactions.iter().map(|(p, r)| (p, r)), width);
         let (report, windows) = self.store.apply_and_read(&deltas, width, times).await?;
         let tally_statements = self.tallies.write(&capped.writes, width, times).await?;
-        let tally_round_trips = usize::from(limit > 0) + usize::from(tally_statements > 0);
+        // `read` and `write` skip the round trip when they have nothing to do.
+        let tally_round_trips = usize::from(!ids.is_empty()) + usize::from(tally_statements > 0);
         let write_ms = elapsed_ms(write_started);
 
         let states: Vec<OutgoingRecord> = windows

@@ -20,7 +20,7 @@ mod registry;
 pub mod relay;
 
 use crate::aws_quotas::TokenBucket;
-use crate::function_process::LOCAL_CREDENTIALS;
+use crate::function_process::local_credentials;
 use aws_credential_types::Credentials;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -204,11 +204,10 @@ impl EventApi {
         new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
     ) -> Arc<Self> {
         let bucket = |rate: u32| (rate > 0).then(|| TokenBucket::new(rate, rate));
-        let (key, secret, token) = LOCAL_CREDENTIALS;
         Arc::new(Self {
             spec,
             api_key: api_key.to_owned(),
-            credentials: Credentials::new(key, secret, Some(token.to_owned()), None, "local"),
+            credentials: local_credentials(),
             limits,
             connects: bucket(limits.connects_per_second),
             inbound: bucket(limits.inbound_events_per_second),
