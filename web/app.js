@@ -4,7 +4,9 @@
 // the stream's AWS AppSync Events channel (`AppSyncEvents`), with the history then read from
 // `GET /streams/{id}/windows`. Its configuration comes from window.EMOSTREAM_CONFIG, else
 // config.json next to this page (the local stack serves one), and can be overridden with
-// ?api=...&ws=...&stream=... in the URL.
+// ?api=...&ws=...&stream=... in the URL. With viewer identity on (config `signInUrl` or
+// `getToken`), the viewer signs in first and every request carries their token (identity.js).
+import { ViewerIdentity } from "./identity.js";
 import {
   WindowBook,
   TapBatcher,
@@ -48,6 +50,8 @@ const client = {
   lastHeard: 0,
   swarmSeen: new Map(), // start_ms -> {emoji: drawn}
   sentTaps: 0,
+  identity: null,
+  connectGeneration: 0, // a newer connect() makes an older one, still awaiting a token, give up
 };
 
 async function loadConfig() {
@@ -144,13 +148,28 @@ async function flush() {
   const body = client.batcher.flush(client.stream, client.userId);
   if (!body) return;
   const taps = body.reactions.reduce((sum, r) => sum + r.count, 0);
+  const headers = { "content-type": "application/json" };
+  if (client.identity.enabled) {
+    try {
+      headers.authorization = `Bearer ${await client.identity.token()}`;
+    } catch (error) {
+      client.batcher.restore(body);
+      $("sent").textContent = `Cannot sign in (${error.message}); your taps will be resent.`;
+      return;
+    }
+  }
   try {
     const response = await fetch(`${client.config.apiUrl}/reactions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers,
       body: JSON.stringify(body),
     });
-    if (response.status === 202) {
+    if (response.status === 401 && client.identity.enabled) {
+      // The token lapsed or was revoked: sign in again and resend with the next batch.
+      client.identity.forgetToken();
+      client.batcher.restore(body);
+      $("sent").textContent = "Signing in again; your taps will be resent.";
+    } else if (response.status === 202) {
       client.sentTaps += taps;
       $("sent").textContent = `${client.sentTaps} taps sent.`;
     } else if (response.status >= 500 || response.status === 429) {
@@ -194,8 +213,23 @@ function parsed(event) {
 
 // ---- WebSocketApi: API Gateway pushes, `sync` for the history ------------------------------------
 
-function connectWebSocketApi() {
-  const url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
+async function connectWebSocketApi() {
+  const generation = ++client.connectGeneration;
+  let url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
+  if (client.identity.enabled) {
+    let token;
+    try {
+      token = await client.identity.token();
+    } catch (error) {
+      if (generation !== client.connectGeneration) return;
+      const delay = reconnectDelay(client.attempt++);
+      setState("reconnecting", `Cannot sign in (${error.message}) · retrying in ${Math.ceil(delay / 1000)} s`);
+      client.reconnectTimer = setTimeout(connect, delay);
+      return;
+    }
+    if (generation !== client.connectGeneration) return; // watch() moved on meanwhile
+    url += `&token=${encodeURIComponent(token)}`;
+  }
   const socket = new WebSocket(url);
   client.socket = socket;
   socket.addEventListener("open", () => {
@@ -501,6 +535,34 @@ async function loadStream(stream) {
   pad.title = live ? "" : body.status === "unknown" ? `No stream "${stream}"` : `This stream is ${body.status}`;
 }
 
+/** Shows the sign-in form until the issuer gives this viewer a token (at once when the page
+ * already has a name this session, or the site provides tokens). */
+async function signIn() {
+  if (!client.identity.needsName) {
+    try {
+      await client.identity.token();
+      return;
+    } catch {
+      // The stored name no longer signs in: ask again.
+    }
+  }
+  const form = $("sign-in");
+  form.hidden = false;
+  setState("signed-out", "Sign in to react");
+  await new Promise((resolve) => {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      try {
+        await client.identity.signIn($("viewer-name").value.trim());
+        form.hidden = true;
+        resolve();
+      } catch (error) {
+        $("sign-in-error").textContent = error.message;
+      }
+    });
+  });
+}
+
 async function start() {
   try {
     client.config = await loadConfig();
@@ -508,7 +570,14 @@ async function start() {
     setState("refused", error.message);
     return;
   }
-  client.userId = userId();
+  client.identity = new ViewerIdentity(client.config);
+  if (client.identity.enabled) {
+    await signIn();
+    client.userId = client.identity.viewer;
+    $("viewer").textContent = `Signed in as ${client.identity.viewer}`;
+  } else {
+    client.userId = userId();
+  }
   document.addEventListener("keydown", onKey);
   const input = $("stream-input");
   $("stream-form").addEventListener("submit", (event) => {

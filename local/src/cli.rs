@@ -4,7 +4,7 @@
 use crate::aws_quotas::QuotaSettings;
 use crate::environment::LocalValues;
 use crate::event_source::MappingOptions;
-use crate::stack::{InvokeEndpoint, StackOptions};
+use crate::stack::{DemoIssuerOptions, InvokeEndpoint, StackOptions};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -77,6 +77,16 @@ pub struct Cli {
     /// routes, signed like any admin call), so pages can react to it. Repeatable.
     #[arg(long = "live-stream", value_name = "ID")]
     pub live_streams: Vec<String>,
+    /// Run the demo identity provider and turn viewer identity on with it: viewers sign in by
+    /// name, POST /reactions and WebSocket connects need its token.
+    #[arg(long)]
+    pub demo_issuer: bool,
+    /// The demo identity provider's port.
+    #[arg(long, default_value_t = 3003)]
+    pub demo_issuer_port: u16,
+    /// How long the demo identity provider's tokens last, in seconds.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..))]
+    pub token_ttl_s: u64,
     /// With --invoke-endpoint, name functions by logical id (`sam local start-lambda`).
     #[arg(long)]
     pub invoke_by_logical_id: bool,
@@ -138,6 +148,10 @@ impl Cli {
             variables: self.env.into_iter().collect(),
         };
         options.function_logs = self.function_logs;
+        options.demo_issuer = self.demo_issuer.then_some(DemoIssuerOptions {
+            port: self.demo_issuer_port,
+            token_ttl: Duration::from_secs(self.token_ttl_s),
+        });
         options.quotas = if self.no_aws_quotas {
             QuotaSettings::off()
         } else {

@@ -4,14 +4,12 @@
 //! answers (`statusCode`, `headers`, `cookies`, `body`, `isBase64Encoded`) are honoured, other
 //! JSON is returned as a 200 body, unmatched routes get 404, function errors 500 and timeouts
 //! 503, requests beyond the account throttle 429, each with API Gateway's `{"message": ...}`
-//! body. Routes with the IAM authorizer take only requests SigV4-signed (service
-//! `execute-api`) with the local credentials; anything else gets API Gateway's 403, and the
-//! function sees the caller in `requestContext.authorizer.iam`.
+//! body. Routes with an authorizer run it first ([`crate::http_authorizers`]).
 
 use crate::aws_quotas::AwsQuotas;
+use crate::http_authorizers::RouteAuthorizer;
 use crate::lambda::FunctionPool;
 use crate::runtime_api::InvokeError;
-use crate::sigv4_check::{SignatureError, SignedRequest, verify};
 use crate::websocket_event::http_date;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
@@ -33,12 +31,9 @@ pub struct BoundRoute {
     pub method: String,
     pub path: String,
     pub function: Arc<FunctionPool>,
-    /// The route has `Auth: {Authorizer: AWS_IAM}`.
-    pub iam_auth: bool,
+    /// Its authorizer.
+    pub auth: RouteAuthorizer,
 }
-
-/// The local account, as the IAM authorizer describes a verified caller.
-pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
 
 /// The HTTP API's routes.
 pub struct HttpApi {
@@ -74,7 +69,8 @@ pub fn match_path(pattern: &str, path: &str) -> Option<BTreeMap<String, String>>
     segments.next().is_none().then_some(parameters)
 }
 
-fn gateway_error(status: StatusCode, message: &str) -> Response {
+/// An answer API Gateway itself gives, `{"message": ...}`.
+pub fn gateway_error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "message": message }))).into_response()
 }
 
@@ -261,50 +257,6 @@ pub fn response_from(answer: &[u8]) -> Response {
     response
 }
 
-/// Checks a request to an IAM-authorized route as API Gateway does. Returns the caller as the
-/// authorizer describes it to the function, or the message of API Gateway's 403: `Forbidden`
-/// for an unsigned request, the reason for a bad signature.
-fn iam_caller(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, String> {
-    let credentials = crate::function_process::local_credentials();
-    let key = credentials.access_key_id();
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let url = format!("http://{host}{uri}");
-    let request = SignedRequest {
-        method: method.as_str(),
-        url: &url,
-        headers: &pairs,
-        body,
-    };
-    match verify(&request, &credentials, "execute-api") {
-        Ok(()) => Ok(json!({
-            "accessKey": key,
-            "accountId": LOCAL_ACCOUNT_ID,
-            "callerId": key,
-            "userArn": format!("arn:aws:iam::{LOCAL_ACCOUNT_ID}:user/{key}"),
-            "userId": key,
-        })),
-        Err(SignatureError::Missing) => Err("Forbidden".to_owned()),
-        Err(error) => Err(error.to_string()),
-    }
-}
-
 /// The axum handler for every request.
 pub async fn handle(
     State(api): State<Arc<HttpApi>>,
@@ -320,13 +272,9 @@ pub async fn handle(
     let Some((route, parameters)) = api.find(&method, uri.path()) else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let caller = if route.iam_auth {
-        match iam_caller(&method, &uri, &headers, &body) {
-            Ok(caller) => Some(caller),
-            Err(message) => return gateway_error(StatusCode::FORBIDDEN, &message),
-        }
-    } else {
-        None
+    let authorizer = match route.auth.authorize(&method, &uri, &headers, &body).await {
+        Ok(authorizer) => authorizer,
+        Err(refusal) => return refusal,
     };
     let mut event = api.event(
         route,
@@ -338,8 +286,8 @@ pub async fn handle(
         peer,
         reactions::clock::now_ms(),
     );
-    if let Some(caller) = caller {
-        event["requestContext"]["authorizer"] = json!({ "iam": caller });
+    if let Some(authorizer) = authorizer {
+        event["requestContext"]["authorizer"] = authorizer;
     }
     let bytes = serde_json::to_vec(&event).unwrap_or_default();
     match route.function.invoke(&bytes).await {

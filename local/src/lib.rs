@@ -6,11 +6,13 @@
 pub mod admin_client;
 pub mod aws_quotas;
 pub mod cli;
+pub mod demo_issuer;
 pub mod environment;
 pub mod event_api;
 pub mod event_source;
 pub mod function_process;
 pub mod http_api;
+pub mod http_authorizers;
 pub mod lambda;
 pub mod runtime_api;
 pub mod sigv4_check;

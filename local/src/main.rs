@@ -52,6 +52,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         eprintln!("  delivery        WebSocketApi: notify posts to each connection");
     }
+    if let Some(issuer) = &stack.demo_issuer {
+        eprintln!(
+            "  identity        demo issuer {} (sign in: POST {}/sign-in {{\"viewer\": \"<name>\"}})",
+            issuer.issuer(),
+            issuer.issuer()
+        );
+    }
     if let Some(url) = &stack.web_url {
         eprintln!("  browser client  {url}");
     }

@@ -1,20 +1,24 @@
 //! The whole local stack: reads template.yaml, starts a Lambda pool per function, the HTTP API,
 //! the WebSocket API with its management API, the Kafka event source mappings, and (optionally)
 //! a static server for the browser client, which also answers `/config.json` with the API URLs.
-//! In `AppSyncEvents` delivery it also starts the AppSync Events API ([`EventApi`]).
+//! In `AppSyncEvents` delivery it also starts the AppSync Events API ([`EventApi`]), and with
+//! viewer identity on, the demo identity provider ([`DemoIssuer`]) when asked.
 //! Dropping or stopping the stack stops everything it started.
 
 use crate::aws_quotas::{AwsQuotas, QuotaSettings};
+use crate::demo_issuer::{DEFAULT_TOKEN_TTL, DEMO_AUDIENCE, DemoIssuer};
 use crate::environment::{LocalValues, UnresolvedVariable};
 use crate::event_api::{EventApi, EventApiLimits};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
+use crate::http_authorizers::RouteAuthorizer;
 use crate::lambda::{FunctionPool, Runner};
-use crate::template::{StackTemplate, TemplateError};
+use crate::template::{RouteAuth, StackTemplate, TemplateError};
 use crate::websocket_api::{Limits, WebSocketApi};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use reactions::viewer_identity::{IdentitySettings, TokenVerifier};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -67,6 +71,26 @@ pub struct StackOptions {
     pub quotas: QuotaSettings,
     /// A directory for each function's output (`<logical id>.log`); else it goes to ours.
     pub function_logs: Option<PathBuf>,
+    /// Runs the demo identity provider and turns viewer identity on with it (the template's
+    /// `JwtIssuer` and `JwtAudience` become its URL and [`DEMO_AUDIENCE`]).
+    pub demo_issuer: Option<DemoIssuerOptions>,
+}
+
+/// Where the demo identity provider listens and how long its tokens last.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoIssuerOptions {
+    /// Port (0 picks a free one).
+    pub port: u16,
+    pub token_ttl: Duration,
+}
+
+impl Default for DemoIssuerOptions {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            token_ttl: DEFAULT_TOKEN_TTL,
+        }
+    }
 }
 
 impl StackOptions {
@@ -97,6 +121,7 @@ impl StackOptions {
             limits: Limits::default(),
             quotas: QuotaSettings::default(),
             function_logs: None,
+            demo_issuer: None,
         }
     }
 }
@@ -120,6 +145,8 @@ pub enum StackError {
     },
     #[error("cannot create the Kafka topics: {0}")]
     Topics(String),
+    #[error(transparent)]
+    Issuer(#[from] crate::demo_issuer::IssuerError),
 }
 
 /// A running local stack.
@@ -146,6 +173,8 @@ pub struct LocalStack {
     pub event_http_host: Option<String>,
     /// The account's emulated quotas, shared by both APIs: what they refused is reported.
     pub quotas: Arc<AwsQuotas>,
+    /// The demo identity provider, when it runs (its URL is the issuer).
+    pub demo_issuer: Option<Arc<DemoIssuer>>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -191,11 +220,22 @@ fn local_api_key() -> String {
 impl LocalStack {
     /// Starts everything.
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
-        let template = StackTemplate::load(&options.template, &options.local.parameters)?;
+        let mut local = options.local.clone();
+        let mut demo_issuer = None;
+        if let Some(demo) = options.demo_issuer {
+            let (listener, address) = listen(options.host, demo.port).await?;
+            let url = format!("http://{}", url_host(address));
+            let issuer = Arc::new(DemoIssuer::new(&url, DEMO_AUDIENCE, demo.token_ttl)?);
+            local.parameters.insert("JwtIssuer".to_owned(), url);
+            local
+                .parameters
+                .insert("JwtAudience".to_owned(), DEMO_AUDIENCE.to_owned());
+            demo_issuer = Some((listener, issuer));
+        }
+        let template = StackTemplate::load(&options.template, &local.parameters)?;
         let (http_listener, http_address) = listen(options.host, options.http_port).await?;
         let http_url = format!("http://{}", url_host(http_address));
 
-        let mut local = options.local.clone();
         let mut provided = BTreeMap::from([
             ("KAFKA_BROKERS".to_owned(), options.kafka_brokers.clone()),
             // The local broker is plaintext, whatever the template's default for AWS.
@@ -299,12 +339,25 @@ impl LocalStack {
                 .ok_or_else(|| StackError::Missing(format!("no function {id} in the template")))
         };
         let mut routes = Vec::new();
+        let mut verifiers: BTreeMap<String, Arc<TokenVerifier>> = BTreeMap::new();
         for route in &template.http_routes {
+            let auth = match &route.auth {
+                RouteAuth::None => RouteAuthorizer::None,
+                RouteAuth::Iam => RouteAuthorizer::Iam,
+                RouteAuth::Jwt(spec) => RouteAuthorizer::Jwt(Arc::clone(
+                    verifiers.entry(spec.name.clone()).or_insert_with(|| {
+                        Arc::new(TokenVerifier::new(IdentitySettings {
+                            issuer: spec.issuer.clone(),
+                            audience: spec.audience.first().cloned().unwrap_or_default(),
+                        }))
+                    }),
+                )),
+            };
             routes.push(BoundRoute {
                 method: route.method.clone(),
                 path: route.path.clone(),
                 function: pool_of(&route.function)?,
-                iam_auth: route.iam_auth,
+                auth,
             });
         }
         // One account: the HTTP and WebSocket APIs share its throttle.
@@ -315,6 +368,10 @@ impl LocalStack {
             .layer(DefaultBodyLimit::max(http_api::MAX_PAYLOAD_BYTES))
             .with_state(http_api);
         let mut servers = vec![serve(http_listener, http_router)];
+        let demo_issuer = demo_issuer.map(|(listener, issuer)| {
+            servers.push(serve(listener, issuer.router()));
+            issuer
+        });
 
         let mut websocket = None;
         if let (Some(spec), Some(listener)) = (&template.websocket, websocket_listener) {
@@ -362,6 +419,8 @@ impl LocalStack {
                 "eventApiKey": event_api.as_ref().map(|api| api.api_key().to_owned()),
                 "eventNamespace": template.event_api.as_ref()
                     .and_then(|spec| spec.namespaces.keys().next().cloned()),
+                "signInUrl": demo_issuer.as_ref()
+                    .map(|issuer| format!("{}/sign-in", issuer.issuer())),
             });
             let router = Router::new()
                 .route(
@@ -401,6 +460,7 @@ impl LocalStack {
             event_realtime_url,
             event_http_host,
             quotas,
+            demo_issuer,
             servers,
             shutdown,
         })
@@ -480,6 +540,10 @@ impl Drop for LocalStack {
     fn drop(&mut self) {
         // Function processes die with their handles (kill on drop); stop the rest too.
         self.shutdown.send(true).ok();
+        // Not stopped (a panicking test): its consumers must not be destroyed mid-run.
+        for mapping in &self.mappings {
+            mapping.leak_consumer();
+        }
         for server in &self.servers {
             server.abort();
         }

@@ -46,6 +46,21 @@ impl JsonClient {
         self.send(request).await
     }
 
+    /// `POST url` with a JSON body and an `Authorization` header.
+    pub async fn post_authorized(
+        &self,
+        url: &str,
+        authorization: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        let request = hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .header("authorization", authorization)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        self.send(request).await
+    }
+
     /// `GET url`.
     pub async fn get(&self, url: &str) -> (u16, Value) {
         let request = hyper::Request::get(url)

@@ -6,7 +6,7 @@
 //! sees the same values.
 
 use emostream_local::environment::LocalValues;
-use emostream_local::template::{StackTemplate, TemplateValue, resolve_in};
+use emostream_local::template::{RouteAuth, StackTemplate, TemplateValue, resolve_in};
 use emostream_tests::repo_root;
 use reactions::config::Settings;
 use std::collections::{BTreeMap, BTreeSet};
@@ -196,19 +196,34 @@ fn routes_and_event_sources_match_the_handlers() {
         .iter()
         .map(|r| {
             assert_eq!(r.function, "IngestFunction");
-            // Exactly the admin routes sit behind the IAM authorizer.
-            assert_eq!(
-                r.iam_auth,
-                r.path.starts_with(ingest::ADMIN_PATH_PREFIX),
-                "{} {}",
-                r.method,
-                r.path
-            );
+            // Exactly the admin routes sit behind the IAM authorizer, and with identity off
+            // (the default) nothing else has an authorizer.
+            let expected = if r.path.starts_with(ingest::ADMIN_PATH_PREFIX) {
+                RouteAuth::Iam
+            } else {
+                RouteAuth::None
+            };
+            assert_eq!(r.auth, expected, "{} {}", r.method, r.path);
             format!("{} {}", r.method, r.path)
         })
         .collect();
     let handled: BTreeSet<String> = ingest::ROUTES.iter().map(|r| r.to_string()).collect();
     assert_eq!(http, handled);
+
+    // With viewer identity on, POST /reactions alone gains the JWT authorizer.
+    let identity = StackTemplate::load(
+        &repo_root().join("template.yaml"),
+        &BTreeMap::from([
+            ("JwtIssuer".to_owned(), "https://id.example.com".to_owned()),
+            ("JwtAudience".to_owned(), "emostream".to_owned()),
+        ]),
+    )
+    .unwrap();
+    for route in &identity.http_routes {
+        let jwt = matches!(route.auth, RouteAuth::Jwt(_));
+        let post_reactions = route.method == "POST" && route.path == "/reactions";
+        assert_eq!(jwt, post_reactions, "{} {}", route.method, route.path);
+    }
 
     let websocket = template.websocket.as_ref().unwrap();
     let keys: BTreeSet<&str> = websocket.routes.keys().map(String::as_str).collect();

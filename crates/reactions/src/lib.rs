@@ -29,6 +29,8 @@ pub mod mongo;
 pub mod msk_iam;
 #[cfg(feature = "sigv4")]
 pub mod sigv4;
+#[cfg(feature = "identity")]
+pub mod viewer_identity;
 
 pub use config::{ConfigError, DomainConfig};
 pub use emoji::{Emoji, EmojiCatalogue, EmojiName};

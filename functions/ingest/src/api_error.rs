@@ -49,6 +49,19 @@ pub enum ApiError {
     /// An admin route reached without a verified IAM caller (the route lost its authorizer).
     #[error("admin routes need a request signed with AWS credentials (SigV4, execute-api)")]
     Forbidden,
+    /// Viewer identity is on but the request carries no verified viewer (the route lost its
+    /// JWT authorizer).
+    #[error("reactions need a viewer's bearer token")]
+    Unauthorized,
+    /// The body names a viewer other than the token's.
+    #[error(
+        "{field} is {given:?} but the token is for {viewer:?}; omit user_id or send the token's"
+    )]
+    ViewerMismatch {
+        field: String,
+        given: String,
+        viewer: String,
+    },
     /// A dependency (Kafka, MongoDB) did not answer in time; the client should retry.
     #[error("{service} is unavailable; retry in a moment")]
     Unavailable { service: &'static str },
@@ -63,7 +76,8 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::UnknownStream { .. } => StatusCode::NOT_FOUND,
             ApiError::StreamNotLive { .. } | ApiError::TransitionRefused(_) => StatusCode::CONFLICT,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::ViewerMismatch { .. } => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -81,6 +95,8 @@ impl ApiError {
             ApiError::StreamNotLive { .. } => "stream_not_live",
             ApiError::TransitionRefused(_) => "transition_refused",
             ApiError::Forbidden => "forbidden",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ViewerMismatch { .. } => "user_id_mismatch",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -91,6 +107,7 @@ impl ApiError {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
             ApiError::UnknownStream { stream } => body["stream_id"] = json!(stream),
+            ApiError::ViewerMismatch { field, .. } => body["field"] = json!(field),
             ApiError::StreamNotLive { stream, status } => {
                 body["stream_id"] = json!(stream);
                 body["status"] = json!(status);

@@ -56,6 +56,10 @@ pub struct IngestConfig {
     /// read from the stream registry, including "no such stream". A stream going live or a new
     /// catalogue reaches every container within this time.
     pub stream_cache_ttl: Duration,
+    /// `JWT_ISSUER` (default empty): when set, viewer identity is on. The HTTP API's JWT
+    /// authorizer has verified the token before ingest runs; ingest takes the viewer id from
+    /// the token's `sub` and refuses a request that reaches it without one.
+    pub jwt_issuer: Option<String>,
 }
 
 impl IngestConfig {
@@ -77,6 +81,8 @@ impl IngestConfig {
             allowed_origins: AllowedOrigins::parse(&text_or(settings, "ALLOWED_ORIGINS", "*")),
             stream_shards: StreamShards::new(stream_shards),
             stream_cache_ttl: Duration::from_millis(stream_cache_ttl_ms),
+            jwt_issuer: Some(text_or(settings, "JWT_ISSUER", "").trim().to_owned())
+                .filter(|issuer| !issuer.is_empty()),
         })
     }
 

@@ -134,6 +134,20 @@ fn signed_by_iam(request: &Request) -> bool {
     }
 }
 
+/// The viewer the HTTP API's JWT authorizer verified: the token's `sub`.
+fn verified_viewer(request: &Request) -> Option<String> {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.jwt.as_ref())
+            .and_then(|jwt| jwt.claims.get("sub"))
+            .filter(|sub| !sub.is_empty())
+            .cloned(),
+        _ => None,
+    }
+}
+
 impl Ingest {
     /// Builds the clients. Neither is waited for here: the producer starts connecting in the
     /// background and MongoDB connects on first use, so Kafka and MongoDB problems surface per
@@ -348,11 +362,18 @@ impl Ingest {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let body = reactions_body::read_body(
+        let viewer = match &self.config.jwt_issuer {
+            Some(_) => Some(verified_viewer(request).ok_or(ApiError::Unauthorized)?),
+            None => None,
+        };
+        let mut body = reactions_body::read_body(
             content_type.as_deref(),
             body_bytes(request.body()),
             self.config.max_body_bytes,
         )?;
+        if let Some(viewer) = &viewer {
+            body.bind_viewer(viewer)?;
+        }
         let live = self.live_streams(&body.stream_ids()).await?;
         let reactions = body.validate(&self.config.domain, &live, now_ms())?;
         let started = Instant::now();

@@ -88,6 +88,42 @@ impl ReactionsBody {
         ids
     }
 
+    /// Makes every reaction the verified viewer's: a missing `user_id` becomes `viewer`, and a
+    /// different one refuses the whole body (one viewer cannot tap as another).
+    pub fn bind_viewer(&mut self, viewer: &str) -> Result<(), ApiError> {
+        let (items, batch) = match self {
+            ReactionsBody::One(item) => (std::slice::from_mut(item), false),
+            ReactionsBody::Batch(items) => (items.as_mut_slice(), true),
+        };
+        for (index, item) in items.iter_mut().enumerate() {
+            let Value::Object(fields) = item else {
+                continue; // validation names the item that is not an object
+            };
+            match fields.get("user_id") {
+                None => {
+                    fields.insert("user_id".to_owned(), Value::from(viewer));
+                }
+                Some(Value::String(given)) if given == viewer => {}
+                Some(given) => {
+                    let given = match given {
+                        Value::String(text) => text.chars().take(128).collect(),
+                        other => other.to_string().chars().take(128).collect(),
+                    };
+                    return Err(ApiError::ViewerMismatch {
+                        field: if batch {
+                            format!("reactions[{index}].user_id")
+                        } else {
+                            "user_id".to_owned()
+                        },
+                        given,
+                        viewer: viewer.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Validates every reaction against its stream's catalogue and stamps it with `now_ms`.
     pub fn validate(
         &self,
@@ -146,6 +182,32 @@ mod tests {
         .unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch[1].emoji.as_str(), "clap");
+    }
+
+    #[test]
+    fn the_verified_viewer_is_every_reactions_user() {
+        let read = |body: &str| read_body(Some("application/json"), body.as_bytes(), 4096).unwrap();
+        let mut one = read(r#"{"stream_id":"s","emoji":"fire"}"#);
+        one.bind_viewer("viewer:ann").unwrap();
+        assert_eq!(
+            one,
+            ReactionsBody::One(serde_json::json!(
+                {"stream_id":"s","emoji":"fire","user_id":"viewer:ann"}
+            ))
+        );
+        let mut same = read(r#"{"reactions":[{"user_id":"viewer:ann"},{}]}"#);
+        assert_eq!(same.bind_viewer("viewer:ann"), Ok(()));
+        let mut other =
+            read(r#"{"reactions":[{"user_id":"viewer:ann"},{"user_id":"viewer:bob"}]}"#);
+        let refused = other.bind_viewer("viewer:ann").unwrap_err();
+        assert_eq!(refused.status(), 403);
+        assert_eq!(refused.body()["error"], "user_id_mismatch");
+        assert_eq!(refused.body()["field"], "reactions[1].user_id");
+        let mut not_text = read(r#"{"user_id":7}"#);
+        assert_eq!(
+            not_text.bind_viewer("viewer:ann").unwrap_err().code(),
+            "user_id_mismatch"
+        );
     }
 
     #[test]

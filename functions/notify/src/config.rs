@@ -5,6 +5,7 @@ use reactions::DomainConfig;
 use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, required, text_or};
 use reactions::event_channel::is_segment;
 use reactions::mongo::MongoSettings;
+use reactions::viewer_identity::IdentitySettings;
 use std::time::Duration;
 
 /// Everything the notify function is configured with.
@@ -24,8 +25,9 @@ pub struct NotifyConfig {
     pub throttle_budget: Duration,
     /// `POST_TIMEOUT_MS` (default 3000): one `PostToConnection` attempt.
     pub post_timeout: Duration,
-    /// `CONNECT_TOKEN_SECRET` (optional): when set, `$connect` requires a valid `token`.
-    pub connect_token_secret: Option<String>,
+    /// `JWT_ISSUER` and `JWT_AUDIENCE` (both empty by default): when set, `$connect` needs a
+    /// valid viewer token from that issuer in its `token` query parameter.
+    pub identity: Option<IdentitySettings>,
     /// `CONNECTION_TTL_MINUTES` (default 130): API Gateway's 2-hour limit plus a margin.
     pub connection_ttl: Duration,
     /// `SYNC_WINDOWS` (default 30, at most 150): windows a `sync` sends when it names none.
@@ -107,7 +109,6 @@ impl NotifyConfig {
         let throttle_budget_ms: u64 = parse_in(settings, "THROTTLE_BUDGET_MS", 2_000, 0..=60_000)?;
         let post_timeout_ms: u64 = parse_in(settings, "POST_TIMEOUT_MS", 3_000, 100..=30_000)?;
         let ttl_minutes: u64 = parse_in(settings, "CONNECTION_TTL_MINUTES", 130, 121..)?;
-        let secret = text_or(settings, "CONNECT_TOKEN_SECRET", "");
         let push_interval_ms: u64 = parse_in(
             settings,
             "PUSH_INTERVAL_MS",
@@ -122,7 +123,7 @@ impl NotifyConfig {
             fanout_concurrency: parse_in(settings, "FANOUT_CONCURRENCY", 128, 1..=1_024)?,
             throttle_budget: Duration::from_millis(throttle_budget_ms),
             post_timeout: Duration::from_millis(post_timeout_ms),
-            connect_token_secret: (!secret.is_empty()).then_some(secret),
+            identity: IdentitySettings::from_settings(settings)?,
             connection_ttl: Duration::from_secs(ttl_minutes * 60),
             sync_windows: parse_in(settings, "SYNC_WINDOWS", 30, 1..=MAX_SYNC_WINDOWS)?,
             push_interval: Duration::from_millis(push_interval_ms),
@@ -159,7 +160,7 @@ mod tests {
         assert_eq!(config.throttle_budget, Duration::from_secs(2));
         assert_eq!(config.connection_ttl, Duration::from_secs(130 * 60));
         assert_eq!(config.sync_windows, 30);
-        assert_eq!(config.connect_token_secret, None);
+        assert_eq!(config.identity, None);
         assert_eq!(config.push_interval, Duration::from_secs(1));
         assert_eq!(config.post_budget_per_second, 8_000);
         assert_eq!(config.fanout_deadline, Duration::from_secs(20));
@@ -213,8 +214,21 @@ mod tests {
             NotifyConfig::from_settings(&[BASE[0]]).unwrap_err().var,
             "MANAGEMENT_API_ENDPOINT"
         );
-        let with_secret = [BASE[0], BASE[1], ("CONNECT_TOKEN_SECRET", "s3cret")];
-        let config = NotifyConfig::from_settings(&with_secret).unwrap();
-        assert_eq!(config.connect_token_secret.as_deref(), Some("s3cret"));
+        let identity = [
+            BASE[0],
+            BASE[1],
+            ("JWT_ISSUER", "https://id.example.com"),
+            ("JWT_AUDIENCE", "emostream"),
+        ];
+        let config = NotifyConfig::from_settings(&identity).unwrap();
+        assert_eq!(
+            config.identity.map(|i| i.issuer).as_deref(),
+            Some("https://id.example.com")
+        );
+        let half = [BASE[0], BASE[1], ("JWT_ISSUER", "https://id.example.com")];
+        assert_eq!(
+            NotifyConfig::from_settings(&half).unwrap_err().var,
+            "JWT_AUDIENCE"
+        );
     }
 }

@@ -13,7 +13,6 @@ pub mod protocol;
 pub mod publish;
 pub mod push;
 pub mod schedule;
-pub mod token;
 mod websocket;
 
 use aws_config::SdkConfig;
@@ -29,11 +28,11 @@ use reactions::decode_kafka_event;
 use reactions::message::WindowStateRecord;
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{ConnectionStore, IndexesOnce, PushSlots, StoreError, WindowStore};
+use reactions::viewer_identity::TokenVerifier;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use token::ConnectTokens;
 use tokio::time::Instant;
 
 /// The WebSocket route keys notify handles: template.yaml's routes must be exactly these (a test
@@ -91,8 +90,6 @@ pub enum NotifyError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] reactions::ConfigError),
-    #[error(transparent)]
-    Secret(#[from] token::BadSecret),
     #[error("cannot build the AppSync Events client: {0}")]
     EventApi(#[from] event_api::PublishError),
 }
@@ -124,7 +121,8 @@ pub struct Notify {
     api: ConnectionsApi,
     /// `AppSyncEvents` delivery: the publish client and the channel namespace.
     events: Option<publish::EventTarget>,
-    tokens: Option<ConnectTokens>,
+    /// Viewer identity: checks the token a browser connects with.
+    viewers: Option<Arc<TokenVerifier>>,
     indexes: Arc<IndexesOnce>,
 }
 
@@ -133,11 +131,10 @@ impl Notify {
     /// for signing management API calls). MongoDB being down does not fail the init.
     pub async fn new(config: NotifyConfig, sdk: &SdkConfig) -> Result<Self, NotifyError> {
         let database = reactions::mongo::open(&config.mongo, "emostream-notify").await?;
-        let tokens = config
-            .connect_token_secret
-            .as_deref()
-            .map(ConnectTokens::new)
-            .transpose()?;
+        let viewers = config
+            .identity
+            .clone()
+            .map(|identity| Arc::new(TokenVerifier::new(identity)));
         let events = match &config.delivery {
             Delivery::WebSocketApi => None,
             Delivery::AppSyncEvents(settings) => Some(publish::EventTarget {
@@ -151,7 +148,7 @@ impl Notify {
             windows: WindowStore::new(&database),
             slots: PushSlots::new(&database),
             api: ConnectionsApi::new(sdk, &config.management_endpoint, config.post_timeout),
-            tokens,
+            viewers,
             config,
             indexes: Arc::default(),
         };

@@ -14,11 +14,8 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4_096;
 /// An action a browser asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientAction {
-    /// Watch another stream from now on (with a token when tokens are required).
-    Subscribe {
-        stream: StreamId,
-        token: Option<String>,
-    },
+    /// Watch another stream from now on (the viewer was verified at `$connect`).
+    Subscribe { stream: StreamId },
     /// Send the latest `windows` windows of the watched stream (the late-joiner snapshot).
     Sync { windows: Option<u32> },
     /// Keep-alive and latency probe.
@@ -88,12 +85,7 @@ pub fn parse_action(body: &str) -> Result<ClientAction, ProtocolError> {
                 Some(_) => return Err(bad("stream", "must be a string")),
                 None => return Err(bad("stream", "is required")),
             };
-            let token = match message.get("token") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(t)) => Some(t.clone()),
-                Some(_) => return Err(bad("token", "must be a string")),
-            };
-            Ok(ClientAction::Subscribe { stream, token })
+            Ok(ClientAction::Subscribe { stream })
         }
         "sync" => {
             let windows = match message.get("windows") {
@@ -182,7 +174,6 @@ mod tests {
             parse_action(r#"{"action":"subscribe","stream":"final"}"#),
             Ok(ClientAction::Subscribe {
                 stream: StreamId::parse("s", "final").unwrap(),
-                token: None
             })
         );
         assert_eq!(
@@ -211,10 +202,6 @@ mod tests {
             (r#"{"action":"subscribe"}"#, "bad_field"),
             (r#"{"action":"subscribe","stream":"a b"}"#, "bad_field"),
             (r#"{"action":"subscribe","stream":5}"#, "bad_field"),
-            (
-                r#"{"action":"subscribe","stream":"s","token":1}"#,
-                "bad_field",
-            ),
             (r#"{"action":"sync","windows":0}"#, "bad_field"),
             (r#"{"action":"sync","windows":151}"#, "bad_field"),
             (r#"{"action":"sync","windows":"3"}"#, "bad_field"),

@@ -1,5 +1,6 @@
 //! The WebSocket routes: `$connect` registers a connection for the stream in its query (after
-//! checking its token when tokens are required), `$disconnect` forgets it, and every other route
+//! verifying the viewer's token, its `token` query parameter, when viewer identity is on:
+//! WebSocket APIs have no JWT authorizer, and browsers cannot set headers on a WebSocket), `$disconnect` forgets it, and every other route
 //! carries a client action, answered through the management API. A refused `$connect` returns
 //! the status API Gateway should answer with; a bad client message gets an `error` frame.
 
@@ -66,22 +67,26 @@ impl Notify {
                 return Ok(status(400, "query parameter `stream` is required"));
             }
         };
-        if let Err(refusal) = self.check_token(&stream, query.first("token")) {
-            tracing::info!(connection_id, stream = stream.as_str(), reason = %refusal, "connect refused");
-            return Ok(refusal.response());
+        let mut viewer = None;
+        if let Some(verifier) = &self.viewers {
+            let token = query.first("token");
+            match verifier.verify(token, now_ms().div_euclid(1000)).await {
+                Ok(verified) => viewer = Some(verified.subject),
+                Err(refusal) if refusal.is_the_tokens_fault() => {
+                    tracing::info!(connection_id, stream = stream.as_str(), %refusal, "connect refused");
+                    return Ok(status(401, "a valid viewer token is required"));
+                }
+                Err(refusal) => {
+                    tracing::error!(connection_id, %refusal, "connect refused: cannot verify tokens");
+                    return Ok(status(500, "viewer tokens cannot be verified now; retry"));
+                }
+            }
         }
         self.connections
             .register(connection_id, &stream, now_ms())
             .await?;
-        tracing::info!(connection_id, stream = stream.as_str(), "connected");
+        tracing::info!(connection_id, stream = stream.as_str(), viewer, "connected");
         Ok(ok())
-    }
-
-    fn check_token(&self, stream: &StreamId, token: Option<&str>) -> Result<(), TokenRefusal> {
-        match &self.tokens {
-            None => Ok(()),
-            Some(tokens) => tokens.verify(stream, token, now_ms()).map_err(TokenRefusal),
-        }
     }
 
     async fn act(
@@ -99,22 +104,14 @@ impl Notify {
                 ServerMessage::refusal(&error)
             }
             Ok(ClientAction::Ping) => ServerMessage::Pong { at_ms: now_ms() },
-            Ok(ClientAction::Subscribe { stream, token }) => {
-                match self.check_token(&stream, token.as_deref()) {
-                    Err(refusal) => ServerMessage::Error {
-                        code: "unauthorized".to_owned(),
-                        message: refusal.0.to_string(),
-                    },
-                    Ok(()) => {
-                        if !self.connections.subscribe(connection_id, &stream).await? {
-                            // The record expired while the socket lived on: register it again.
-                            self.connections
-                                .register(connection_id, &stream, now_ms())
-                                .await?;
-                        }
-                        ServerMessage::Subscribed { stream }
-                    }
+            Ok(ClientAction::Subscribe { stream }) => {
+                if !self.connections.subscribe(connection_id, &stream).await? {
+                    // The record expired while the socket lived on: register it again.
+                    self.connections
+                        .register(connection_id, &stream, now_ms())
+                        .await?;
                 }
+                ServerMessage::Subscribed { stream }
             }
             Ok(ClientAction::Sync { windows }) => match self.connections.find(connection_id).await?
             {
@@ -156,25 +153,6 @@ impl Notify {
             Err(error) => tracing::warn!(connection_id, %error, "reply not delivered"),
         }
         Ok(())
-    }
-}
-
-/// A refused token, with the HTTP status `$connect` answers: 401 when none was given, 403 when
-/// one was given but is not valid.
-struct TokenRefusal(crate::token::TokenError);
-
-impl std::fmt::Display for TokenRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl TokenRefusal {
-    fn response(&self) -> Value {
-        match self.0 {
-            crate::token::TokenError::Missing => status(401, "a token is required"),
-            _ => status(403, "the token is not valid for this stream"),
-        }
     }
 }
 

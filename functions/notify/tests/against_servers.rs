@@ -1,14 +1,14 @@
 //! notify against a real MongoDB-wire server and a test `@connections` server: connection
-//! bookkeeping, tokens, subscribe and sync, malformed client messages, and fan-out to 1,000
+//! bookkeeping, viewer tokens, subscribe and sync, malformed client messages, and fan-out to 1,000
 //! connections with some gone and some throttled.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use emostream_local::demo_issuer::{DemoIssuer, rsa_key_pair, sign};
 use emostream_local::websocket_event::{connect_event, disconnect_event};
 use emostream_tests::closed_port;
 use emostream_tests::patience::{assert_bounded, eventually};
 use mongodb::bson::doc;
 use notify::config::NotifyConfig;
-use notify::token::ConnectTokens;
 use notify::{BatchSummary, Notify, NotifyError};
 use reactions::WindowStateRecord;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_record_json};
@@ -98,73 +98,65 @@ async fn connect_and_disconnect_keep_the_connections_collection() {
 }
 
 #[tokio::test]
-async fn tokens_gate_connect_and_subscribe_when_a_secret_is_set() {
-    let f = Fixture::start(&[("CONNECT_TOKEN_SECRET", "open-sesame")]).await;
-    let tokens = ConnectTokens::new("open-sesame").unwrap();
-    let later = now() / 1_000 + 600;
-    let good = tokens.sign(&stream("final"), later);
-    let expired = tokens.sign(&stream("final"), now() / 1_000 - 1);
-    let other_stream = tokens.sign(&stream("semi"), later);
-    let forged = ConnectTokens::new("guess")
-        .unwrap()
-        .sign(&stream("final"), later);
+async fn viewer_tokens_gate_connect_when_identity_is_on() {
+    let issuer = DemoIssuer::spawn_local("emostream-test", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let f = Fixture::start(&[
+        ("JWT_ISSUER", issuer.issuer()),
+        ("JWT_AUDIENCE", "emostream-test"),
+    ])
+    .await;
+    let good = issuer.token_for("viewer:ann");
+    let mut expired = issuer.claims_for("viewer:ann");
+    expired["exp"] = json!(now() / 1_000 - 1);
+    let mut other_audience = issuer.claims_for("viewer:ann");
+    other_audience["aud"] = json!("someone-else");
+    let stranger =
+        DemoIssuer::new(issuer.issuer(), "emostream-test", Duration::from_secs(600)).unwrap();
+    let forged = stranger.token_for("viewer:ann");
+    let (forger_key, _) = rsa_key_pair("whatever").unwrap();
+    let forged_same_kid = {
+        let header = jsonwebtoken::decode_header(&good).unwrap();
+        sign(
+            &issuer.claims_for("viewer:ann"),
+            &forger_key,
+            header.kid.as_deref().unwrap(),
+        )
+    };
 
     assert_eq!(
         f.connect("t-0", &[("stream", "final")]).await["statusCode"],
         401
     );
-    for (id, token) in [("t-1", &expired), ("t-2", &other_stream), ("t-3", &forged)] {
+    let refused = [
+        ("t-1", issuer.mint(&expired)),
+        ("t-2", issuer.mint(&other_audience)),
+        ("t-3", forged),
+        ("t-4", forged_same_kid),
+        ("t-5", "x.y.z".to_owned()),
+    ];
+    for (id, token) in &refused {
         let answer = f
             .connect(id, &[("stream", "final"), ("token", token)])
             .await;
-        assert_eq!(answer["statusCode"], 403, "{id}");
+        assert_eq!(answer["statusCode"], 401, "{id}");
     }
-    let garbage = f
-        .connect("t-4", &[("stream", "final"), ("token", "x.y.z")])
-        .await;
-    assert_eq!(garbage["statusCode"], 403);
     let store = f.connections().await;
-    for id in ["t-0", "t-1", "t-2", "t-3", "t-4"] {
+    for id in ["t-0", "t-1", "t-2", "t-3", "t-4", "t-5"] {
         assert_eq!(store.find(id).await.unwrap(), None, "{id}");
     }
     assert_eq!(
-        f.connect("t-5", &[("stream", "final"), ("token", &good)])
+        f.connect("t-6", &[("stream", "final"), ("token", &good)])
             .await["statusCode"],
         200
     );
-
-    // Switching streams needs a token for the new stream.
-    f.send("t-5", r#"{"action":"subscribe","stream":"semi"}"#)
+    // The verified connection may switch streams without another token.
+    f.send("t-6", r#"{"action":"subscribe","stream":"semi"}"#)
         .await;
-    let body = format!(r#"{{"action":"subscribe","stream":"semi","token":"{good}"}}"#);
-    f.send("t-5", &body).await;
     assert_eq!(
-        store.find("t-5").await.unwrap().unwrap().stream,
-        stream("final")
-    );
-    let body = format!(r#"{{"action":"subscribe","stream":"semi","token":"{other_stream}"}}"#);
-    f.send("t-5", &body).await;
-    assert_eq!(
-        store.find("t-5").await.unwrap().unwrap().stream,
+        store.find("t-6").await.unwrap().unwrap().stream,
         stream("semi")
-    );
-    let frames = f.frames("t-5");
-    let kinds: Vec<(&str, &str)> = frames
-        .iter()
-        .map(|m| {
-            (
-                m["type"].as_str().unwrap(),
-                m["code"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            ("error", "unauthorized"),
-            ("error", "unauthorized"),
-            ("subscribed", "")
-        ]
     );
 }
 

@@ -214,6 +214,14 @@ impl EventSourceMapping {
         false
     }
 
+    /// Keeps the consumer from ever being destroyed, for a mapping dropped without
+    /// [`Self::stopped`] (a test that panicked): its partition loops are then dropped wherever
+    /// the runtime ends, and if one held the last handle, librdkafka's destroy could hang that
+    /// thread (see [`release`]) and with it the test binary. The process is ending anyway.
+    pub fn leak_consumer(&self) {
+        std::mem::forget(Arc::clone(&self.consumer));
+    }
+
     /// Waits for every partition to finish its current batch and stop (after shutdown was
     /// signalled).
     pub async fn stopped(self) {

@@ -7,6 +7,9 @@
 //! delivery mode is read in [`event_api`], and conditions in [`crate::template_conditions`].
 
 mod event_api;
+mod http_auth;
+
+pub use http_auth::{JwtAuthorizerSpec, RouteAuth};
 
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -65,8 +68,8 @@ pub struct HttpRoute {
     pub path: String,
     /// Logical id of the function.
     pub function: String,
-    /// `Auth: {Authorizer: AWS_IAM}`: only SigV4-signed requests reach the function.
-    pub iam_auth: bool,
+    /// Its authorizer (`Auth.Authorizer`): none, `AWS_IAM`, or one of the API's JWT authorizers.
+    pub auth: RouteAuth,
 }
 
 /// The WebSocket API (`AWS::ApiGatewayV2::Api` with `ProtocolType: WEBSOCKET`).
@@ -335,15 +338,22 @@ impl StackTemplate {
                         match get(event, "Type").and_then(Value::as_str) {
                             Some("HttpApi") => {
                                 let text = |key| get(event_properties, key).and_then(scalar);
+                                let method = text("Method")
+                                    .unwrap_or_else(|| "ANY".into())
+                                    .to_ascii_uppercase();
+                                let path = text("Path").unwrap_or_else(|| "/{proxy+}".into());
+                                let auth = http_auth::route_auth(
+                                    &format!("{id}.{event_id}"),
+                                    event_properties,
+                                    resources,
+                                    &template,
+                                    (&method, &path),
+                                )?;
                                 template.http_routes.push(HttpRoute {
-                                    method: text("Method")
-                                        .unwrap_or_else(|| "ANY".into())
-                                        .to_ascii_uppercase(),
-                                    path: text("Path").unwrap_or_else(|| "/{proxy+}".into()),
+                                    method,
+                                    path,
                                     function: id.clone(),
-                                    iam_auth: path(event_properties, &["Auth", "Authorizer"])
-                                        .and_then(scalar)
-                                        .is_some_and(|a| a == "AWS_IAM"),
+                                    auth,
                                 });
                             }
                             Some(kind @ ("MSK" | "SelfManagedKafka")) => {

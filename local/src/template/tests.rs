@@ -34,14 +34,43 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
         method: "GET".into(),
         path: "/streams/{id}/windows".into(),
         function: "IngestFunction".into(),
-        iam_auth: false,
+        auth: RouteAuth::None,
     }));
     assert!(template.http_routes.contains(&HttpRoute {
         method: "PUT".into(),
         path: "/admin/streams/{id}".into(),
         function: "IngestFunction".into(),
-        iam_auth: true,
+        auth: RouteAuth::Iam,
     }));
+    let post = |template: &StackTemplate| {
+        template
+            .http_routes
+            .iter()
+            .find(|r| r.method == "POST" && r.path == "/reactions")
+            .map(|r| r.auth.clone())
+    };
+    assert_eq!(
+        post(&template),
+        Some(RouteAuth::None),
+        "identity is off by default"
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let with_identity = StackTemplate::load(
+        &path,
+        &BTreeMap::from([
+            ("JwtIssuer".to_owned(), "https://id.example.com".to_owned()),
+            ("JwtAudience".to_owned(), "emostream".to_owned()),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        post(&with_identity),
+        Some(RouteAuth::Jwt(JwtAuthorizerSpec {
+            name: "ViewerJwt".into(),
+            issuer: "https://id.example.com".into(),
+            audience: vec!["emostream".into()],
+        }))
+    );
     let websocket = template.websocket.as_ref().unwrap();
     assert_eq!(websocket.route_selection, "$request.body.action");
     assert_eq!(websocket.stage, "live");

@@ -1,0 +1,150 @@
+//! Viewer identity end to end through the local stack with its demo issuer: the HTTP API's JWT
+//! authorizer refuses missing, forged, expired and other-audience tokens with API Gateway's
+//! 401 before ingest runs; a valid token's subject is the viewer whose taps are counted, and a
+//! body naming another viewer is refused; the WebSocket connect needs the token too.
+
+use emostream_local::admin_client::AdminClient;
+use emostream_local::demo_issuer::{DemoIssuer, rsa_key_pair, sign};
+use emostream_local::stack::DemoIssuerOptions;
+use emostream_tests::http_client::JsonClient;
+use emostream_tests::local_stack::{TestStack, WsClient};
+use emostream_tests::patience::eventually;
+use mongodb::bson::{Document, doc};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[tokio::test]
+async fn only_a_valid_token_posts_and_its_subject_is_the_viewer() {
+    let test = TestStack::start("identity", |options| {
+        options.demo_issuer = Some(DemoIssuerOptions::default());
+    })
+    .await;
+    let api = test.stack.http_url.clone();
+    let issuer = test
+        .stack
+        .demo_issuer
+        .clone()
+        .expect("the demo issuer runs");
+    AdminClient::local(&api)
+        .register_live("final", "Cup final", None)
+        .await
+        .unwrap();
+    let client = JsonClient::default();
+    let url = format!("{api}/reactions");
+    let ingest_invocations = || {
+        test.stack.functions["IngestFunction"]
+            .stats
+            .invocations
+            .load(Ordering::Relaxed)
+    };
+    let before = ingest_invocations();
+    let tap = json!({"stream_id": "final", "emoji": "fire"});
+
+    let (status, answer) = client.post(&url, &tap).await;
+    assert_eq!((status, answer), (401, json!({"message": "Unauthorized"})));
+    let now_s = reactions::clock::now_ms() / 1000;
+    let mut expired = issuer.claims_for("viewer:ann");
+    expired["iat"] = json!(now_s - 120);
+    expired["nbf"] = json!(now_s - 120);
+    expired["exp"] = json!(now_s - 60);
+    let mut other_audience = issuer.claims_for("viewer:ann");
+    other_audience["aud"] = json!("another-app");
+    let mut other_issuer = issuer.claims_for("viewer:ann");
+    other_issuer["iss"] = json!("https://id.example.com");
+    let impostor = DemoIssuer::new(issuer.issuer(), issuer.audience(), Duration::from_secs(60))
+        .unwrap()
+        .token_for("viewer:ann");
+    let real_kid = jsonwebtoken::decode_header(issuer.token_for("viewer:ann"))
+        .unwrap()
+        .kid
+        .unwrap();
+    let (forger_key, _) = rsa_key_pair(&real_kid).unwrap();
+    let forged = sign(&issuer.claims_for("viewer:ann"), &forger_key, &real_kid);
+    for (what, token) in [
+        ("expired", issuer.mint(&expired)),
+        ("other audience", issuer.mint(&other_audience)),
+        ("other issuer", issuer.mint(&other_issuer)),
+        ("unknown key", impostor),
+        ("forged signature", forged),
+        ("not a JWT", "not-a-token".to_owned()),
+    ] {
+        let (status, answer) = client
+            .post_authorized(&url, &format!("Bearer {token}"), &tap)
+            .await;
+        assert_eq!(
+            (status, answer),
+            (401, json!({"message": "Unauthorized"})),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        ingest_invocations(),
+        before,
+        "refused requests never reach ingest"
+    );
+
+    let ann = format!("Bearer {}", issuer.token_for("viewer:ann"));
+    let as_bob = json!({"stream_id": "final", "emoji": "fire", "user_id": "viewer:bob"});
+    let (status, answer) = client.post_authorized(&url, &ann, &as_bob).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (403, Some("user_id_mismatch")),
+        "{answer}"
+    );
+    assert_eq!(answer["field"], "user_id");
+    let (status, answer) = client.post_authorized(&url, &ann, &tap).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    let batch = json!({"reactions": [
+        {"stream_id": "final", "emoji": "clap", "user_id": "viewer:ann"},
+        {"stream_id": "final", "emoji": "clap"},
+    ]});
+    let (status, answer) = client.post_authorized(&url, &ann, &batch).await;
+    assert_eq!(status, 202, "{answer}");
+
+    // The taps are counted as ann's: her fair-use tally holds all three.
+    let mongo = reactions::mongo::connect(&test.mongo(), "identity-test")
+        .await
+        .unwrap();
+    let tallies = mongo.collection::<Document>("viewer_taps");
+    eventually("ann's taps are counted as hers", || {
+        let tallies = tallies.clone();
+        async move {
+            let mut cursor = tallies.find(doc! {}).await.map_err(|e| e.to_string())?;
+            let mut seen = Vec::new();
+            while cursor.advance().await.map_err(|e| e.to_string())? {
+                seen.push(cursor.deserialize_current().map_err(|e| e.to_string())?);
+            }
+            let ann: i64 = seen
+                .iter()
+                .filter(|d| d.get_str("_id").is_ok_and(|id| id.contains("viewer:ann")))
+                .filter_map(|d| match d.get("counted") {
+                    Some(mongodb::bson::Bson::Int64(n)) => Some(*n),
+                    Some(mongodb::bson::Bson::Int32(n)) => Some(i64::from(*n)),
+                    _ => None,
+                })
+                .sum();
+            if ann == 3 && seen.len() <= 2 {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        }
+    })
+    .await;
+
+    // The WebSocket connect needs the token in its query.
+    let socket = test.websocket_url("final");
+    assert_eq!(WsClient::connect(&socket).await.err(), Some(401));
+    let token = issuer.token_for("viewer:ann");
+    assert!(
+        WsClient::connect(&format!("{socket}&token={token}"))
+            .await
+            .is_ok()
+    );
+    test.stack.stop().await;
+}
