@@ -1,12 +1,14 @@
 # emostream: the two entry points. Both install what they need (servers into a per-user cache).
 #   make test   format check, clippy, unit and integration tests against real servers
-#   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events)
+#   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events;
+#               IDENTITY=off: without the demo sign-in)
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
 #   make load   the load test; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
 DELIVERY ?= WebSocketApi
+IDENTITY ?= on
 
 .PHONY: test demo deps web-deps template-lint sam-build arm64-check load drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
@@ -57,7 +59,7 @@ stress:
 	local/stress-test.sh $(STRESS_RUNS)
 
 demo:
-	DELIVERY=$(DELIVERY) local/demo.sh
+	DELIVERY=$(DELIVERY) IDENTITY=$(IDENTITY) local/demo.sh
 
 bench:
 	$(CARGO) bench -p emostream-ingest --bench validation

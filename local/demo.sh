@@ -10,6 +10,8 @@
 # Ctrl-C stops everything it started. Function logs go to target/demo-logs/<function>.log.
 # DELIVERY=AppSyncEvents (make demo DELIVERY=AppSyncEvents) delivers through the emulated AWS
 # AppSync Events API instead of the WebSocket API (DELIVERY=WebSocketApi, the default).
+# Viewer identity is on, with the local demo issuer: the page asks for a name and signs in
+# (IDENTITY=off runs without it, as a stack without JwtIssuer does).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -20,6 +22,12 @@ DELIVERY="${DELIVERY:-WebSocketApi}"
 case "$DELIVERY" in
   WebSocketApi|AppSyncEvents) ;;
   *) echo "DELIVERY must be WebSocketApi or AppSyncEvents, not $DELIVERY" >&2; exit 2 ;;
+esac
+IDENTITY="${IDENTITY:-on}"
+case "$IDENTITY" in
+  on) IDENTITY_ARGS=(--demo-issuer --demo-issuer-port "${DEMO_ISSUER_PORT:-3003}") ;;
+  off) IDENTITY_ARGS=() ;;
+  *) echo "IDENTITY must be on or off, not $IDENTITY" >&2; exit 2 ;;
 esac
 case "$PROFILE" in
   release) TARGET_DIR="target/release" ;;
@@ -48,4 +56,5 @@ exec "$HERE/servers.sh" run -- "$TARGET_DIR/emostream-local" \
   --batching-window-ms "${DEMO_BATCHING_WINDOW_MS:-100}" \
   --function-logs target/demo-logs \
   --live-stream ind-vs-aus --live-stream eng-vs-nz --live-stream final \
+  "${IDENTITY_ARGS[@]}" \
   "$@"

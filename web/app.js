@@ -181,6 +181,9 @@ async function flush() {
     }
   } catch {
     client.batcher.restore(body);
+    // API Gateway's own 401 (the JWT authorizer's) carries no CORS headers, so the browser
+    // reports it as a network error: with identity on, sign in again before the next send.
+    if (client.identity.enabled) client.identity.forgetToken();
     $("sent").textContent = "Offline; your taps will be resent.";
   }
 }

@@ -2,6 +2,7 @@
 //! does the clicking; `make test` installs Chromium and playwright-core with
 //! local/web-deps.sh), and the client's pure logic under `node --test`.
 
+use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::repo_root;
 use reactions::StreamId;
@@ -57,6 +58,11 @@ async fn browser_test(delivery: &str) {
             .local
             .parameters
             .insert("Delivery".into(), delivery.into());
+        // Viewer identity on, with tokens short enough to expire during the test.
+        options.demo_issuer = Some(DemoIssuerOptions {
+            port: 0,
+            token_ttl: Duration::from_secs(15),
+        });
     })
     .await;
     let artifacts = repo_root().join(format!("target/test-artifacts/browser-{delivery}"));

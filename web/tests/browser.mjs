@@ -5,7 +5,9 @@
 // again and go on showing taps. With DELIVERY=AppSyncEvents the page speaks the AppSync Events
 // protocol instead: a page whose connection the API drops must connect, subscribe and show taps
 // again, and switching streams swaps the subscription on the same connection. Saves
-// screenshots. Exits non-zero with a message on any failure.
+// screenshots. With viewer identity on (the page's config names a sign-in), every page signs in
+// by name and the script's own posts carry a token; a page whose token expired must sign in
+// again by itself and go on sending taps. Exits non-zero with a message on any failure.
 //
 //   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 STREAM=id ARTIFACTS=dir node browser.mjs
 //
@@ -70,9 +72,18 @@ async function newPage(options = {}) {
   return page;
 }
 
+const pageConfig = await (await fetch(new URL("config.json", WEB_URL))).json();
+let viewers = 0;
+
 async function openPage(options = {}, stream = STREAM, page = null) {
   page = page || (await newPage(options));
   await page.goto(`${WEB_URL}?stream=${stream}`);
+  await page.waitForSelector("body[data-ready=true], #sign-in:not([hidden])", { timeout: TIMEOUT });
+  if (await page.locator("#sign-in").isVisible()) {
+    viewers += 1;
+    await page.fill("#viewer-name", `Viewer ${viewers}`);
+    await page.getByRole("button", { name: "Sign in" }).click();
+  }
   await page.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
   await page.waitForSelector("#connection[data-state=live]", { timeout: TIMEOUT });
   await page.waitForSelector("#pad[data-status=live] button", { timeout: TIMEOUT });
@@ -91,11 +102,26 @@ async function shown(page) {
   }));
 }
 
-async function postTaps(stream, emoji, count) {
-  const response = await fetch(`${API_URL}/reactions`, {
+/** The script's own token, when viewer identity is on (signed in as "browser test"). */
+async function scriptToken() {
+  const response = await fetch(pageConfig.signInUrl, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ reactions: [{ stream_id: stream, user_id: "browser-test", emoji, count }] }),
+    body: JSON.stringify({ viewer: "browser test" }),
+  });
+  assert.equal(response.status, 200, `sign-in answered ${response.status}`);
+  return (await response.json()).token;
+}
+
+async function postTaps(stream, emoji, count) {
+  const headers = { "content-type": "application/json" };
+  const reaction = { stream_id: stream, emoji, count };
+  if (pageConfig.signInUrl) headers.authorization = `Bearer ${await scriptToken()}`;
+  else reaction.user_id = "browser-test";
+  const response = await fetch(`${API_URL}/reactions`, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ reactions: [reaction] }),
   });
   assert.equal(response.status, 202, `POST /reactions answered ${response.status}`);
 }
@@ -190,6 +216,23 @@ async function appSyncRecovery() {
   assert.equal(sockets, 2, "switching streams kept the connection");
 }
 
+/** The page's token, as it keeps it for this tab. */
+async function pageToken(page) {
+  return page.evaluate(() => (JSON.parse(sessionStorage.getItem("emostream-viewer")) || {}).token);
+}
+
+/** Identity: once the page's token has expired, a tap makes it sign in again (a new token) and
+ * the tap is counted, as the stack's demo issuer gives short-lived tokens in this test. */
+async function expiredTokenRecovery(page, sumBefore) {
+  const token = await pageToken(page);
+  const { exp } = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
+  await page.waitForFunction((expiry) => Date.now() / 1000 > expiry + 1, exp, { timeout: TIMEOUT });
+  await page.getByRole("button", { name: /React with clap/ }).click();
+  await waitForSum(page, sumBefore + 1);
+  assert.notEqual(await pageToken(page), token, "the page signed in again");
+  console.log("a page whose token expired signed in again and its tap was counted");
+}
+
 try {
   const tapper = await openPage();
   const watcher = await openPage();
@@ -242,6 +285,8 @@ try {
   assert.equal(animation, "none");
   await waitForSum(watcher, 11);
   await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
+
+  if (pageConfig.signInUrl) await expiredTokenRecovery(tapper, 11);
 
   if (DELIVERY === "AppSyncEvents") {
     await appSyncRecovery();

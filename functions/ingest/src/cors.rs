@@ -32,7 +32,8 @@ pub fn cors_headers(allowed: &AllowedOrigins, origin: Option<&str>, preflight: b
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type"),
+            // `authorization`: viewers' bearer tokens when viewer identity is on.
+            HeaderValue::from_static("content-type, authorization"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,
