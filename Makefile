@@ -3,14 +3,14 @@
 #   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events;
 #               IDENTITY=off: without the demo sign-in)
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
-#   make load   the load test; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
+#   make load   the load test; make load-identity: identity off vs on; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 
 CARGO ?= cargo
 DELIVERY ?= WebSocketApi
 IDENTITY ?= on
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load load-identity drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -71,6 +71,13 @@ bench:
 load: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
 	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json --plot target/load.png $(LOAD_ARGS)
+
+# Viewer identity's cost: the load test twice through fresh stacks on the same servers, with
+# identity off, then on (demo issuer; every viewer posts and every listener connects with a
+# token); both print their ingest latency (LOAD_ARGS adds options to both).
+load-identity: deps
+	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
+	local/servers.sh run -- sh -c 'target/release/emostream-load --start-stack --json target/load-identity-off.json $(LOAD_ARGS) && target/release/emostream-load --start-stack --identity --json target/load-identity-on.json $(LOAD_ARGS)'
 
 # The drain benchmark: a pre-produced backlog drained by the release aggregate binary through
 # the local event source mapping; rate, MongoDB round trips per batch, exact counts (DRAIN_ARGS

@@ -34,8 +34,9 @@ pub struct Observed {
 /// Where listeners get live updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveUpdates {
-    /// The WebSocket API's URL (without `?stream=`).
-    WebSocketApi { url: String },
+    /// The WebSocket API's URL (without `?stream=`), and the viewer token its connects carry
+    /// when viewer identity is on.
+    WebSocketApi { url: String, token: Option<String> },
     /// An AppSync Events API: its real-time URL, HTTP host, subscriber API key and namespace.
     AppSyncEvents {
         realtime_url: String,
@@ -230,8 +231,11 @@ pub async fn listen(
         },
     };
     let (task, throttled_connects) = match live {
-        LiveUpdates::WebSocketApi { url } => {
-            let url = format!("{url}?stream={stream_id}");
+        LiveUpdates::WebSocketApi { url, token } => {
+            let url = match token {
+                Some(token) => format!("{url}?stream={stream_id}&token={token}"),
+                None => format!("{url}?stream={stream_id}"),
+            };
             let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
             let task = tokio::spawn(async move {
                 loop {

@@ -5,13 +5,14 @@
 use clap::Parser;
 use emostream_local::aws_quotas::QuotaSettings;
 use emostream_local::event_source::MappingOptions;
-use emostream_local::stack::{LocalStack, StackOptions};
+use emostream_local::stack::{DemoIssuerOptions, LocalStack, StackOptions};
 use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
 use load::listeners::LiveUpdates;
 use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, listen_only, run};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Load-test emostream and check that every accepted reaction is counted exactly once.
@@ -61,6 +62,11 @@ struct Cli {
     /// (repeatable), e.g. PUSH_INTERVAL_MS=0.
     #[arg(long = "env", value_parser = emostream_local::cli::pair)]
     env: Vec<(String, String)>,
+    /// With --start-stack: viewer identity on, with the stack's demo issuer. Every viewer posts
+    /// with its own bearer token (checked by the local JWT authorizer) and every listener
+    /// connects with one (checked by notify), as in a deployment with JwtIssuer set.
+    #[arg(long, requires = "start_stack")]
+    identity: bool,
     /// With --start-stack: no emulated @connections latency, account throttle or connect rate
     /// (faster than AWS: such figures flatter it).
     #[arg(long)]
@@ -128,6 +134,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let appsync = cli.delivery == "AppSyncEvents";
     let mut stack = None;
+    let mut viewer_tokens = None;
     let (api, live) = if cli.start_stack {
         let env = |name: &str| {
             std::env::var(name)
@@ -170,6 +177,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if cli.no_aws_quotas {
             options.quotas = QuotaSettings::off();
         }
+        if cli.identity {
+            // Longer than any run, so no token expires mid-run.
+            options.demo_issuer = Some(DemoIssuerOptions {
+                port: 0,
+                token_ttl: Duration::from_secs(24 * 3600),
+            });
+        }
         eprintln!(
             "starting the local stack ({} instances per function)...",
             cli.instances
@@ -191,9 +205,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .websocket_url
                     .clone()
                     .ok_or("the template has no WebSocket API")?,
+                token: started
+                    .demo_issuer
+                    .as_ref()
+                    .map(|issuer| issuer.token_for("load-listener")),
             },
         };
         let urls = (started.http_url.clone(), live);
+        if let Some(issuer) = &started.demo_issuer {
+            let tokens: Vec<Arc<str>> = (0..cli.viewers)
+                .map(|viewer| Arc::from(issuer.token_for(&format!("viewer-{viewer}"))))
+                .collect();
+            viewer_tokens = Some(Arc::new(tokens));
+            eprintln!(
+                "viewer identity on: {} viewers post with tokens from the demo issuer {}",
+                cli.viewers,
+                issuer.issuer()
+            );
+        }
         stack = Some(started);
         urls
     } else if appsync {
@@ -214,6 +243,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             cli.api.clone(),
             LiveUpdates::WebSocketApi {
                 url: cli.ws.clone(),
+                token: None,
             },
         )
     };
@@ -234,6 +264,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .run_id
             .clone()
             .unwrap_or_else(|| format!("load-{}", std::process::id())),
+        viewer_tokens,
     };
     if cli.listen_only {
         let report = listen_only(&plan, cli.ready_file.as_deref()).await?;

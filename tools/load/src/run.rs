@@ -40,6 +40,8 @@ pub struct RunPlan {
     pub settle_timeout: Duration,
     /// Prefix of the stream ids, unique per run so runs never mix.
     pub run_id: String,
+    /// With viewer identity on: viewer `n`'s bearer token (for user id `viewer-{n}`).
+    pub viewer_tokens: Option<Arc<Vec<Arc<str>>>>,
 }
 
 /// The figures of a run.
@@ -313,6 +315,10 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                 stream_id: stream_id(plan, stream),
                 user_id: format!("viewer-{viewer}"),
                 taps: pick_emojis(taps as u64, &mut rng),
+                token: plan
+                    .viewer_tokens
+                    .as_ref()
+                    .and_then(|tokens| tokens.get(viewer).cloned()),
             };
             let permit = Arc::clone(&limiter)
                 .acquire_owned()

@@ -28,6 +28,8 @@ pub struct Batch {
     pub stream_id: String,
     pub user_id: String,
     pub taps: BTreeMap<&'static str, u64>,
+    /// The viewer's bearer token, when viewer identity is on.
+    pub token: Option<Arc<str>>,
 }
 
 impl Batch {
@@ -91,9 +93,12 @@ pub async fn send(
 ) -> Outcome {
     let at = Instant::now();
     let body = batch.body().to_string();
-    let request = hyper::Request::post(format!("{api}/reactions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)));
+    let mut request =
+        hyper::Request::post(format!("{api}/reactions")).header("content-type", "application/json");
+    if let Some(token) = &batch.token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body)));
     let status = match request {
         Ok(request) => match client.request(request).await {
             Ok(response) => {
@@ -134,6 +139,7 @@ mod tests {
             stream_id: "s".into(),
             user_id: "u".into(),
             taps: BTreeMap::from([("fire", 250), ("clap", 3)]),
+            token: None,
         };
         let body = batch.body();
         let counts: Vec<u64> = body["reactions"]

@@ -1,22 +1,37 @@
 //! A small load run in each delivery mode against the local stack (real Kafka-wire broker and
 //! MongoDB-wire server): viewers' reactions are counted exactly, and every listener, a
 //! WebSocket API connection or an AppSync Events subscriber, shows its stream's final counts.
+//! The WebSocket API run has viewer identity on: every viewer posts and every listener
+//! connects with a token from the stack's demo issuer.
 
+use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
 use load::listeners::LiveUpdates;
 use load::profile::Profile;
 use load::run::{RunPlan, run};
+use std::sync::Arc;
 use std::time::Duration;
 
-async fn small_run(delivery: &str) {
+async fn small_run(delivery: &str, identity: bool) {
     let test = TestStack::start(&format!("load-{delivery}"), |options| {
         options
             .local
             .parameters
             .insert("Delivery".into(), delivery.into());
+        if identity {
+            options.demo_issuer = Some(DemoIssuerOptions::default());
+        }
     })
     .await;
     let stack = &test.stack;
+    let viewers = 20;
+    let viewer_tokens = stack.demo_issuer.as_ref().map(|issuer| {
+        Arc::new(
+            (0..viewers)
+                .map(|viewer| Arc::from(issuer.token_for(&format!("viewer-{viewer}"))))
+                .collect::<Vec<Arc<str>>>(),
+        )
+    });
     let live = match &stack.event_api {
         Some(api) => LiveUpdates::AppSyncEvents {
             realtime_url: stack.event_realtime_url.clone().unwrap(),
@@ -26,6 +41,10 @@ async fn small_run(delivery: &str) {
         },
         None => LiveUpdates::WebSocketApi {
             url: stack.websocket_url.clone().unwrap(),
+            token: stack
+                .demo_issuer
+                .as_ref()
+                .map(|issuer| issuer.token_for("listener")),
         },
     };
     assert_eq!(
@@ -35,7 +54,7 @@ async fn small_run(delivery: &str) {
     let plan = RunPlan {
         api: stack.http_url.clone(),
         live,
-        viewers: 20,
+        viewers,
         streams: 2,
         rate: 200.0,
         duration: Duration::from_secs(3),
@@ -46,6 +65,7 @@ async fn small_run(delivery: &str) {
         max_in_flight: 32,
         settle_timeout: Duration::from_secs(60),
         run_id: emostream_tests::unique_name("load"),
+        viewer_tokens,
     };
     let report = run(&plan).await.unwrap();
     assert!(report.exact, "{:?}", report.differences);
@@ -58,10 +78,10 @@ async fn small_run(delivery: &str) {
 
 #[tokio::test]
 async fn a_load_run_over_the_websocket_api_is_exact() {
-    small_run("WebSocketApi").await;
+    small_run("WebSocketApi", true).await;
 }
 
 #[tokio::test]
 async fn a_load_run_over_appsync_events_is_exact() {
-    small_run("AppSyncEvents").await;
+    small_run("AppSyncEvents", false).await;
 }
