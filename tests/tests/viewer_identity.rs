@@ -1,7 +1,8 @@
 //! Viewer identity end to end through the local stack with its demo issuer: the HTTP API's JWT
 //! authorizer refuses missing, forged, expired and other-audience tokens with API Gateway's
 //! 401 before ingest runs; a valid token's subject is the viewer whose taps are counted, and a
-//! body naming another viewer is refused; the WebSocket connect needs the token too.
+//! body naming another viewer is refused; the WebSocket connect needs the token too. Tokens
+//! naming made-up key ids cannot make every check fetch the issuer's keys.
 
 use emostream_local::admin_client::AdminClient;
 use emostream_local::demo_issuer::{DemoIssuer, rsa_key_pair, sign};
@@ -10,6 +11,7 @@ use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::{TestStack, WsClient};
 use emostream_tests::patience::eventually;
 use mongodb::bson::{Document, doc};
+use reactions::viewer_identity::{IdentitySettings, TokenRefusal, TokenVerifier};
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -147,4 +149,35 @@ async fn only_a_valid_token_posts_and_its_subject_is_the_viewer() {
             .is_ok()
     );
     test.stack.stop().await;
+}
+
+#[tokio::test]
+async fn made_up_key_ids_cannot_make_every_check_a_fetch() {
+    let issuer = DemoIssuer::spawn_local("emostream-test", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let verifier = TokenVerifier::new(IdentitySettings {
+        issuer: issuer.issuer().to_owned(),
+        audience: "emostream-test".to_owned(),
+    });
+    let now_s = reactions::clock::now_ms() / 1000;
+    let good = issuer.token_for("viewer:ann");
+    let viewer = verifier.verify(Some(&good), now_s).await.unwrap();
+    assert_eq!(viewer.subject, "viewer:ann");
+    assert_eq!(verifier.keys().fetches().await, 1);
+    let (forger_key, _) = rsa_key_pair("x").unwrap();
+    for attempt in 0..200 {
+        let token = sign(
+            &issuer.claims_for("viewer:ann"),
+            &forger_key,
+            &format!("made-up-{attempt}"),
+        );
+        assert!(matches!(
+            verifier.verify(Some(&token), now_s).await,
+            Err(TokenRefusal::UnknownKey(_))
+        ));
+    }
+    // The keys were fetched under a minute ago: unknown ids are refused from the cache.
+    assert_eq!(verifier.keys().fetches().await, 1);
+    assert!(verifier.verify(Some(&good), now_s).await.is_ok());
 }

@@ -9,6 +9,7 @@ pub mod api_error;
 pub mod config;
 pub mod cors;
 pub mod publisher;
+pub mod query_string;
 pub mod reactions_body;
 pub mod stream_directory;
 pub mod streams_route;
@@ -21,7 +22,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use publisher::ReactionPublisher;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{StoreError, StreamStore, WindowStore};
+use reactions::mongo::{IndexesOnce, StoreError, StreamStore, WindowStore};
 use reactions::stream_registry::Transition;
 use reactions::{Catalogues, EmojiCatalogue, StreamEntry, StreamId};
 use serde_json::{Value, json};
@@ -70,6 +71,7 @@ pub struct Ingest {
     windows: WindowStore,
     streams: StreamStore,
     directory: StreamDirectory<StreamStore>,
+    stream_indexes: IndexesOnce,
 }
 
 /// What one request did, for its log line and metrics line.
@@ -166,6 +168,7 @@ impl Ingest {
             windows: WindowStore::new(&database),
             directory: StreamDirectory::new(streams.clone(), config.stream_cache_ttl),
             streams,
+            stream_indexes: IndexesOnce::default(),
             publisher,
             config,
         })
@@ -263,6 +266,7 @@ impl Ingest {
             store: &self.streams,
             directory: &self.directory,
             default_catalogue: &self.config.domain.catalogue,
+            indexes: &self.stream_indexes,
         };
         let ok = |body: Value| Ok(json_response(StatusCode::OK, &body));
         match (segments.as_slice(), method) {

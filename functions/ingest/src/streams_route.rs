@@ -4,9 +4,10 @@
 //! or change title and catalogue), `POST /admin/streams/{id}/start` and `.../end`.
 
 use crate::api_error::ApiError;
+use crate::query_string;
 use crate::stream_directory::StreamDirectory;
 use lambda_http::http::StatusCode;
-use reactions::mongo::{RegistryError, StoreError, StreamStore};
+use reactions::mongo::{IndexesOnce, RegistryError, StoreError, StreamStore};
 use reactions::stream_registry::{StreamChanges, Transition};
 use reactions::{EmojiCatalogue, Rule, StreamEntry, StreamId, StreamStatus, ValidationError};
 use serde_json::{Value, json};
@@ -17,6 +18,8 @@ pub struct Registry<'a> {
     pub directory: &'a StreamDirectory<StreamStore>,
     /// A new stream's catalogue unless the admin gives one (`EMOJI_CATALOGUE`).
     pub default_catalogue: &'a EmojiCatalogue,
+    /// The `streams` indexes, made by this container's first admin write.
+    pub indexes: &'a IndexesOnce,
 }
 
 fn unavailable(error: StoreError) -> ApiError {
@@ -58,26 +61,18 @@ pub async fn get_stream(registry: &Registry<'_>, id: &str) -> Result<Value, ApiE
 /// `GET /admin/streams[?status=scheduled|live|ended]`: every stream, straight from MongoDB.
 pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<Value, ApiError> {
     let mut status = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            ("status", value) => {
-                status = Some(StreamStatus::parse(value).ok_or_else(|| {
-                    ApiError::Invalid(vec![ValidationError::new(
-                        "status",
-                        Rule::BadCharset {
-                            allowed: "scheduled, live or ended",
-                        },
-                    )])
-                })?);
-            }
-            (other, _) => {
-                let shown: String = other.chars().take(40).collect();
-                return Err(ApiError::Invalid(vec![ValidationError::new(
-                    shown,
-                    Rule::UnknownField,
-                )]));
-            }
+    for (name, value) in query_string::pairs(query) {
+        if name != "status" {
+            return Err(query_string::unknown_parameter(&name));
         }
+        status = Some(StreamStatus::parse(&value).ok_or_else(|| {
+            ApiError::Invalid(vec![ValidationError::new(
+                "status",
+                Rule::BadCharset {
+                    allowed: "scheduled, live or ended",
+                },
+            )])
+        })?);
     }
     let streams = registry.store.list(status).await.map_err(unavailable)?;
     Ok(listing(&streams))
@@ -106,8 +101,12 @@ pub async fn admin_put(
     let json: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let changes = StreamChanges::from_json(&json).map_err(ApiError::Invalid)?;
-    // Admin writes are rare: making sure the listing index exists costs nothing that matters.
-    registry.store.ensure_indexes().await.map_err(unavailable)?;
+    // The listing's index, made once per container before its first write.
+    registry
+        .indexes
+        .ensure(|| registry.store.ensure_indexes())
+        .await
+        .map_err(unavailable)?;
     let (entry, created) = registry
         .store
         .put(&id, &changes, registry.default_catalogue, now_ms)

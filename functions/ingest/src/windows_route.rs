@@ -2,6 +2,7 @@
 //! joiners and replays. Reads MongoDB only; never touches Kafka.
 
 use crate::api_error::ApiError;
+use crate::query_string;
 use reactions::mongo::{StoreError, WindowStore};
 use reactions::{Rule, StreamId, ValidationError, WindowWidth};
 use serde_json::{Value, json};
@@ -28,9 +29,8 @@ pub fn parse_query(stream: &str, query: Option<&str>) -> Result<WindowsQuery, Ap
     let stream = StreamId::parse("stream_id", stream).map_err(|e| ApiError::Invalid(vec![e]))?;
     let mut since_ms = None;
     let mut limit = DEFAULT_LIMIT;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
+    for (name, value) in query_string::pairs(query) {
+        match name.as_str() {
             "since" => {
                 since_ms = Some(value.parse::<i64>().map_err(|_| {
                     invalid(
@@ -62,10 +62,7 @@ pub fn parse_query(stream: &str, query: Option<&str>) -> Result<WindowsQuery, Ap
                 }
                 limit = parsed as u32;
             }
-            other => {
-                let shown: String = other.chars().take(40).collect();
-                return Err(invalid(&shown, Rule::UnknownField));
-            }
+            other => return Err(query_string::unknown_parameter(other)),
         }
     }
     Ok(WindowsQuery {

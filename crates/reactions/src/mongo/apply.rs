@@ -188,26 +188,11 @@ impl WindowStore {
             .await
             .map_err(server("update"))?;
         let mut conflicted = vec![false; deltas.len()];
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            for error in errors {
-                let error = error
-                    .as_document()
-                    .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
-                let index = error
-                    .get_i32("index")
-                    .ok()
-                    .and_then(|i| usize::try_from(i).ok());
-                let code = error.get_i32("code").unwrap_or_default();
-                match (index, code) {
-                    (Some(index), 11000) if index < deltas.len() => conflicted[index] = true,
-                    _ => {
-                        return Err(StoreError::Write(format!(
-                            "update statement failed: {}",
-                            error.get_str("errmsg").unwrap_or("unknown error")
-                        )));
-                    }
-                }
-            }
+        for index in super::duplicate_key_statements(&reply, "update statement")? {
+            let slot = conflicted.get_mut(index).ok_or_else(|| {
+                StoreError::Malformed(format!("writeErrors index {index} out of range"))
+            })?;
+            *slot = true;
         }
         for ((delta, all), conflict) in deltas.iter().zip(&whole).zip(conflicted) {
             if !conflict {

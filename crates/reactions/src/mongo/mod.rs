@@ -157,6 +157,35 @@ pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Databas
     Ok(database)
 }
 
+/// The statements of an unordered `update` command's `reply` that hit a duplicate key (an
+/// upsert that lost a race with another writer, code 11000), by index. Any other write error
+/// fails the call, named with `what`.
+fn duplicate_key_statements(reply: &Document, what: &str) -> Result<Vec<usize>, StoreError> {
+    let mut duplicates = Vec::new();
+    let Ok(errors) = reply.get_array("writeErrors") else {
+        return Ok(duplicates);
+    };
+    for error in errors {
+        let error = error
+            .as_document()
+            .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
+        let index = error
+            .get_i32("index")
+            .ok()
+            .and_then(|i| usize::try_from(i).ok());
+        match (index, error.get_i32("code").unwrap_or_default()) {
+            (Some(index), 11000) => duplicates.push(index),
+            _ => {
+                return Err(StoreError::Write(format!(
+                    "{what} failed: {}",
+                    error.get_str("errmsg").unwrap_or("unknown error")
+                )));
+            }
+        }
+    }
+    Ok(duplicates)
+}
+
 /// True for E11000: two upserts raced to insert the same key and one lost.
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     match error.kind.as_ref() {

@@ -127,19 +127,9 @@ impl ViewerTapStore {
             })
             .await
             .map_err(server("update"))?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            for error in errors {
-                let error = error
-                    .as_document()
-                    .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
-                if error.get_i32("code").unwrap_or_default() != 11000 {
-                    return Err(StoreError::Write(format!(
-                        "viewer tally update failed: {}",
-                        error.get_str("errmsg").unwrap_or("unknown error")
-                    )));
-                }
-            }
-        }
+        // A duplicate key is an insert that lost to a tally written meanwhile, which already
+        // holds this batch's taps for that partition: nothing to do.
+        super::duplicate_key_statements(&reply, "viewer tally update")?;
         Ok(sent)
     }
 }
