@@ -125,7 +125,7 @@ function buildPad() {
 }
 
 function tap(name) {
-  client.batcher.tap(name);
+  client.batcher.tap(client.stream, name);
   // Shown at once; the server's counts take over when they include the tap.
   client.echo.tap(name);
   renderCounts(client.book.latest());
@@ -136,7 +136,8 @@ function tap(name) {
 function onKey(event) {
   // A held key's auto-repeat is not a tap (it would run past the fair-use limit).
   if (event.target instanceof HTMLInputElement || event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
-  const button = document.querySelector(`#pad button[data-key="${event.key}"]`);
+  // Matched by value, not by a selector built from the key: `"` or `\\` would break one.
+  const button = [...document.querySelectorAll("#pad button")].find((b) => b.dataset.key === event.key);
   if (button && !button.disabled) {
     event.preventDefault();
     tap(button.dataset.emoji);
@@ -145,7 +146,7 @@ function onKey(event) {
 }
 
 async function flush() {
-  const body = client.batcher.flush(client.stream, client.userId);
+  const body = client.batcher.flush(client.userId);
   if (!body) return;
   const taps = body.reactions.reduce((sum, r) => sum + r.count, 0);
   const headers = { "content-type": "application/json" };
@@ -199,8 +200,9 @@ function connect() {
 
 /** After a socket closed: connect again after a jittered, growing delay. */
 function closed(socket) {
-  clearInterval(client.keepalive);
+  // A replaced socket's close must not touch the keep-alive of the one that replaced it.
   if (client.socket !== socket) return; // replaced by a newer connection on purpose
+  clearInterval(client.keepalive);
   const delay = reconnectDelay(client.attempt++);
   setState("reconnecting", `Disconnected · retrying in ${Math.ceil(delay / 1000)} s`);
   client.reconnectTimer = setTimeout(connect, delay);

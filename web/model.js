@@ -47,31 +47,36 @@ export class WindowBook {
   }
 }
 
-/** Gathers taps and turns them into one request body per flush: one reaction per emoji with
- *  its count, split so no reaction's count exceeds `maxCount`. */
+/** Gathers taps and turns them into one request body per flush: one reaction per stream and
+ *  emoji with its count, split so no reaction's count exceeds `maxCount`. Each tap keeps the
+ *  stream it was made on, so taps made before the viewer switched streams still go to theirs. */
 export class TapBatcher {
   constructor(maxCount = 100) {
     this.maxCount = maxCount;
-    this.pending = new Map(); // emoji -> taps
+    this.pending = new Map(); // stream -> (emoji -> taps)
   }
 
-  tap(emoji, times = 1) {
-    this.pending.set(emoji, (this.pending.get(emoji) || 0) + times);
+  tap(stream, emoji, times = 1) {
+    if (!this.pending.has(stream)) this.pending.set(stream, new Map());
+    const taps = this.pending.get(stream);
+    taps.set(emoji, (taps.get(emoji) || 0) + times);
   }
 
   get size() {
-    let taps = 0;
-    for (const n of this.pending.values()) taps += n;
-    return taps;
+    let total = 0;
+    for (const taps of this.pending.values()) for (const n of taps.values()) total += n;
+    return total;
   }
 
   /** The request body for what was tapped since the last flush, or null; empties the batch. */
-  flush(streamId, userId) {
+  flush(userId) {
     if (this.pending.size === 0) return null;
     const reactions = [];
-    for (const [emoji, taps] of this.pending) {
-      for (let left = taps; left > 0; left -= this.maxCount) {
-        reactions.push({ stream_id: streamId, user_id: userId, emoji, count: Math.min(left, this.maxCount) });
+    for (const [stream, taps] of this.pending) {
+      for (const [emoji, count] of taps) {
+        for (let left = count; left > 0; left -= this.maxCount) {
+          reactions.push({ stream_id: stream, user_id: userId, emoji, count: Math.min(left, this.maxCount) });
+        }
       }
     }
     this.pending.clear();
@@ -80,7 +85,7 @@ export class TapBatcher {
 
   /** Puts a body that could not be sent back, so its taps go with the next flush. */
   restore(body) {
-    for (const r of body.reactions) this.tap(r.emoji, r.count);
+    for (const r of body.reactions) this.tap(r.stream_id, r.emoji, r.count);
   }
 }
 

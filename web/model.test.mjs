@@ -35,21 +35,34 @@ test("forgets the oldest windows beyond its limit", () => {
 
 test("batches taps into one body with counts, split at the maximum count", () => {
   const batcher = new TapBatcher(100);
-  assert.equal(batcher.flush("m", "u"), null);
-  batcher.tap("fire");
-  batcher.tap("fire");
-  batcher.tap("clap", 250);
+  assert.equal(batcher.flush("u"), null);
+  batcher.tap("m", "fire");
+  batcher.tap("m", "fire");
+  batcher.tap("m", "clap", 250);
   assert.equal(batcher.size, 252);
-  const body = batcher.flush("m", "u");
+  const body = batcher.flush("u");
   assert.deepEqual(body.reactions, [
     { stream_id: "m", user_id: "u", emoji: "fire", count: 2 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 50 },
   ]);
-  assert.equal(batcher.flush("m", "u"), null);
+  assert.equal(batcher.flush("u"), null);
   batcher.restore(body);
   assert.equal(batcher.size, 252);
+});
+
+test("taps go to the stream they were made on, even after a switch", () => {
+  const batcher = new TapBatcher(100);
+  batcher.tap("semi", "fire", 2);
+  batcher.tap("final", "fire");
+  const body = batcher.flush("u");
+  assert.deepEqual(body.reactions, [
+    { stream_id: "semi", user_id: "u", emoji: "fire", count: 2 },
+    { stream_id: "final", user_id: "u", emoji: "fire", count: 1 },
+  ]);
+  batcher.restore(body);
+  assert.deepEqual(batcher.flush("u"), body, "a resent batch keeps its streams");
 });
 
 test("reconnect delays grow, are capped and jittered", () => {
