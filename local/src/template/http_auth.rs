@@ -5,7 +5,7 @@
 //! conditions choose (the template turns viewer identity on and off that way), and
 //! `!Ref AWS::NoValue` removes what it stands in.
 
-use super::{StackTemplate, TemplateError, get, invalid, referenced_id, resolve_in};
+use super::{StackTemplate, TemplateError, chosen, get, invalid, referenced_id, resolve_in};
 use serde_yaml_ng::{Mapping, Value};
 
 /// A JWT authorizer as the template configures it.
@@ -28,39 +28,6 @@ pub enum RouteAuth {
     Iam,
     /// A valid bearer token only.
     Jwt(JwtAuthorizerSpec),
-}
-
-fn is_no_value(value: &Value) -> bool {
-    super::intrinsic(value)
-        .is_some_and(|(name, argument)| name == "Ref" && argument.as_str() == Some("AWS::NoValue"))
-}
-
-/// `value` with every `!If` taken as the conditions choose; `None` where `AWS::NoValue` is chosen.
-fn chosen<'a>(
-    value: &'a Value,
-    template: &StackTemplate,
-    resource: &str,
-) -> Result<Option<&'a Value>, TemplateError> {
-    if is_no_value(value) {
-        return Ok(None);
-    }
-    match super::intrinsic(value) {
-        Some((name, argument)) if name == "Fn::If" => {
-            let Some([condition, then, otherwise]) = argument.as_sequence().map(Vec::as_slice)
-            else {
-                return Err(invalid(resource, "!If takes [condition, then, else]"));
-            };
-            let name = condition.as_str().unwrap_or_default();
-            let Some(&truth) = template.conditions.get(name) else {
-                return Err(invalid(
-                    resource,
-                    format!("condition {name} cannot be known locally"),
-                ));
-            };
-            chosen(if truth { then } else { otherwise }, template, resource)
-        }
-        _ => Ok(Some(value)),
-    }
 }
 
 fn chosen_key<'a>(

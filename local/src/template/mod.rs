@@ -232,19 +232,44 @@ pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> 
     }
 }
 
-/// [`resolve`], also taking the branch of `!If` that the template's conditions choose.
+/// [`resolve`], also taking the branch of `!If` that the template's conditions choose
+/// ([`chosen`]); `None` where that branch is `AWS::NoValue` or cannot be known locally.
 pub fn resolve_in(value: &Value, template: &StackTemplate) -> Option<String> {
-    if let Some(("Fn::If", argument)) = intrinsic(value).as_ref().map(|(n, a)| (n.as_str(), *a))
-        && let Some([condition, then, otherwise]) = argument.as_sequence().map(Vec::as_slice)
-    {
-        let chosen = if *template.conditions.get(condition.as_str()?)? {
-            then
-        } else {
-            otherwise
-        };
-        return resolve_in(chosen, template);
-    }
+    let value = chosen(value, template, "").ok().flatten()?;
     resolve(value, &template.parameters)
+}
+
+fn is_no_value(value: &Value) -> bool {
+    intrinsic(value)
+        .is_some_and(|(name, argument)| name == "Ref" && argument.as_str() == Some("AWS::NoValue"))
+}
+
+/// `value` with every `!If` taken as the conditions choose; `None` where `AWS::NoValue` is chosen.
+pub fn chosen<'a>(
+    value: &'a Value,
+    template: &StackTemplate,
+    resource: &str,
+) -> Result<Option<&'a Value>, TemplateError> {
+    if is_no_value(value) {
+        return Ok(None);
+    }
+    match intrinsic(value) {
+        Some((name, argument)) if name == "Fn::If" => {
+            let Some([condition, then, otherwise]) = argument.as_sequence().map(Vec::as_slice)
+            else {
+                return Err(invalid(resource, "!If takes [condition, then, else]"));
+            };
+            let name = condition.as_str().unwrap_or_default();
+            let Some(&truth) = template.conditions.get(name) else {
+                return Err(invalid(
+                    resource,
+                    format!("condition {name} cannot be known locally"),
+                ));
+            };
+            chosen(if truth { then } else { otherwise }, template, resource)
+        }
+        _ => Ok(Some(value)),
+    }
 }
 
 fn environment(properties: Option<&Value>) -> BTreeMap<String, TemplateValue> {

@@ -12,7 +12,6 @@ use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, listen_only, run};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Load-test emostream and check that every accepted reaction is counted exactly once.
@@ -213,10 +212,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let urls = (started.http_url.clone(), live);
         if let Some(issuer) = &started.demo_issuer {
-            let tokens: Vec<Arc<str>> = (0..cli.viewers)
-                .map(|viewer| Arc::from(issuer.token_for(&format!("viewer-{viewer}"))))
-                .collect();
-            viewer_tokens = Some(Arc::new(tokens));
+            viewer_tokens = Some(load::run::viewer_tokens(issuer, cli.viewers));
             eprintln!(
                 "viewer identity on: {} viewers post with tokens from the demo issuer {}",
                 cli.viewers,

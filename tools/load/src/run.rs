@@ -6,6 +6,7 @@ use crate::profile::Profile;
 use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
 use crate::verify::{Counts, differences, stored_counts};
 use crate::viewers::{Batch, Outcome, pick_emojis, send};
+use emostream_local::demo_issuer::DemoIssuer;
 use futures::StreamExt;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -40,7 +41,7 @@ pub struct RunPlan {
     pub settle_timeout: Duration,
     /// Prefix of the stream ids, unique per run so runs never mix.
     pub run_id: String,
-    /// With viewer identity on: viewer `n`'s bearer token (for user id `viewer-{n}`).
+    /// With viewer identity on: viewer `n`'s bearer token (see [`viewer_tokens`]).
     pub viewer_tokens: Option<Arc<Vec<Arc<str>>>>,
 }
 
@@ -140,6 +141,20 @@ async fn connect_listeners(
         .collect::<Result<Vec<_>, String>>();
     bar.finish_and_clear();
     listeners
+}
+
+/// Simulated viewer `viewer`'s user id: with identity on, its token's subject.
+pub fn viewer_user_id(viewer: usize) -> String {
+    format!("viewer-{viewer}")
+}
+
+/// A token from `issuer` for each of `viewers` simulated viewers, for [`RunPlan::viewer_tokens`].
+pub fn viewer_tokens(issuer: &DemoIssuer, viewers: usize) -> Arc<Vec<Arc<str>>> {
+    Arc::new(
+        (0..viewers)
+            .map(|viewer| Arc::from(issuer.token_for(&viewer_user_id(viewer))))
+            .collect(),
+    )
 }
 
 fn stream_id(plan: &RunPlan, stream: usize) -> String {
@@ -313,7 +328,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             let batch = Batch {
                 stream,
                 stream_id: stream_id(plan, stream),
-                user_id: format!("viewer-{viewer}"),
+                user_id: viewer_user_id(viewer),
                 taps: pick_emojis(taps as u64, &mut rng),
                 token: plan
                     .viewer_tokens

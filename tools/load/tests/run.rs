@@ -8,8 +8,7 @@ use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
 use load::listeners::LiveUpdates;
 use load::profile::Profile;
-use load::run::{RunPlan, run};
-use std::sync::Arc;
+use load::run::{RunPlan, run, viewer_tokens};
 use std::time::Duration;
 
 async fn small_run(delivery: &str, identity: bool) {
@@ -25,13 +24,10 @@ async fn small_run(delivery: &str, identity: bool) {
     .await;
     let stack = &test.stack;
     let viewers = 20;
-    let viewer_tokens = stack.demo_issuer.as_ref().map(|issuer| {
-        Arc::new(
-            (0..viewers)
-                .map(|viewer| Arc::from(issuer.token_for(&format!("viewer-{viewer}"))))
-                .collect::<Vec<Arc<str>>>(),
-        )
-    });
+    let viewer_tokens = stack
+        .demo_issuer
+        .as_ref()
+        .map(|issuer| viewer_tokens(issuer, viewers));
     let live = match &stack.event_api {
         Some(api) => LiveUpdates::AppSyncEvents {
             realtime_url: stack.event_realtime_url.clone().unwrap(),

@@ -66,8 +66,8 @@ impl IssuerKeys {
         if fresh && let Some(key) = cached.keys.get(kid) {
             return Ok(Arc::clone(key));
         }
-        let may_refetch = age.is_none_or(|age| age >= UNKNOWN_KEY_REFETCH_AFTER) || !fresh;
-        if !may_refetch {
+        // Stale keys (older than the refresh) are always old enough to refetch.
+        if age.is_some_and(|age| age < UNKNOWN_KEY_REFETCH_AFTER) {
             return Err(TokenRefusal::UnknownKey(kid.chars().take(64).collect()));
         }
         cached.keys = self.fetch().await?;

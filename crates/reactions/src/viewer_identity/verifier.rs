@@ -12,8 +12,6 @@ use std::collections::HashSet;
 pub struct Viewer {
     /// The token's `sub`: the viewer's id.
     pub subject: String,
-    /// When the token expires, in seconds since the epoch.
-    pub expires_at_s: i64,
     /// Every claim of the token, as it carried them.
     pub claims: Map<String, Value>,
 }
@@ -55,11 +53,6 @@ impl TokenVerifier {
             keys: IssuerKeys::new(&settings.issuer),
             settings,
         }
-    }
-
-    /// The issuer and audience it accepts.
-    pub fn settings(&self) -> &IdentitySettings {
-        &self.settings
     }
 
     /// The issuer's key cache.
@@ -114,11 +107,7 @@ impl TokenVerifier {
             .filter(|s| !s.is_empty())
             .ok_or(TokenRefusal::MissingClaim("sub"))?
             .to_owned();
-        Ok(Viewer {
-            subject,
-            expires_at_s,
-            claims,
-        })
+        Ok(Viewer { subject, claims })
     }
 }
 
