@@ -1,15 +1,18 @@
 //! The MongoDB adapter against a real MongoDB-wire server: indexes, exactly-once application of
 //! window deltas under replays, overlapping batches, redelivery after a crash and concurrent
-//! partitions, the number of writes per batch, and clear errors when MongoDB is unusable.
+//! partitions, the number of writes per batch, the bulk retry of a crashed batch, writes the
+//! server cannot confirm at the write concern, and clear errors when MongoDB is unusable.
 
 use emostream_tests::patience::assert_bounded;
 use emostream_tests::{closed_port, servers};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
+use reactions::fair_use::TallyWrite;
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{
-    MongoSettings, StoreError, WindowStore, WriteTimes, connect, is_duplicate_key,
+    MongoSettings, StoreError, ViewerTapStore, WindowStore, WriteTimes, connect, is_duplicate_key,
 };
+use reactions::window_delta::PartitionKey;
 use reactions::window_delta::window_deltas;
 use reactions::{Reaction, WindowCounts, WindowWidth, count_batch};
 use std::time::Duration;
@@ -306,4 +309,114 @@ async fn bad_uris_and_dead_servers_are_clear_errors() {
         Duration::from_secs(3),
         "a connect to a dead server",
     );
+}
+
+#[tokio::test]
+async fn a_crashed_batch_of_10000_reactions_over_200_streams_is_retried_in_three_round_trips() {
+    let (database, store) = fresh_store("crash-wide").await;
+    let batch = log("emoji-reaction-topic", 0, 10_000, 200);
+    // The first delivery held the first 5,000 records; it was written, then the function died
+    // before the event source heard of it. The retry brings the same offsets and more: every
+    // window it touches already holds part of it.
+    apply(&store, &batch[..5_000]).await;
+    let deltas = window_deltas(batch.iter().map(|(p, r)| (p, r)), WIDTH);
+    let started = std::time::Instant::now();
+    let retried = store.apply_batch(&deltas, WIDTH, times()).await.unwrap();
+    let elapsed = started.elapsed();
+    // The aggregate function's timeout in template.yaml (Globals: Function: Timeout).
+    let timeout = Duration::from_secs(30);
+    println!(
+        "retry of a crashed batch of 10000 reactions over 200 streams: {} windows, {} conflicting, {} round trips, {elapsed:?} ({:.2}% of the function's {timeout:?} timeout; local MongoDB-wire server, debug build)",
+        retried.windows,
+        retried.conflicts,
+        retried.round_trips,
+        100.0 * elapsed.as_secs_f64() / timeout.as_secs_f64(),
+    );
+    let later_taps: u64 = batch[5_000..].iter().map(|(_, r)| u64::from(r.count)).sum();
+    assert_eq!(retried.windows, 600);
+    assert_eq!((retried.conflicts, retried.replays_skipped), (600, 0));
+    assert_eq!(retried.taps_applied, later_taps);
+    // The bulk update, one read of every conflicting window, one compare-and-set update.
+    assert_eq!(retried.round_trips, 3);
+    assert_exact(&store, &batch).await;
+    database.drop().await.unwrap();
+}
+
+/// `settings` with a write concern no server can confirm: a tag no replica set member has.
+/// The server applies each write on the primary and answers it with a `writeConcernError`, as
+/// when a majority does not confirm in time.
+fn unconfirmable(settings: &MongoSettings) -> MongoSettings {
+    let separator = if settings.uri.contains('?') { '&' } else { '?' };
+    MongoSettings {
+        uri: format!("{}{separator}w=no-such-tag", settings.uri),
+        database: settings.database.clone(),
+    }
+}
+
+fn is_not_durable(result: &Result<impl std::fmt::Debug, StoreError>) -> bool {
+    matches!(result, Err(StoreError::NotDurable { code: 79, message, .. }) if message.contains("no-such-tag"))
+}
+
+#[tokio::test]
+async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_once() {
+    let settings = servers().mongo("not-durable");
+    let database = connect(&settings, "window-store-test").await.unwrap();
+    // Without `w` in the URI, writes wait for a majority.
+    assert_eq!(
+        database.write_concern().and_then(|c| c.w.clone()),
+        Some(mongodb::options::Acknowledgment::Majority)
+    );
+    let store = WindowStore::new(&database);
+    store.ensure_indexes().await.unwrap();
+    let shaky = connect(&unconfirmable(&settings), "window-store-test")
+        .await
+        .unwrap();
+    let shaky_store = WindowStore::new(&shaky);
+
+    // The bulk `update` (a raw command: the driver leaves its reply to the caller).
+    let wide = log("emoji-reaction-topic", 0, 300, 5);
+    let wide_deltas = window_deltas(wide.iter().map(|(p, r)| (p, r)), WIDTH);
+    let failed = shaky_store.apply_batch(&wide_deltas, WIDTH, times()).await;
+    assert!(is_not_durable(&failed), "{failed:?}");
+    // The same batch through the compare-and-set path (every window conflicts now).
+    let failed = shaky_store.apply_batch(&wide_deltas, WIDTH, times()).await;
+    assert!(is_not_durable(&failed), "{failed:?}");
+    // `findAndModify`, for a batch of few windows.
+    let narrow = log("emoji-reaction-topic", 1, 20, 1);
+    let narrow_deltas = window_deltas(narrow.iter().map(|(p, r)| (p, r)), WIDTH);
+    let failed = shaky_store
+        .apply_and_read(&narrow_deltas, WIDTH, times())
+        .await;
+    assert!(is_not_durable(&failed), "{failed:?}");
+    // Fair use's tallies.
+    let tally = TallyWrite {
+        id: "live-0:0:viewer-1".into(),
+        start_ms: 0,
+        partition: PartitionKey {
+            topic: "emoji-reaction-topic".into(),
+            partition: 0,
+        },
+        read_offset: None,
+        offset: 1_000,
+        counted: 3,
+    };
+    let failed = ViewerTapStore::new(&shaky)
+        .write(&[tally], WIDTH, times())
+        .await;
+    assert!(is_not_durable(&failed), "{failed:?}");
+
+    // The primary did apply those writes. The event source retries the failed batches; the
+    // retries find them applied and add nothing.
+    let retried = store
+        .apply_batch(&wide_deltas, WIDTH, times())
+        .await
+        .unwrap();
+    assert_eq!(retried.taps_applied, 0);
+    let (retried, _) = store
+        .apply_and_read(&narrow_deltas, WIDTH, times())
+        .await
+        .unwrap();
+    assert_eq!(retried.taps_applied, 0);
+    assert_exact(&store, &[wide, narrow].concat()).await;
+    database.drop().await.unwrap();
 }

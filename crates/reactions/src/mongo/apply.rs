@@ -5,12 +5,15 @@
 //! these taps if none of this batch's offsets for each partition are applied yet". That is the
 //! common case and costs one round trip for the whole batch. A statement whose condition fails
 //! (a redelivery, an overlapping batch, a racing insert) reports a duplicate-key error; for
-//! those windows alone the stored offsets are read and only what remains is applied, with a
-//! compare-and-set on those offsets. A batch touching few windows sends the same conditional
+//! those windows the stored offsets are read in one `find` and only what remains is applied,
+//! with one unordered `update` of compare-and-set statements on those offsets: two more round
+//! trips however many windows conflict (a batch retried after a crash conflicts on every window
+//! it had written). A batch touching few windows sends the same conditional
 //! upserts as `findAndModify` commands instead, which return the state the batch publishes (see
 //! [`WindowStore::apply_and_read`]). Only `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find` and unique indexes are used: MongoDB, Atlas and
-//! DocumentDB all have them.
+//! DocumentDB all have them. Every write is at the client's write concern (majority by default)
+//! and one the server could not confirm fails the batch (see `update_command`).
 
 use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
 use crate::window::WindowWidth;
@@ -21,8 +24,9 @@ use mongodb::options::ReturnDocument;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How many compare-and-set rounds one window gets before the batch fails (and is retried by
-/// the event source). Only concurrent writers of the same partition can make rounds fail.
+/// How many compare-and-set rounds the conflicting windows get before the batch fails (and is
+/// retried by the event source). Only concurrent writers of the same partition can make a
+/// window need another round.
 const MAX_ROUNDS: usize = 20;
 
 /// The most windows a batch may touch and still be written and read with one `findAndModify`
@@ -178,94 +182,141 @@ impl WindowStore {
             .collect();
         report.bulk_statements = statements.len();
         report.round_trips = 1;
-        let reply = self
-            .database
-            .run_command(doc! {
-                "update": self.collection.name(),
-                "updates": statements,
-                "ordered": false,
-            })
-            .await
-            .map_err(server("update"))?;
+        let duplicates = super::update_command::unordered_update(
+            &self.database,
+            self.collection.name(),
+            statements,
+            "window update statement",
+        )
+        .await?;
         let mut conflicted = vec![false; deltas.len()];
-        for index in super::duplicate_key_statements(&reply, "update statement")? {
-            let slot = conflicted.get_mut(index).ok_or_else(|| {
-                StoreError::Malformed(format!("writeErrors index {index} out of range"))
-            })?;
-            *slot = true;
+        for index in duplicates {
+            conflicted[index] = true;
         }
+        let mut conflicts = Vec::new();
         for ((delta, all), conflict) in deltas.iter().zip(&whole).zip(conflicted) {
-            if !conflict {
+            if conflict {
+                conflicts.push(delta);
+            } else {
                 report.taps_applied += all.total();
-                continue;
             }
-            self.settle_conflict(delta, width, times, &mut report)
-                .await?;
         }
+        self.settle_conflicts(&conflicts, width, times, &mut report)
+            .await?;
         Ok(report)
     }
 
-    /// Applies what remains of a window whose conditional upsert failed, and counts it.
-    async fn settle_conflict(
+    /// Applies what remains of the windows whose conditional upsert failed, all together: one
+    /// `find` of their offsets, then one unordered `update` with a compare-and-set statement per
+    /// window that still lacks part of the batch. Every statement is an upsert, so one whose
+    /// offsets changed since the read fails with a duplicate key (its document exists) and is
+    /// named in the reply; only those windows take another round.
+    async fn settle_conflicts(
         &self,
-        delta: &WindowDelta,
+        conflicts: &[&WindowDelta],
         width: WindowWidth,
         times: WriteTimes,
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
-        report.conflicts += 1;
-        let (applied, round_trips) = self.apply_remaining(delta, width, times).await?;
-        report.round_trips += round_trips;
-        match applied {
-            0 => report.replays_skipped += 1,
-            taps => report.taps_applied += taps,
+        report.conflicts += conflicts.len();
+        let mut pending: Vec<&WindowDelta> = conflicts.to_vec();
+        for _ in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let stored = self.read_documents(&pending).await?;
+            report.round_trips += 1;
+            let mut attempts = Vec::new();
+            for delta in pending {
+                let offsets = stored
+                    .get(&(delta.key.stream.as_str().to_owned(), delta.key.start_ms))
+                    .map(|document| stored_offsets(document, delta))
+                    .unwrap_or_default();
+                let remaining = delta.after(&offsets);
+                if remaining.is_empty() {
+                    report.replays_skipped += 1;
+                } else {
+                    attempts.push((delta, remaining));
+                }
+            }
+            if attempts.is_empty() {
+                return Ok(());
+            }
+            let statements: Vec<Document> = attempts
+                .iter()
+                .map(|(delta, remaining)| {
+                    doc! {
+                        "q": compare_and_set_filter(delta, remaining),
+                        "u": update_for(remaining, delta, width, times),
+                        "upsert": true,
+                        "multi": false,
+                    }
+                })
+                .collect();
+            let lost = super::update_command::unordered_update(
+                &self.database,
+                self.collection.name(),
+                statements,
+                "window compare-and-set statement",
+            )
+            .await?;
+            report.round_trips += 1;
+            let mut changed_meanwhile = vec![false; attempts.len()];
+            for index in lost {
+                changed_meanwhile[index] = true;
+            }
+            pending = Vec::new();
+            for ((delta, remaining), changed) in attempts.into_iter().zip(changed_meanwhile) {
+                if changed {
+                    pending.push(delta);
+                } else {
+                    report.taps_applied += remaining.total();
+                }
+            }
         }
-        Ok(())
+        match pending.first() {
+            None => Ok(()),
+            Some(delta) => Err(StoreError::Write(format!(
+                "{} windows (first {}@{}) kept changing under {MAX_ROUNDS} compare-and-set rounds",
+                pending.len(),
+                delta.key.stream,
+                delta.key.start_ms
+            ))),
+        }
     }
 
-    /// The slow path for one window: read its offsets, apply what remains with a
-    /// compare-and-set, repeat if another writer got in between. Returns the taps applied and
-    /// the round trips taken.
-    async fn apply_remaining(
+    /// The stored documents of the given windows, by (stream, start).
+    async fn read_documents(
         &self,
-        delta: &WindowDelta,
-        width: WindowWidth,
-        times: WriteTimes,
-    ) -> Result<(u64, usize), StoreError> {
-        for round in 0..MAX_ROUNDS {
-            let round_trips = 2 * round + 1;
-            let current = self
-                .collection
-                .find_one(Self::filter(&delta.key))
-                .await
-                .map_err(server("find_one"))?;
-            let stored = current
-                .as_ref()
-                .map(|d| stored_offsets(d, delta))
-                .unwrap_or_default();
-            let remaining = delta.after(&stored);
-            if remaining.is_empty() {
-                return Ok((0, round_trips));
-            }
-            let update = update_for(&remaining, delta, width, times);
-            let result = self
-                .collection
-                .update_one(compare_and_set_filter(delta, &remaining), update)
-                .upsert(current.is_none())
-                .await;
-            match result {
-                Ok(outcome) if outcome.matched_count == 1 || outcome.upserted_id.is_some() => {
-                    return Ok((remaining.total(), round_trips + 1));
-                }
-                Ok(_) => continue,
-                Err(error) if super::is_duplicate_key(&error) => continue,
-                Err(error) => return Err(server("update_one")(error)),
-            }
-        }
-        Err(StoreError::Write(format!(
-            "window {}@{} kept changing under {MAX_ROUNDS} compare-and-set rounds",
-            delta.key.stream, delta.key.start_ms
-        )))
+        deltas: &[&WindowDelta],
+    ) -> Result<BTreeMap<(String, i64), Document>, StoreError> {
+        let keys: Vec<Bson> = deltas
+            .iter()
+            .map(|d| Bson::Document(Self::filter(&d.key)))
+            .collect();
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "$or": keys })
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        documents
+            .into_iter()
+            .map(|document| {
+                let stream = document
+                    .get_str("stream")
+                    .map_err(|_| {
+                        StoreError::Malformed(format!("window without stream: {document}"))
+                    })?
+                    .to_owned();
+                let start = document.get_i64("start_ms").map_err(|_| {
+                    StoreError::Malformed(format!("window without start_ms: {document}"))
+                })?;
+                Ok(((stream, start), document))
+            })
+            .collect()
     }
 
     /// Applies a batch's deltas exactly once and returns the windows' states after it, in as
@@ -324,10 +375,9 @@ impl WindowStore {
         if conflicted.is_empty() {
             return Ok((report, windows));
         }
-        for delta in &conflicted {
-            self.settle_conflict(delta, width, times, &mut report)
-                .await?;
-        }
+        let conflicts: Vec<&WindowDelta> = conflicted.iter().collect();
+        self.settle_conflicts(&conflicts, width, times, &mut report)
+            .await?;
         windows.extend(self.read_windows(&conflicted).await?);
         report.round_trips += 1;
         Ok((report, windows))

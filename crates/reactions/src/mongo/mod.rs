@@ -8,6 +8,7 @@ mod apply;
 mod connections;
 mod push_slots;
 mod streams;
+mod update_command;
 mod viewer_taps;
 
 pub use apply::{ApplyReport, WriteTimes};
@@ -23,7 +24,7 @@ use crate::window::{EmojiCounts, WindowKey};
 use futures::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use std::time::Duration;
 
@@ -39,6 +40,15 @@ pub enum StoreError {
         operation: &'static str,
         #[source]
         source: mongodb::error::Error,
+    },
+    /// The server applied a write but could not confirm it at the write concern asked for (a
+    /// majority of the replica set unless the URI sets `w`): it may still be rolled back, so it
+    /// counts as failed and the batch is retried.
+    #[error("MongoDB could not confirm {operation} as durable (code {code}): {message}")]
+    NotDurable {
+        operation: String,
+        code: i32,
+        message: String,
     },
     /// A write was refused for a reason other than a lost race.
     #[error("MongoDB write failed: {0}")]
@@ -108,11 +118,23 @@ impl IndexesOnce {
     }
 }
 
+/// Maps a driver error of `operation`. The driver reports a `writeConcernError` of its own
+/// write helpers as an error already; it becomes [`StoreError::NotDurable`], as one in a raw
+/// command's reply does.
 fn server(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> StoreError {
-    move |source| StoreError::Server { operation, source }
+    move |source| match source.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteConcernError(concern)) => StoreError::NotDurable {
+            operation: operation.to_owned(),
+            code: concern.code,
+            message: concern.message.clone(),
+        },
+        _ => StoreError::Server { operation, source },
+    }
 }
 
-/// How to reach MongoDB (`MONGODB_URI`, `MONGODB_DATABASE`).
+/// How to reach MongoDB (`MONGODB_URI`, `MONGODB_DATABASE`). Writes use the URI's write
+/// concern (`w=`, `journal=`, `wtimeoutMS=`) and `w=majority` when it names none, so an
+/// acknowledged count survives the loss of the primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MongoSettings {
     pub uri: String,
@@ -141,6 +163,10 @@ pub async fn open(settings: &MongoSettings, app_name: &str) -> Result<Database, 
         .await
         .map_err(|e| StoreError::Config(e.to_string()))?;
     options.app_name = Some(app_name.to_owned());
+    let concern = options.write_concern.get_or_insert_with(Default::default);
+    if concern.w.is_none() {
+        concern.w = Some(Acknowledgment::Majority);
+    }
     options.server_selection_timeout = Some(Duration::from_secs(3));
     options.connect_timeout = Some(Duration::from_secs(3));
     let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
@@ -155,35 +181,6 @@ pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Databas
         .await
         .map_err(server("ping"))?;
     Ok(database)
-}
-
-/// The statements of an unordered `update` command's `reply` that hit a duplicate key (an
-/// upsert that lost a race with another writer, code 11000), by index. Any other write error
-/// fails the call, named with `what`.
-fn duplicate_key_statements(reply: &Document, what: &str) -> Result<Vec<usize>, StoreError> {
-    let mut duplicates = Vec::new();
-    let Ok(errors) = reply.get_array("writeErrors") else {
-        return Ok(duplicates);
-    };
-    for error in errors {
-        let error = error
-            .as_document()
-            .ok_or_else(|| StoreError::Malformed("writeErrors entry".into()))?;
-        let index = error
-            .get_i32("index")
-            .ok()
-            .and_then(|i| usize::try_from(i).ok());
-        match (index, error.get_i32("code").unwrap_or_default()) {
-            (Some(index), 11000) => duplicates.push(index),
-            _ => {
-                return Err(StoreError::Write(format!(
-                    "{what} failed: {}",
-                    error.get_str("errmsg").unwrap_or("unknown error")
-                )));
-            }
-        }
-    }
-    Ok(duplicates)
 }
 
 /// True for E11000: two upserts raced to insert the same key and one lost.

@@ -118,18 +118,15 @@ impl ViewerTapStore {
             })
             .collect();
         let sent = statements.len();
-        let reply = self
-            .database
-            .run_command(doc! {
-                "update": Self::COLLECTION,
-                "updates": statements,
-                "ordered": false,
-            })
-            .await
-            .map_err(server("update"))?;
         // A duplicate key is an insert that lost to a tally written meanwhile, which already
         // holds this batch's taps for that partition: nothing to do.
-        super::duplicate_key_statements(&reply, "viewer tally update")?;
+        super::update_command::unordered_update(
+            &self.database,
+            Self::COLLECTION,
+            statements,
+            "viewer tally update",
+        )
+        .await?;
         Ok(sent)
     }
 }
