@@ -113,7 +113,12 @@ impl KafkaSettings {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.brokers)
-            .set("client.id", &self.client_id);
+            .set("client.id", &self.client_id)
+            // Never create a topic by naming it: MSK's default configuration has
+            // `auto.create.topics.enable=false` ("Default Amazon MSK configuration", MSK
+            // developer guide), so a missing topic must fail here as it fails there, and the
+            // local broker, which would create it, is not asked to.
+            .set("allow.auto.create.topics", "false");
         match &self.security {
             KafkaSecurity::None => {}
             KafkaSecurity::Tls => {

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod dead_letters;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{PreparedBatch, prepare_batch};
@@ -16,7 +17,7 @@ use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
-    IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
+    DeadLetterMarks, IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
 };
 use reactions::window_delta::window_deltas;
 use serde::Serialize;
@@ -36,6 +37,16 @@ pub enum AggregateError {
     },
     #[error(transparent)]
     Config(#[from] reactions::ConfigError),
+    /// The dead-letter topic is missing or refuses records: the batch cannot move on without
+    /// losing them, so it fails and its partition waits (the `DeadLetterFailures` alarm).
+    #[error(
+        "cannot dead-letter {records} records to topic `{topic}`: {reason}. The batch is retried and its partition stays blocked until the topic exists and accepts records (DEAD_LETTER_TOPIC)"
+    )]
+    DeadLetterTopic {
+        topic: String,
+        records: usize,
+        reason: String,
+    },
 }
 
 /// What one batch did; also the invocation's response.
@@ -43,7 +54,10 @@ pub enum AggregateError {
 pub struct BatchSummary {
     pub records: usize,
     pub reactions: usize,
+    /// Records that cannot be counted, found in this batch.
     pub dead_lettered: usize,
+    /// Of those, the ones an earlier delivery of the batch already produced (not sent again).
+    pub dead_letters_already_sent: usize,
     pub windows: usize,
     pub taps_applied: u64,
     pub replays_skipped: usize,
@@ -62,6 +76,7 @@ pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
     tallies: ViewerTapStore,
+    dead_letter_marks: DeadLetterMarks,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
 }
@@ -84,6 +99,7 @@ impl Aggregate {
         let aggregate = Self {
             store: WindowStore::new(&database),
             tallies: ViewerTapStore::new(&database),
+            dead_letter_marks: DeadLetterMarks::new(&database),
             producer,
             config,
             indexes: Arc::default(),
@@ -130,6 +146,53 @@ impl Aggregate {
             .map_err(|source| AggregateError::Kafka { what, source })
     }
 
+    /// Produces the dead letters an earlier delivery of the batch did not, then marks them
+    /// sent. Returns how many were already sent.
+    async fn dead_letter(&self, found: &[batch::DeadLetter]) -> Result<usize, AggregateError> {
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let marks = self
+            .dead_letter_marks
+            .read(&dead_letters::partitions(found))
+            .await?;
+        let (letters, highest) = dead_letters::unsent(found, &marks);
+        if letters.is_empty() {
+            return Ok(found.len());
+        }
+        let topic = &self.config.dead_letter_topic;
+        let refused = |reason: String| {
+            MetricsLine::new("aggregate")
+                .count("DeadLetterFailures", 1)
+                .emit();
+            AggregateError::DeadLetterTopic {
+                topic: topic.clone(),
+                records: letters.len(),
+                reason,
+            }
+        };
+        // A missing topic would hold each record for the whole produce timeout before failing
+        // with a less helpful error; the partition count is cached once the topic is found.
+        if self
+            .producer
+            .partition_count(topic, self.config.produce_timeout)
+            .await
+            .is_none()
+        {
+            return Err(refused(
+                "the cluster does not know the topic (it does not exist, or no broker answered)"
+                    .into(),
+            ));
+        }
+        let records: Vec<OutgoingRecord> = letters.iter().map(|d| d.to_record()).collect();
+        self.producer
+            .produce_all(topic, &records, self.config.produce_timeout)
+            .await
+            .map_err(|error| refused(error.to_string()))?;
+        self.dead_letter_marks.advance(&highest).await?;
+        Ok(found.len() - letters.len())
+    }
+
     /// Handles one batch. Order matters for "nothing lost": dead letters first, then the
     /// counts, then the states; an error anywhere fails the batch and the retry redoes each
     /// step, with the counts protected by their offsets.
@@ -151,13 +214,7 @@ impl Aggregate {
                 dead.error
             );
         }
-        let letters: Vec<OutgoingRecord> = dead_letters.iter().map(|d| d.to_record()).collect();
-        self.produce(
-            &self.config.dead_letter_topic,
-            &letters,
-            "dead-lettering records",
-        )
-        .await?;
+        let dead_letters_already_sent = self.dead_letter(&dead_letters).await?;
 
         let now = now_ms();
         let times = WriteTimes {
@@ -201,6 +258,7 @@ impl Aggregate {
             records,
             reactions: reaction_count,
             dead_lettered: dead_letters.len(),
+            dead_letters_already_sent,
             windows: deltas.len(),
             taps_applied: report.taps_applied,
             replays_skipped: report.replays_skipped,

@@ -312,3 +312,138 @@ async fn a_down_broker_fails_the_batch_and_the_retry_publishes_without_double_co
     let kafka = KafkaSettings::new(broker.address(), "check");
     assert!(record_count(&kafka, &setup.config.output_topic) >= retried.states_published as i64);
 }
+
+/// A batch of `good` reactions plus one malformed record at each of `bad_offsets` (partition 0).
+fn batch_with_bad_records(
+    good: &[(RecordPosition, reactions::Reaction)],
+    bad_offsets: &[i64],
+) -> KafkaEvent {
+    let mut json: Vec<serde_json::Value> = good
+        .iter()
+        .map(|(p, r)| {
+            lambda_kafka_record_json(
+                p,
+                r.at_ms,
+                Some(r.stream.as_str().as_bytes()),
+                Some(&ReactionRecord::from(r).encode()),
+                &[],
+            )
+        })
+        .collect();
+    for offset in bad_offsets {
+        let position = RecordPosition {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: *offset,
+        };
+        json.push(lambda_kafka_record_json(
+            &position,
+            0,
+            Some(b"live-0"),
+            Some(b"{\"half\":"),
+            &[],
+        ));
+    }
+    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", json)).unwrap()
+}
+
+#[tokio::test]
+async fn dead_letters_are_produced_once_per_offset_however_often_the_batch_comes_back() {
+    let setup = setup().await;
+    let good = log(0, 4, 1, 1_767_225_900_000);
+    let first = batch_with_bad_records(&good, &[3_000, 3_001]);
+    let summary = setup.aggregate.handle(&first).await.unwrap();
+    assert_eq!(
+        (summary.dead_lettered, summary.dead_letters_already_sent),
+        (2, 0)
+    );
+    // Delivered again (a retry after a later failure, or a timeout): nothing is re-sent.
+    let again = setup.aggregate.handle(&first).await.unwrap();
+    assert_eq!(
+        (again.dead_lettered, again.dead_letters_already_sent),
+        (2, 2)
+    );
+    // Redelivered with one more bad record behind: only that one is new.
+    let longer = batch_with_bad_records(&good, &[3_000, 3_001, 3_002]);
+    let longer = setup.aggregate.handle(&longer).await.unwrap();
+    assert_eq!(
+        (longer.dead_lettered, longer.dead_letters_already_sent),
+        (3, 2)
+    );
+    // Every produce above was acknowledged before `handle` returned, so the log holds all.
+    let config = &setup.config;
+    assert_eq!(record_count(&config.kafka, &config.dead_letter_topic), 3);
+    assert_exact(config, &good).await;
+}
+
+#[tokio::test]
+async fn a_missing_dead_letter_topic_fails_the_batch_with_a_clear_error_and_loses_nothing() {
+    let database = servers().mongo("aggregate").database;
+    let mut settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[],
+    );
+    let missing = emostream_tests::unique_name("missing-dlq");
+    settings.insert("DEAD_LETTER_TOPIC".into(), missing.clone());
+    let config = aggregate::config::AggregateConfig::from_settings(&settings).unwrap();
+    reactions::kafka::ensure_topics(
+        &config.kafka,
+        &[reactions::kafka::TopicSpec {
+            name: config.output_topic.clone(),
+            partitions: 1,
+        }],
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    let aggregate = Aggregate::new(config.clone()).await.unwrap();
+    let good = log(0, 4, 1, 1_767_225_900_000);
+    let batch = batch_with_bad_records(&good, &[3_000]);
+
+    let error = aggregate.handle(&batch).await.unwrap_err();
+    assert!(
+        matches!(&error, aggregate::AggregateError::DeadLetterTopic { topic, records: 1, .. } if *topic == missing),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(&missing) && message.contains("DEAD_LETTER_TOPIC"),
+        "{message}"
+    );
+    // Dead letters go first: nothing of the batch was counted, so the retry counts it all.
+    let deltas = reactions::window_delta::window_deltas(
+        good.iter().map(|(p, r)| (p, r)),
+        config.domain.window_width,
+    );
+    assert!(
+        store(&config)
+            .await
+            .read_windows(&deltas)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    reactions::kafka::ensure_topics(
+        &config.kafka,
+        &[reactions::kafka::TopicSpec {
+            name: missing.clone(),
+            partitions: 1,
+        }],
+        PATIENCE,
+    )
+    .await
+    .unwrap();
+    let summary = emostream_tests::patience::eventually("the retried batch succeeds", || async {
+        aggregate.handle(&batch).await.map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(
+        (summary.dead_lettered, summary.dead_letters_already_sent),
+        (1, 0)
+    );
+    assert_eq!(record_count(&config.kafka, &missing), 1);
+    assert_exact(&config, &good).await;
+}

@@ -1,11 +1,13 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
 //! unique (stream, window start) key and retention TTL, the `connections` collection, the
-//! `pushes` schedule, the `streams` registry and fair use's `viewer_taps`. Only operations that MongoDB, Atlas and
+//! `pushes` schedule, the `streams` registry, fair use's `viewer_taps` and the
+//! `dead_letter_marks`. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
 mod apply;
 mod connections;
+mod dead_letter_marks;
 mod push_slots;
 mod streams;
 mod update_command;
@@ -13,6 +15,7 @@ mod viewer_taps;
 
 pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, WatchingConnection};
+pub use dead_letter_marks::DeadLetterMarks;
 pub use push_slots::{Claim, PushSlots};
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
