@@ -71,12 +71,31 @@ pub struct BatchSummary {
     pub tally_statements: usize,
 }
 
+/// What a container does once before its first write: the indexes, and the claim on the
+/// database's window width (a changed `WINDOW_WIDTH_MS` is refused here, so no batch is
+/// counted with two widths).
+struct DatabasePreparation {
+    database: reactions::mongo::Database,
+    store: WindowStore,
+    tallies: ViewerTapStore,
+    width: reactions::WindowWidth,
+}
+
+impl DatabasePreparation {
+    async fn run(self) -> Result<(), StoreError> {
+        self.store.ensure_indexes().await?;
+        self.tallies.ensure_indexes().await?;
+        reactions::mongo::claim_window_width(&self.database, self.width).await
+    }
+}
+
 /// The function's long-lived state, built once per container.
 pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
     tallies: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
+    database: reactions::mongo::Database,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
 }
@@ -100,15 +119,15 @@ impl Aggregate {
             store: WindowStore::new(&database),
             tallies: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
+            database,
             producer,
             config,
             indexes: Arc::default(),
         };
-        let (store, tallies) = (aggregate.store.clone(), aggregate.tallies.clone());
-        aggregate.indexes.start_in_background(move || async move {
-            store.ensure_indexes().await?;
-            tallies.ensure_indexes().await
-        });
+        let prepare = aggregate.database_preparation();
+        aggregate
+            .indexes
+            .start_in_background(move || async move { prepare.run().await });
         aggregate.producer.start_warm_up(
             &aggregate.config.output_topic,
             aggregate.config.produce_timeout,
@@ -116,12 +135,20 @@ impl Aggregate {
         Ok(aggregate)
     }
 
+    fn database_preparation(&self) -> DatabasePreparation {
+        DatabasePreparation {
+            database: self.database.clone(),
+            store: self.store.clone(),
+            tallies: self.tallies.clone(),
+            width: self.config.domain.window_width,
+        }
+    }
+
+    /// Waits for the database to be prepared (once per container; see [`DatabasePreparation`]).
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let prepare = self.database_preparation();
         self.indexes
-            .ensure(|| async {
-                self.store.ensure_indexes().await?;
-                self.tallies.ensure_indexes().await
-            })
+            .ensure(|| async move { prepare.run().await })
             .await
     }
 

@@ -447,3 +447,37 @@ async fn a_missing_dead_letter_topic_fails_the_batch_with_a_clear_error_and_lose
     assert_eq!(record_count(&config.kafka, &missing), 1);
     assert_exact(&config, &good).await;
 }
+
+#[tokio::test]
+async fn a_changed_window_width_is_refused_before_anything_is_counted_twice() {
+    let setup = setup().await;
+    let batch = log(0, 40, 2, 1_767_225_900_000);
+    handle(&setup, &batch).await;
+    // The same database, the width changed, the batch redelivered (as after a timeout).
+    let mut changed = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &setup.config.mongo.database,
+        &[("WINDOW_WIDTH_MS", "5000")],
+    );
+    changed.insert("OUTPUT_TOPIC".into(), setup.config.output_topic.clone());
+    changed.insert(
+        "DEAD_LETTER_TOPIC".into(),
+        setup.config.dead_letter_topic.clone(),
+    );
+    let wider = build(&changed).await;
+    let error = wider
+        .aggregate
+        .handle(&event(&batch, "SelfManagedKafka"))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("WINDOW_WIDTH_MS is 5000") && message.contains("2000 ms windows"),
+        "{message}"
+    );
+    assert_exact(&setup.config, &batch).await;
+    // The original width still writes.
+    handle(&setup, &batch).await;
+    assert_exact(&setup.config, &batch).await;
+}

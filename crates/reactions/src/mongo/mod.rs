@@ -1,7 +1,7 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
 //! unique (stream, window start) key and retention TTL, the `connections` collection, the
 //! `pushes` schedule, the `streams` registry, fair use's `viewer_taps` and the
-//! `dead_letter_marks`. Only operations that MongoDB, Atlas and
+//! `dead_letter_marks` and the `settings` that hold the window width. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
@@ -12,6 +12,7 @@ mod push_slots;
 mod streams;
 mod update_command;
 mod viewer_taps;
+mod window_width_claim;
 
 pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, WatchingConnection};
@@ -19,16 +20,19 @@ pub use dead_letter_marks::DeadLetterMarks;
 pub use push_slots::{Claim, PushSlots};
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
+pub use window_width_claim::claim_window_width;
 
 use crate::emoji::EmojiName;
 use crate::ids::StreamId;
 use crate::message::{VersionedMessage, WindowStateRecord};
 use crate::window::{EmojiCounts, WindowKey};
 use futures::TryStreamExt;
+/// The database handle the stores share, for functions that hold one beside them.
+pub use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::{Client, Collection, IndexModel};
 use std::time::Duration;
 
 /// Errors from the MongoDB adapter.
@@ -53,6 +57,11 @@ pub enum StoreError {
         code: i32,
         message: String,
     },
+    /// The database's windows were counted with another width (see `claim_window_width`).
+    #[error(
+        "WINDOW_WIDTH_MS is {configured_ms} but this database's windows were counted with {stored_ms} ms windows; a batch redelivered across the change would be counted twice. Set WINDOW_WIDTH_MS back to {stored_ms}, or point MONGODB_DATABASE at a new database to count with the new width"
+    )]
+    WidthChanged { stored_ms: i64, configured_ms: i64 },
     /// A write was refused for a reason other than a lost race.
     #[error("MongoDB write failed: {0}")]
     Write(String),
@@ -114,7 +123,7 @@ impl IndexesOnce {
         let indexes = std::sync::Arc::clone(self);
         tokio::spawn(async move {
             if let Err(error) = indexes.ensure(create).await {
-                tracing::warn!(%error, "indexes not created yet; retrying on the next event");
+                tracing::warn!(%error, "database not prepared yet; retrying on the next event");
             }
             indexes.attempting.store(false, Ordering::Release);
         });
