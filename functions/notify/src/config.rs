@@ -32,6 +32,9 @@ pub struct NotifyConfig {
     pub connection_ttl: Duration,
     /// `SYNC_WINDOWS` (default 30, at most 150): windows a `sync` sends when it names none.
     pub sync_windows: u32,
+    /// `SYNC_EVERY_MS` (default 5000, at most 3600000): one connection gets at most one `sync`
+    /// snapshot this often (a snapshot is a read of up to 150 windows); 0 answers every one.
+    pub sync_every: Duration,
     /// `PUSH_INTERVAL_MS` (default 1000, at most 10000): the shortest time between two pushes
     /// of one stream; 0 pushes after every batch.
     pub push_interval: Duration,
@@ -126,6 +129,12 @@ impl NotifyConfig {
             identity: IdentitySettings::from_settings(settings)?,
             connection_ttl: Duration::from_secs(ttl_minutes * 60),
             sync_windows: parse_in(settings, "SYNC_WINDOWS", 30, 1..=MAX_SYNC_WINDOWS)?,
+            sync_every: Duration::from_millis(parse_in(
+                settings,
+                "SYNC_EVERY_MS",
+                5_000,
+                0..=3_600_000,
+            )?),
             push_interval: Duration::from_millis(push_interval_ms),
             post_budget_per_second: parse_in(
                 settings,
@@ -160,6 +169,7 @@ mod tests {
         assert_eq!(config.throttle_budget, Duration::from_secs(2));
         assert_eq!(config.connection_ttl, Duration::from_secs(130 * 60));
         assert_eq!(config.sync_windows, 30);
+        assert_eq!(config.sync_every, Duration::from_secs(5));
         assert_eq!(config.identity, None);
         assert_eq!(config.push_interval, Duration::from_secs(1));
         assert_eq!(config.post_budget_per_second, 8_000);

@@ -3,6 +3,7 @@
 //! WebSocket APIs have no JWT authorizer, and browsers cannot set headers on a WebSocket), `$disconnect` forgets it, and every other route
 //! carries a client action, answered through the management API. A refused `$connect` returns
 //! the status API Gateway should answer with; a bad client message gets an `error` frame.
+//! A connection's `sync` is answered at most once per `SYNC_EVERY_MS` (`sync_too_soon` else).
 
 use crate::protocol::{ClientAction, ProtocolError, ServerMessage, parse_action};
 use crate::{Notify, NotifyError};
@@ -11,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reactions::StreamId;
 use reactions::clock::now_ms;
+use reactions::mongo::SyncClaim;
 use serde_json::{Value, json};
 
 fn status(code: u16, body: &str) -> Value {
@@ -113,13 +115,23 @@ impl Notify {
                 }
                 ServerMessage::Subscribed { stream }
             }
-            Ok(ClientAction::Sync { windows }) => match self.connections.find(connection_id).await?
+            Ok(ClientAction::Sync { windows }) => match self
+                .connections
+                .claim_sync(connection_id, now_ms(), self.config.sync_every)
+                .await?
             {
-                None => ServerMessage::Error {
+                SyncClaim::Unknown => ServerMessage::Error {
                     code: "unknown_connection".to_owned(),
                     message: "this connection is not registered; reconnect".to_owned(),
                 },
-                Some(connection) => {
+                SyncClaim::TooSoon { retry_after_ms } => ServerMessage::Error {
+                    code: "sync_too_soon".to_owned(),
+                    message: format!(
+                        "a connection may sync once every {} ms; ask again in {retry_after_ms} ms",
+                        self.config.sync_every.as_millis()
+                    ),
+                },
+                SyncClaim::Granted(connection) => {
                     let limit = windows.unwrap_or(self.config.sync_windows);
                     let stored = self
                         .windows

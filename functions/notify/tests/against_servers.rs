@@ -162,7 +162,8 @@ async fn viewer_tokens_gate_connect_when_identity_is_on() {
 
 #[tokio::test]
 async fn subscribe_ping_and_sync_answer_on_the_connection() {
-    let f = Fixture::start(&[("SYNC_WINDOWS", "3")]).await;
+    // An hour between snapshots, so the second `sync` below is too soon however slow the machine.
+    let f = Fixture::start(&[("SYNC_WINDOWS", "3"), ("SYNC_EVERY_MS", "3600000")]).await;
     // Five windows of stream live-0 (and others) in MongoDB, written by the real adapter.
     let base_ms = 1_700_000_000_000;
     let log: Vec<_> = (0..5)
@@ -212,8 +213,16 @@ async fn subscribe_ping_and_sync_answer_on_the_connection() {
         let state: WindowStateRecord = serde_json::from_value(frame.clone()).unwrap();
         assert_eq!(state.check(), Ok(()));
     }
-    // Asking for more than exist sends them all.
-    assert_eq!(frames[3]["windows"].as_array().unwrap().len(), stored.len());
+    // A second `sync` on the same connection is refused until the interval has passed.
+    assert_eq!(frames[3]["type"], "error", "{:?}", frames[3]);
+    assert_eq!(frames[3]["code"], "sync_too_soon");
+    let message = frames[3]["message"].as_str().unwrap();
+    assert!(message.contains("3600000 ms"), "{message}");
+    // Another connection may ask; asking for more than exist sends them all.
+    f.connect("s-2", &[("stream", "live-0")]).await;
+    f.send("s-2", r#"{"action":"sync","windows":150}"#).await;
+    let frames = f.frames("s-2");
+    assert_eq!(frames[0]["windows"].as_array().unwrap().len(), stored.len());
 }
 
 #[tokio::test]

@@ -30,6 +30,17 @@ pub struct WatchingConnection {
     pub connected_at_ms: i64,
 }
 
+/// The answer to a connection's `sync`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncClaim {
+    /// The connection may have its snapshot now.
+    Granted(StoredConnection),
+    /// It had one less than the interval ago; it may ask again in `retry_after_ms`.
+    TooSoon { retry_after_ms: i64 },
+    /// No such connection (expired, or disconnected meanwhile).
+    Unknown,
+}
+
 /// The `connections` collection.
 #[derive(Debug, Clone)]
 pub struct ConnectionStore {
@@ -107,6 +118,48 @@ impl ConnectionStore {
             .await
             .map_err(server("find_one"))?;
         found.map(|d| parse_connection(&d)).transpose()
+    }
+
+    /// Grants a connection's `sync` unless it had one less than `every` ago, and records the
+    /// time: a snapshot reads up to 150 windows, so one connection repeating `sync` must not
+    /// cost a read of MongoDB per frame. One round trip when granted (as the plain read was).
+    pub async fn claim_sync(
+        &self,
+        id: &str,
+        now_ms: i64,
+        every: Duration,
+    ) -> Result<SyncClaim, StoreError> {
+        let every_ms = crate::clock::duration_ms(every);
+        let due = now_ms.saturating_sub(every_ms);
+        let granted = self
+            .collection
+            .find_one_and_update(
+                doc! { "_id": id, "$or": [
+                    { "last_sync_ms": { "$exists": false } },
+                    { "last_sync_ms": { "$lte": due } },
+                ] },
+                doc! { "$set": { "last_sync_ms": now_ms } },
+            )
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await
+            .map_err(server("findAndModify"))?;
+        if let Some(document) = granted {
+            return Ok(SyncClaim::Granted(parse_connection(&document)?));
+        }
+        let found = self
+            .collection
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(server("find_one"))?;
+        Ok(match found {
+            None => SyncClaim::Unknown,
+            Some(document) => {
+                let last = document.get_i64("last_sync_ms").unwrap_or(now_ms);
+                SyncClaim::TooSoon {
+                    retry_after_ms: last.saturating_add(every_ms).saturating_sub(now_ms).max(1),
+                }
+            }
+        })
     }
 
     /// Forgets one connection. False when it was not registered.

@@ -15,7 +15,7 @@ mod viewer_taps;
 mod window_width_claim;
 
 pub use apply::{ApplyReport, WriteTimes};
-pub use connections::{ConnectionStore, StoredConnection, WatchingConnection};
+pub use connections::{ConnectionStore, StoredConnection, SyncClaim, WatchingConnection};
 pub use dead_letter_marks::DeadLetterMarks;
 pub use push_slots::{Claim, PushSlots};
 pub use streams::{RegistryError, StreamStore};
