@@ -12,6 +12,7 @@ import {
   TapBatcher,
   LocalEcho,
   reconnectDelay,
+  renewalDelay,
   validStreamId,
   streamChannel,
   eventSubprotocols,
@@ -43,6 +44,9 @@ const client = {
   attempt: 0,
   reconnectTimer: null,
   keepalive: null,
+  renewTimer: null,
+  retiring: null, // the socket being renewed: closed once its successor is live
+  renewals: 0,
   // AppSync Events: the subscription id, the connection timeout and when anything last came.
   subscription: null,
   acknowledged: false,
@@ -71,6 +75,10 @@ async function loadConfig() {
   const flush = Number(params.get("flush") || config.flushMs || FLUSH_EVERY_MS);
   config.flushMs = Number.isFinite(flush) && flush >= 100 ? flush : FLUSH_EVERY_MS;
   config.delivery = config.delivery || "WebSocketApi";
+  // When to renew the WebSocketApi connection; `renewMs` (tests) fixes it, else a random moment
+  // before API Gateway's 2-hour cap (model.js).
+  const renew = Number(params.get("renewMs") || config.renewMs);
+  config.renewMs = Number.isFinite(renew) && renew >= 1000 ? renew : null;
   if (config.delivery === "AppSyncEvents") {
     if (!config.apiUrl || !config.eventRealtimeUrl || !config.eventHttpHost || !config.eventApiKey) {
       throw new Error("AppSyncEvents delivery needs apiUrl, eventRealtimeUrl, eventHttpHost and eventApiKey");
@@ -193,7 +201,11 @@ async function flush() {
 
 function connect() {
   clearTimeout(client.reconnectTimer);
-  setState(client.attempt ? "reconnecting" : "connecting", client.attempt ? "Reconnecting…" : "Connecting…");
+  clearTimeout(client.renewTimer);
+  // A renewal keeps showing Live: the old connection delivers until the new one is open.
+  if (!client.retiring) {
+    setState(client.attempt ? "reconnecting" : "connecting", client.attempt ? "Reconnecting…" : "Connecting…");
+  }
   if (client.config.delivery === "AppSyncEvents") connectEvents();
   else connectWebSocketApi();
 }
@@ -218,6 +230,26 @@ function parsed(event) {
 
 // ---- WebSocketApi: API Gateway pushes, `sync` for the history ------------------------------------
 
+/** Make before break: a new connection opens while `socket` goes on delivering, and `socket`
+ *  is closed once the new one is live (duplicate states in between are harmless: the book keeps
+ *  the largest total of each window). */
+function renew(socket) {
+  if (client.socket !== socket || socket.readyState !== WebSocket.OPEN) return;
+  client.retiring = socket;
+  client.attempt = 0;
+  connect();
+}
+
+function retire() {
+  const socket = client.retiring;
+  client.retiring = null;
+  if (socket && socket !== client.socket) {
+    socket.close(1000, "renewed");
+    client.renewals += 1;
+    document.body.dataset.renewals = String(client.renewals);
+  }
+}
+
 async function connectWebSocketApi() {
   const generation = ++client.connectGeneration;
   let url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
@@ -241,12 +273,16 @@ async function connectWebSocketApi() {
     client.attempt = 0;
     setState("live", `Live · ${client.stream}`);
     socket.send(JSON.stringify({ action: "sync", windows: HISTORY_WINDOWS }));
+    retire();
     clearInterval(client.keepalive);
     client.keepalive = setInterval(() => send({ action: "ping" }), KEEPALIVE_MS);
+    clearTimeout(client.renewTimer);
+    client.renewTimer = setTimeout(() => renew(socket), client.config.renewMs || renewalDelay());
   });
   socket.addEventListener("message", (event) => {
     const message = parsed(event);
-    if (message) receive(message);
+    // A socket being renewed still delivers states; its errors are no longer the page's.
+    if (message && (client.socket === socket || message.type !== "error")) receive(message);
   });
   socket.addEventListener("close", () => closed(socket));
 }

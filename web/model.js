@@ -133,11 +133,26 @@ export class LocalEcho {
   }
 }
 
-/** Reconnect delay for attempt n (0-based): exponential from 500 ms, capped at 15 s, with
- *  jitter so many browsers do not reconnect in lockstep after an outage. */
+/** Reconnect delay for attempt n (0-based), with "full jitter": uniform between 100 ms and a
+ *  ceiling that doubles from 1 s up to 30 s. Every retry, the first included, is spread over
+ *  its whole range, so an audience dropped at once (an outage, a deploy) comes back spread out
+ *  rather than in waves against API Gateway's new-connection rate. */
 export function reconnectDelay(attempt, random = Math.random) {
-  const ceiling = Math.min(15000, 500 * 2 ** Math.min(attempt, 10));
-  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+  const ceiling = Math.min(30000, 1000 * 2 ** Math.min(attempt, 15));
+  return Math.max(100, Math.round(random() * ceiling));
+}
+
+/** API Gateway closes a WebSocket connection after 2 hours ("Connection duration for WebSocket
+ *  API", API Gateway quotas). A page renews its connection before that, at a random moment
+ *  between 100 and 115 minutes, so an audience that joined together at kick-off does not hit
+ *  the cap, and reconnect, all in the same second. */
+export const RENEW_AFTER_MS = 100 * 60 * 1000;
+export const RENEW_SPREAD_MS = 15 * 60 * 1000;
+
+/** When to renew a connection that just opened: `after` plus a random part of `spread` (both
+ *  overridable, for tests). */
+export function renewalDelay(random = Math.random, after = RENEW_AFTER_MS, spread = RENEW_SPREAD_MS) {
+  return Math.round(after + random() * spread);
 }
 
 /** A stream id as the API accepts it (letters, digits, `-_.:`, 1 to 64 characters). */

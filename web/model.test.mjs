@@ -6,6 +6,9 @@ import {
   TapBatcher,
   LocalEcho,
   reconnectDelay,
+  renewalDelay,
+  RENEW_AFTER_MS,
+  RENEW_SPREAD_MS,
   validStreamId,
   streamChannel,
   eventSubprotocols,
@@ -66,11 +69,29 @@ test("taps go to the stream they were made on, even after a switch", () => {
 });
 
 test("reconnect delays grow, are capped and jittered", () => {
-  assert.equal(reconnectDelay(0, () => 0), 250);
-  assert.equal(reconnectDelay(0, () => 1), 500);
-  assert.equal(reconnectDelay(3, () => 1), 4000);
-  assert.equal(reconnectDelay(20, () => 1), 15000);
-  assert.ok(reconnectDelay(20, () => 0) >= 7500);
+  // Full jitter from the first retry: anywhere from 100 ms to the ceiling.
+  assert.equal(reconnectDelay(0, () => 0), 100);
+  assert.equal(reconnectDelay(0, () => 0.5), 500);
+  assert.equal(reconnectDelay(0, () => 1), 1000);
+  assert.equal(reconnectDelay(3, () => 1), 8000);
+  assert.equal(reconnectDelay(20, () => 1), 30000);
+  assert.equal(reconnectDelay(20, () => 0), 100);
+  // Browsers dropped together, with evenly spread random draws, spread their first retry evenly
+  // over the whole second (the old "half plus jitter" put them all in its second half).
+  const firsts = Array.from({ length: 1000 }, (_, i) => reconnectDelay(0, () => i / 1000));
+  const perTenth = Array.from({ length: 10 }, (_, i) => firsts.filter((d) => d >= i * 100 && d < (i + 1) * 100).length);
+  assert.ok(Math.max(...perTenth) <= 200, `per 100 ms: ${perTenth}`);
+});
+
+test("connections are renewed before API Gateway's 2-hour cap, at spread-out moments", () => {
+  const cap = 2 * 60 * 60 * 1000;
+  assert.equal(renewalDelay(() => 0), RENEW_AFTER_MS);
+  assert.equal(renewalDelay(() => 1), RENEW_AFTER_MS + RENEW_SPREAD_MS);
+  assert.ok(RENEW_AFTER_MS + RENEW_SPREAD_MS < cap - 60 * 1000, "a minute of margin at the latest");
+  const moments = new Set(Array.from({ length: 100 }, (_, i) => Math.floor(renewalDelay(() => i / 100) / 1000)));
+  assert.equal(moments.size, 100, "100 viewers with different draws renew at 100 different seconds");
+  assert.ok(renewalDelay() >= RENEW_AFTER_MS && renewalDelay() <= RENEW_AFTER_MS + RENEW_SPREAD_MS);
+  assert.equal(renewalDelay(() => 0.5, 1000, 2000), 2000);
 });
 
 test("stream ids are checked like the API checks them", () => {

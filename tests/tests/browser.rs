@@ -70,7 +70,7 @@ async fn browser_test(delivery: &str) {
     let api_url = test.stack.http_url.clone();
     let stream = emostream_tests::unique_name("browser");
     let admin = emostream_local::admin_client::AdminClient::local(&api_url);
-    for suffix in ["", "-forgotten", "-dropped", "-switched"] {
+    for suffix in ["", "-forgotten", "-dropped", "-switched", "-renewed"] {
         let id = format!("{stream}{suffix}");
         admin
             .register_live(&id, &id, None)

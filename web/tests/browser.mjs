@@ -188,6 +188,30 @@ async function forgottenConnectionRecovery() {
   await forgotten.screenshot({ path: join(ARTIFACTS, "reconnected.png"), fullPage: true });
 }
 
+/** WebSocketApi: a page renews its connection before API Gateway's 2-hour cap (here after
+ * 1.5 s instead of 100 to 115 minutes): the new socket is open before the old one is closed, and
+ * taps go on arriving. */
+async function renewedConnection() {
+  const stream = `${STREAM}-renewed`;
+  const page = await newPage();
+  const sockets = [];
+  page.on("websocket", (socket) => sockets.push(socket));
+  await openPage({}, `${stream}&renewMs=1500`, page);
+  await page.waitForSelector("body[data-renewals]", { timeout: TIMEOUT });
+  assert.ok(sockets.length >= 2, `the page opened ${sockets.length} sockets`);
+  await page.waitForFunction(() => document.getElementById("connection").dataset.state === "live", null, {
+    timeout: TIMEOUT,
+  });
+  const since = Date.now();
+  while (!sockets[0].isClosed()) {
+    assert.ok(Date.now() - since < TIMEOUT, "the renewed socket was never closed");
+    await page.waitForTimeout(50);
+  }
+  await postTaps(stream, "clap", 2);
+  await waitForSum(page, 2);
+  console.log(`a page renewed its connection ${await page.evaluate(() => document.body.dataset.renewals)} times and kept showing taps`);
+}
+
 /** AppSyncEvents: a page whose connection the API drops connects and subscribes again and goes
  * on showing taps; switching streams swaps the subscription without a new connection. */
 async function appSyncRecovery() {
@@ -295,6 +319,7 @@ try {
     await appSyncRecovery();
   } else {
     await forgottenConnectionRecovery();
+    await renewedConnection();
   }
 
   console.log(`browser test (${DELIVERY}) passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);

@@ -9,6 +9,16 @@ use std::path::Path;
 #[tokio::test]
 async fn handles_msk_and_self_managed_events() {
     let binary = Path::new(env!("CARGO_BIN_EXE_aggregate"));
+    // Topics are never created by naming them (as on MSK): create both first.
+    let (output, dead_letters) = (unique_name("binary-output"), unique_name("binary-dlq"));
+    let kafka = reactions::kafka::KafkaSettings::new(servers().kafka_brokers.clone(), "test");
+    let topics = [&output, &dead_letters].map(|name| reactions::kafka::TopicSpec {
+        name: name.clone(),
+        partitions: 1,
+    });
+    reactions::kafka::ensure_topics(&kafka, &topics, PATIENCE)
+        .await
+        .unwrap();
     let env: Vec<(String, String)> = vec![
         ("KAFKA_BROKERS".into(), servers().kafka_brokers.clone()),
         ("MONGODB_URI".into(), servers().mongodb_uri.clone()),
@@ -16,8 +26,8 @@ async fn handles_msk_and_self_managed_events() {
             "MONGODB_DATABASE".into(),
             servers().mongo("binary").database,
         ),
-        ("OUTPUT_TOPIC".into(), unique_name("binary-output")),
-        ("DEAD_LETTER_TOPIC".into(), unique_name("binary-dlq")),
+        ("OUTPUT_TOPIC".into(), output),
+        ("DEAD_LETTER_TOPIC".into(), dead_letters),
     ];
     let mut summaries = Vec::new();
     for event in ["aggregate-self-managed-kafka.json", "aggregate-msk.json"] {
