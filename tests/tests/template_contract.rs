@@ -267,3 +267,77 @@ fn routes_and_event_sources_match_the_handlers() {
         );
     }
 }
+
+/// The `emostream` metrics template.yaml's alarms and dashboard name, each once.
+fn emf_metrics_in_template(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    // Alarms: `Namespace: emostream` with `MetricName: X` on the next line.
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    for pair in lines.windows(2) {
+        if pair[0] == "Namespace: emostream"
+            && let Some(name) = pair[1].strip_prefix("MetricName: ")
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    // The dashboard's JSON: ["emostream","X",...].
+    for piece in text.split("[\"emostream\",\"").skip(1) {
+        if let Some((name, _)) = piece.split_once('"') {
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// Every metric the functions write, from their `MetricsLine` calls (`.count("X"`, `.millis("X"`).
+fn emf_metrics_written() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut sources = Vec::new();
+    for function in ["ingest", "aggregate", "notify"] {
+        let dir = repo_root().join("functions").join(function).join("src");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    for source in sources {
+        for call in [".count(\"", ".millis(\""] {
+            for piece in source.split(call).skip(1) {
+                if let Some((name, _)) = piece.split_once('"') {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn alarms_and_the_dashboard_watch_metrics_the_functions_write() {
+    let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    let watched = emf_metrics_in_template(&text);
+    let written = emf_metrics_written();
+    // The test itself must see both sides.
+    assert!(watched.len() >= 10, "{watched:?}");
+    assert!(written.contains("DeadLetterFailures"), "{written:?}");
+    let unknown: Vec<_> = watched.difference(&written).collect();
+    assert!(
+        unknown.is_empty(),
+        "template.yaml watches metrics no function writes: {unknown:?}"
+    );
+    // Every alarm notifies the optional topic, both ways.
+    let alarms = text.matches("Type: AWS::CloudWatch::Alarm").count();
+    assert!(alarms >= 12, "{alarms} alarms");
+    assert_eq!(
+        text.matches("AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]")
+            .count(),
+        alarms
+    );
+    assert_eq!(
+        text.matches("OKActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]")
+            .count(),
+        alarms
+    );
+}

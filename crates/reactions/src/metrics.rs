@@ -1,6 +1,8 @@
 //! Metrics as CloudWatch Embedded Metric Format (EMF) log lines: one JSON object on stdout that
 //! CloudWatch turns into metrics without any API call, so a function pays no latency for them.
-//! Each function writes one line per invocation.
+//! Each function writes one line per invocation. Every metric has two dimension sets:
+//! `Function` (`ingest`, `aggregate`, `notify`: all stacks of an account together) and, inside
+//! Lambda, `FunctionName` (the deployed function, so one stack's alarms see only its own).
 
 use serde_json::{Map, Value, json};
 
@@ -23,10 +25,22 @@ impl Unit {
     }
 }
 
-/// One EMF line under construction: the `Function` dimension plus named values.
+/// The deployed function's name, which Lambda sets in every function's environment.
+fn deployed_name() -> Option<String> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+    })
+    .clone()
+}
+
+/// One EMF line under construction: the dimensions plus named values.
 #[derive(Debug, Clone)]
 pub struct MetricsLine {
     function: String,
+    function_name: Option<String>,
     metrics: Vec<(String, Unit, f64)>,
     properties: Map<String, Value>,
 }
@@ -36,9 +50,17 @@ impl MetricsLine {
     pub fn new(function: &str) -> Self {
         Self {
             function: function.to_owned(),
+            function_name: deployed_name(),
             metrics: Vec::new(),
             properties: Map::new(),
         }
+    }
+
+    /// Sets the `FunctionName` dimension (Lambda's function name; read from the environment
+    /// by [`MetricsLine::new`]).
+    pub fn deployed_as(mut self, function_name: &str) -> Self {
+        self.function_name = Some(function_name.to_owned());
+        self
     }
 
     /// Adds a count. Adding the same name twice sums the values.
@@ -74,13 +96,18 @@ impl MetricsLine {
             .map(|(name, unit, _)| json!({ "Name": name, "Unit": unit.as_str() }))
             .collect();
         let mut line = self.properties.clone();
+        let mut dimensions = vec![json!(["Function"])];
+        if let Some(name) = &self.function_name {
+            dimensions.push(json!(["FunctionName"]));
+            line.insert("FunctionName".into(), Value::from(name.clone()));
+        }
         line.insert(
             "_aws".into(),
             json!({
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Function"]],
+                    "Dimensions": dimensions,
                     "Metrics": definitions,
                 }],
             }),
@@ -128,5 +155,20 @@ mod tests {
         assert_eq!(line["Rejected.unknown_emoji"], 3.0);
         assert_eq!(line["ProduceLatency"], 4.5);
         assert_eq!(line["RequestId"], "r-1");
+    }
+
+    #[test]
+    fn inside_lambda_metrics_are_also_per_deployed_function() {
+        let line = MetricsLine::new("aggregate")
+            .deployed_as("emostream-AggregateFunction-Ab12")
+            .count("DeadLettered", 2)
+            .to_json(1_700_000_000_000);
+        let directive = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["Function"], ["FunctionName"]])
+        );
+        assert_eq!(line["Function"], "aggregate");
+        assert_eq!(line["FunctionName"], "emostream-AggregateFunction-Ab12");
     }
 }
