@@ -1,5 +1,5 @@
 //! The command line of `emostream-local`, kept in the library so the docker-compose file's
-//! command and the README's examples can be checked against it.
+//! command and the docs' examples can be checked against it.
 
 use crate::aws_quotas::QuotaSettings;
 use crate::environment::LocalValues;

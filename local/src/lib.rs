@@ -23,7 +23,7 @@ pub mod websocket_api;
 pub mod websocket_event;
 
 /// The bytes of a sample event from the repository's `events/` directory: the same files the
-/// README offers to `sam local invoke -e` and `cargo lambda invoke --data-file`.
+/// reference (docs/local-stack.md) offers to `sam local invoke -e` and `cargo lambda invoke --data-file`.
 pub fn sample_event(name: &str) -> std::io::Result<Vec<u8>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../events")

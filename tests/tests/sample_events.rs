@@ -1,4 +1,4 @@
-//! The sample events in `events/` (the files the README offers to `sam local invoke -e` and
+//! The sample events in `events/` (the files the reference, docs/local-stack.md, offers to `sam local invoke -e` and
 //! `cargo lambda invoke --data-file`) cover every route and trigger in template.yaml, and each
 //! is handled by the real function binary it is meant for.
 

@@ -126,7 +126,7 @@ pub fn required(settings: &impl Settings, var: &'static str) -> Result<String, C
 }
 
 /// The domain settings every function agrees on. The names are the same in template.yaml,
-/// the local stack and the README.
+/// the local stack and docs/configuration.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainConfig {
     /// `WINDOW_WIDTH_MS` (default 2000).

@@ -1,5 +1,5 @@
 //! The ingest function's configuration, read once per container from environment variables.
-//! The same names appear in template.yaml, the local stack and the README.
+//! The same names appear in template.yaml, the local stack and docs/configuration.md.
 
 use reactions::config::{ConfigError, ProcessEnv, Settings, parse_in, text_or};
 use reactions::kafka::KafkaSettings;
