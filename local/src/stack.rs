@@ -13,6 +13,7 @@ use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
 use crate::http_authorizers::RouteAuthorizer;
 use crate::lambda::{FunctionPool, Runner};
+use crate::secrets_api::SecretsApi;
 use crate::template::{RouteAuth, StackTemplate, TemplateError};
 use crate::websocket_api::{Limits, WebSocketApi};
 use axum::Router;
@@ -236,11 +237,28 @@ impl LocalStack {
         let (http_listener, http_address) = listen(options.host, options.http_port).await?;
         let http_url = format!("http://{}", url_host(http_address));
 
+        // The functions read the MongoDB URI at init from where the template keeps it, as in
+        // AWS: the emulated Secrets Manager and Parameter Store hold it under its name.
+        let (secrets_listener, secrets_address) = listen(options.host, 0).await?;
+        let secrets_endpoint = format!("http://{}", url_host(secrets_address));
+        let secrets = SecretsApi::new();
+        let uri_name = template
+            .parameters
+            .get("MongoDbUriName")
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        secrets.put_secret(&uri_name, &options.mongodb_uri);
+        secrets.put_parameter(&uri_name, &options.mongodb_uri);
         let mut provided = BTreeMap::from([
             ("KAFKA_BROKERS".to_owned(), options.kafka_brokers.clone()),
             // The local broker is plaintext, whatever the template's default for AWS.
             ("KAFKA_SECURITY".to_owned(), "none".to_owned()),
-            ("MONGODB_URI".to_owned(), options.mongodb_uri.clone()),
+            (
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+                secrets_endpoint.clone(),
+            ),
+            ("AWS_ENDPOINT_URL_SSM".to_owned(), secrets_endpoint),
         ]);
         let mut websocket_listener = None;
         let mut websocket_url = None;
@@ -367,7 +385,10 @@ impl LocalStack {
             .fallback(http_api::handle)
             .layer(DefaultBodyLimit::max(http_api::MAX_PAYLOAD_BYTES))
             .with_state(http_api);
-        let mut servers = vec![serve(http_listener, http_router)];
+        let mut servers = vec![
+            serve(http_listener, http_router),
+            serve(secrets_listener, secrets.router()),
+        ];
         let demo_issuer = demo_issuer.map(|(listener, issuer)| {
             servers.push(serve(listener, issuer.router()));
             issuer

@@ -49,7 +49,7 @@ fn template_with(parameters: &[(&str, &str)]) -> StackTemplate {
 }
 
 /// A function's environment as deployed with default parameters: what only AWS resolves (the
-/// MongoDB secret, the WebSocket endpoint) gets a stand-in of the right shape.
+/// WebSocket endpoint, the Event API's) gets a stand-in of the right shape.
 fn deployed_environment(template: &StackTemplate, function: &str) -> BTreeMap<String, String> {
     let spec = &template.functions[function];
     let mut local = LocalValues::default();
@@ -58,11 +58,7 @@ fn deployed_environment(template: &StackTemplate, function: &str) -> BTreeMap<St
             && resolve_in(expression, template).is_none()
         {
             let text = serde_yaml_ng::to_string(expression).unwrap();
-            if text.contains("{{resolve:") {
-                local
-                    .variables
-                    .insert(name.clone(), "mongodb://from-secrets-manager".into());
-            } else if text.contains(".execute-api.") {
+            if text.contains(".execute-api.") {
                 local.variables.insert(
                     name.clone(),
                     "https://abc123.execute-api.us-east-1.amazonaws.com/live".into(),
@@ -92,10 +88,24 @@ fn check_reads(
     function: &str,
     start: impl Fn(&Recording) -> Result<(), String>,
 ) -> BTreeSet<String> {
-    let environment = deployed_environment(template, function);
-    let recording = Recording {
+    let mut environment = deployed_environment(template, function);
+    // At init the function reads the MongoDB URI from where the template says it is kept and
+    // lays it over its environment (`reactions::secrets`): a stand-in here.
+    let probe = Recording {
         values: environment.clone(),
         read: Mutex::new(BTreeSet::new()),
+    };
+    let reference = reactions::secrets::SecretReference::from_settings(&probe)
+        .unwrap_or_else(|e| panic!("{function}: {e}"));
+    assert!(
+        reference.is_some(),
+        "{function} must read its MongoDB URI from Secrets Manager or SSM, not a plaintext variable"
+    );
+    let mut fetched = BTreeSet::from(["MONGODB_URI".to_owned()]);
+    environment.insert("MONGODB_URI".into(), "mongodb://from-the-secret".into());
+    let recording = Recording {
+        values: environment.clone(),
+        read: Mutex::new(probe.read.into_inner().unwrap()),
     };
     start(&recording)
         .unwrap_or_else(|e| panic!("{function} does not start from template.yaml: {e}"));
@@ -111,9 +121,16 @@ fn check_reads(
         .filter(|v| !read.contains(*v) && v.as_str() != "RUST_LOG")
         .map(|v| format!("{function}: {v}"))
         .collect();
+    fetched.retain(|v| read.contains(v));
+    assert!(
+        !fetched.is_empty(),
+        "{function} does not use the fetched MONGODB_URI"
+    );
     let unset: Vec<&String> = read
         .iter()
-        .filter(|v| !set.contains(*v) && !LAMBDA_PROVIDED.contains(&v.as_str()))
+        .filter(|v| {
+            !set.contains(*v) && !fetched.contains(*v) && !LAMBDA_PROVIDED.contains(&v.as_str())
+        })
         .collect();
     // Variables read but not set fall back to documented defaults; list them so a new one is a
     // deliberate decision.

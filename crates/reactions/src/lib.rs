@@ -27,6 +27,8 @@ pub mod kafka;
 pub mod mongo;
 #[cfg(feature = "kafka")]
 pub mod msk_iam;
+#[cfg(feature = "secrets")]
+pub mod secrets;
 #[cfg(feature = "sigv4")]
 pub mod sigv4;
 #[cfg(feature = "identity")]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     reactions::telemetry::init_json_logs();
-    let aggregate = Arc::new(Aggregate::new(AggregateConfig::from_env()?).await?);
+    let aggregate = Arc::new(Aggregate::new(AggregateConfig::from_env().await?).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| {
         let aggregate = Arc::clone(&aggregate);
         async move { aggregate.handle(&event.payload).await.map_err(Error::from) }

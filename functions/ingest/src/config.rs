@@ -87,8 +87,11 @@ impl IngestConfig {
     }
 
     /// Reads the configuration from the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_settings(&ProcessEnv)
+    /// Reads the process environment, with the MongoDB URI fetched from Secrets Manager or
+    /// SSM first when the environment names it there (see `reactions::secrets`).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let settings = reactions::secrets::with_fetched_secrets(ProcessEnv).await?;
+        Self::from_settings(&settings)
     }
 }
 

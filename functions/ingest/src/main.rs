@@ -9,7 +9,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     reactions::telemetry::init_json_logs();
-    let ingest = Arc::new(Ingest::new(IngestConfig::from_env()?).await?);
+    let ingest = Arc::new(Ingest::new(IngestConfig::from_env().await?).await?);
     lambda_http::run(service_fn(move |request: Request| {
         let ingest = Arc::clone(&ingest);
         async move { Ok::<_, Error>(ingest.handle(request).await) }

@@ -1,5 +1,6 @@
 //! The real ingest binary starts under a Lambda Runtime API and answers an HTTP API event;
-//! bad or missing configuration stops its init.
+//! bad or missing configuration stops its init; its MongoDB URI may come from Secrets Manager
+//! (the local stack's emulation), and a missing secret stops the init with the reason.
 
 use emostream_local::function_process::{RunOnceError, invoke_binary_once};
 use emostream_tests::patience::PATIENCE;
@@ -50,4 +51,61 @@ async fn refuses_to_start_with_bad_or_missing_configuration() {
             "{env:?}: {result:?}"
         );
     }
+}
+
+/// The emulated Secrets Manager, holding the URI as `emostream/mongodb-uri`; its endpoint.
+async fn secrets_endpoint() -> String {
+    let api = emostream_local::secrets_api::SecretsApi::new();
+    api.put_secret("emostream/mongodb-uri", &servers().mongodb_uri);
+    api.spawn_local().await.unwrap()
+}
+
+fn secret_env(endpoint: &str, secret: &str) -> Vec<(String, String)> {
+    vec![
+        ("KAFKA_BROKERS".to_owned(), servers().kafka_brokers.clone()),
+        ("MONGODB_URI_SECRET_ID".to_owned(), secret.to_owned()),
+        (
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER".to_owned(),
+            endpoint.to_owned(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn starts_with_its_mongodb_uri_read_from_secrets_manager() {
+    let endpoint = secrets_endpoint().await;
+    let answer = invoke(&secret_env(&endpoint, "emostream/mongodb-uri"))
+        .await
+        .unwrap();
+    let response: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+}
+
+#[tokio::test]
+async fn a_missing_secret_stops_the_init_with_the_reason() {
+    let endpoint = secrets_endpoint().await;
+    // The init fails before the runtime is asked for an event: run the binary alone and read
+    // what it says.
+    let (key, secret, token) = emostream_local::function_process::LOCAL_CREDENTIALS;
+    // Only the function's own environment (the test's has MONGODB_URI, which would win).
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .env_clear()
+        .envs(secret_env(&endpoint, "emostream/missing"))
+        .env("AWS_REGION", "local")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_SESSION_TOKEN", token)
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "ingest")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("MONGODB_URI_SECRET_ID")
+            && said.contains("emostream/missing")
+            && said.contains("ResourceNotFoundException"),
+        "{said}"
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     reactions::telemetry::init_json_logs();
-    let config = NotifyConfig::from_env()?;
+    let config = NotifyConfig::from_env().await?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let notify = Arc::new(Notify::new(config, &sdk).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {

@@ -1,0 +1,199 @@
+//! AWS Secrets Manager's `GetSecretValue` and SSM Parameter Store's `GetParameter`, as far as
+//! the functions use them: at init, each reads the MongoDB URI from where the template keeps it
+//! (`reactions::secrets`). The local stack serves the URI here and points the functions' SDK at
+//! this endpoint (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_SSM`), so they start
+//! the way they start in AWS, without an AWS account. Both are JSON 1.1 APIs (`POST /` with an
+//! `X-Amz-Target` header); requests must be SigV4-signed with the local credentials for the
+//! right service, and the answers, errors included, have AWS's shapes ("GetSecretValue" in the
+//! AWS Secrets Manager API Reference, "GetParameter" in the AWS Systems Manager API Reference).
+
+use crate::function_process::local_credentials;
+use crate::sigv4_check::{SignatureError, SignedRequest, verify};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// The secrets and parameters the emulation holds, by name.
+#[derive(Debug, Clone, Default)]
+pub struct SecretsApi {
+    secrets: Arc<RwLock<BTreeMap<String, String>>>,
+    parameters: Arc<RwLock<BTreeMap<String, String>>>,
+}
+
+impl SecretsApi {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a Secrets Manager secret's string value.
+    pub fn put_secret(&self, name: &str, value: &str) {
+        if let Ok(mut secrets) = self.secrets.write() {
+            secrets.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// Stores an SSM parameter's value (as a SecureString).
+    pub fn put_parameter(&self, name: &str, value: &str) {
+        if let Ok(mut parameters) = self.parameters.write() {
+            parameters.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// Serves [`SecretsApi::router`] on a free loopback port until the runtime stops; returns
+    /// its endpoint URL (for tests and tools outside a stack).
+    pub async fn spawn_local(&self) -> std::io::Result<String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::warn!(%error, "the Secrets Manager emulation stopped");
+            }
+        });
+        Ok(format!("http://{address}"))
+    }
+
+    /// The endpoint both services answer on.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", post(handle))
+            .with_state(self.clone())
+    }
+}
+
+fn aws_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/x-amz-json-1.1")],
+        json!({ "__type": kind, "message": message, "Message": message }).to_string(),
+    )
+        .into_response()
+}
+
+fn answer(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/x-amz-json-1.1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// A refused signature, as the services answer it.
+fn refused(error: &SignatureError) -> Response {
+    match error {
+        SignatureError::Missing => aws_error(
+            StatusCode::BAD_REQUEST,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ),
+        SignatureError::UnknownKey(_) | SignatureError::BadToken => aws_error(
+            StatusCode::BAD_REQUEST,
+            "UnrecognizedClientException",
+            &error.to_string(),
+        ),
+        _ => aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidSignatureException",
+            &error.to_string(),
+        ),
+    }
+}
+
+async fn handle(
+    State(api): State<SecretsApi>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|t| t.to_str().ok())
+        .unwrap_or_default();
+    let service = match target {
+        "secretsmanager.GetSecretValue" => "secretsmanager",
+        "AmazonSSM.GetParameter" => "ssm",
+        _ => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                &format!("this emulation answers GetSecretValue and GetParameter, not {target:?}"),
+            );
+        }
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let url = format!("http://{host}{uri}");
+    let request = SignedRequest {
+        method: "POST",
+        url: &url,
+        headers: &pairs,
+        body: &body,
+    };
+    if let Err(error) = verify(&request, &local_credentials(), service) {
+        return refused(&error);
+    }
+    let Ok(input) = serde_json::from_slice::<Value>(&body) else {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "the body is not JSON",
+        );
+    };
+    if service == "secretsmanager" {
+        let id = input["SecretId"].as_str().unwrap_or_default();
+        let value = api.secrets.read().ok().and_then(|s| s.get(id).cloned());
+        match value {
+            Some(value) => answer(json!({
+                "ARN": format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:{id}-AbCdEf"),
+                "Name": id,
+                "SecretString": value,
+                "VersionId": "00000000-0000-0000-0000-000000000001",
+                "VersionStages": ["AWSCURRENT"],
+                "CreatedDate": 1_767_225_600.0,
+            })),
+            None => aws_error(
+                StatusCode::BAD_REQUEST,
+                "ResourceNotFoundException",
+                "Secrets Manager can't find the specified secret.",
+            ),
+        }
+    } else {
+        let name = input["Name"].as_str().unwrap_or_default();
+        let value = api
+            .parameters
+            .read()
+            .ok()
+            .and_then(|p| p.get(name).cloned());
+        match value {
+            Some(value) => answer(json!({
+                "Parameter": {
+                    "Name": name,
+                    "Type": "SecureString",
+                    "Value": value,
+                    "Version": 1,
+                    "ARN": format!("arn:aws:ssm:us-east-1:000000000000:parameter/{}", name.trim_start_matches('/')),
+                    "DataType": "text",
+                }
+            })),
+            None => aws_error(StatusCode::BAD_REQUEST, "ParameterNotFound", ""),
+        }
+    }
+}
