@@ -7,7 +7,7 @@
 //! otherwise, and tells the function the token's claims in `requestContext.authorizer.jwt`.
 
 use crate::http_api::gateway_error;
-use crate::sigv4_check::{SignatureError, SignedRequest, verify};
+use crate::sigv4_check::{ReceivedRequest, SignatureError, verify};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use reactions::viewer_identity::{TokenRefusal, TokenVerifier, bearer_token};
@@ -106,26 +106,8 @@ fn iam_caller(
 ) -> Result<Value, String> {
     let credentials = crate::function_process::local_credentials();
     let key = credentials.access_key_id();
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let url = format!("http://{host}{uri}");
-    let request = SignedRequest {
-        method: method.as_str(),
-        url: &url,
-        headers: &pairs,
-        body,
-    };
+    let received = ReceivedRequest::new(uri, headers);
+    let request = received.signed(method.as_str(), body);
     match verify(&request, &credentials, "execute-api") {
         Ok(()) => Ok(json!({
             "accessKey": key,

@@ -8,7 +8,7 @@
 //! AWS Secrets Manager API Reference, "GetParameter" in the AWS Systems Manager API Reference).
 
 use crate::function_process::local_credentials;
-use crate::sigv4_check::{SignatureError, SignedRequest, verify};
+use crate::sigv4_check::{ReceivedRequest, SignatureError, verify};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -127,26 +127,8 @@ async fn handle(
             );
         }
     };
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let url = format!("http://{host}{uri}");
-    let request = SignedRequest {
-        method: "POST",
-        url: &url,
-        headers: &pairs,
-        body: &body,
-    };
+    let received = ReceivedRequest::new(&uri, &headers);
+    let request = received.signed("POST", &body);
     if let Err(error) = verify(&request, &local_credentials(), service) {
         return refused(&error);
     }

@@ -22,6 +22,45 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// A request as an HTTP handler received it (the URL rebuilt from its `Host`), held so that
+/// [`ReceivedRequest::signed`] can lend it to [`verify`].
+pub struct ReceivedRequest {
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+impl ReceivedRequest {
+    pub fn new(uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Self {
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Self {
+            url: format!("http://{host}{path}"),
+            headers: headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The request to check, with its method and body.
+    pub fn signed<'a>(&'a self, method: &'a str, body: &'a [u8]) -> SignedRequest<'a> {
+        SignedRequest {
+            method,
+            url: &self.url,
+            headers: &self.headers,
+            body,
+        }
+    }
+}
+
 /// Why a signature is refused; the text is what the emulation answers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {

@@ -8,7 +8,7 @@
 //! event listed as `successful` or `failed` (not a string of valid JSON, or over 240 KB).
 
 use super::{AuthType, EventApi, NamespaceAuth, UNAUTHORIZED, error_entry};
-use crate::sigv4_check::{SignedRequest, verify};
+use crate::sigv4_check::{ReceivedRequest, SignedRequest, verify};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -149,24 +149,8 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header_pairs: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let host = headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let url = format!(
-        "http://{host}{}",
-        uri.path_and_query().map_or("/event", |p| p.as_str())
-    );
-    let request = SignedRequest {
-        method: "POST",
-        url: &url,
-        headers: &header_pairs,
-        body: &body,
-    };
+    let received = ReceivedRequest::new(&uri, &headers);
+    let request = received.signed("POST", &body);
     let Ok(parsed) = serde_json::from_slice::<Value>(&body) else {
         return Refusal::bad_request("The request body is not valid JSON.").into_response();
     };

@@ -18,7 +18,6 @@
 use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
 use crate::window::WindowWidth;
 use crate::window_delta::{Remaining, WindowDelta};
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 use std::collections::BTreeMap;
@@ -290,19 +289,8 @@ impl WindowStore {
         &self,
         deltas: &[&WindowDelta],
     ) -> Result<BTreeMap<(String, i64), Document>, StoreError> {
-        let keys: Vec<Bson> = deltas
-            .iter()
-            .map(|d| Bson::Document(Self::filter(&d.key)))
-            .collect();
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "$or": keys })
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
-        documents
+        self.find_windows(deltas.iter().copied())
+            .await?
             .into_iter()
             .map(|document| {
                 let stream = document
@@ -317,6 +305,20 @@ impl WindowStore {
                 Ok(((stream, start), document))
             })
             .collect()
+    }
+
+    /// The stored documents of the windows `deltas` touch, in one `find`.
+    async fn find_windows<'a>(
+        &self,
+        deltas: impl Iterator<Item = &'a WindowDelta>,
+    ) -> Result<Vec<Document>, StoreError> {
+        let keys: Vec<Bson> = deltas
+            .map(|d| Bson::Document(Self::filter(&d.key)))
+            .collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        super::find_all(&self.collection, doc! { "$or": keys }).await
     }
 
     /// Applies a batch's deltas exactly once and returns the windows' states after it, in as
@@ -388,21 +390,10 @@ impl WindowStore {
         &self,
         deltas: &[WindowDelta],
     ) -> Result<Vec<StoredWindow>, StoreError> {
-        if deltas.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<Bson> = deltas
+        self.find_windows(deltas.iter())
+            .await?
             .iter()
-            .map(|d| Bson::Document(Self::filter(&d.key)))
-            .collect();
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "$or": keys })
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
-        documents.iter().map(parse_window).collect()
+            .map(parse_window)
+            .collect()
     }
 }

@@ -3,9 +3,8 @@
 //! or the output topic down) comes back whole; the marks keep its dead letters from being
 //! produced again. Only a crash between producing them and advancing the mark can repeat one.
 
-use super::{StoreError, server, update_command::unordered_update};
+use super::{StoreError, update_command::unordered_update};
 use crate::window_delta::PartitionKey;
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
 use std::collections::BTreeMap;
@@ -37,14 +36,7 @@ impl DeadLetterMarks {
             return Ok(BTreeMap::new());
         }
         let ids: Vec<String> = partitions.iter().map(PartitionKey::field_name).collect();
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "_id": { "$in": ids } })
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
+        let documents = super::find_all(&self.collection, doc! { "_id": { "$in": ids } }).await?;
         documents
             .iter()
             .map(|document| {

@@ -195,6 +195,20 @@ pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Databas
     Ok(database)
 }
 
+/// Every document of `collection` matching `filter`, read through one cursor.
+async fn find_all(
+    collection: &Collection<Document>,
+    filter: Document,
+) -> Result<Vec<Document>, StoreError> {
+    collection
+        .find(filter)
+        .await
+        .map_err(server("find"))?
+        .try_collect()
+        .await
+        .map_err(server("find"))
+}
+
 /// True for E11000: two upserts raced to insert the same key and one lost.
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     match error.kind.as_ref() {

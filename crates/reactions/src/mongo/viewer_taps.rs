@@ -7,7 +7,6 @@ use super::{StoreError, WriteTimes, server};
 use crate::fair_use::{Tally, TallyWrite};
 use crate::window::WindowWidth;
 use crate::window_delta::PartitionKey;
-use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use std::collections::BTreeMap;
@@ -71,14 +70,7 @@ impl ViewerTapStore {
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "_id": { "$in": ids } })
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
+        let documents = super::find_all(&self.collection, doc! { "_id": { "$in": ids } }).await?;
         documents.iter().map(tally_from).collect()
     }
 
