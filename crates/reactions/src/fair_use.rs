@@ -96,10 +96,7 @@ pub fn cap_batch(
     for (position, mut reaction) in reactions {
         let start_ms = width.start_of(reaction.at_ms);
         let id = tally_id(&reaction.stream, start_ms, &reaction.user);
-        let partition = PartitionKey {
-            topic: position.topic.clone(),
-            partition: position.partition,
-        };
+        let partition = PartitionKey::of(&position);
         let tally = stored.get(&id);
         let stored_offset = tally.and_then(|t| t.offsets.get(&partition).copied());
         if stored_offset.is_some_and(|o| position.offset <= o) {

@@ -18,6 +18,14 @@ pub struct PartitionKey {
 }
 
 impl PartitionKey {
+    /// The topic-partition a record was read from.
+    pub fn of(position: &RecordPosition) -> Self {
+        Self {
+            topic: position.topic.clone(),
+            partition: position.partition,
+        }
+    }
+
     /// The field name under which a window document keeps this partition's applied offset.
     /// Kafka topic names may contain `.` (a path separator in MongoDB) but never `~`, so `.` is
     /// written as `~` and the name stays unambiguous.
@@ -115,10 +123,7 @@ pub fn window_deltas<'a>(
     let mut windows: BTreeMap<WindowKey, BTreeMap<PartitionKey, Vec<Tap>>> = BTreeMap::new();
     for (position, reaction) in records {
         let key = WindowKey::containing(reaction.stream.clone(), reaction.at_ms, width);
-        let partition = PartitionKey {
-            topic: position.topic.clone(),
-            partition: position.partition,
-        };
+        let partition = PartitionKey::of(position);
         windows
             .entry(key)
             .or_default()

@@ -19,7 +19,7 @@ pub fn unsent<'a>(
     let letters = dead_letters
         .iter()
         .filter(|letter| {
-            let partition = partition_of(letter);
+            let partition = PartitionKey::of(&letter.position);
             let sent = marks
                 .get(&partition)
                 .is_some_and(|mark| letter.position.offset <= *mark);
@@ -35,17 +35,13 @@ pub fn unsent<'a>(
 
 /// The partitions the dead letters came from, each once.
 pub fn partitions(dead_letters: &[DeadLetter]) -> Vec<PartitionKey> {
-    let mut partitions: Vec<PartitionKey> = dead_letters.iter().map(partition_of).collect();
+    let mut partitions: Vec<PartitionKey> = dead_letters
+        .iter()
+        .map(|letter| PartitionKey::of(&letter.position))
+        .collect();
     partitions.sort();
     partitions.dedup();
     partitions
-}
-
-fn partition_of(letter: &DeadLetter) -> PartitionKey {
-    PartitionKey {
-        topic: letter.position.topic.clone(),
-        partition: letter.position.partition,
-    }
 }
 
 #[cfg(test)]

@@ -76,15 +76,13 @@ pub struct BatchSummary {
 /// counted with two widths).
 struct DatabasePreparation {
     database: reactions::mongo::Database,
-    store: WindowStore,
-    tallies: ViewerTapStore,
     width: reactions::WindowWidth,
 }
 
 impl DatabasePreparation {
     async fn run(self) -> Result<(), StoreError> {
-        self.store.ensure_indexes().await?;
-        self.tallies.ensure_indexes().await?;
+        WindowStore::new(&self.database).ensure_indexes().await?;
+        ViewerTapStore::new(&self.database).ensure_indexes().await?;
         reactions::mongo::claim_window_width(&self.database, self.width).await
     }
 }
@@ -125,9 +123,7 @@ impl Aggregate {
             indexes: Arc::default(),
         };
         let prepare = aggregate.database_preparation();
-        aggregate
-            .indexes
-            .start_in_background(move || async move { prepare.run().await });
+        aggregate.indexes.start_in_background(move || prepare.run());
         aggregate.producer.start_warm_up(
             &aggregate.config.output_topic,
             aggregate.config.produce_timeout,
@@ -138,17 +134,15 @@ impl Aggregate {
     fn database_preparation(&self) -> DatabasePreparation {
         DatabasePreparation {
             database: self.database.clone(),
-            store: self.store.clone(),
-            tallies: self.tallies.clone(),
             width: self.config.domain.window_width,
         }
     }
 
     /// Waits for the database to be prepared (once per container; see [`DatabasePreparation`]).
+    /// The preparation is built only when it still has to run, not on every batch.
     async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let prepare = self.database_preparation();
         self.indexes
-            .ensure(|| async move { prepare.run().await })
+            .ensure(|| self.database_preparation().run())
             .await
     }
 

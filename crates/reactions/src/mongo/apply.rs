@@ -16,7 +16,7 @@
 //! and one the server could not confirm fails the batch (see `update_command`).
 
 use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
-use crate::window::WindowWidth;
+use crate::window::{WindowKey, WindowWidth};
 use crate::window_delta::{Remaining, WindowDelta};
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
@@ -139,12 +139,7 @@ fn stored_offsets(
         .partitions
         .keys()
         .filter_map(|partition| {
-            let stored = offsets?.get(partition.field_name())?;
-            let offset = match stored {
-                Bson::Int64(v) => *v,
-                Bson::Int32(v) => i64::from(*v),
-                _ => return None,
-            };
+            let offset = super::integer(offsets?.get(partition.field_name())?)?;
             Some((partition.clone(), offset))
         })
         .collect()
@@ -228,7 +223,7 @@ impl WindowStore {
             let mut attempts = Vec::new();
             for delta in pending {
                 let offsets = stored
-                    .get(&(delta.key.stream.as_str().to_owned(), delta.key.start_ms))
+                    .get(&delta.key)
                     .map(|document| stored_offsets(document, delta))
                     .unwrap_or_default();
                 let remaining = delta.after(&offsets);
@@ -284,26 +279,15 @@ impl WindowStore {
         }
     }
 
-    /// The stored documents of the given windows, by (stream, start).
+    /// The stored documents of the given windows, by window.
     async fn read_documents(
         &self,
         deltas: &[&WindowDelta],
-    ) -> Result<BTreeMap<(String, i64), Document>, StoreError> {
+    ) -> Result<BTreeMap<WindowKey, Document>, StoreError> {
         self.find_windows(deltas.iter().copied())
             .await?
             .into_iter()
-            .map(|document| {
-                let stream = document
-                    .get_str("stream")
-                    .map_err(|_| {
-                        StoreError::Malformed(format!("window without stream: {document}"))
-                    })?
-                    .to_owned();
-                let start = document.get_i64("start_ms").map_err(|_| {
-                    StoreError::Malformed(format!("window without start_ms: {document}"))
-                })?;
-                Ok(((stream, start), document))
-            })
+            .map(|document| Ok((super::window_key(&document)?, document)))
             .collect()
     }
 

@@ -5,7 +5,7 @@
 
 use super::{StoreError, update_command::unordered_update};
 use crate::window_delta::PartitionKey;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 use std::collections::BTreeMap;
 
@@ -46,11 +46,10 @@ impl DeadLetterMarks {
                     .ok()
                     .and_then(PartitionKey::from_field_name)
                     .ok_or_else(malformed)?;
-                let offset = match document.get("offset") {
-                    Some(Bson::Int64(v)) => *v,
-                    Some(Bson::Int32(v)) => i64::from(*v),
-                    _ => return Err(malformed()),
-                };
+                let offset = document
+                    .get("offset")
+                    .and_then(super::integer)
+                    .ok_or_else(malformed)?;
                 Ok((partition, offset))
             })
             .collect()

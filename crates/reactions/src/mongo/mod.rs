@@ -29,7 +29,7 @@ use crate::window::{EmojiCounts, WindowKey};
 use futures::TryStreamExt;
 /// The database handle the stores share, for functions that hold one beside them.
 pub use mongodb::Database;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
@@ -195,6 +195,16 @@ pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Databas
     Ok(database)
 }
 
+/// A stored integer, whichever width the server kept it in (a value written as an `i64` may
+/// come back as an `i32`).
+fn integer(value: &Bson) -> Option<i64> {
+    match value {
+        Bson::Int64(v) => Some(*v),
+        Bson::Int32(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
 /// Every document of `collection` matching `filter`, read through one cursor.
 async fn find_all(
     collection: &Collection<Document>,
@@ -334,7 +344,8 @@ impl WindowStore {
     }
 }
 
-fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
+/// The (stream, start) key of a stored window document.
+fn window_key(document: &Document) -> Result<WindowKey, StoreError> {
     let malformed = |what: &str| StoreError::Malformed(format!("{what} in {document}"));
     let stream = document
         .get_str("stream")
@@ -344,6 +355,12 @@ fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
     let start_ms = document
         .get_i64("start_ms")
         .map_err(|_| malformed("bad start_ms"))?;
+    Ok(WindowKey { stream, start_ms })
+}
+
+fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
+    let malformed = |what: &str| StoreError::Malformed(format!("{what} in {document}"));
+    let key = window_key(document)?;
     let end_ms = document
         .get_i64("end_ms")
         .map_err(|_| malformed("bad end_ms"))?;
@@ -362,7 +379,7 @@ fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
         }
     }
     Ok(StoredWindow {
-        key: WindowKey { stream, start_ms },
+        key,
         end_ms,
         counts,
         total: u64::try_from(total).map_err(|_| malformed("negative total"))?,

@@ -25,20 +25,16 @@ fn offset_path(partition: &PartitionKey) -> String {
 fn tally_from(document: &Document) -> Result<(String, Tally), StoreError> {
     let malformed = |what: &str| StoreError::Malformed(format!("viewer_taps document: {what}"));
     let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
-    let counted = match document.get("counted") {
-        Some(Bson::Int64(v)) => u64::try_from(*v).map_err(|_| malformed("counted"))?,
-        Some(Bson::Int32(v)) => u64::try_from(*v).map_err(|_| malformed("counted"))?,
-        _ => return Err(malformed("counted")),
-    };
+    let counted = document
+        .get("counted")
+        .and_then(super::integer)
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| malformed("counted"))?;
     let mut offsets = BTreeMap::new();
     if let Ok(stored) = document.get_document("offsets") {
         for (name, value) in stored {
             let partition = PartitionKey::from_field_name(name).ok_or_else(|| malformed(name))?;
-            let offset = match value {
-                Bson::Int64(v) => *v,
-                Bson::Int32(v) => i64::from(*v),
-                _ => return Err(malformed(name)),
-            };
+            let offset = super::integer(value).ok_or_else(|| malformed(name))?;
             offsets.insert(partition, offset);
         }
     }

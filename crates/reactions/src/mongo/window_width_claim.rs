@@ -34,15 +34,10 @@ pub async fn claim_window_width(database: &Database, width: WindowWidth) -> Resu
             Err(error) if is_duplicate_key(&error) => continue,
             Err(error) => return Err(server("findAndModify")(error)),
         };
-        let stored = match document.get("value") {
-            Some(mongodb::bson::Bson::Int64(v)) => *v,
-            Some(mongodb::bson::Bson::Int32(v)) => i64::from(*v),
-            _ => {
-                return Err(StoreError::Malformed(format!(
-                    "settings.{WIDTH_ID}: {document}"
-                )));
-            }
-        };
+        let stored = document
+            .get("value")
+            .and_then(super::integer)
+            .ok_or_else(|| StoreError::Malformed(format!("settings.{WIDTH_ID}: {document}")))?;
         return match stored == configured {
             true => Ok(()),
             false => Err(StoreError::WidthChanged {
