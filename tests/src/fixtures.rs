@@ -29,6 +29,7 @@ pub fn reaction_log(
                 topic: topic.into(),
                 partition,
                 offset: 1_000 + i as i64,
+                generation: 0,
             };
             let reaction = Reaction {
                 stream: StreamId::parse("stream", &format!("live-{}", i % streams))

@@ -395,6 +395,7 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
         partition: PartitionKey {
             topic: "emoji-reaction-topic".into(),
             partition: 0,
+            generation: 0,
         },
         read_offset: None,
         offset: 1_000,

@@ -137,9 +137,6 @@ pub struct DomainConfig {
     pub swarm_rule: SwarmRule,
     /// `MAX_BATCH_SIZE` (default 500) and `MAX_REACTION_COUNT` (default 100).
     pub limits: ReactionLimits,
-    /// `ALLOWED_LATENESS_MS` (default 5000): a window is `final` this long after its end.
-    /// aggregate and notify must agree on it, so it lives here.
-    pub allowed_lateness_ms: i64,
 }
 
 impl DomainConfig {
@@ -166,7 +163,6 @@ impl DomainConfig {
                 max_batch,
                 max_count,
             },
-            allowed_lateness_ms: parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?,
         })
     }
 
@@ -187,7 +183,6 @@ mod tests {
         assert_eq!(config.catalogue, EmojiCatalogue::default());
         assert_eq!(config.swarm_rule, SwarmRule::Ratio { per: 10 });
         assert_eq!(config.limits, ReactionLimits::default());
-        assert_eq!(config.allowed_lateness_ms, 5_000);
     }
 
     #[test]

@@ -152,6 +152,7 @@ mod tests {
                 topic: "reactions".into(),
                 partition: 0,
                 offset,
+                generation: 0,
             },
             Reaction {
                 stream: StreamId::parse("s", "final").unwrap(),

@@ -26,6 +26,14 @@ pub enum KafkaAdapterError {
     /// The admin request itself failed (broker unreachable, timeout).
     #[error("kafka admin request failed: {0}")]
     Admin(#[source] KafkaError),
+    /// A partition's offsets could not be read (broker unreachable, no leader, timeout).
+    #[error("could not read the offsets of {topic} partition {partition}: {source}")]
+    Offsets {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: KafkaError,
+    },
     /// A record was not acknowledged by the broker.
     #[error("record {index} was not delivered: {source}")]
     Delivery {
@@ -404,6 +412,36 @@ impl AckedProducer {
                 _ => None,
             },
         }
+    }
+
+    /// The first and next offsets (Kafka's low and high watermarks) of each of `partitions`
+    /// of `topic`, asked of their leaders within `timeout` each.
+    pub async fn log_ends(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<(i32, i64, i64)>, KafkaAdapterError> {
+        let producer = self.producer.clone();
+        let (topic, partitions) = (topic.to_owned(), partitions.to_vec());
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    producer
+                        .client()
+                        .fetch_watermarks(&topic, partition, Timeout::After(timeout))
+                        .map(|(low, high)| (partition, low, high))
+                        .map_err(|source| KafkaAdapterError::Offsets {
+                            topic: topic.clone(),
+                            partition,
+                            source,
+                        })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| Err(KafkaAdapterError::Admin(KafkaError::Canceled)))
     }
 
     /// [`AckedProducer::warm_up`] on a task of its own, for an init that must not wait for the

@@ -16,6 +16,10 @@ pub struct RecordPosition {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+    /// The incarnation of the topic the offset belongs to: 0 as decoded; aggregate raises it
+    /// once it sees the topic was deleted and created again (see `crate::topic_generation`),
+    /// so the restarted offsets are not taken for ones already counted.
+    pub generation: u32,
 }
 
 /// One record of a batch with its payload decoded, or the reason it could not be.
@@ -51,6 +55,7 @@ fn decode_record<T: VersionedMessage>(map_key: &str, record: &KafkaRecord) -> De
         topic: topic_of(map_key, record),
         partition: i32::try_from(record.partition).unwrap_or(i32::MAX),
         offset: record.offset,
+        generation: 0,
     };
     let headers = record
         .headers
@@ -270,6 +275,7 @@ mod tests {
             topic: "emoji-reaction-topic".into(),
             partition,
             offset,
+            generation: 0,
         }
     }
 

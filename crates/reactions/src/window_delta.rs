@@ -10,11 +10,14 @@ use crate::reaction::Reaction;
 use crate::window::{EmojiCounts, WindowKey, WindowWidth};
 use std::collections::BTreeMap;
 
-/// A topic-partition: the unit of ordering in Kafka, and of offset bookkeeping here.
+/// A topic-partition in one incarnation of the topic: the unit of ordering in Kafka, and of
+/// offset bookkeeping here.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
     pub topic: String,
     pub partition: i32,
+    /// 0 for the topic as first seen; raised each time it is seen recreated.
+    pub generation: u32,
 }
 
 impl PartitionKey {
@@ -23,22 +26,33 @@ impl PartitionKey {
         Self {
             topic: position.topic.clone(),
             partition: position.partition,
+            generation: position.generation,
         }
     }
 
     /// The field name under which a window document keeps this partition's applied offset.
-    /// Kafka topic names may contain `.` (a path separator in MongoDB) but never `~`, so `.` is
-    /// written as `~` and the name stays unambiguous.
+    /// Kafka topic names may contain `.` (a path separator in MongoDB) but never `~` or `@`, so
+    /// `.` is written as `~`, a later generation `g` is appended as `@g`, and the name stays
+    /// unambiguous (generation 0 keeps the name it always had).
     pub fn field_name(&self) -> String {
-        format!("{}:{}", self.topic.replace('.', "~"), self.partition)
+        let topic = self.topic.replace('.', "~");
+        match self.generation {
+            0 => format!("{topic}:{}", self.partition),
+            generation => format!("{topic}@{generation}:{}", self.partition),
+        }
     }
 
     /// Reads a [`PartitionKey::field_name`] back.
     pub fn from_field_name(name: &str) -> Option<Self> {
         let (topic, partition) = name.rsplit_once(':')?;
+        let (topic, generation) = match topic.rsplit_once('@') {
+            Some((topic, generation)) => (topic, generation.parse().ok()?),
+            None => (topic, 0),
+        };
         Some(Self {
             topic: topic.replace('~', "."),
             partition: partition.parse().ok()?,
+            generation,
         })
     }
 }
@@ -166,6 +180,7 @@ mod tests {
                 topic: "emoji.reactions".into(),
                 partition,
                 offset,
+                generation: 0,
             },
             Reaction {
                 stream: StreamId::parse("s", stream).unwrap(),
@@ -182,10 +197,24 @@ mod tests {
         let key = PartitionKey {
             topic: "emoji.reactions".into(),
             partition: 3,
+            generation: 0,
         };
         assert_eq!(key.field_name(), "emoji~reactions:3");
-        assert_eq!(PartitionKey::from_field_name(&key.field_name()), Some(key));
+        assert_eq!(
+            PartitionKey::from_field_name(&key.field_name()),
+            Some(key.clone())
+        );
         assert_eq!(PartitionKey::from_field_name("no-partition"), None);
+        let recreated = PartitionKey {
+            generation: 2,
+            ..key.clone()
+        };
+        assert_eq!(recreated.field_name(), "emoji~reactions@2:3");
+        assert_eq!(
+            PartitionKey::from_field_name(&recreated.field_name()),
+            Some(recreated)
+        );
+        assert_eq!(PartitionKey::from_field_name("t@x:3"), None);
     }
 
     #[test]
@@ -202,10 +231,12 @@ mod tests {
         let p0 = PartitionKey {
             topic: "emoji.reactions".into(),
             partition: 0,
+            generation: 0,
         };
         let p1 = PartitionKey {
             topic: "emoji.reactions".into(),
             partition: 1,
+            generation: 0,
         };
         assert_eq!(
             delta.first_offsets(),

@@ -31,6 +31,7 @@ fn event_json() -> String {
                 topic: "emoji-reaction-topic".into(),
                 partition: (i % 6) as i32,
                 offset: i as i64,
+                generation: 0,
             };
             lambda_kafka_record_json(&position, 0, Some(stream.as_bytes()), Some(value.as_bytes()), &[])
         })

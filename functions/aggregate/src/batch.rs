@@ -58,6 +58,9 @@ pub struct PreparedBatch {
     pub reactions: Vec<(RecordPosition, Reaction)>,
     /// Records to dead-letter.
     pub dead_letters: Vec<DeadLetter>,
+    /// Every record's position and timestamp, dead letters included: what the partitions'
+    /// progress is advanced by (see `crate::progress`).
+    pub record_times: Vec<(RecordPosition, i64)>,
 }
 
 fn dead_letter(
@@ -83,6 +86,10 @@ pub fn prepare_batch(event: &KafkaEvent) -> PreparedBatch {
     let records = decoded.len();
     let mut reactions = Vec::with_capacity(records);
     let mut dead_letters = Vec::new();
+    let record_times = decoded
+        .iter()
+        .map(|record| (record.position.clone(), record.timestamp_ms))
+        .collect();
     for mut record in decoded {
         match std::mem::replace(
             &mut record.message,
@@ -96,6 +103,7 @@ pub fn prepare_batch(event: &KafkaEvent) -> PreparedBatch {
         records,
         reactions,
         dead_letters,
+        record_times,
     }
 }
 
@@ -109,6 +117,7 @@ mod tests {
             topic: "emoji-reaction-topic".into(),
             partition: 0,
             offset,
+            generation: 0,
         }
     }
 

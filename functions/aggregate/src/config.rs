@@ -29,6 +29,16 @@ pub struct AggregateConfig {
     /// second, more than a person keeps up (fast tapping is 6 to 10 a second); a script
     /// easily exceeds it.
     pub max_taps_per_viewer: u64,
+    /// `FINALIZE_EVERY_MS` (default 1000, 0 after every batch): how often a container checks
+    /// whether windows became final (a look at the open windows, and when some may be, at the
+    /// input partitions' ends). Rare enough not to slow a backlog drain, often enough that
+    /// `final` follows the moment it becomes true by about this much.
+    pub finalize_every: Duration,
+    /// `ALLOWED_LATENESS_MS` (default 5000): how long after a reaction's `at_ms` its record can
+    /// still be appended to the input topic. It must cover ingest's `PRODUCE_TIMEOUT_MS` and
+    /// the clock skew between ingest and the brokers: `final` relies on it (see
+    /// `reactions::event_time`). A window is final no sooner than this long after its end.
+    pub allowed_lateness_ms: i64,
 }
 
 impl AggregateConfig {
@@ -43,6 +53,7 @@ impl AggregateConfig {
             40,
             0..=1_000_000,
         )?;
+        let finalize_every_ms: u64 = parse_in(settings, "FINALIZE_EVERY_MS", 1_000, 0..=60_000)?;
         let text = |var: &str, default: &str| text_or(settings, var, default);
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
@@ -53,6 +64,8 @@ impl AggregateConfig {
             mongo: MongoSettings::from_settings(settings)?,
             retention: Duration::from_secs(retention_hours * 3_600),
             max_taps_per_viewer,
+            finalize_every: Duration::from_millis(finalize_every_ms),
+            allowed_lateness_ms: parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?,
         })
     }
 
@@ -76,8 +89,9 @@ mod tests {
         assert_eq!(config.output_topic, "emoji-output-topic");
         assert_eq!(config.dead_letter_topic, "emoji-reaction-dlq");
         assert_eq!(config.retention, Duration::from_secs(168 * 3_600));
-        assert_eq!(config.domain.allowed_lateness_ms, 5_000);
+        assert_eq!(config.allowed_lateness_ms, 5_000);
         assert_eq!(config.max_taps_per_viewer, 40);
+        assert_eq!(config.finalize_every, Duration::from_secs(1));
         for (var, value) in [
             ("WINDOW_RETENTION_HOURS", "0"),
             ("ALLOWED_LATENESS_MS", "-1"),

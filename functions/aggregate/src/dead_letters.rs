@@ -55,6 +55,7 @@ mod tests {
                 topic: "emoji-reaction-topic".into(),
                 partition,
                 offset,
+                generation: 0,
             },
             reason: "bad_json",
             error: "x".into(),
@@ -67,6 +68,7 @@ mod tests {
         PartitionKey {
             topic: "emoji-reaction-topic".into(),
             partition,
+            generation: 0,
         }
     }
 

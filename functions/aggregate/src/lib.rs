@@ -7,21 +7,26 @@
 pub mod batch;
 pub mod config;
 pub mod dead_letters;
+mod finalize;
+pub mod progress;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{PreparedBatch, prepare_batch};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
+use reactions::event_time::PartitionProgress;
 use reactions::fair_use::{cap_batch, tally_ids};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
-    DeadLetterMarks, IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
+    DeadLetterMarks, IndexesOnce, PartitionProgressStore, StoreError, StoredWindow, ViewerTapStore,
+    WindowStore, WriteTimes,
 };
 use reactions::window_delta::window_deltas;
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
 /// Why a batch failed (and will be retried by the event source).
@@ -47,6 +52,9 @@ pub enum AggregateError {
         records: usize,
         reason: String,
     },
+    /// Whether windows became final could not be decided (logged; the batch still succeeds).
+    #[error("cannot decide which windows are final from topic `{topic}`: {reason}")]
+    Finalize { topic: String, reason: String },
 }
 
 /// What one batch did; also the invocation's response.
@@ -69,6 +77,8 @@ pub struct BatchSummary {
     /// Fair-use tally statements written (one per stream, window and viewer the batch
     /// touched afresh).
     pub tally_statements: usize,
+    /// Windows this batch's pass found final and published as such.
+    pub windows_finalized: usize,
 }
 
 /// What a container does once before its first write: the indexes, and the claim on the
@@ -93,9 +103,12 @@ pub struct Aggregate {
     store: WindowStore,
     tallies: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
+    progress: PartitionProgressStore,
     database: reactions::mongo::Database,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
+    /// When this container last looked for windows that became final (see `finalize`).
+    last_finalize_ms: AtomicI64,
 }
 
 impl Aggregate {
@@ -117,10 +130,12 @@ impl Aggregate {
             store: WindowStore::new(&database),
             tallies: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
+            progress: PartitionProgressStore::new(&database),
             database,
             producer,
             config,
             indexes: Arc::default(),
+            last_finalize_ms: AtomicI64::new(i64::MIN),
         };
         let prepare = aggregate.database_preparation();
         aggregate.indexes.start_in_background(move || prepare.run());
@@ -214,17 +229,69 @@ impl Aggregate {
         Ok(found.len() - letters.len())
     }
 
+    /// The stored progress of the batch's topics (one read per topic; a batch has one).
+    async fn read_progress(
+        &self,
+        record_times: &[(reactions::kafka_event::RecordPosition, i64)],
+    ) -> Result<Vec<PartitionProgress>, StoreError> {
+        let mut topics: Vec<&str> = record_times.iter().map(|(p, _)| p.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let mut stored = Vec::new();
+        for topic in topics {
+            stored.extend(self.progress.read(topic).await?);
+        }
+        Ok(stored)
+    }
+
+    /// Publishes the windows that became final, if a pass is due. A failure is logged and
+    /// counted (`FinalizeFailures`), not returned: the batch's counts are written.
+    async fn finalize_after(&self, progress: &[PartitionProgress]) -> usize {
+        let Some(topic) = progress.first().map(|p| p.topic.clone()) else {
+            return 0;
+        };
+        match self.finalize_if_due(&topic, progress).await {
+            Ok(finalized) => finalized,
+            Err(error) => {
+                tracing::warn!(%error, "windows not finalized in this pass");
+                MetricsLine::new("aggregate")
+                    .count("FinalizeFailures", 1)
+                    .emit();
+                0
+            }
+        }
+    }
+
     /// Handles one batch. Order matters for "nothing lost": dead letters first, then the
     /// counts, then the states; an error anywhere fails the batch and the retry redoes each
     /// step, with the counts protected by their offsets.
     pub async fn handle(&self, event: &KafkaEvent) -> Result<BatchSummary, AggregateError> {
         let started = Instant::now();
         self.ensure_indexes().await?;
+        let mut batch = prepare_batch(event);
+        let stored_progress = self.read_progress(&batch.record_times).await?;
+        let counted = progress::batch_progress(&batch.record_times, &stored_progress);
+        for partition in &counted {
+            let before = stored_progress
+                .iter()
+                .find(|p| p.topic == partition.topic && p.partition == partition.partition);
+            if let Some(before) = before.filter(|b| b.generation < partition.generation) {
+                tracing::warn!(
+                    topic = %partition.topic,
+                    partition = partition.partition,
+                    generation = partition.generation,
+                    counted_offset = before.offset,
+                    "the partition's offsets restarted below what was counted, with later timestamps: the topic was recreated; counting its records afresh"
+                );
+            }
+        }
+        progress::assign_generations(&mut batch, &counted);
         let PreparedBatch {
             records,
             reactions,
             dead_letters,
-        } = prepare_batch(event);
+            record_times: _,
+        } = batch;
         for dead in &dead_letters {
             tracing::warn!(
                 topic = %dead.position.topic,
@@ -274,6 +341,10 @@ impl Aggregate {
         )
         .await?;
         let publish_ms = elapsed_ms(publish_started);
+        self.progress.advance(&counted, now).await?;
+        let windows_finalized = self
+            .finalize_after(&progress::merged(&stored_progress, &counted))
+            .await;
 
         let summary = BatchSummary {
             records,
@@ -287,6 +358,7 @@ impl Aggregate {
             mongo_round_trips: report.round_trips + tally_round_trips,
             taps_over_limit: capped.taps_over_limit,
             tally_statements,
+            windows_finalized,
         };
         tracing::info!(
             records,
@@ -300,6 +372,7 @@ impl Aggregate {
             window_statements = report.windows,
             tally_statements,
             taps_over_limit = summary.taps_over_limit,
+            windows_finalized,
             mongo_ms = write_ms,
             publish_ms,
             batch_ms = elapsed_ms(started),
@@ -315,6 +388,7 @@ impl Aggregate {
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .count("TallyStatements", tally_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)
+            .count("WindowsFinalized", windows_finalized as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
             .millis("BatchLatency", elapsed_ms(started))

@@ -26,6 +26,7 @@ fn abusive_log() -> Vec<(RecordPosition, Reaction)> {
                     topic: TOPIC.into(),
                     partition: 0,
                     offset: i,
+                    generation: 0,
                 },
                 Reaction {
                     stream: StreamId::parse("s", "final").unwrap(),

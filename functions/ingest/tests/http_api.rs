@@ -295,6 +295,7 @@ async fn stored_windows_are_served_with_since_and_limit() {
                 topic: "t".into(),
                 partition: 0,
                 offset: i,
+                generation: 0,
             };
             let reaction = Reaction {
                 stream: StreamId::parse("s", "replay-1").unwrap(),

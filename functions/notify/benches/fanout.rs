@@ -106,6 +106,7 @@ fn batch(state: &WindowStateRecord) -> KafkaEvent {
         topic: "emoji-output-topic".into(),
         partition: 0,
         offset: state.total as i64,
+        generation: 0,
     };
     let record = lambda_kafka_record_json(&position, 0, None, Some(&state.encode()), &[]);
     serde_json::from_value(lambda_kafka_event_json(

@@ -102,6 +102,7 @@ fn own(message: &rdkafka::message::BorrowedMessage<'_>) -> OwnedRecord {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
+            generation: 0,
         },
         timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
         key: message.key().map(<[u8]>::to_vec),

@@ -95,6 +95,9 @@ fn update_for(
         "$setOnInsert": {
             "end_ms": end_ms,
             "expires_at": DateTime::from_millis(end_ms.saturating_add(retention_ms)),
+            // Until aggregate finds every partition counted past its end (see
+            // `WindowStore::finalize`).
+            "open": true,
         },
     }
 }

@@ -8,6 +8,8 @@
 mod apply;
 mod connections;
 mod dead_letter_marks;
+mod final_windows;
+mod partition_progress;
 mod push_slots;
 mod streams;
 mod update_command;
@@ -17,6 +19,7 @@ mod window_width_claim;
 pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, SyncClaim, WatchingConnection};
 pub use dead_letter_marks::DeadLetterMarks;
+pub use partition_progress::PartitionProgressStore;
 pub use push_slots::{Claim, PushSlots};
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
@@ -235,6 +238,8 @@ pub struct StoredWindow {
     pub end_ms: i64,
     pub counts: EmojiCounts,
     pub total: u64,
+    /// No retry can add to the window any more (see `crate::event_time`).
+    pub is_final: bool,
 }
 
 impl StoredWindow {
@@ -249,7 +254,7 @@ impl StoredWindow {
             swarm: domain.swarm_rule.downscale(&self.counts),
             counts: self.counts.clone(),
             total: self.total,
-            is_final: now_ms > self.end_ms.saturating_add(domain.allowed_lateness_ms),
+            is_final: self.is_final,
             updated_at_ms: now_ms,
         }
     }
@@ -287,7 +292,7 @@ impl WindowStore {
             )
             .build();
         self.collection
-            .create_indexes([unique_window, expiry_index()])
+            .create_indexes([unique_window, expiry_index(), final_windows::open_index()])
             .await
             .map_err(server("create_indexes"))?;
         Ok(())
@@ -383,5 +388,6 @@ fn parse_window(document: &Document) -> Result<StoredWindow, StoreError> {
         end_ms,
         counts,
         total: u64::try_from(total).map_err(|_| malformed("negative total"))?,
+        is_final: document.get_bool("final").unwrap_or(false),
     })
 }

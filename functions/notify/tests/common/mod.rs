@@ -215,6 +215,7 @@ pub fn kafka_event(states: &[WindowStateRecord]) -> Value {
                 topic: "emoji-output-topic".into(),
                 partition: 0,
                 offset: i as i64,
+                generation: 0,
             };
             lambda_kafka_record_json(
                 &position,

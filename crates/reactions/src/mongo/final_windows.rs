@@ -1,0 +1,73 @@
+//! Finding and marking the windows that just became final. A window is inserted `open`; once
+//! aggregate has found every partition counted past the window's end plus the allowed lateness
+//! (`crate::event_time`), it publishes the window's state as final and marks the document
+//! `final`, which is what every later reader (a live update, a late joiner's snapshot) reports.
+//! Only open windows are indexed, so the search costs what is still open, not what is kept.
+
+use super::{StoreError, StoredWindow, WindowStore, find_all, parse_window, server};
+use mongodb::IndexModel;
+use mongodb::bson::doc;
+use mongodb::options::IndexOptions;
+
+/// The index of the windows still open, by end.
+pub(super) fn open_index() -> IndexModel {
+    IndexModel::builder()
+        .keys(doc! { "open": 1, "end_ms": 1 })
+        .options(
+            IndexOptions::builder()
+                .partial_filter_expression(doc! { "open": true })
+                .name("open_by_end".to_owned())
+                .build(),
+        )
+        .build()
+}
+
+impl WindowStore {
+    /// The end of the earliest window still open, if any.
+    pub async fn earliest_open_end(&self) -> Result<Option<i64>, StoreError> {
+        let found = self
+            .collection
+            .find_one(doc! { "open": true })
+            .sort(doc! { "end_ms": 1 })
+            .projection(doc! { "end_ms": 1 })
+            .await
+            .map_err(server("find_one"))?;
+        Ok(found.and_then(|document| document.get_i64("end_ms").ok()))
+    }
+
+    /// The open windows ending at or before `end_ms`, as they would be published final.
+    pub async fn open_windows_ending_by(
+        &self,
+        end_ms: i64,
+    ) -> Result<Vec<StoredWindow>, StoreError> {
+        let documents = find_all(
+            &self.collection,
+            doc! { "open": true, "end_ms": { "$lte": end_ms } },
+        )
+        .await?;
+        documents
+            .iter()
+            .map(|document| {
+                parse_window(document).map(|window| StoredWindow {
+                    is_final: true,
+                    ..window
+                })
+            })
+            .collect()
+    }
+
+    /// Marks final every open window ending at or before `end_ms`. Called after their final
+    /// states are published (a crash in between publishes them again, which is harmless). No
+    /// window ending by then can be inserted later: every reaction of it has been counted.
+    pub async fn mark_final(&self, end_ms: i64) -> Result<u64, StoreError> {
+        let result = self
+            .collection
+            .update_many(
+                doc! { "open": true, "end_ms": { "$lte": end_ms } },
+                doc! { "$set": { "final": true }, "$unset": { "open": "" } },
+            )
+            .await
+            .map_err(server("update_many"))?;
+        Ok(result.modified_count)
+    }
+}

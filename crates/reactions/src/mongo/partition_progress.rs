@@ -1,0 +1,125 @@
+//! The `partition_progress` collection: per input partition, how far aggregate has counted (the
+//! highest offset whose batch succeeded and the latest record timestamp in it), and which
+//! incarnation of the topic those offsets belong to. What `final` is decided from (see
+//! `crate::event_time`) and what tells a recreated topic from a redelivery (see
+//! `crate::topic_generation`). Written after a batch's windows, so it never runs ahead of them.
+
+use super::{StoreError, update_command::unordered_update};
+use crate::event_time::PartitionProgress;
+use crate::window_delta::PartitionKey;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::{Collection, Database};
+
+/// The document id: the partition's key without its generation, so one document follows the
+/// partition through the topic's incarnations.
+fn id(topic: &str, partition: i32) -> String {
+    PartitionKey {
+        topic: topic.to_owned(),
+        partition,
+        generation: 0,
+    }
+    .field_name()
+}
+
+fn parse(document: &Document) -> Result<PartitionProgress, StoreError> {
+    let malformed = || StoreError::Malformed(format!("partition progress {document}"));
+    let integer = |field: &str| document.get(field).and_then(super::integer);
+    Ok(PartitionProgress {
+        topic: document
+            .get_str("topic")
+            .map_err(|_| malformed())?
+            .to_owned(),
+        partition: integer("partition")
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(malformed)?,
+        generation: integer("generation")
+            .and_then(|g| u32::try_from(g).ok())
+            .ok_or_else(malformed)?,
+        offset: integer("offset").ok_or_else(malformed)?,
+        max_timestamp_ms: integer("max_timestamp_ms").ok_or_else(malformed)?,
+    })
+}
+
+/// The `partition_progress` collection.
+#[derive(Debug, Clone)]
+pub struct PartitionProgressStore {
+    database: Database,
+    collection: Collection<Document>,
+}
+
+impl PartitionProgressStore {
+    /// The collection name.
+    pub const COLLECTION: &'static str = "partition_progress";
+
+    pub fn new(database: &Database) -> Self {
+        Self {
+            database: database.clone(),
+            collection: database.collection(Self::COLLECTION),
+        }
+    }
+
+    /// The progress of every partition of `topic` counted so far (absent: none of its
+    /// records yet).
+    pub async fn read(&self, topic: &str) -> Result<Vec<PartitionProgress>, StoreError> {
+        let documents = super::find_all(&self.collection, doc! { "topic": topic }).await?;
+        documents.iter().map(parse).collect()
+    }
+
+    /// Records that the batches described by `counted` succeeded. Within a generation the
+    /// offset and timestamp only grow (a redelivered batch lowers nothing); a newer generation
+    /// replaces an older one's figures; an older one changes nothing.
+    pub async fn advance(
+        &self,
+        counted: &[PartitionProgress],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let updated_at = DateTime::from_millis(now_ms);
+        let same_generation = |p: &PartitionProgress| {
+            doc! {
+                "q": { "_id": id(&p.topic, p.partition), "generation": i64::from(p.generation) },
+                "u": {
+                    "$max": { "offset": p.offset, "max_timestamp_ms": p.max_timestamp_ms },
+                    "$set": { "updated_at": updated_at },
+                    "$setOnInsert": { "topic": p.topic.as_str(), "partition": p.partition },
+                },
+                "upsert": true,
+                "multi": false,
+            }
+        };
+        let statements: Vec<Document> = counted.iter().map(same_generation).collect();
+        let update =
+            |statements| unordered_update(&self.database, Self::COLLECTION, statements, "progress");
+        // A duplicate key: the document holds another generation (or an insert raced).
+        let other = update(statements).await?;
+        if other.is_empty() {
+            return Ok(());
+        }
+        let newer = |p: &PartitionProgress| {
+            doc! {
+                "q": { "_id": id(&p.topic, p.partition), "generation": { "$lt": i64::from(p.generation) } },
+                "u": { "$set": {
+                    "generation": i64::from(p.generation),
+                    "offset": p.offset,
+                    "max_timestamp_ms": p.max_timestamp_ms,
+                    "updated_at": updated_at,
+                } },
+                "upsert": false,
+                "multi": false,
+            }
+        };
+        update(other.iter().map(|i| newer(&counted[*i])).collect()).await?;
+        // Now the document holds this generation (replaced, or written by the racing insert)
+        // and `$max` applies, or it holds a newer one and this older figure changes nothing.
+        update(
+            other
+                .iter()
+                .map(|i| same_generation(&counted[*i]))
+                .collect(),
+        )
+        .await?;
+        Ok(())
+    }
+}

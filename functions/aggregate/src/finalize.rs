@@ -1,0 +1,116 @@
+//! Publishing windows as `final`: after a batch is counted, aggregate checks (at most once per
+//! `FINALIZE_EVERY_MS` per container) whether every partition of the input topic has now been
+//! counted past some open windows' ends plus the allowed lateness (the rule is in
+//! `reactions::event_time`). Those windows' states are produced once more with `final: true`,
+//! then their documents are marked final. A failure here does not fail the batch: its counts are
+//! written, and the next pass finalizes the windows instead.
+
+use crate::{Aggregate, AggregateError};
+use reactions::clock::now_ms;
+use reactions::event_time::{
+    PartitionProgress, PartitionView, complete_before, complete_by_timestamp,
+};
+use reactions::kafka::OutgoingRecord;
+use reactions::message::VersionedMessage;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+impl Aggregate {
+    /// Runs a pass if one is due in this container; returns how many windows became final.
+    pub(crate) async fn finalize_if_due(
+        &self,
+        topic: &str,
+        progress: &[PartitionProgress],
+    ) -> Result<usize, AggregateError> {
+        let now = now_ms();
+        let every = i64::try_from(self.config.finalize_every.as_millis()).unwrap_or(i64::MAX);
+        let last = self.last_finalize_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < every
+            || self
+                .last_finalize_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(0);
+        }
+        self.finalize(topic, progress, now).await
+    }
+
+    async fn finalize(
+        &self,
+        topic: &str,
+        progress: &[PartitionProgress],
+        now: i64,
+    ) -> Result<usize, AggregateError> {
+        let lateness = self.config.allowed_lateness_ms;
+        let Some(earliest) = self.store.earliest_open_end().await? else {
+            return Ok(0);
+        };
+        if earliest > now.saturating_sub(lateness) {
+            return Ok(0);
+        }
+        let timeout = self.config.produce_timeout;
+        let partitions = self
+            .producer
+            .partition_count(topic, timeout)
+            .await
+            .ok_or_else(|| AggregateError::Finalize {
+                topic: topic.to_owned(),
+                reason:
+                    "the cluster does not know the topic (it does not exist, or no broker answered)"
+                        .into(),
+            })?;
+        let counted: BTreeMap<i32, (i64, i64)> = progress
+            .iter()
+            .filter(|p| p.topic == topic)
+            .map(|p| (p.partition, (p.offset, p.max_timestamp_ms)))
+            .collect();
+        // A partition whose counted timestamps already pass the earliest open window needs no
+        // look at its log; the others are complete only if nothing in their log is uncounted.
+        let unsure: Vec<i32> = (0..partitions)
+            .filter(|p| !complete_by_timestamp(counted.get(p).copied(), earliest, lateness))
+            .collect();
+        let logs: BTreeMap<i32, (i64, i64)> = match unsure.is_empty() {
+            true => BTreeMap::new(),
+            false => self
+                .producer
+                .log_ends(topic, &unsure, timeout)
+                .await
+                .map_err(|source| AggregateError::Kafka {
+                    what: "reading the input partitions' ends",
+                    source,
+                })?
+                .into_iter()
+                .map(|(partition, low, high)| (partition, (low, high)))
+                .collect(),
+        };
+        let views: Vec<PartitionView> = (0..partitions)
+            .map(|p| PartitionView {
+                counted: counted.get(&p).copied(),
+                log: logs.get(&p).copied(),
+            })
+            .collect();
+        let complete = complete_before(&views, now, lateness);
+        if complete < earliest {
+            return Ok(0);
+        }
+        let windows = self.store.open_windows_ending_by(complete).await?;
+        let states: Vec<OutgoingRecord> = windows
+            .iter()
+            .map(|w| OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now).encode()))
+            .collect();
+        self.produce(
+            &self.config.output_topic,
+            &states,
+            "publishing final window states",
+        )
+        .await?;
+        self.store.mark_final(complete).await?;
+        tracing::info!(
+            windows = windows.len(),
+            complete_before_ms = complete,
+            "windows final"
+        );
+        Ok(windows.len())
+    }
+}

@@ -1,0 +1,296 @@
+//! `final` and recreated topics against the real Kafka-wire broker and MongoDB-wire server, on
+//! input topics of their own (whether a partition is counted to its end is read from the
+//! broker): a window is final only once every partition is counted past it, whatever the wall
+//! clock says, and a topic deleted and created again is counted afresh, exactly once.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use emostream_tests::patience::PATIENCE;
+use emostream_tests::topic_reader::{read_records, record_count};
+use emostream_tests::{servers, unique_name};
+use rdkafka::Message;
+use reactions::kafka::{AckedProducer, OutgoingRecord, TopicSpec, ensure_topics};
+use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::message::{ReactionRecord, VersionedMessage, WindowStateRecord};
+use reactions::{Reaction, WindowKey};
+
+mod common;
+use common::*;
+
+fn now_ms() -> i64 {
+    reactions::clock::now_ms()
+}
+
+/// An aggregate reading `topic` (created with `partitions`), deciding `final` after every
+/// batch, with the default allowed lateness.
+async fn setup_on(topic: &str, partitions: i32) -> Setup {
+    let database = servers().mongo("final").database;
+    let settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("ALLOWED_LATENESS_MS", "5000"), ("FINALIZE_EVERY_MS", "0")],
+    );
+    let setup = build(&settings).await;
+    let spec = TopicSpec {
+        name: topic.to_owned(),
+        partitions,
+    };
+    ensure_topics(&setup.config.kafka, &[spec], PATIENCE)
+        .await
+        .unwrap();
+    setup
+}
+
+/// `len` reactions to stream `s`, at `at_ms`, on `partition` of `topic` from offset `first`.
+fn reactions(
+    topic: &str,
+    partition: i32,
+    first: i64,
+    len: usize,
+    at_ms: i64,
+) -> Vec<(RecordPosition, Reaction)> {
+    emostream_tests::fixtures::reaction_log(topic, partition, len, 1, at_ms)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut position, mut reaction))| {
+            position.offset = first + i as i64;
+            reaction.at_ms = at_ms;
+            (position, reaction)
+        })
+        .collect()
+}
+
+/// The batch as Lambda delivers it, every record stamped `timestamp_ms` by Kafka.
+fn event_at(records: &[(RecordPosition, Reaction)], timestamp_ms: i64) -> KafkaEvent {
+    let json = records
+        .iter()
+        .map(|(position, reaction)| {
+            lambda_kafka_record_json(
+                position,
+                timestamp_ms,
+                Some(reaction.stream.as_str().as_bytes()),
+                Some(&ReactionRecord::from(reaction).encode()),
+                &[],
+            )
+        })
+        .collect();
+    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", json)).unwrap()
+}
+
+fn total(records: &[(RecordPosition, Reaction)]) -> u64 {
+    records.iter().map(|(_, r)| u64::from(r.count)).sum()
+}
+
+fn window_of(records: &[(RecordPosition, Reaction)]) -> WindowKey {
+    let reaction = &records[0].1;
+    WindowKey::containing(
+        reaction.stream.clone(),
+        reaction.at_ms,
+        reactions::WindowWidth::DEFAULT,
+    )
+}
+
+#[tokio::test]
+async fn a_window_is_final_only_once_every_partition_is_counted_past_it() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 2).await;
+    // Partition 1 holds one record that aggregate has not been given yet: a batch still to be
+    // delivered (or being retried) that may belong to any window.
+    let producer = AckedProducer::new(&setup.config.kafka, PATIENCE).unwrap();
+    let pending = OutgoingRecord {
+        partition: Some(1),
+        ..OutgoingRecord::new("s", "pending")
+    };
+    producer
+        .produce_all(&topic, &[pending], PATIENCE)
+        .await
+        .unwrap();
+
+    // A window that ended two minutes ago: by the wall clock it would long be final.
+    let past = now_ms() - 120_000;
+    let first = reactions(&topic, 0, 0, 5, past);
+    let late = reactions(&topic, 1, 0, 1, past);
+    let window = window_of(&first);
+    assert_eq!(window, window_of(&late));
+    let store = store(&setup.config).await;
+
+    let before = setup
+        .aggregate
+        .handle(&event_at(&first, past))
+        .await
+        .unwrap();
+    assert_eq!(before.windows_finalized, 0);
+    let stored = store.find_window(&window).await.unwrap().unwrap();
+    assert!(!stored.is_final, "partition 1 still has a record to count");
+
+    // The pending record's batch arrives (late, after retries): it adds to the window, and only
+    // now is every partition counted past it.
+    let summary = setup
+        .aggregate
+        .handle(&event_at(&late, past))
+        .await
+        .unwrap();
+    assert_eq!(summary.taps_applied, total(&late));
+    assert_eq!(summary.windows_finalized, 1);
+    let stored = store.find_window(&window).await.unwrap().unwrap();
+    assert!(stored.is_final);
+    assert_eq!(stored.total, total(&first) + total(&late));
+
+    // A redelivery adds nothing and reports the window final.
+    let again = setup
+        .aggregate
+        .handle(&event_at(&first, past))
+        .await
+        .unwrap();
+    assert_eq!((again.taps_applied, again.windows_finalized), (0, 0));
+
+    // Published, in order (one stream, one key): the two batches' states, the final one, and
+    // the redelivery's.
+    let published = before.states_published + summary.states_published + 1 + again.states_published;
+    let states: Vec<WindowStateRecord> = read_records(
+        &setup.config.kafka,
+        &setup.config.output_topic,
+        published,
+        PATIENCE,
+    )
+    .await
+    .iter()
+    .map(|m| WindowStateRecord::decode(m.payload().unwrap()).unwrap())
+    .collect();
+    assert_eq!(states.len(), 4);
+    let first_final = states.iter().position(|s| s.is_final).unwrap();
+    assert_eq!(
+        first_final, 2,
+        "the batches' own states were published before the pass"
+    );
+    for state in &states[first_final..] {
+        assert!(state.is_final);
+        assert_eq!(
+            state.total, stored.total,
+            "nothing larger follows a final state"
+        );
+    }
+    assert!(
+        states[..first_final]
+            .iter()
+            .all(|s| s.total <= stored.total)
+    );
+}
+
+#[tokio::test]
+async fn a_live_window_is_not_final_before_its_end_plus_the_lateness() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let now = now_ms();
+    let live = reactions(&topic, 0, 0, 3, now);
+    let summary = setup.aggregate.handle(&event_at(&live, now)).await.unwrap();
+    assert_eq!(summary.windows_finalized, 0);
+    let stored = store(&setup.config)
+        .await
+        .find_window(&window_of(&live))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !stored.is_final,
+        "every partition is counted to its end, but the window's end plus the lateness has not come"
+    );
+}
+
+/// [`event_at`] with a malformed record (to be dead-lettered) at `bad_offset` of `records`'
+/// partition.
+fn event_with_bad_record(
+    records: &[(RecordPosition, Reaction)],
+    bad_offset: i64,
+    timestamp_ms: i64,
+) -> KafkaEvent {
+    let mut json: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|(position, _)| position.offset != bad_offset)
+        .map(|(position, reaction)| {
+            lambda_kafka_record_json(
+                position,
+                timestamp_ms,
+                Some(reaction.stream.as_str().as_bytes()),
+                Some(&ReactionRecord::from(reaction).encode()),
+                &[],
+            )
+        })
+        .collect();
+    let bad = RecordPosition {
+        offset: bad_offset,
+        ..records[0].0.clone()
+    };
+    json.push(lambda_kafka_record_json(
+        &bad,
+        timestamp_ms,
+        Some(b"s"),
+        Some(b"{oops"),
+        &[],
+    ));
+    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", json)).unwrap()
+}
+
+#[tokio::test]
+async fn a_recreated_topic_is_counted_afresh_and_exactly_once() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let now = now_ms();
+    let old = reactions(&topic, 0, 0, 10, now);
+    let counted_old = setup
+        .aggregate
+        .handle(&event_with_bad_record(&old, 3, now))
+        .await
+        .unwrap();
+    assert_eq!(counted_old.dead_lettered, 1);
+
+    // The topic is deleted and created again: its offsets restart at 0, and its records were
+    // produced after the old topic's last ones. Same window, same offsets as counted records.
+    let recreated = reactions(&topic, 0, 0, 6, now);
+    let new_batch = event_with_bad_record(&recreated, 3, now + 1_000);
+    let counted = setup.aggregate.handle(&new_batch).await.unwrap();
+    let expected_new = total(&recreated) - u64::from(recreated[3].1.count);
+    assert_eq!(
+        counted.taps_applied, expected_new,
+        "counted, not taken for replays"
+    );
+    assert_eq!(
+        (counted.dead_lettered, counted.dead_letters_already_sent),
+        (1, 0),
+        "the new topic's bad record is dead-lettered too"
+    );
+
+    // Redelivered, the new topic's batch adds nothing, and neither do its dead letters.
+    let again = setup.aggregate.handle(&new_batch).await.unwrap();
+    assert_eq!(again.taps_applied, 0);
+    assert_eq!(again.dead_letters_already_sent, 1);
+    // The new topic goes on: its next offsets count once.
+    let next = reactions(&topic, 0, 6, 2, now);
+    let more = setup
+        .aggregate
+        .handle(&event_at(&next, now + 1_500))
+        .await
+        .unwrap();
+    assert_eq!(more.taps_applied, total(&next));
+
+    let stored = store(&setup.config)
+        .await
+        .find_window(&window_of(&old))
+        .await
+        .unwrap()
+        .unwrap();
+    let expected_old = total(&old) - u64::from(old[3].1.count);
+    assert_eq!(stored.total, expected_old + expected_new + total(&next));
+    let letters = read_records(
+        &setup.config.kafka,
+        &setup.config.dead_letter_topic,
+        2,
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(letters.len(), 2);
+    assert_eq!(
+        record_count(&setup.config.kafka, &setup.config.dead_letter_topic),
+        2
+    );
+}

@@ -1,0 +1,120 @@
+//! The MongoDB adapters behind `final` and recreated topics, against a real MongoDB-wire server:
+//! the partitions' progress (monotonic within a generation, replaced by a newer one, untouched
+//! by an older one) and the open windows (found by end, marked final once, never reopened).
+
+use emostream_tests::servers;
+use reactions::event_time::PartitionProgress;
+use reactions::kafka_event::RecordPosition;
+use reactions::mongo::{PartitionProgressStore, WindowStore, WriteTimes, connect};
+use reactions::window_delta::window_deltas;
+use reactions::{Reaction, WindowWidth};
+
+const WIDTH: WindowWidth = WindowWidth::DEFAULT;
+
+fn progress(partition: i32, generation: u32, offset: i64, max: i64) -> PartitionProgress {
+    PartitionProgress {
+        topic: "emoji.reactions".into(),
+        partition,
+        generation,
+        offset,
+        max_timestamp_ms: max,
+    }
+}
+
+#[tokio::test]
+async fn progress_only_grows_within_a_generation_and_a_newer_generation_replaces_it() {
+    let database = connect(&servers().mongo("progress"), "progress-test")
+        .await
+        .unwrap();
+    let store = PartitionProgressStore::new(&database);
+    assert!(store.read("emoji.reactions").await.unwrap().is_empty());
+
+    store
+        .advance(&[progress(0, 0, 100, 5_000), progress(1, 0, 7, 4_000)], 1)
+        .await
+        .unwrap();
+    // A redelivered batch: lower figures lower nothing.
+    store
+        .advance(&[progress(0, 0, 50, 3_000)], 2)
+        .await
+        .unwrap();
+    let read = |store: PartitionProgressStore| async move {
+        let mut all = store.read("emoji.reactions").await.unwrap();
+        all.sort_by_key(|p| p.partition);
+        all
+    };
+    assert_eq!(
+        read(store.clone()).await,
+        [progress(0, 0, 100, 5_000), progress(1, 0, 7, 4_000)]
+    );
+
+    // Partition 0 recreated: its figures restart.
+    store.advance(&[progress(0, 1, 3, 9_000)], 3).await.unwrap();
+    // A late write of the old generation changes nothing.
+    store
+        .advance(&[progress(0, 0, 500, 8_000)], 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        read(store.clone()).await,
+        [progress(0, 1, 3, 9_000), progress(1, 0, 7, 4_000)]
+    );
+    assert!(store.read("other-topic").await.unwrap().is_empty());
+}
+
+fn reaction_at(offset: i64, at_ms: i64) -> (RecordPosition, Reaction) {
+    let (mut position, mut reaction) =
+        emostream_tests::fixtures::reaction_log("t", 0, 1, 1, 0).remove(0);
+    position.offset = offset;
+    reaction.at_ms = at_ms;
+    (position, reaction)
+}
+
+#[tokio::test]
+async fn open_windows_are_found_by_end_and_marked_final_once() {
+    let database = connect(&servers().mongo("open-windows"), "final-test")
+        .await
+        .unwrap();
+    let store = WindowStore::new(&database);
+    store.ensure_indexes().await.unwrap();
+    let times = WriteTimes {
+        now_ms: 1,
+        retention: emostream_tests::fixtures::FIXTURE_RETENTION,
+    };
+    let apply = |records: Vec<(RecordPosition, Reaction)>| {
+        let store = store.clone();
+        async move {
+            let deltas = window_deltas(records.iter().map(|(p, r)| (p, r)), WIDTH);
+            store.apply_batch(&deltas, WIDTH, times).await.unwrap()
+        }
+    };
+    assert_eq!(store.earliest_open_end().await.unwrap(), None);
+    apply(vec![reaction_at(0, 10_000), reaction_at(1, 14_000)]).await;
+    let first_end = 10_000 + WIDTH.millis();
+    let second_end = 14_000 + WIDTH.millis();
+    assert_eq!(store.earliest_open_end().await.unwrap(), Some(first_end));
+
+    let due = store.open_windows_ending_by(first_end).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert!(due[0].is_final, "read as it is to be published");
+    assert_eq!(store.mark_final(first_end).await.unwrap(), 1);
+    assert_eq!(store.mark_final(first_end).await.unwrap(), 0, "once");
+    assert_eq!(store.earliest_open_end().await.unwrap(), Some(second_end));
+    let first = store.find_window(&due[0].key).await.unwrap().unwrap();
+    assert!(first.is_final);
+
+    // A write after final (only a reaction later than the allowed lateness could make one) is
+    // counted, and the window stays final rather than open again.
+    apply(vec![reaction_at(2, 10_500)]).await;
+    let first = store.find_window(&due[0].key).await.unwrap().unwrap();
+    assert!(first.is_final);
+    assert_eq!(first.total, due[0].total + 1);
+    assert_eq!(store.earliest_open_end().await.unwrap(), Some(second_end));
+    assert!(
+        store
+            .open_windows_ending_by(first_end)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
