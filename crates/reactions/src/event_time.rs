@@ -44,12 +44,15 @@ pub struct PartitionView {
 }
 
 impl PartitionView {
-    /// True when every record in the partition's log has been counted.
+    /// True when every record in the partition's log has been counted: the log is empty, or
+    /// ends right after the counted offset. A log ending *below* it holds records of a
+    /// recreated topic that are not counted yet (see `crate::topic_generation`).
     fn caught_up(&self) -> bool {
         match (self.counted, self.log) {
             (_, None) => false,
-            (None, Some((low, high))) => high <= low,
-            (Some((offset, _)), Some((low, high))) => high <= low.max(offset.saturating_add(1)),
+            (_, Some((low, high))) if high <= low => true,
+            (None, Some(_)) => false,
+            (Some((offset, _)), Some((_, high))) => high == offset.saturating_add(1),
         }
     }
 
@@ -149,5 +152,20 @@ mod tests {
             log: None,
         };
         assert_eq!(complete_before(&[unread], 100_000, LATENESS), i64::MIN);
+        // The topic was recreated and its new log is shorter than what was counted of the old
+        // one: its records are not counted yet.
+        let recreated = PartitionView {
+            counted: Some((41, 10_000)),
+            log: Some((0, 7)),
+        };
+        assert_eq!(complete_before(&[recreated], 100_000, LATENESS), 5_000);
+        let recreated_empty = PartitionView {
+            counted: Some((41, 10_000)),
+            log: Some((0, 0)),
+        };
+        assert_eq!(
+            complete_before(&[recreated_empty], 100_000, LATENESS),
+            95_000
+        );
     }
 }

@@ -94,6 +94,7 @@ pub async fn list_windows(
             "end_ms": w.end_ms,
             "counts": w.counts,
             "total": w.total,
+            "final": w.is_final,
         })).collect::<Vec<_>>(),
     }))
 }

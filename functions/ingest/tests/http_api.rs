@@ -316,6 +316,8 @@ async fn stored_windows_are_served_with_since_and_limit() {
         .apply_batch(&deltas, WindowWidth::DEFAULT, times)
         .await
         .unwrap();
+    // Aggregate found every window up to the one ending at 8000 final.
+    store.mark_final(8_000).await.unwrap();
 
     let get = |uri: &str| setup.ingest.handle(request("GET", uri, None, Body::Empty));
     let latest = body_json(&get("/streams/replay-1/windows?limit=2").await);
@@ -327,9 +329,10 @@ async fn stored_windows_are_served_with_since_and_limit() {
         .map(|w| w["start_ms"].as_i64().unwrap())
         .collect();
     assert_eq!(starts, [6_000, 8_000], "latest windows, oldest first");
+    assert_eq!(latest["windows"][0]["final"], true);
     assert_eq!(
         latest["windows"][1],
-        json!({"start_ms": 8000, "end_ms": 10000, "counts": {"fire": 5}, "total": 5})
+        json!({"start_ms": 8000, "end_ms": 10000, "counts": {"fire": 5}, "total": 5, "final": false})
     );
 
     let since = body_json(&get("/streams/replay-1/windows?since=2000&limit=2").await);

@@ -2,7 +2,8 @@
 //! aggregate has found every partition counted past the window's end plus the allowed lateness
 //! (`crate::event_time`), it publishes the window's state as final and marks the document
 //! `final`, which is what every later reader (a live update, a late joiner's snapshot) reports.
-//! Only open windows are indexed, so the search costs what is still open, not what is kept.
+//! The index leads with `open`, so the search walks only what is still open, not what is kept
+//! (a plain compound index: partial indexes are not available on every supported server).
 
 use super::{StoreError, StoredWindow, WindowStore, find_all, parse_window, server};
 use mongodb::IndexModel;
@@ -15,7 +16,6 @@ pub(super) fn open_index() -> IndexModel {
         .keys(doc! { "open": 1, "end_ms": 1 })
         .options(
             IndexOptions::builder()
-                .partial_filter_expression(doc! { "open": true })
                 .name("open_by_end".to_owned())
                 .build(),
         )

@@ -1,7 +1,8 @@
 //! The MongoDB adapter: connecting with bounded timeouts, the `windows` collection with its
 //! unique (stream, window start) key and retention TTL, the `connections` collection, the
-//! `pushes` schedule, the `streams` registry, fair use's `viewer_taps` and the
-//! `dead_letter_marks` and the `settings` that hold the window width. Only operations that MongoDB, Atlas and
+//! `pushes` schedule, the `streams` registry, fair use's `viewer_taps`, the
+//! `dead_letter_marks`, the `partition_progress` that `final` and recreated topics are decided
+//! from, and the `settings` that hold the window width. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
