@@ -60,9 +60,12 @@ fn reactions(
         .collect()
 }
 
-/// The batch as Lambda delivers it, every record stamped `timestamp_ms` by Kafka.
-fn event_at(records: &[(RecordPosition, Reaction)], timestamp_ms: i64) -> KafkaEvent {
-    let json = records
+/// The records as Lambda encodes them, each stamped `timestamp_ms` by Kafka.
+fn records_json(
+    records: &[(RecordPosition, Reaction)],
+    timestamp_ms: i64,
+) -> Vec<serde_json::Value> {
+    records
         .iter()
         .map(|(position, reaction)| {
             lambda_kafka_record_json(
@@ -73,8 +76,16 @@ fn event_at(records: &[(RecordPosition, Reaction)], timestamp_ms: i64) -> KafkaE
                 &[],
             )
         })
-        .collect();
-    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", json)).unwrap()
+        .collect()
+}
+
+fn kafka_event(records: Vec<serde_json::Value>) -> KafkaEvent {
+    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records)).unwrap()
+}
+
+/// The batch as Lambda delivers it, every record stamped `timestamp_ms` by Kafka.
+fn event_at(records: &[(RecordPosition, Reaction)], timestamp_ms: i64) -> KafkaEvent {
+    kafka_event(records_json(records, timestamp_ms))
 }
 
 fn total(records: &[(RecordPosition, Reaction)]) -> u64 {
@@ -204,19 +215,12 @@ fn event_with_bad_record(
     bad_offset: i64,
     timestamp_ms: i64,
 ) -> KafkaEvent {
-    let mut json: Vec<serde_json::Value> = records
+    let kept: Vec<(RecordPosition, Reaction)> = records
         .iter()
         .filter(|(position, _)| position.offset != bad_offset)
-        .map(|(position, reaction)| {
-            lambda_kafka_record_json(
-                position,
-                timestamp_ms,
-                Some(reaction.stream.as_str().as_bytes()),
-                Some(&ReactionRecord::from(reaction).encode()),
-                &[],
-            )
-        })
+        .cloned()
         .collect();
+    let mut json = records_json(&kept, timestamp_ms);
     let bad = RecordPosition {
         offset: bad_offset,
         ..records[0].0.clone()
@@ -228,7 +232,7 @@ fn event_with_bad_record(
         Some(b"{oops"),
         &[],
     ));
-    serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", json)).unwrap()
+    kafka_event(json)
 }
 
 #[tokio::test]
