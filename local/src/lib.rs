@@ -15,6 +15,7 @@ pub mod http_api;
 pub mod http_authorizers;
 pub mod lambda;
 pub mod runtime_api;
+pub mod schedule;
 pub mod secrets_api;
 pub mod sigv4_check;
 pub mod stack;

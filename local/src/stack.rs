@@ -75,6 +75,9 @@ pub struct StackOptions {
     /// Runs the demo identity provider and turns viewer identity on with it (the template's
     /// `JwtIssuer` and `JwtAudience` become its URL and [`DEMO_AUDIENCE`]).
     pub demo_issuer: Option<DemoIssuerOptions>,
+    /// Invoke every scheduled event (`Type: Schedule`) this often instead of at its template
+    /// rate (`None`: the template's, as EventBridge does). For tests that cannot wait a minute.
+    pub schedule_every: Option<Duration>,
 }
 
 /// Where the demo identity provider listens and how long its tokens last.
@@ -123,6 +126,7 @@ impl StackOptions {
             quotas: QuotaSettings::default(),
             function_logs: None,
             demo_issuer: None,
+            schedule_every: None,
         }
     }
 }
@@ -454,6 +458,12 @@ impl LocalStack {
                 .fallback_service(tower_http::services::ServeDir::new(directory));
             servers.push(serve(listener, router));
             web_url = Some(format!("http://{}/", url_host(address)));
+        }
+
+        for event in &template.schedules {
+            let every = options.schedule_every.unwrap_or(event.every);
+            let function = pool_of(&event.function)?;
+            servers.push(crate::schedule::start(event.clone(), every, function));
         }
 
         let (shutdown, watch_shutdown) = watch::channel(false);

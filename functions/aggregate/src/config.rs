@@ -14,6 +14,9 @@ pub struct AggregateConfig {
     pub domain: DomainConfig,
     /// `KAFKA_BROKERS` (required): where window states and dead letters are produced.
     pub kafka: KafkaSettings,
+    /// `REACTION_TOPIC` (default `emoji-reaction-topic`): the input topic, whose partitions the
+    /// scheduled finalize tick checks (a batch names its own).
+    pub reaction_topic: String,
     /// `OUTPUT_TOPIC` (default `emoji-output-topic`).
     pub output_topic: String,
     /// `DEAD_LETTER_TOPIC` (default `emoji-reaction-dlq`).
@@ -58,6 +61,7 @@ impl AggregateConfig {
         Ok(Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::from_settings(settings, "emostream-aggregate")?,
+            reaction_topic: text("REACTION_TOPIC", "emoji-reaction-topic"),
             output_topic: text("OUTPUT_TOPIC", "emoji-output-topic"),
             dead_letter_topic: text("DEAD_LETTER_TOPIC", "emoji-reaction-dlq"),
             produce_timeout: Duration::from_millis(produce_timeout_ms),

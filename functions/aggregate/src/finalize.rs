@@ -3,8 +3,10 @@
 //! counted past some open windows' ends plus the allowed lateness (the rule is in
 //! `reactions::event_time`). Those windows' states are produced once more with `final: true`,
 //! then their documents are marked final. A failure here does not fail the batch: its counts are
-//! written, and the next pass finalizes the windows instead.
+//! written, and the next pass finalizes the windows instead. The scheduled tick runs the same
+//! pass when no batch comes (see `crate::invocation`).
 
+use crate::invocation::TickSummary;
 use crate::{Aggregate, AggregateError};
 use reactions::clock::now_ms;
 use reactions::event_time::{
@@ -12,10 +14,43 @@ use reactions::event_time::{
 };
 use reactions::kafka::OutgoingRecord;
 use reactions::message::VersionedMessage;
+use reactions::metrics::MetricsLine;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+/// Logs and counts a pass that could not decide (`FinalizeFailures`, watched by an alarm).
+pub(crate) fn failed(error: &AggregateError) {
+    tracing::warn!(%error, "windows not finalized in this pass");
+    MetricsLine::new("aggregate")
+        .count("FinalizeFailures", 1)
+        .emit();
+}
+
 impl Aggregate {
+    /// The scheduled tick: a pass over `REACTION_TOPIC` as its partitions' progress is stored.
+    /// A failure fails the invocation (and counts in `FinalizeFailures`); the next tick retries.
+    pub async fn finalize_tick(&self) -> Result<TickSummary, AggregateError> {
+        let outcome = async {
+            self.ensure_indexes().await?;
+            let topic = &self.config.reaction_topic;
+            let progress = self.progress.read(topic).await?;
+            self.finalize(topic, &progress, now_ms()).await
+        }
+        .await;
+        match outcome {
+            Ok(windows_finalized) => {
+                MetricsLine::new("aggregate")
+                    .count("WindowsFinalized", windows_finalized as u64)
+                    .emit();
+                Ok(TickSummary { windows_finalized })
+            }
+            Err(error) => {
+                failed(&error);
+                Err(error)
+            }
+        }
+    }
+
     /// Runs a pass if one is due in this container; returns how many windows became final.
     pub(crate) async fn finalize_if_due(
         &self,

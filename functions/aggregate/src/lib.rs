@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod dead_letters;
 mod finalize;
+pub mod invocation;
 pub mod progress;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -253,11 +254,23 @@ impl Aggregate {
         match self.finalize_if_due(&topic, progress).await {
             Ok(finalized) => finalized,
             Err(error) => {
-                tracing::warn!(%error, "windows not finalized in this pass");
-                MetricsLine::new("aggregate")
-                    .count("FinalizeFailures", 1)
-                    .emit();
+                finalize::failed(&error);
                 0
+            }
+        }
+    }
+
+    /// Handles one invocation: a batch, or the scheduled finalize tick.
+    pub async fn invoke(
+        &self,
+        invocation: &invocation::Invocation,
+    ) -> Result<invocation::Response, AggregateError> {
+        match invocation {
+            invocation::Invocation::Batch(event) => {
+                self.handle(event).await.map(invocation::Response::Batch)
+            }
+            invocation::Invocation::Tick(_) => {
+                self.finalize_tick().await.map(invocation::Response::Tick)
             }
         }
     }

@@ -4,7 +4,7 @@
 //! clock says, and a topic deleted and created again is counted afresh, exactly once.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use emostream_tests::patience::PATIENCE;
+use emostream_tests::patience::{PATIENCE, eventually};
 use emostream_tests::topic_reader::{read_records, record_count};
 use emostream_tests::{servers, unique_name};
 use rdkafka::Message;
@@ -23,12 +23,20 @@ fn now_ms() -> i64 {
 /// An aggregate reading `topic` (created with `partitions`), deciding `final` after every
 /// batch, with the default allowed lateness.
 async fn setup_on(topic: &str, partitions: i32) -> Setup {
+    setup_with_lateness(topic, partitions, "5000").await
+}
+
+async fn setup_with_lateness(topic: &str, partitions: i32, lateness_ms: &str) -> Setup {
     let database = servers().mongo("final").database;
     let settings = settings(
         &servers().kafka_brokers,
         &servers().mongodb_uri,
         &database,
-        &[("ALLOWED_LATENESS_MS", "5000"), ("FINALIZE_EVERY_MS", "0")],
+        &[
+            ("ALLOWED_LATENESS_MS", lateness_ms),
+            ("FINALIZE_EVERY_MS", "0"),
+            ("REACTION_TOPIC", topic),
+        ],
     );
     let setup = build(&settings).await;
     let spec = TopicSpec {
@@ -297,4 +305,38 @@ async fn a_recreated_topic_is_counted_afresh_and_exactly_once() {
         record_count(&setup.config.kafka, &setup.config.dead_letter_topic),
         2
     );
+}
+
+#[tokio::test]
+async fn the_scheduled_tick_finalizes_the_last_windows_once_the_taps_stop() {
+    let topic = unique_name("input");
+    // No lateness, so the live window is due as soon as it ends (about 2 s from now).
+    let setup = setup_with_lateness(&topic, 1, "0").await;
+    let now = now_ms();
+    let last = reactions(&topic, 0, 0, 3, now);
+    let summary = setup.aggregate.handle(&event_at(&last, now)).await.unwrap();
+    assert_eq!(summary.windows_finalized, 0, "the window has not ended yet");
+    let store = store(&setup.config).await;
+    let window = window_of(&last);
+
+    // No batch comes any more; the tick (every minute on AWS, at once here) finalizes it once
+    // it has ended.
+    let finalized = eventually("the tick finalizes the last window", || async {
+        let tick = setup
+            .aggregate
+            .finalize_tick()
+            .await
+            .map_err(|e| e.to_string())?;
+        match tick.windows_finalized {
+            0 => Err("not yet".to_owned()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    assert_eq!(finalized, 1);
+    let stored = store.find_window(&window).await.unwrap().unwrap();
+    assert!(stored.is_final);
+    assert_eq!(stored.total, total(&last));
+    let again = setup.aggregate.finalize_tick().await.unwrap();
+    assert_eq!(again.windows_finalized, 0, "once");
 }

@@ -1,5 +1,6 @@
 //! The real aggregate binary starts under a Lambda Runtime API and handles both Kafka event
-//! shapes (MSK and self-managed) against the real servers, dead-lettering the malformed record.
+//! shapes (MSK and self-managed) against the real servers, dead-lettering the malformed record,
+//! and the scheduled finalize tick, which then finalizes the batches' windows.
 
 use emostream_local::function_process::invoke_binary_once;
 use emostream_tests::patience::PATIENCE;
@@ -11,15 +12,17 @@ async fn handles_msk_and_self_managed_events() {
     let binary = Path::new(env!("CARGO_BIN_EXE_aggregate"));
     // Topics are never created by naming them (as on MSK): create both first.
     let (output, dead_letters) = (unique_name("binary-output"), unique_name("binary-dlq"));
+    // The tick's input topic: empty, so every partition of it is counted to its end.
+    let input = unique_name("binary-input");
     let kafka = reactions::kafka::KafkaSettings::new(servers().kafka_brokers.clone(), "test");
-    let topics = [&output, &dead_letters].map(|name| reactions::kafka::TopicSpec {
+    let topics = [&output, &dead_letters, &input].map(|name| reactions::kafka::TopicSpec {
         name: name.clone(),
         partitions: 1,
     });
     reactions::kafka::ensure_topics(&kafka, &topics, PATIENCE)
         .await
         .unwrap();
-    let env: Vec<(String, String)> = vec![
+    let mut env: Vec<(String, String)> = vec![
         ("KAFKA_BROKERS".into(), servers().kafka_brokers.clone()),
         ("MONGODB_URI".into(), servers().mongodb_uri.clone()),
         (
@@ -28,6 +31,8 @@ async fn handles_msk_and_self_managed_events() {
         ),
         ("OUTPUT_TOPIC".into(), output),
         ("DEAD_LETTER_TOPIC".into(), dead_letters),
+        // The samples' topic is shared with other tests: no batch finalizes anything here.
+        ("ALLOWED_LATENESS_MS".into(), "10000000000000".into()),
     ];
     let mut summaries = Vec::new();
     for event in ["aggregate-self-managed-kafka.json", "aggregate-msk.json"] {
@@ -52,4 +57,14 @@ async fn handles_msk_and_self_managed_events() {
     // The MSK sample carries the same records: a replay, so nothing more is counted.
     assert_eq!(summaries[1]["taps_applied"], 0);
     assert_eq!(summaries[1]["replays_skipped"], 3);
+
+    // The tick, on a topic fully counted: the samples' three windows (January 2026) are final.
+    env.retain(|(name, _)| name != "ALLOWED_LATENESS_MS");
+    env.push(("REACTION_TOPIC".into(), input));
+    let tick = emostream_local::sample_event("aggregate-finalize-tick.json").unwrap();
+    let answer = invoke_binary_once(binary, "aggregate", &env, &tick, PATIENCE)
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer, serde_json::json!({"windows_finalized": 3}));
 }

@@ -8,8 +8,10 @@
 
 mod event_api;
 mod http_auth;
+mod schedule;
 
 pub use http_auth::{JwtAuthorizerSpec, RouteAuth};
+pub use schedule::ScheduledEvent;
 
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -116,6 +118,7 @@ pub struct StackTemplate {
     pub http_routes: Vec<HttpRoute>,
     pub websocket: Option<WebSocketSpec>,
     pub kafka_mappings: Vec<KafkaMapping>,
+    pub schedules: Vec<ScheduledEvent>,
     /// The conditions known locally, with the parameters in force.
     pub conditions: BTreeMap<String, bool>,
     /// The AppSync Events API, when the parameters create one (`Delivery: AppSyncEvents`).
@@ -336,6 +339,7 @@ impl StackTemplate {
             http_routes: Vec::new(),
             websocket: None,
             kafka_mappings: Vec::new(),
+            schedules: Vec::new(),
             conditions: BTreeMap::new(),
             event_api: None,
         };
@@ -390,6 +394,11 @@ impl StackTemplate {
                                 )?;
                                 template.kafka_mappings.push(mapping);
                             }
+                            Some("Schedule") => template.schedules.push(schedule::read_schedule(
+                                &format!("{id}.{event_id}"),
+                                &id,
+                                event_properties,
+                            )?),
                             _ => {}
                         }
                     }

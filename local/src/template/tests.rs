@@ -16,6 +16,15 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
         .map(|f| f.binary.as_str())
         .collect();
     assert_eq!(binaries, ["aggregate", "ingest", "notify"]);
+    assert_eq!(
+        template.schedules,
+        [ScheduledEvent {
+            logical_id: "AggregateFunction.FinalizeTick".into(),
+            function: "AggregateFunction".into(),
+            every: Duration::from_secs(60),
+            input: br#"{"emostream":"finalize"}"#.to_vec(),
+        }]
+    );
     let ingest = &template.functions["IngestFunction"];
     assert_eq!(ingest.timeout, Duration::from_secs(10));
     assert!(matches!(

@@ -1,0 +1,28 @@
+//! EventBridge schedules, emulated: each `Type: Schedule` event of the template invokes its
+//! function at its rate with its input, first one period after the stack starts (as a new
+//! rule does). Like EventBridge, a failed invocation is not retried here: the next one comes at
+//! the next period.
+
+use crate::lambda::FunctionPool;
+use crate::template::ScheduledEvent;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+
+/// Starts invoking `function` every `every` with `event`'s input, until the task is aborted.
+pub fn start(
+    event: ScheduledEvent,
+    every: Duration,
+    function: Arc<FunctionPool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(error) = function.invoke(&event.input).await {
+                tracing::warn!(schedule = %event.logical_id, %error, "scheduled invocation failed");
+            }
+        }
+    })
+}
