@@ -9,9 +9,7 @@
 use crate::invocation::TickSummary;
 use crate::{Aggregate, AggregateError};
 use reactions::clock::now_ms;
-use reactions::event_time::{
-    PartitionProgress, PartitionView, complete_before, complete_by_timestamp,
-};
+use reactions::event_time::{PartitionView, complete_before, complete_by_timestamp};
 use reactions::kafka::OutgoingRecord;
 use reactions::message::VersionedMessage;
 use reactions::metrics::MetricsLine;
@@ -32,9 +30,7 @@ impl Aggregate {
     pub async fn finalize_tick(&self) -> Result<TickSummary, AggregateError> {
         let outcome = async {
             self.ensure_indexes().await?;
-            let topic = &self.config.reaction_topic;
-            let progress = self.progress.read(topic).await?;
-            self.finalize(topic, &progress, now_ms()).await
+            self.finalize(&self.config.reaction_topic, now_ms()).await
         }
         .await;
         match outcome {
@@ -52,11 +48,7 @@ impl Aggregate {
     }
 
     /// Runs a pass if one is due in this container; returns how many windows became final.
-    pub(crate) async fn finalize_if_due(
-        &self,
-        topic: &str,
-        progress: &[PartitionProgress],
-    ) -> Result<usize, AggregateError> {
+    pub(crate) async fn finalize_if_due(&self, topic: &str) -> Result<usize, AggregateError> {
         let now = now_ms();
         let every = i64::try_from(self.config.finalize_every.as_millis()).unwrap_or(i64::MAX);
         let last = self.last_finalize_ms.load(Ordering::Relaxed);
@@ -68,15 +60,11 @@ impl Aggregate {
         {
             return Ok(0);
         }
-        self.finalize(topic, progress, now).await
+        self.finalize(topic, now).await
     }
 
-    async fn finalize(
-        &self,
-        topic: &str,
-        progress: &[PartitionProgress],
-        now: i64,
-    ) -> Result<usize, AggregateError> {
+    /// The pass. `now` is read before the partitions' ends are (see `event_time`).
+    async fn finalize(&self, topic: &str, now: i64) -> Result<usize, AggregateError> {
         let lateness = self.config.allowed_lateness_ms;
         let Some(earliest) = self.store.earliest_open_end().await? else {
             return Ok(0);
@@ -95,6 +83,7 @@ impl Aggregate {
                     "the cluster does not know the topic (it does not exist, or no broker answered)"
                         .into(),
             })?;
+        let progress = self.progress.stored(topic).await?;
         let counted: BTreeMap<i32, (i64, i64)> = progress
             .iter()
             .filter(|p| p.topic == topic)

@@ -9,20 +9,19 @@ pub mod config;
 pub mod dead_letters;
 mod finalize;
 pub mod invocation;
+pub mod known_progress;
 pub mod progress;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{PreparedBatch, prepare_batch};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
-use reactions::event_time::PartitionProgress;
 use reactions::fair_use::{cap_batch, tally_ids};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
-    DeadLetterMarks, IndexesOnce, PartitionProgressStore, StoreError, StoredWindow, ViewerTapStore,
-    WindowStore, WriteTimes,
+    DeadLetterMarks, IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
 };
 use reactions::window_delta::window_deltas;
 use serde::Serialize;
@@ -104,7 +103,7 @@ pub struct Aggregate {
     store: WindowStore,
     tallies: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
-    progress: PartitionProgressStore,
+    progress: known_progress::KnownProgress,
     database: reactions::mongo::Database,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
@@ -131,7 +130,7 @@ impl Aggregate {
             store: WindowStore::new(&database),
             tallies: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
-            progress: PartitionProgressStore::new(&database),
+            progress: known_progress::KnownProgress::new(&database),
             database,
             producer,
             config,
@@ -230,28 +229,13 @@ impl Aggregate {
         Ok(found.len() - letters.len())
     }
 
-    /// The stored progress of the batch's topics (one read per topic; a batch has one).
-    async fn read_progress(
-        &self,
-        record_times: &[(reactions::kafka_event::RecordPosition, i64)],
-    ) -> Result<Vec<PartitionProgress>, StoreError> {
-        let mut topics: Vec<&str> = record_times.iter().map(|(p, _)| p.topic.as_str()).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        let mut stored = Vec::new();
-        for topic in topics {
-            stored.extend(self.progress.read(topic).await?);
-        }
-        Ok(stored)
-    }
-
     /// Publishes the windows that became final, if a pass is due. A failure is logged and
     /// counted (`FinalizeFailures`), not returned: the batch's counts are written.
-    async fn finalize_after(&self, progress: &[PartitionProgress]) -> usize {
-        let Some(topic) = progress.first().map(|p| p.topic.clone()) else {
+    async fn finalize_after(&self, batch: &known_progress::BatchProgress) -> usize {
+        let Some(topic) = batch.counted.first().map(|p| p.topic.clone()) else {
             return 0;
         };
-        match self.finalize_if_due(&topic, progress).await {
+        match self.finalize_if_due(&topic).await {
             Ok(finalized) => finalized,
             Err(error) => {
                 finalize::failed(&error);
@@ -282,23 +266,17 @@ impl Aggregate {
         let started = Instant::now();
         self.ensure_indexes().await?;
         let mut batch = prepare_batch(event);
-        let stored_progress = self.read_progress(&batch.record_times).await?;
-        let counted = progress::batch_progress(&batch.record_times, &stored_progress);
-        for partition in &counted {
-            let before = stored_progress
-                .iter()
-                .find(|p| p.topic == partition.topic && p.partition == partition.partition);
-            if let Some(before) = before.filter(|b| b.generation < partition.generation) {
-                tracing::warn!(
-                    topic = %partition.topic,
-                    partition = partition.partition,
-                    generation = partition.generation,
-                    counted_offset = before.offset,
-                    "the partition's offsets restarted below what was counted, with later timestamps: the topic was recreated; counting its records afresh"
-                );
-            }
+        let progress = self.progress.of_batch(&batch.record_times).await?;
+        for (before, now) in &progress.restarted {
+            tracing::warn!(
+                topic = %now.topic,
+                partition = now.partition,
+                generation = now.generation,
+                counted_offset = before.offset,
+                "the partition's offsets restarted below what was counted, with later timestamps: the topic was recreated; counting its records afresh"
+            );
         }
-        progress::assign_generations(&mut batch, &counted);
+        progress::assign_generations(&mut batch, &progress.counted);
         let PreparedBatch {
             records,
             reactions,
@@ -346,18 +324,21 @@ impl Aggregate {
             .iter()
             .map(|w| OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now).encode()))
             .collect();
+        // The progress is recorded while the states go out: it says what is counted, which the
+        // windows already hold. A failed publish fails the batch all the same.
         let publish_started = Instant::now();
-        self.produce(
-            &self.config.output_topic,
-            &states,
-            "publishing window states",
-        )
-        .await?;
+        let (published, recorded) = tokio::join!(
+            self.produce(
+                &self.config.output_topic,
+                &states,
+                "publishing window states",
+            ),
+            self.progress.advance(&progress, now)
+        );
+        published?;
+        recorded?;
         let publish_ms = elapsed_ms(publish_started);
-        self.progress.advance(&counted, now).await?;
-        let windows_finalized = self
-            .finalize_after(&progress::merged(&stored_progress, &counted))
-            .await;
+        let windows_finalized = self.finalize_after(&progress).await;
 
         let summary = BatchSummary {
             records,

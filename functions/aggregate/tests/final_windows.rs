@@ -3,6 +3,7 @@
 //! broker): a window is final only once every partition is counted past it, whatever the wall
 //! clock says, and a topic deleted and created again is counted afresh, exactly once.
 
+use aggregate::BatchSummary;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use emostream_tests::patience::{PATIENCE, eventually};
 use emostream_tests::topic_reader::{read_records, record_count};
@@ -339,4 +340,50 @@ async fn the_scheduled_tick_finalizes_the_last_windows_once_the_taps_stop() {
     assert_eq!(stored.total, total(&last));
     let again = setup.aggregate.finalize_tick().await.unwrap();
     assert_eq!(again.windows_finalized, 0, "once");
+}
+
+async fn handle_at(setup: &Setup, records: &[(RecordPosition, Reaction)], at: i64) -> BatchSummary {
+    setup
+        .aggregate
+        .handle(&event_at(records, at))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn containers_that_remember_older_progress_count_exactly_and_see_no_recreated_topic() {
+    let topic = unique_name("input");
+    let database = servers().mongo("final").database;
+    let settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("FINALIZE_EVERY_MS", "0"), ("REACTION_TOPIC", &topic)],
+    );
+    // Two containers of the function, on the same partition one after the other.
+    let first = build(&settings).await;
+    let second = build(&settings).await;
+    let now = now_ms();
+    let log = reactions(&topic, 0, 0, 30, now);
+    let (one, two, three) = (&log[..10], &log[10..20], &log[20..]);
+    assert_eq!(handle_at(&first, one, now).await.taps_applied, total(one));
+    assert_eq!(
+        handle_at(&second, two, now + 10).await.taps_applied,
+        total(two)
+    );
+    // The first container remembers only the first batch: the second one, redelivered to it,
+    // adds nothing (and is no recreated topic), and the third counts once.
+    let again = handle_at(&first, two, now + 10).await;
+    assert_eq!(again.taps_applied, 0);
+    assert_eq!(
+        handle_at(&first, three, now + 20).await.taps_applied,
+        total(three)
+    );
+    let stored = store(&first.config)
+        .await
+        .find_window(&window_of(&log))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, total(&log));
 }
