@@ -2,7 +2,9 @@
 //! (MSK `aws:kafka` and `SelfManagedKafka` events alike). For each batch it dead-letters what
 //! cannot be counted, applies the rest to MongoDB exactly once, and re-publishes the absolute
 //! state of every window the batch touched to `emoji-output-topic`. Any failure returns an
-//! error so the event source retries the batch; retries never change a count.
+//! error so the event source retries the batch; retries never change a count. Once no retry
+//! can add to a window any more, it publishes the window `final` (after a batch, or on the
+//! scheduled tick).
 
 pub mod batch;
 pub mod config;
@@ -260,8 +262,9 @@ impl Aggregate {
     }
 
     /// Handles one batch. Order matters for "nothing lost": dead letters first, then the
-    /// counts, then the states; an error anywhere fails the batch and the retry redoes each
-    /// step, with the counts protected by their offsets.
+    /// counts, then the states and the partitions' progress (which `final` and a recreated
+    /// topic are judged by); an error anywhere fails the batch and the retry redoes each step,
+    /// with the counts protected by their offsets. A `final` pass follows when one is due.
     pub async fn handle(&self, event: &KafkaEvent) -> Result<BatchSummary, AggregateError> {
         let started = Instant::now();
         self.ensure_indexes().await?;
