@@ -93,7 +93,11 @@ async fn every_sample_is_handled_by_its_function() {
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let answer: Value = serde_json::from_slice(&answer).unwrap();
-        if name.starts_with("aggregate") {
+        if name == "aggregate-finalize-tick.json" {
+            // How many windows are due depends on what else the shared topics hold: the tick's
+            // own test (`runs_under_lambda_runtime`) counts them on a topic of its own.
+            assert!(answer["windows_finalized"].is_u64(), "{name}: {answer}");
+        } else if name.starts_with("aggregate") {
             assert_eq!(answer["dead_lettered"], 1, "{name}: {answer}");
             // Both samples carry the same records: the second is a redelivery, counted once.
             let taps = answer["taps_applied"].as_u64().unwrap();
