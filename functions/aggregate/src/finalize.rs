@@ -10,8 +10,6 @@ use crate::invocation::TickSummary;
 use crate::{Aggregate, AggregateError};
 use reactions::clock::now_ms;
 use reactions::event_time::{PartitionView, complete_before, complete_by_timestamp};
-use reactions::kafka::OutgoingRecord;
-use reactions::message::VersionedMessage;
 use reactions::metrics::MetricsLine;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -79,14 +77,11 @@ impl Aggregate {
             .await
             .ok_or_else(|| AggregateError::Finalize {
                 topic: topic.to_owned(),
-                reason:
-                    "the cluster does not know the topic (it does not exist, or no broker answered)"
-                        .into(),
+                reason: crate::UNKNOWN_TOPIC.into(),
             })?;
         let progress = self.progress.stored(topic).await?;
         let counted: BTreeMap<i32, (i64, i64)> = progress
             .iter()
-            .filter(|p| p.topic == topic)
             .map(|p| (p.partition, (p.offset, p.max_timestamp_ms)))
             .collect();
         // A partition whose counted timestamps already pass the earliest open window needs no
@@ -119,10 +114,7 @@ impl Aggregate {
             return Ok(0);
         }
         let windows = self.store.open_windows_ending_by(complete).await?;
-        let states: Vec<OutgoingRecord> = windows
-            .iter()
-            .map(|w| OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now).encode()))
-            .collect();
+        let states = self.state_records(&windows, now);
         self.produce(
             &self.config.output_topic,
             &states,

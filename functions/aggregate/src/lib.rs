@@ -31,6 +31,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
+/// Why a topic's partition count could not be had, for errors that name the topic.
+const UNKNOWN_TOPIC: &str =
+    "the cluster does not know the topic (it does not exist, or no broker answered)";
+
 /// Why a batch failed (and will be retried by the event source).
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
@@ -168,6 +172,17 @@ impl Aggregate {
         window.state_record(&self.config.domain, now_ms)
     }
 
+    /// The records that publish `windows`' states on the output topic, keyed by stream (after a
+    /// batch, and when windows become final).
+    fn state_records(&self, windows: &[StoredWindow], now_ms: i64) -> Vec<OutgoingRecord> {
+        windows
+            .iter()
+            .map(|w| {
+                OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now_ms).encode())
+            })
+            .collect()
+    }
+
     async fn produce(
         &self,
         topic: &str,
@@ -217,10 +232,7 @@ impl Aggregate {
             .await
             .is_none()
         {
-            return Err(refused(
-                "the cluster does not know the topic (it does not exist, or no broker answered)"
-                    .into(),
-            ));
+            return Err(refused(UNKNOWN_TOPIC.into()));
         }
         let records: Vec<OutgoingRecord> = letters.iter().map(|d| d.to_record()).collect();
         self.producer
@@ -323,10 +335,7 @@ impl Aggregate {
         let tally_round_trips = usize::from(!ids.is_empty()) + usize::from(tally_statements > 0);
         let write_ms = elapsed_ms(write_started);
 
-        let states: Vec<OutgoingRecord> = windows
-            .iter()
-            .map(|w| OutgoingRecord::new(w.key.stream.as_str(), self.state_record(w, now).encode()))
-            .collect();
+        let states = self.state_records(&windows, now);
         // The progress is recorded while the states go out: it says what is counted, which the
         // windows already hold. A failed publish fails the batch all the same.
         let publish_started = Instant::now();
