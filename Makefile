@@ -24,12 +24,14 @@ deps:
 web-deps:
 	@local/web-deps.sh
 
-# sam validate, sam validate --lint and cfn-lint, all offline (tools from local/aws-tools.sh).
+# sam validate, sam validate --lint, cfn-lint and the checkov security scan (every skip carries
+# its reason beside the resource), all offline (tools from local/aws-tools.sh).
 template-lint:
 	@eval "$$(local/aws-tools.sh)" && \
 	  export SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} && \
 	  $$SAM validate && $$SAM validate --lint && $$CFN_LINT template.yaml && \
-	  echo "template.yaml: sam validate, sam validate --lint and cfn-lint passed"
+	  $$CHECKOV --file template.yaml --framework cloudformation --skip-download --compact --quiet && \
+	  echo "template.yaml: sam validate, sam validate --lint, cfn-lint and checkov passed"
 
 # sam build for every function (arm64, release; about 15 minutes from scratch on two cores).
 sam-build:

@@ -1,13 +1,15 @@
 //! The HTTP API's authorizers, run before a route's function as API Gateway runs them. The IAM
-//! authorizer takes only requests SigV4-signed (service `execute-api`) with the local
-//! credentials, answering 403 otherwise, and tells the function the caller in
-//! `requestContext.authorizer.iam`. The JWT authorizer takes only a valid bearer token from the
+//! authorizer takes only requests SigV4-signed (service `execute-api`) by a principal the local
+//! stack knows whose policies allow `execute-api:Invoke` on the route
+//! (`{api}/{stage}/{METHOD}/{path}`; [`crate::iam`]), answering 403 otherwise, and tells the
+//! function the caller in `requestContext.authorizer.iam`. The JWT authorizer takes only a valid bearer token from the
 //! configured issuer and audience (checked as [`reactions::viewer_identity`] describes),
 //! answering 401 `{"message":"Unauthorized"}` with API Gateway's `www-authenticate` header
 //! otherwise, and tells the function the token's claims in `requestContext.authorizer.jwt`.
 
 use crate::http_api::gateway_error;
-use crate::sigv4_check::{ReceivedRequest, SignatureError, verify};
+use crate::iam::ServiceIam;
+use crate::sigv4_check::{ReceivedRequest, SignatureError};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use reactions::viewer_identity::{TokenRefusal, TokenVerifier, bearer_token};
@@ -22,7 +24,8 @@ pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
 pub enum RouteAuthorizer {
     #[default]
     None,
-    Iam,
+    /// The IAM authorizer, with the principals and the API's ARN prefix.
+    Iam(ServiceIam),
     /// A JWT authorizer, shared by the routes naming it.
     Jwt(Arc<TokenVerifier>),
 }
@@ -39,7 +42,7 @@ impl RouteAuthorizer {
     ) -> Result<Option<Value>, Response> {
         match self {
             RouteAuthorizer::None => Ok(None),
-            RouteAuthorizer::Iam => match iam_caller(method, uri, headers, body) {
+            RouteAuthorizer::Iam(iam) => match iam_caller(iam, method, uri, headers, body) {
                 Ok(caller) => Ok(Some(json!({ "iam": caller }))),
                 Err(message) => Err(gateway_error(StatusCode::FORBIDDEN, &message)),
             },
@@ -99,24 +102,27 @@ async fn jwt_claims(verifier: &TokenVerifier, headers: &HeaderMap) -> Result<Val
 /// authorizer describes it to the function, or the message of API Gateway's 403: `Forbidden`
 /// for an unsigned request, the reason for a bad signature.
 fn iam_caller(
+    iam: &ServiceIam,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, String> {
-    let credentials = crate::function_process::local_credentials();
-    let key = credentials.access_key_id();
     let received = ReceivedRequest::new(uri, headers);
     let request = received.signed(method.as_str(), body);
-    match verify(&request, &credentials, "execute-api") {
-        Ok(()) => Ok(json!({
-            "accessKey": key,
-            "accountId": LOCAL_ACCOUNT_ID,
-            "callerId": key,
-            "userArn": format!("arn:aws:iam::{LOCAL_ACCOUNT_ID}:user/{key}"),
-            "userId": key,
-        })),
-        Err(SignatureError::Missing) => Err("Forbidden".to_owned()),
-        Err(error) => Err(error.to_string()),
-    }
+    let principal = match iam.principals.authenticate(&request, "execute-api") {
+        Ok(principal) => principal,
+        Err(SignatureError::Missing) => return Err("Forbidden".to_owned()),
+        Err(error) => return Err(error.to_string()),
+    };
+    let resource = iam.arn(&format!("/{}{}", method.as_str(), uri.path()));
+    principal.check("execute-api:Invoke", &resource)?;
+    let key = principal.credentials.access_key_id();
+    Ok(json!({
+        "accessKey": key,
+        "accountId": LOCAL_ACCOUNT_ID,
+        "callerId": key,
+        "userArn": principal.arn,
+        "userId": key,
+    }))
 }

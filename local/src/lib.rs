@@ -13,6 +13,7 @@ pub mod event_source;
 pub mod function_process;
 pub mod http_api;
 pub mod http_authorizers;
+pub mod iam;
 pub mod lambda;
 pub mod runtime_api;
 pub mod schedule;
@@ -20,7 +21,6 @@ pub mod secrets_api;
 pub mod sigv4_check;
 pub mod stack;
 pub mod template;
-pub mod template_conditions;
 pub mod websocket_api;
 pub mod websocket_event;
 

@@ -6,9 +6,13 @@
 //! `X-Amz-Target` header); requests must be SigV4-signed with the local credentials for the
 //! right service, and the answers, errors included, have AWS's shapes ("GetSecretValue" in the
 //! AWS Secrets Manager API Reference, "GetParameter" in the AWS Systems Manager API Reference).
+//! The signer's identity policies must allow `secretsmanager:GetSecretValue` on the secret's
+//! ARN (`secret:{name}-` and six random characters) or `ssm:GetParameter` on the parameter's
+//! (`parameter/{name without its leading slash}`); otherwise both answer 400
+//! `AccessDeniedException` naming the principal, the action and the resource ([`crate::iam`]).
 
-use crate::function_process::local_credentials;
-use crate::sigv4_check::{ReceivedRequest, SignatureError, verify};
+use crate::iam::{Principals, ServiceIam};
+use crate::sigv4_check::{ReceivedRequest, SignatureError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,11 +28,35 @@ use std::sync::{Arc, RwLock};
 pub struct SecretsApi {
     secrets: Arc<RwLock<BTreeMap<String, String>>>,
     parameters: Arc<RwLock<BTreeMap<String, String>>>,
+    iam: Option<ServiceIam>,
 }
 
+/// The suffix Secrets Manager appends to a secret's name in its ARN.
+const SECRET_ARN_SUFFIX: &str = "-AbCdEf";
+
 impl SecretsApi {
+    /// An emulation only the operator may read from.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An emulation whose callers are `principals`, in the region and account that
+    /// `arn_prefix` (`arn:aws:{service}:{region}:{account}:` with `{service}` as written)
+    /// names.
+    pub fn with_principals(principals: Arc<Principals>, region: &str, account: &str) -> Self {
+        Self {
+            iam: Some(ServiceIam {
+                principals,
+                arn_prefix: format!("arn:aws:{{service}}:{region}:{account}:"),
+            }),
+            ..Self::default()
+        }
+    }
+
+    fn iam(&self) -> ServiceIam {
+        self.iam
+            .clone()
+            .unwrap_or_else(|| ServiceIam::operator_only("arn:aws:{service}:local:000000000000:"))
     }
 
     /// Stores a Secrets Manager secret's string value.
@@ -129,9 +157,11 @@ async fn handle(
     };
     let received = ReceivedRequest::new(&uri, &headers);
     let request = received.signed("POST", &body);
-    if let Err(error) = verify(&request, &local_credentials(), service) {
-        return refused(&error);
-    }
+    let iam = api.iam();
+    let principal = match iam.principals.authenticate(&request, service) {
+        Ok(principal) => principal,
+        Err(error) => return refused(&error),
+    };
     let Ok(input) = serde_json::from_slice::<Value>(&body) else {
         return aws_error(
             StatusCode::BAD_REQUEST,
@@ -139,12 +169,31 @@ async fn handle(
             "the body is not JSON",
         );
     };
+    let prefix = iam.arn_prefix.replace("{service}", service);
+    let (action, resource) = if service == "secretsmanager" {
+        let id = input["SecretId"].as_str().unwrap_or_default();
+        let arn = if id.starts_with("arn:") {
+            id.to_owned()
+        } else {
+            format!("{prefix}secret:{id}{SECRET_ARN_SUFFIX}")
+        };
+        ("secretsmanager:GetSecretValue", arn)
+    } else {
+        let name = input["Name"].as_str().unwrap_or_default();
+        (
+            "ssm:GetParameter",
+            format!("{prefix}parameter/{}", name.trim_start_matches('/')),
+        )
+    };
+    if let Err(message) = principal.check(action, &resource) {
+        return aws_error(StatusCode::BAD_REQUEST, "AccessDeniedException", &message);
+    }
     if service == "secretsmanager" {
         let id = input["SecretId"].as_str().unwrap_or_default();
         let value = api.secrets.read().ok().and_then(|s| s.get(id).cloned());
         match value {
             Some(value) => answer(json!({
-                "ARN": format!("arn:aws:secretsmanager:us-east-1:000000000000:secret:{id}-AbCdEf"),
+                "ARN": resource,
                 "Name": id,
                 "SecretString": value,
                 "VersionId": "00000000-0000-0000-0000-000000000001",
@@ -171,7 +220,7 @@ async fn handle(
                     "Type": "SecureString",
                     "Value": value,
                     "Version": 1,
-                    "ARN": format!("arn:aws:ssm:us-east-1:000000000000:parameter/{}", name.trim_start_matches('/')),
+                    "ARN": resource,
                     "DataType": "text",
                 }
             })),

@@ -12,6 +12,7 @@ use crate::event_api::{EventApi, EventApiLimits};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
 use crate::http_authorizers::RouteAuthorizer;
+use crate::iam::{Principals, ServiceIam};
 use crate::lambda::{FunctionPool, Runner};
 use crate::secrets_api::SecretsApi;
 use crate::template::{RouteAuth, StackTemplate, TemplateError};
@@ -27,6 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// The region the local functions run in (`AWS_REGION`), as the template's `${AWS::Region}`.
+const LOCAL_REGION: &str = "local";
 
 /// Where functions run when not as local processes.
 #[derive(Debug, Clone)]
@@ -237,7 +241,11 @@ impl LocalStack {
                 .insert("JwtAudience".to_owned(), DEMO_AUDIENCE.to_owned());
             demo_issuer = Some((listener, issuer));
         }
-        let template = StackTemplate::load(&options.template, &local.parameters)?;
+        let template = StackTemplate::load_local(&options.template, &local.parameters)?;
+        // Each function signs with its own role's credentials, and every emulated service
+        // evaluates that role's statements from the template (crate::iam).
+        let principals = Principals::for_template(&template)?;
+        let arns = template.local_arns();
         let (http_listener, http_address) = listen(options.host, options.http_port).await?;
         let http_url = format!("http://{}", url_host(http_address));
 
@@ -245,7 +253,11 @@ impl LocalStack {
         // AWS: the emulated Secrets Manager and Parameter Store hold it under its name.
         let (secrets_listener, secrets_address) = listen(options.host, 0).await?;
         let secrets_endpoint = format!("http://{}", url_host(secrets_address));
-        let secrets = SecretsApi::new();
+        let secrets = SecretsApi::with_principals(
+            Arc::clone(&principals),
+            LOCAL_REGION,
+            crate::http_authorizers::LOCAL_ACCOUNT_ID,
+        );
         let uri_name = template
             .parameters
             .get("MongoDbUriName")
@@ -296,7 +308,8 @@ impl LocalStack {
         let mut memory_mb = BTreeMap::new();
         let mut topics: BTreeSet<String> = BTreeSet::new();
         for (id, spec) in &template.functions {
-            let environment = local.environment_of(&template, spec)?;
+            let mut environment = local.environment_of(&template, spec)?;
+            environment.extend(principals.function_environment(id));
             topics.extend(
                 environment
                     .iter()
@@ -365,7 +378,10 @@ impl LocalStack {
         for route in &template.http_routes {
             let auth = match &route.auth {
                 RouteAuth::None => RouteAuthorizer::None,
-                RouteAuth::Iam => RouteAuthorizer::Iam,
+                RouteAuth::Iam => RouteAuthorizer::Iam(ServiceIam {
+                    principals: Arc::clone(&principals),
+                    arn_prefix: arns.http_api.clone(),
+                }),
                 RouteAuth::Jwt(spec) => RouteAuthorizer::Jwt(Arc::clone(
                     verifiers.entry(spec.name.clone()).or_insert_with(|| {
                         Arc::new(TokenVerifier::new(IdentitySettings {
@@ -410,6 +426,10 @@ impl LocalStack {
                 routes,
                 options.limits,
                 Arc::clone(&quotas),
+                ServiceIam {
+                    principals: Arc::clone(&principals),
+                    arn_prefix: arns.websocket_api.clone(),
+                },
             );
             servers.push(serve(listener, api.router()));
             websocket = Some(api);
@@ -426,7 +446,15 @@ impl LocalStack {
                 options.event_api_limits
             };
             let key = options.event_api_key.clone().unwrap_or_else(local_api_key);
-            let api = EventApi::new(spec.clone(), &key, limits);
+            let api = EventApi::with_iam(
+                spec.clone(),
+                &key,
+                limits,
+                ServiceIam {
+                    principals: Arc::clone(&principals),
+                    arn_prefix: arns.event_namespaces.clone(),
+                },
+            );
             servers.push(serve(listener, api.router()));
             event_realtime_url = Some(format!("ws://{host}/event/realtime"));
             event_api = Some(api);

@@ -12,11 +12,15 @@
 //! Connects, client messages and `@connections` calls count against the account's quotas
 //! ([`AwsQuotas`]): beyond them a connect is refused with 429, a message is answered with a
 //! `Too Many Requests` frame and a call with 429 `LimitExceededException`; each call is answered
-//! after the emulated `PostToConnection` latency.
+//! after the emulated `PostToConnection` latency. A call must be SigV4-signed by a principal
+//! allowed `execute-api:ManageConnections` on it ([`crate::iam`]): unsigned calls get 403
+//! `Missing Authentication Token`, denied ones 403 `AccessDeniedException` with AWS's message.
 
 use crate::aws_quotas::AwsQuotas;
 use crate::http_api::query_pairs;
+use crate::iam::ServiceIam;
 use crate::lambda::FunctionPool;
+use crate::sigv4_check::{ReceivedRequest, SignatureError};
 use crate::websocket_event::{
     ConnectionContext, connect_event, disconnect_event, iso8601, message_event,
 };
@@ -84,6 +88,9 @@ pub struct WebSocketApi {
     next_request: AtomicU64,
     /// Frames pushed through `@connections` (for the stack's summary and tests).
     pub pushed: AtomicU64,
+    /// Who may call `@connections`: SigV4-signed requests whose signer is allowed
+    /// `execute-api:ManageConnections` on `{api}/{stage}/{METHOD}/@connections/{id}`.
+    iam: ServiceIam,
 }
 
 fn gateway_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -111,6 +118,7 @@ impl WebSocketApi {
         routes: BTreeMap<String, Arc<FunctionPool>>,
         limits: Limits,
         quotas: Arc<AwsQuotas>,
+        iam: ServiceIam,
     ) -> Arc<Self> {
         let selection_path = route_selection
             .strip_prefix("$request.body.")
@@ -127,6 +135,7 @@ impl WebSocketApi {
             connections: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             pushed: AtomicU64::new(0),
+            iam,
         })
     }
 
@@ -414,11 +423,44 @@ async fn manage(
     State(api): State<Arc<WebSocketApi>>,
     Path((stage, connection_id)): Path<(String, String)>,
     method: axum::http::Method,
+    uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let gone = || gateway_error(StatusCode::GONE, "GoneException", "Gone");
     if stage != api.stage {
         return gateway_error(StatusCode::FORBIDDEN, "ForbiddenException", "Forbidden");
+    }
+    // The management API takes only SigV4-signed calls its signer's policies allow
+    // ("Use @connections commands in your backend service", API Gateway developer guide).
+    let received = ReceivedRequest::new(&uri, &headers);
+    let principal = match api
+        .iam
+        .principals
+        .authenticate(&received.signed(method.as_str(), &body), "execute-api")
+    {
+        Ok(principal) => principal,
+        Err(SignatureError::Missing) => {
+            return gateway_error(
+                StatusCode::FORBIDDEN,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            );
+        }
+        Err(error) => {
+            return gateway_error(
+                StatusCode::FORBIDDEN,
+                "InvalidSignatureException",
+                &error.to_string(),
+            );
+        }
+    };
+    let resource = api.iam.arn(&format!(
+        "/{}/@connections/{connection_id}",
+        method.as_str()
+    ));
+    if let Err(message) = principal.check("execute-api:ManageConnections", &resource) {
+        return gateway_error(StatusCode::FORBIDDEN, "AccessDeniedException", &message);
     }
     if !api.quotas.admit_request() {
         return gateway_error(

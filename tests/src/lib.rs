@@ -6,8 +6,10 @@
 
 pub mod broker_process;
 pub mod connections_server;
+pub mod deployments;
 pub mod fixtures;
 pub mod http_client;
+pub mod iam_reference;
 pub mod live_counts;
 pub mod local_stack;
 pub mod patience;
@@ -35,6 +37,25 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// The path of a tool `local/aws-tools.sh` installs (its `NAME=` line), installing what is
+/// missing first.
+pub fn aws_tool(name: &str) -> String {
+    let output = Command::new(repo_root().join("local/aws-tools.sh"))
+        .output()
+        .expect("run local/aws-tools.sh");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let prefix = format!("{name}=");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| panic!("local/aws-tools.sh names no {name}"))
 }
 
 fn start_private_servers() -> TestServers {

@@ -109,18 +109,25 @@ impl TestStack {
         }
     }
 
-    /// The `@connections` URL of connection `id` (escaped as a path segment).
-    pub fn connection_url(&self, id: &str) -> String {
+    /// A client of the `@connections` API, signing (SigV4) as the operator, whose
+    /// credentials may call it; the functions sign with their own roles'.
+    pub fn connections(&self) -> emostream_local::admin_client::AdminClient {
         let endpoint = self
             .stack
             .management_endpoint
             .as_deref()
             .expect("a WebSocket API");
+        emostream_local::admin_client::AdminClient::local(endpoint)
+    }
+
+    /// The `@connections` path of connection `id` (escaped as a path segment), for
+    /// [`TestStack::connections`].
+    pub fn connection_path(&self, id: &str) -> String {
         let escaped = id
             .replace('+', "%2B")
             .replace('/', "%2F")
             .replace('=', "%3D");
-        format!("{endpoint}/@connections/{escaped}")
+        format!("/@connections/{escaped}")
     }
 
     /// Where the stack's functions keep their data.

@@ -50,10 +50,11 @@ async fn the_account_throttle_is_shared_by_http_websocket_and_connections_calls(
     assert!(admitted >= 3, "the burst of 3 was not granted: {admitted}");
 
     // @connections: the same account, so also throttled, as LimitExceededException.
-    let url = test.connection_url(UNKNOWN);
+    let manager = test.connections();
+    let url = test.connection_path(UNKNOWN);
     let mut statuses = Vec::new();
     for _ in 0..TRIES {
-        let (status, body) = client.post(&url, &json!({})).await;
+        let (status, body) = manager.send("POST", &url, Some(&json!({}))).await.unwrap();
         statuses.push(status);
         if status == 429 {
             assert_eq!(body["message"], "Rate exceeded");
@@ -121,9 +122,12 @@ async fn new_connections_beyond_the_rate_are_refused_and_posts_take_their_latenc
     assert!(!open.is_empty());
 
     // Every @connections call takes at least the emulated latency.
-    let client = JsonClient::default();
+    let manager = test.connections();
     let started = Instant::now();
-    let (status, _) = client.post(&test.connection_url(UNKNOWN), &json!({})).await;
+    let (status, _) = manager
+        .send("POST", &test.connection_path(UNKNOWN), Some(&json!({})))
+        .await
+        .unwrap();
     assert_eq!(status, 410);
     assert!(started.elapsed() >= Duration::from_millis(300));
     test.stack.stop().await;

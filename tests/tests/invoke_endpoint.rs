@@ -6,24 +6,10 @@ use emostream_local::lambda::{FunctionPool, Runner};
 use emostream_local::runtime_api::InvokeError;
 use emostream_tests::local_stack::function_binaries;
 use emostream_tests::patience::{PATIENCE, wait_for_listener};
-use emostream_tests::{closed_port, repo_root, servers};
-use std::process::Command;
+use emostream_tests::{aws_tool, closed_port, servers};
 
 fn emulator() -> String {
-    let output = Command::new(repo_root().join("local/aws-tools.sh"))
-        .output()
-        .expect("run local/aws-tools.sh");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("RIE="))
-        .filter(|p| !p.is_empty())
-        .expect("aws-tools.sh names the emulator")
-        .to_owned()
+    aws_tool("RIE")
 }
 
 #[tokio::test]

@@ -214,13 +214,31 @@ async fn a_function_killed_mid_batch_leaves_counts_exact() {
 async fn the_websocket_api_behaves_like_api_gateway() {
     let test = TestStack::start("wsapi", |_| {}).await;
     let websocket = test.stack.websocket.clone().unwrap();
-    let client = JsonClient::default();
+    let manager = test.connections();
+
+    // Unsigned calls are refused: the management API takes only IAM-signed ones.
+    let (status, body) = JsonClient::default()
+        .post(
+            &format!(
+                "{}/@connections/x",
+                test.stack.management_endpoint.as_deref().unwrap()
+            ),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (403, Some("Missing Authentication Token"))
+    );
 
     // Unknown connections are gone.
-    let unknown = test.connection_url("AAAAAAAAAAAAAAA=");
-    let (status, _) = client.post(&unknown, &json!({})).await;
+    let unknown = test.connection_path("AAAAAAAAAAAAAAA=");
+    let (status, _) = manager
+        .send("POST", &unknown, Some(&json!({})))
+        .await
+        .unwrap();
     assert_eq!(status, 410);
-    let (status, _) = client.call("DELETE", &unknown).await;
+    let (status, _) = manager.send("DELETE", &unknown, None).await.unwrap();
     assert_eq!(status, 410);
 
     let mut browser = WsClient::connect(&test.websocket_url("mgmt"))
@@ -229,14 +247,17 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     let ids = websocket.connection_ids();
     assert_eq!(ids.len(), 1);
     let id = &ids[0];
-    let url = test.connection_url(id);
-    let (status, _) = client.post(&url, &json!({"hello": "browser"})).await;
+    let url = test.connection_path(id);
+    let (status, _) = manager
+        .send("POST", &url, Some(&json!({"hello": "browser"})))
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(
         browser.next_json(PATIENCE).await.unwrap(),
         json!({"hello": "browser"})
     );
-    let (status, described) = client.get(&url).await;
+    let (status, described) = manager.send("GET", &url, None).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(described["Identity"]["SourceIp"], "127.0.0.1");
     assert!(described["ConnectedAt"].as_str().unwrap().ends_with('Z'));
@@ -246,7 +267,7 @@ async fn the_websocket_api_behaves_like_api_gateway() {
     let database = connect(&mongo, "e2e-check").await.unwrap();
     let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
     assert!(connections.find(id).await.unwrap().is_some());
-    let (status, _) = client.call("DELETE", &url).await;
+    let (status, _) = manager.send("DELETE", &url, None).await.unwrap();
     assert_eq!(status, 204);
     assert_eq!(browser.next_json(PATIENCE).await.err(), Some(Some(1000)));
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -257,7 +278,7 @@ async fn the_websocket_api_behaves_like_api_gateway() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, _) = client.post(&url, &json!({})).await;
+    let (status, _) = manager.send("POST", &url, Some(&json!({}))).await.unwrap();
     assert_eq!(status, 410);
 
     // A malformed message is answered by the function, not dropped.

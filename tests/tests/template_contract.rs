@@ -39,13 +39,14 @@ fn template() -> StackTemplate {
     template_with(&[])
 }
 
-/// The template with parameter overrides, as `sam deploy --parameter-overrides` gives them.
+/// The template with parameter overrides over the local stack's parameters, as
+/// `sam deploy --parameter-overrides` gives them.
 fn template_with(parameters: &[(&str, &str)]) -> StackTemplate {
     let overrides = parameters
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    StackTemplate::load(&repo_root().join("template.yaml"), &overrides).unwrap()
+    StackTemplate::load_local(&repo_root().join("template.yaml"), &overrides).unwrap()
 }
 
 /// A function's environment as deployed with default parameters: what only AWS resolves (the
@@ -228,14 +229,10 @@ fn routes_and_event_sources_match_the_handlers() {
     assert_eq!(http, handled);
 
     // With viewer identity on, POST /reactions alone gains the JWT authorizer.
-    let identity = StackTemplate::load(
-        &repo_root().join("template.yaml"),
-        &BTreeMap::from([
-            ("JwtIssuer".to_owned(), "https://id.example.com".to_owned()),
-            ("JwtAudience".to_owned(), "emostream".to_owned()),
-        ]),
-    )
-    .unwrap();
+    let identity = template_with(&[
+        ("JwtIssuer", "https://id.example.com"),
+        ("JwtAudience", "emostream"),
+    ]);
     for route in &identity.http_routes {
         let jwt = matches!(route.auth, RouteAuth::Jwt(_));
         let post_reactions = route.method == "POST" && route.path == "/reactions";
@@ -248,27 +245,33 @@ fn routes_and_event_sources_match_the_handlers() {
     assert_eq!(keys, handled);
     assert_eq!(websocket.route_selection, "$request.body.action");
 
-    // Each consumer reads the topic its producer writes, for both kinds of event source.
-    let ingest_env = deployed_environment(&template, "IngestFunction");
-    let aggregate_env = deployed_environment(&template, "AggregateFunction");
-    for (function, topic) in [
-        ("AggregateFunction", &ingest_env["REACTION_TOPIC"]),
-        ("NotifyFunction", &aggregate_env["OUTPUT_TOPIC"]),
-    ] {
-        let sources: BTreeSet<&str> = template
-            .kafka_mappings
-            .iter()
-            .filter(|m| m.function == function)
-            .map(|m| {
-                assert_eq!(&m.topic, topic, "{}", m.logical_id);
-                m.event_source.as_str()
-            })
-            .collect();
-        assert_eq!(
-            sources,
-            BTreeSet::from(["SelfManagedKafka", "aws:kafka"]),
-            "{function}"
-        );
+    // Each consumer reads the topic its producer writes, with exactly the event source the
+    // parameters choose, in every supported deployment.
+    for deployment in emostream_tests::deployments::supported() {
+        let template =
+            StackTemplate::load(&repo_root().join("template.yaml"), &deployment.parameters)
+                .unwrap_or_else(|e| panic!("{}: {e}", deployment.name));
+        let expected = match deployment.parameters["KafkaEventSource"].as_str() {
+            "MSK" => "aws:kafka",
+            _ => "SelfManagedKafka",
+        };
+        let ingest_env = deployed_environment(&template, "IngestFunction");
+        let aggregate_env = deployed_environment(&template, "AggregateFunction");
+        for (function, topic) in [
+            ("AggregateFunction", &ingest_env["REACTION_TOPIC"]),
+            ("NotifyFunction", &aggregate_env["OUTPUT_TOPIC"]),
+        ] {
+            let sources: Vec<&str> = template
+                .kafka_mappings
+                .iter()
+                .filter(|m| m.function == function)
+                .map(|m| {
+                    assert_eq!(&m.topic, topic, "{}", m.logical_id);
+                    m.event_source.as_str()
+                })
+                .collect();
+            assert_eq!(sources, [expected], "{}: {function}", deployment.name);
+        }
     }
     // aggregate starts from the oldest record (nothing uncounted), notify from now.
     for mapping in template.local_mappings() {

@@ -50,10 +50,13 @@ fn cpu_seconds(stat_path: &str) -> (f64, f64) {
 /// notify's memory size, as template.yaml gives it (the global size unless notify sets one).
 fn notify_memory_mb() -> f64 {
     let root = emostream_tests::repo_root();
-    emostream_local::template::StackTemplate::load(&root.join("template.yaml"), &Default::default())
-        .ok()
-        .and_then(|t| t.functions.get("NotifyFunction").map(|f| f.memory_mb))
-        .map_or(f64::NAN, f64::from)
+    emostream_local::template::StackTemplate::load_local(
+        &root.join("template.yaml"),
+        &Default::default(),
+    )
+    .ok()
+    .and_then(|t| t.functions.get("NotifyFunction").map(|f| f.memory_mb))
+    .map_or(f64::NAN, f64::from)
 }
 
 /// Starts the test server on a thread and runtime of its own; returns it with that thread's

@@ -20,8 +20,7 @@ mod registry;
 pub mod relay;
 
 use crate::aws_quotas::TokenBucket;
-use crate::function_process::local_credentials;
-use aws_credential_types::Credentials;
+use crate::iam::ServiceIam;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, post};
@@ -168,7 +167,9 @@ impl EventApiStats {
 pub struct EventApi {
     spec: EventApiSpec,
     api_key: String,
-    credentials: Credentials,
+    /// Who may publish with IAM, and the channel namespaces' ARN prefix
+    /// (`arn:aws:appsync:{region}:{account}:apis/{api-id}/channelNamespace/`).
+    iam: ServiceIam,
     limits: EventApiLimits,
     connects: Option<TokenBucket>,
     inbound: Option<TokenBucket>,
@@ -180,10 +181,24 @@ pub struct EventApi {
 }
 
 impl EventApi {
-    /// An API for `spec` whose API key is `api_key`; IAM requests must be signed with the
-    /// local functions' credentials.
+    /// An API for `spec` whose API key is `api_key`; IAM requests must be signed by the
+    /// operator (the local credentials).
     pub fn new(spec: EventApiSpec, api_key: &str, limits: EventApiLimits) -> Arc<Self> {
-        Self::build(spec, api_key, limits, None)
+        let iam = ServiceIam::operator_only(
+            "arn:aws:appsync:local:000000000000:apis/local/channelNamespace/",
+        );
+        Self::build(spec, api_key, limits, iam, None)
+    }
+
+    /// An API for `spec` whose IAM publishers are `iam`'s principals, each allowed
+    /// `appsync:EventPublish` on a namespace by its policies.
+    pub fn with_iam(
+        spec: EventApiSpec,
+        api_key: &str,
+        limits: EventApiLimits,
+        iam: ServiceIam,
+    ) -> Arc<Self> {
+        Self::build(spec, api_key, limits, iam, None)
     }
 
     /// An API whose subscribers are served from an upstream API through a relay: it announces
@@ -194,20 +209,27 @@ impl EventApi {
         limits: EventApiLimits,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Vec<String>>) {
         let (hook, patterns) = mpsc::unbounded_channel();
-        (Self::build(spec, api_key, limits, Some(hook)), patterns)
+        let iam = ServiceIam::operator_only(
+            "arn:aws:appsync:local:000000000000:apis/local/channelNamespace/",
+        );
+        (
+            Self::build(spec, api_key, limits, iam, Some(hook)),
+            patterns,
+        )
     }
 
     fn build(
         spec: EventApiSpec,
         api_key: &str,
         limits: EventApiLimits,
+        iam: ServiceIam,
         new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
     ) -> Arc<Self> {
         let bucket = |rate: u32| (rate > 0).then(|| TokenBucket::new(rate, rate));
         Arc::new(Self {
             spec,
             api_key: api_key.to_owned(),
-            credentials: local_credentials(),
+            iam,
             limits,
             connects: bucket(limits.connects_per_second),
             inbound: bucket(limits.inbound_events_per_second),

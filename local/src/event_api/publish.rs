@@ -8,7 +8,7 @@
 //! event listed as `successful` or `failed` (not a string of valid JSON, or over 240 KB).
 
 use super::{AuthType, EventApi, NamespaceAuth, UNAUTHORIZED, error_entry};
-use crate::sigv4_check::{ReceivedRequest, SignedRequest, verify};
+use crate::sigv4_check::{ReceivedRequest, SignedRequest};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -122,8 +122,14 @@ pub(super) fn deliver(api: &EventApi, segments: &[&str], admitted: &Admitted<'_>
         .fetch_add(admitted.accepted.len() as u64, Ordering::Relaxed);
 }
 
-/// Whether the request carries an authorization `modes` accepts.
-fn authorized(api: &EventApi, modes: &[AuthType], request: &SignedRequest<'_>) -> bool {
+/// Whether the request carries an authorization `modes` accepts. A signed publish must also be
+/// allowed `appsync:EventPublish` on the channel namespace by its signer's policies.
+fn authorized(
+    api: &EventApi,
+    modes: &[AuthType],
+    request: &SignedRequest<'_>,
+    namespace: &str,
+) -> bool {
     let header = |name: &str| {
         request
             .headers
@@ -132,8 +138,10 @@ fn authorized(api: &EventApi, modes: &[AuthType], request: &SignedRequest<'_>) -
             .map(|(_, v)| v.as_str())
     };
     if modes.contains(&AuthType::Iam) && header("authorization").is_some() {
-        return match verify(request, &api.credentials, "appsync") {
-            Ok(()) => true,
+        return match api.iam.principals.authenticate(request, "appsync") {
+            Ok(principal) => principal
+                .check("appsync:EventPublish", &api.iam.arn(namespace))
+                .is_ok(),
             Err(error) => {
                 tracing::info!(%error, "publish signature refused");
                 false
@@ -159,7 +167,7 @@ pub(crate) async fn handle(
         Ok(resolved) => resolved,
         Err(refusal) => return refusal.into_response(),
     };
-    if !authorized(&api, &namespace.publish, &request) {
+    if !authorized(&api, &namespace.publish, &request, segments[0]) {
         return Refusal::unauthorized().into_response();
     }
     let admitted = match admit(&api, parsed.get("events").and_then(Value::as_array)) {

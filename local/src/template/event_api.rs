@@ -29,16 +29,9 @@ fn auth_modes(id: &str, value: Option<&Value>) -> Result<Option<Vec<AuthType>>, 
 /// The Event API among `resources`, if one exists with the `conditions` in force.
 pub fn read(
     resources: &Mapping,
-    conditions: &BTreeMap<String, bool>,
+    template: &super::StackTemplate,
 ) -> Result<Option<EventApiSpec>, TemplateError> {
-    let exists = |id: &str, spec: &Value| -> Result<bool, TemplateError> {
-        match get(spec, "Condition").and_then(scalar) {
-            None => Ok(true),
-            Some(name) => conditions.get(&name).copied().ok_or_else(|| {
-                invalid(id, format!("condition {name} cannot be evaluated locally"))
-            }),
-        }
-    };
+    let exists = |id: &str, spec: &Value| template.exists(id, spec);
     let of_type = |kind: &'static str| {
         resources.iter().filter_map(move |(id, spec)| {
             let id = id.as_str()?;

@@ -4,17 +4,25 @@
 //! position, consumer group). Local runs therefore take their shape from the deployed one
 //! instead of a second, drifting description. CloudFormation's short (`!Ref`) and long
 //! (`Ref:`) intrinsic forms are both understood. The AppSync Events API of the `AppSyncEvents`
-//! delivery mode is read in [`event_api`], and conditions in [`crate::template_conditions`].
+//! delivery mode is read in [`event_api`], conditions in [`conditions`], the `Rules` a
+//! deployment must pass in [`rules`], the functions' IAM policies in [`policies`], and every
+//! intrinsic function in [`intrinsics`].
 
+mod conditions;
 mod event_api;
 mod http_auth;
+pub mod intrinsics;
+pub mod policies;
+mod rules;
 mod schedule;
+mod stand_ins;
 
 pub use http_auth::{JwtAuthorizerSpec, RouteAuth};
 pub use schedule::ScheduledEvent;
+pub use stand_ins::{DeployedStandIns, LocalArns};
 
 use serde_yaml_ng::{Mapping, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,6 +39,10 @@ pub enum TemplateError {
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("{resource}: {reason}")]
     Invalid { resource: String, reason: String },
+    /// A `Rules` assertion fails: CloudFormation refuses these parameters before creating
+    /// anything, with the assertion's description.
+    #[error("rule {rule} refuses these parameters: {message}")]
+    Rule { rule: String, message: String },
 }
 
 fn invalid(resource: &str, reason: impl Into<String>) -> TemplateError {
@@ -123,6 +135,10 @@ pub struct StackTemplate {
     pub conditions: BTreeMap<String, bool>,
     /// The AppSync Events API, when the parameters create one (`Delivery: AppSyncEvents`).
     pub event_api: Option<crate::event_api::EventApiSpec>,
+    /// Parameters of a list type (`CommaDelimitedList`): their `Ref` is a list.
+    pub list_parameters: BTreeSet<String>,
+    /// The template's `Resources` as written, for what is read on demand (IAM policies).
+    pub resources: Mapping,
 }
 
 /// The name and argument of an intrinsic function in either form (`!Ref X` or `{Ref: X}`).
@@ -190,7 +206,7 @@ fn referenced_id(value: &Value) -> Option<String> {
 
 /// Values of the pseudo parameters locally; a parameter of the same name (say
 /// `AWS::StackName`) given as an override wins.
-fn pseudo_parameter(name: &str) -> Option<&'static str> {
+pub(crate) fn pseudo_parameter(name: &str) -> Option<&'static str> {
     match name {
         "AWS::Region" => Some("local"),
         "AWS::AccountId" => Some("000000000000"),
@@ -201,45 +217,27 @@ fn pseudo_parameter(name: &str) -> Option<&'static str> {
     }
 }
 
-fn parameter(name: &str, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
-    parameters
-        .get(name)
-        .cloned()
-        .flatten()
-        .or_else(|| pseudo_parameter(name).map(str::to_owned))
-}
-
-/// Resolves what can be known locally: a literal, `!Ref` to a parameter, or `!Sub` over
-/// parameters. `None` for anything only AWS can resolve (resource attributes,
-/// `{{resolve:...}}` dynamic references).
+/// Resolves what can be known before AWS creates anything: a literal, `!Ref` to a parameter,
+/// `!Sub`, `!Join`, `!Split` and `!Select` over parameters. `None` for anything only AWS can
+/// resolve (resource attributes, `{{resolve:...}}` dynamic references).
 pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> Option<String> {
-    if let Some(literal) = scalar(value) {
-        return Some(literal);
-    }
-    let (name, argument) = intrinsic(value)?;
-    match name.as_str() {
-        "Ref" => parameter(argument.as_str()?, parameters),
-        "Fn::Sub" => {
-            let mut rest = argument.as_str()?;
-            let mut out = String::new();
-            while let Some(start) = rest.find("${") {
-                let end = rest[start..].find('}')? + start;
-                out.push_str(&rest[..start]);
-                out.push_str(&parameter(&rest[start + 2..end], parameters)?);
-                rest = &rest[end + 1..];
-            }
-            out.push_str(rest);
-            (!out.contains("{{resolve:")).then_some(out)
-        }
-        _ => None,
-    }
+    let none = BTreeMap::new();
+    let lists = BTreeSet::new();
+    let scope = intrinsics::Scope {
+        parameters,
+        list_parameters: &lists,
+        conditions: &none,
+        resources: None,
+        values: &intrinsics::OnlyAwsKnows,
+    };
+    scope.text(value)
 }
 
 /// [`resolve`], also taking the branch of `!If` that the template's conditions choose
 /// ([`chosen`]); `None` where that branch is `AWS::NoValue` or cannot be known locally.
 pub fn resolve_in(value: &Value, template: &StackTemplate) -> Option<String> {
     let value = chosen(value, template, "").ok().flatten()?;
-    resolve(value, &template.parameters)
+    template.scope(&intrinsics::OnlyAwsKnows).text(value)
 }
 
 fn is_no_value(value: &Value) -> bool {
@@ -293,7 +291,50 @@ fn environment(properties: Option<&Value>) -> BTreeMap<String, TemplateValue> {
     variables
 }
 
+/// The parameters the local stack deploys with unless told otherwise, each because the local
+/// world differs from an AWS account: its broker is a self-managed, plaintext cluster; its page
+/// is served from whatever loopback port a run picks (`*` is the one place a wildcard origin is
+/// used); without the demo issuer its viewers are anonymous, which the template accepts only
+/// when asked to; the emulated Event API's key needs an expiry like AppSync's.
+pub fn local_parameters(overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let a_year_from_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 365 * 24 * 3600;
+    let mut parameters = BTreeMap::from([
+        ("KafkaEventSource".to_owned(), "SelfManagedKafka".to_owned()),
+        ("SelfManagedKafkaAuth".to_owned(), "PLAINTEXT".to_owned()),
+        ("AllowedOrigins".to_owned(), "*".to_owned()),
+        ("AllowAnonymousReactions".to_owned(), "true".to_owned()),
+        ("EventApiKeyExpires".to_owned(), a_year_from_now.to_string()),
+    ]);
+    parameters.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    parameters
+}
+
 impl StackTemplate {
+    /// The template as the local stack runs it: [`local_parameters`] under `overrides`.
+    pub fn load_local(
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, TemplateError> {
+        Self::load(path, &local_parameters(overrides))
+    }
+
+    /// What the template's expressions may refer to, with `values` for the resources'.
+    pub fn scope<'a>(
+        &'a self,
+        values: &'a dyn intrinsics::ResourceValues,
+    ) -> intrinsics::Scope<'a> {
+        intrinsics::Scope {
+            parameters: &self.parameters,
+            list_parameters: &self.list_parameters,
+            conditions: &self.conditions,
+            resources: Some(&self.resources),
+            values,
+        }
+    }
+
     /// Reads and interprets the template at `path`, with parameter `overrides` (like
     /// `sam deploy --parameter-overrides`) in place of the defaults.
     pub fn load(path: &Path, overrides: &BTreeMap<String, String>) -> Result<Self, TemplateError> {
@@ -308,6 +349,17 @@ impl StackTemplate {
     pub fn parse(text: &str, overrides: &BTreeMap<String, String>) -> Result<Self, TemplateError> {
         let root: Value = serde_yaml_ng::from_str(text)?;
         let empty = Value::Mapping(Mapping::new());
+        let list_parameters: BTreeSet<String> = get(&root, "Parameters")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+            .filter(|(_, spec)| {
+                get(spec, "Type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| kind == "CommaDelimitedList" || kind.starts_with("List<"))
+            })
+            .filter_map(|(name, _)| name.as_str().map(str::to_owned))
+            .collect();
         let mut parameters: BTreeMap<String, Option<String>> = get(&root, "Parameters")
             .and_then(Value::as_mapping)
             .into_iter()
@@ -342,16 +394,24 @@ impl StackTemplate {
             schedules: Vec::new(),
             conditions: BTreeMap::new(),
             event_api: None,
+            list_parameters,
+            resources: resources.clone(),
         };
-        template.conditions =
-            crate::template_conditions::evaluate(get(&root, "Conditions"), &template.parameters);
-        template.event_api = event_api::read(resources, &template.conditions)?;
+        template.conditions = conditions::evaluate(
+            get(&root, "Conditions"),
+            &template.scope(&intrinsics::OnlyAwsKnows),
+        );
+        rules::check(get(&root, "Rules"), &template)?;
+        template.event_api = event_api::read(resources, &template)?;
         let mut integrations: BTreeMap<String, String> = BTreeMap::new();
         let mut route_targets: Vec<(String, String)> = Vec::new();
         let mut stage = None;
 
         for (id, spec) in resources {
             let id = id.as_str().unwrap_or_default().to_owned();
+            if !template.exists(&id, spec)? {
+                continue;
+            }
             let properties = get(spec, "Properties");
             match resource_type(spec).as_str() {
                 "AWS::Serverless::Function" => {
@@ -469,6 +529,16 @@ impl StackTemplate {
         }
         template.check_references()?;
         Ok(template)
+    }
+
+    /// Whether a resource exists with these parameters: its `Condition` (if any) holds.
+    pub fn exists(&self, id: &str, spec: &Value) -> Result<bool, TemplateError> {
+        match get(spec, "Condition").and_then(scalar) {
+            None => Ok(true),
+            Some(name) => self.conditions.get(&name).copied().ok_or_else(|| {
+                invalid(id, format!("condition {name} cannot be evaluated locally"))
+            }),
+        }
     }
 
     fn read_function(

@@ -4,7 +4,7 @@ use super::*;
 
 fn project_template() -> StackTemplate {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-    StackTemplate::load(&path, &BTreeMap::new()).unwrap()
+    StackTemplate::load_local(&path, &BTreeMap::new()).unwrap()
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
         "identity is off by default"
     );
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-    let with_identity = StackTemplate::load(
+    let with_identity = StackTemplate::load_local(
         &path,
         &BTreeMap::from([
             ("JwtIssuer".to_owned(), "https://id.example.com".to_owned()),
@@ -123,7 +123,7 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
         ("ReactionTopic".to_owned(), "r7".to_owned()),
     ]);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-    let renamed = StackTemplate::load(&path, &overrides)
+    let renamed = StackTemplate::load_local(&path, &overrides)
         .unwrap()
         .local_mappings();
     assert_eq!(renamed[0].consumer_group, "test-7-aggregate");
@@ -185,7 +185,7 @@ fn the_event_api_exists_only_in_appsync_events_delivery() {
 
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
     let overrides = BTreeMap::from([("Delivery".to_owned(), "AppSyncEvents".to_owned())]);
-    let template = StackTemplate::load(&path, &overrides).unwrap();
+    let template = StackTemplate::load_local(&path, &overrides).unwrap();
     let api = template.event_api.clone().expect("an Event API");
     assert_eq!(api.connection, [AuthType::ApiKey]);
     assert_eq!(

@@ -196,7 +196,7 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
     ] {
         local.variables.insert(name.into(), value.into());
     }
-    let template = StackTemplate::load(&plan.template, &local.parameters)
+    let template = StackTemplate::load_local(&plan.template, &local.parameters)
         .map_err(setup("reading the template"))?;
     let spec = template
         .functions
