@@ -303,8 +303,7 @@ fn missing_grants(template: &StackTemplate, rows: &[Row]) -> Vec<String> {
         .to_owned();
     let mut missing = Vec::new();
     for row in rows {
-        let Some((_, logical_id)) = FUNCTIONS.iter().find(|(name, _)| *name == row.function)
-        else {
+        let Some((_, logical_id)) = FUNCTIONS.iter().find(|(name, _)| *name == row.function) else {
             continue;
         };
         let applies = match row.when.as_str() {

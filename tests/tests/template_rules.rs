@@ -13,10 +13,16 @@ fn violations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
     vec![
         (
             "MskIamNeedsMsk",
-            vec![("KafkaEventSource", "SelfManagedKafka"), ("KafkaSecurity", "iam")],
+            vec![
+                ("KafkaEventSource", "SelfManagedKafka"),
+                ("KafkaSecurity", "iam"),
+            ],
         ),
         ("MskNeedsCluster", vec![("MskClusterArn", "")]),
-        ("MskNeedsCluster", vec![("SubnetIds", ""), ("SecurityGroupIds", "")]),
+        (
+            "MskNeedsCluster",
+            vec![("SubnetIds", ""), ("SecurityGroupIds", "")],
+        ),
         (
             "SelfManagedKafkaNeedsItsSecret",
             vec![("KafkaEventSource", "SelfManagedKafka")],
@@ -25,10 +31,16 @@ fn violations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         ("EndpointsNeedTheVpc", vec![("VpcId", "")]),
         ("EndpointsNeedTheVpc", vec![("VpcCidr", "")]),
         ("NotifyInVpcNeedsNat", vec![("NotifyInVpc", "true")]),
-        ("IdentityOrExplicitlyAnonymous", vec![("AllowAnonymousReactions", "false")]),
+        (
+            "IdentityOrExplicitlyAnonymous",
+            vec![("AllowAnonymousReactions", "false")],
+        ),
         (
             "AudienceWithIssuer",
-            vec![("JwtIssuer", "https://id.example.com/"), ("JwtAudience", "")],
+            vec![
+                ("JwtIssuer", "https://id.example.com/"),
+                ("JwtAudience", ""),
+            ],
         ),
         (
             "EventApiKeyNeedsExpiry",
