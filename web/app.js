@@ -3,8 +3,9 @@
 // `delivery` says: pushed over the API Gateway WebSocket API (`WebSocketApi`), or published to
 // the stream's AWS AppSync Events channel (`AppSyncEvents`), with the history then read from
 // `GET /streams/{id}/windows`. Its configuration comes from window.EMOSTREAM_CONFIG, else
-// config.json next to this page (the local stack serves one), and can be overridden with
-// ?api=...&ws=...&stream=... in the URL. With viewer identity on (config `signInUrl` or
+// config.json next to this page (the local stack serves one). ?api=...&ws=... override the API
+// URLs only on a page served from this machine or for origins config `overrideOrigins` lists
+// (a link must not send the viewer's token elsewhere); ?stream=... picks the stream. With viewer identity on (config `signInUrl` or
 // `getToken`), the viewer signs in first and every request carries their token (identity.js).
 import { ViewerIdentity } from "./identity.js";
 import {
@@ -17,6 +18,7 @@ import {
   streamChannel,
   eventSubprotocols,
   eventFrames,
+  overrideAllowed,
 } from "./model.js";
 
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
@@ -70,8 +72,12 @@ async function loadConfig() {
     }
   }
   config = { ...(config || {}) };
-  if (params.get("api")) config.apiUrl = params.get("api");
-  if (params.get("ws")) config.websocketUrl = params.get("ws");
+  for (const [param, key] of [["api", "apiUrl"], ["ws", "websocketUrl"]]) {
+    const value = params.get(param);
+    if (!value) continue;
+    if (overrideAllowed(value, location.hostname, config.overrideOrigins)) config[key] = value;
+    else console.warn(`?${param}= ignored: ${value} is not on this machine and config.json's overrideOrigins does not list it`);
+  }
   const flush = Number(params.get("flush") || config.flushMs || FLUSH_EVERY_MS);
   config.flushMs = Number.isFinite(flush) && flush >= 100 ? flush : FLUSH_EVERY_MS;
   config.delivery = config.delivery || "WebSocketApi";

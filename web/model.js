@@ -160,6 +160,26 @@ export function validStreamId(text) {
   return /^[A-Za-z0-9_.:-]{1,64}$/.test(text);
 }
 
+/** Whether `hostname` is this machine: `localhost`, 127.0.0.0/8 or `[::1]`. */
+export function isLoopbackHost(hostname) {
+  return hostname === "localhost" || hostname === "[::1]" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/** Whether an `?api=` or `?ws=` override may replace the served configuration: on a page served
+ *  from this machine (a developer pointing it at a stack of their own), or when the served
+ *  configuration's `overrideOrigins` lists the override's origin. Anything else would let a
+ *  link to the real page send the viewer's bearer token to whoever the link names. */
+export function overrideAllowed(overrideUrl, pageHostname, allowedOrigins = []) {
+  let origin;
+  try {
+    origin = new URL(overrideUrl).origin;
+  } catch {
+    return false;
+  }
+  if (isLoopbackHost(pageHostname)) return true;
+  return Array.isArray(allowedOrigins) && allowedOrigins.includes(origin);
+}
+
 // ---- AppSync Events ---------------------------------------------------------------------------
 
 /** Whether `segment` is a channel path segment AppSync accepts (letters, digits and inner

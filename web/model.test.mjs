@@ -13,6 +13,8 @@ import {
   streamChannel,
   eventSubprotocols,
   eventFrames,
+  isLoopbackHost,
+  overrideAllowed,
 } from "./model.js";
 
 const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
@@ -143,4 +145,16 @@ test("data messages yield their frames; anything else none", () => {
   assert.deepEqual(eventFrames({ type: "data", id: "x", event: [JSON.stringify(frame)] }), [frame]);
   assert.deepEqual(eventFrames({ type: "data", id: "x", event: "{not json" }), []);
   assert.deepEqual(eventFrames({ type: "ka" }), []);
+});
+
+test("URL overrides of the APIs only on this machine or for listed origins", () => {
+  for (const host of ["localhost", "127.0.0.1", "127.1.2.3", "[::1]"]) assert.ok(isLoopbackHost(host), host);
+  for (const host of ["live.example.com", "127.0.0.1.evil.example", "10.0.0.1"]) assert.ok(!isLoopbackHost(host), host);
+  assert.ok(overrideAllowed("https://attacker.example/api", "127.0.0.1"));
+  assert.ok(!overrideAllowed("https://attacker.example/api", "live.example.com"));
+  assert.ok(!overrideAllowed("https://attacker.example/api", "live.example.com", ["https://api.example.com"]));
+  assert.ok(overrideAllowed("https://api.example.com/v2", "live.example.com", ["https://api.example.com"]));
+  assert.ok(overrideAllowed("wss://ws.example.com/live", "live.example.com", ["wss://ws.example.com"]));
+  assert.ok(!overrideAllowed("not a url", "127.0.0.1"));
+  assert.ok(!overrideAllowed("https://api.example.com", "live.example.com", "https://api.example.com"));
 });

@@ -7,7 +7,9 @@
 // again, and switching streams swaps the subscription on the same connection. Saves
 // screenshots. With viewer identity on (the page's config names a sign-in), every page signs in
 // by name and the script's own posts carry a token; a page whose token expired must sign in
-// again by itself and go on sending taps. Exits non-zero with a message on any failure.
+// again by itself and go on sending taps. A page served under a name that is not this machine's,
+// opened with ?api= and ?ws= naming another origin, must send nothing there (least of all a
+// token). Exits non-zero with a message on any failure.
 //
 //   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 STREAM=id ARTIFACTS=dir node browser.mjs
 //
@@ -44,6 +46,8 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    // Names that are not loopback, for the page and an attacker (both served on 127.0.0.1).
+    "--host-resolver-rules=MAP emostream-page.test 127.0.0.1, MAP attacker.test 127.0.0.1",
   ],
 });
 
@@ -75,9 +79,9 @@ async function newPage(options = {}) {
 const pageConfig = await (await fetch(new URL("config.json", WEB_URL))).json();
 let viewers = 0;
 
-async function openPage(options = {}, stream = STREAM, page = null) {
+async function openPage(options = {}, stream = STREAM, page = null, site = WEB_URL, extra = "") {
   page = page || (await newPage(options));
-  await page.goto(`${WEB_URL}?stream=${stream}`);
+  await page.goto(`${site}?stream=${stream}${extra}`);
   await page.waitForSelector("body[data-ready=true], #sign-in:not([hidden])", { timeout: TIMEOUT });
   if (await page.locator("#sign-in").isVisible()) {
     viewers += 1;
@@ -240,6 +244,38 @@ async function appSyncRecovery() {
   assert.equal(sockets, 2, "switching streams kept the connection");
 }
 
+/** A link to the real page (served under a name that is not this machine's) whose ?api= and
+ * ?ws= name another origin: the page keeps its served configuration, and nothing, least of all
+ * the viewer's token, goes to the other origin. */
+async function foreignOverridesIgnored() {
+  const page = await newPage();
+  const foreign = [];
+  await page.route((url) => url.hostname === "attacker.test", (route) => {
+    const request = route.request();
+    foreign.push({ url: request.url(), authorization: request.headers().authorization });
+    return route.abort();
+  });
+  page.on("websocket", (socket) => {
+    if (new URL(socket.url()).hostname === "attacker.test") foreign.push({ url: socket.url() });
+  });
+  const site = new URL(WEB_URL);
+  site.hostname = "emostream-page.test";
+  const api = `http://attacker.test:${new URL(API_URL).port}`;
+  const ws = "ws://attacker.test:9/live";
+  const extra = `&api=${encodeURIComponent(api)}&ws=${encodeURIComponent(ws)}`;
+  try {
+    await openPage({}, STREAM, page, site.toString(), extra);
+    await page.getByRole("button", { name: /React with fire/ }).click();
+    await page.waitForFunction(() => /^1 taps sent/.test(document.getElementById("sent").textContent), null, {
+      timeout: TIMEOUT,
+    });
+  } catch (error) {
+    throw new Error(`the page did not work from its served configuration (sent to the link's origin: ${JSON.stringify(foreign)}): ${error.message}`);
+  }
+  assert.deepEqual(foreign, [], "the page sent requests to the origin a link named");
+  console.log("a foreign ?api= and ?ws= were ignored; the tap went to the served API");
+}
+
 /** The page's token, as it keeps it for this tab. */
 async function pageToken(page) {
   return page.evaluate(() => (JSON.parse(sessionStorage.getItem("emostream-viewer")) || {}).token);
@@ -314,6 +350,7 @@ try {
   await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
 
   if (pageConfig.signInUrl) await expiredTokenRecovery(tapper, 11);
+  await foreignOverridesIgnored();
 
   if (DELIVERY === "AppSyncEvents") {
     await appSyncRecovery();
