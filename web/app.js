@@ -86,8 +86,9 @@ async function loadConfig() {
   const renew = Number(params.get("renewMs") || config.renewMs);
   config.renewMs = Number.isFinite(renew) && renew >= 1000 ? renew : null;
   if (config.delivery === "AppSyncEvents") {
-    if (!config.apiUrl || !config.eventRealtimeUrl || !config.eventHttpHost || !config.eventApiKey) {
-      throw new Error("AppSyncEvents delivery needs apiUrl, eventRealtimeUrl, eventHttpHost and eventApiKey");
+    const keyNeeded = config.eventAuth !== "OPENID_CONNECT";
+    if (!config.apiUrl || !config.eventRealtimeUrl || !config.eventHttpHost || (keyNeeded && !config.eventApiKey)) {
+      throw new Error("AppSyncEvents delivery needs apiUrl, eventRealtimeUrl, eventHttpHost and eventApiKey (or eventAuth OPENID_CONNECT)");
     }
     config.eventNamespace = config.eventNamespace || "streams";
   } else if (!config.apiUrl || !config.websocketUrl) {
@@ -256,21 +257,29 @@ function retire() {
   }
 }
 
+/** Awaits `obtain()` (a token, an authorization) for the connect attempt `generation`: its
+ *  value, or null when it failed (the next attempt is then scheduled) or when a newer connect()
+ *  (watch() moving on) superseded this one meanwhile. */
+async function forConnect(generation, obtain) {
+  let value;
+  try {
+    value = await obtain();
+  } catch (error) {
+    if (generation !== client.connectGeneration) return null;
+    const delay = reconnectDelay(client.attempt++);
+    setState("reconnecting", `Cannot sign in (${error.message}) · retrying in ${Math.ceil(delay / 1000)} s`);
+    client.reconnectTimer = setTimeout(connect, delay);
+    return null;
+  }
+  return generation === client.connectGeneration ? value : null;
+}
+
 async function connectWebSocketApi() {
   const generation = ++client.connectGeneration;
   let url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
   if (client.identity.enabled) {
-    let token;
-    try {
-      token = await client.identity.token();
-    } catch (error) {
-      if (generation !== client.connectGeneration) return;
-      const delay = reconnectDelay(client.attempt++);
-      setState("reconnecting", `Cannot sign in (${error.message}) · retrying in ${Math.ceil(delay / 1000)} s`);
-      client.reconnectTimer = setTimeout(connect, delay);
-      return;
-    }
-    if (generation !== client.connectGeneration) return; // watch() moved on meanwhile
+    const token = await forConnect(generation, () => client.identity.token());
+    if (token === null) return;
     url += `&token=${encodeURIComponent(token)}`;
   }
   const socket = new WebSocket(url);
@@ -295,7 +304,13 @@ async function connectWebSocketApi() {
 
 // ---- AppSyncEvents: the real-time protocol, the history over HTTP --------------------------------
 
-function eventsAuthorization() {
+/** What the page's AppSync Events connection and subscriptions authorize with: the viewer's
+ *  token when the API takes OPENID_CONNECT (viewer identity on; no key is published), else the
+ *  API key. */
+async function eventsAuthorization() {
+  if (client.config.eventAuth === "OPENID_CONNECT") {
+    return { host: client.config.eventHttpHost, Authorization: await client.identity.token() };
+  }
   return { host: client.config.eventHttpHost, "x-api-key": client.config.eventApiKey };
 }
 
@@ -303,8 +318,11 @@ function newId() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`;
 }
 
-function connectEvents() {
-  const socket = new WebSocket(client.config.eventRealtimeUrl, eventSubprotocols(eventsAuthorization()));
+async function connectEvents() {
+  const generation = ++client.connectGeneration;
+  const authorization = await forConnect(generation, eventsAuthorization);
+  if (authorization === null) return;
+  const socket = new WebSocket(client.config.eventRealtimeUrl, eventSubprotocols(authorization));
   client.socket = socket;
   client.acknowledged = false;
   client.subscription = null;
@@ -324,15 +342,25 @@ function connectEvents() {
   }, WATCHDOG_EVERY_MS);
 }
 
-/** Subscribes the open, acknowledged socket to the watched stream's channel. */
-function subscribeEvents(socket) {
-  client.subscription = newId();
+/** Subscribes the open, acknowledged socket to the watched stream's channel (with a fresh
+ *  token when the API takes tokens; a socket that cannot get one is closed and reconnects). */
+async function subscribeEvents(socket) {
+  const id = newId();
+  client.subscription = id;
+  let authorization;
+  try {
+    authorization = await eventsAuthorization();
+  } catch {
+    socket.close();
+    return;
+  }
+  if (client.socket !== socket || client.subscription !== id || socket.readyState !== WebSocket.OPEN) return;
   socket.send(
     JSON.stringify({
       type: "subscribe",
-      id: client.subscription,
+      id,
       channel: streamChannel(client.config.eventNamespace, client.stream),
-      authorization: eventsAuthorization(),
+      authorization,
     }),
   );
 }

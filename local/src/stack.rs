@@ -8,6 +8,7 @@
 use crate::aws_quotas::{AwsQuotas, QuotaSettings};
 use crate::demo_issuer::{DEFAULT_TOKEN_TTL, DEMO_AUDIENCE, DemoIssuer};
 use crate::environment::{LocalValues, UnresolvedVariable};
+use crate::event_api::client::EventCredential;
 use crate::event_api::{EventApi, EventApiLimits};
 use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
 use crate::http_api::{self, BoundRoute, HttpApi};
@@ -469,7 +470,14 @@ impl LocalStack {
                 "delivery": if event_api.is_some() { "AppSyncEvents" } else { "WebSocketApi" },
                 "eventRealtimeUrl": event_realtime_url,
                 "eventHttpHost": event_http_host,
-                "eventApiKey": event_api.as_ref().map(|api| api.api_key().to_owned()),
+                // With OPENID_CONNECT subscribers, the page subscribes with its viewer token
+                // and no key is published.
+                "eventAuth": event_api.as_ref().map(|api| {
+                    if api.takes_tokens() { "OPENID_CONNECT" } else { "API_KEY" }
+                }),
+                "eventApiKey": event_api.as_ref()
+                    .filter(|api| !api.takes_tokens())
+                    .map(|api| api.api_key().to_owned()),
                 "eventNamespace": template.event_api.as_ref()
                     .and_then(|spec| spec.namespaces.keys().next().cloned()),
                 "signInUrl": demo_issuer.as_ref()
@@ -522,6 +530,16 @@ impl LocalStack {
             demo_issuer,
             servers,
             shutdown,
+        })
+    }
+
+    /// What an AppSync Events subscriber named `viewer` authorizes with on this stack: a demo
+    /// issuer's token when the Event API takes OPENID_CONNECT connections, else the API key.
+    pub fn event_credential(&self, viewer: &str) -> Option<EventCredential> {
+        let api = self.event_api.as_ref()?;
+        Some(match (&self.demo_issuer, api.takes_tokens()) {
+            (Some(issuer), true) => EventCredential::Token(issuer.token_for(viewer)),
+            _ => EventCredential::ApiKey(api.api_key().to_owned()),
         })
     }
 

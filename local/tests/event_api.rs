@@ -42,6 +42,7 @@ impl Api {
                     NamespaceAuth {
                         publish: vec![AuthType::Iam],
                         subscribe: vec![AuthType::ApiKey],
+                        subscribe_rule: None,
                     },
                 ),
                 (
@@ -49,9 +50,11 @@ impl Api {
                     NamespaceAuth {
                         publish: vec![AuthType::ApiKey],
                         subscribe: vec![AuthType::ApiKey],
+                        subscribe_rule: None,
                     },
                 ),
             ]),
+            openid_connect: None,
         };
         let served = EventApi::new(spec, KEY, limits)
             .serve_on("127.0.0.1:0".parse().unwrap())
@@ -415,8 +418,10 @@ async fn a_relay_serves_more_subscribers_with_one_upstream_subscription_per_patt
             NamespaceAuth {
                 publish: Vec::new(),
                 subscribe: vec![AuthType::ApiKey],
+                subscribe_rule: None,
             },
         )]),
+        openid_connect: None,
     };
     let (relayed, patterns) = EventApi::relayed(spec, KEY, EventApiLimits::default());
     let served = relayed
@@ -501,4 +506,82 @@ async fn a_relay_serves_more_subscribers_with_one_upstream_subscription_per_patt
         }
     }
     relaying.abort();
+}
+
+/// Viewer identity: connections and subscriptions authorize with a token of the API's OpenID
+/// Connect issuer for its client id (no API key), and the namespace's onSubscribe rule refuses
+/// wildcards and channels off the rule, as the template's handler does.
+#[tokio::test]
+async fn tokens_of_the_issuer_authorize_and_the_subscribe_rule_refuses_wildcards() {
+    use emostream_local::demo_issuer::DemoIssuer;
+    use emostream_local::event_api::OpenIdConnectSpec;
+    use emostream_local::event_api::client::EventCredential;
+    use std::sync::Arc;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer_url = format!("http://{}", listener.local_addr().unwrap());
+    let issuer =
+        Arc::new(DemoIssuer::new(&issuer_url, "emostream", Duration::from_secs(600)).unwrap());
+    let router = issuer.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let other = DemoIssuer::new(&issuer_url, "someone-else", Duration::from_secs(600)).unwrap();
+
+    let spec = EventApiSpec {
+        connection: vec![AuthType::OpenIdConnect],
+        namespaces: BTreeMap::from([(
+            "streams".to_owned(),
+            NamespaceAuth {
+                publish: vec![AuthType::Iam],
+                subscribe: vec![AuthType::OpenIdConnect],
+                subscribe_rule: Some(
+                    r"^\/streams\/[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$".to_owned(),
+                ),
+            },
+        )]),
+        openid_connect: Some(OpenIdConnectSpec {
+            issuer: issuer_url.clone(),
+            client_id: "emostream".to_owned(),
+        }),
+    };
+    let api = EventApi::new(spec, KEY, EventApiLimits::default())
+        .serve_on("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let connect = |credential: EventCredential| {
+        let (url, host) = (api.realtime_url(), api.host.clone());
+        async move { Subscriber::connect_with(&url, &host, &credential, PATIENCE).await }
+    };
+    // The API key is no longer a way in, nor a token for another audience.
+    for refused in [
+        EventCredential::ApiKey(KEY.to_owned()),
+        EventCredential::Token(other.token_for("viewer")),
+        EventCredential::Token("not-a-token".to_owned()),
+    ] {
+        match connect(refused.clone()).await {
+            Err(ConnectError::ConnectionError(answer)) => {
+                assert_eq!(error_type(&answer), "UnauthorizedException", "{refused:?}");
+            }
+            other => panic!("{refused:?} was not refused: {:?}", other.err()),
+        }
+    }
+    let mut viewer = connect(EventCredential::Token(issuer.token_for("viewer")))
+        .await
+        .expect("a viewer with a token connects");
+    for (id, channel) in [
+        ("w1", "/streams/*"),
+        ("w2", "/streams/a/b"),
+        ("w3", "/streams/a/*"),
+    ] {
+        let answer = viewer.subscribe(id, channel, PATIENCE).await.unwrap();
+        assert_eq!(
+            (answer["type"].as_str(), error_type(&answer)),
+            (Some("subscribe_error"), "UnauthorizedException"),
+            "{channel}: {answer}"
+        );
+    }
+    let ok = viewer
+        .subscribe("s1", "/streams/final", PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(ok, json!({"type": "subscribe_success", "id": "s1"}));
 }

@@ -42,6 +42,11 @@ pub struct AggregateConfig {
     /// the clock skew between ingest and the brokers: `final` relies on it (see
     /// `reactions::event_time`). A window is final no sooner than this long after its end.
     pub allowed_lateness_ms: i64,
+    /// `EVENT_API_KEY_EXPIRES` (seconds since the epoch; default 0, no key): when the AppSync
+    /// Events subscribers' API key expires. The scheduled tick, which runs every minute whatever
+    /// the traffic, reports the days left as `EventApiKeyDaysLeft`, which an alarm watches, so
+    /// the key is renewed before it refuses every new viewer.
+    pub event_api_key_expires_s: u64,
 }
 
 impl AggregateConfig {
@@ -70,6 +75,7 @@ impl AggregateConfig {
             max_taps_per_viewer,
             finalize_every: Duration::from_millis(finalize_every_ms),
             allowed_lateness_ms: parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?,
+            event_api_key_expires_s: parse_in(settings, "EVENT_API_KEY_EXPIRES", 0, 0..)?,
         })
     }
 
@@ -102,6 +108,7 @@ mod tests {
             ("PRODUCE_TIMEOUT_MS", "99"),
             ("OUTPUT_TOPIC", ""),
             ("MAX_TAPS_PER_VIEWER_PER_WINDOW", "-1"),
+            ("EVENT_API_KEY_EXPIRES", "soon"),
         ] {
             let settings = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m"), (var, value)];
             match AggregateConfig::from_settings(&settings) {

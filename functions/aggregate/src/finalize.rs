@@ -14,6 +14,13 @@ use reactions::metrics::MetricsLine;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+/// Whole days until the Event API key expiring at `expires_s` lapses (0 once it has), or `None`
+/// when there is no key.
+pub(crate) fn key_days_left(expires_s: u64, now_ms: i64) -> Option<u64> {
+    let now_s = u64::try_from(now_ms.div_euclid(1000)).unwrap_or(0);
+    (expires_s > 0).then(|| expires_s.saturating_sub(now_s) / 86_400)
+}
+
 /// Logs and counts a pass that could not decide (`FinalizeFailures`, watched by an alarm).
 pub(crate) fn failed(error: &AggregateError) {
     tracing::warn!(%error, "windows not finalized in this pass");
@@ -26,6 +33,11 @@ impl Aggregate {
     /// The scheduled tick: a pass over `REACTION_TOPIC` as its partitions' progress is stored.
     /// A failure fails the invocation (and counts in `FinalizeFailures`); the next tick retries.
     pub async fn finalize_tick(&self) -> Result<TickSummary, AggregateError> {
+        if let Some(days) = key_days_left(self.config.event_api_key_expires_s, now_ms()) {
+            MetricsLine::new("aggregate")
+                .count("EventApiKeyDaysLeft", days)
+                .emit();
+        }
         let outcome = async {
             self.ensure_indexes().await?;
             self.finalize(&self.config.reaction_topic, now_ms()).await
@@ -128,5 +140,19 @@ impl Aggregate {
             "windows final"
         );
         Ok(windows.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_days_left;
+
+    #[test]
+    fn days_left_of_the_event_api_key() {
+        let now_ms = 1_800_000_000_000;
+        assert_eq!(key_days_left(0, now_ms), None);
+        assert_eq!(key_days_left(1_800_000_000 + 14 * 86_400, now_ms), Some(14));
+        assert_eq!(key_days_left(1_800_000_000 + 86_399, now_ms), Some(0));
+        assert_eq!(key_days_left(1_700_000_000, now_ms), Some(0));
     }
 }

@@ -29,8 +29,10 @@ async fn start(limits: EventApiLimits) -> ServedEventApi {
             NamespaceAuth {
                 publish: vec![AuthType::Iam],
                 subscribe: vec![AuthType::ApiKey],
+                subscribe_rule: None,
             },
         )]),
+        openid_connect: None,
     };
     EventApi::new(spec, KEY, limits)
         .serve_on("127.0.0.1:0".parse().unwrap())

@@ -45,8 +45,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             NamespaceAuth {
                 publish: Vec::new(),
                 subscribe: vec![AuthType::ApiKey],
+                subscribe_rule: None,
             },
         )]),
+        openid_connect: None,
     };
     let limits = EventApiLimits {
         connects_per_second: cli.connects_per_second,

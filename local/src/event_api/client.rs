@@ -52,6 +52,24 @@ pub struct Subscriber {
     pub connection_timeout_ms: u64,
 }
 
+/// What a subscriber authorizes with: the API key (API_KEY), or a token of the API's OpenID
+/// Connect issuer (OPENID_CONNECT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventCredential {
+    ApiKey(String),
+    Token(String),
+}
+
+impl EventCredential {
+    /// The authorization object for the API whose HTTP host is `http_host`.
+    pub fn authorization(&self, http_host: &str) -> Value {
+        match self {
+            EventCredential::ApiKey(key) => json!({ "host": http_host, "x-api-key": key }),
+            EventCredential::Token(token) => json!({ "host": http_host, "Authorization": token }),
+        }
+    }
+}
+
 impl Subscriber {
     /// Connects to `realtime_url` (`wss://.../event/realtime`) with the API key `api_key` of the
     /// API whose HTTP host is `http_host`, and waits up to `timeout` for the `connection_ack`.
@@ -61,7 +79,18 @@ impl Subscriber {
         api_key: &str,
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
-        let authorization = json!({ "host": http_host, "x-api-key": api_key });
+        let credential = EventCredential::ApiKey(api_key.to_owned());
+        Self::connect_with(realtime_url, http_host, &credential, timeout).await
+    }
+
+    /// [`Subscriber::connect`] with any credential.
+    pub async fn connect_with(
+        realtime_url: &str,
+        http_host: &str,
+        credential: &EventCredential,
+        timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let authorization = credential.authorization(http_host);
         let mut request = realtime_url
             .into_client_request()
             .map_err(|e| ConnectError::Failed(format!("{realtime_url}: {e}")))?;

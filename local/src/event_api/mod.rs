@@ -83,14 +83,17 @@ impl EventApiLimits {
 pub enum AuthType {
     ApiKey,
     Iam,
+    /// A JWT from the API's OpenID Connect issuer, for its client id.
+    OpenIdConnect,
 }
 
 impl AuthType {
-    /// The template's name for it; other modes (Cognito, OIDC, Lambda) are not emulated.
+    /// The template's name for it; other modes (Cognito, Lambda) are not emulated.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "API_KEY" => Some(Self::ApiKey),
             "AWS_IAM" => Some(Self::Iam),
+            "OPENID_CONNECT" => Some(Self::OpenIdConnect),
             _ => None,
         }
     }
@@ -101,6 +104,10 @@ impl AuthType {
 pub struct NamespaceAuth {
     pub publish: Vec<AuthType>,
     pub subscribe: Vec<AuthType>,
+    /// The channel rule of the namespace's onSubscribe handler: the regular expression its
+    /// code tests `ctx.info.channel.path` against (its `ALLOWED_CHANNEL`), calling
+    /// `util.unauthorized()` for any other channel, wildcards included.
+    pub subscribe_rule: Option<String>,
 }
 
 /// The Event API as the template describes it.
@@ -109,6 +116,16 @@ pub struct EventApiSpec {
     /// Modes a WebSocket connection may authorize with.
     pub connection: Vec<AuthType>,
     pub namespaces: BTreeMap<String, NamespaceAuth>,
+    /// The OPENID_CONNECT provider's issuer and client id, when the API has one.
+    pub openid_connect: Option<OpenIdConnectSpec>,
+}
+
+/// An OPENID_CONNECT auth provider (`OpenIDConnectConfig`): tokens must come from `issuer`
+/// and be issued for `client_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenIdConnectSpec {
+    pub issuer: String,
+    pub client_id: String,
 }
 
 /// An AppSync error as it appears in answers: `{"errorType","message"}`.
@@ -167,6 +184,10 @@ impl EventApiStats {
 pub struct EventApi {
     spec: EventApiSpec,
     api_key: String,
+    /// Checks OPENID_CONNECT tokens, when the API has that provider.
+    openid_connect: Option<reactions::viewer_identity::TokenVerifier>,
+    /// Each namespace's compiled onSubscribe channel rule.
+    subscribe_rules: BTreeMap<String, regex_lite::Regex>,
     /// Who may publish with IAM, and the channel namespaces' ARN prefix
     /// (`arn:aws:appsync:{region}:{account}:apis/{api-id}/channelNamespace/`).
     iam: ServiceIam,
@@ -226,7 +247,33 @@ impl EventApi {
         new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
     ) -> Arc<Self> {
         let bucket = |rate: u32| (rate > 0).then(|| TokenBucket::new(rate, rate));
+        let openid_connect = spec.openid_connect.as_ref().map(|provider| {
+            reactions::viewer_identity::TokenVerifier::new(
+                reactions::viewer_identity::IdentitySettings {
+                    issuer: provider.issuer.clone(),
+                    audience: provider.client_id.clone(),
+                },
+            )
+        });
+        let subscribe_rules = spec
+            .namespaces
+            .iter()
+            .filter_map(|(name, auth)| {
+                let rule = auth.subscribe_rule.as_deref()?;
+                match regex_lite::Regex::new(rule) {
+                    Ok(rule) => Some((name.clone(), rule)),
+                    Err(error) => {
+                        // A rule that does not compile admits nothing, as a handler that
+                        // throws refuses the subscription.
+                        tracing::warn!(namespace = name, %error, "onSubscribe rule does not compile");
+                        Some((name.clone(), regex_lite::Regex::new("^$").ok()?))
+                    }
+                }
+            })
+            .collect();
         Arc::new(Self {
+            openid_connect,
+            subscribe_rules,
             spec,
             api_key: api_key.to_owned(),
             iam,
@@ -238,6 +285,18 @@ impl EventApi {
             new_patterns,
             stats: EventApiStats::default(),
         })
+    }
+
+    /// Whether connections authorize with OPENID_CONNECT tokens (viewer identity on).
+    pub fn takes_tokens(&self) -> bool {
+        self.spec.connection.contains(&AuthType::OpenIdConnect)
+    }
+
+    /// Whether the onSubscribe handler of `namespace` lets a subscription to `path` through.
+    pub fn subscription_allowed(&self, namespace: &str, path: &str) -> bool {
+        self.subscribe_rules
+            .get(namespace)
+            .is_none_or(|rule| rule.is_match(path))
     }
 
     /// `GET /event/realtime` only: a relay takes no publishes of its own.

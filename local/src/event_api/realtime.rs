@@ -1,7 +1,10 @@
 //! `/event/realtime`: the AppSync Events WebSocket protocol. The client offers the
 //! subprotocols `aws-appsync-event-ws` and `header-<base64url JSON>`, the JSON carrying its
-//! authorization (`{"host": ..., "x-api-key": ...}`); a connection the API's connection auth
-//! modes refuse gets a `connection_error` with `UnauthorizedException` and is closed.
+//! authorization (`{"host": ..., "x-api-key": ...}`, or with OPENID_CONNECT
+//! `{"host": ..., "Authorization": "<JWT>"}`, a token the API's issuer signed for its client id);
+//! a connection the API's connection auth modes refuse gets a `connection_error` with
+//! `UnauthorizedException` and is closed. A namespace's onSubscribe handler rule
+//! ([`super::NamespaceAuth::subscribe_rule`]) refuses subscriptions to other channels.
 //! Then, as JSON text messages:
 //!
 //! - `connection_init` → `connection_ack` with `connectionTimeoutMs`;
@@ -56,14 +59,34 @@ fn offers_subprotocol(headers: &HeaderMap) -> bool {
         .is_some_and(|offered| offered.split(',').any(|p| p.trim() == SUBPROTOCOL))
 }
 
-/// Whether `authorization` (a JSON object of headers) satisfies `modes`. Only the API key can
-/// be checked on a WebSocket locally; IAM-signed WebSocket messages are refused.
-fn key_authorizes(api: &EventApi, modes: &[AuthType], authorization: Option<&Value>) -> bool {
-    modes.contains(&AuthType::ApiKey)
-        && authorization
-            .and_then(|a| a.get("x-api-key"))
+/// Whether `authorization` (a JSON object of headers) satisfies `modes`: the API key, or
+/// (OPENID_CONNECT) an `Authorization` token the API's issuer signed for its client id, valid
+/// now. IAM-signed WebSocket messages are not emulated and are refused.
+async fn authorizes(api: &EventApi, modes: &[AuthType], authorization: Option<&Value>) -> bool {
+    let header = |name: &str| {
+        authorization
+            .and_then(|a| a.get(name))
             .and_then(Value::as_str)
-            == Some(api.api_key.as_str())
+    };
+    if modes.contains(&AuthType::ApiKey) && header("x-api-key") == Some(api.api_key.as_str()) {
+        return true;
+    }
+    if modes.contains(&AuthType::OpenIdConnect)
+        && let (Some(verifier), Some(token)) = (&api.openid_connect, header("Authorization"))
+    {
+        let now_s = reactions::clock::now_ms().div_euclid(1000);
+        return match verifier
+            .verify(Some(reactions::viewer_identity::bearer_token(token)), now_s)
+            .await
+        {
+            Ok(_) => true,
+            Err(refusal) => {
+                tracing::info!(%refusal, "Event API refused a token");
+                false
+            }
+        };
+    }
+    false
 }
 
 pub(crate) async fn upgrade(
@@ -84,11 +107,12 @@ pub(crate) async fn upgrade(
         api.stats.refused_connects.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
     }
-    let authorized = key_authorizes(
+    let authorized = authorizes(
         &api,
         &api.spec.connection,
         offered_authorization(&headers).as_ref(),
-    );
+    )
+    .await;
     // Subscribers send small messages: a small read buffer (it grows when needed) keeps tens of
     // thousands of connections in memory.
     ws.protocols([SUBPROTOCOL])
@@ -150,7 +174,7 @@ async fn serve(api: Arc<EventApi>, socket: WebSocket, authorized: bool) {
             next = stream.next() => match next {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
-                    let answer = answer(&api, connection, &text);
+                    let answer = answer(&api, connection, &text).await;
                     if let Some(answer) = answer
                         && outbox.try_send(Outgoing::Text(answer.to_string().into())).is_err()
                     {
@@ -215,7 +239,7 @@ fn error_message(kind: &str, id: Option<&str>, error_type: &str, message: &str) 
 }
 
 /// The answer to one client message, if it has one.
-fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
+async fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
     let Ok(message) = serde_json::from_str::<Value>(text) else {
         return Some(error_message(
             "error",
@@ -234,7 +258,7 @@ fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
             "type": "connection_ack",
             "connectionTimeoutMs": api.limits.connection_timeout.as_millis() as u64,
         })),
-        "subscribe" => Some(subscribe(api, connection, id, &message)),
+        "subscribe" => Some(subscribe(api, connection, id, &message).await),
         "unsubscribe" => Some(match id {
             Some(id) if api.unsubscribe(connection, id) => {
                 json!({ "type": "unsubscribe_success", "id": id })
@@ -246,7 +270,7 @@ fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
                 "No subscription with this id.",
             ),
         }),
-        "publish" => Some(publish(api, id, &message)),
+        "publish" => Some(publish(api, id, &message).await),
         other => Some(error_message(
             "error",
             id,
@@ -259,7 +283,7 @@ fn answer(api: &EventApi, connection: u64, text: &str) -> Option<Value> {
 /// The id and channel segments of a `subscribe` or `publish`, checked (the namespace exists,
 /// and the message's authorization satisfies the modes `allowed` picks from it); else the
 /// answer of type `failure`.
-fn checked<'m>(
+async fn checked<'m>(
     api: &EventApi,
     id: Option<&'m str>,
     message: &'m Value,
@@ -277,18 +301,28 @@ fn checked<'m>(
     let channel = message.get("channel").and_then(Value::as_str);
     let (segments, namespace) = resolve_channel(api, channel, wildcard)
         .map_err(|refusal| fail(refusal.error_type, &refusal.message))?;
-    if !key_authorizes(api, allowed(namespace), message.get("authorization")) {
+    if !authorizes(api, allowed(namespace), message.get("authorization")).await {
         return Err(fail("UnauthorizedException", UNAUTHORIZED));
     }
     Ok((id, segments))
 }
 
-fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value) -> Value {
-    let (id, segments) = match checked(api, id, message, true, "subscribe_error", |n| &n.subscribe)
-    {
+async fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value) -> Value {
+    let checked = checked(api, id, message, true, "subscribe_error", |n| &n.subscribe).await;
+    let (id, segments) = match checked {
         Ok(checked) => checked,
         Err(answer) => return answer,
     };
+    // The namespace's onSubscribe handler: `util.unauthorized()` for channels off its rule.
+    let path = format!("/{}", segments.join("/"));
+    if !api.subscription_allowed(segments[0], &path) {
+        return error_message(
+            "subscribe_error",
+            Some(id),
+            "UnauthorizedException",
+            UNAUTHORIZED,
+        );
+    }
     let pattern = segments.iter().map(|s| (*s).to_owned()).collect();
     match api.subscribe(connection, id, pattern) {
         Ok(()) => json!({ "type": "subscribe_success", "id": id }),
@@ -303,8 +337,9 @@ fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &Value)
 
 /// A publish over the socket: the publish endpoint's checks, answered as `publish_success` or
 /// `publish_error`.
-fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
-    let (id, segments) = match checked(api, id, message, false, "publish_error", |n| &n.publish) {
+async fn publish(api: &EventApi, id: Option<&str>, message: &Value) -> Value {
+    let checked = checked(api, id, message, false, "publish_error", |n| &n.publish).await;
+    let (id, segments) = match checked {
         Ok(checked) => checked,
         Err(answer) => return answer,
     };

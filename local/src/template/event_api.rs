@@ -1,24 +1,30 @@
 //! Reads the AppSync Events API of the template (`AWS::AppSync::Api` with an `EventConfig`, and
 //! its `AWS::AppSync::ChannelNamespace`s) into what the local emulation needs: the auth modes
 //! of connections, and of publishing and subscribing per namespace (a namespace's own modes,
-//! else the API's defaults). Resources whose `Condition` is false do not exist, as in AWS.
+//! else the API's defaults), the OPENID_CONNECT provider, and each namespace's onSubscribe
+//! channel rule. Properties are evaluated as CloudFormation evaluates them (`!If` included);
+//! resources whose `Condition` is false do not exist, as in AWS.
 
-use super::{TemplateError, get, invalid, referenced_id, scalar};
-use crate::event_api::{AuthType, EventApiSpec, NamespaceAuth};
+use super::stand_ins::DeployedStandIns;
+use super::{StackTemplate, TemplateError, get, invalid, referenced_id};
+use crate::event_api::{AuthType, EventApiSpec, NamespaceAuth, OpenIdConnectSpec};
+use serde_json::Value as Json;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeMap;
 
-fn auth_modes(id: &str, value: Option<&Value>) -> Result<Option<Vec<AuthType>>, TemplateError> {
-    let Some(list) = value.and_then(Value::as_sequence) else {
+fn auth_modes(id: &str, value: Option<&Json>) -> Result<Option<Vec<AuthType>>, TemplateError> {
+    let Some(list) = value.and_then(Json::as_array) else {
         return Ok(None);
     };
     list.iter()
         .map(|mode| {
-            let name = get(mode, "AuthType").and_then(scalar).unwrap_or_default();
-            AuthType::parse(&name).ok_or_else(|| {
+            let name = mode["AuthType"].as_str().unwrap_or_default();
+            AuthType::parse(name).ok_or_else(|| {
                 invalid(
                     id,
-                    format!("auth type {name:?} is not emulated locally (API_KEY, AWS_IAM)"),
+                    format!(
+                        "auth type {name:?} is not emulated locally (API_KEY, AWS_IAM, OPENID_CONNECT)"
+                    ),
                 )
             })
         })
@@ -26,12 +32,43 @@ fn auth_modes(id: &str, value: Option<&Value>) -> Result<Option<Vec<AuthType>>, 
         .map(Some)
 }
 
-/// The Event API among `resources`, if one exists with the `conditions` in force.
+/// The regular expression an onSubscribe handler's code names `ALLOWED_CHANNEL`
+/// (`const ALLOWED_CHANNEL = /^\/streams\/...$/;`), as source text.
+fn allowed_channel(code: &str) -> Option<String> {
+    let after = code.split("ALLOWED_CHANNEL").nth(1)?;
+    let literal = after
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start()
+        .strip_prefix('/')?;
+    let mut source = String::new();
+    let mut escaped = false;
+    for c in literal.chars() {
+        match c {
+            '/' if !escaped => return Some(source),
+            '\\' if !escaped => escaped = true,
+            _ => escaped = false,
+        }
+        source.push(c);
+    }
+    None
+}
+
+/// The Event API among `resources`, if one exists with the parameters in force.
 pub fn read(
     resources: &Mapping,
-    template: &super::StackTemplate,
+    template: &StackTemplate,
 ) -> Result<Option<EventApiSpec>, TemplateError> {
-    let exists = |id: &str, spec: &Value| template.exists(id, spec);
+    let scope = template.scope(&DeployedStandIns);
+    let properties = |id: &str, spec: &Value| -> Result<Json, TemplateError> {
+        match get(spec, "Properties") {
+            None => Ok(Json::Null),
+            Some(value) => scope
+                .tree(value)
+                .map(|tree| tree.unwrap_or(Json::Null))
+                .ok_or_else(|| invalid(id, "Properties cannot be evaluated")),
+        }
+    };
     let of_type = |kind: &'static str| {
         resources.iter().filter_map(move |(id, spec)| {
             let id = id.as_str()?;
@@ -40,51 +77,99 @@ pub fn read(
     };
     let mut api = None;
     for (id, spec) in of_type("AWS::AppSync::Api") {
-        if !exists(id, spec)? {
+        if !template.exists(id, spec)? {
             continue;
         }
-        let Some(config) = get(spec, "Properties").and_then(|p| get(p, "EventConfig")) else {
+        let properties = properties(id, spec)?;
+        let config = &properties["EventConfig"];
+        if config.is_null() {
             continue;
-        };
+        }
         if api.is_some() {
             return Err(invalid(id, "the local stack emulates one Event API"));
         }
-        let modes = |key| auth_modes(id, get(config, key));
+        let modes = |key: &str| auth_modes(id, config.get(key));
         let connection = modes("ConnectionAuthModes")?.unwrap_or_default();
         let publish = modes("DefaultPublishAuthModes")?.unwrap_or_default();
         let subscribe = modes("DefaultSubscribeAuthModes")?.unwrap_or_default();
-        api = Some((id.to_owned(), connection, publish, subscribe));
+        let openid_connect = config["AuthProviders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["AuthType"] == "OPENID_CONNECT")
+            .map(|provider| {
+                let settings = &provider["OpenIDConnectConfig"];
+                let text = |key: &str| settings[key].as_str().unwrap_or_default().to_owned();
+                OpenIdConnectSpec {
+                    issuer: text("Issuer"),
+                    client_id: text("ClientId"),
+                }
+            });
+        api = Some((
+            id.to_owned(),
+            connection,
+            publish,
+            subscribe,
+            openid_connect,
+        ));
     }
-    let Some((api_id, connection, publish, subscribe)) = api else {
+    let Some((api_id, connection, publish, subscribe, openid_connect)) = api else {
         return Ok(None);
     };
     let mut namespaces = BTreeMap::new();
     for (id, spec) in of_type("AWS::AppSync::ChannelNamespace") {
-        if !exists(id, spec)? {
+        if !template.exists(id, spec)? {
             continue;
         }
-        let properties = get(spec, "Properties");
-        let owner = properties
+        let owner = get(spec, "Properties")
             .and_then(|p| get(p, "ApiId"))
             .and_then(referenced_id);
         if owner.as_deref() != Some(api_id.as_str()) {
             continue;
         }
-        let name = properties
-            .and_then(|p| get(p, "Name"))
-            .and_then(scalar)
-            .ok_or_else(|| invalid(id, "Name is required"))?;
-        let own = |key| auth_modes(id, properties.and_then(|p| get(p, key)));
+        let properties = properties(id, spec)?;
+        let name = properties["Name"]
+            .as_str()
+            .ok_or_else(|| invalid(id, "Name is required"))?
+            .to_owned();
+        let own = |key: &str| auth_modes(id, properties.get(key));
+        let subscribe_rule = match properties["CodeHandlers"].as_str() {
+            None => None,
+            Some(code) => Some(allowed_channel(code).ok_or_else(|| {
+                invalid(
+                    id,
+                    "the local Event API runs an onSubscribe handler's channel rule only: name it `const ALLOWED_CHANNEL = /.../;`",
+                )
+            })?),
+        };
         namespaces.insert(
             name,
             NamespaceAuth {
                 publish: own("PublishAuthModes")?.unwrap_or_else(|| publish.clone()),
                 subscribe: own("SubscribeAuthModes")?.unwrap_or_else(|| subscribe.clone()),
+                subscribe_rule,
             },
         );
     }
     Ok(Some(EventApiSpec {
         connection,
         namespaces,
+        openid_connect,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_channel;
+
+    #[test]
+    fn the_channel_rule_is_read_from_the_handler() {
+        let code =
+            "const ALLOWED_CHANNEL = /^\\/streams\\/[a-z]+$/;\nexport function onSubscribe(ctx) {}";
+        assert_eq!(
+            allowed_channel(code).as_deref(),
+            Some("^\\/streams\\/[a-z]+$")
+        );
+        assert_eq!(allowed_channel("export function onSubscribe(ctx) {}"), None);
+    }
 }

@@ -195,8 +195,36 @@ fn the_event_api_exists_only_in_appsync_events_delivery() {
             NamespaceAuth {
                 publish: vec![AuthType::Iam],
                 subscribe: vec![AuthType::ApiKey],
+                subscribe_rule: Some(
+                    r"^\/streams\/[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$".to_owned()
+                ),
             }
         )])
+    );
+    assert_eq!(api.openid_connect, None);
+    // With viewer identity, subscribers sign in with the issuer's tokens instead of a key.
+    let with_identity = StackTemplate::load_local(
+        &path,
+        &BTreeMap::from([
+            ("Delivery".to_owned(), "AppSyncEvents".to_owned()),
+            ("JwtIssuer".to_owned(), "https://id.example.com".to_owned()),
+            ("JwtAudience".to_owned(), "emostream".to_owned()),
+        ]),
+    )
+    .unwrap()
+    .event_api
+    .expect("an Event API");
+    assert_eq!(with_identity.connection, [AuthType::OpenIdConnect]);
+    assert_eq!(
+        with_identity.namespaces["streams"].subscribe,
+        [AuthType::OpenIdConnect]
+    );
+    assert_eq!(
+        with_identity.openid_connect,
+        Some(crate::event_api::OpenIdConnectSpec {
+            issuer: "https://id.example.com".into(),
+            client_id: "emostream".into(),
+        })
     );
     let notify = &template.functions["NotifyFunction"];
     let TemplateValue::Expression(expression) = &notify.environment["APPSYNC_EVENT_ENDPOINT"]

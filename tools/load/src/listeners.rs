@@ -5,7 +5,9 @@
 //! Events 2,000) is tried again after a jittered backoff, as the browser client does.
 
 use crate::report::Seen;
-use emostream_local::event_api::client::{ConnectError, Subscriber, data_event, small_reads};
+use emostream_local::event_api::client::{
+    ConnectError, EventCredential, Subscriber, data_event, small_reads,
+};
 use futures::StreamExt;
 use rand::Rng;
 use reactions::StreamId;
@@ -37,11 +39,12 @@ pub enum LiveUpdates {
     /// The WebSocket API's URL (without `?stream=`), and the viewer token its connects carry
     /// when viewer identity is on.
     WebSocketApi { url: String, token: Option<String> },
-    /// An AppSync Events API: its real-time URL, HTTP host, subscriber API key and namespace.
+    /// An AppSync Events API: its real-time URL, HTTP host, what subscribers authorize with
+    /// (the API key, or a viewer token when viewer identity is on) and namespace.
     AppSyncEvents {
         realtime_url: String,
         http_host: String,
-        api_key: String,
+        credential: EventCredential,
         namespace: String,
     },
 }
@@ -176,7 +179,7 @@ async fn subscribe_throttled(
     let LiveUpdates::AppSyncEvents {
         realtime_url,
         http_host,
-        api_key,
+        credential,
         namespace,
     } = live
     else {
@@ -187,7 +190,7 @@ async fn subscribe_throttled(
     let timeout = Duration::from_secs(60);
     let mut throttled = 0u64;
     loop {
-        match Subscriber::connect(realtime_url, http_host, api_key, timeout).await {
+        match Subscriber::connect_with(realtime_url, http_host, credential, timeout).await {
             Ok(mut subscriber) => {
                 let answer = subscriber
                     .subscribe("listener", &channel, timeout)

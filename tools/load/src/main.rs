@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use emostream_local::aws_quotas::QuotaSettings;
+use emostream_local::event_api::client::EventCredential;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{DemoIssuerOptions, LocalStack, StackOptions};
 use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
@@ -38,6 +39,10 @@ struct Cli {
     /// AppSyncEvents: the subscribers' API key.
     #[arg(long)]
     event_api_key: Option<String>,
+    /// AppSyncEvents with viewer identity (OPENID_CONNECT): a token of the issuer for the
+    /// subscribers, instead of --event-api-key.
+    #[arg(long)]
+    event_token: Option<String>,
     /// AppSyncEvents: the channel namespace of the streams.
     #[arg(long, default_value = "streams")]
     event_namespace: String,
@@ -192,10 +197,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err("event source mappings got no partitions within 30 s".into());
         }
         let live = match (&started.event_api, appsync) {
-            (Some(api), true) => LiveUpdates::AppSyncEvents {
+            (Some(_), true) => LiveUpdates::AppSyncEvents {
                 realtime_url: started.event_realtime_url.clone().unwrap_or_default(),
                 http_host: started.event_http_host.clone().unwrap_or_default(),
-                api_key: api.api_key().to_owned(),
+                credential: started
+                    .event_credential("load-listener")
+                    .ok_or("no Event API")?,
                 namespace: cli.event_namespace.clone(),
             },
             (None, true) => return Err("the template created no AppSync Events API".into()),
@@ -230,7 +237,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let live = LiveUpdates::AppSyncEvents {
             realtime_url: need(&cli.event_realtime_url, "--event-realtime-url")?,
             http_host: need(&cli.event_http_host, "--event-http-host")?,
-            api_key: need(&cli.event_api_key, "--event-api-key")?,
+            credential: match &cli.event_token {
+                Some(token) => EventCredential::Token(token.clone()),
+                None => EventCredential::ApiKey(need(
+                    &cli.event_api_key,
+                    "--event-api-key or --event-token",
+                )?),
+            },
             namespace: cli.event_namespace.clone(),
         };
         (cli.api.clone(), live)

@@ -29,10 +29,10 @@ async fn small_run(delivery: &str, identity: bool) {
         .as_ref()
         .map(|issuer| viewer_tokens(issuer, viewers));
     let live = match &stack.event_api {
-        Some(api) => LiveUpdates::AppSyncEvents {
+        Some(_) => LiveUpdates::AppSyncEvents {
             realtime_url: stack.event_realtime_url.clone().unwrap(),
             http_host: stack.event_http_host.clone().unwrap(),
-            api_key: api.api_key().to_owned(),
+            credential: stack.event_credential("listener").unwrap(),
             namespace: "streams".into(),
         },
         None => LiveUpdates::WebSocketApi {
