@@ -1,9 +1,9 @@
 //! The command line of `emostream-local`, kept in the library so the docker-compose file's
 //! command and the docs' examples can be checked against it.
 
-use crate::aws_quotas::QuotaSettings;
-use crate::environment::LocalValues;
+use crate::api_gateway::quotas::QuotaSettings;
 use crate::event_source::MappingOptions;
+use crate::lambda::environment::LocalValues;
 use crate::stack::{DemoIssuerOptions, InvokeEndpoint, StackOptions};
 use clap::Parser;
 use std::path::PathBuf;

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !stack.wait_ready(Duration::from_secs(30)).await {
         eprintln!("warning: an event source mapping has no partitions after 30 s");
     }
-    let admin = emostream_local::admin_client::AdminClient::local(&stack.http_url);
+    let admin = emostream_local::api_gateway::admin_client::AdminClient::local(&stack.http_url);
     for id in &live_streams {
         if let Err(error) = admin.register_live(id, id, None).await {
             eprintln!("emostream-local: could not register stream {id}: {error}");

@@ -19,7 +19,7 @@ pub async fn post_reactions(
     requests: usize,
     per_request: usize,
 ) -> BTreeMap<String, u64> {
-    emostream_local::admin_client::AdminClient::local(api)
+    emostream_local::api_gateway::admin_client::AdminClient::local(api)
         .register_live(stream, stream, None)
         .await
         .expect("stream registered and started");

@@ -111,13 +111,13 @@ impl TestStack {
 
     /// A client of the `@connections` API, signing (SigV4) as the operator, whose
     /// credentials may call it; the functions sign with their own roles'.
-    pub fn connections(&self) -> emostream_local::admin_client::AdminClient {
+    pub fn connections(&self) -> emostream_local::api_gateway::admin_client::AdminClient {
         let endpoint = self
             .stack
             .management_endpoint
             .as_deref()
             .expect("a WebSocket API");
-        emostream_local::admin_client::AdminClient::local(endpoint)
+        emostream_local::api_gateway::admin_client::AdminClient::local(endpoint)
     }
 
     /// The `@connections` path of connection `id` (escaped as a path segment), for

@@ -3,7 +3,7 @@
 //! local credentials reaches ingest, which sees the caller and registers the stream.
 
 use aws_credential_types::Credentials;
-use emostream_local::admin_client::AdminClient;
+use emostream_local::api_gateway::admin_client::AdminClient;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::TestStack;
 use serde_json::json;

@@ -5,7 +5,7 @@
 //! first refusal, so a slow machine (which refills the bucket between requests) only makes a
 //! loop longer, never the test wrong.
 
-use emostream_local::aws_quotas::QuotaSettings;
+use emostream_local::api_gateway::quotas::QuotaSettings;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::{TestStack, WsClient};
 use serde_json::json;

@@ -69,7 +69,7 @@ async fn browser_test(delivery: &str) {
     let web_url = test.stack.web_url.clone().unwrap();
     let api_url = test.stack.http_url.clone();
     let stream = emostream_tests::unique_name("browser");
-    let admin = emostream_local::admin_client::AdminClient::local(&api_url);
+    let admin = emostream_local::api_gateway::admin_client::AdminClient::local(&api_url);
     for suffix in ["", "-forgotten", "-dropped", "-switched", "-renewed"] {
         let id = format!("{stream}{suffix}");
         admin

@@ -2,7 +2,7 @@
 //! reactions of 100 taps (50 million taps) moves the stream's count by exactly the limit in
 //! each window it tapped in, while another viewer's single tap is counted.
 
-use emostream_local::admin_client::AdminClient;
+use emostream_local::api_gateway::admin_client::AdminClient;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::patience::PATIENCE;

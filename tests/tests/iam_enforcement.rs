@@ -5,7 +5,7 @@
 //! against the code in `iam_contract`.
 
 use emostream_local::iam::Principals;
-use emostream_local::secrets_api::SecretsApi;
+use emostream_local::secrets::SecretsApi;
 use emostream_local::template::StackTemplate;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::live_counts::post_reactions;

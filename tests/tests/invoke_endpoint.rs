@@ -2,8 +2,8 @@
 //! Runtime Interface Emulator (shipped with SAM CLI, installed by local/aws-tools.sh) running
 //! the real ingest binary: responses come back, and a function error is reported as one.
 
+use emostream_local::lambda::runtime_api::InvokeError;
 use emostream_local::lambda::{FunctionPool, Runner};
-use emostream_local::runtime_api::InvokeError;
 use emostream_tests::local_stack::function_binaries;
 use emostream_tests::patience::{PATIENCE, wait_for_listener};
 use emostream_tests::{aws_tool, closed_port, servers};

@@ -2,7 +2,7 @@
 //! real WebSocket with exact counts; a function instance killed mid-batch leaves counts exact;
 //! and the WebSocket API behaves like API Gateway's (refused connects, `@connections`, limits).
 
-use emostream_local::websocket_api::Limits;
+use emostream_local::api_gateway::websocket::Limits;
 use emostream_tests::http_client::JsonClient;
 use emostream_tests::live_counts::{keep_newest, keep_pushed, post_reactions, sum_windows};
 use emostream_tests::local_stack::{TestStack, WsClient};

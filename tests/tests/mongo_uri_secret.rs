@@ -5,8 +5,8 @@
 //! the same emulation); `functions/ingest/tests/runs_under_lambda_runtime.rs` shows a binary's
 //! init stopping with the reason when the secret is missing.
 
-use emostream_local::function_process::LOCAL_CREDENTIALS;
-use emostream_local::secrets_api::SecretsApi;
+use emostream_local::lambda::function_process::LOCAL_CREDENTIALS;
+use emostream_local::secrets::SecretsApi;
 use emostream_tests::servers;
 use reactions::config::ConfigError;
 use reactions::mongo::{MongoSettings, connect};

@@ -5,7 +5,7 @@
 //! its producer writes. The template is read by the local stack's own reader, so the local stack
 //! sees the same values.
 
-use emostream_local::environment::LocalValues;
+use emostream_local::lambda::environment::LocalValues;
 use emostream_local::template::{RouteAuth, StackTemplate, TemplateValue, resolve_in};
 use emostream_tests::repo_root;
 use reactions::config::Settings;

@@ -4,7 +4,7 @@
 //! body naming another viewer is refused; the WebSocket connect needs the token too. Tokens
 //! naming made-up key ids cannot make every check fetch the issuer's keys.
 
-use emostream_local::admin_client::AdminClient;
+use emostream_local::api_gateway::admin_client::AdminClient;
 use emostream_local::demo_issuer::{DemoIssuer, rsa_key_pair, sign};
 use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::http_client::JsonClient;

@@ -2,7 +2,7 @@
 //! shapes (MSK and self-managed) against the real servers, dead-lettering the malformed record,
 //! and the scheduled finalize tick, which then finalizes the batches' windows.
 
-use emostream_local::function_process::invoke_binary_once;
+use emostream_local::lambda::function_process::invoke_binary_once;
 use emostream_tests::patience::PATIENCE;
 use emostream_tests::{servers, unique_name};
 use std::path::Path;

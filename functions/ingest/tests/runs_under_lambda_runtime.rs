@@ -2,7 +2,7 @@
 //! bad or missing configuration stops its init; its MongoDB URI may come from Secrets Manager
 //! (the local stack's emulation), and a missing secret stops the init with the reason.
 
-use emostream_local::function_process::{RunOnceError, invoke_binary_once};
+use emostream_local::lambda::function_process::{RunOnceError, invoke_binary_once};
 use emostream_tests::patience::PATIENCE;
 use emostream_tests::servers;
 use std::path::Path;
@@ -55,7 +55,7 @@ async fn refuses_to_start_with_bad_or_missing_configuration() {
 
 /// The emulated Secrets Manager, holding the URI as `emostream/mongodb-uri`; its endpoint.
 async fn secrets_endpoint() -> String {
-    let api = emostream_local::secrets_api::SecretsApi::new();
+    let api = emostream_local::secrets::SecretsApi::new();
     api.put_secret("emostream/mongodb-uri", &servers().mongodb_uri);
     api.spawn_local().await.unwrap()
 }
@@ -86,7 +86,7 @@ async fn a_missing_secret_stops_the_init_with_the_reason() {
     let endpoint = secrets_endpoint().await;
     // The init fails before the runtime is asked for an event: run the binary alone and read
     // what it says.
-    let (key, secret, token) = emostream_local::function_process::LOCAL_CREDENTIALS;
+    let (key, secret, token) = emostream_local::lambda::function_process::LOCAL_CREDENTIALS;
     // Only the function's own environment (the test's has MONGODB_URI, which would win).
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
         .env_clear()

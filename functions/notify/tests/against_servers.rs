@@ -3,8 +3,8 @@
 //! connections with some gone and some throttled.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
+use emostream_local::api_gateway::websocket_event::{connect_event, disconnect_event};
 use emostream_local::demo_issuer::{DemoIssuer, rsa_key_pair, sign};
-use emostream_local::websocket_event::{connect_event, disconnect_event};
 use emostream_tests::closed_port;
 use emostream_tests::patience::{assert_bounded, eventually};
 use mongodb::bson::doc;

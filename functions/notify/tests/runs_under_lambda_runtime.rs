@@ -2,8 +2,8 @@
 //! gives it: it registers a connection from the sample `$connect` event, pushes the sample
 //! window state to it through the management API, and reports unknown events as errors.
 
-use emostream_local::function_process::{RunOnceError, invoke_binary_once};
-use emostream_local::runtime_api::InvokeError;
+use emostream_local::lambda::function_process::{RunOnceError, invoke_binary_once};
+use emostream_local::lambda::runtime_api::InvokeError;
 use emostream_tests::connections_server::ConnectionsServer;
 use emostream_tests::patience::PATIENCE;
 use emostream_tests::servers;

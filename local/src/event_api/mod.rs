@@ -19,7 +19,7 @@ pub mod realtime;
 mod registry;
 pub mod relay;
 
-use crate::aws_quotas::TokenBucket;
+use crate::api_gateway::quotas::TokenBucket;
 use crate::iam::ServiceIam;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -8,7 +8,7 @@
 //! event listed as `successful` or `failed` (not a string of valid JSON, or over 240 KB).
 
 use super::{AuthType, EventApi, NamespaceAuth, UNAUTHORIZED, error_entry};
-use crate::sigv4_check::{ReceivedRequest, SignedRequest};
+use crate::iam::sigv4::{ReceivedRequest, SignedRequest};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};

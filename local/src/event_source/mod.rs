@@ -540,7 +540,10 @@ impl Shared {
         lambda_kafka_event_bytes(&self.mapping.event_source, &self.brokers, records)
     }
 
-    async fn invoke(&self, event: &[u8]) -> Result<Vec<u8>, crate::runtime_api::InvokeError> {
+    async fn invoke(
+        &self,
+        event: &[u8],
+    ) -> Result<Vec<u8>, crate::lambda::runtime_api::InvokeError> {
         let now = self.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.stats.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         let result = self.function.invoke(event).await;

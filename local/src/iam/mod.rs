@@ -5,7 +5,8 @@
 //! is its execution role as template.yaml builds it ([`crate::template::policies`]), so a grant
 //! missing from the template fails locally as it would in an account.
 //!
-//! Follows the AWS IAM User Guide: "Policy evaluation logic" (an explicit Deny wins, else an
+//! Requests are authenticated as AWS authenticates them ([`sigv4`], after "Signature Version 4
+//! for API requests" in the IAM User Guide). Follows the AWS IAM User Guide: "Policy evaluation logic" (an explicit Deny wins, else an
 //! Allow is needed, else the request is implicitly denied), "IAM JSON policy elements: Action"
 //! (service prefix and action name, case-insensitive, `*` and `?` wildcards), "...: Resource"
 //! (ARNs, case-sensitive, `*` and `?` wildcards) and "...: Condition" (the string, ARN and Bool
@@ -13,8 +14,12 @@
 //! a Deny whose condition cannot be evaluated applies).
 
 mod principals;
+pub mod sigv4;
 
 pub use principals::{OPERATOR, Principal, Principals};
+
+/// The local account: principals' ARNs and the emulated resources' ARNs name it.
+pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
 
 use crate::template::policies::{Effect, Statement};
 use serde_json::Value;

@@ -5,8 +5,8 @@
 //! with) stands for an administrator's own credentials and may do everything.
 
 use super::{Decision, Request, denial_message, evaluate};
-use crate::function_process::local_credentials;
-use crate::sigv4_check::{SignatureError, SignedRequest, verify};
+use crate::iam::sigv4::{SignatureError, SignedRequest, verify};
+use crate::lambda::function_process::local_credentials;
 use crate::template::policies::Statement;
 use crate::template::{DeployedStandIns, StackTemplate, TemplateError};
 use aws_credential_types::Credentials;
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The operator's access key id.
-pub const OPERATOR: &str = crate::function_process::LOCAL_CREDENTIALS.0;
+pub const OPERATOR: &str = crate::lambda::function_process::LOCAL_CREDENTIALS.0;
 
 /// One identity and its policies.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ fn operator() -> Arc<Principal> {
     Arc::new(Principal {
         arn: format!(
             "arn:aws:iam::{}:user/{OPERATOR}",
-            crate::http_authorizers::LOCAL_ACCOUNT_ID
+            crate::iam::LOCAL_ACCOUNT_ID
         ),
         credentials: local_credentials(),
         statements: None,
@@ -118,7 +118,7 @@ impl Principals {
             let principal = Arc::new(Principal {
                 arn: format!(
                     "arn:aws:sts::{}:assumed-role/{stack}-{function}Role/{stack}-{function}",
-                    crate::http_authorizers::LOCAL_ACCOUNT_ID
+                    crate::iam::LOCAL_ACCOUNT_ID
                 ),
                 credentials: Credentials::new(
                     key.clone(),

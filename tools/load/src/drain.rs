@@ -5,8 +5,8 @@
 //! reports the steady drain rate, MongoDB round trips and time per batch from the function's
 //! own `batch applied` log lines, and checks that the stored counts equal what was produced.
 
-use emostream_local::environment::LocalValues;
 use emostream_local::event_source::{EventSourceMapping, MappingOptions};
+use emostream_local::lambda::environment::LocalValues;
 use emostream_local::lambda::{FunctionPool, Runner};
 use emostream_local::template::StackTemplate;
 use indicatif::ProgressBar;

@@ -3,7 +3,7 @@
 //! the stored counts do not equal the accepted reactions.
 
 use clap::Parser;
-use emostream_local::aws_quotas::QuotaSettings;
+use emostream_local::api_gateway::quotas::QuotaSettings;
 use emostream_local::event_api::client::EventCredential;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{DemoIssuerOptions, LocalStack, StackOptions};

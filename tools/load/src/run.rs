@@ -273,7 +273,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .unwrap_or(0);
 
     // Ingest takes reactions only to registered, live streams: register this run's.
-    let admin = emostream_local::admin_client::AdminClient::from_env(&api);
+    let admin = emostream_local::api_gateway::admin_client::AdminClient::from_env(&api);
     for stream in 0..plan.streams {
         let id = stream_id(plan, stream);
         admin

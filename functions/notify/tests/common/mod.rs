@@ -5,7 +5,9 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_apigatewaymanagement::config::Credentials;
-use emostream_local::websocket_event::{ConnectionContext, connect_event, message_event};
+use emostream_local::api_gateway::websocket_event::{
+    ConnectionContext, connect_event, message_event,
+};
 use emostream_tests::connections_server::ConnectionsServer;
 use emostream_tests::servers;
 use notify::Notify;

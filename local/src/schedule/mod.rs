@@ -1,6 +1,7 @@
-//! EventBridge schedules, emulated: each `Type: Schedule` event of the template invokes its
-//! function at its rate with its input, first one period after the stack starts (as a new
-//! rule does). Like EventBridge, a failed invocation is not retried here: the next one comes at
+//! EventBridge schedules, emulated ("Creating an Amazon EventBridge rule that runs on a
+//! schedule", and SAM's `Schedule` event source): each `Type: Schedule` event of the template
+//! invokes its function at its rate with its input, first one period after the stack starts
+//! (as a new rule does). Like EventBridge, a failed invocation is not retried here: the next one comes at
 //! the next period.
 
 use crate::lambda::FunctionPool;

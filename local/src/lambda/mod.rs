@@ -1,12 +1,20 @@
-//! Lambda for one function: a pool of instances, each a function process polling its own
-//! Runtime API, one invocation at a time per instance. Instances start on demand up to a
+//! AWS Lambda, as it runs the functions: after "Using the Lambda runtime API for custom
+//! runtimes" ([`runtime_api`]), "Understanding the Lambda execution environment lifecycle"
+//! and "Defined runtime environment variables" ([`function_process`], [`environment`]).
+//!
+//! This module is Lambda for one function: a pool of instances, each a function process polling
+//! its own Runtime API, one invocation at a time per instance. Instances start on demand up to a
 //! concurrency limit (the first invocation of an instance is its cold start) and warm ones are
 //! reused first. An instance that exits or times out is killed and replaced, and its invocation
 //! fails with `Runtime.ExitError` or a timeout as in Lambda. Alternatively, invocations are
 //! forwarded to an external Lambda Invoke API (`cargo lambda watch`, `sam local start-lambda`).
 
-use crate::function_process::FunctionProcess;
-use crate::runtime_api::{InvokeError, RuntimeApi};
+pub mod environment;
+pub mod function_process;
+pub mod runtime_api;
+
+use crate::lambda::function_process::FunctionProcess;
+use crate::lambda::runtime_api::{InvokeError, RuntimeApi};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;

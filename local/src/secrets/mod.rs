@@ -3,16 +3,15 @@
 //! (`reactions::secrets`). The local stack serves the URI here and points the functions' SDK at
 //! this endpoint (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL_SSM`), so they start
 //! the way they start in AWS, without an AWS account. Both are JSON 1.1 APIs (`POST /` with an
-//! `X-Amz-Target` header); requests must be SigV4-signed with the local credentials for the
-//! right service, and the answers, errors included, have AWS's shapes ("GetSecretValue" in the
+//! `X-Amz-Target` header); requests must be SigV4-signed for the right service, and the answers, errors included, have AWS's shapes ("GetSecretValue" in the
 //! AWS Secrets Manager API Reference, "GetParameter" in the AWS Systems Manager API Reference).
 //! The signer's identity policies must allow `secretsmanager:GetSecretValue` on the secret's
 //! ARN (`secret:{name}-` and six random characters) or `ssm:GetParameter` on the parameter's
 //! (`parameter/{name without its leading slash}`); otherwise both answer 400
 //! `AccessDeniedException` naming the principal, the action and the resource ([`crate::iam`]).
 
+use crate::iam::sigv4::{ReceivedRequest, SignatureError};
 use crate::iam::{Principals, ServiceIam};
-use crate::sigv4_check::{ReceivedRequest, SignatureError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;

@@ -1,5 +1,5 @@
 //! Runs a function binary as Lambda would: a child process with the Lambda environment
-//! variables, polling a [`RuntimeApi`](crate::runtime_api::RuntimeApi). The process is killed
+//! variables, polling a [`RuntimeApi`](crate::lambda::runtime_api::RuntimeApi). The process is killed
 //! when the handle is dropped, so no test or demo leaves functions behind.
 
 use std::path::Path;
@@ -108,7 +108,7 @@ pub enum RunOnceError {
     Exited(std::process::ExitStatus),
     /// The invocation itself failed.
     #[error(transparent)]
-    Invoke(#[from] crate::runtime_api::InvokeError),
+    Invoke(#[from] crate::lambda::runtime_api::InvokeError),
 }
 
 /// Starts `binary` under a fresh Runtime API, invokes it once with `event`, and stops it: the
@@ -120,7 +120,7 @@ pub async fn invoke_binary_once(
     event: &[u8],
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, RunOnceError> {
-    let api = crate::runtime_api::RuntimeApi::start(function_name).await?;
+    let api = crate::lambda::runtime_api::RuntimeApi::start(function_name).await?;
     let mut process = FunctionProcess::spawn(binary, function_name, &api.address(), env, None)?;
     let outcome = tokio::select! {
         answer = api.invoke(event, timeout) => answer.map_err(RunOnceError::from),

@@ -4,13 +4,14 @@
 //! answers (`statusCode`, `headers`, `cookies`, `body`, `isBase64Encoded`) are honoured, other
 //! JSON is returned as a 200 body, unmatched routes get 404, function errors 500 and timeouts
 //! 503, requests beyond the account throttle 429, each with API Gateway's `{"message": ...}`
-//! body. Routes with an authorizer run it first ([`crate::http_authorizers`]).
+//! body. Routes with an authorizer run it first ([`crate::api_gateway::authorizers`]).
 
-use crate::aws_quotas::AwsQuotas;
-use crate::http_authorizers::RouteAuthorizer;
+use super::{gateway_error, query_pairs};
+use crate::api_gateway::authorizers::RouteAuthorizer;
+use crate::api_gateway::quotas::AwsQuotas;
+use crate::api_gateway::websocket_event::http_date;
 use crate::lambda::FunctionPool;
-use crate::runtime_api::InvokeError;
-use crate::websocket_event::http_date;
+use crate::lambda::runtime_api::InvokeError;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -67,19 +68,6 @@ pub fn match_path(pattern: &str, path: &str) -> Option<BTreeMap<String, String>>
         }
     }
     segments.next().is_none().then_some(parameters)
-}
-
-/// An answer API Gateway itself gives, `{"message": ...}`.
-pub fn gateway_error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "message": message }))).into_response()
-}
-
-/// The decoded `name=value` pairs of a raw query string (`+` is a space, `%XX` an escape; bad
-/// escapes are kept as written), as both APIs hand them to functions.
-pub fn query_pairs(raw: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(raw.as_bytes())
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect()
 }
 
 fn query_parameters(raw: &str) -> Map<String, Value> {

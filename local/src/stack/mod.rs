@@ -5,159 +5,35 @@
 //! viewer identity on, the demo identity provider ([`DemoIssuer`]) when asked.
 //! Dropping or stopping the stack stops everything it started.
 
-use crate::aws_quotas::{AwsQuotas, QuotaSettings};
-use crate::demo_issuer::{DEFAULT_TOKEN_TTL, DEMO_AUDIENCE, DemoIssuer};
-use crate::environment::{LocalValues, UnresolvedVariable};
+use crate::api_gateway::authorizers::RouteAuthorizer;
+use crate::api_gateway::http::{self, BoundRoute, HttpApi};
+use crate::api_gateway::quotas::{AwsQuotas, QuotaSettings};
+use crate::api_gateway::websocket::WebSocketApi;
+use crate::demo_issuer::{DEMO_AUDIENCE, DemoIssuer};
+use crate::event_api::EventApi;
 use crate::event_api::client::EventCredential;
-use crate::event_api::{EventApi, EventApiLimits};
-use crate::event_source::{EventSourceMapping, MappingError, MappingOptions};
-use crate::http_api::{self, BoundRoute, HttpApi};
-use crate::http_authorizers::RouteAuthorizer;
+use crate::event_source::EventSourceMapping;
 use crate::iam::{Principals, ServiceIam};
 use crate::lambda::{FunctionPool, Runner};
-use crate::secrets_api::SecretsApi;
-use crate::template::{RouteAuth, StackTemplate, TemplateError};
-use crate::websocket_api::{Limits, WebSocketApi};
+use crate::secrets::SecretsApi;
+use crate::template::{RouteAuth, StackTemplate};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
 use reactions::viewer_identity::{IdentitySettings, TokenVerifier};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod options;
+
+pub use options::{DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions};
+
 /// The region the local functions run in (`AWS_REGION`), as the template's `${AWS::Region}`.
 const LOCAL_REGION: &str = "local";
-
-/// Where functions run when not as local processes.
-#[derive(Debug, Clone)]
-pub struct InvokeEndpoint {
-    /// Base URL of a Lambda Invoke API, e.g. `http://127.0.0.1:9000` (`cargo lambda watch`).
-    pub url: String,
-    /// Address functions by logical id (`sam local start-lambda`) instead of binary name
-    /// (`cargo lambda watch`).
-    pub by_logical_id: bool,
-}
-
-/// How to start the stack.
-#[derive(Debug, Clone)]
-pub struct StackOptions {
-    pub template: PathBuf,
-    /// Directory holding the function binaries (`target/debug`, `target/release`).
-    pub binaries: PathBuf,
-    pub kafka_brokers: String,
-    pub mongodb_uri: String,
-    /// Address to listen on.
-    pub host: IpAddr,
-    /// Ports (0 picks a free one).
-    pub http_port: u16,
-    pub websocket_port: u16,
-    /// Port of the AppSync Events API (its HTTP and real-time endpoints), when there is one.
-    pub event_api_port: u16,
-    /// Its keep-alive, timeout and rates (AWS's by default; the rates follow `quotas`).
-    pub event_api_limits: EventApiLimits,
-    /// Its API key for subscribers (a new random one when not given).
-    pub event_api_key: Option<String>,
-    /// The browser client's directory and port.
-    pub web: Option<(PathBuf, u16)>,
-    /// Instances per function.
-    pub concurrency: usize,
-    /// Parameter overrides and extra environment variables.
-    pub local: LocalValues,
-    pub mapping: MappingOptions,
-    /// Partitions of the topics the stack creates.
-    pub partitions: i32,
-    pub invoke_endpoint: Option<InvokeEndpoint>,
-    pub limits: Limits,
-    /// The account's throttle, connect rate and `@connections` latency (AWS's by default).
-    pub quotas: QuotaSettings,
-    /// A directory for each function's output (`<logical id>.log`); else it goes to ours.
-    pub function_logs: Option<PathBuf>,
-    /// Runs the demo identity provider and turns viewer identity on with it (the template's
-    /// `JwtIssuer` and `JwtAudience` become its URL and [`DEMO_AUDIENCE`]).
-    pub demo_issuer: Option<DemoIssuerOptions>,
-    /// Invoke every scheduled event (`Type: Schedule`) this often instead of at its template
-    /// rate (`None`: the template's, as EventBridge does). For tests that cannot wait a minute.
-    pub schedule_every: Option<Duration>,
-}
-
-/// Where the demo identity provider listens and how long its tokens last.
-#[derive(Debug, Clone, Copy)]
-pub struct DemoIssuerOptions {
-    /// Port (0 picks a free one).
-    pub port: u16,
-    pub token_ttl: Duration,
-}
-
-impl Default for DemoIssuerOptions {
-    fn default() -> Self {
-        Self {
-            port: 0,
-            token_ttl: DEFAULT_TOKEN_TTL,
-        }
-    }
-}
-
-impl StackOptions {
-    /// Defaults for the given template, binaries and servers.
-    pub fn new(
-        template: PathBuf,
-        binaries: PathBuf,
-        kafka_brokers: &str,
-        mongodb_uri: &str,
-    ) -> Self {
-        Self {
-            template,
-            binaries,
-            kafka_brokers: kafka_brokers.to_owned(),
-            mongodb_uri: mongodb_uri.to_owned(),
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            http_port: 0,
-            websocket_port: 0,
-            event_api_port: 0,
-            event_api_limits: EventApiLimits::default(),
-            event_api_key: None,
-            web: None,
-            concurrency: 3,
-            local: LocalValues::default(),
-            mapping: MappingOptions::default(),
-            partitions: 3,
-            invoke_endpoint: None,
-            limits: Limits::default(),
-            quotas: QuotaSettings::default(),
-            function_logs: None,
-            demo_issuer: None,
-            schedule_every: None,
-        }
-    }
-}
-
-/// Why the stack could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StackError {
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error(transparent)]
-    Environment(#[from] UnresolvedVariable),
-    #[error(transparent)]
-    Mapping(#[from] MappingError),
-    #[error("{0}")]
-    Missing(String),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot create the Kafka topics: {0}")]
-    Topics(String),
-    #[error(transparent)]
-    Issuer(#[from] crate::demo_issuer::IssuerError),
-}
 
 /// A running local stack.
 pub struct LocalStack {
@@ -257,7 +133,7 @@ impl LocalStack {
         let secrets = SecretsApi::with_principals(
             Arc::clone(&principals),
             LOCAL_REGION,
-            crate::http_authorizers::LOCAL_ACCOUNT_ID,
+            crate::iam::LOCAL_ACCOUNT_ID,
         );
         let uri_name = template
             .parameters
@@ -403,8 +279,8 @@ impl LocalStack {
         let quotas = Arc::new(AwsQuotas::new(options.quotas));
         let http_api = HttpApi::new(routes, Arc::clone(&quotas));
         let http_router = Router::new()
-            .fallback(http_api::handle)
-            .layer(DefaultBodyLimit::max(http_api::MAX_PAYLOAD_BYTES))
+            .fallback(http::handle)
+            .layer(DefaultBodyLimit::max(http::MAX_PAYLOAD_BYTES))
             .with_state(http_api);
         let mut servers = vec![
             serve(http_listener, http_router),

@@ -16,14 +16,14 @@
 //! allowed `execute-api:ManageConnections` on it ([`crate::iam`]): unsigned calls get 403
 //! `Missing Authentication Token`, denied ones 403 `AccessDeniedException` with AWS's message.
 
-use crate::aws_quotas::AwsQuotas;
-use crate::http_api::query_pairs;
-use crate::iam::ServiceIam;
-use crate::lambda::FunctionPool;
-use crate::sigv4_check::{ReceivedRequest, SignatureError};
-use crate::websocket_event::{
+use super::query_pairs;
+use crate::api_gateway::quotas::AwsQuotas;
+use crate::api_gateway::websocket_event::{
     ConnectionContext, connect_event, disconnect_event, iso8601, message_event,
 };
+use crate::iam::ServiceIam;
+use crate::iam::sigv4::{ReceivedRequest, SignatureError};
+use crate::lambda::FunctionPool;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};

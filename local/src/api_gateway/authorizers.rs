@@ -7,17 +7,15 @@
 //! answering 401 `{"message":"Unauthorized"}` with API Gateway's `www-authenticate` header
 //! otherwise, and tells the function the token's claims in `requestContext.authorizer.jwt`.
 
-use crate::http_api::gateway_error;
-use crate::iam::ServiceIam;
-use crate::sigv4_check::{ReceivedRequest, SignatureError};
+use super::gateway_error;
+use crate::iam::{LOCAL_ACCOUNT_ID, ServiceIam};
+use crate::iam::sigv4::{ReceivedRequest, SignatureError};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use reactions::viewer_identity::{TokenRefusal, TokenVerifier, bearer_token};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-/// The local account, as the IAM authorizer describes a verified caller.
-pub const LOCAL_ACCOUNT_ID: &str = "000000000000";
 
 /// The authorizer of one bound route.
 #[derive(Clone, Default)]

@@ -53,7 +53,7 @@ impl AdminClient {
     pub fn local(base_url: &str) -> Self {
         Self::new(
             base_url,
-            crate::function_process::local_credentials(),
+            crate::lambda::function_process::local_credentials(),
             "us-east-1",
         )
     }
