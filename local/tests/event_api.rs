@@ -42,7 +42,7 @@ impl Api {
                     NamespaceAuth {
                         publish: vec![AuthType::Iam],
                         subscribe: vec![AuthType::ApiKey],
-                        subscribe_rule: None,
+                        subscribe_segments: None,
                     },
                 ),
                 (
@@ -50,7 +50,7 @@ impl Api {
                     NamespaceAuth {
                         publish: vec![AuthType::ApiKey],
                         subscribe: vec![AuthType::ApiKey],
-                        subscribe_rule: None,
+                        subscribe_segments: None,
                     },
                 ),
             ]),
@@ -418,7 +418,7 @@ async fn a_relay_serves_more_subscribers_with_one_upstream_subscription_per_patt
             NamespaceAuth {
                 publish: Vec::new(),
                 subscribe: vec![AuthType::ApiKey],
-                subscribe_rule: None,
+                subscribe_segments: None,
             },
         )]),
         openid_connect: None,
@@ -533,9 +533,7 @@ async fn tokens_of_the_issuer_authorize_and_the_subscribe_rule_refuses_wildcards
             NamespaceAuth {
                 publish: vec![AuthType::Iam],
                 subscribe: vec![AuthType::OpenIdConnect],
-                subscribe_rule: Some(
-                    r"^\/streams\/[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$".to_owned(),
-                ),
+                subscribe_segments: Some(2),
             },
         )]),
         openid_connect: Some(OpenIdConnectSpec {

@@ -92,6 +92,10 @@ pub fn supported() -> Vec<Deployment> {
                         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                         .collect();
                     parameters.insert("Delivery".into(), delivery.into());
+                    parameters.insert(
+                        "KafkaBootstrapServers".into(),
+                        "b-1.live.kafka.us-east-1.amazonaws.com:9098".into(),
+                    );
                     parameters.insert("AllowedOrigins".into(), "https://live.example.com".into());
                     if delivery == "AppSyncEvents" {
                         parameters.insert("EventApiKeyExpires".into(), "1830000000".into());

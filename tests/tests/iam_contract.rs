@@ -319,6 +319,7 @@ fn missing_grants(template: &StackTemplate, rows: &[Row]) -> Vec<String> {
         let variables: Value = serde_yaml_ng::from_str(
             r#"
 ClusterPath: !Select [1, !Split ["cluster/", !Ref MskClusterArn]]
+ClusterArnPrefix: !Select [0, !Split [":cluster/", !Ref MskClusterArn]]
 ConnectionId: AbCdEfGhIjKlMnO=
 "#,
         )

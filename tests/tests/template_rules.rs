@@ -18,6 +18,10 @@ fn violations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
                 ("KafkaSecurity", "iam"),
             ],
         ),
+        (
+            "KafkaBootstrapServersGiven",
+            vec![("KafkaBootstrapServers", "")],
+        ),
         ("MskNeedsCluster", vec![("MskClusterArn", "")]),
         (
             "MskNeedsCluster",
@@ -52,7 +56,7 @@ fn violations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         ),
         (
             "HttpAndPostsWithinAccountQuota",
-            vec![("HttpRateLimit", "9500"), ("PostBudgetPerSecond", "1000")],
+            vec![("HttpRateLimit", "9000"), ("PostBudgetPerSecond", "1000")],
         ),
     ]
 }

@@ -29,7 +29,7 @@ async fn start(limits: EventApiLimits) -> ServedEventApi {
             NamespaceAuth {
                 publish: vec![AuthType::Iam],
                 subscribe: vec![AuthType::ApiKey],
-                subscribe_rule: None,
+                subscribe_segments: None,
             },
         )]),
         openid_connect: None,

@@ -8,14 +8,13 @@
 //! otherwise, and tells the function the token's claims in `requestContext.authorizer.jwt`.
 
 use super::gateway_error;
-use crate::iam::{LOCAL_ACCOUNT_ID, ServiceIam};
 use crate::iam::sigv4::{ReceivedRequest, SignatureError};
+use crate::iam::{LOCAL_ACCOUNT_ID, ServiceIam};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use reactions::viewer_identity::{TokenRefusal, TokenVerifier, bearer_token};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-
 
 /// The authorizer of one bound route.
 #[derive(Clone, Default)]

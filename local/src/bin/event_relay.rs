@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             NamespaceAuth {
                 publish: Vec::new(),
                 subscribe: vec![AuthType::ApiKey],
-                subscribe_rule: None,
+                subscribe_segments: None,
             },
         )]),
         openid_connect: None,

@@ -104,10 +104,10 @@ impl AuthType {
 pub struct NamespaceAuth {
     pub publish: Vec<AuthType>,
     pub subscribe: Vec<AuthType>,
-    /// The channel rule of the namespace's onSubscribe handler: the regular expression its
-    /// code tests `ctx.info.channel.path` against (its `ALLOWED_CHANNEL`), calling
-    /// `util.unauthorized()` for any other channel, wildcards included.
-    pub subscribe_rule: Option<String>,
+    /// The channel rule of the namespace's onSubscribe handler: subscriptions must name
+    /// exactly this many segments (its `CHANNEL_SEGMENTS`) and no wildcard, else the handler
+    /// calls `util.unauthorized()`.
+    pub subscribe_segments: Option<usize>,
 }
 
 /// The Event API as the template describes it.
@@ -186,8 +186,6 @@ pub struct EventApi {
     api_key: String,
     /// Checks OPENID_CONNECT tokens, when the API has that provider.
     openid_connect: Option<reactions::viewer_identity::TokenVerifier>,
-    /// Each namespace's compiled onSubscribe channel rule.
-    subscribe_rules: BTreeMap<String, regex_lite::Regex>,
     /// Who may publish with IAM, and the channel namespaces' ARN prefix
     /// (`arn:aws:appsync:{region}:{account}:apis/{api-id}/channelNamespace/`).
     iam: ServiceIam,
@@ -255,25 +253,9 @@ impl EventApi {
                 },
             )
         });
-        let subscribe_rules = spec
-            .namespaces
-            .iter()
-            .filter_map(|(name, auth)| {
-                let rule = auth.subscribe_rule.as_deref()?;
-                match regex_lite::Regex::new(rule) {
-                    Ok(rule) => Some((name.clone(), rule)),
-                    Err(error) => {
-                        // A rule that does not compile admits nothing, as a handler that
-                        // throws refuses the subscription.
-                        tracing::warn!(namespace = name, %error, "onSubscribe rule does not compile");
-                        Some((name.clone(), regex_lite::Regex::new("^$").ok()?))
-                    }
-                }
-            })
-            .collect();
+
         Arc::new(Self {
             openid_connect,
-            subscribe_rules,
             spec,
             api_key: api_key.to_owned(),
             iam,
@@ -292,11 +274,14 @@ impl EventApi {
         self.spec.connection.contains(&AuthType::OpenIdConnect)
     }
 
-    /// Whether the onSubscribe handler of `namespace` lets a subscription to `path` through.
-    pub fn subscription_allowed(&self, namespace: &str, path: &str) -> bool {
-        self.subscribe_rules
+    /// Whether the onSubscribe handler of `namespace` lets a subscription to the channel
+    /// `segments` (the namespace first) through.
+    pub fn subscription_allowed(&self, namespace: &str, segments: &[&str]) -> bool {
+        self.spec
+            .namespaces
             .get(namespace)
-            .is_none_or(|rule| rule.is_match(path))
+            .and_then(|auth| auth.subscribe_segments)
+            .is_none_or(|count| segments.len() == count && segments.last() != Some(&"*"))
     }
 
     /// `GET /event/realtime` only: a relay takes no publishes of its own.

@@ -4,7 +4,7 @@
 //! `{"host": ..., "Authorization": "<JWT>"}`, a token the API's issuer signed for its client id);
 //! a connection the API's connection auth modes refuse gets a `connection_error` with
 //! `UnauthorizedException` and is closed. A namespace's onSubscribe handler rule
-//! ([`super::NamespaceAuth::subscribe_rule`]) refuses subscriptions to other channels.
+//! ([`super::NamespaceAuth::subscribe_segments`]) refuses subscriptions to other channels.
 //! Then, as JSON text messages:
 //!
 //! - `connection_init` → `connection_ack` with `connectionTimeoutMs`;
@@ -314,8 +314,7 @@ async fn subscribe(api: &EventApi, connection: u64, id: Option<&str>, message: &
         Err(answer) => return answer,
     };
     // The namespace's onSubscribe handler: `util.unauthorized()` for channels off its rule.
-    let path = format!("/{}", segments.join("/"));
-    if !api.subscription_allowed(segments[0], &path) {
+    if !api.subscription_allowed(segments[0], &segments) {
         return error_message(
             "subscribe_error",
             Some(id),

@@ -85,12 +85,12 @@ pub fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == '*' {
+        if p < pattern.len() && pattern[p] == '*' {
             star = Some((p, t));
             p += 1;
+        } else if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
         } else if let Some((star_p, star_t)) = star {
             p = star_p + 1;
             t = star_t + 1;
@@ -247,6 +247,9 @@ mod tests {
         ));
         assert!(!wildcard_match("Arn", "arn", false));
         assert!(wildcard_match("*", "", false));
+        // A `*` in the pattern is a wildcard even where the text has a `*` too.
+        assert!(wildcard_match("a*", "a*b", false));
+        assert!(wildcard_match("a*b", "a*xb", false));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! its `AWS::AppSync::ChannelNamespace`s) into what the local emulation needs: the auth modes
 //! of connections, and of publishing and subscribing per namespace (a namespace's own modes,
 //! else the API's defaults), the OPENID_CONNECT provider, and each namespace's onSubscribe
-//! channel rule. Properties are evaluated as CloudFormation evaluates them (`!If` included);
+//! channel rule (its `CHANNEL_SEGMENTS`: how many segments a subscription must name, no
+//! wildcard). Properties are evaluated as CloudFormation evaluates them (`!If` included);
 //! resources whose `Condition` is false do not exist, as in AWS.
 
 use super::stand_ins::DeployedStandIns;
@@ -32,26 +33,12 @@ fn auth_modes(id: &str, value: Option<&Json>) -> Result<Option<Vec<AuthType>>, T
         .map(Some)
 }
 
-/// The regular expression an onSubscribe handler's code names `ALLOWED_CHANNEL`
-/// (`const ALLOWED_CHANNEL = /^\/streams\/...$/;`), as source text.
-fn allowed_channel(code: &str) -> Option<String> {
-    let after = code.split("ALLOWED_CHANNEL").nth(1)?;
-    let literal = after
-        .trim_start()
-        .strip_prefix('=')?
-        .trim_start()
-        .strip_prefix('/')?;
-    let mut source = String::new();
-    let mut escaped = false;
-    for c in literal.chars() {
-        match c {
-            '/' if !escaped => return Some(source),
-            '\\' if !escaped => escaped = true,
-            _ => escaped = false,
-        }
-        source.push(c);
-    }
-    None
+/// The segment count an onSubscribe handler's code requires (`const CHANNEL_SEGMENTS = 2;`).
+fn channel_segments(code: &str) -> Option<usize> {
+    let after = code.split("CHANNEL_SEGMENTS").nth(1)?;
+    let value = after.trim_start().strip_prefix('=')?.trim_start();
+    let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The Event API among `resources`, if one exists with the parameters in force.
@@ -133,12 +120,12 @@ pub fn read(
             .ok_or_else(|| invalid(id, "Name is required"))?
             .to_owned();
         let own = |key: &str| auth_modes(id, properties.get(key));
-        let subscribe_rule = match properties["CodeHandlers"].as_str() {
+        let subscribe_segments = match properties["CodeHandlers"].as_str() {
             None => None,
-            Some(code) => Some(allowed_channel(code).ok_or_else(|| {
+            Some(code) => Some(channel_segments(code).ok_or_else(|| {
                 invalid(
                     id,
-                    "the local Event API runs an onSubscribe handler's channel rule only: name it `const ALLOWED_CHANNEL = /.../;`",
+                    "the local Event API runs an onSubscribe handler's channel rule only: name it `const CHANNEL_SEGMENTS = <n>;`",
                 )
             })?),
         };
@@ -147,7 +134,7 @@ pub fn read(
             NamespaceAuth {
                 publish: own("PublishAuthModes")?.unwrap_or_else(|| publish.clone()),
                 subscribe: own("SubscribeAuthModes")?.unwrap_or_else(|| subscribe.clone()),
-                subscribe_rule,
+                subscribe_segments,
             },
         );
     }
@@ -160,16 +147,15 @@ pub fn read(
 
 #[cfg(test)]
 mod tests {
-    use super::allowed_channel;
+    use super::channel_segments;
 
     #[test]
     fn the_channel_rule_is_read_from_the_handler() {
-        let code =
-            "const ALLOWED_CHANNEL = /^\\/streams\\/[a-z]+$/;\nexport function onSubscribe(ctx) {}";
+        let code = "const CHANNEL_SEGMENTS = 2;\nexport function onSubscribe(ctx) {}";
+        assert_eq!(channel_segments(code), Some(2));
         assert_eq!(
-            allowed_channel(code).as_deref(),
-            Some("^\\/streams\\/[a-z]+$")
+            channel_segments("export function onSubscribe(ctx) {}"),
+            None
         );
-        assert_eq!(allowed_channel("export function onSubscribe(ctx) {}"), None);
     }
 }

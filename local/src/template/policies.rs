@@ -2,7 +2,8 @@
 //! function's `Policies` ("AWS::Serverless::Function", property `Policies`, in the AWS SAM
 //! Developer Guide): inline policy documents (`Statement`), and AWS managed policies by name or
 //! ARN. SAM also attaches `AWSLambdaBasicExecutionRole` to every role and
-//! `AWSLambdaVPCAccessExecutionRole` to a function with `VpcConfig`. Statements come out with
+//! `AWSLambdaVPCAccessExecutionRole` to a function with a `VpcConfig` property (whatever its
+//! `!If` resolves to: the transform runs before conditions are known). Statements come out with
 //! every intrinsic evaluated for the parameters in force ([`super::intrinsics`]) and resource
 //! values from a [`ResourceValues`], so the same reading serves the IAM reference check and the
 //! local stack's enforcement.
@@ -43,7 +44,7 @@ pub struct FunctionRole {
 /// The managed policy SAM attaches to every function's role.
 pub const BASIC_EXECUTION: &str =
     "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole";
-/// The managed policy SAM attaches to a function with `VpcConfig`.
+/// The managed policy SAM attaches to a function with a `VpcConfig` property.
 pub const VPC_ACCESS: &str = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole";
 
 fn strings(value: Option<&Json>) -> Vec<String> {
@@ -111,14 +112,9 @@ impl StackTemplate {
                 managed_policies: vec![BASIC_EXECUTION.to_owned()],
                 ..FunctionRole::default()
             };
-            let in_vpc = match properties.and_then(|p| get(p, "VpcConfig")) {
-                None => false,
-                Some(vpc) => scope
-                    .tree(vpc)
-                    .ok_or_else(|| invalid(id, "VpcConfig cannot be evaluated"))?
-                    .is_some(),
-            };
-            if in_vpc {
+            // SAM decides before CloudFormation resolves `!If`: a `VpcConfig` that is written at
+            // all attaches the policy, even when its `!If` turns out `AWS::NoValue`.
+            if properties.and_then(|p| get(p, "VpcConfig")).is_some() {
                 role.managed_policies.push(VPC_ACCESS.to_owned());
             }
             let policies = match properties.and_then(|p| get(p, "Policies")) {

@@ -195,9 +195,7 @@ fn the_event_api_exists_only_in_appsync_events_delivery() {
             NamespaceAuth {
                 publish: vec![AuthType::Iam],
                 subscribe: vec![AuthType::ApiKey],
-                subscribe_rule: Some(
-                    r"^\/streams\/[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$".to_owned()
-                ),
+                subscribe_segments: Some(2),
             }
         )])
     );
