@@ -67,7 +67,6 @@ fn kafka_variants() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
                 ("SelfManagedKafkaAuth", "CLIENT_CERTIFICATE_TLS_AUTH"),
                 ("SelfManagedKafkaSecretArn", KAFKA_SECRET),
                 ("SelfManagedKafkaRootCaSecretArn", ROOT_CA),
-                ("KafkaSecurity", "tls"),
             ],
         ),
         (

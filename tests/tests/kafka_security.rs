@@ -1,7 +1,7 @@
-//! The producer's TLS and MSK IAM modes, as far as they can be exercised without MSK: an IAM
-//! producer signs a token with the environment's credentials before it connects (librdkafka
-//! asks at start-up), and against a plaintext broker both modes fail within their timeout
-//! instead of hanging. One test in its own process, because it sets AWS credentials in the
+//! The producer's TLS, MSK IAM and SASL/SCRAM modes, as far as they can be exercised without
+//! a secured cluster: an IAM producer signs a token with the environment's credentials before
+//! it connects (librdkafka asks at start-up), and against a plaintext broker every mode fails
+//! within its timeout instead of hanging. One test in its own process, because it sets AWS credentials in the
 //! environment, where Lambda puts them.
 
 use emostream_tests::patience::assert_bounded;
@@ -26,7 +26,13 @@ async fn iam_producers_sign_tokens_and_secure_modes_fail_cleanly_on_a_plaintext_
         KafkaSecurity::MskIam {
             region: "eu-west-1".into(),
         },
-        KafkaSecurity::Tls,
+        KafkaSecurity::Tls { ca_pem: None },
+        KafkaSecurity::Scram {
+            mechanism: "SCRAM-SHA-512",
+            username: "emostream".into(),
+            password: "local-password".into(),
+            ca_pem: None,
+        },
     ] {
         let settings = KafkaSettings {
             security: security.clone(),

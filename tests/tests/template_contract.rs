@@ -98,11 +98,18 @@ fn check_reads(
     };
     let reference = reactions::secrets::SecretReference::from_settings(&probe)
         .unwrap_or_else(|e| panic!("{function}: {e}"));
+    // The Kafka cluster's secrets are named the same way (and fetched the same way at init).
+    let _ = reactions::secrets::kafka_secret_references(&probe);
     assert!(
         reference.is_some(),
         "{function} must read its MongoDB URI from Secrets Manager or SSM, not a plaintext variable"
     );
-    let mut fetched = BTreeSet::from(["MONGODB_URI".to_owned()]);
+    // What init fetches from the secrets the environment names.
+    let mut fetched = BTreeSet::from([
+        "MONGODB_URI".to_owned(),
+        "KAFKA_CREDENTIALS".to_owned(),
+        "KAFKA_ROOT_CA".to_owned(),
+    ]);
     environment.insert("MONGODB_URI".into(), "mongodb://from-the-secret".into());
     let recording = Recording {
         values: environment.clone(),
@@ -145,6 +152,9 @@ fn check_reads(
         "POST_TIMEOUT_MS",
         "CONNECTION_TTL_MINUTES",
         "SYNC_WINDOWS",
+        // Init looks for a Kafka cluster's secrets in every function; only the producers' are set.
+        "KAFKA_CREDENTIALS_SECRET_ID",
+        "KAFKA_ROOT_CA_SECRET_ID",
     ]
     .into();
     for var in unset {

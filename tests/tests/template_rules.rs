@@ -31,6 +31,28 @@ fn violations() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
             "SelfManagedKafkaNeedsItsSecret",
             vec![("KafkaEventSource", "SelfManagedKafka")],
         ),
+        (
+            "ProducersAuthenticateLikeTheTrigger",
+            vec![
+                ("KafkaEventSource", "SelfManagedKafka"),
+                (
+                    "SelfManagedKafkaSecretArn",
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:k-AbCdEf",
+                ),
+                ("KafkaSecurity", "tls"),
+            ],
+        ),
+        (
+            "RootCaNeedsTls",
+            vec![
+                ("KafkaEventSource", "SelfManagedKafka"),
+                ("SelfManagedKafkaAuth", "PLAINTEXT"),
+                (
+                    "SelfManagedKafkaRootCaSecretArn",
+                    "arn:aws:secretsmanager:us-east-1:123456789012:secret:ca-AbCdEf",
+                ),
+            ],
+        ),
         ("SecurityGroupsWithSubnets", vec![("SecurityGroupIds", "")]),
         ("EndpointsNeedTheVpc", vec![("VpcId", "")]),
         ("EndpointsNeedTheVpc", vec![("VpcCidr", "")]),

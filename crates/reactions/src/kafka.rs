@@ -47,35 +47,149 @@ pub enum KafkaAdapterError {
 }
 
 /// How clients authenticate and encrypt (`KAFKA_SECURITY`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum KafkaSecurity {
     /// Plaintext: local brokers, self-managed clusters inside a VPC.
     #[default]
     None,
-    /// TLS without client authentication (MSK's TLS listener, port 9094).
-    Tls,
+    /// TLS without client authentication (MSK's TLS listener, port 9094), trusting `ca_pem`
+    /// when given, else the system's certificates.
+    Tls { ca_pem: Option<String> },
     /// MSK IAM: SASL/OAUTHBEARER over TLS (port 9098) with a SigV4-signed token for `region`.
     MskIam { region: String },
+    /// SASL/SCRAM over TLS (`SCRAM-SHA-512` or `SCRAM-SHA-256`), the user and password of the
+    /// self-managed cluster's secret, as its Kafka trigger uses them.
+    Scram {
+        mechanism: &'static str,
+        username: String,
+        password: String,
+        ca_pem: Option<String>,
+    },
+    /// Mutual TLS with the client certificate and key (PEM) of the cluster's secret.
+    MutualTls {
+        certificate_pem: String,
+        key_pem: String,
+        key_password: Option<String>,
+        ca_pem: Option<String>,
+    },
+}
+
+/// Never prints a password or a key.
+impl std::fmt::Debug for KafkaSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => write!(f, "None"),
+            Self::Tls { .. } => write!(f, "Tls"),
+            Self::MskIam { region } => write!(f, "MskIam({region})"),
+            Self::Scram {
+                mechanism,
+                username,
+                ..
+            } => write!(f, "Scram({mechanism}, user {username:?})"),
+            Self::MutualTls { .. } => write!(f, "MutualTls"),
+        }
+    }
+}
+
+/// The JSON credentials of a self-managed cluster's secret (`KAFKA_CREDENTIALS`, fetched by
+/// `crate::secrets` from the secret `KAFKA_CREDENTIALS_SECRET_ID` names): the shapes Lambda's
+/// Kafka triggers read ("Configuring cluster authentication methods", Lambda developer guide).
+fn credential_field(
+    credentials: &serde_json::Value,
+    field: &str,
+) -> Result<String, crate::config::ConfigError> {
+    credentials[field]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| crate::config::ConfigError {
+            var: "KAFKA_CREDENTIALS",
+            reason: format!("the cluster's secret has no {field:?}"),
+        })
 }
 
 impl KafkaSecurity {
-    /// Reads `KAFKA_SECURITY` (`none`, `tls` or `iam`; default `none`) and, for `iam`, the
-    /// region from `AWS_REGION` (which Lambda sets).
+    /// Reads `KAFKA_SECURITY` (`none`, `tls`, `iam`, `scram-sha-512`, `scram-sha-256` or
+    /// `mtls`; default `none`); for `iam` the region from `AWS_REGION` (which Lambda sets); for
+    /// SCRAM and mTLS the credentials JSON `KAFKA_CREDENTIALS`; and the cluster's root CA
+    /// (`KAFKA_ROOT_CA`, JSON with its PEM `certificate`) when one is given.
     pub fn from_settings(
         settings: &impl crate::config::Settings,
     ) -> Result<Self, crate::config::ConfigError> {
+        let json =
+            |var: &'static str| -> Result<Option<serde_json::Value>, crate::config::ConfigError> {
+                settings
+                    .get(var)
+                    .map(|text| {
+                        serde_json::from_str(&text).map_err(|e| crate::config::ConfigError {
+                            var,
+                            reason: format!("the secret is not JSON: {e}"),
+                        })
+                    })
+                    .transpose()
+            };
+        let ca_pem = match json("KAFKA_ROOT_CA")? {
+            None => None,
+            Some(root) => Some(credential_field(&root, "certificate").map_err(|mut e| {
+                e.var = "KAFKA_ROOT_CA";
+                e
+            })?),
+        };
+        let credentials = || {
+            json("KAFKA_CREDENTIALS")?.ok_or_else(|| crate::config::ConfigError {
+                var: "KAFKA_CREDENTIALS",
+                reason: "SASL/SCRAM and mutual TLS need the cluster's secret (KAFKA_CREDENTIALS_SECRET_ID)"
+                    .to_owned(),
+            })
+        };
+        let scram = |mechanism: &'static str| -> Result<Self, crate::config::ConfigError> {
+            let credentials = credentials()?;
+            Ok(Self::Scram {
+                mechanism,
+                username: credential_field(&credentials, "username")?,
+                password: credential_field(&credentials, "password")?,
+                ca_pem: ca_pem.clone(),
+            })
+        };
         match settings.get("KAFKA_SECURITY").as_deref() {
             None | Some("none") => Ok(Self::None),
-            Some("tls") => Ok(Self::Tls),
+            Some("tls") => Ok(Self::Tls {
+                ca_pem: ca_pem.clone(),
+            }),
             Some("iam") => Ok(Self::MskIam {
                 region: crate::config::required(settings, "AWS_REGION")?,
             }),
+            Some("scram-sha-512") => scram("SCRAM-SHA-512"),
+            Some("scram-sha-256") => scram("SCRAM-SHA-256"),
+            Some("mtls") => {
+                let credentials = credentials()?;
+                Ok(Self::MutualTls {
+                    certificate_pem: credential_field(&credentials, "certificate")?,
+                    key_pem: credential_field(&credentials, "privateKey")?,
+                    key_password: credentials["privateKeyPassword"]
+                        .as_str()
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                    ca_pem,
+                })
+            }
             Some(other) => Err(crate::config::ConfigError {
                 var: "KAFKA_SECURITY",
-                reason: format!("must be none, tls or iam, not {other:?}"),
+                reason: format!(
+                    "must be none, tls, iam, scram-sha-512, scram-sha-256 or mtls, not {other:?}"
+                ),
             }),
         }
     }
+}
+
+/// Trust `ca_pem` when given, else look for the system's certificates (the bundled OpenSSL has
+/// no trust store configured).
+fn trust(config: &mut ClientConfig, ca_pem: &Option<String>) {
+    match ca_pem {
+        Some(pem) => config.set("ssl.ca.pem", pem),
+        None => config.set("ssl.ca.location", "probe"),
+    };
 }
 
 /// How to reach the cluster. `extra` carries further librdkafka properties.
@@ -129,17 +243,43 @@ impl KafkaSettings {
             .set("allow.auto.create.topics", "false");
         match &self.security {
             KafkaSecurity::None => {}
-            KafkaSecurity::Tls => {
-                // The bundled OpenSSL has no system trust store configured: look for one.
-                config
-                    .set("security.protocol", "ssl")
-                    .set("ssl.ca.location", "probe");
+            KafkaSecurity::Tls { ca_pem } => {
+                config.set("security.protocol", "ssl");
+                trust(&mut config, ca_pem);
             }
             KafkaSecurity::MskIam { .. } => {
                 config
                     .set("security.protocol", "sasl_ssl")
                     .set("sasl.mechanism", "OAUTHBEARER")
                     .set("ssl.ca.location", "probe");
+            }
+            KafkaSecurity::Scram {
+                mechanism,
+                username,
+                password,
+                ca_pem,
+            } => {
+                config
+                    .set("security.protocol", "sasl_ssl")
+                    .set("sasl.mechanism", *mechanism)
+                    .set("sasl.username", username)
+                    .set("sasl.password", password);
+                trust(&mut config, ca_pem);
+            }
+            KafkaSecurity::MutualTls {
+                certificate_pem,
+                key_pem,
+                key_password,
+                ca_pem,
+            } => {
+                config
+                    .set("security.protocol", "ssl")
+                    .set("ssl.certificate.pem", certificate_pem)
+                    .set("ssl.key.pem", key_pem);
+                if let Some(password) = key_password {
+                    config.set("ssl.key.password", password);
+                }
+                trust(&mut config, ca_pem);
             }
         }
         for (key, value) in &self.extra {
@@ -511,5 +651,112 @@ impl AckedProducer {
         self.producer
             .flush(Timeout::After(timeout))
             .map_err(|_| KafkaAdapterError::Timeout(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRAM: &str = r#"{"username":"emostream","password":"s3cret"}"#;
+    const CLIENT: &str = r#"{"certificate":"-----BEGIN CERTIFICATE-----x","privateKey":"-----BEGIN PRIVATE KEY-----y"}"#;
+
+    #[test]
+    fn each_security_mode_configures_librdkafka_as_its_listener_needs() {
+        let settings = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("KAFKA_BROKERS", "b:9096")];
+            all.extend_from_slice(pairs);
+            KafkaSettings::from_settings(&all, "t")
+        };
+        let scram = settings(&[
+            ("KAFKA_SECURITY", "scram-sha-512"),
+            ("KAFKA_CREDENTIALS", SCRAM),
+        ])
+        .unwrap();
+        let config = scram.client_config();
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("emostream"));
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert_eq!(config.get("ssl.ca.location"), Some("probe"));
+        // The password never appears in a debug print.
+        assert!(!format!("{scram:?}").contains("s3cret"));
+
+        let mtls = settings(&[
+            ("KAFKA_SECURITY", "mtls"),
+            ("KAFKA_CREDENTIALS", CLIENT),
+            (
+                "KAFKA_ROOT_CA",
+                r#"{"certificate":"-----BEGIN CERTIFICATE-----ca"}"#,
+            ),
+        ])
+        .unwrap();
+        let config = mtls.client_config();
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        assert_eq!(
+            config.get("ssl.certificate.pem"),
+            Some("-----BEGIN CERTIFICATE-----x")
+        );
+        assert_eq!(
+            config.get("ssl.key.pem"),
+            Some("-----BEGIN PRIVATE KEY-----y")
+        );
+        assert_eq!(
+            config.get("ssl.ca.pem"),
+            Some("-----BEGIN CERTIFICATE-----ca")
+        );
+        assert_eq!(config.get("ssl.ca.location"), None);
+        assert!(!format!("{mtls:?}").contains("PRIVATE KEY"));
+
+        let scram256 = settings(&[
+            ("KAFKA_SECURITY", "scram-sha-256"),
+            ("KAFKA_CREDENTIALS", SCRAM),
+        ])
+        .unwrap();
+        assert_eq!(
+            scram256.client_config().get("sasl.mechanism"),
+            Some("SCRAM-SHA-256")
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_credentials_are_named() {
+        let base = [("KAFKA_BROKERS", "b:9096")];
+        for (security, credentials, var, says) in [
+            (
+                "scram-sha-512",
+                None,
+                "KAFKA_CREDENTIALS",
+                "need the cluster's secret",
+            ),
+            (
+                "scram-sha-512",
+                Some("not json"),
+                "KAFKA_CREDENTIALS",
+                "not JSON",
+            ),
+            (
+                "scram-sha-512",
+                Some(r#"{"username":"u"}"#),
+                "KAFKA_CREDENTIALS",
+                "\"password\"",
+            ),
+            ("mtls", Some(SCRAM), "KAFKA_CREDENTIALS", "\"certificate\""),
+            (
+                "sasl-plain",
+                Some(SCRAM),
+                "KAFKA_SECURITY",
+                "must be none, tls",
+            ),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push(("KAFKA_SECURITY", security));
+            if let Some(credentials) = credentials {
+                pairs.push(("KAFKA_CREDENTIALS", credentials));
+            }
+            let error = KafkaSettings::from_settings(&pairs, "t").unwrap_err();
+            assert_eq!(error.var, var, "{security}");
+            assert!(error.reason.contains(says), "{security}: {}", error.reason);
+        }
     }
 }

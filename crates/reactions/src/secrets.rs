@@ -4,7 +4,10 @@
 //! (`MONGODB_URI_SECRET_ID` or `MONGODB_URI_PARAMETER`); at init the value is fetched once, with
 //! the function role's credentials, and kept for the container's life as `MONGODB_URI` in the
 //! settings the function's configuration then reads. `MONGODB_URI` given directly (the local
-//! stack, tests) wins and nothing is fetched, so running locally needs no AWS.
+//! stack, tests) wins and nothing is fetched, so running locally needs no AWS. A self-managed
+//! Kafka cluster's credentials are read the same way: the secret `KAFKA_CREDENTIALS_SECRET_ID`
+//! names (SASL/SCRAM user and password, or a client certificate and key, the secret its Kafka
+//! trigger uses) becomes `KAFKA_CREDENTIALS`, and `KAFKA_ROOT_CA_SECRET_ID`'s `KAFKA_ROOT_CA`.
 
 use crate::config::Settings;
 use std::collections::BTreeMap;
@@ -30,11 +33,19 @@ pub enum SecretError {
     /// The secret or parameter has no string value.
     #[error("{place} holds no text value (store the whole connection string as its value)")]
     Empty { place: String },
+    /// A Kafka cluster's secret could not be read.
+    #[error("cannot read the Kafka cluster's secret ({var}): {source}")]
+    Kafka {
+        var: &'static str,
+        #[source]
+        source: Box<SecretError>,
+    },
 }
 
 impl From<SecretError> for crate::config::ConfigError {
     fn from(error: SecretError) -> Self {
         let var = match &error {
+            SecretError::Kafka { var, .. } => var,
             SecretError::Read { place, .. } | SecretError::Empty { place }
                 if place.starts_with("SSM") =>
             {
@@ -138,13 +149,49 @@ impl<S: Settings> Settings for WithSecrets<S> {
     }
 }
 
-/// Reads the MongoDB URI from where `settings` say it is, if they do not give it directly, with
-/// the SDK's default configuration (the function role's credentials in Lambda).
+/// The Kafka cluster's secrets the settings name, each with the setting its value becomes
+/// (`KAFKA_CREDENTIALS`, `KAFKA_ROOT_CA`); a value given directly wins and is not fetched.
+pub fn kafka_secret_references(
+    settings: &impl Settings,
+) -> Vec<(&'static str, &'static str, SecretReference)> {
+    [
+        ("KAFKA_CREDENTIALS_SECRET_ID", "KAFKA_CREDENTIALS"),
+        ("KAFKA_ROOT_CA_SECRET_ID", "KAFKA_ROOT_CA"),
+    ]
+    .into_iter()
+    .filter_map(|(named_by, target)| {
+        let id = settings.get(named_by)?;
+        settings.get(target).is_none().then_some((
+            named_by,
+            target,
+            SecretReference::SecretsManager(id),
+        ))
+    })
+    .collect()
+}
+
+/// Reads the MongoDB URI and the Kafka cluster's secrets from where `settings` say they are,
+/// unless given directly, with the SDK's default configuration (the function role's
+/// credentials in Lambda).
 pub async fn with_fetched_secrets<S: Settings>(settings: S) -> Result<WithSecrets<S>, SecretError> {
     let mut fetched = BTreeMap::new();
-    if let Some(reference) = SecretReference::from_settings(&settings)? {
+    let mongo = SecretReference::from_settings(&settings)?;
+    let kafka = kafka_secret_references(&settings);
+    if mongo.is_some() || !kafka.is_empty() {
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        fetched.insert("MONGODB_URI".to_owned(), reference.fetch(&sdk).await?);
+        if let Some(reference) = mongo {
+            fetched.insert("MONGODB_URI".to_owned(), reference.fetch(&sdk).await?);
+        }
+        for (var, target, reference) in kafka {
+            let value = reference
+                .fetch(&sdk)
+                .await
+                .map_err(|source| SecretError::Kafka {
+                    var,
+                    source: Box::new(source),
+                })?;
+            fetched.insert(target.to_owned(), value);
+        }
     }
     Ok(WithSecrets { settings, fetched })
 }
@@ -182,5 +229,29 @@ mod tests {
         ));
         let neither: Vec<(&str, &str)> = Vec::new();
         assert_eq!(SecretReference::from_settings(&neither).unwrap(), None);
+    }
+
+    #[test]
+    fn kafka_secrets_are_named_by_their_ids_unless_given() {
+        let named = vec![
+            (
+                "KAFKA_CREDENTIALS_SECRET_ID",
+                "arn:aws:secretsmanager:r:1:secret:k-AbCdEf",
+            ),
+            ("KAFKA_ROOT_CA_SECRET_ID", "ca"),
+            ("KAFKA_ROOT_CA", "{\"certificate\":\"given\"}"),
+        ];
+        assert_eq!(
+            kafka_secret_references(&named),
+            [(
+                "KAFKA_CREDENTIALS_SECRET_ID",
+                "KAFKA_CREDENTIALS",
+                SecretReference::SecretsManager(
+                    "arn:aws:secretsmanager:r:1:secret:k-AbCdEf".into()
+                )
+            )]
+        );
+        let none: Vec<(&str, &str)> = vec![("KAFKA_CREDENTIALS_SECRET_ID", "")];
+        assert!(kafka_secret_references(&none).is_empty());
     }
 }
