@@ -184,26 +184,29 @@ fn every_variable_read_is_set_and_every_variable_set_is_read() {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }));
-        unread.extend(check_reads(&template, "NotifyFunction", |s| {
-            let config =
-                notify::config::NotifyConfig::from_settings(s).map_err(|e| e.to_string())?;
-            match (&config.delivery, delivery) {
-                (notify::config::Delivery::WebSocketApi, "WebSocketApi") => Ok(()),
-                (notify::config::Delivery::AppSyncEvents(settings), "AppSyncEvents") => {
-                    // notify publishes to the namespace the template creates.
-                    let api = template.event_api.as_ref().ok_or("no Event API")?;
-                    if api.namespaces.contains_key(&settings.namespace) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "no namespace {} in the template",
-                            settings.namespace
-                        ))
+        // notify's binary runs as the trigger's function and as the WebSocket routes'.
+        for notify in ["NotifyFunction", "NotifyRoutesFunction"] {
+            unread.extend(check_reads(&template, notify, |s| {
+                let config =
+                    notify::config::NotifyConfig::from_settings(s).map_err(|e| e.to_string())?;
+                match (&config.delivery, delivery) {
+                    (notify::config::Delivery::WebSocketApi, "WebSocketApi") => Ok(()),
+                    (notify::config::Delivery::AppSyncEvents(settings), "AppSyncEvents") => {
+                        // notify publishes to the namespace the template creates.
+                        let api = template.event_api.as_ref().ok_or("no Event API")?;
+                        if api.namespaces.contains_key(&settings.namespace) {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "no namespace {} in the template",
+                                settings.namespace
+                            ))
+                        }
                     }
+                    (other, _) => Err(format!("Delivery={delivery} gave notify {other:?}")),
                 }
-                (other, _) => Err(format!("Delivery={delivery} gave notify {other:?}")),
-            }
-        }));
+            }));
+        }
         unread_in_every_mode = Some(match unread_in_every_mode {
             None => unread,
             Some(before) => before.intersection(&unread).cloned().collect(),

@@ -15,7 +15,8 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
         .values()
         .map(|f| f.binary.as_str())
         .collect();
-    assert_eq!(binaries, ["aggregate", "ingest", "notify"]);
+    // notify's binary runs twice: the output-topic trigger, and the WebSocket routes.
+    assert_eq!(binaries, ["aggregate", "ingest", "notify", "notify"]);
     assert_eq!(
         template.schedules,
         [ScheduledEvent {
