@@ -28,10 +28,10 @@ pub enum SecretError {
     #[error("set one of MONGODB_URI_SECRET_ID and MONGODB_URI_PARAMETER, not both")]
     Ambiguous,
     /// The service refused or failed the read.
-    #[error("cannot read the MongoDB URI from {place}: {reason}")]
+    #[error("cannot read {place}: {reason}")]
     Read { place: String, reason: String },
     /// The secret or parameter has no string value.
-    #[error("{place} holds no text value (store the whole connection string as its value)")]
+    #[error("{place} holds no text value (store the whole value as its text)")]
     Empty { place: String },
     /// A Kafka cluster's secret could not be read.
     #[error("cannot read the Kafka cluster's secret ({var}): {source}")]
