@@ -8,7 +8,7 @@
 //! - the template: for every supported deployment, each function's role allows each row that
 //!   applies (its condition holds), evaluated as IAM evaluates it.
 
-use emostream_local::iam::{Decision, Request, evaluate};
+use emostream_local::iam::{Decision, decide};
 use emostream_local::template::intrinsics::Evaluated;
 use emostream_local::template::{DeployedStandIns, StackTemplate};
 use emostream_tests::deployments::supported;
@@ -353,17 +353,7 @@ ConnectionId: AbCdEfGhIjKlMnO=
                     .unwrap();
                 role.managed_policies.contains(&arn)
             }
-            None => {
-                let context = BTreeMap::new();
-                evaluate(
-                    &role.statements,
-                    &Request {
-                        action: &row.action,
-                        resource: &resource,
-                        context: &context,
-                    },
-                ) == Decision::Allowed
-            }
+            None => decide(&role.statements, &row.action, &resource) == Decision::Allowed,
         };
         if !granted {
             missing.push(format!(

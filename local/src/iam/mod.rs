@@ -170,21 +170,35 @@ pub fn evaluate(statements: &[Statement], request: &Request<'_>) -> Decision {
     }
 }
 
+/// [`evaluate`] with no condition keys known: what the emulated services and the checks ask.
+pub fn decide(statements: &[Statement], action: &str, resource: &str) -> Decision {
+    let context = BTreeMap::new();
+    evaluate(
+        statements,
+        &Request {
+            action,
+            resource,
+            context: &context,
+        },
+    )
+}
+
 /// The text AWS services put in an AccessDenied answer, naming the principal, the action and
 /// the resource ("Troubleshoot access denied error messages", IAM User Guide).
-pub fn denial_message(principal_arn: &str, request: &Request<'_>, decision: Decision) -> String {
+pub fn denial_message(
+    principal_arn: &str,
+    action: &str,
+    resource: &str,
+    decision: Decision,
+) -> String {
     let why = match decision {
         Decision::ExplicitlyDenied => {
             "with an explicit deny in an identity-based policy".to_owned()
         }
-        _ => format!(
-            "because no identity-based policy allows the {} action",
-            request.action
-        ),
+        _ => format!("because no identity-based policy allows the {action} action"),
     };
     format!(
-        "User: {principal_arn} is not authorized to perform: {} on resource: {} {why}",
-        request.action, request.resource
+        "User: {principal_arn} is not authorized to perform: {action} on resource: {resource} {why}"
     )
 }
 
@@ -199,18 +213,6 @@ mod tests {
             resources: resources.iter().map(|s| (*s).to_owned()).collect(),
             condition: None,
         }
-    }
-
-    fn decide(statements: &[Statement], action: &str, resource: &str) -> Decision {
-        let context = BTreeMap::new();
-        evaluate(
-            statements,
-            &Request {
-                action,
-                resource,
-                context: &context,
-            },
-        )
     }
 
     #[test]

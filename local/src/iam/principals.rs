@@ -4,7 +4,7 @@
 //! (the local credentials that `emostream-local`'s admin client, the tools and the tests sign
 //! with) stands for an administrator's own credentials and may do everything.
 
-use super::{Decision, Request, denial_message, evaluate};
+use super::{Decision, decide, denial_message};
 use crate::iam::sigv4::{SignatureError, SignedRequest, verify};
 use crate::lambda::function_process::local_credentials;
 use crate::template::policies::Statement;
@@ -32,17 +32,7 @@ impl Principal {
     pub fn decide(&self, action: &str, resource: &str) -> Decision {
         match &self.statements {
             None => Decision::Allowed,
-            Some(statements) => {
-                let context = BTreeMap::new();
-                evaluate(
-                    statements,
-                    &Request {
-                        action,
-                        resource,
-                        context: &context,
-                    },
-                )
-            }
+            Some(statements) => decide(statements, action, resource),
         }
     }
 
@@ -51,13 +41,7 @@ impl Principal {
         match self.decide(action, resource) {
             Decision::Allowed => Ok(()),
             decision => {
-                let context = BTreeMap::new();
-                let request = Request {
-                    action,
-                    resource,
-                    context: &context,
-                };
-                let message = denial_message(&self.arn, &request, decision);
+                let message = denial_message(&self.arn, action, resource, decision);
                 tracing::warn!(principal = %self.arn, action, resource, "access denied");
                 Err(message)
             }
