@@ -8,7 +8,7 @@ fn project_template() -> StackTemplate {
 }
 
 #[test]
-fn the_project_template_describes_three_functions_and_their_triggers() {
+fn the_project_template_describes_its_functions_and_their_triggers() {
     let template = project_template();
     let binaries: Vec<&str> = template
         .functions
@@ -96,7 +96,12 @@ fn the_project_template_describes_three_functions_and_their_triggers() {
             "sync"
         ]
     );
-    assert!(websocket.routes.values().all(|f| f == "NotifyFunction"));
+    assert!(
+        websocket
+            .routes
+            .values()
+            .all(|f| f == "NotifyRoutesFunction")
+    );
     let mappings = template.local_mappings();
     let summary: Vec<(&str, &str, StartingPosition)> = mappings
         .iter()
