@@ -46,7 +46,7 @@ async fn each_role_reads_only_the_secret_its_policy_names() {
     let template =
         StackTemplate::load_local(&repo_root().join("template.yaml"), &BTreeMap::new()).unwrap();
     let principals = Principals::for_template(&template).unwrap();
-    let api = SecretsApi::with_principals(principals.clone(), "local", "000000000000");
+    let api = SecretsApi::with_principals(principals.clone(), &template.local_arns());
     api.put_secret("emostream/mongodb-uri", "mongodb://allowed");
     api.put_secret("someone-elses/secret", "mongodb://not-yours");
     let endpoint = api.spawn_local().await.unwrap();

@@ -11,7 +11,8 @@
 //! `AccessDeniedException` naming the principal, the action and the resource ([`crate::iam`]).
 
 use crate::iam::sigv4::{ReceivedRequest, SignatureError};
-use crate::iam::{Principals, ServiceIam};
+use crate::iam::{LOCAL_ACCOUNT_ID, Principals};
+use crate::template::LocalArns;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,16 +23,33 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-/// The secrets and parameters the emulation holds, by name.
-#[derive(Debug, Clone, Default)]
+/// The secrets and parameters the emulation holds, by name, and who may read them.
+#[derive(Debug, Clone)]
 pub struct SecretsApi {
     secrets: Arc<RwLock<BTreeMap<String, String>>>,
     parameters: Arc<RwLock<BTreeMap<String, String>>>,
-    iam: Option<ServiceIam>,
+    principals: Arc<Principals>,
+    /// `arn:aws:secretsmanager:{region}:{account}:`.
+    secret_arns: String,
+    /// `arn:aws:ssm:{region}:{account}:`.
+    parameter_arns: String,
 }
 
 /// The suffix Secrets Manager appends to a secret's name in its ARN.
 const SECRET_ARN_SUFFIX: &str = "-AbCdEf";
+
+impl Default for SecretsApi {
+    /// An emulation only the operator may read from, in the local region and account.
+    fn default() -> Self {
+        Self {
+            secrets: Arc::default(),
+            parameters: Arc::default(),
+            principals: Principals::operator_only(),
+            secret_arns: format!("arn:aws:secretsmanager:local:{LOCAL_ACCOUNT_ID}:"),
+            parameter_arns: format!("arn:aws:ssm:local:{LOCAL_ACCOUNT_ID}:"),
+        }
+    }
+}
 
 impl SecretsApi {
     /// An emulation only the operator may read from.
@@ -39,23 +57,15 @@ impl SecretsApi {
         Self::default()
     }
 
-    /// An emulation whose callers are `principals`, in the region and account that
-    /// `arn_prefix` (`arn:aws:{service}:{region}:{account}:` with `{service}` as written)
-    /// names.
-    pub fn with_principals(principals: Arc<Principals>, region: &str, account: &str) -> Self {
+    /// An emulation whose callers are `principals`, its secrets and parameters named as
+    /// `arns` says (the template's region and account).
+    pub fn with_principals(principals: Arc<Principals>, arns: &LocalArns) -> Self {
         Self {
-            iam: Some(ServiceIam {
-                principals,
-                arn_prefix: format!("arn:aws:{{service}}:{region}:{account}:"),
-            }),
+            principals,
+            secret_arns: arns.secrets_manager.clone(),
+            parameter_arns: arns.ssm.clone(),
             ..Self::default()
         }
-    }
-
-    fn iam(&self) -> ServiceIam {
-        self.iam
-            .clone()
-            .unwrap_or_else(|| ServiceIam::operator_only("arn:aws:{service}:local:000000000000:"))
     }
 
     /// Stores a Secrets Manager secret's string value.
@@ -156,8 +166,7 @@ async fn handle(
     };
     let received = ReceivedRequest::new(&uri, &headers);
     let request = received.signed("POST", &body);
-    let iam = api.iam();
-    let principal = match iam.principals.authenticate(&request, service) {
+    let principal = match api.principals.authenticate(&request, service) {
         Ok(principal) => principal,
         Err(error) => return refused(&error),
     };
@@ -168,62 +177,53 @@ async fn handle(
             "the body is not JSON",
         );
     };
-    let prefix = iam.arn_prefix.replace("{service}", service);
-    let (action, resource) = if service == "secretsmanager" {
-        let id = input["SecretId"].as_str().unwrap_or_default();
-        let arn = if id.starts_with("arn:") {
-            id.to_owned()
+    let secrets_manager = service == "secretsmanager";
+    let name = input[if secrets_manager { "SecretId" } else { "Name" }]
+        .as_str()
+        .unwrap_or_default();
+    let (action, resource, store) = if secrets_manager {
+        let arn = if name.starts_with("arn:") {
+            name.to_owned()
         } else {
-            format!("{prefix}secret:{id}{SECRET_ARN_SUFFIX}")
+            format!("{}secret:{name}{SECRET_ARN_SUFFIX}", api.secret_arns)
         };
-        ("secretsmanager:GetSecretValue", arn)
+        ("secretsmanager:GetSecretValue", arn, &api.secrets)
     } else {
-        let name = input["Name"].as_str().unwrap_or_default();
-        (
-            "ssm:GetParameter",
-            format!("{prefix}parameter/{}", name.trim_start_matches('/')),
-        )
+        let arn = format!(
+            "{}parameter/{}",
+            api.parameter_arns,
+            name.trim_start_matches('/')
+        );
+        ("ssm:GetParameter", arn, &api.parameters)
     };
     if let Err(message) = principal.check(action, &resource) {
         return aws_error(StatusCode::BAD_REQUEST, "AccessDeniedException", &message);
     }
-    if service == "secretsmanager" {
-        let id = input["SecretId"].as_str().unwrap_or_default();
-        let value = api.secrets.read().ok().and_then(|s| s.get(id).cloned());
-        match value {
-            Some(value) => answer(json!({
+    let value = store.read().ok().and_then(|s| s.get(name).cloned());
+    match (secrets_manager, value) {
+        (true, Some(value)) => answer(json!({
+            "ARN": resource,
+            "Name": name,
+            "SecretString": value,
+            "VersionId": "00000000-0000-0000-0000-000000000001",
+            "VersionStages": ["AWSCURRENT"],
+            "CreatedDate": 1_767_225_600.0,
+        })),
+        (true, None) => aws_error(
+            StatusCode::BAD_REQUEST,
+            "ResourceNotFoundException",
+            "Secrets Manager can't find the specified secret.",
+        ),
+        (false, Some(value)) => answer(json!({
+            "Parameter": {
+                "Name": name,
+                "Type": "SecureString",
+                "Value": value,
+                "Version": 1,
                 "ARN": resource,
-                "Name": id,
-                "SecretString": value,
-                "VersionId": "00000000-0000-0000-0000-000000000001",
-                "VersionStages": ["AWSCURRENT"],
-                "CreatedDate": 1_767_225_600.0,
-            })),
-            None => aws_error(
-                StatusCode::BAD_REQUEST,
-                "ResourceNotFoundException",
-                "Secrets Manager can't find the specified secret.",
-            ),
-        }
-    } else {
-        let name = input["Name"].as_str().unwrap_or_default();
-        let value = api
-            .parameters
-            .read()
-            .ok()
-            .and_then(|p| p.get(name).cloned());
-        match value {
-            Some(value) => answer(json!({
-                "Parameter": {
-                    "Name": name,
-                    "Type": "SecureString",
-                    "Value": value,
-                    "Version": 1,
-                    "ARN": resource,
-                    "DataType": "text",
-                }
-            })),
-            None => aws_error(StatusCode::BAD_REQUEST, "ParameterNotFound", ""),
-        }
+                "DataType": "text",
+            }
+        })),
+        (false, None) => aws_error(StatusCode::BAD_REQUEST, "ParameterNotFound", ""),
     }
 }

@@ -32,9 +32,6 @@ mod options;
 
 pub use options::{DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions};
 
-/// The region the local functions run in (`AWS_REGION`), as the template's `${AWS::Region}`.
-const LOCAL_REGION: &str = "local";
-
 /// A running local stack.
 pub struct LocalStack {
     /// Base URL of the HTTP API.
@@ -130,11 +127,7 @@ impl LocalStack {
         // AWS: the emulated Secrets Manager and Parameter Store hold it under its name.
         let (secrets_listener, secrets_address) = listen(options.host, 0).await?;
         let secrets_endpoint = format!("http://{}", url_host(secrets_address));
-        let secrets = SecretsApi::with_principals(
-            Arc::clone(&principals),
-            LOCAL_REGION,
-            crate::iam::LOCAL_ACCOUNT_ID,
-        );
+        let secrets = SecretsApi::with_principals(Arc::clone(&principals), &arns);
         let uri_name = template
             .parameters
             .get("MongoDbUriName")

@@ -290,11 +290,9 @@ impl Scope<'_> {
         if depth > MAX_DEPTH {
             return None;
         }
-        if intrinsic(value).is_some() {
+        if let Some((name, argument)) = intrinsic(value) {
             // `!If` may choose a structure; the rest evaluate to text or lists.
-            if let Some((name, argument)) = intrinsic(value)
-                && name == "Fn::If"
-            {
+            if name == "Fn::If" {
                 let [condition, then, otherwise] = argument.as_sequence()?.as_slice() else {
                     return None;
                 };

@@ -213,10 +213,10 @@ pub fn resolve(value: &Value, parameters: &BTreeMap<String, Option<String>>) -> 
     scope.text(value)
 }
 
-/// [`resolve`], also taking the branch of `!If` that the template's conditions choose
-/// ([`chosen`]); `None` where that branch is `AWS::NoValue` or cannot be known locally.
+/// [`resolve`] with the template's conditions, list parameters and resources in scope (so
+/// `!If` takes the branch AWS takes); `None` where that branch is `AWS::NoValue` or cannot be
+/// known locally.
 pub fn resolve_in(value: &Value, template: &StackTemplate) -> Option<String> {
-    let value = chosen(value, template, "").ok().flatten()?;
     template.scope(&intrinsics::OnlyAwsKnows).text(value)
 }
 

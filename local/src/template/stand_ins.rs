@@ -123,6 +123,10 @@ pub struct LocalArns {
     pub websocket_api: String,
     /// `arn:aws:appsync:{region}:{account}:apis/{api-id}/channelNamespace/`.
     pub event_namespaces: String,
+    /// `arn:aws:secretsmanager:{region}:{account}:` (then `secret:{name}-AbCdEf`).
+    pub secrets_manager: String,
+    /// `arn:aws:ssm:{region}:{account}:` (then `parameter/{name}`).
+    pub ssm: String,
 }
 
 impl super::StackTemplate {
@@ -174,6 +178,8 @@ impl super::StackTemplate {
             event_namespaces: format!(
                 "arn:{partition}:appsync:{region}:{account}:apis/{event_api}/channelNamespace/"
             ),
+            secrets_manager: format!("arn:{partition}:secretsmanager:{region}:{account}:"),
+            ssm: format!("arn:{partition}:ssm:{region}:{account}:"),
         }
     }
 }
