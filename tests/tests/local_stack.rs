@@ -21,7 +21,8 @@ async fn stored_sums(mongo: &MongoSettings, stream: &str) -> BTreeMap<String, u6
     let windows = WindowStore::new(&database)
         .list_windows(&StreamId::parse("s", stream).unwrap(), Some(0), 500)
         .await
-        .unwrap();
+        .unwrap()
+        .windows;
     let mut sums = BTreeMap::new();
     for window in windows {
         for (emoji, n) in window.counts {

@@ -85,7 +85,8 @@ pub async fn list_windows(
             // Whatever went wrong is ours or MongoDB's, never the client's: 503, retry later.
             tracing::error!(%error, "reading windows failed");
             ApiError::Unavailable { service: "MongoDB" }
-        })?;
+        })?
+        .windows;
     Ok(json!({
         "stream": query.stream.as_str(),
         "window_width_ms": width.millis(),

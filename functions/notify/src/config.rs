@@ -46,6 +46,10 @@ pub struct NotifyConfig {
     pub fanout_deadline: Duration,
     /// `DELIVERY` (default `WebSocketApi`): how window states reach browsers.
     pub delivery: Delivery,
+    /// `SWEEP_FOR_MS` (default 60000, at most 840000): how long one scheduled sweeper
+    /// invocation sweeps; the schedule starts one a minute, so the default leaves no gap. Keep
+    /// it inside the function's timeout.
+    pub sweep_for: Duration,
 }
 
 /// How window states reach browsers: the template's `Delivery` parameter.
@@ -103,7 +107,8 @@ impl Delivery {
     }
 }
 
-/// The most windows one `sync` may ask for: keeps a snapshot under API Gateway's 128 KB frame.
+/// The most windows one `sync` may ask for (a snapshot that would exceed API Gateway's 128 KB
+/// frame leaves out its oldest windows).
 pub const MAX_SYNC_WINDOWS: u32 = 150;
 
 impl NotifyConfig {
@@ -144,6 +149,12 @@ impl NotifyConfig {
             )?,
             fanout_deadline: Duration::from_millis(deadline_ms),
             delivery: Delivery::from_settings(settings)?,
+            sweep_for: Duration::from_millis(parse_in(
+                settings,
+                "SWEEP_FOR_MS",
+                60_000,
+                0..=840_000,
+            )?),
         })
     }
 
@@ -178,6 +189,7 @@ mod tests {
         assert_eq!(config.post_budget_per_second, 8_000);
         assert_eq!(config.fanout_deadline, Duration::from_secs(20));
         assert_eq!(config.delivery, Delivery::WebSocketApi);
+        assert_eq!(config.sweep_for, Duration::from_secs(60));
     }
 
     #[test]
@@ -219,6 +231,7 @@ mod tests {
             ("PUSH_INTERVAL_MS", "10001"),
             ("POST_BUDGET_PER_SECOND", "0"),
             ("FANOUT_DEADLINE_MS", "999"),
+            ("SWEEP_FOR_MS", "900000"),
         ] {
             let settings = [BASE[0], BASE[1], (var, value)];
             assert_eq!(NotifyConfig::from_settings(&settings).unwrap_err().var, var);

@@ -3,10 +3,11 @@
 //! newest, the one with the largest total, is pushed. Connections are read through the
 //! by-stream index with a cursor, page by page, so memory does not grow with the audience;
 //! posts run with bounded concurrency and stop at a deadline well inside the function timeout
-//! (what is left is counted and dropped: the next push supersedes it). A 410 forgets exactly
-//! that connection, unless it registered moments ago and is still completing its handshake; a
-//! 429 is retried with jittered exponential backoff until the throttle budget runs out. No
-//! single connection can fail the batch.
+//! (what is left is counted, and the stream's next push starts with those connections, so no
+//! viewer misses two pushes in a row because of the deadline). A 410 forgets exactly that
+//! connection, unless it registered moments ago and is still completing its handshake; a 429
+//! is retried with jittered exponential backoff until the throttle budget runs out. No single
+//! connection, malformed connection record or failed clean-up can fail the batch.
 
 use crate::management::{ConnectionsApi, PostError};
 use futures::StreamExt;
@@ -91,8 +92,20 @@ pub struct FanoutReport {
     /// Connections not posted to because the fan-out's deadline had passed (the next push
     /// supersedes what they missed).
     pub deadline_missed: usize,
-    /// Streams whose next push slot came after the deadline: not pushed by this batch.
-    pub streams_missed: usize,
+    /// Streams whose slot was not open: marked owed, pushed by whichever invocation next finds
+    /// the slot open.
+    pub streams_owed: usize,
+    /// Owed streams pushed by a sweep (not by a batch of their own states).
+    pub swept: usize,
+    /// Windows left out of frames to keep them under API Gateway's 128 KB (oldest first).
+    pub windows_dropped: usize,
+    /// Stored documents (windows, connections) skipped because they do not parse.
+    pub malformed_documents: usize,
+    /// Bookkeeping after posting that failed (forgetting gone connections, setting the next
+    /// slot): logged and counted; the posts stand and the slot's lease runs out.
+    pub bookkeeping_failures: usize,
+    /// Pushes whose slot lease ran out before they finished (another push took the slot).
+    pub slots_lost: usize,
     /// The longest push interval set for a stream, in ms (longer than the configured one when
     /// an audience needed more than its share of the post budget).
     pub interval_ms: u64,
@@ -111,7 +124,12 @@ impl FanoutReport {
         self.throttled_out += other.throttled_out;
         self.failed += other.failed;
         self.deadline_missed += other.deadline_missed;
-        self.streams_missed += other.streams_missed;
+        self.streams_owed += other.streams_owed;
+        self.swept += other.swept;
+        self.windows_dropped += other.windows_dropped;
+        self.malformed_documents += other.malformed_documents;
+        self.bookkeeping_failures += other.bookkeeping_failures;
+        self.slots_lost += other.slots_lost;
         self.interval_ms = self.interval_ms.max(other.interval_ms);
     }
 }
@@ -121,7 +139,11 @@ enum Outcome {
     Gone(WatchingConnection),
     ThrottledOut,
     Failed(String, String),
-    DeadlineMissed,
+    /// Not posted: the deadline had passed. Carries the connection's place in this fan-out's
+    /// order and its id, so the next push can start with it.
+    DeadlineMissed(usize, String),
+    /// A connection record that does not parse: skipped.
+    Malformed,
 }
 
 /// The delay before retry number `attempt` (1-based) after a 429: "full jitter", uniformly
@@ -163,10 +185,19 @@ async fn post_with_backoff(
 /// Connections forgotten in one delete, so memory stays bounded however many are gone.
 const FORGET_CHUNK: usize = 1_000;
 
-/// Sends `frame` once to every connection watching `stream`, read page by page from MongoDB,
-/// with at most `permits` posts in flight (shared by every stream of the batch). Nothing is
-/// posted after `deadline`; a connection that is gone is forgotten. Fails only when MongoDB
-/// cannot be read or written, so the event source retries the batch.
+/// What one fan-out did, and where the stream's next fan-out starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fanout {
+    pub report: FanoutReport,
+    /// The first connection (in this fan-out's order) the deadline kept from its post.
+    pub resume_from: Option<String>,
+}
+
+/// Sends `frame` once to every connection watching `stream`, read page by page from MongoDB in
+/// id order from `start_at` round to it again, with at most `permits` posts in flight (shared
+/// by every stream of the batch). Nothing is posted after `deadline`; a connection that is gone
+/// is forgotten. Fails only when MongoDB cannot be read, so the event source retries the batch.
+#[allow(clippy::too_many_arguments)]
 pub async fn post_to_audience(
     stream: &StreamId,
     frame: &[u8],
@@ -175,31 +206,41 @@ pub async fn post_to_audience(
     policy: PostPolicy,
     permits: &Semaphore,
     deadline: Instant,
-) -> Result<FanoutReport, StoreError> {
+    start_at: Option<&str>,
+) -> Result<Fanout, StoreError> {
     let retry_until = (Instant::now() + policy.throttle_budget).min(deadline);
     let mut report = FanoutReport {
         streams: 1,
         ..FanoutReport::default()
     };
-    let audience = connections.watching(stream, policy.page).await?;
+    let audience = connections.watching(stream, policy.page, start_at).await?;
     let mut outcomes = std::pin::pin!(
         audience
-            .map(|connection| async move {
-                let connection = connection?;
+            .enumerate()
+            .map(|(place, connection)| async move {
+                let connection = match connection {
+                    Ok(connection) => connection,
+                    Err(StoreError::Malformed(reason)) => {
+                        tracing::warn!(%stream, reason, "skipping a malformed connection record");
+                        return Ok((Outcome::Malformed, 0));
+                    }
+                    Err(error) => return Err(error),
+                };
                 let Ok(_permit) = permits.acquire().await else {
-                    return Ok((Outcome::DeadlineMissed, 0));
+                    return Ok((Outcome::DeadlineMissed(place, connection.id), 0));
                 };
                 if Instant::now() >= deadline {
-                    return Ok((Outcome::DeadlineMissed, 0));
+                    return Ok((Outcome::DeadlineMissed(place, connection.id), 0));
                 }
                 Ok(post_with_backoff(api, connection, frame, retry_until).await)
             })
             .buffer_unordered(policy.concurrency.max(1))
     );
     let mut gone = Vec::new();
+    let mut first_missed: Option<(usize, String)> = None;
     while let Some(outcome) = outcomes.next().await {
         let (outcome, retries): (Outcome, usize) = outcome?;
-        if !matches!(outcome, Outcome::DeadlineMissed) {
+        if !matches!(outcome, Outcome::DeadlineMissed(..) | Outcome::Malformed) {
             report.posts += 1;
         }
         report.throttle_retries += retries;
@@ -218,26 +259,42 @@ pub async fn post_to_audience(
                 report.failed += 1;
                 tracing::warn!(connection_id = id, reason, "post to connection failed");
             }
-            Outcome::DeadlineMissed => report.deadline_missed += 1,
+            Outcome::DeadlineMissed(place, id) => {
+                report.deadline_missed += 1;
+                if first_missed
+                    .as_ref()
+                    .is_none_or(|(first, _)| place < *first)
+                {
+                    first_missed = Some((place, id));
+                }
+            }
+            Outcome::Malformed => report.malformed_documents += 1,
         }
         if gone.len() >= FORGET_CHUNK {
-            report.gone += forget(connections, &mut gone).await?;
+            forget(connections, &mut gone, &mut report).await;
         }
     }
-    report.gone += forget(connections, &mut gone).await?;
-    Ok(report)
+    forget(connections, &mut gone, &mut report).await;
+    Ok(Fanout {
+        report,
+        resume_from: first_missed.map(|(_, id)| id),
+    })
 }
 
-async fn forget(
-    connections: &ConnectionStore,
-    gone: &mut Vec<String>,
-) -> Result<usize, StoreError> {
+/// Deletes the records of connections that are gone. A failure is logged and counted, not
+/// returned: the posts were made, and a record left behind costs one more 410 next time (and
+/// expires by TTL), while failing the batch would post to everyone again.
+async fn forget(connections: &ConnectionStore, gone: &mut Vec<String>, report: &mut FanoutReport) {
     gone.sort_unstable();
     gone.dedup();
-    let count = gone.len();
-    connections.remove_all(gone).await?;
+    match connections.remove_all(gone).await {
+        Ok(_) => report.gone += gone.len(),
+        Err(error) => {
+            report.bookkeeping_failures += 1;
+            tracing::warn!(%error, connections = gone.len(), "could not forget gone connections");
+        }
+    }
     gone.clear();
-    Ok(count)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! `sync`, `ping`) keep the `connections` collection and answer browsers; Kafka events from
 //! `emoji-output-topic` carry absolute window states, which are coalesced and pushed to every
 //! connection watching their stream through the `@connections` management API, or, in
-//! `AppSyncEvents` delivery, published once per stream to an AWS AppSync Events channel.
+//! `AppSyncEvents` delivery, published once per stream to an AWS AppSync Events channel. A
+//! scheduled event (`{"emostream":"sweep"}`, every minute) runs the sweeper, which makes the
+//! pushes owed to streams that no batch comes for.
 
 pub mod config;
 pub mod event_api;
@@ -13,6 +15,7 @@ pub mod protocol;
 pub mod publish;
 pub mod push;
 pub mod schedule;
+mod sweeper;
 mod websocket;
 
 use aws_config::SdkConfig;
@@ -53,12 +56,17 @@ pub enum NotifyEvent {
     WebSocket(Box<ApiGatewayWebsocketProxyRequest>),
     /// A batch from the output topic.
     Kafka(Box<KafkaEvent>),
+    /// The schedule's tick: run the sweeper.
+    Sweep,
     /// Anything else: refused with an error.
     Unknown,
 }
 
 /// Classifies a raw event by its shape.
 pub fn classify(event: Value) -> NotifyEvent {
+    if event.get("emostream").and_then(Value::as_str) == Some("sweep") {
+        return NotifyEvent::Sweep;
+    }
     if event
         .pointer("/requestContext/routeKey")
         .and_then(Value::as_str)
@@ -101,6 +109,8 @@ pub struct BatchSummary {
     pub window_states: usize,
     /// Records that were not valid window states (logged and skipped).
     pub malformed: usize,
+    /// Distinct (stream, window) states after coalescing.
+    pub coalesced: usize,
     #[serde(flatten)]
     pub fanout: FanoutReport,
 }
@@ -111,6 +121,9 @@ const CONNECTIONS_PAGE: u32 = 1_000;
 /// A 410 from a connection registered this recently is taken for one whose handshake is still
 /// completing (API Gateway answers 410 until `$connect` has returned), and it is kept.
 pub const HANDSHAKE_GRACE: Duration = Duration::from_secs(30);
+
+/// What a slot's lease adds to the fan-out deadline and one post's timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(1);
 
 /// The function's long-lived state, built once per container.
 pub struct Notify {
@@ -170,7 +183,10 @@ impl Notify {
     }
 
     fn push_policy(&self) -> PushPolicy {
+        let lease = (self.config.fanout_deadline + self.config.post_timeout + LEASE_MARGIN)
+            .max(schedule::MAX_PUSH_INTERVAL);
         PushPolicy {
+            lease,
             post: PostPolicy {
                 concurrency: self.config.fanout_concurrency,
                 throttle_budget: self.config.throttle_budget,
@@ -183,7 +199,18 @@ impl Notify {
         }
     }
 
-    /// Handles one event of either kind.
+    fn push_targets(&self) -> PushTargets<'_> {
+        PushTargets {
+            connections: &self.connections,
+            slots: &self.slots,
+            windows: &self.windows,
+            domain: &self.config.domain,
+            api: &self.api,
+            events: self.events.as_ref(),
+        }
+    }
+
+    /// Handles one event of any kind.
     pub async fn handle(&self, event: Value) -> Result<Value, NotifyError> {
         match classify(event) {
             NotifyEvent::WebSocket(request) => {
@@ -193,6 +220,11 @@ impl Notify {
             NotifyEvent::Kafka(kafka) => {
                 self.create_indexes_in_background();
                 let summary = self.handle_batch(&kafka).await?;
+                Ok(serde_json::to_value(summary).unwrap_or_default())
+            }
+            NotifyEvent::Sweep => {
+                self.create_indexes_in_background();
+                let summary = self.run_sweeper().await?;
                 Ok(serde_json::to_value(summary).unwrap_or_default())
             }
             NotifyEvent::Unknown => Err(NotifyError::UnknownEvent),
@@ -217,23 +249,18 @@ impl Notify {
                 ),
             }
         }
-        let targets = PushTargets {
-            connections: &self.connections,
-            slots: &self.slots,
-            windows: &self.windows,
-            domain: &self.config.domain,
-            api: &self.api,
-            events: self.events.as_ref(),
-        };
+        let coalesced = fanout::newest_states(valid.iter().cloned()).len();
         let summary = BatchSummary {
             window_states: valid.len(),
             malformed: total - valid.len(),
-            fanout: push_batch(valid, &targets, self.push_policy(), started).await?,
+            coalesced,
+            fanout: push_batch(valid, &self.push_targets(), self.push_policy()).await?,
         };
         let report = &summary.fanout;
         tracing::info!(
             records = total,
             malformed = summary.malformed,
+            coalesced,
             streams = report.streams,
             windows = report.windows,
             posts = report.posts,
@@ -244,26 +271,37 @@ impl Notify {
             throttled_out = report.throttled_out,
             failed = report.failed,
             deadline_missed = report.deadline_missed,
-            streams_missed = report.streams_missed,
+            streams_owed = report.streams_owed,
+            swept = report.swept,
             interval_ms = report.interval_ms,
             "window states pushed"
         );
-        MetricsLine::new("notify")
+        fanout_metrics(report)
             .count("Records", total as u64)
             .count("Malformed", summary.malformed as u64)
-            .count("Streams", report.streams as u64)
-            .count("Posts", report.posts as u64)
-            .count("Delivered", report.delivered as u64)
-            .count("Gone", report.gone as u64)
-            .count("PendingHandshakes", report.pending as u64)
-            .count("ThrottleRetries", report.throttle_retries as u64)
-            .count("ThrottledOut", report.throttled_out as u64)
-            .count("PostFailures", report.failed as u64)
-            .count("DeadlineMissed", report.deadline_missed as u64)
-            .count("StreamsMissed", report.streams_missed as u64)
-            .millis("PushInterval", report.interval_ms as f64)
             .millis("FanoutLatency", elapsed_ms(started.into_std()))
             .emit();
         Ok(summary)
     }
+}
+
+/// The metrics every push report carries, batch or sweep.
+fn fanout_metrics(report: &FanoutReport) -> MetricsLine {
+    MetricsLine::new("notify")
+        .count("Streams", report.streams as u64)
+        .count("Posts", report.posts as u64)
+        .count("Delivered", report.delivered as u64)
+        .count("Gone", report.gone as u64)
+        .count("PendingHandshakes", report.pending as u64)
+        .count("ThrottleRetries", report.throttle_retries as u64)
+        .count("ThrottledOut", report.throttled_out as u64)
+        .count("PostFailures", report.failed as u64)
+        .count("DeadlineMissed", report.deadline_missed as u64)
+        .count("StreamsOwed", report.streams_owed as u64)
+        .count("Swept", report.swept as u64)
+        .count("WindowsDropped", report.windows_dropped as u64)
+        .count("MalformedDocuments", report.malformed_documents as u64)
+        .count("BookkeepingFailures", report.bookkeeping_failures as u64)
+        .count("SlotsLost", report.slots_lost as u64)
+        .millis("PushInterval", report.interval_ms as f64)
 }

@@ -8,6 +8,11 @@ use reactions::{StreamId, WindowStateRecord};
 use serde::Serialize;
 use serde_json::Value;
 
+/// The largest frame API Gateway delivers to a WebSocket client ("Amazon API Gateway quotas
+/// for configuring and running a WebSocket API": message payload size 128 KB); a larger
+/// `PostToConnection` is refused and the viewer gets nothing.
+pub const MAX_FRAME_BYTES: usize = 128 * 1024;
+
 /// The largest client message read, well above any valid action.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 4_096;
 
@@ -158,6 +163,34 @@ impl ServerMessage {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
+    /// The JSON frame, at most `max_bytes` long: a `windows` or `snapshot` frame that would be
+    /// longer drops its oldest windows until it fits (the newest matter most, and the client
+    /// keeps what earlier frames gave it). Also returns how many windows were dropped.
+    pub fn to_capped_bytes(mut self, max_bytes: usize) -> (Vec<u8>, usize) {
+        let bytes = self.to_bytes();
+        if bytes.len() <= max_bytes {
+            return (bytes, 0);
+        }
+        let (ServerMessage::Windows { windows, .. } | ServerMessage::Snapshot { windows, .. }) =
+            &mut self
+        else {
+            return (bytes, 0);
+        };
+        // Each window costs its own JSON and a separating comma; drop from the oldest.
+        let sizes: Vec<usize> = windows
+            .iter()
+            .map(|w| serde_json::to_vec(w).map_or(0, |v| v.len()) + 1)
+            .collect();
+        let mut length = bytes.len();
+        let mut dropped = 0;
+        while length > max_bytes && dropped < sizes.len() {
+            length = length.saturating_sub(sizes[dropped]);
+            dropped += 1;
+        }
+        windows.drain(..dropped);
+        (self.to_bytes(), dropped)
+    }
+
     /// The JSON frame as text (an AppSync Events event is a JSON document in a string).
     pub fn to_text(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -216,6 +249,64 @@ mod tests {
             let body = format!(r#"{{"action":"{key}","stream":"s"}}"#);
             assert!(parse_action(&body).is_ok(), "{key}");
         }
+    }
+
+    /// A window of `stream` counting every emoji of a 64-emoji catalogue, as a busy stream's
+    /// windows do.
+    fn wide_window(start_ms: i64) -> WindowStateRecord {
+        let counts: reactions::window::EmojiCounts = (0..64)
+            .map(|i| {
+                let emoji =
+                    reactions::EmojiName::parse(&format!("catalogue_emoji_{i:02}")).unwrap();
+                (emoji, 1_000_000 + i)
+            })
+            .collect();
+        WindowStateRecord {
+            v: 1,
+            stream: StreamId::parse("s", "final").unwrap(),
+            start_ms,
+            end_ms: start_ms + 2_000,
+            total: counts.values().sum(),
+            counts,
+            swarm: Default::default(),
+            is_final: true,
+            updated_at_ms: start_ms + 2_500,
+        }
+    }
+
+    #[test]
+    fn frames_are_capped_by_size_dropping_the_oldest_windows() {
+        let windows: Vec<_> = (0..150).map(|i| wide_window(i * 2_000)).collect();
+        let snapshot = ServerMessage::Snapshot {
+            stream: StreamId::parse("s", "final").unwrap(),
+            window_width_ms: 2_000,
+            windows: windows.clone(),
+        };
+        let whole = snapshot.to_bytes().len();
+        assert!(whole > 2 * MAX_FRAME_BYTES, "{whole}");
+        let (frame, dropped) = snapshot.to_capped_bytes(MAX_FRAME_BYTES);
+        assert!(frame.len() <= MAX_FRAME_BYTES, "{}", frame.len());
+        assert!(dropped > 0 && dropped < 150, "{dropped}");
+        let parsed: Value = serde_json::from_slice(&frame).unwrap();
+        let kept = parsed["windows"].as_array().unwrap();
+        assert_eq!(kept.len(), 150 - dropped);
+        // The newest windows stay, in order, and as many as fit: one more would not.
+        assert_eq!(kept.last().unwrap()["start_ms"], 149 * 2_000);
+        assert_eq!(kept[0]["start_ms"], dropped as i64 * 2_000);
+        let one_more = ServerMessage::Snapshot {
+            stream: StreamId::parse("s", "final").unwrap(),
+            window_width_ms: 2_000,
+            windows: windows[dropped - 1..].to_vec(),
+        };
+        assert!(one_more.to_bytes().len() > MAX_FRAME_BYTES);
+        // Small frames are untouched.
+        let small = ServerMessage::Windows {
+            stream: StreamId::parse("s", "final").unwrap(),
+            sent_at_ms: 1,
+            windows: windows[..3].to_vec(),
+        };
+        let (bytes, dropped) = small.clone().to_capped_bytes(MAX_FRAME_BYTES);
+        assert_eq!((bytes, dropped), (small.to_bytes(), 0));
     }
 
     #[test]

@@ -1,26 +1,39 @@
-//! One push per stream per interval. A batch's window states are coalesced and grouped by
-//! stream; each stream then waits for its next push slot (see [`crate::schedule`]), reads the
-//! freshest states of its changed windows (the wait may have let newer ones be stored), and
-//! sends every connection watching it one `windows` frame carrying all of them.
-//! With a push interval of 0 there is no schedule: every batch is pushed at once, as before.
-//! In `AppSyncEvents` delivery the frame is published once to the stream's channel instead
-//! (see [`crate::publish`]); the interval then never stretches, as the audience costs no posts.
+//! One push per stream per interval, and no waiting for it. A batch's window states are
+//! coalesced to the newest per (stream, window) and grouped by stream. A stream whose push
+//! slot is open is pushed at once: its freshest stored states (newer ones may have been stored
+//! since the batch's) in one `windows` frame to every connection watching it. A stream whose
+//! slot is not open is marked owed and left: the batch goes on with the others. Whichever
+//! invocation next finds an owed stream's slot open makes the push it owes ([`sweep`]): every
+//! batch sweeps after its own streams, and the scheduled sweeper (see [`crate::sweeper`])
+//! sweeps when no batch comes, so the last state of a stream whose taps stopped still goes out
+//! within about one interval. The trigger's drain rate thus depends neither on the number of
+//! streams nor on the push interval.
+//!
+//! With a push interval of 0 there is no schedule: every batch is pushed at once. In
+//! `AppSyncEvents` delivery the frame is published once to the stream's channel instead (see
+//! [`crate::publish`]); the interval then never stretches, as the audience costs no posts.
 
 use crate::fanout::{FanoutReport, PostPolicy, by_stream, newest_states, post_to_audience};
 use crate::management::ConnectionsApi;
-use crate::protocol::ServerMessage;
+use crate::protocol::{MAX_FRAME_BYTES, ServerMessage};
 use crate::publish::{EventTarget, publish_push};
-use crate::schedule::{ACTIVE_WINDOW, Slot, stretched_interval, take_slot};
+use crate::schedule::{ACTIVE_WINDOW, BudgetShare};
 use futures::{StreamExt, TryStreamExt};
 use reactions::clock::{duration_ms, now_ms};
-use reactions::mongo::{ConnectionStore, PushSlots, StoreError, WindowStore};
+use reactions::mongo::{
+    ActiveStream, Claim, ConnectionStore, PushEnd, PushSlots, SlotLease, StoreError, WindowStore,
+};
 use reactions::{DomainConfig, StreamId, WindowStateRecord};
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Streams of one batch pushed at once (their posts share one concurrency bound).
+/// Streams pushed at once (their posts share one concurrency bound).
 const STREAMS_AT_ONCE: usize = 16;
+
+/// Owed streams one sweep pushes at most.
+pub const SWEEP_LIMIT: i64 = 64;
 
 /// How a batch is pushed.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +43,11 @@ pub struct PushPolicy {
     pub interval: Duration,
     /// `POST_BUDGET_PER_SECOND`: posts per second all streams may make together.
     pub post_budget_per_second: u32,
-    /// `FANOUT_DEADLINE_MS`: nothing is posted this long after the batch began.
+    /// `FANOUT_DEADLINE_MS`: nothing is posted this long after a push began.
     pub deadline: Duration,
+    /// How long a push holds its stream's slot before another may take it (the holder died):
+    /// at least the deadline plus one post's timeout, so a live push never loses its slot.
+    pub lease: Duration,
 }
 
 /// Where pushes go, how they are scheduled, and where the freshest states are read.
@@ -46,154 +62,307 @@ pub struct PushTargets<'a> {
     pub events: Option<&'a EventTarget>,
 }
 
-/// Pushes the newest states of `states` to every stream's audience. Fails only when MongoDB
-/// cannot be read or written.
+/// One invocation's shared context: the posts' concurrency bound and the audiences that share
+/// the post budget.
+struct Pusher<'a, 'b> {
+    targets: &'a PushTargets<'b>,
+    policy: PushPolicy,
+    /// The other active streams' audiences; `None` when the budget is not shared (no schedule,
+    /// or AppSyncEvents delivery).
+    active: Option<Vec<ActiveStream>>,
+    permits: Semaphore,
+}
+
+/// Pushes the newest states of `states` to every stream's audience whose slot is open, marks
+/// the others owed, then sweeps owed streams. Fails only when MongoDB cannot be read or the
+/// owed marks cannot be written (the event source then retries the batch).
 pub async fn push_batch(
     states: Vec<WindowStateRecord>,
     targets: &PushTargets<'_>,
     policy: PushPolicy,
-    started: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    let deadline = started + policy.deadline;
     let streams = by_stream(states);
-    if streams.is_empty() {
-        return Ok(FanoutReport::default());
+    let pusher = Pusher::new(targets, policy).await?;
+    let mut total = FanoutReport::default();
+    if policy.interval.is_zero() {
+        let reports: Vec<FanoutReport> = futures::stream::iter(streams)
+            .map(|(stream, windows)| pusher.deliver(stream, windows, None))
+            .buffer_unordered(STREAMS_AT_ONCE)
+            .map_ok(|(report, _)| report)
+            .try_collect()
+            .await?;
+        reports.iter().for_each(|r| total.add(r));
+        return Ok(total);
     }
-    // Streams share the post budget only when they post per viewer: in AppSyncEvents delivery
-    // the interval is never stretched, and the count is not needed.
-    let active_streams = if policy.interval.is_zero() || targets.events.is_some() {
-        1
-    } else {
-        let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
-        targets.slots.active_since(since).await?.max(1)
-    };
-    let permits = Semaphore::new(policy.post.concurrency.max(1));
-    let reports: Vec<FanoutReport> = futures::stream::iter(streams)
-        .map(|(stream, windows)| {
-            push_stream(
-                stream,
-                windows,
-                targets,
-                policy,
-                active_streams,
-                &permits,
-                deadline,
-            )
-        })
+    if streams.is_empty() {
+        return pusher.sweep().await;
+    }
+    let ids: Vec<StreamId> = streams.iter().map(|(s, _)| s.clone()).collect();
+    let not_due: HashSet<String> = targets
+        .slots
+        .not_due(&ids, now_ms(), policy.lease)
+        .await?
+        .into_iter()
+        .collect();
+    let (waiting, open): (Vec<_>, Vec<_>) = streams
+        .into_iter()
+        .partition(|(stream, _)| not_due.contains(stream.as_str()));
+    if let Some(oldest) = oldest_start(waiting.iter().flat_map(|(_, w)| w)) {
+        let owed: Vec<String> = waiting.iter().map(|(s, _)| s.as_str().to_owned()).collect();
+        targets.slots.mark_owed(&owed, oldest).await?;
+        total.streams_owed += owed.len();
+    }
+    let reports: Vec<FanoutReport> = futures::stream::iter(open)
+        .map(|(stream, windows)| pusher.push_if_open(stream, windows))
         .buffer_unordered(STREAMS_AT_ONCE)
         .try_collect()
         .await?;
-    let mut total = FanoutReport::default();
-    for report in &reports {
-        total.add(report);
-    }
+    reports.iter().for_each(|r| total.add(r));
+    total.add(&pusher.sweep().await?);
     Ok(total)
 }
 
-async fn push_stream(
-    stream: StreamId,
-    windows: Vec<WindowStateRecord>,
+/// Pushes up to [`SWEEP_LIMIT`] streams that are owed a push and whose slot is open.
+pub async fn sweep(
     targets: &PushTargets<'_>,
     policy: PushPolicy,
-    active_streams: u64,
-    permits: &Semaphore,
-    deadline: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    // With an interval, wait for the stream's slot; without one, push at once.
-    let slot_taken_at_ms = if policy.interval.is_zero() {
-        None
-    } else {
-        match take_slot(targets.slots, &stream, policy.interval, deadline).await? {
-            Slot::Taken { at_ms } => Some(at_ms),
-            Slot::Missed => {
-                return Ok(FanoutReport {
-                    streams_missed: 1,
+    if policy.interval.is_zero() {
+        return Ok(FanoutReport::default());
+    }
+    Pusher::new(targets, policy).await?.sweep().await
+}
+
+fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) -> Option<i64> {
+    windows.into_iter().map(|w| w.start_ms).min()
+}
+
+impl<'a, 'b> Pusher<'a, 'b> {
+    async fn new(targets: &'a PushTargets<'b>, policy: PushPolicy) -> Result<Self, StoreError> {
+        // Streams share the post budget only when they post per viewer: in AppSyncEvents
+        // delivery the interval is never stretched, and the audiences are not needed.
+        let active = if policy.interval.is_zero() || targets.events.is_some() {
+            None
+        } else {
+            let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
+            Some(targets.slots.active_since(since).await?)
+        };
+        Ok(Self {
+            targets,
+            policy,
+            active,
+            permits: Semaphore::new(policy.post.concurrency.max(1)),
+        })
+    }
+
+    /// Pushes `stream` if its slot is open now; else marks it owed.
+    async fn push_if_open(
+        &self,
+        stream: StreamId,
+        windows: Vec<WindowStateRecord>,
+    ) -> Result<FanoutReport, StoreError> {
+        let slots = self.targets.slots;
+        match slots.claim(&stream, now_ms(), self.policy.lease).await? {
+            Claim::Granted(lease) => self.push_stream(stream, windows, lease).await,
+            Claim::NotDue { .. } => {
+                if let Some(oldest) = oldest_start(&windows) {
+                    slots
+                        .mark_owed(&[stream.as_str().to_owned()], oldest)
+                        .await?;
+                }
+                Ok(FanoutReport {
+                    streams_owed: 1,
                     ..FanoutReport::default()
-                });
+                })
             }
         }
-    };
-    // The wait may have been long enough for newer states to be stored: push the freshest.
-    let windows = match slot_taken_at_ms {
-        Some(_) => freshest(&stream, windows, targets).await?,
-        None => windows,
-    };
-    let mut report = match targets.events {
-        Some(target) => {
-            publish_push(
+    }
+
+    async fn sweep(&self) -> Result<FanoutReport, StoreError> {
+        let owed = self
+            .targets
+            .slots
+            .owed_and_due(now_ms(), SWEEP_LIMIT)
+            .await?;
+        let reports: Vec<FanoutReport> = futures::stream::iter(owed)
+            .filter_map(|id| async move { StreamId::parse("stream", &id).ok() })
+            .map(|stream| async move {
+                match self
+                    .targets
+                    .slots
+                    .claim(&stream, now_ms(), self.policy.lease)
+                    .await?
+                {
+                    Claim::Granted(lease) => {
+                        let mut report = self.push_stream(stream, Vec::new(), lease).await?;
+                        report.swept += 1;
+                        Ok(report)
+                    }
+                    // Another invocation took the slot first: the push is its to make.
+                    Claim::NotDue { .. } => Ok(FanoutReport::default()),
+                }
+            })
+            .buffer_unordered(STREAMS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let mut total = FanoutReport::default();
+        reports.iter().for_each(|r| total.add(r));
+        Ok(total)
+    }
+
+    /// Makes the push a taken slot owes: the batch's states of `stream` and everything owed,
+    /// freshest as stored, then sets the stream's next slot.
+    async fn push_stream(
+        &self,
+        stream: StreamId,
+        batch: Vec<WindowStateRecord>,
+        lease: SlotLease,
+    ) -> Result<FanoutReport, StoreError> {
+        let since = oldest_start(&batch)
+            .into_iter()
+            .chain(lease.owed_from_ms)
+            .min();
+        let (windows, malformed) = match since {
+            Some(since) => self.freshest(&stream, batch, since).await?,
+            None => (batch, 0),
+        };
+        if windows.is_empty() {
+            // Nothing to push (what was owed was pushed by the slot's previous holder).
+            let mut report = FanoutReport {
+                malformed_documents: malformed,
+                ..FanoutReport::default()
+            };
+            if let Err(error) = self
+                .targets
+                .slots
+                .release(&stream, &lease.holder, lease.at_ms)
+                .await
+            {
+                report.bookkeeping_failures += 1;
+                tracing::warn!(%stream, %error, "could not give back an unused push slot");
+            }
+            return Ok(report);
+        }
+        let (mut report, resume_from) = self
+            .deliver(stream.clone(), windows, lease.resume_from.as_deref())
+            .await?;
+        report.malformed_documents += malformed;
+        let audience = (report.posts + report.deadline_missed) as u64;
+        let interval = self.interval(&stream, audience);
+        let end = PushEnd {
+            audience,
+            next_due_ms: lease.at_ms.saturating_add(duration_ms(interval)),
+            resume_from,
+        };
+        // The posts are made: a failure to record them is counted, never a reason to post again.
+        match self
+            .targets
+            .slots
+            .finish(&stream, &lease.holder, &end)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                report.slots_lost += 1;
+                tracing::warn!(%stream, "push outlived its slot's lease; another push took the slot");
+            }
+            Err(error) => {
+                report.bookkeeping_failures += 1;
+                tracing::warn!(%stream, %error, "could not set the stream's next push slot; its lease will run out");
+            }
+        }
+        report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+
+    /// The interval for `stream` now that it has `audience`: its share of the post budget
+    /// beside the other active streams' audiences.
+    fn interval(&self, stream: &StreamId, audience: u64) -> Duration {
+        let Some(active) = &self.active else {
+            return self.policy.interval;
+        };
+        let others = active
+            .iter()
+            .filter(|a| a.stream != stream.as_str())
+            .map(|a| a.audience);
+        BudgetShare::new(
+            self.policy.post_budget_per_second,
+            self.policy.interval,
+            others.chain([audience]),
+        )
+        .interval(self.policy.interval, audience)
+    }
+
+    /// Sends one frame of `windows` to the audience of `stream` (or publishes it), starting at
+    /// `resume_from`; returns where the next fan-out starts.
+    async fn deliver(
+        &self,
+        stream: StreamId,
+        windows: Vec<WindowStateRecord>,
+        resume_from: Option<&str>,
+    ) -> Result<(FanoutReport, Option<String>), StoreError> {
+        let deadline = Instant::now() + self.policy.deadline;
+        let targets = self.targets;
+        if let Some(target) = targets.events {
+            let report = publish_push(
                 &stream,
                 windows,
                 target,
-                policy.post.throttle_budget,
+                self.policy.post.throttle_budget,
                 deadline,
             )
-            .await
+            .await;
+            return Ok((report, None));
         }
-        None => {
-            let window_count = windows.len();
-            let frame = ServerMessage::Windows {
-                stream: stream.clone(),
-                sent_at_ms: now_ms(),
-                windows,
-            }
-            .to_bytes();
-            let mut report = post_to_audience(
-                &stream,
-                &frame,
-                targets.connections,
-                targets.api,
-                policy.post,
-                permits,
-                deadline,
-            )
-            .await?;
-            report.windows = window_count;
-            report
+        let window_count = windows.len();
+        let (frame, dropped) = ServerMessage::Windows {
+            stream: stream.clone(),
+            sent_at_ms: now_ms(),
+            windows,
         }
-    };
-    if let Some(at_ms) = slot_taken_at_ms {
-        let audience = (report.posts + report.deadline_missed) as u64;
-        let interval = if targets.events.is_some() {
-            policy.interval
-        } else {
-            stretched_interval(
-                policy.interval,
-                audience,
-                policy.post_budget_per_second,
-                active_streams,
-            )
-        };
-        targets
-            .slots
-            .finish(
-                &stream,
-                audience,
-                at_ms.saturating_add(duration_ms(interval)),
-            )
-            .await?;
-        report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-    }
-    Ok(report)
-}
-
-/// Windows of one push read from MongoDB at most; a batch's states rarely span more.
-const FRESH_WINDOWS: u32 = 20;
-
-/// The batch's states of `stream`, each replaced by its stored state if that is newer, plus any
-/// newer windows stored since: what a viewer should see now.
-async fn freshest(
-    stream: &StreamId,
-    batch: Vec<WindowStateRecord>,
-    targets: &PushTargets<'_>,
-) -> Result<Vec<WindowStateRecord>, StoreError> {
-    let Some(oldest) = batch.iter().map(|s| s.start_ms).min() else {
-        return Ok(batch);
-    };
-    let now = now_ms();
-    let stored = targets
-        .windows
-        .list_windows(stream, Some(oldest), FRESH_WINDOWS)
+        .to_capped_bytes(MAX_FRAME_BYTES);
+        let fanout = post_to_audience(
+            &stream,
+            &frame,
+            targets.connections,
+            targets.api,
+            self.policy.post,
+            &self.permits,
+            deadline,
+            resume_from,
+        )
         .await?;
-    let stored = stored.iter().map(|w| w.state_record(targets.domain, now));
-    Ok(newest_states(batch.into_iter().chain(stored)))
+        let mut report = fanout.report;
+        report.windows = window_count - dropped;
+        report.windows_dropped = dropped;
+        Ok((report, fanout.resume_from))
+    }
+
+    /// The batch's states of `stream`, each replaced by its stored state if that is newer, plus
+    /// the newest windows stored since `since_ms`: what a viewer should see now. Also returns
+    /// how many stored documents were skipped as malformed.
+    async fn freshest(
+        &self,
+        stream: &StreamId,
+        batch: Vec<WindowStateRecord>,
+        since_ms: i64,
+    ) -> Result<(Vec<WindowStateRecord>, usize), StoreError> {
+        let now = now_ms();
+        let stored = self
+            .targets
+            .windows
+            .newest_windows(stream, since_ms, FRESH_WINDOWS)
+            .await?;
+        let states = stored
+            .windows
+            .iter()
+            .map(|w| w.state_record(self.targets.domain, now));
+        Ok((
+            newest_states(batch.into_iter().chain(states)),
+            stored.malformed,
+        ))
+    }
 }
+
+/// Windows one push reads from MongoDB at most: the newest of those owed.
+const FRESH_WINDOWS: u32 = 20;

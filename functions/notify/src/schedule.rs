@@ -1,83 +1,70 @@
-//! When a stream may be pushed: at most once per push interval, the interval stretched for a
-//! stream whose audience would need more posts than its share of the account's post budget.
-//! The schedule lives in MongoDB ([`PushSlots`]), so it holds across instances and restarts;
-//! an instance whose batch arrives before the stream's next slot waits for it, and then pushes
-//! the newest states it has, so the last states of a stream whose taps stopped still go out.
+//! How often a stream may be pushed: once per push interval, stretched for a stream whose
+//! audience needs more posts than its share of the account's post budget. The budget is shared
+//! by audience, max-min fairly ("water-filling"): every stream that needs less than an equal
+//! share of what is left gets all it needs, and the streams that need more split the rest
+//! equally. So a hundred small streams beside one large one keep their base interval, the
+//! large one uses everything they leave, and a stream without viewers takes no share at all.
+//! The schedule itself lives in MongoDB (`reactions::mongo::PushSlots`).
 
-use reactions::StreamId;
-use reactions::clock::now_ms;
-use reactions::mongo::{Claim, PushSlots, StoreError};
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// The longest interval a stream is ever stretched to, and the longest one wait for a slot:
-/// a clock far ahead on another instance cannot stall a stream for longer.
+/// The longest interval a stream is ever stretched to.
 pub const MAX_PUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How far back a push makes a stream count as active, sharing the post budget.
 pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 
-/// The interval for a stream with `audience` connections when `active_streams` streams share
-/// `budget_per_second` posts: never shorter than `base`, never longer than
-/// [`MAX_PUSH_INTERVAL`]. A 50,000-viewer stream alone under a budget of 8,000 posts/s gets a
-/// push every 6.25 s instead of a storm of 429s.
-pub fn stretched_interval(
-    base: Duration,
-    audience: u64,
-    budget_per_second: u32,
-    active_streams: u64,
-) -> Duration {
-    let share = f64::from(budget_per_second.max(1)) / active_streams.max(1) as f64;
-    let needed = Duration::from_secs_f64(audience as f64 / share);
-    base.max(needed).min(MAX_PUSH_INTERVAL)
+/// The share of the post budget each stream may use, computed once per batch from the
+/// audiences of the active streams.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetShare {
+    /// Posts per second one stream may make; `None` when every stream fits at its base interval.
+    cap_per_second: Option<f64>,
 }
 
-/// What waiting for a slot gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// Push now (the slot was taken at `at_ms`), then set the next slot.
-    Taken { at_ms: i64 },
-    /// The slot would come after `deadline`: this batch's states are not pushed (the next
-    /// push of the stream carries newer ones).
-    Missed,
-}
+impl BudgetShare {
+    /// A share with no cap: every stream keeps the base interval.
+    pub const UNLIMITED: Self = Self {
+        cap_per_second: None,
+    };
 
-/// Waits for the next push slot of `stream` and takes it, unless that would pass `deadline`.
-/// While another push holds the slot, the schedule is read again every `poll` (the push
-/// interval), so a slot freed early is not waited out. The slot is held for
-/// [`MAX_PUSH_INTERVAL`] until the push sets the next one.
-pub async fn take_slot(
-    slots: &PushSlots,
-    stream: &StreamId,
-    poll: Duration,
-    deadline: Instant,
-) -> Result<Slot, StoreError> {
-    let poll = poll.max(Duration::from_millis(50));
-    // The stored slot last seen and how long it has been waited for: once the wait reaches it,
-    // or has lasted MAX_PUSH_INTERVAL (a clock far behind the one that set it), it is taken by
-    // its stored value rather than by this instance's clock.
-    let mut waited: Option<(i64, Duration)> = None;
-    loop {
-        let now = now_ms();
-        let seen = waited
-            .filter(|(due, waited)| now >= *due || *waited >= MAX_PUSH_INTERVAL)
-            .map(|(due, _)| due);
-        match slots.claim(stream, now, seen, MAX_PUSH_INTERVAL).await? {
-            Claim::Granted => return Ok(Slot::Taken { at_ms: now }),
-            Claim::NotBefore { due_ms } => {
-                let until_due =
-                    Duration::from_millis(u64::try_from(due_ms.saturating_sub(now)).unwrap_or(0));
-                let wait = until_due.min(poll).min(MAX_PUSH_INTERVAL);
-                if Instant::now() + wait > deadline {
-                    return Ok(Slot::Missed);
-                }
-                tokio::time::sleep(wait).await;
-                let before = match waited {
-                    Some((due, so_far)) if due == due_ms => so_far,
-                    _ => Duration::ZERO,
+    /// Shares `budget_per_second` among streams with `audiences` (connections), each of which
+    /// wants one post per connection every `base`.
+    pub fn new(
+        budget_per_second: u32,
+        base: Duration,
+        audiences: impl IntoIterator<Item = u64>,
+    ) -> Self {
+        let base_seconds = base.as_secs_f64().max(0.001);
+        let mut demands: Vec<f64> = audiences
+            .into_iter()
+            .filter(|a| *a > 0)
+            .map(|a| a as f64 / base_seconds)
+            .collect();
+        demands.sort_by(f64::total_cmp);
+        let mut left = f64::from(budget_per_second.max(1));
+        let count = demands.len();
+        for (index, demand) in demands.iter().enumerate() {
+            let equal = left / (count - index) as f64;
+            if *demand > equal {
+                return Self {
+                    cap_per_second: Some(equal),
                 };
-                waited = Some((due_ms, before + wait.max(Duration::from_millis(1))));
             }
+            left -= demand;
+        }
+        Self::UNLIMITED
+    }
+
+    /// The interval for a stream of `audience` connections: never shorter than `base`, never
+    /// longer than [`MAX_PUSH_INTERVAL`]. A 50,000-viewer stream alone under a budget of 8,000
+    /// posts/s gets a push every 6.25 s instead of a storm of 429s.
+    pub fn interval(&self, base: Duration, audience: u64) -> Duration {
+        match self.cap_per_second {
+            None => base,
+            Some(cap) => base
+                .max(Duration::from_secs_f64(audience as f64 / cap.max(1.0)))
+                .min(MAX_PUSH_INTERVAL),
         }
     }
 }
@@ -85,33 +72,79 @@ pub async fn take_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const SECOND: Duration = Duration::from_secs(1);
 
     #[test]
     fn small_audiences_keep_the_base_interval() {
-        assert_eq!(stretched_interval(SECOND, 100, 8_000, 1), SECOND);
-        assert_eq!(stretched_interval(SECOND, 8_000, 8_000, 1), SECOND);
+        let share = BudgetShare::new(8_000, SECOND, [100, 8_000 - 100]);
+        assert_eq!(share, BudgetShare::UNLIMITED);
+        assert_eq!(share.interval(SECOND, 7_900), SECOND);
         assert_eq!(
-            stretched_interval(Duration::ZERO, 0, 8_000, 3),
-            Duration::ZERO
+            BudgetShare::new(8_000, SECOND, []).interval(SECOND, 0),
+            SECOND
         );
     }
 
     #[test]
-    fn large_audiences_stretch_in_proportion_to_their_share() {
-        assert_eq!(
-            stretched_interval(SECOND, 50_000, 8_000, 1),
-            Duration::from_millis(6_250)
+    fn a_large_audience_alone_stretches_to_the_budget() {
+        let share = BudgetShare::new(8_000, SECOND, [50_000]);
+        assert_eq!(share.interval(SECOND, 50_000), Duration::from_millis(6_250));
+        let huge = BudgetShare::new(8_000, SECOND, [10_000_000]);
+        assert_eq!(huge.interval(SECOND, 10_000_000), MAX_PUSH_INTERVAL);
+    }
+
+    #[test]
+    fn small_streams_beside_a_large_one_keep_their_interval() {
+        // A hundred streams of 10 and one of 10,000: the small ones need 1,000 posts/s, the
+        // large one gets the other 7,000 (not 8,000 / 101 = 79).
+        let audiences = std::iter::repeat_n(10, 100).chain([10_000]);
+        let share = BudgetShare::new(8_000, SECOND, audiences);
+        assert_eq!(share.interval(SECOND, 10), SECOND);
+        let large = share.interval(SECOND, 10_000);
+        assert!(
+            (large.as_secs_f64() - 10_000.0 / 7_000.0).abs() < 0.001,
+            "{large:?}"
         );
-        // Two active streams: each has 4,000 posts/s.
+    }
+
+    #[test]
+    fn streams_without_viewers_take_no_share() {
+        let with_idle = std::iter::repeat_n(0, 1_000).chain([8_000]);
         assert_eq!(
-            stretched_interval(SECOND, 8_000, 8_000, 2),
-            Duration::from_secs(2)
+            BudgetShare::new(8_000, SECOND, with_idle),
+            BudgetShare::UNLIMITED
         );
-        assert_eq!(
-            stretched_interval(SECOND, 10_000_000, 8_000, 1),
-            MAX_PUSH_INTERVAL
-        );
+    }
+
+    proptest! {
+        /// Whatever the audiences, the posts per second the intervals allow fit the budget
+        /// (unless intervals are at their ceiling), and no stream is stretched while a smaller
+        /// one is not at its base.
+        #[test]
+        fn shares_fit_the_budget_and_are_fair(
+            audiences in proptest::collection::vec(0u64..200_000, 0..60),
+            budget in 500u32..20_000,
+        ) {
+            let share = BudgetShare::new(budget, SECOND, audiences.iter().copied());
+            let intervals: Vec<Duration> =
+                audiences.iter().map(|a| share.interval(SECOND, *a)).collect();
+            let posts: f64 = audiences
+                .iter()
+                .zip(&intervals)
+                .map(|(a, i)| *a as f64 / i.as_secs_f64())
+                .sum();
+            let capped = intervals.contains(&MAX_PUSH_INTERVAL);
+            prop_assert!(capped || posts <= f64::from(budget) * 1.001, "{posts} > {budget}");
+            for (a, ia) in audiences.iter().zip(&intervals) {
+                prop_assert!(*ia >= SECOND);
+                for (b, ib) in audiences.iter().zip(&intervals) {
+                    if a <= b {
+                        prop_assert!(ia <= ib);
+                    }
+                }
+            }
+        }
     }
 }

@@ -3,9 +3,13 @@
 //! WebSocket APIs have no JWT authorizer, and browsers cannot set headers on a WebSocket), `$disconnect` forgets it, and every other route
 //! carries a client action, answered through the management API. A refused `$connect` returns
 //! the status API Gateway should answer with; a bad client message gets an `error` frame.
-//! A connection's `sync` is answered at most once per `SYNC_EVERY_MS` (`sync_too_soon` else).
+//! A connection's `sync` is answered at most once per `SYNC_EVERY_MS` (`sync_too_soon` else);
+//! a snapshot keeps under API Gateway's 128 KB frame by leaving out its oldest windows, and a
+//! throttled reply is retried with backoff within the throttle budget.
 
-use crate::protocol::{ClientAction, ProtocolError, ServerMessage, parse_action};
+use crate::fanout::backoff_delay;
+use crate::management::PostError;
+use crate::protocol::{ClientAction, MAX_FRAME_BYTES, ProtocolError, ServerMessage, parse_action};
 use crate::{Notify, NotifyError};
 use aws_lambda_events::event::apigw::ApiGatewayWebsocketProxyRequest;
 use base64::Engine;
@@ -14,6 +18,7 @@ use reactions::StreamId;
 use reactions::clock::now_ms;
 use reactions::mongo::SyncClaim;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 fn status(code: u16, body: &str) -> Value {
     json!({ "statusCode": code, "body": body })
@@ -136,7 +141,8 @@ impl Notify {
                     let stored = self
                         .windows
                         .list_windows(&connection.stream, None, limit)
-                        .await?;
+                        .await?
+                        .windows;
                     let now = now_ms();
                     ServerMessage::Snapshot {
                         window_width_ms: self.config.domain.window_width.millis(),
@@ -153,18 +159,46 @@ impl Notify {
     }
 
     async fn reply(&self, connection_id: &str, message: &ServerMessage) -> Result<(), NotifyError> {
-        match self
-            .api
-            .post_to_connection(connection_id, message.to_bytes())
-            .await
-        {
-            Ok(()) => {}
-            Err(crate::management::PostError::Gone) => {
-                self.connections.remove(connection_id).await?;
-            }
-            Err(error) => tracing::warn!(connection_id, %error, "reply not delivered"),
+        let (frame, dropped) = message.clone().to_capped_bytes(MAX_FRAME_BYTES);
+        if dropped > 0 {
+            tracing::info!(
+                connection_id,
+                dropped,
+                "snapshot too large for one frame: oldest windows left out"
+            );
         }
-        Ok(())
+        let retry_until = Instant::now() + self.config.throttle_budget;
+        let mut attempt = 0;
+        loop {
+            match self
+                .api
+                .post_to_connection(connection_id, frame.clone())
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(PostError::Gone) => {
+                    self.connections.remove(connection_id).await?;
+                    return Ok(());
+                }
+                Err(PostError::Throttled) => {
+                    attempt += 1;
+                    let delay = backoff_delay(attempt, &mut rand::rng());
+                    if Instant::now() + delay > retry_until {
+                        tracing::warn!(
+                            connection_id,
+                            attempt,
+                            "reply still throttled: not delivered"
+                        );
+                        return Ok(());
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => {
+                    tracing::warn!(connection_id, %error, "reply not delivered");
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 

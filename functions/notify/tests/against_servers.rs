@@ -78,7 +78,10 @@ async fn connect_and_disconnect_keep_the_connections_collection() {
         }
     })
     .await;
-    assert!(indexes.contains(&"stream".to_owned()), "{indexes:?}");
+    assert!(
+        indexes.contains(&"stream_connection".to_owned()),
+        "{indexes:?}"
+    );
     assert!(
         indexes.contains(&"expires_at_ttl".to_owned()),
         "{indexes:?}"
@@ -179,7 +182,8 @@ async fn subscribe_ping_and_sync_answer_on_the_connection() {
     let stored = windows
         .list_windows(&stream("live-0"), None, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .windows;
     assert!(stored.len() >= 5, "{}", stored.len());
     // Aggregate has found every window but the latest final (see `reactions::event_time`).
     let last_final_end = stored[stored.len() - 2].end_ms;

@@ -1,10 +1,11 @@
 //! notify's push schedule against the real MongoDB-wire server and a test `@connections`
-//! server: at most one push per stream per interval, across instances and restarts; the last
-//! states of a stream whose taps stopped still delivered; the interval stretched for an
-//! audience larger than its share of the post budget; a fan-out that stops at its deadline
-//! instead of failing; connections still completing their handshake kept on a 410; and a slot
-//! held by a dead instance or a clock far ahead delaying a stream by at most the longest
-//! interval.
+//! server: at most one push per stream per interval, across instances and restarts, with no
+//! invocation waiting for a slot (a stream whose slot is not open is marked owed, and a sweep
+//! makes the push); the last states of a stream whose taps stopped still delivered; the
+//! interval stretched for an audience larger than its share of the post budget; a fan-out that
+//! stops at its deadline and resumes there; connections still completing their handshake kept
+//! on a 410; a slot held by a dead instance or a clock far ahead delaying a stream boundedly; a
+//! finish guarded by the slot's holder; bookkeeping failures and malformed documents counted.
 //!
 //! Time here only ever has lower bounds ("no sooner than the interval") or generous upper
 //! bounds, so a busy machine cannot fail these tests.
@@ -13,9 +14,8 @@ mod common;
 
 use common::*;
 use emostream_tests::patience::assert_bounded;
-use mongodb::bson::doc;
-use notify::schedule::MAX_PUSH_INTERVAL;
-use reactions::mongo::{PushSlots, connect};
+use mongodb::bson::{Document, doc};
+use reactions::mongo::{Claim, PushEnd, PushSlots, connect};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,14 @@ fn push_times(f: &Fixture, connection_id: &str) -> Vec<Instant> {
         .collect()
 }
 
+/// The largest total `connection_id` was shown for the first window.
+fn largest_total(f: &Fixture, connection_id: &str) -> Option<u64> {
+    f.frames(connection_id)
+        .iter()
+        .filter_map(|frame| frame["windows"][0]["total"].as_u64())
+        .max()
+}
+
 /// Asserts that the `n`th push (1-based) cannot have come sooner than `n - 1` intervals after
 /// `before`, an instant before the first push's slot was taken: each slot is taken at least
 /// one interval after the previous one. (A lower bound: a busy machine only adds to it.)
@@ -69,8 +77,23 @@ fn assert_spaced(times: &[Instant], before: Instant, interval: Duration) {
     }
 }
 
+async fn slots(f: &Fixture) -> (mongodb::Database, PushSlots) {
+    let database = connect(&f.mongo, "notify-test").await.unwrap();
+    let slots = PushSlots::new(&database);
+    (database, slots)
+}
+
+async fn stored_slot(database: &mongodb::Database, stream_id: &str) -> Document {
+    database
+        .collection::<Document>(PushSlots::COLLECTION)
+        .find_one(doc! { "_id": stream_id })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 #[tokio::test]
-async fn several_instances_push_a_stream_at_most_once_per_interval() {
+async fn several_instances_push_a_stream_at_most_once_per_interval_without_waiting() {
     let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
     register(&f, "v", "final", 20, a_minute_ago()).await;
     let second = f.another_instance(&[("PUSH_INTERVAL_MS", "1000")]).await;
@@ -79,6 +102,7 @@ async fn several_instances_push_a_stream_at_most_once_per_interval() {
     let states: Vec<_> = (1..=6)
         .map(|n| state("final", start, &[("fire", n)], n as i64))
         .collect();
+    store_states(&f.mongo, &states).await;
     // Three instances handle batches of the same stream at the same time, twice each.
     let before = Instant::now();
     let ((a, b, c), (d, e, g)) = (
@@ -93,22 +117,18 @@ async fn several_instances_push_a_stream_at_most_once_per_interval() {
             handle(&third, &states[5])
         ),
     );
-    for summary in [&a, &b, &c, &d, &e, &g] {
-        assert_eq!(summary["streams_missed"], 0, "{summary}");
-        assert_eq!(summary["delivered"], 20, "{summary}");
-    }
-    let times = push_times(&f, "v-0");
-    assert_eq!(times.len(), 6, "every batch was pushed");
-    assert_spaced(&times, before, INTERVAL);
-    // Every connection ends with the newest state.
-    for i in 0..20 {
-        let frames = f.frames(&format!("v-{i}"));
-        let largest = frames
-            .iter()
-            .map(|frame| frame["windows"][0]["total"].as_u64().unwrap())
-            .max();
-        assert_eq!(largest, Some(6));
-    }
+    // Each batch either pushed the stream or marked it owed; none waited for the slot.
+    let summaries = [&a, &b, &c, &d, &e, &g];
+    let pushed = summaries.iter().filter(|s| s["streams"] == 1).count();
+    let owed = summaries.iter().filter(|s| s["streams_owed"] == 1).count();
+    assert_eq!(pushed + owed, 6, "{summaries:?}");
+    assert!(owed >= 1, "{summaries:?}");
+    // A sweep makes the push the owed batches left, once the slot opens.
+    sweep_until(&f, "the newest state", |f| {
+        (0..20).all(|i| largest_total(f, &format!("v-{i}")) == Some(6))
+    })
+    .await;
+    assert_spaced(&push_times(&f, "v-0"), before, INTERVAL);
 }
 
 #[tokio::test]
@@ -120,13 +140,22 @@ async fn the_last_states_of_a_stream_still_arrive_when_taps_stop() {
     let mut last = state("quiet", start, &[("fire", 9)], 2);
     last.is_final = true;
     let next_window = state("quiet", start + 2_000, &[("clap", 1)], 3);
+    store_states(&f.mongo, std::slice::from_ref(&first)).await;
+    let before = Instant::now();
     f.route(kafka_event(std::slice::from_ref(&first))).await;
-    // The last batch arrives within the interval: it waits for the next slot instead of being
-    // dropped, and carries both windows that changed in one frame.
+    // The last batch arrives within the interval: it is marked owed, not waited for.
+    store_states(&f.mongo, &[last.clone(), next_window.clone()]).await;
     let summary = f
         .route(kafka_event(&[last.clone(), next_window.clone()]))
         .await;
-    assert_eq!(summary["windows"], 2);
+    if summary["streams"] == 0 {
+        assert_eq!(summary["streams_owed"], 1, "{summary}");
+    }
+    // No batch comes again; a sweep pushes both windows that changed, in one frame.
+    sweep_until(&f, "the last states", |f| {
+        (0..5).all(|i| f.frames(&format!("w-{i}")).len() >= 2)
+    })
+    .await;
     for i in 0..5 {
         let frames = f.frames(&format!("w-{i}"));
         assert_eq!(frames.len(), 2);
@@ -137,20 +166,22 @@ async fn the_last_states_of_a_stream_still_arrive_when_taps_stop() {
         assert_eq!(windows[0]["final"], true);
         assert_eq!(windows[1]["counts"]["clap"], 1);
     }
+    assert_spaced(&push_times(&f, "w-0"), before, INTERVAL);
 }
 
 #[tokio::test]
 async fn a_restarted_instance_keeps_the_schedule() {
     let f = Fixture::start(&[("PUSH_INTERVAL_MS", "2000")]).await;
     register(&f, "r", "restart", 3, a_minute_ago()).await;
+    let first = state("restart", 0, &[("fire", 1)], 1);
+    let second = state("restart", 0, &[("fire", 2)], 2);
+    store_states(&f.mongo, std::slice::from_ref(&first)).await;
     let before = Instant::now();
-    f.route(kafka_event(&[state("restart", 0, &[("fire", 1)], 1)]))
-        .await;
+    f.route(kafka_event(std::slice::from_ref(&first))).await;
     let restarted = f.another_instance(&[("PUSH_INTERVAL_MS", "2000")]).await;
-    restarted
-        .handle(kafka_event(&[state("restart", 0, &[("fire", 2)], 2)]))
-        .await
-        .unwrap();
+    store_states(&f.mongo, std::slice::from_ref(&second)).await;
+    restarted.handle(kafka_event(&[second])).await.unwrap();
+    sweep_until(&f, "the second push", |f| push_times(f, "r-0").len() >= 2).await;
     let times = push_times(&f, "r-0");
     assert_eq!(times.len(), 2);
     assert_spaced(&times, before, Duration::from_secs(2));
@@ -165,13 +196,15 @@ async fn an_audience_beyond_its_share_of_the_budget_gets_a_longer_interval() {
     ];
     let f = Fixture::start(&settings).await;
     register(&f, "big", "big", 300, a_minute_ago()).await;
+    let first = state("big", 0, &[("fire", 1)], 1);
+    let second = state("big", 0, &[("fire", 2)], 2);
+    store_states(&f.mongo, std::slice::from_ref(&first)).await;
     let before = Instant::now();
-    let summary = f
-        .route(kafka_event(&[state("big", 0, &[("fire", 1)], 1)]))
-        .await;
+    let summary = f.route(kafka_event(std::slice::from_ref(&first))).await;
     assert_eq!(summary["interval_ms"], 3_000, "{summary}");
-    f.route(kafka_event(&[state("big", 0, &[("fire", 2)], 2)]))
-        .await;
+    store_states(&f.mongo, std::slice::from_ref(&second)).await;
+    f.route(kafka_event(&[second])).await;
+    sweep_until(&f, "the second push", |f| push_times(f, "big-0").len() >= 2).await;
     let times = push_times(&f, "big-0");
     assert_eq!(times.len(), 2);
     assert_spaced(&times, before, Duration::from_secs(3));
@@ -240,38 +273,202 @@ async fn a_410_during_the_handshake_keeps_the_connection() {
 }
 
 #[tokio::test]
+async fn a_fan_out_cut_short_by_its_deadline_resumes_where_it_stopped() {
+    // Eight posts at a time, 200 ms each, a 2 s deadline: at most 80 of 100 connections per
+    // push. The next push starts with the ones the first missed, so within two pushes every
+    // connection has one.
+    let f = Fixture::start(&[
+        ("PUSH_INTERVAL_MS", "1000"),
+        ("FANOUT_CONCURRENCY", "8"),
+        ("FANOUT_DEADLINE_MS", "2000"),
+    ])
+    .await;
+    register(&f, "c", "rotate", 100, a_minute_ago()).await;
+    f.server.set_latency(Duration::from_millis(200));
+    let first = state("rotate", 0, &[("fire", 1)], 1);
+    store_states(&f.mongo, std::slice::from_ref(&first)).await;
+    let round_one = f.route(kafka_event(&[first])).await;
+    assert!(
+        round_one["deadline_missed"].as_u64().unwrap() > 0,
+        "{round_one}"
+    );
+    let reached_once: Vec<String> = (0..100)
+        .map(|i| format!("c-{i}"))
+        .filter(|id| !f.frames(id).is_empty())
+        .collect();
+    let second = state("rotate", 0, &[("fire", 2)], 2);
+    store_states(&f.mongo, std::slice::from_ref(&second)).await;
+    let summary = f.route(kafka_event(&[second])).await;
+    // One more push: this batch's if the slot was open again, else a sweep's once it opens.
+    let mut round_two = if summary["streams"] == 1 {
+        summary
+    } else {
+        Value::Null
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while round_two.is_null() {
+        assert!(Instant::now() < deadline, "the owed push was never made");
+        let report = f.notify.sweep_once().await.unwrap();
+        if report.swept > 0 {
+            round_two = serde_json::to_value(report).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missed_twice: Vec<String> = (0..100)
+        .map(|i| format!("c-{i}"))
+        .filter(|id| f.frames(id).is_empty())
+        .collect();
+    assert!(
+        missed_twice.is_empty(),
+        "missed both pushes: {missed_twice:?} (first reached {}, second {round_two})",
+        reached_once.len()
+    );
+}
+
+#[tokio::test]
 async fn a_slot_held_by_a_dead_instance_or_a_clock_far_ahead_delays_a_stream_boundedly() {
     let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
     register(&f, "k", "stuck", 2, a_minute_ago()).await;
-    let database = connect(&f.mongo, "notify-test").await.unwrap();
-    let slots = PushSlots::new(&database);
-    // An instance took the slot and died mid-push, with a clock an hour ahead: the slot it
-    // left is an hour away.
+    register(&f, "z", "dead", 2, a_minute_ago()).await;
+    let (database, slots) = slots(&f).await;
+    // An instance with a clock an hour ahead took the slot: the slot it left is an hour away,
+    // further than any push sets one, so it is taken at once.
     slots
-        .claim(&stream("stuck"), now() + 3_600_000, None, MAX_PUSH_INTERVAL)
+        .claim(&stream("stuck"), now() + 3_600_000, Duration::from_secs(10))
         .await
         .unwrap();
-    let stored = database
-        .collection::<mongodb::bson::Document>(PushSlots::COLLECTION)
-        .find_one(doc! { "_id": "stuck" })
+    assert!(
+        stored_slot(&database, "stuck")
+            .await
+            .get_i64("next_due_ms")
+            .unwrap()
+            > now() + 3_000_000
+    );
+    let stuck = state("stuck", 0, &[("fire", 1)], 1);
+    store_states(&f.mongo, std::slice::from_ref(&stuck)).await;
+    let summary = f.route(kafka_event(&[stuck])).await;
+    assert_eq!(summary["delivered"], 2, "{summary}");
+    // An instance took the slot and died mid-push: the stream is owed, and pushed once the
+    // lease runs out.
+    let lease = Duration::from_millis(500);
+    let taken = Instant::now();
+    slots.claim(&stream("dead"), now(), lease).await.unwrap();
+    let dead = state("dead", 0, &[("fire", 1)], 1);
+    store_states(&f.mongo, std::slice::from_ref(&dead)).await;
+    let summary = f.route(kafka_event(&[dead])).await;
+    assert_eq!(summary["streams_owed"], 1, "{summary}");
+    sweep_until(&f, "the push after the lease", |f| {
+        !f.frames("z-0").is_empty()
+    })
+    .await;
+    assert!(taken.elapsed() >= lease);
+}
+
+#[tokio::test]
+async fn only_the_holder_of_a_slot_sets_the_next_one() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    let (database, slots) = slots(&f).await;
+    let s = stream("held");
+    let at = now();
+    let Claim::Granted(old) = slots
+        .claim(&s, at, Duration::from_millis(100))
         .await
         .unwrap()
+    else {
+        panic!("a new stream's slot is open");
+    };
+    // The holder outlives its lease: another push takes the slot.
+    let Claim::Granted(new) = slots
+        .claim(&s, at + 200, Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease frees the slot");
+    };
+    assert_ne!(old.holder, new.holder);
+    let late = PushEnd {
+        audience: 7,
+        next_due_ms: at + 1_000,
+        resume_from: None,
+    };
+    assert!(!slots.finish(&s, &old.holder, &late).await.unwrap());
+    let stored = stored_slot(&database, "held").await;
+    assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 200 + 30_000);
+    assert!(stored.get_i64("audience").is_err(), "{stored}");
+    let end = PushEnd {
+        audience: 3,
+        next_due_ms: at + 1_200,
+        resume_from: Some("c-5".to_owned()),
+    };
+    assert!(slots.finish(&s, &new.holder, &end).await.unwrap());
+    let stored = stored_slot(&database, "held").await;
+    assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 1_200);
+    assert_eq!(stored.get_str("resume_from").unwrap(), "c-5");
+    // The next claim takes the place to resume from.
+    let Claim::Granted(next) = slots
+        .claim(&s, at + 1_300, Duration::from_secs(1))
+        .await
+        .unwrap()
+    else {
+        panic!("the slot is due");
+    };
+    assert_eq!(next.resume_from.as_deref(), Some("c-5"));
+}
+
+#[tokio::test]
+async fn a_bookkeeping_failure_after_posting_is_counted_not_retried() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    register(&f, "b", "books", 2, a_minute_ago()).await;
+    let (database, _) = slots(&f).await;
+    // Setting the stream's next slot will fail: another document already has the audience this
+    // push will record, and the field is made unique.
+    let pushes = database.collection::<Document>(PushSlots::COLLECTION);
+    pushes
+        .insert_one(doc! { "_id": "other", "audience": 2_i64, "next_due_ms": 0_i64 })
+        .await
         .unwrap();
-    assert!(stored.get_i64("next_due_ms").unwrap() > now() + 3_000_000);
-    let started = Instant::now();
-    let summary = f
-        .route(kafka_event(&[state("stuck", 0, &[("fire", 1)], 1)]))
-        .await;
+    pushes
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "audience": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let books = state("books", 0, &[("fire", 1)], 1);
+    store_states(&f.mongo, std::slice::from_ref(&books)).await;
+    let summary = f.route(kafka_event(&[books])).await;
     assert_eq!(summary["delivered"], 2, "{summary}");
-    assert_bounded(
-        started.elapsed(),
-        MAX_PUSH_INTERVAL + INTERVAL,
-        "a push behind a slot an hour away",
-    );
-    assert!(
-        started.elapsed() >= MAX_PUSH_INTERVAL,
-        "the held slot was not waited for"
-    );
+    assert_eq!(summary["bookkeeping_failures"], 1, "{summary}");
+    assert_eq!(f.server.posts().len(), 2, "posted once, not retried");
+}
+
+#[tokio::test]
+async fn malformed_stored_documents_are_skipped_and_counted() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    register(&f, "m", "mangled", 2, a_minute_ago()).await;
+    let database = connect(&f.mongo, "notify-test").await.unwrap();
+    // A window whose total is text, and a connection whose id is a number.
+    database
+        .collection::<Document>(reactions::mongo::WindowStore::COLLECTION)
+        .insert_one(doc! { "stream": "mangled", "start_ms": 4_000_i64, "end_ms": 6_000_i64, "total": "many" })
+        .await
+        .unwrap();
+    database
+        .collection::<Document>("connections")
+        .insert_one(doc! { "_id": 17_i64, "stream": "mangled", "connected_at_ms": a_minute_ago() })
+        .await
+        .unwrap();
+    let good = state("mangled", 0, &[("fire", 1)], 1);
+    store_states(&f.mongo, std::slice::from_ref(&good)).await;
+    let summary = f.route(kafka_event(&[good])).await;
+    assert_eq!(summary["delivered"], 2, "{summary}");
+    assert_eq!(summary["malformed_documents"], 2, "{summary}");
 }
 
 #[tokio::test]
@@ -285,7 +482,8 @@ async fn a_push_carries_the_freshest_stored_state_not_the_batchs_older_one() {
     let stored = windows
         .list_windows(&stream("live-0"), Some(0), 100)
         .await
-        .unwrap();
+        .unwrap()
+        .windows;
     let first = &stored[0];
     assert!(first.total > 1);
     let stale = state("live-0", first.key.start_ms, &[("fire", 1)], 1);

@@ -7,17 +7,22 @@
 //! topic-partition), and commits that partition's offset only after the invocation succeeded.
 //! A failed batch is retried, the same records in the same order, with exponential backoff until
 //! it succeeds: at-least-once delivery, like AWS, and one stuck partition holds up no other.
+//! Its [`MappingStats`] also tell how many records it is behind its topic ([`MappingLag`]).
 //!
 //! AWS source: Lambda developer guide, "Apache Kafka event poller scaling modes"
 //! (docs.aws.amazon.com/lambda/latest/dg/kafka-scaling-modes.html): pollers scale with the
 //! partitions' offset lag, and records of one partition are processed in order.
 
 mod fetch_pacing;
+mod lag;
+
+pub use lag::MappingLag;
 
 use crate::lambda::FunctionPool;
 use crate::template::{KafkaMapping, StartingPosition};
 use fetch_pacing::FetchPacer;
 use futures::FutureExt;
+use lag::PartitionLag;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -44,6 +49,15 @@ pub struct MappingStats {
     /// Invocations running now, and the most that ever ran at once (several partitions).
     pub in_flight: AtomicU64,
     pub peak_in_flight: AtomicU64,
+    /// Where each partition ends and where its loop is: how far the mapping is behind.
+    pub lag: MappingLag,
+}
+
+impl MappingStats {
+    /// Records the mapping is behind its topic, over every partition (see [`MappingLag`]).
+    pub fn records_behind(&self) -> u64 {
+        self.lag.records_behind()
+    }
 }
 
 /// How the mapping runs locally.
@@ -353,12 +367,14 @@ impl Partitions {
             return;
         };
         self.split.insert(partition);
+        let lag = self.shared.stats.lag.partition(partition);
         let worker = PartitionLoop {
             shared: Arc::clone(&self.shared),
             partition,
             queue,
             next_offset: None,
-            pacer: FetchPacer::new(&self.shared.mapping.topic, partition),
+            pacer: FetchPacer::new(&self.shared.mapping.topic, partition, Arc::clone(&lag)),
+            lag,
         };
         self.loops.spawn(worker.run(self.shutdown.clone()));
     }
@@ -373,6 +389,8 @@ struct PartitionLoop {
     /// or a pause) is skipped, so no batch carries a record twice.
     next_offset: Option<i64>,
     pacer: FetchPacer,
+    /// This partition's place in [`MappingStats::lag`].
+    lag: Arc<PartitionLag>,
 }
 
 /// How a fetch round ended.
@@ -447,8 +465,30 @@ impl PartitionLoop {
             if batch.is_empty() {
                 continue;
             }
-            if !self.shared.deliver(&batch, &mut shutdown).await {
+            if !self.deliver_watching(&batch, &mut shutdown).await {
                 return;
+            }
+            if let Some(last) = batch.last() {
+                self.lag.delivered(last.position.offset + 1);
+            }
+        }
+    }
+
+    /// Delivers the batch (see [`Shared::deliver`]) and meanwhile keeps learning where the
+    /// partition ends: a loop that never catches up sends no wake-ups, and a slow or failing
+    /// batch is when the lag matters most.
+    async fn deliver_watching(
+        &mut self,
+        batch: &[OwnedRecord],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut delivery = std::pin::pin!(shared.deliver(batch, shutdown));
+        loop {
+            self.pacer.refresh(&shared.consumer);
+            tokio::select! {
+                delivered = &mut delivery => return delivered,
+                _ = tokio::time::sleep(fetch_pacing::WATERMARK_REFRESH) => {}
             }
         }
     }
@@ -517,6 +557,9 @@ impl PartitionLoop {
         let offset = record.position.offset;
         if self.next_offset.is_some_and(|next| offset < next) {
             return;
+        }
+        if self.next_offset.is_none() {
+            self.lag.took(offset);
         }
         self.next_offset = Some(offset + 1);
         batch.push(record);

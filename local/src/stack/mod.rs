@@ -12,7 +12,7 @@ use crate::api_gateway::websocket::WebSocketApi;
 use crate::demo_issuer::{DEMO_AUDIENCE, DemoIssuer};
 use crate::event_api::EventApi;
 use crate::event_api::client::EventCredential;
-use crate::event_source::EventSourceMapping;
+use crate::event_source::{EventSourceMapping, MappingStats};
 use crate::iam::{Principals, ServiceIam};
 use crate::lambda::{FunctionPool, Runner};
 use crate::secrets::SecretsApi;
@@ -215,7 +215,15 @@ impl LocalStack {
                     }
                 }
             };
-            let pool = FunctionPool::new(id, runner, spec.timeout, options.concurrency);
+            // A scheduled invocation may run for most of its period (notify's sweeper): it gets
+            // an instance of its own, as it does within the function's reserved concurrency in
+            // AWS, so it never holds up a partition's batches.
+            let scheduled = template
+                .schedules
+                .iter()
+                .filter(|e| &e.function == id)
+                .count();
+            let pool = FunctionPool::new(id, runner, spec.timeout, options.concurrency + scheduled);
             functions.insert(id.clone(), pool);
             memory_mb.insert(id.clone(), spec.memory_mb);
         }
@@ -464,6 +472,32 @@ impl LocalStack {
     /// The pool of a function by logical id (e.g. `AggregateFunction`).
     pub fn function(&self, logical_id: &str) -> Option<&Arc<FunctionPool>> {
         self.functions.get(logical_id)
+    }
+
+    /// How many records the event source mappings that invoke a function (by logical id, e.g.
+    /// `NotifyFunction`) are behind their topics, summed: whether the trigger keeps up. None
+    /// when no mapping invokes the function.
+    pub fn records_behind(&self, function: &str) -> Option<u64> {
+        let mut behind = None;
+        for mapping in self
+            .mappings
+            .iter()
+            .filter(|m| m.mapping.function == function)
+        {
+            *behind.get_or_insert(0) += mapping.stats.records_behind();
+        }
+        behind
+    }
+
+    /// The statistics of the event source mappings that invoke a function (by logical id), to
+    /// watch from a task of its own while the stack runs (say, [`MappingStats::records_behind`]
+    /// once a second).
+    pub fn mapping_stats(&self, function: &str) -> Vec<Arc<MappingStats>> {
+        self.mappings
+            .iter()
+            .filter(|m| m.mapping.function == function)
+            .map(|m| Arc::clone(&m.stats))
+            .collect()
     }
 
     /// Stops the mappings (after their current batch), the servers and every function instance.

@@ -339,6 +339,7 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
             .list_windows(stream, Some(0), 10_000)
             .await
             .map_err(setup("reading the windows"))?
+            .windows
         {
             taps_stored += window.total;
         }

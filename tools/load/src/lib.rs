@@ -2,11 +2,16 @@
 //! and batch their taps like the web page; WebSocket listeners watch the same streams. It prints
 //! accepted reactions per second, ingest latency, tap-to-screen latency, pushes per listener,
 //! the projected AWS cost, and checks at the end that the stored counts equal the accepted
-//! reactions exactly.
+//! reactions exactly. Audiences may be spread over the streams like a platform's (a few large
+//! streams, many small), with tap-to-screen figures per stream and, on a stack it started
+//! itself, the notify trigger's lag once a second.
 
+pub mod audiences;
 pub mod cost;
 pub mod drain;
+pub mod lag;
 pub mod listeners;
+pub mod per_stream;
 pub mod plot;
 pub mod profile;
 pub mod report;

@@ -2,12 +2,14 @@
 //! a deployment, or a local stack it starts itself) and prints the figures. Exits non-zero when
 //! the stored counts do not equal the accepted reactions.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use emostream_local::api_gateway::quotas::QuotaSettings;
 use emostream_local::event_api::client::EventCredential;
 use emostream_local::event_source::MappingOptions;
 use emostream_local::stack::{DemoIssuerOptions, LocalStack, StackOptions};
+use load::audiences::{Audiences, StreamAudiences};
 use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
+use load::lag::{LagSampler, NOTIFY_FUNCTION};
 use load::listeners::LiveUpdates;
 use load::plot::write_latency_plot;
 use load::profile::Profile;
@@ -82,9 +84,19 @@ struct Cli {
     /// Simulated viewers (they tap and send).
     #[arg(long, default_value_t = 200)]
     viewers: usize,
-    /// Streams the viewers are spread over.
+    /// Streams the viewers are spread over (see --audiences).
     #[arg(long, default_value_t = 4)]
     streams: usize,
+    /// How viewers and listeners are spread over the streams. `uniform`: every stream alike
+    /// (viewer v watches stream v % --streams; --listeners per stream). `zipf:S` (S > 0, e.g.
+    /// zipf:1.1): a Zipf distribution, as on a platform where most streams are small and a few
+    /// large: stream k (0-based, so stream 0 is the largest) gets a share proportional to
+    /// 1/(k+1)^S of the --viewers, at least one each (so --viewers must be at least
+    /// --streams), rounded so the shares add up to --viewers; the --listeners × --streams
+    /// listeners follow the same shares, at least one per stream. Every viewer taps at the
+    /// same rate, so a stream's taps follow its viewers.
+    #[arg(long, default_value = "uniform")]
+    audiences: Audiences,
     /// Nominal reactions per second.
     #[arg(long, default_value_t = 5_000.0)]
     rate: f64,
@@ -98,7 +110,7 @@ struct Cli {
     /// steady, ramp or spike.
     #[arg(long, default_value = "steady")]
     profile: Profile,
-    /// WebSocket listeners per stream.
+    /// WebSocket listeners per stream (on average, with --audiences zipf:S).
     #[arg(long, default_value_t = 2)]
     listeners: usize,
     /// How often each viewer sends its taps, in ms (the web page's default is 1000).
@@ -122,10 +134,13 @@ struct Cli {
     /// With --listen-only: create this file once every listener is connected.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Also write the figures as JSON to this file.
+    /// Also write the figures as JSON to this file: with the tap-to-screen figures per stream
+    /// (`per_stream`, `worst_stream_p99_ms`) and, with --start-stack, the notify trigger's lag
+    /// once a second (`notify_lag`).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Also plot tap-to-screen p50 and p99 per second to this PNG file.
+    /// Also plot tap-to-screen p50 and p99 per second to this PNG file, with the notify
+    /// trigger's lag in a panel below when it was sampled (--start-stack).
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -136,6 +151,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if cli.viewers == 0 || cli.streams == 0 || cli.rate <= 0.0 || cli.duration == 0 {
         return Err("--viewers, --streams, --rate and --duration must be positive".into());
     }
+    // Checked before a stack is started, as a usage error; a listen-only run spreads only its
+    // listeners.
+    let audiences = if cli.listen_only {
+        None
+    } else {
+        let spread = StreamAudiences::new(cli.audiences, cli.viewers, cli.streams, cli.listeners);
+        Some(spread.unwrap_or_else(|error| {
+            Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, error)
+                .exit()
+        }))
+    };
     let appsync = cli.delivery == "AppSyncEvents";
     let mut stack = None;
     let mut viewer_tokens = None;
@@ -265,6 +292,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         duration: Duration::from_secs(cli.duration),
         warmup: Duration::from_secs(cli.warmup),
         profile: cli.profile,
+        audiences: cli.audiences,
         listeners_per_stream: cli.listeners,
         batch_interval: Duration::from_millis(cli.batch_ms),
         max_in_flight: cli.max_in_flight,
@@ -317,7 +345,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cli.warmup,
         plan.listeners_per_stream
     );
-    let report = run(&plan).await?;
+    if let Some(audiences) = &audiences {
+        let (viewers, listeners) = (&audiences.viewers, &audiences.listeners);
+        eprintln!(
+            "audiences {}: the largest stream has {} viewers and {} listeners, the smallest {} and {}",
+            plan.audiences,
+            viewers.first().copied().unwrap_or(0),
+            listeners.first().copied().unwrap_or(0),
+            viewers.last().copied().unwrap_or(0),
+            listeners.last().copied().unwrap_or(0),
+        );
+    }
+    // The notify trigger's lag, once a second from before the warm-up to the end of the
+    // settling, when this process started the stack (and so can read its mappings).
+    let sampler = stack
+        .as_ref()
+        .map(|s| s.mapping_stats(NOTIFY_FUNCTION))
+        .filter(|stats| !stats.is_empty())
+        .map(|stats| {
+            LagSampler::start(move || stats.iter().map(|s| s.records_behind()).sum::<u64>())
+        });
+    let report = run(&plan).await;
+    let notify_lag = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => Vec::new(),
+    };
+    let report = report?;
     let functions = stack.as_ref().map(|s| s.summary()).unwrap_or_default();
     let lambda = stack.as_ref().map(|s| s.lambda_usage());
     let run_seconds = (report.warmup_s + report.duration_s).max(0.001);
@@ -367,6 +420,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.tap_to_screen_ms.max,
         report.taps_never_shown
     );
+    match report
+        .per_stream
+        .iter()
+        .find(|s| Some(s.stream) == report.worst_stream)
+    {
+        Some(worst) => println!(
+            "worst stream           {}-s{} ({} viewers, {} listeners; audiences {}): tap-to-screen p50 {:.1} ms, p99 {:.1} ms",
+            report.run_id,
+            worst.stream,
+            worst.viewers,
+            worst.listeners,
+            report.audiences,
+            worst.p50_ms,
+            worst.p99_ms
+        ),
+        None => println!("worst stream           none: no stream had tap-to-screen samples"),
+    }
+    if stack.is_some() {
+        println!("notify lag             {}", load::lag::summary(&notify_lag));
+    } else {
+        println!("notify lag             not sampled (only with --start-stack)");
+    }
     println!(
         "delivery latency       p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms from notify sending a push to a listener receiving it; {} of {} over 1 s",
         report.delivery_ms.p50,
@@ -430,6 +505,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut value = serde_json::to_value(&report)?;
         value["functions"] = serde_json::json!(functions);
         value["aws_quotas_refused"] = serde_json::json!(refusals);
+        value["notify_lag"] = serde_json::json!(notify_lag);
         value["cost"] = serde_json::json!({
             "rates": rates,
             "projection": cost,
@@ -440,10 +516,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(path) = &cli.plot {
         let title = format!(
-            "tap-to-screen latency, {:?} at {} reactions/s",
-            plan.profile, plan.rate
+            "tap-to-screen latency, {:?} at {} reactions/s over {} streams ({})",
+            plan.profile, plan.rate, plan.streams, plan.audiences
         );
-        match write_latency_plot(path, &title, &report.latency_over_time) {
+        match write_latency_plot(path, &title, &report.latency_over_time, &notify_lag) {
             Ok(()) => eprintln!("plot written to {}", path.display()),
             // The figures are printed and the counts checked; a missing plot must not hide that.
             Err(error) => eprintln!("no plot: {error}"),

@@ -58,6 +58,8 @@ pub fn weighted_percentiles(mut samples: Vec<(f64, u64)>) -> Percentiles {
 /// A request's tap-to-screen latency as seen by one listener.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OnScreen {
+    /// The request's stream, for the figures per stream.
+    pub stream: usize,
     /// When the request was sent, ms since the start.
     pub sent_at_ms: f64,
     pub latency_ms: f64,
@@ -90,6 +92,7 @@ pub fn tap_to_screen(sent: &[Sent], seen: &[(usize, Seen)]) -> (Vec<OnScreen>, u
                 let shown = series.partition_point(|(_, seen)| seen < count);
                 match series.get(shown) {
                     Some((when, _)) => latencies.push(OnScreen {
+                        stream,
                         sent_at_ms: *at_ms,
                         latency_ms: (when - at_ms).max(0.0),
                         taps: *taps,
@@ -141,6 +144,7 @@ mod tests {
         };
         let (latencies, never) = tap_to_screen(&sent, &seen);
         assert_eq!(latencies[1].sent_at_ms, 10.0);
+        assert!(latencies.iter().all(|o| o.stream == 0));
         assert_eq!(pairs(latencies), vec![(100.0, 2), (240.0, 3)]);
         assert_eq!(never, 1);
         // A listener that shows the later total first covers both requests at once.

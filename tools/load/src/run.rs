@@ -1,7 +1,9 @@
 //! One load run: connect the listeners, drive the viewers for the run's duration with a
 //! progress bar, wait for the pipeline to settle, check exactness, and compute the figures.
 
+use crate::audiences::{Audiences, StreamAudiences};
 use crate::listeners::{Listener, LiveUpdates, Observed, listen};
+use crate::per_stream::{StreamLatency, measured_listeners, stream_latencies, worst_stream};
 use crate::profile::Profile;
 use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
 use crate::verify::{Counts, differences, stored_counts};
@@ -35,6 +37,9 @@ pub struct RunPlan {
     /// reactions count for the exactness check but not for the figures.
     pub warmup: Duration,
     pub profile: Profile,
+    /// How the viewers, and the `listeners_per_stream × streams` listeners, are spread over
+    /// the streams (see [`crate::audiences`]).
+    pub audiences: Audiences,
     pub listeners_per_stream: usize,
     pub batch_interval: Duration,
     pub max_in_flight: usize,
@@ -88,6 +93,14 @@ pub struct RunReport {
     pub differences: Vec<String>,
     /// Tap-to-screen p50 and p99 per second of the measured part, for plotting.
     pub latency_over_time: Vec<SecondLatency>,
+    /// How the audience was spread over the streams: `uniform` or `zipf:S`.
+    pub audiences: String,
+    /// Each stream's viewers, listeners and tap-to-screen p50 and p99 over the measured part.
+    pub per_stream: Vec<StreamLatency>,
+    /// The stream with the largest tap-to-screen p99 among those that had samples.
+    pub worst_stream: Option<usize>,
+    /// That stream's p99: a small stream waiting longer than the large ones shows here.
+    pub worst_stream_p99_ms: Option<f64>,
 }
 
 /// Tap-to-screen latency of the requests sent in one second of the measured part.
@@ -105,23 +118,28 @@ pub const LATENCY_LISTENERS_PER_STREAM: usize = 100;
 /// Listeners connecting at once.
 const CONNECTING_AT_ONCE: usize = 64;
 
-/// Connects every listener, `CONNECTING_AT_ONCE` at a time, with a progress bar counting the
-/// throttled connects. Listeners are returned stream by stream.
+/// Connects `per_stream[s]` listeners to each stream `s`, `CONNECTING_AT_ONCE` at a time,
+/// with a progress bar counting the throttled connects. Listeners are returned stream by
+/// stream.
 async fn connect_listeners(
     plan: &RunPlan,
+    per_stream: &[usize],
     started: Instant,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<Listener>, String> {
-    let count = plan.streams * plan.listeners_per_stream;
+    let streams: Vec<usize> = per_stream
+        .iter()
+        .enumerate()
+        .flat_map(|(stream, count)| std::iter::repeat_n(stream, *count))
+        .collect();
     let bar = crate::progress_bar(
-        count as u64,
+        streams.len() as u64,
         "{spinner} connecting listeners {bar:30} {pos}/{len}  {msg}",
     );
     let give_up = Instant::now() + plan.settle_timeout.max(Duration::from_secs(60));
     let throttled = std::sync::atomic::AtomicU64::new(0);
-    let listeners = futures::stream::iter(0..count)
-        .map(|i| {
-            let stream = i / plan.listeners_per_stream;
+    let listeners = futures::stream::iter(streams)
+        .map(|stream| {
             let id = stream_id(plan, stream);
             let (bar, throttled) = (&bar, &throttled);
             async move {
@@ -199,7 +217,11 @@ pub async fn listen_only(
     let started = Instant::now();
     let since_ms = reactions::clock::now_ms() - 600_000;
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
-    let listeners = connect_listeners(plan, started, &stop).await?;
+    // The same listeners per stream as the tapping run's (only the listeners are spread).
+    let per_stream = plan
+        .audiences
+        .split(plan.listeners_per_stream * plan.streams, plan.streams);
+    let listeners = connect_listeners(plan, &per_stream, started, &stop).await?;
     if let Some(path) = ready_file {
         std::fs::write(path, format!("{}\n", listeners.len()))
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -260,6 +282,14 @@ pub async fn listen_only(
 
 /// Runs the plan.
 pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
+    let audiences = StreamAudiences::new(
+        plan.audiences,
+        plan.viewers,
+        plan.streams,
+        plan.listeners_per_stream,
+    )
+    .map_err(|e| e.to_string())?;
+    let viewer_streams = audiences.viewer_streams();
     let client = Arc::new(
         Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(plan.max_in_flight)
@@ -283,7 +313,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     }
 
     let (stop_listeners, stop) = tokio::sync::watch::channel(false);
-    let listeners = connect_listeners(plan, started, &stop).await?;
+    let listeners = connect_listeners(plan, &audiences.listeners, started, &stop).await?;
     let listener_connects_throttled: u64 = listeners.iter().map(|l| l.throttled_connects).sum();
     let listening_since = Instant::now();
     // The notify mapping starts at the latest offset; give a freshly started stack a moment.
@@ -324,7 +354,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             if taps < 1.0 {
                 continue;
             }
-            let stream = viewer % plan.streams;
+            let stream = viewer_streams[viewer];
             let batch = Batch {
                 stream,
                 stream_id: stream_id(plan, stream),
@@ -436,16 +466,22 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         .collect();
     // Latency pairs grow with requests x listeners: a sample of each stream's listeners, spread
     // evenly, measures it; every listener is still checked for the final counts above.
-    let per_stream = plan.listeners_per_stream.max(1);
-    let step = per_stream.div_ceil(LATENCY_LISTENERS_PER_STREAM);
+    let listener_streams: Vec<usize> = observed.iter().map(|o| o.stream).collect();
+    let measured_listener = measured_listeners(
+        &listener_streams,
+        &audiences.listeners,
+        LATENCY_LISTENERS_PER_STREAM,
+    );
     let seen: Vec<(usize, Vec<(f64, u64)>)> = observed
         .iter()
-        .enumerate()
-        .filter(|(i, _)| (i % per_stream).is_multiple_of(step))
-        .map(|(_, o)| (o.stream, o.seen.clone()))
+        .zip(measured_listener)
+        .filter(|(_, measured)| *measured)
+        .map(|(o, _)| (o.stream, o.seen.clone()))
         .collect();
     let (mut latencies, never) = tap_to_screen(&sent, &seen);
     latencies.retain(|o| o.sent_at_ms >= warmup_end_ms);
+    let per_stream = stream_latencies(&latencies, &audiences);
+    let worst = worst_stream(&per_stream).copied();
     let measured: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.sent.at_ms >= warmup_end_ms)
@@ -512,5 +548,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                 }
             })
             .collect(),
+        audiences: plan.audiences.to_string(),
+        per_stream,
+        worst_stream: worst.map(|w| w.stream),
+        worst_stream_p99_ms: worst.map(|w| w.p99_ms),
     })
 }

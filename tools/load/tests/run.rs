@@ -6,6 +6,7 @@
 
 use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
+use load::audiences::Audiences;
 use load::listeners::LiveUpdates;
 use load::profile::Profile;
 use load::run::{RunPlan, run, viewer_tokens};
@@ -56,6 +57,7 @@ async fn small_run(delivery: &str, identity: bool) {
         duration: Duration::from_secs(3),
         warmup: Duration::from_secs(1),
         profile: Profile::Steady,
+        audiences: Audiences::Uniform,
         listeners_per_stream: 3,
         batch_interval: Duration::from_millis(500),
         max_in_flight: 32,
@@ -69,6 +71,20 @@ async fn small_run(delivery: &str, identity: bool) {
     assert_eq!(report.listeners, 6);
     assert_eq!(report.listeners_short_of_final, 0);
     assert!(report.updates_per_listener_min > 0);
+    // Uniform audiences: both streams alike, each with its own figures.
+    assert_eq!(report.audiences, "uniform");
+    let audiences: Vec<(usize, usize, usize)> = report
+        .per_stream
+        .iter()
+        .map(|s| (s.stream, s.viewers, s.listeners))
+        .collect();
+    assert_eq!(audiences, [(0, 10, 3), (1, 10, 3)]);
+    if let Some(worst) = report.worst_stream_p99_ms {
+        assert!(report.per_stream.iter().all(|s| s.p99_ms <= worst));
+    }
+    // The notify trigger's lag can be read while the stack runs.
+    assert!(test.stack.records_behind("NotifyFunction").is_some());
+    assert_eq!(test.stack.records_behind("NoSuchFunction"), None);
     test.stack.stop().await;
 }
 

@@ -61,11 +61,17 @@ impl ConnectionStore {
         }
     }
 
-    /// Creates the by-stream index and the expiry TTL index if missing. Idempotent.
+    /// Creates the by-stream index and the expiry TTL index if missing. Idempotent. The
+    /// by-stream index orders a stream's connections by id, so a fan-out can start anywhere in
+    /// the audience and wrap around without sorting it in memory.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         let by_stream = IndexModel::builder()
-            .keys(doc! { "stream": 1 })
-            .options(IndexOptions::builder().name("stream".to_owned()).build())
+            .keys(doc! { "stream": 1, "_id": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("stream_connection".to_owned())
+                    .build(),
+            )
             .build();
         self.collection
             .create_indexes([by_stream, super::expiry_index()])
@@ -187,10 +193,43 @@ impl ConnectionStore {
     }
 
     /// Every connection watching `stream`, read through the by-stream index with a cursor in
-    /// batches of `page` documents, so memory does not grow with the audience.
+    /// batches of `page` documents, so memory does not grow with the audience. In id order from
+    /// `start_at` (when given) to the end, then from the start up to it: a fan-out cut short by
+    /// its deadline resumes where it stopped. A document without a string id is yielded as
+    /// [`StoreError::Malformed`] (a fan-out skips and counts it).
     pub async fn watching(
         &self,
         stream: &StreamId,
+        page: u32,
+        start_at: Option<&str>,
+    ) -> Result<
+        impl futures::Stream<Item = Result<WatchingConnection, StoreError>> + Send + use<>,
+        StoreError,
+    > {
+        let (first, then) = match start_at {
+            Some(start) => (
+                doc! { "stream": stream.as_str(), "_id": { "$gte": start } },
+                Some(doc! { "stream": stream.as_str(), "_id": { "$lt": start } }),
+            ),
+            None => (doc! { "stream": stream.as_str() }, None),
+        };
+        let first = self.connections_in(first, page).await?;
+        let collection = self.collection.clone();
+        let then = futures::stream::iter(then)
+            .then(move |filter| {
+                let store = Self {
+                    collection: collection.clone(),
+                    ttl: Duration::ZERO,
+                };
+                async move { store.connections_in(filter, page).await }
+            })
+            .try_flatten();
+        Ok(first.chain(then))
+    }
+
+    async fn connections_in(
+        &self,
+        filter: Document,
         page: u32,
     ) -> Result<
         impl futures::Stream<Item = Result<WatchingConnection, StoreError>> + Send + use<>,
@@ -198,8 +237,9 @@ impl ConnectionStore {
     > {
         let cursor = self
             .collection
-            .find(doc! { "stream": stream.as_str() })
+            .find(filter)
             .projection(doc! { "_id": 1, "connected_at_ms": 1 })
+            .sort(doc! { "_id": 1 })
             .batch_size(page)
             .await
             .map_err(server("find"))?;
@@ -218,7 +258,7 @@ impl ConnectionStore {
     /// The ids of every connection watching `stream`, through the by-stream index, all at once
     /// (for tests and tools; the fan-out reads [`ConnectionStore::watching`]).
     pub async fn ids_watching(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
-        self.watching(stream, 1_000)
+        self.watching(stream, 1_000, None)
             .await?
             .map_ok(|connection| connection.id)
             .try_collect()

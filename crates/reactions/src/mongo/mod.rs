@@ -21,7 +21,7 @@ pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, SyncClaim, WatchingConnection};
 pub use dead_letter_marks::DeadLetterMarks;
 pub use partition_progress::PartitionProgressStore;
-pub use push_slots::{Claim, PushSlots};
+pub use push_slots::{ActiveStream, Claim, PushEnd, PushSlots, SlotLease};
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
 pub use window_width_claim::claim_window_width;
@@ -232,6 +232,14 @@ pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     }
 }
 
+/// Windows read back, oldest first, and how many stored documents were skipped because they
+/// do not parse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowList {
+    pub windows: Vec<StoredWindow>,
+    pub malformed: usize,
+}
+
 /// One window document as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredWindow {
@@ -305,12 +313,14 @@ impl WindowStore {
 
     /// Reads up to `limit` windows of `stream` in ascending start order: those starting at or
     /// after `since_ms` when given, otherwise the latest ones (what a late joiner needs).
+    /// A document that does not parse is skipped and counted, so one bad document never blocks
+    /// a reader.
     pub async fn list_windows(
         &self,
         stream: &StreamId,
         since_ms: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<StoredWindow>, StoreError> {
+    ) -> Result<WindowList, StoreError> {
         let mut filter = doc! { "stream": stream.as_str() };
         let direction = match since_ms {
             Some(since) => {
@@ -319,6 +329,28 @@ impl WindowStore {
             }
             None => -1,
         };
+        self.query_windows(filter, direction, limit).await
+    }
+
+    /// Reads the newest `limit` windows of `stream` that start at or after `since_ms`, in
+    /// ascending start order: what a push carries when it owes more windows than it may send
+    /// (the newest matter most; the oldest are the first a frame drops).
+    pub async fn newest_windows(
+        &self,
+        stream: &StreamId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<WindowList, StoreError> {
+        let filter = doc! { "stream": stream.as_str(), "start_ms": { "$gte": since_ms } };
+        self.query_windows(filter, -1, limit).await
+    }
+
+    async fn query_windows(
+        &self,
+        filter: Document,
+        direction: i32,
+        limit: u32,
+    ) -> Result<WindowList, StoreError> {
         let documents: Vec<Document> = self
             .collection
             .find(filter)
@@ -329,14 +361,20 @@ impl WindowStore {
             .try_collect()
             .await
             .map_err(server("find"))?;
-        let mut windows = documents
-            .iter()
-            .map(parse_window)
-            .collect::<Result<Vec<_>, _>>()?;
-        if direction < 0 {
-            windows.reverse();
+        let mut list = WindowList::default();
+        for document in &documents {
+            match parse_window(document) {
+                Ok(window) => list.windows.push(window),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a stored window that does not parse");
+                    list.malformed += 1;
+                }
+            }
         }
-        Ok(windows)
+        if direction < 0 {
+            list.windows.reverse();
+        }
+        Ok(list)
     }
 
     /// Reads one window, if stored.

@@ -1,28 +1,73 @@
-//! The `pushes` collection: when each stream may next be pushed to its viewers. One document per
-//! stream holds `next_due_ms`; a notify instance takes the next push slot with a compare-and-set
-//! on the value it read, so however many instances handle a stream's states at once (several
-//! partitions, a retried batch beside a new one, a restarted container), at most one push per
-//! stream starts per interval, and the schedule survives restarts. Comparing the stored value
-//! rather than clocks keeps instances with skewed clocks from taking slots twice; a wait is
-//! capped, so a clock far ahead cannot stall a stream.
+//! The `pushes` collection: when each stream may next be pushed to its viewers, and what a
+//! stream is owed. One document per stream holds `next_due_ms`; a notify invocation takes the
+//! slot with a conditional update, so however many invocations handle a stream's states at
+//! once (several partitions, a retried batch beside a new one, the sweeper), at most one push
+//! per stream starts per interval, and the schedule survives restarts.
+//!
+//! Nothing waits for a slot. An invocation that finds the slot taken or not yet due records
+//! that the stream is owed a push (`owed_from_ms`, the oldest window start it has not pushed)
+//! and moves on; whichever invocation later finds the slot open and the stream owed makes the
+//! push ([`PushSlots::owed_and_due`]). The holder of a slot is named by a token, so a push
+//! whose lease ran out cannot overwrite the schedule of the push that took the slot after it.
 
 use super::{StoreError, is_duplicate_key, server};
 use crate::clock::duration_ms;
 use crate::ids::StreamId;
+use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 use std::time::Duration;
 
 /// How long a stream's schedule is kept after its last push.
 const SCHEDULE_RETENTION: Duration = Duration::from_secs(24 * 3_600);
 
+/// A stored `next_due_ms` further ahead of this instance's clock than this was set by a clock
+/// running ahead (a push never sets its next slot further than its lease): the slot is taken
+/// anyway, so such a clock cannot stall a stream.
+fn skew_horizon(lease: Duration) -> Duration {
+    lease + Duration::from_secs(60)
+}
+
+/// A slot taken by [`PushSlots::claim`]: what the push owes and where it resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotLease {
+    /// The token naming this push as the slot's holder.
+    pub holder: String,
+    /// When the slot was taken (this instance's clock).
+    pub at_ms: i64,
+    /// The oldest window start that other invocations found but could not push.
+    pub owed_from_ms: Option<i64>,
+    /// The connection the previous fan-out stopped at (its deadline passed): this push starts
+    /// there, so nobody misses two pushes in a row.
+    pub resume_from: Option<String>,
+}
+
 /// What [`PushSlots::claim`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The slot is ours: push now, then [`PushSlots::finish`].
-    Granted,
-    /// The next slot starts at `due_ms` (as stored): wait and claim again.
-    NotBefore { due_ms: i64 },
+    Granted(SlotLease),
+    /// Another push holds the slot, or the next one starts at `due_ms` (as stored).
+    NotDue { due_ms: i64 },
+}
+
+/// How a push ended, for [`PushSlots::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushEnd {
+    /// Connections the push was for: the stream's share of the post budget follows it.
+    pub audience: u64,
+    /// When the stream may next be pushed.
+    pub next_due_ms: i64,
+    /// The connection the next push starts at, when this one's deadline cut it short.
+    pub resume_from: Option<String>,
+}
+
+/// One stream's last audience, for sharing the post budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveStream {
+    pub stream: String,
+    pub audience: u64,
 }
 
 /// The `pushes` collection.
@@ -50,41 +95,51 @@ impl PushSlots {
         Ok(())
     }
 
-    /// Takes the push slot of `stream` if it is due at `now_ms`, or if `seen_due_ms` (what an
-    /// earlier claim returned) is still the stored value: a caller that waited for that slot
-    /// takes it whatever its own clock says. The slot is held for `lease`: no other push of the
-    /// stream starts before [`PushSlots::finish`] sets the next slot or the lease runs out (the
-    /// instance died mid-push).
+    /// Takes the push slot of `stream` if it is due at `now_ms` (or was set by a clock far
+    /// ahead of this one), for `lease`: no other push of the stream starts before
+    /// [`PushSlots::finish`] sets the next slot or the lease runs out (the holder died). Taking
+    /// the slot takes what the stream is owed, too: the lease names it.
     pub async fn claim(
         &self,
         stream: &StreamId,
         now_ms: i64,
-        seen_due_ms: Option<i64>,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let due = match seen_due_ms {
-            Some(seen) => {
-                doc! { "$or": [{ "next_due_ms": { "$lte": now_ms } }, { "next_due_ms": seen }] }
-            }
-            None => doc! { "next_due_ms": { "$lte": now_ms } },
+        let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
+        let filter = doc! {
+            "_id": stream.as_str(),
+            "$or": [
+                { "next_due_ms": { "$lte": now_ms } },
+                { "next_due_ms": { "$gt": horizon } },
+            ],
         };
-        let mut filter = doc! { "_id": stream.as_str() };
-        filter.extend(due);
+        let holder = format!("{:032x}", rand::random::<u128>());
         let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
         let update = doc! {
             "$set": {
                 "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
                 "last_push_ms": now_ms,
+                "holder": &holder,
                 "expires_at": DateTime::from_millis(expires_at),
             },
+            "$unset": { "owed_from_ms": "" },
         };
         match self
             .collection
-            .update_one(filter, update)
+            .find_one_and_update(filter, update)
             .upsert(true)
+            .return_document(ReturnDocument::Before)
             .await
         {
-            Ok(_) => Ok(Claim::Granted),
+            Ok(before) => {
+                let before = before.unwrap_or_default();
+                Ok(Claim::Granted(SlotLease {
+                    holder,
+                    at_ms: now_ms,
+                    owed_from_ms: before.get_i64("owed_from_ms").ok(),
+                    resume_from: before.get_str("resume_from").ok().map(str::to_owned),
+                }))
+            }
             // The stream has a schedule and its slot is not due: the upsert's insert collided.
             Err(error) if is_duplicate_key(&error) => {
                 let stored = self
@@ -96,37 +151,178 @@ impl PushSlots {
                     .as_ref()
                     .and_then(|d| d.get_i64("next_due_ms").ok())
                     .unwrap_or(now_ms);
-                Ok(Claim::NotBefore { due_ms })
+                Ok(Claim::NotDue { due_ms })
             }
-            Err(error) => Err(server("update_one")(error)),
+            Err(error) => Err(server("find_one_and_update")(error)),
         }
     }
 
-    /// Ends a push: records how many connections it reached and sets the stream's next slot.
+    /// Of `streams`, those whose slot is not open at `now_ms` (their schedule says so now; a
+    /// claim decides): a batch marks them owed in one write instead of failing a claim each.
+    pub async fn not_due(
+        &self,
+        streams: &[StreamId],
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
+        self.collection
+            .find(doc! {
+                "_id": { "$in": ids },
+                "next_due_ms": { "$gt": now_ms, "$lte": horizon },
+            })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(server("find"))?
+            .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_owned)) })
+            .try_collect()
+            .await
+            .map_err(server("find"))
+    }
+
+    /// Records that each of `streams` is owed a push of its windows from `oldest_start_ms` on.
+    /// Only streams with a schedule are marked: a stream without one has an open slot.
+    pub async fn mark_owed(
+        &self,
+        streams: &[String],
+        oldest_start_ms: i64,
+    ) -> Result<(), StoreError> {
+        if streams.is_empty() {
+            return Ok(());
+        }
+        self.collection
+            .update_many(
+                doc! { "_id": { "$in": streams } },
+                doc! { "$min": { "owed_from_ms": oldest_start_ms } },
+            )
+            .await
+            .map_err(server("update_many"))?;
+        Ok(())
+    }
+
+    /// Up to `limit` streams that are owed a push and whose slot is open at `now_ms`, the
+    /// longest-waiting first: what a sweep pushes.
+    pub async fn owed_and_due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        self.collection
+            .find(doc! {
+                "owed_from_ms": { "$exists": true },
+                "next_due_ms": { "$lte": now_ms },
+            })
+            .projection(doc! { "_id": 1 })
+            .sort(doc! { "next_due_ms": 1 })
+            .limit(limit)
+            .await
+            .map_err(server("find"))?
+            .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_owned)) })
+            .try_collect()
+            .await
+            .map_err(server("find"))
+    }
+
+    /// Ends a push held by `holder`: records its audience, where the next one resumes, and the
+    /// stream's next slot. False when `holder` no longer holds the slot (its lease ran out and
+    /// another push took it): nothing is changed then.
     pub async fn finish(
         &self,
         stream: &StreamId,
-        audience: u64,
-        next_due_ms: i64,
+        holder: &str,
+        end: &PushEnd,
+    ) -> Result<bool, StoreError> {
+        let mut update = doc! { "$set": {
+            "audience": i64::try_from(end.audience).unwrap_or(i64::MAX),
+            "next_due_ms": end.next_due_ms,
+        } };
+        match &end.resume_from {
+            Some(id) => {
+                if let Ok(set) = update.get_document_mut("$set") {
+                    set.insert("resume_from", id);
+                }
+            }
+            None => {
+                update.insert("$unset", doc! { "resume_from": "" });
+            }
+        }
+        let result = self
+            .collection
+            .update_one(doc! { "_id": stream.as_str(), "holder": holder }, update)
+            .await
+            .map_err(server("update_one"))?;
+        Ok(result.matched_count > 0)
+    }
+
+    /// Gives back a slot `holder` took but had nothing to push with: the stream's slot is open
+    /// again at once, and its audience and place are kept.
+    pub async fn release(
+        &self,
+        stream: &StreamId,
+        holder: &str,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
         self.collection
             .update_one(
-                doc! { "_id": stream.as_str() },
-                doc! { "$set": {
-                    "audience": i64::try_from(audience).unwrap_or(i64::MAX),
-                    "next_due_ms": next_due_ms,
-                } },
+                doc! { "_id": stream.as_str(), "holder": holder },
+                doc! { "$set": { "next_due_ms": at_ms } },
             )
             .await
             .map_err(server("update_one"))?;
         Ok(())
     }
 
-    /// Streams pushed since `since_ms`: the streams that share the post budget.
-    pub async fn active_since(&self, since_ms: i64) -> Result<u64, StoreError> {
+    /// The streams pushed since `since_ms` with their last audience: the streams that share
+    /// the post budget (one without viewers takes no share).
+    pub async fn active_since(&self, since_ms: i64) -> Result<Vec<ActiveStream>, StoreError> {
         self.collection
-            .count_documents(doc! { "last_push_ms": { "$gte": since_ms } })
+            .find(doc! { "last_push_ms": { "$gte": since_ms }, "audience": { "$gt": 0_i64 } })
+            .projection(doc! { "_id": 1, "audience": 1 })
             .await
-            .map_err(server("count_documents"))
+            .map_err(server("find"))?
+            .try_filter_map(|d| async move {
+                Ok(d.get_str("_id").ok().map(|stream| ActiveStream {
+                    stream: stream.to_owned(),
+                    audience: d
+                        .get_i64("audience")
+                        .ok()
+                        .and_then(|a| u64::try_from(a).ok())
+                        .unwrap_or(0),
+                }))
+            })
+            .try_collect()
+            .await
+            .map_err(server("find"))
+    }
+
+    /// Takes the sweeper's turn for `holder` until `until_ms`: the newest sweeper takes over
+    /// from an older one, so sweepers started by overlapping schedule ticks never pile up.
+    pub async fn take_sweeper_turn(&self, holder: &str, until_ms: i64) -> Result<(), StoreError> {
+        self.collection
+            .update_one(
+                doc! { "_id": SWEEPER_ID },
+                doc! { "$set": {
+                    "holder": holder,
+                    "until_ms": until_ms,
+                    "expires_at": DateTime::from_millis(until_ms.saturating_add(duration_ms(SCHEDULE_RETENTION))),
+                } },
+            )
+            .upsert(true)
+            .await
+            .map_err(server("update_one"))?;
+        Ok(())
+    }
+
+    /// Whether `holder` still has the sweeper's turn.
+    pub async fn holds_sweeper_turn(&self, holder: &str) -> Result<bool, StoreError> {
+        let found = self
+            .collection
+            .find_one(doc! { "_id": SWEEPER_ID, "holder": holder })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(server("find_one"))?;
+        Ok(found.is_some())
     }
 }
+
+/// The document that names the running sweeper. Stream ids cannot contain `#`, so it never
+/// collides with a stream's schedule, and it has no `next_due_ms`, so no query of streams
+/// reads it.
+const SWEEPER_ID: &str = "#sweeper";

@@ -166,6 +166,49 @@ pub async fn store_windows(
     windows
 }
 
+/// Stores `states` as aggregate would before publishing them: a push reads the freshest state
+/// of a window from MongoDB.
+pub async fn store_states(mongo: &MongoSettings, states: &[WindowStateRecord]) {
+    use mongodb::bson::{Document, doc};
+    let database = connect(mongo, "notify-test").await.unwrap();
+    let windows = database.collection::<Document>(reactions::mongo::WindowStore::COLLECTION);
+    for state in states {
+        let counts: Document = state
+            .counts
+            .iter()
+            .map(|(emoji, n)| {
+                (
+                    emoji.as_str().to_owned(),
+                    mongodb::bson::Bson::Int64(*n as i64),
+                )
+            })
+            .collect();
+        windows
+            .update_one(
+                doc! { "stream": state.stream.as_str(), "start_ms": state.start_ms },
+                doc! { "$set": {
+                    "end_ms": state.end_ms,
+                    "total": state.total as i64,
+                    "counts": counts,
+                    "final": state.is_final,
+                } },
+            )
+            .upsert(true)
+            .await
+            .unwrap();
+    }
+}
+
+/// Sweeps until `done` holds for what the connections got, or panics after a generous time.
+pub async fn sweep_until(f: &Fixture, what: &str, done: impl Fn(&Fixture) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done(f) {
+        assert!(std::time::Instant::now() < deadline, "never swept: {what}");
+        f.notify.sweep_once().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 pub fn now() -> i64 {
     reactions::clock::now_ms()
 }

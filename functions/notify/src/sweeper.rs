@@ -1,0 +1,89 @@
+//! The sweeper: a scheduled invocation (every minute) that, for about a minute, makes the
+//! pushes owed to streams whose slot has opened, every [`SWEEP_EVERY`]. Batches sweep too, but
+//! when no batch comes (every stream's taps stopped, or one partition went quiet) the last
+//! states would otherwise wait for the next tap; with the sweeper they reach every viewer
+//! within one interval and a sweep. Sweepers started by overlapping ticks hand over: the
+//! newest takes the turn and the older one stops at its next check, so at most one sweeps.
+
+use crate::fanout::FanoutReport;
+use crate::push::sweep;
+use crate::{Notify, NotifyError, fanout_metrics};
+use reactions::clock::now_ms;
+use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the sweeper looks for owed streams whose slot is open.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+/// How often the sweeper checks that it still has the turn.
+const TURN_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What one sweeper invocation did; also its response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepSummary {
+    /// Sweeps made.
+    pub sweeps: usize,
+    /// Sweeps that failed (MongoDB unreachable): logged, and the next one tries again.
+    pub failed_sweeps: usize,
+    /// Whether a newer sweeper took the turn before this one's time was up.
+    pub handed_over: bool,
+    #[serde(flatten)]
+    pub fanout: FanoutReport,
+}
+
+impl Notify {
+    /// One sweep: pushes the streams owed a push whose slot is open now.
+    pub async fn sweep_once(&self) -> Result<FanoutReport, NotifyError> {
+        Ok(sweep(&self.push_targets(), self.push_policy()).await?)
+    }
+
+    /// Sweeps for `SWEEP_FOR_MS`, or until a newer sweeper takes the turn.
+    pub async fn run_sweeper(&self) -> Result<SweepSummary, NotifyError> {
+        let started = Instant::now();
+        let run_for = self.config.sweep_for;
+        let holder = format!("{:032x}", rand::random::<u128>());
+        let until_ms = now_ms().saturating_add(i64::try_from(run_for.as_millis()).unwrap_or(0));
+        self.slots.take_sweeper_turn(&holder, until_ms).await?;
+        let mut summary = SweepSummary::default();
+        let mut turn_checked = Instant::now();
+        let targets = self.push_targets();
+        let policy = self.push_policy();
+        while started.elapsed() < run_for {
+            if turn_checked.elapsed() >= TURN_CHECK_EVERY {
+                turn_checked = Instant::now();
+                match self.slots.holds_sweeper_turn(&holder).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        summary.handed_over = true;
+                        break;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot check the sweeper's turn"),
+                }
+            }
+            match sweep(&targets, policy).await {
+                Ok(report) => summary.fanout.add(&report),
+                Err(error) => {
+                    summary.failed_sweeps += 1;
+                    tracing::warn!(%error, "sweep failed; trying again");
+                }
+            }
+            summary.sweeps += 1;
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+        let report = &summary.fanout;
+        tracing::info!(
+            sweeps = summary.sweeps,
+            failed_sweeps = summary.failed_sweeps,
+            handed_over = summary.handed_over,
+            swept = report.swept,
+            posts = report.posts,
+            delivered = report.delivered,
+            "sweeper done"
+        );
+        fanout_metrics(report)
+            .count("FailedSweeps", summary.failed_sweeps as u64)
+            .emit();
+        Ok(summary)
+    }
+}
