@@ -254,7 +254,7 @@ impl Notify {
             window_states: valid.len(),
             malformed: total - valid.len(),
             coalesced,
-            fanout: push_batch(valid, &self.push_targets(), self.push_policy()).await?,
+            fanout: push_batch(valid, &self.push_targets(), self.push_policy(), started).await?,
         };
         let report = &summary.fanout;
         tracing::info!(

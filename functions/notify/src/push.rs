@@ -35,6 +35,10 @@ const STREAMS_AT_ONCE: usize = 16;
 /// Owed streams one sweep pushes at most.
 pub const SWEEP_LIMIT: i64 = 64;
 
+/// Owed streams a batch pushes at most after its own: the sweeper does the rest, so a batch
+/// spends little of its time on other partitions' streams.
+const BATCH_SWEEP_LIMIT: i64 = 8;
+
 /// How a batch is pushed.
 #[derive(Debug, Clone, Copy)]
 pub struct PushPolicy {
@@ -71,6 +75,10 @@ struct Pusher<'a, 'b> {
     /// or AppSyncEvents delivery).
     active: Option<Vec<ActiveStream>>,
     permits: Semaphore,
+    /// Nothing is posted after this, and no slot is taken: the invocation's pushes all end
+    /// within `FANOUT_DEADLINE_MS` of its start (and one post's timeout), so it never nears
+    /// the function's timeout however many streams it has.
+    deadline: Instant,
 }
 
 /// Pushes the newest states of `states` to every stream's audience whose slot is open, marks
@@ -80,9 +88,10 @@ pub async fn push_batch(
     states: Vec<WindowStateRecord>,
     targets: &PushTargets<'_>,
     policy: PushPolicy,
+    started: Instant,
 ) -> Result<FanoutReport, StoreError> {
     let streams = by_stream(states);
-    let pusher = Pusher::new(targets, policy).await?;
+    let pusher = Pusher::new(targets, policy, started).await?;
     let mut total = FanoutReport::default();
     if policy.interval.is_zero() {
         let reports: Vec<FanoutReport> = futures::stream::iter(streams)
@@ -95,7 +104,7 @@ pub async fn push_batch(
         return Ok(total);
     }
     if streams.is_empty() {
-        return pusher.sweep().await;
+        return Ok(pusher.sweep_after_batch().await);
     }
     let ids: Vec<StreamId> = streams.iter().map(|(s, _)| s.clone()).collect();
     let not_due: HashSet<String> = targets
@@ -118,7 +127,7 @@ pub async fn push_batch(
         .try_collect()
         .await?;
     reports.iter().for_each(|r| total.add(r));
-    total.add(&pusher.sweep().await?);
+    total.add(&pusher.sweep_after_batch().await);
     Ok(total)
 }
 
@@ -130,7 +139,10 @@ pub async fn sweep(
     if policy.interval.is_zero() {
         return Ok(FanoutReport::default());
     }
-    Pusher::new(targets, policy).await?.sweep().await
+    Pusher::new(targets, policy, Instant::now())
+        .await?
+        .sweep(SWEEP_LIMIT)
+        .await
 }
 
 fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) -> Option<i64> {
@@ -138,7 +150,11 @@ fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) ->
 }
 
 impl<'a, 'b> Pusher<'a, 'b> {
-    async fn new(targets: &'a PushTargets<'b>, policy: PushPolicy) -> Result<Self, StoreError> {
+    async fn new(
+        targets: &'a PushTargets<'b>,
+        policy: PushPolicy,
+        started: Instant,
+    ) -> Result<Self, StoreError> {
         // Streams share the post budget only when they post per viewer: in AppSyncEvents
         // delivery the interval is never stretched, and the audiences are not needed.
         let active = if policy.interval.is_zero() || targets.events.is_some() {
@@ -152,6 +168,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
             policy,
             active,
             permits: Semaphore::new(policy.post.concurrency.max(1)),
+            deadline: started + policy.deadline,
         })
     }
 
@@ -162,7 +179,13 @@ impl<'a, 'b> Pusher<'a, 'b> {
         windows: Vec<WindowStateRecord>,
     ) -> Result<FanoutReport, StoreError> {
         let slots = self.targets.slots;
-        match slots.claim(&stream, now_ms(), self.policy.lease).await? {
+        let claim = if Instant::now() < self.deadline {
+            slots.claim(&stream, now_ms(), self.policy.lease).await?
+        } else {
+            // Past the deadline nothing would be posted: leave the push to the next invocation.
+            Claim::NotDue { due_ms: now_ms() }
+        };
+        match claim {
             Claim::Granted(lease) => self.push_stream(stream, windows, lease).await,
             Claim::NotDue { .. } => {
                 if let Some(oldest) = oldest_start(&windows) {
@@ -178,12 +201,26 @@ impl<'a, 'b> Pusher<'a, 'b> {
         }
     }
 
-    async fn sweep(&self) -> Result<FanoutReport, StoreError> {
-        let owed = self
-            .targets
-            .slots
-            .owed_and_due(now_ms(), SWEEP_LIMIT)
-            .await?;
+    /// A batch's sweep: a few owed streams, while its deadline leaves time. A failure is
+    /// logged and counted, never the batch's: its own pushes are made.
+    async fn sweep_after_batch(&self) -> FanoutReport {
+        if Instant::now() >= self.deadline {
+            return FanoutReport::default();
+        }
+        match self.sweep(BATCH_SWEEP_LIMIT).await {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "sweep after the batch failed; the sweeper retries");
+                FanoutReport {
+                    bookkeeping_failures: 1,
+                    ..FanoutReport::default()
+                }
+            }
+        }
+    }
+
+    async fn sweep(&self, limit: i64) -> Result<FanoutReport, StoreError> {
+        let owed = self.targets.slots.owed_and_due(now_ms(), limit).await?;
         let reports: Vec<FanoutReport> = futures::stream::iter(owed)
             .filter_map(|id| async move { StreamId::parse("stream", &id).ok() })
             .map(|stream| async move {
@@ -235,7 +272,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
             if let Err(error) = self
                 .targets
                 .slots
-                .release(&stream, &lease.holder, lease.at_ms)
+                .release(&stream, &lease.holder, lease.owed_seq, lease.at_ms)
                 .await
             {
                 report.bookkeeping_failures += 1;
@@ -258,7 +295,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         match self
             .targets
             .slots
-            .finish(&stream, &lease.holder, &end)
+            .finish(&stream, &lease.holder, lease.owed_seq, &end)
             .await
         {
             Ok(true) => {}
@@ -301,7 +338,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         windows: Vec<WindowStateRecord>,
         resume_from: Option<&str>,
     ) -> Result<(FanoutReport, Option<String>), StoreError> {
-        let deadline = Instant::now() + self.policy.deadline;
+        let deadline = self.deadline;
         let targets = self.targets;
         if let Some(target) = targets.events {
             let report = publish_push(

@@ -11,8 +11,10 @@ use std::time::Duration;
 /// The longest interval a stream is ever stretched to.
 pub const MAX_PUSH_INTERVAL: Duration = Duration::from_secs(10);
 
-/// How far back a push makes a stream count as active, sharing the post budget.
-pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+/// How far back a push makes a stream count as active, sharing the post budget: longer than
+/// the longest interval plus a push's lease, so a stretched stream never drops out of the
+/// set between two pushes.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(40);
 
 /// The share of the post budget each stream may use, computed once per batch from the
 /// audiences of the active streams.

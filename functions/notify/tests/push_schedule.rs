@@ -391,7 +391,12 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         next_due_ms: at + 1_000,
         resume_from: None,
     };
-    assert!(!slots.finish(&s, &old.holder, &late).await.unwrap());
+    assert!(
+        !slots
+            .finish(&s, &old.holder, old.owed_seq, &late)
+            .await
+            .unwrap()
+    );
     let stored = stored_slot(&database, "held").await;
     assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 200 + 30_000);
     assert!(stored.get_i64("audience").is_err(), "{stored}");
@@ -400,10 +405,18 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         next_due_ms: at + 1_200,
         resume_from: Some("c-5".to_owned()),
     };
-    assert!(slots.finish(&s, &new.holder, &end).await.unwrap());
+    // A batch marks the stream owed while the push is under way: its end keeps the mark.
+    slots.mark_owed(&["held".to_owned()], 4_000).await.unwrap();
+    assert!(
+        slots
+            .finish(&s, &new.holder, new.owed_seq, &end)
+            .await
+            .unwrap()
+    );
     let stored = stored_slot(&database, "held").await;
     assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 1_200);
     assert_eq!(stored.get_str("resume_from").unwrap(), "c-5");
+    assert_eq!(stored.get_i64("owed_from_ms").unwrap(), 4_000);
     // The next claim takes the place to resume from.
     let Claim::Granted(next) = slots
         .claim(&s, at + 1_300, Duration::from_secs(1))
@@ -413,6 +426,22 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         panic!("the slot is due");
     };
     assert_eq!(next.resume_from.as_deref(), Some("c-5"));
+    assert_eq!(next.owed_from_ms, Some(4_000));
+    // The push that made what was owed clears the mark.
+    let end = PushEnd {
+        audience: 3,
+        next_due_ms: at + 2_300,
+        resume_from: None,
+    };
+    assert!(
+        slots
+            .finish(&s, &next.holder, next.owed_seq, &end)
+            .await
+            .unwrap()
+    );
+    let stored = stored_slot(&database, "held").await;
+    assert!(stored.get_i64("owed_from_ms").is_err(), "{stored}");
+    assert!(stored.get_str("resume_from").is_err(), "{stored}");
 }
 
 #[tokio::test]

@@ -19,12 +19,20 @@ fn the_project_template_describes_its_functions_and_their_triggers() {
     assert_eq!(binaries, ["aggregate", "ingest", "notify", "notify"]);
     assert_eq!(
         template.schedules,
-        [ScheduledEvent {
-            logical_id: "AggregateFunction.FinalizeTick".into(),
-            function: "AggregateFunction".into(),
-            every: Duration::from_secs(60),
-            input: br#"{"emostream":"finalize"}"#.to_vec(),
-        }]
+        [
+            ScheduledEvent {
+                logical_id: "AggregateFunction.FinalizeTick".into(),
+                function: "AggregateFunction".into(),
+                every: Duration::from_secs(60),
+                input: br#"{"emostream":"finalize"}"#.to_vec(),
+            },
+            ScheduledEvent {
+                logical_id: "NotifyFunction.SweepTick".into(),
+                function: "NotifyFunction".into(),
+                every: Duration::from_secs(60),
+                input: br#"{"emostream":"sweep"}"#.to_vec(),
+            }
+        ]
     );
     let ingest = &template.functions["IngestFunction"];
     assert_eq!(ingest.timeout, Duration::from_secs(10));

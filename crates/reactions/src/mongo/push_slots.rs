@@ -7,7 +7,8 @@
 //! Nothing waits for a slot. An invocation that finds the slot taken or not yet due records
 //! that the stream is owed a push (`owed_from_ms`, the oldest window start it has not pushed)
 //! and moves on; whichever invocation later finds the slot open and the stream owed makes the
-//! push ([`PushSlots::owed_and_due`]). The holder of a slot is named by a token, so a push
+//! push ([`PushSlots::owed_and_due`]); the mark is cleared only when that push has ended and
+//! nobody marked the stream again meanwhile. The holder of a slot is named by a token, so a push
 //! whose lease ran out cannot overwrite the schedule of the push that took the slot after it.
 
 use super::{StoreError, is_duplicate_key, server};
@@ -38,6 +39,9 @@ pub struct SlotLease {
     pub at_ms: i64,
     /// The oldest window start that other invocations found but could not push.
     pub owed_from_ms: Option<i64>,
+    /// How many times the stream had been marked owed when the slot was taken: the mark is
+    /// cleared when the push ends only if no invocation marked it again meanwhile.
+    pub owed_seq: i64,
     /// The connection the previous fan-out stopped at (its deadline passed): this push starts
     /// there, so nobody misses two pushes in a row.
     pub resume_from: Option<String>,
@@ -122,7 +126,6 @@ impl PushSlots {
                 "holder": &holder,
                 "expires_at": DateTime::from_millis(expires_at),
             },
-            "$unset": { "owed_from_ms": "" },
         };
         match self
             .collection
@@ -137,6 +140,7 @@ impl PushSlots {
                     holder,
                     at_ms: now_ms,
                     owed_from_ms: before.get_i64("owed_from_ms").ok(),
+                    owed_seq: before.get_i64("owed_seq").unwrap_or(0),
                     resume_from: before.get_str("resume_from").ok().map(str::to_owned),
                 }))
             }
@@ -194,7 +198,10 @@ impl PushSlots {
         self.collection
             .update_many(
                 doc! { "_id": { "$in": streams } },
-                doc! { "$min": { "owed_from_ms": oldest_start_ms } },
+                doc! {
+                    "$min": { "owed_from_ms": oldest_start_ms },
+                    "$inc": { "owed_seq": 1_i64 },
+                },
             )
             .await
             .map_err(server("update_many"))?;
@@ -227,6 +234,7 @@ impl PushSlots {
         &self,
         stream: &StreamId,
         holder: &str,
+        owed_seq: i64,
         end: &PushEnd,
     ) -> Result<bool, StoreError> {
         let mut update = doc! { "$set": {
@@ -248,7 +256,35 @@ impl PushSlots {
             .update_one(doc! { "_id": stream.as_str(), "holder": holder }, update)
             .await
             .map_err(server("update_one"))?;
-        Ok(result.matched_count > 0)
+        if result.matched_count == 0 {
+            return Ok(false);
+        }
+        self.clear_owed(stream, holder, owed_seq).await?;
+        Ok(true)
+    }
+
+    /// Clears what `stream` was owed, unless an invocation marked it owed again after the slot
+    /// was taken (then the next push makes that one). Until this succeeds, the mark stays: a
+    /// push that fails half-way is made again once its lease runs out.
+    async fn clear_owed(
+        &self,
+        stream: &StreamId,
+        holder: &str,
+        owed_seq: i64,
+    ) -> Result<(), StoreError> {
+        let unchanged = if owed_seq == 0 {
+            doc! { "$exists": false }
+        } else {
+            doc! { "$eq": owed_seq }
+        };
+        self.collection
+            .update_one(
+                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged },
+                doc! { "$unset": { "owed_from_ms": "" } },
+            )
+            .await
+            .map_err(server("update_one"))?;
+        Ok(())
     }
 
     /// Gives back a slot `holder` took but had nothing to push with: the stream's slot is open
@@ -257,8 +293,10 @@ impl PushSlots {
         &self,
         stream: &StreamId,
         holder: &str,
+        owed_seq: i64,
         at_ms: i64,
     ) -> Result<(), StoreError> {
+        self.clear_owed(stream, holder, owed_seq).await?;
         self.collection
             .update_one(
                 doc! { "_id": stream.as_str(), "holder": holder },
