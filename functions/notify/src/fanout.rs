@@ -106,6 +106,10 @@ pub struct FanoutReport {
     pub bookkeeping_failures: usize,
     /// Pushes whose slot lease ran out before they finished (another push took the slot).
     pub slots_lost: usize,
+    /// Whether a fan-out stopped reading its audience at the deadline and could not count the
+    /// rest (its audience is then taken from the previous push).
+    #[serde(skip)]
+    pub cut_short: bool,
     /// The longest push interval set for a stream, in ms (longer than the configured one when
     /// an audience needed more than its share of the post budget).
     pub interval_ms: u64,
@@ -130,6 +134,7 @@ impl FanoutReport {
         self.malformed_documents += other.malformed_documents;
         self.bookkeeping_failures += other.bookkeeping_failures;
         self.slots_lost += other.slots_lost;
+        self.cut_short |= other.cut_short;
         self.interval_ms = self.interval_ms.max(other.interval_ms);
     }
 }
@@ -214,9 +219,18 @@ pub async fn post_to_audience(
         ..FanoutReport::default()
     };
     let audience = connections.watching(stream, policy.page, start_at).await?;
+    // Past the deadline no further connection is read: the first one left is where the next
+    // fan-out starts.
+    let cut_at: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let until_deadline = audience.enumerate().take_while(|(_, connection)| {
+        let open = Instant::now() < deadline;
+        if !open && let (Ok(connection), Ok(mut cut)) = (connection, cut_at.lock()) {
+            *cut = Some(connection.id.clone());
+        }
+        futures::future::ready(open)
+    });
     let mut outcomes = std::pin::pin!(
-        audience
-            .enumerate()
+        until_deadline
             .map(|(place, connection)| async move {
                 let connection = match connection {
                     Ok(connection) => connection,
@@ -226,6 +240,9 @@ pub async fn post_to_audience(
                     }
                     Err(error) => return Err(error),
                 };
+                if Instant::now() >= deadline {
+                    return Ok((Outcome::DeadlineMissed(place, connection.id), 0));
+                }
                 let Ok(_permit) = permits.acquire().await else {
                     return Ok((Outcome::DeadlineMissed(place, connection.id), 0));
                 };
@@ -239,7 +256,17 @@ pub async fn post_to_audience(
     let mut gone = Vec::new();
     let mut first_missed: Option<(usize, String)> = None;
     while let Some(outcome) = outcomes.next().await {
-        let (outcome, retries): (Outcome, usize) = outcome?;
+        let (outcome, retries): (Outcome, usize) = match outcome {
+            Ok(outcome) => outcome,
+            // Before any post, the batch can be retried; after some, that would post again to
+            // everyone reached: the rest of the audience is left to the next push instead.
+            Err(error) if report.posts == 0 => return Err(error),
+            Err(error) => {
+                report.bookkeeping_failures += 1;
+                tracing::warn!(%stream, %error, "reading the audience failed mid-fan-out; the next push covers the rest");
+                break;
+            }
+        };
         if !matches!(outcome, Outcome::DeadlineMissed(..) | Outcome::Malformed) {
             report.posts += 1;
         }
@@ -275,9 +302,25 @@ pub async fn post_to_audience(
         }
     }
     forget(connections, &mut gone, &mut report).await;
+    let cut = cut_at.lock().ok().and_then(|mut cut| cut.take());
+    if cut.is_some() {
+        // The connections never read missed this push too: count them.
+        let read = report.posts + report.deadline_missed + report.malformed_documents;
+        match connections.count_watching(stream).await {
+            Ok(audience) => {
+                report.deadline_missed += usize::try_from(audience)
+                    .unwrap_or(usize::MAX)
+                    .saturating_sub(read);
+            }
+            Err(error) => {
+                report.cut_short = true;
+                tracing::warn!(%stream, %error, "cannot count the audience a fan-out left");
+            }
+        }
+    }
     Ok(Fanout {
         report,
-        resume_from: first_missed.map(|(_, id)| id),
+        resume_from: first_missed.map(|(_, id)| id).or(cut),
     })
 }
 

@@ -121,12 +121,15 @@ pub async fn push_batch(
         targets.slots.mark_owed(&owed, oldest).await?;
         total.streams_owed += owed.len();
     }
-    let reports: Vec<FanoutReport> = futures::stream::iter(open)
+    // Every stream's push runs to its end even when another's fails: dropping a fan-out half
+    // way would leave its slot held and its viewers unserved. The first failure then fails
+    // the batch (its retry finds the pushed streams' slots taken, and marks them owed).
+    let results: Vec<Result<FanoutReport, StoreError>> = futures::stream::iter(open)
         .map(|(stream, windows)| pusher.push_if_open(stream, windows))
         .buffer_unordered(STREAMS_AT_ONCE)
-        .try_collect()
-        .await?;
-    reports.iter().for_each(|r| total.add(r));
+        .collect()
+        .await;
+    total.add(&sum_reports(results)?);
     total.add(&pusher.sweep_after_batch().await);
     Ok(total)
 }
@@ -143,6 +146,19 @@ pub async fn sweep(
         .await?
         .sweep(SWEEP_LIMIT)
         .await
+}
+
+/// The sum of every stream's report, or the first failure once all have ended.
+fn sum_reports(results: Vec<Result<FanoutReport, StoreError>>) -> Result<FanoutReport, StoreError> {
+    let mut total = FanoutReport::default();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(report) => total.add(&report),
+            Err(error) => failure = failure.or(Some(error)),
+        }
+    }
+    failure.map_or(Ok(total), Err)
 }
 
 fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) -> Option<i64> {
@@ -221,9 +237,12 @@ impl<'a, 'b> Pusher<'a, 'b> {
 
     async fn sweep(&self, limit: i64) -> Result<FanoutReport, StoreError> {
         let owed = self.targets.slots.owed_and_due(now_ms(), limit).await?;
-        let reports: Vec<FanoutReport> = futures::stream::iter(owed)
+        let results: Vec<Result<FanoutReport, StoreError>> = futures::stream::iter(owed)
             .filter_map(|id| async move { StreamId::parse("stream", &id).ok() })
             .map(|stream| async move {
+                if Instant::now() >= self.deadline {
+                    return Ok(FanoutReport::default());
+                }
                 match self
                     .targets
                     .slots
@@ -240,11 +259,9 @@ impl<'a, 'b> Pusher<'a, 'b> {
                 }
             })
             .buffer_unordered(STREAMS_AT_ONCE)
-            .try_collect()
-            .await?;
-        let mut total = FanoutReport::default();
-        reports.iter().for_each(|r| total.add(r));
-        Ok(total)
+            .collect()
+            .await;
+        sum_reports(results)
     }
 
     /// Makes the push a taken slot owes: the batch's states of `stream` and everything owed,
@@ -284,7 +301,10 @@ impl<'a, 'b> Pusher<'a, 'b> {
             .deliver(stream.clone(), windows, lease.resume_from.as_deref())
             .await?;
         report.malformed_documents += malformed;
-        let audience = (report.posts + report.deadline_missed) as u64;
+        let mut audience = (report.posts + report.deadline_missed) as u64;
+        if report.cut_short {
+            audience = audience.max(lease.audience.unwrap_or(0));
+        }
         let interval = self.interval(&stream, audience);
         let end = PushEnd {
             audience,
@@ -358,6 +378,16 @@ impl<'a, 'b> Pusher<'a, 'b> {
             windows,
         }
         .to_capped_bytes(MAX_FRAME_BYTES);
+        if dropped == window_count {
+            // Not even the newest window fits a frame: posting an empty one would tell no one
+            // anything.
+            tracing::warn!(%stream, "the newest window alone is larger than a frame: not pushed");
+            let report = FanoutReport {
+                windows_dropped: dropped,
+                ..FanoutReport::default()
+            };
+            return Ok((report, resume_from.map(str::to_owned)));
+        }
         let fanout = post_to_audience(
             &stream,
             &frame,

@@ -227,6 +227,15 @@ impl ConnectionStore {
         Ok(first.chain(then))
     }
 
+    /// How many connections watch `stream` (through the by-stream index): the audience of a
+    /// fan-out that stopped reading it at its deadline.
+    pub async fn count_watching(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        self.collection
+            .count_documents(doc! { "stream": stream.as_str() })
+            .await
+            .map_err(server("count_documents"))
+    }
+
     async fn connections_in(
         &self,
         filter: Document,

@@ -351,9 +351,15 @@ impl WindowStore {
         direction: i32,
         limit: u32,
     ) -> Result<WindowList, StoreError> {
+        // From the primary whatever the URI prefers: a push or snapshot must not show a count
+        // older than the state that asked for it.
+        let primary = mongodb::options::SelectionCriteria::ReadPreference(
+            mongodb::options::ReadPreference::Primary,
+        );
         let documents: Vec<Document> = self
             .collection
             .find(filter)
+            .selection_criteria(primary)
             .sort(doc! { "start_ms": direction })
             .limit(i64::from(limit))
             .await

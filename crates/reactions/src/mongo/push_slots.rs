@@ -45,6 +45,9 @@ pub struct SlotLease {
     /// The connection the previous fan-out stopped at (its deadline passed): this push starts
     /// there, so nobody misses two pushes in a row.
     pub resume_from: Option<String>,
+    /// The audience the previous push recorded (a push cut short by its deadline does not
+    /// read all of its audience).
+    pub audience: Option<u64>,
 }
 
 /// What [`PushSlots::claim`] found.
@@ -90,10 +93,26 @@ impl PushSlots {
         }
     }
 
-    /// Creates the TTL index that forgets idle streams. Idempotent.
+    /// Creates the TTL index that forgets idle streams, and the indexes of the two queries
+    /// every batch and sweep make (owed streams whose slot is open; recently pushed streams).
+    /// Idempotent.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let index = |keys: Document, name: &str| {
+            mongodb::IndexModel::builder()
+                .keys(keys)
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .name(name.to_owned())
+                        .build(),
+                )
+                .build()
+        };
         self.collection
-            .create_indexes([super::expiry_index()])
+            .create_indexes([
+                super::expiry_index(),
+                index(doc! { "owed_from_ms": 1, "next_due_ms": 1 }, "owed_due"),
+                index(doc! { "last_push_ms": 1 }, "last_push"),
+            ])
             .await
             .map_err(server("create_indexes"))?;
         Ok(())
@@ -142,6 +161,10 @@ impl PushSlots {
                     owed_from_ms: before.get_i64("owed_from_ms").ok(),
                     owed_seq: before.get_i64("owed_seq").unwrap_or(0),
                     resume_from: before.get_str("resume_from").ok().map(str::to_owned),
+                    audience: before
+                        .get_i64("audience")
+                        .ok()
+                        .and_then(|a| u64::try_from(a).ok()),
                 }))
             }
             // The stream has a schedule and its slot is not due: the upsert's insert collided.
