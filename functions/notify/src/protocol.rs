@@ -129,6 +129,9 @@ pub enum ServerMessage {
     /// total.
     Windows {
         stream: StreamId,
+        /// The stream's push number, one more than the previous push's (0 without a push
+        /// schedule): a client that sees a number skipped missed a push and syncs.
+        seq: i64,
         /// When notify sent this push (ms since the epoch): what a client's delivery latency is
         /// measured from, whichever way the push travelled.
         sent_at_ms: i64,
@@ -302,6 +305,7 @@ mod tests {
         // Small frames are untouched.
         let small = ServerMessage::Windows {
             stream: StreamId::parse("s", "final").unwrap(),
+            seq: 1,
             sent_at_ms: 1,
             windows: windows[..3].to_vec(),
         };

@@ -22,9 +22,10 @@ pub struct EventTarget {
 
 /// The events of one push: one `windows` frame, or one per window when the whole frame is
 /// larger than an event may be.
-pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<String> {
+pub fn push_events(stream: &StreamId, seq: i64, windows: Vec<WindowStateRecord>) -> Vec<String> {
     let frame = |windows: Vec<WindowStateRecord>| ServerMessage::Windows {
         stream: stream.clone(),
+        seq,
         sent_at_ms: reactions::clock::now_ms(),
         windows,
     };
@@ -47,6 +48,7 @@ pub fn push_events(stream: &StreamId, windows: Vec<WindowStateRecord>) -> Vec<St
 /// the events AppSync took, `failed` the events it refused or that could not be sent.
 pub async fn publish_push(
     stream: &StreamId,
+    seq: i64,
     windows: Vec<WindowStateRecord>,
     target: &EventTarget,
     throttle_budget: Duration,
@@ -58,7 +60,7 @@ pub async fn publish_push(
         windows: windows.len(),
         ..FanoutReport::default()
     };
-    let (publishes, too_large) = into_publishes(push_events(stream, windows));
+    let (publishes, too_large) = into_publishes(push_events(stream, seq, windows));
     if !too_large.is_empty() {
         tracing::warn!(%stream, events = too_large.len(), "window state larger than an AppSync event: not published");
         report.failed += too_large.len();
@@ -115,7 +117,11 @@ mod tests {
     #[test]
     fn one_event_per_push_unless_too_large() {
         let stream = StreamId::parse("stream", "s").unwrap();
-        let events = push_events(&stream, vec![state("s", 0, 2, 1), state("s", 2_000, 3, 1)]);
+        let events = push_events(
+            &stream,
+            1,
+            vec![state("s", 0, 2, 1), state("s", 2_000, 3, 1)],
+        );
         assert_eq!(events.len(), 1);
         let frame: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
         assert_eq!(frame["type"], "windows");
@@ -138,7 +144,7 @@ mod tests {
                 .collect();
             state
         };
-        let events = push_events(&stream, vec![wide(0), wide(2_000)]);
+        let events = push_events(&stream, 1, vec![wide(0), wide(2_000)]);
         assert_eq!(events.len(), 2);
         for (event, start) in events.iter().zip([0, 2_000]) {
             assert!(event.len() <= MAX_EVENT_BYTES, "{}", event.len());

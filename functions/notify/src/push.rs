@@ -95,7 +95,7 @@ pub async fn push_batch(
     let mut total = FanoutReport::default();
     if policy.interval.is_zero() {
         let reports: Vec<FanoutReport> = futures::stream::iter(streams)
-            .map(|(stream, windows)| pusher.deliver(stream, windows, None))
+            .map(|(stream, windows)| pusher.deliver(stream, 0, windows, None))
             .buffer_unordered(STREAMS_AT_ONCE)
             .map_ok(|(report, _)| report)
             .try_collect()
@@ -298,7 +298,12 @@ impl<'a, 'b> Pusher<'a, 'b> {
             return Ok(report);
         }
         let (mut report, resume_from) = self
-            .deliver(stream.clone(), windows, lease.resume_from.as_deref())
+            .deliver(
+                stream.clone(),
+                lease.seq + 1,
+                windows,
+                lease.resume_from.as_deref(),
+            )
             .await?;
         report.malformed_documents += malformed;
         let mut audience = (report.posts + report.deadline_missed) as u64;
@@ -310,6 +315,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
             audience,
             next_due_ms: lease.at_ms.saturating_add(duration_ms(interval)),
             resume_from,
+            seq: lease.seq + 1,
         };
         // The posts are made: a failure to record them is counted, never a reason to post again.
         match self
@@ -355,6 +361,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
     async fn deliver(
         &self,
         stream: StreamId,
+        seq: i64,
         windows: Vec<WindowStateRecord>,
         resume_from: Option<&str>,
     ) -> Result<(FanoutReport, Option<String>), StoreError> {
@@ -363,6 +370,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         if let Some(target) = targets.events {
             let report = publish_push(
                 &stream,
+                seq,
                 windows,
                 target,
                 self.policy.post.throttle_budget,
@@ -374,6 +382,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         let window_count = windows.len();
         let (frame, dropped) = ServerMessage::Windows {
             stream: stream.clone(),
+            seq,
             sent_at_ms: now_ms(),
             windows,
         }

@@ -165,6 +165,14 @@ async fn the_last_states_of_a_stream_still_arrive_when_taps_stop() {
         assert_eq!(windows[0]["total"], 9);
         assert_eq!(windows[0]["final"], true);
         assert_eq!(windows[1]["counts"]["clap"], 1);
+        // Pushes are numbered one after the other: a client that missed one would see a gap.
+        let numbers: Vec<_> = f
+            .server
+            .frames_to(&format!("w-{i}"))
+            .iter()
+            .map(|frame| frame["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(numbers[1], numbers[0] + 1, "{numbers:?}");
     }
     assert_spaced(&push_times(&f, "w-0"), before, INTERVAL);
 }
@@ -390,6 +398,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         audience: 7,
         next_due_ms: at + 1_000,
         resume_from: None,
+        seq: old.seq + 1,
     };
     assert!(
         !slots
@@ -404,6 +413,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         audience: 3,
         next_due_ms: at + 1_200,
         resume_from: Some("c-5".to_owned()),
+        seq: new.seq + 1,
     };
     // A batch marks the stream owed while the push is under way: its end keeps the mark.
     slots.mark_owed(&["held".to_owned()], 4_000).await.unwrap();
@@ -427,11 +437,13 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
     };
     assert_eq!(next.resume_from.as_deref(), Some("c-5"));
     assert_eq!(next.owed_from_ms, Some(4_000));
+    assert_eq!(next.seq, 1, "pushes are numbered");
     // The push that made what was owed clears the mark.
     let end = PushEnd {
         audience: 3,
         next_due_ms: at + 2_300,
         resume_from: None,
+        seq: next.seq + 1,
     };
     assert!(
         slots

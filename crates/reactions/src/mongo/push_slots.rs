@@ -45,6 +45,9 @@ pub struct SlotLease {
     /// The connection the previous fan-out stopped at (its deadline passed): this push starts
     /// there, so nobody misses two pushes in a row.
     pub resume_from: Option<String>,
+    /// The number of the stream's last push: this one is `seq + 1`. Frames carry it, so a
+    /// viewer that sees a number skipped knows it missed a push and syncs.
+    pub seq: i64,
     /// The audience the previous push recorded (a push cut short by its deadline does not
     /// read all of its audience).
     pub audience: Option<u64>,
@@ -68,6 +71,8 @@ pub struct PushEnd {
     pub next_due_ms: i64,
     /// The connection the next push starts at, when this one's deadline cut it short.
     pub resume_from: Option<String>,
+    /// The number of this push (its lease's `seq + 1`).
+    pub seq: i64,
 }
 
 /// One stream's last audience, for sharing the post budget.
@@ -161,6 +166,7 @@ impl PushSlots {
                     owed_from_ms: before.get_i64("owed_from_ms").ok(),
                     owed_seq: before.get_i64("owed_seq").unwrap_or(0),
                     resume_from: before.get_str("resume_from").ok().map(str::to_owned),
+                    seq: before.get_i64("seq").unwrap_or(0),
                     audience: before
                         .get_i64("audience")
                         .ok()
@@ -263,6 +269,7 @@ impl PushSlots {
         let mut update = doc! { "$set": {
             "audience": i64::try_from(end.audience).unwrap_or(i64::MAX),
             "next_due_ms": end.next_due_ms,
+            "seq": end.seq,
         } };
         match &end.resume_from {
             Some(id) => {

@@ -126,7 +126,7 @@ impl Fixture {
 }
 
 /// A frame as it compares with the states it carries: a `windows` frame without its send time
-/// (checked to be recent).
+/// (checked to be recent) and its push number (checked to be one).
 pub fn without_send_time(mut frame: Value) -> Value {
     if frame["type"] == "windows" {
         let sent = frame["sent_at_ms"]
@@ -136,7 +136,14 @@ pub fn without_send_time(mut frame: Value) -> Value {
             (now() - 600_000..=now()).contains(&sent),
             "sent_at_ms {sent} is not recent"
         );
-        frame.as_object_mut().map(|f| f.remove("sent_at_ms"));
+        assert!(
+            frame["seq"].as_i64().is_some(),
+            "a push is numbered: {frame}"
+        );
+        frame.as_object_mut().map(|f| {
+            f.remove("sent_at_ms");
+            f.remove("seq")
+        });
     }
     frame
 }
