@@ -27,6 +27,12 @@ const FLUSH_EVERY_MS = 1000;
 const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
 const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
 const WATCHDOG_EVERY_MS = 5000;
+// Self-repair: a push number skipped (a push lost on the way), a keep-alive or `sync` left
+// unanswered (a half-open socket) is noticed and repaired with a `sync` (or the HTTP history
+// in AppSyncEvents delivery), at most once per REPAIR_EVERY_MS: the server answers one `sync`
+// per connection per SYNC_EVERY_MS (5 s).
+const REPAIR_EVERY_MS = 5000;
+const ANSWER_WITHIN_MS = 10000;
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
 
@@ -58,7 +64,61 @@ const client = {
   sentTaps: 0,
   identity: null,
   connectGeneration: 0, // a newer connect() makes an older one, still awaiting a token, give up
+  // Self-repair: the last push number seen, the repairs made, the last one's time, a repair
+  // waiting for the rate limit, and since when a ping or a sync waits for its answer.
+  pushSeq: null,
+  repairs: 0,
+  lastRepairAt: 0,
+  repairTimer: null,
+  pingSentAt: 0,
+  syncSentAt: 0,
 };
+
+/** Brings the page's counts up to date after a missed push: one `sync` (WebSocketApi) or one
+ *  read of the stored windows (AppSyncEvents), at most once per REPAIR_EVERY_MS; a repair asked
+ *  for sooner is made when the limit allows, once. */
+function repair(reason) {
+  if (client.repairTimer) return;
+  const wait = client.lastRepairAt + REPAIR_EVERY_MS - Date.now();
+  if (wait > 0) {
+    client.repairTimer = setTimeout(() => {
+      client.repairTimer = null;
+      repair(reason);
+    }, wait);
+    return;
+  }
+  client.lastRepairAt = Date.now();
+  client.repairs += 1;
+  document.body.dataset.repairs = String(client.repairs);
+  console.info("emostream: repairing the counts:", reason);
+  if (client.config.delivery === "AppSyncEvents") loadHistory(client.stream);
+  else requestSync();
+}
+
+function requestSync() {
+  client.syncSentAt = Date.now();
+  send({ action: "sync", windows: HISTORY_WINDOWS });
+}
+
+/** A push's number: one more than the previous push's, so a skipped one was lost. */
+function checkPushNumber(seq) {
+  if (!Number.isInteger(seq) || seq <= 0) return; // a server without a push schedule
+  if (client.pushSeq !== null && seq > client.pushSeq + 1) repair(`push ${client.pushSeq + 1} missed`);
+  if (client.pushSeq === null || seq > client.pushSeq) client.pushSeq = seq;
+}
+
+/** WebSocketApi: a ping or a sync unanswered for ANSWER_WITHIN_MS means the socket is
+ *  half-open (it shows Live but nothing arrives): close it, and the reconnect syncs. */
+function checkAnswers(socket) {
+  const now = Date.now();
+  const late = (sentAt) => sentAt && now - sentAt > ANSWER_WITHIN_MS;
+  if (client.socket === socket && (late(client.pingSentAt) || late(client.syncSentAt))) {
+    console.info("emostream: keep-alive or sync unanswered; reconnecting");
+    client.pingSentAt = 0;
+    client.syncSentAt = 0;
+    socket.close();
+  }
+}
 
 async function loadConfig() {
   const params = new URLSearchParams(location.search);
@@ -287,10 +347,20 @@ async function connectWebSocketApi() {
   socket.addEventListener("open", () => {
     client.attempt = 0;
     setState("live", `Live · ${client.stream}`);
-    socket.send(JSON.stringify({ action: "sync", windows: HISTORY_WINDOWS }));
+    client.pushSeq = null;
+    client.pingSentAt = 0;
+    requestSync();
     retire();
     clearInterval(client.keepalive);
-    client.keepalive = setInterval(() => send({ action: "ping" }), KEEPALIVE_MS);
+    let pingDue = Date.now() + KEEPALIVE_MS;
+    client.keepalive = setInterval(() => {
+      checkAnswers(socket);
+      if (Date.now() >= pingDue) {
+        pingDue = Date.now() + KEEPALIVE_MS;
+        client.pingSentAt = Date.now();
+        send({ action: "ping" });
+      }
+    }, WATCHDOG_EVERY_MS);
     clearTimeout(client.renewTimer);
     client.renewTimer = setTimeout(() => renew(socket), client.config.renewMs || renewalDelay());
   });
@@ -377,6 +447,7 @@ function onEventsMessage(socket, message) {
       if (message.id !== client.subscription) break;
       client.attempt = 0;
       setState("live", `Live · ${client.stream}`);
+      client.pushSeq = null;
       // After subscribing, so nothing published meanwhile is missed; the book keeps the
       // largest total of each window whichever arrives first.
       loadHistory(client.stream);
@@ -425,17 +496,29 @@ function receive(message) {
     case "windows":
       if (message.stream !== client.stream || !Array.isArray(message.windows)) break;
       for (const state of message.windows) offer(state);
+      checkPushNumber(message.seq);
+      break;
+    case "pong":
+      client.pingSentAt = 0;
       break;
     case "window": // a single state, as older servers push
       if (message.stream === client.stream) offer(message);
       break;
     case "snapshot":
+      client.syncSentAt = 0;
       if (message.stream !== client.stream) break;
       for (const state of message.windows) client.book.offer(state);
       render(null);
       break;
     case "error":
       console.warn("emostream:", message.code, message.message);
+      // A sync refused for its rate is asked for again when the limit allows.
+      if (message.code === "sync_too_soon") {
+        client.syncSentAt = 0;
+        const retryAfter = Number((/in (\d+) ms/.exec(message.message) || [])[1] || REPAIR_EVERY_MS);
+        client.lastRepairAt = Date.now() - REPAIR_EVERY_MS + Math.min(retryAfter + 50, REPAIR_EVERY_MS);
+        repair("sync refused as too soon");
+      }
       // The server no longer knows this connection (it was forgotten): a new one is needed,
       // else the page would show Live with nothing arriving.
       if (message.code === "unknown_connection" && client.socket) client.socket.close();
@@ -564,6 +647,7 @@ function renderChart() {
 function watch(stream) {
   if (stream === client.stream) return;
   client.stream = stream;
+  client.pushSeq = null;
   client.book.clear();
   client.swarmSeen.clear();
   client.echo.clear();

@@ -4,6 +4,7 @@
 
 use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
+use emostream_tests::patience::eventually;
 use emostream_tests::repo_root;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, connect};
@@ -70,7 +71,14 @@ async fn browser_test(delivery: &str) {
     let api_url = test.stack.http_url.clone();
     let stream = emostream_tests::unique_name("browser");
     let admin = emostream_local::api_gateway::admin_client::AdminClient::local(&api_url);
-    for suffix in ["", "-forgotten", "-dropped", "-switched", "-renewed"] {
+    for suffix in [
+        "",
+        "-forgotten",
+        "-dropped",
+        "-switched",
+        "-renewed",
+        "-lost",
+    ] {
         let id = format!("{stream}{suffix}");
         admin
             .register_live(&id, &id, None)
@@ -115,6 +123,42 @@ async fn browser_test(delivery: &str) {
                 assert!(!ids.is_empty(), "no connection registered for {stream:?}");
                 connections.remove_all(&ids).await.expect("MongoDB");
                 answers.write_all(b"forgotten\n").await.expect("node reads");
+                answers.flush().await.expect("node reads");
+            }
+            // The script asks for the next push to a stream's viewers to be lost on the way.
+            if let Some(stream) = line.strip_prefix("lose-next-push ") {
+                let stream = StreamId::parse("stream", stream.trim()).expect("a stream id");
+                match (&test.stack.websocket, &test.stack.event_api) {
+                    (_, Some(api)) if delivery == "AppSyncEvents" => {
+                        api.lose_next_publish(&reactions::event_channel::stream_channel(
+                            "streams", &stream,
+                        ));
+                    }
+                    (Some(websocket), _) => {
+                        let ids = connections.ids_watching(&stream).await.expect("MongoDB");
+                        assert!(!ids.is_empty(), "no connection registered for {stream:?}");
+                        websocket.lose_next_push(&ids);
+                    }
+                    _ => panic!("no delivery to lose a push of"),
+                }
+                answers.write_all(b"losing\n").await.expect("node reads");
+                answers.flush().await.expect("node reads");
+            }
+            // ... and to hear once it was lost.
+            if line.trim() == "push-lost" {
+                let pending = || match (&test.stack.websocket, &test.stack.event_api) {
+                    (_, Some(api)) if delivery == "AppSyncEvents" => api.publishes_to_lose(),
+                    (Some(websocket), _) => websocket.pushes_to_lose(),
+                    _ => 0,
+                };
+                eventually("the push to be lost", || async {
+                    match pending() {
+                        0 => Ok(()),
+                        n => Err(format!("{n} still to lose")),
+                    }
+                })
+                .await;
+                answers.write_all(b"lost\n").await.expect("node reads");
                 answers.flush().await.expect("node reads");
             }
             if line.trim() == "drop-subscribers" {

@@ -14,6 +14,11 @@ use std::time::Duration;
 async fn the_last_windows_of_a_stream_become_final_after_its_taps_stop() {
     let test = TestStack::start("finalize", |options| {
         options.schedule_every = Some(Duration::from_millis(500));
+        // Every schedule ticks that often: notify's sweepers, too, each sweeping until the next.
+        options
+            .local
+            .variables
+            .insert("SWEEP_FOR_MS".into(), "500".into());
     })
     .await;
     let api = test.stack.http_url.clone();

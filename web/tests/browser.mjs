@@ -165,6 +165,42 @@ async function showsTapsAgain(page, stream, sockets, after) {
   await waitForSum(page, 3);
 }
 
+/** A push lost on the way (the harness makes the next one to the page's stream vanish) is
+ * noticed from the next push's number, one too far ahead, and repaired with a `sync` (or the
+ * stored windows in AppSyncEvents delivery): the page shows every tap, within a push interval
+ * of that next push and the repair's round trip. */
+async function lostPushRepair() {
+  const stream = `${STREAM}-lost`;
+  const page = await openPage({}, stream);
+  await postTaps(stream, "fire", 1);
+  await waitForSum(page, 1); // a push arrived: the page knows the push numbers from here
+  await askHarness(`lose-next-push ${stream}`, "losing");
+  await postTaps(stream, "fire", 2);
+  await askHarness("push-lost", "lost"); // the push carrying them is lost
+  // The next taps must land in a later window, so the next push does not carry these.
+  const firstEnd = await windowEnding(stream, 3);
+  while (Date.now() <= firstEnd) await page.waitForTimeout(100);
+  const sent = Date.now();
+  await postTaps(stream, "clap", 4);
+  await waitForSum(page, 7);
+  const repairs = Number(await page.evaluate(() => document.body.dataset.repairs || 0));
+  assert.ok(repairs >= 1, "the page repaired its counts");
+  console.log(`a lost push was repaired on the page ${Date.now() - sent} ms after the next taps were sent`);
+}
+
+/** The end of the window of `stream` whose stored taps reach `taps` in all, once stored. */
+async function windowEnding(stream, taps) {
+  const since = Date.now();
+  for (;;) {
+    const response = await fetch(`${API_URL}/streams/${stream}/windows?since=0&limit=500`);
+    const windows = (await response.json()).windows || [];
+    const total = windows.reduce((sum, w) => sum + Object.values(w.counts).reduce((a, b) => a + b, 0), 0);
+    if (total >= taps) return Math.max(...windows.map((w) => w.end_ms));
+    assert.ok(Date.now() - since < TIMEOUT, `${taps} taps were never stored`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** WebSocketApi: a page whose connection record is gone when its first `sync` arrives (an
  * expired record, or one deleted after a 410) is told `unknown_connection`: it must connect
  * again rather than show Live with nothing arriving. The page's WebSocket is proxied so the
@@ -351,6 +387,7 @@ try {
 
   if (pageConfig.signInUrl) await expiredTokenRecovery(tapper, 11);
   await foreignOverridesIgnored();
+  await lostPushRepair();
 
   if (DELIVERY === "AppSyncEvents") {
     await appSyncRecovery();

@@ -538,3 +538,59 @@ async fn a_push_carries_the_freshest_stored_state_not_the_batchs_older_one() {
         assert_eq!(state["total"], window.total);
     }
 }
+
+#[tokio::test]
+async fn owed_streams_whose_slot_opened_are_found_through_the_indexes() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    let (_, slots) = slots(&f).await;
+    slots.ensure_indexes().await.unwrap();
+    let s = stream("indexed");
+    let at = now();
+    let Claim::Granted(lease) = slots.claim(&s, at, Duration::from_secs(30)).await.unwrap() else {
+        panic!("a new stream's slot is open");
+    };
+    let end = PushEnd {
+        audience: 1,
+        next_due_ms: at + 500,
+        resume_from: None,
+        seq: lease.seq + 1,
+    };
+    assert!(
+        slots
+            .finish(&s, &lease.holder, lease.owed_seq, &end)
+            .await
+            .unwrap()
+    );
+    slots
+        .mark_owed(&["indexed".to_owned()], 2_000)
+        .await
+        .unwrap();
+    assert!(slots.owed_and_due(at + 499, 10).await.unwrap().is_empty());
+    assert_eq!(
+        slots.owed_and_due(at + 500, 10).await.unwrap(),
+        ["indexed".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_pushes_what_streams_are_owed_while_it_runs() {
+    let settings = [("PUSH_INTERVAL_MS", "1000"), ("SWEEP_FOR_MS", "4000")];
+    let f = Fixture::start(&settings).await;
+    register(&f, "s", "swept", 2, a_minute_ago()).await;
+    let first = state("swept", 0, &[("fire", 1)], 1);
+    let second = state("swept", 0, &[("fire", 2)], 2);
+    store_states(&f.mongo, std::slice::from_ref(&first)).await;
+    let sweeper = f.another_instance(&settings).await;
+    let (summary, _) = tokio::join!(
+        sweeper.handle(serde_json::json!({"emostream": "sweep"})),
+        async {
+            f.route(kafka_event(std::slice::from_ref(&first))).await;
+            store_states(&f.mongo, std::slice::from_ref(&second)).await;
+            let owed = f.route(kafka_event(std::slice::from_ref(&second))).await;
+            assert_eq!(owed["streams_owed"], 1, "{owed}");
+        }
+    );
+    let summary = summary.unwrap();
+    assert!(summary["swept"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(largest_total(&f, "s-0"), Some(2));
+}

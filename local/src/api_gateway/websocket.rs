@@ -37,7 +37,7 @@ use futures::{SinkExt, StreamExt};
 use rand::RngCore;
 use reactions::clock::now_ms;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,6 +91,10 @@ pub struct WebSocketApi {
     /// Who may call `@connections`: SigV4-signed requests whose signer is allowed
     /// `execute-api:ManageConnections` on `{api}/{stage}/{METHOD}/@connections/{id}`.
     iam: ServiceIam,
+    /// Connections whose next push (a `windows` frame) is lost on the way: answered 200 and
+    /// never delivered, as a frame lost to a network fault would be. Set by tests of clients'
+    /// self-repair.
+    losing: Mutex<HashSet<String>>,
 }
 
 fn gateway_error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -136,6 +140,7 @@ impl WebSocketApi {
             next_request: AtomicU64::new(1),
             pushed: AtomicU64::new(0),
             iam,
+            losing: Mutex::new(HashSet::new()),
         })
     }
 
@@ -158,6 +163,28 @@ impl WebSocketApi {
             .lock()
             .map(|c| c.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Makes the next push (`windows` frame) to each of `connection_ids` get lost: accepted
+    /// and never delivered. For tests of clients that must notice a missed push.
+    pub fn lose_next_push(&self, connection_ids: &[String]) {
+        if let Ok(mut losing) = self.losing.lock() {
+            losing.extend(connection_ids.iter().cloned());
+        }
+    }
+
+    /// How many pushes [`Self::lose_next_push`] asked to lose are still to come.
+    pub fn pushes_to_lose(&self) -> usize {
+        self.losing.lock().map(|losing| losing.len()).unwrap_or(0)
+    }
+
+    /// Whether this frame to `connection_id` is one [`Self::lose_next_push`] asked to lose.
+    fn loses(&self, connection_id: &str, frame: &str) -> bool {
+        frame.contains(r#""type":"windows""#)
+            && self
+                .losing
+                .lock()
+                .is_ok_and(|mut losing| losing.remove(connection_id))
     }
 
     /// How many connections are open.
@@ -480,6 +507,9 @@ async fn manage(
                 );
             }
             let text = String::from_utf8_lossy(&body).into_owned();
+            if api.loses(&connection_id, &text) {
+                return StatusCode::OK.into_response();
+            }
             if api.send(&connection_id, Outgoing::Frame(text)) {
                 api.pushed.fetch_add(1, Ordering::Relaxed);
                 StatusCode::OK.into_response()

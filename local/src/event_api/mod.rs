@@ -197,6 +197,9 @@ pub struct EventApi {
     /// Patterns that got their first subscriber, for a relay to subscribe upstream.
     new_patterns: Option<mpsc::UnboundedSender<Vec<String>>>,
     pub stats: EventApiStats,
+    /// Channels (`/namespace/segment`) whose next publish is lost on the way (accepted,
+    /// delivered to nobody), as a network fault would. Set by tests of clients' self-repair.
+    losing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl EventApi {
@@ -266,6 +269,7 @@ impl EventApi {
             next_connection: AtomicU64::new(1),
             new_patterns,
             stats: EventApiStats::default(),
+            losing: std::sync::Mutex::default(),
         })
     }
 
@@ -329,6 +333,27 @@ impl EventApi {
             .read()
             .map(|r| r.connections.len())
             .unwrap_or(0)
+    }
+
+    /// Makes the next publish to `channel` (`/namespace/segment`) get lost: accepted and
+    /// delivered to nobody. For tests of clients that must notice a missed push.
+    pub fn lose_next_publish(&self, channel: &str) {
+        if let Ok(mut losing) = self.losing.lock() {
+            losing.insert(channel.to_owned());
+        }
+    }
+
+    /// How many publishes [`Self::lose_next_publish`] asked to lose are still to come.
+    pub fn publishes_to_lose(&self) -> usize {
+        self.losing.lock().map(|losing| losing.len()).unwrap_or(0)
+    }
+
+    /// Whether this publish to `segments` is one [`Self::lose_next_publish`] asked to lose.
+    fn loses_publish(&self, segments: &[&str]) -> bool {
+        let channel = format!("/{}", segments.join("/"));
+        self.losing
+            .lock()
+            .is_ok_and(|mut losing| losing.remove(&channel))
     }
 
     /// Closes every connection (1001 Going away), as when AppSync moves connections off a host;

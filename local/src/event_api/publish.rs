@@ -115,7 +115,9 @@ pub(super) fn admit<'e>(
 
 /// Delivers an admitted publish to the subscriptions of `segments`, and counts it.
 pub(super) fn deliver(api: &EventApi, segments: &[&str], admitted: &Admitted<'_>) {
-    api.deliver(segments, &admitted.accepted);
+    if !api.loses_publish(segments) {
+        api.deliver(segments, &admitted.accepted);
+    }
     api.stats.publishes.fetch_add(1, Ordering::Relaxed);
     api.stats
         .events
