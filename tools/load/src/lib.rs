@@ -14,6 +14,7 @@ pub mod listeners;
 pub mod per_stream;
 pub mod plot;
 pub mod profile;
+pub mod repair;
 pub mod report;
 pub mod run;
 pub mod verify;

@@ -4,11 +4,17 @@
 //! refused with 429 (API Gateway admits 500 new connections per second per account, AppSync
 //! Events 2,000) is tried again after a jittered backoff, as the browser client does.
 
+use crate::repair::{RepairClock, fetch_history};
 use crate::report::Seen;
 use emostream_local::event_api::client::{
     ConnectError, EventCredential, Subscriber, data_event, small_reads,
 };
+use futures::SinkExt;
 use futures::StreamExt;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use reactions::StreamId;
 use reactions::event_channel::stream_channel;
@@ -31,6 +37,9 @@ pub struct Observed {
     pub seen: Seen,
     /// For each push that said when notify sent it (`sent_at_ms`), how long it took to arrive.
     pub delivery_ms: Vec<f64>,
+    /// Pushes found missing (a push number skipped), and the repairs made for them.
+    pub gaps: u64,
+    pub repairs: u64,
 }
 
 /// Where listeners get live updates.
@@ -58,6 +67,7 @@ struct Recorder {
     windows: HashMap<i64, u64>,
     cumulative: u64,
     observed: Observed,
+    repair: RepairClock,
 }
 
 /// What a listener reads of a push: its stream, when notify sent it and each window's total.
@@ -68,6 +78,8 @@ struct Push<'a> {
     kind: Cow<'a, str>,
     #[serde(default, borrow)]
     stream: Cow<'a, str>,
+    /// The stream's push number (a `windows` push of a server with a push schedule).
+    seq: Option<i64>,
     sent_at_ms: Option<i64>,
     #[serde(default)]
     windows: Vec<WindowTotal>,
@@ -83,7 +95,8 @@ struct WindowTotal {
 }
 
 impl Recorder {
-    /// Takes one frame: a `windows` push (or an older server's single `window`) of the stream.
+    /// Takes one frame: a `windows` push (or an older server's single `window`) of the stream,
+    /// or a `snapshot` answering a repair's `sync`.
     fn record(&mut self, frame: &str) {
         let Ok(push) = serde_json::from_str::<Push<'_>>(frame) else {
             return;
@@ -97,8 +110,13 @@ impl Recorder {
                 start_ms: push.start_ms,
                 total: push.total,
             }],
+            "snapshot" => {
+                self.take_states(push.windows);
+                return;
+            }
             _ => return,
         };
+        self.repair.saw_push(push.seq);
         self.observed.updates += 1;
         if let Some(sent_at_ms) = push.sent_at_ms {
             let now_ms = reactions::clock::now_ms();
@@ -106,6 +124,22 @@ impl Recorder {
                 .delivery_ms
                 .push(now_ms.saturating_sub(sent_at_ms) as f64);
         }
+        self.take_states(states);
+    }
+
+    /// Takes the stored windows a repair read over HTTP (`{"windows":[…]}`).
+    fn record_history(&mut self, body: &str) {
+        #[derive(Deserialize)]
+        struct History {
+            #[serde(default)]
+            windows: Vec<WindowTotal>,
+        }
+        if let Ok(history) = serde_json::from_str::<History>(body) {
+            self.take_states(history.windows);
+        }
+    }
+
+    fn take_states(&mut self, states: Vec<WindowTotal>) {
         for state in states {
             let (Some(start), Some(total)) = (state.start_ms, state.total) else {
                 continue;
@@ -121,6 +155,23 @@ impl Recorder {
                 ));
             }
         }
+    }
+}
+
+impl Recorder {
+    /// What the listener observed, with its repairs.
+    fn finish(mut self) -> Observed {
+        self.observed.gaps = self.repair.gaps;
+        self.observed.repairs = self.repair.repairs;
+        self.observed
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -213,10 +264,13 @@ async fn subscribe_throttled(
 }
 
 /// Connects a listener to `stream_id`'s live updates; returns once connected (and subscribed).
+/// A missed push is repaired as the web page does it (see [`crate::repair`]): with a `sync`,
+/// or in AppSyncEvents delivery by reading `history_url` (the stream's stored windows).
 pub async fn listen(
     live: &LiveUpdates,
     stream: usize,
     stream_id: String,
+    history_url: String,
     started: Instant,
     give_up: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -232,6 +286,7 @@ pub async fn listen(
             stream,
             ..Observed::default()
         },
+        repair: RepairClock::default(),
     };
     let (task, throttled_connects) = match live {
         LiveUpdates::WebSocketApi { url, token } => {
@@ -242,9 +297,19 @@ pub async fn listen(
             let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
             let task = tokio::spawn(async move {
                 loop {
+                    let repair_at = recorder.repair.due().map(tokio::time::Instant::from_std);
                     let message = tokio::select! {
                         message = socket.next() => message,
                         _ = stop.changed() => break,
+                        () = sleep_until_some(repair_at) => {
+                            if recorder.repair.take(Instant::now()) {
+                                let sync = Message::text(r#"{"action":"sync"}"#);
+                                if socket.send(sync).await.is_err() {
+                                    break;
+                                }
+                            }
+                            continue;
+                        }
                     };
                     match message {
                         Some(Ok(Message::Text(text))) => recorder.record(&text),
@@ -252,7 +317,7 @@ pub async fn listen(
                         None | Some(Err(_)) => break,
                     }
                 }
-                recorder.observed
+                recorder.finish()
             });
             (task, throttled)
         }
@@ -260,10 +325,20 @@ pub async fn listen(
             let (mut subscriber, throttled) =
                 subscribe_throttled(live, &stream_id, give_up).await?;
             let task = tokio::spawn(async move {
+                let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
                 loop {
+                    let repair_at = recorder.repair.due().map(tokio::time::Instant::from_std);
                     let message = tokio::select! {
                         message = subscriber.next_raw(Duration::from_secs(3_600)) => message,
                         _ = stop.changed() => break,
+                        () = sleep_until_some(repair_at) => {
+                            if recorder.repair.take(Instant::now())
+                                && let Some(body) = fetch_history(&client, &history_url).await
+                            {
+                                recorder.record_history(&body);
+                            }
+                            continue;
+                        }
                     };
                     match message {
                         Ok(message) => {
@@ -275,7 +350,7 @@ pub async fn listen(
                         Err(Some(_)) => break,
                     }
                 }
-                recorder.observed
+                recorder.finish()
             });
             (task, throttled)
         }
@@ -300,6 +375,7 @@ mod tests {
             windows: HashMap::new(),
             cumulative: 0,
             observed: Observed::default(),
+            repair: RepairClock::default(),
         }
     }
 

@@ -463,6 +463,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.listener_connects_throttled,
         report.latency_listeners
     );
+    println!(
+        "self-repair            {} pushes found missing by the listeners (a push number skipped), {} repairs",
+        report.pushes_missed, report.repairs
+    );
     let refusals = stack.as_ref().map(|s| s.quotas.refusals());
     if let Some(refusals) = refusals {
         println!("throttling             {refusals}");

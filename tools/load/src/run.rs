@@ -81,6 +81,10 @@ pub struct RunReport {
     pub listeners_short_of_final: usize,
     /// Listener connects refused with 429 and tried again.
     pub listener_connects_throttled: u64,
+    /// Pushes listeners found missing (a push number skipped) and the repairs they made
+    /// (a `sync`, or a read of the stored windows), as the web page does.
+    pub pushes_missed: u64,
+    pub repairs: u64,
     pub updates_per_listener_min: u64,
     pub updates_per_listener_mean: f64,
     pub updates_per_listener_max: u64,
@@ -143,8 +147,17 @@ async fn connect_listeners(
             let id = stream_id(plan, stream);
             let (bar, throttled) = (&bar, &throttled);
             async move {
-                let listener =
-                    listen(&plan.live, stream, id, started, give_up, stop.clone()).await?;
+                let history = format!("{}/streams/{id}/windows?limit=90", plan.api);
+                let listener = listen(
+                    &plan.live,
+                    stream,
+                    id,
+                    history,
+                    started,
+                    give_up,
+                    stop.clone(),
+                )
+                .await?;
                 let so_far = throttled.fetch_add(listener.throttled_connects, Ordering::Relaxed)
                     + listener.throttled_connects;
                 bar.inc(1);
@@ -526,6 +539,8 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         latency_listeners: seen.len(),
         listeners_short_of_final,
         listener_connects_throttled,
+        pushes_missed: observed.iter().map(|o| o.gaps).sum(),
+        repairs: observed.iter().map(|o| o.repairs).sum(),
         updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
         updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
         updates_per_listener_max: updates.iter().copied().max().unwrap_or(0),
