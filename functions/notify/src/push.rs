@@ -19,6 +19,7 @@ use crate::protocol::{MAX_FRAME_BYTES, ServerMessage};
 use crate::publish::{EventTarget, publish_push};
 use crate::schedule::{ACTIVE_WINDOW, BudgetShare};
 use futures::{StreamExt, TryStreamExt};
+use rand::seq::SliceRandom;
 use reactions::clock::{duration_ms, now_ms};
 use reactions::mongo::{
     ActiveStream, Claim, ConnectionStore, PushEnd, PushSlots, SlotLease, StoreError, WindowStore,
@@ -31,6 +32,9 @@ use tokio::time::Instant;
 
 /// Streams pushed at once (their posts share one concurrency bound).
 const STREAMS_AT_ONCE: usize = 16;
+
+/// Open streams a batch pushes itself at most (one wave); it marks the others owed.
+const BATCH_PUSHES: usize = STREAMS_AT_ONCE;
 
 /// Owed streams one sweep pushes at most.
 pub const SWEEP_LIMIT: i64 = 64;
@@ -113,9 +117,17 @@ pub async fn push_batch(
         .await?
         .into_iter()
         .collect();
-    let (waiting, open): (Vec<_>, Vec<_>) = streams
+    let (mut waiting, mut open): (Vec<_>, Vec<_>) = streams
         .into_iter()
         .partition(|(stream, _)| not_due.contains(stream.as_str()));
+    // A batch pushes one wave of open streams itself, chosen at random so none waits behind
+    // the others every time; the rest are owed like the waiting ones and pushed by sweeps.
+    // So a batch costs about the same whatever number of streams it carries, and the
+    // trigger's drain rate does not depend on it.
+    if open.len() > BATCH_PUSHES {
+        open.shuffle(&mut rand::rng());
+        waiting.extend(open.split_off(BATCH_PUSHES));
+    }
     if let Some(oldest) = oldest_start(waiting.iter().flat_map(|(_, w)| w)) {
         let owed: Vec<String> = waiting.iter().map(|(s, _)| s.as_str().to_owned()).collect();
         targets.slots.mark_owed(&owed, oldest).await?;

@@ -594,3 +594,32 @@ async fn the_sweeper_pushes_what_streams_are_owed_while_it_runs() {
     assert!(summary["swept"].as_u64().unwrap() >= 1, "{summary}");
     assert_eq!(largest_total(&f, "s-0"), Some(2));
 }
+
+#[tokio::test]
+async fn a_batch_of_many_streams_pushes_one_wave_and_leaves_the_rest_owed() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    let states: Vec<_> = (0..40)
+        .map(|i| state(&format!("many-{i}"), 0, &[("fire", 1)], 1))
+        .collect();
+    for i in 0..40 {
+        register(
+            &f,
+            &format!("m{i}"),
+            &format!("many-{i}"),
+            1,
+            a_minute_ago(),
+        )
+        .await;
+    }
+    store_states(&f.mongo, &states).await;
+    let summary = f.route(kafka_event(&states)).await;
+    let pushed = summary["streams"].as_u64().unwrap();
+    // One wave of the batch's own, and the small sweep after it; never all forty.
+    assert!((16..=24).contains(&pushed), "{summary}");
+    assert!(summary["streams_owed"].as_u64().unwrap() >= 16, "{summary}");
+    // Streams that never had a schedule were marked too: sweeps push every one.
+    sweep_until(&f, "every stream's push", |f| {
+        (0..40).all(|i| largest_total(f, &format!("m{i}-0")) == Some(1))
+    })
+    .await;
+}

@@ -200,22 +200,17 @@ impl PushSlots {
     ) -> Result<Vec<String>, StoreError> {
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
         let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
-        self.collection
-            .find(doc! {
-                "_id": { "$in": ids },
-                "next_due_ms": { "$gt": now_ms, "$lte": horizon },
-            })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(server("find"))?
-            .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_owned)) })
-            .try_collect()
-            .await
-            .map_err(server("find"))
+        let filter = doc! {
+            "_id": { "$in": ids },
+            "next_due_ms": { "$gt": now_ms, "$lte": horizon },
+        };
+        self.ids_of(filter, None).await
     }
 
-    /// Records that each of `streams` is owed a push of its windows from `oldest_start_ms` on.
-    /// Only streams with a schedule are marked: a stream without one has an open slot.
+    /// Records that each of `streams` is owed a push of its windows from `oldest_start_ms` on,
+    /// in two writes whatever their number: a stream without a schedule yet gets one, open at
+    /// once (inserts of streams that have one collide on `_id` and are ignored), then every
+    /// stream's mark is set.
     pub async fn mark_owed(
         &self,
         streams: &[String],
@@ -223,6 +218,17 @@ impl PushSlots {
     ) -> Result<(), StoreError> {
         if streams.is_empty() {
             return Ok(());
+        }
+        let expires_at = DateTime::from_millis(
+            DateTime::now().timestamp_millis() + duration_ms(SCHEDULE_RETENTION),
+        );
+        let schedules = streams
+            .iter()
+            .map(|id| doc! { "_id": id, "next_due_ms": 0_i64, "expires_at": expires_at });
+        match self.collection.insert_many(schedules).ordered(false).await {
+            Ok(_) => {}
+            Err(error) if only_duplicate_keys(&error) => {}
+            Err(error) => return Err(server("insert_many")(error)),
         }
         self.collection
             .update_many(
@@ -240,15 +246,25 @@ impl PushSlots {
     /// Up to `limit` streams that are owed a push and whose slot is open at `now_ms`, the
     /// longest-waiting first: what a sweep pushes.
     pub async fn owed_and_due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        self.collection
-            .find(doc! {
-                "owed_from_ms": { "$exists": true },
-                "next_due_ms": { "$lte": now_ms },
-            })
-            .projection(doc! { "_id": 1 })
-            .sort(doc! { "next_due_ms": 1 })
-            .limit(limit)
-            .await
+        let filter = doc! {
+            "owed_from_ms": { "$exists": true },
+            "next_due_ms": { "$lte": now_ms },
+        };
+        self.ids_of(filter, Some(limit)).await
+    }
+
+    /// The stream ids of the documents matching `filter` (the earliest due first, at most
+    /// `limit` when given).
+    async fn ids_of(
+        &self,
+        filter: Document,
+        limit: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut find = self.collection.find(filter).projection(doc! { "_id": 1 });
+        if let Some(limit) = limit {
+            find = find.sort(doc! { "next_due_ms": 1 }).limit(limit);
+        }
+        find.await
             .map_err(server("find"))?
             .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_owned)) })
             .try_collect()
@@ -266,31 +282,46 @@ impl PushSlots {
         owed_seq: i64,
         end: &PushEnd,
     ) -> Result<bool, StoreError> {
-        let mut update = doc! { "$set": {
+        let mut set = doc! {
             "audience": i64::try_from(end.audience).unwrap_or(i64::MAX),
             "next_due_ms": end.next_due_ms,
             "seq": end.seq,
-        } };
+        };
+        let mut unset = Document::new();
         match &end.resume_from {
             Some(id) => {
-                if let Ok(set) = update.get_document_mut("$set") {
-                    set.insert("resume_from", id);
-                }
+                set.insert("resume_from", id);
             }
             None => {
-                update.insert("$unset", doc! { "resume_from": "" });
+                unset.insert("resume_from", "");
             }
+        }
+        // One write when nobody marked the stream owed meanwhile (the common case): the end,
+        // and the owed mark cleared.
+        let mut cleared = unset.clone();
+        cleared.insert("owed_from_ms", "");
+        let result = self
+            .collection
+            .update_one(
+                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged(owed_seq) },
+                doc! { "$set": set.clone(), "$unset": cleared },
+            )
+            .await
+            .map_err(server("update_one"))?;
+        if result.matched_count > 0 {
+            return Ok(true);
+        }
+        // Marked again (or not ours any more): the end only, the mark left for the next push.
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
         }
         let result = self
             .collection
             .update_one(doc! { "_id": stream.as_str(), "holder": holder }, update)
             .await
             .map_err(server("update_one"))?;
-        if result.matched_count == 0 {
-            return Ok(false);
-        }
-        self.clear_owed(stream, holder, owed_seq).await?;
-        Ok(true)
+        Ok(result.matched_count > 0)
     }
 
     /// Clears what `stream` was owed, unless an invocation marked it owed again after the slot
@@ -302,14 +333,9 @@ impl PushSlots {
         holder: &str,
         owed_seq: i64,
     ) -> Result<(), StoreError> {
-        let unchanged = if owed_seq == 0 {
-            doc! { "$exists": false }
-        } else {
-            doc! { "$eq": owed_seq }
-        };
         self.collection
             .update_one(
-                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged },
+                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged(owed_seq) },
                 doc! { "$unset": { "owed_from_ms": "" } },
             )
             .await
@@ -387,6 +413,30 @@ impl PushSlots {
             .await
             .map_err(server("find_one"))?;
         Ok(found.is_some())
+    }
+}
+
+/// Whether every write of a failed `insert_many` collided on `_id` (and nothing else failed).
+fn only_duplicate_keys(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::InsertMany(failure) => {
+            failure.write_concern_error.is_none()
+                && failure
+                    .write_errors
+                    .as_ref()
+                    .is_some_and(|errors| errors.iter().all(|e| e.code == 11000))
+        }
+        _ => is_duplicate_key(error),
+    }
+}
+
+/// The filter on `owed_seq` that holds while no invocation marked the stream owed since the
+/// slot was taken with `owed_seq`.
+fn unchanged(owed_seq: i64) -> Document {
+    if owed_seq == 0 {
+        doc! { "$exists": false }
+    } else {
+        doc! { "$eq": owed_seq }
     }
 }
 
