@@ -33,6 +33,7 @@ const WATCHDOG_EVERY_MS = 5000;
 // per connection per SYNC_EVERY_MS (5 s).
 const REPAIR_EVERY_MS = 5000;
 const ANSWER_WITHIN_MS = 10000;
+const REPAIR_JITTER_MS = 2000;
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
 
@@ -75,18 +76,19 @@ const client = {
 };
 
 /** Brings the page's counts up to date after a missed push: one `sync` (WebSocketApi) or one
- *  read of the stored windows (AppSyncEvents), at most once per REPAIR_EVERY_MS; a repair asked
- *  for sooner is made when the limit allows, once. */
+ *  read of the stored windows (AppSyncEvents), at most once per REPAIR_EVERY_MS and up to
+ *  REPAIR_JITTER_MS later; a repair asked for sooner is made when the limit allows, once. */
 function repair(reason) {
   if (client.repairTimer) return;
-  const wait = client.lastRepairAt + REPAIR_EVERY_MS - Date.now();
-  if (wait > 0) {
-    client.repairTimer = setTimeout(() => {
-      client.repairTimer = null;
-      repair(reason);
-    }, wait);
-    return;
-  }
+  // Jittered, so viewers who missed the same push do not all ask in the same second.
+  const wait = Math.max(client.lastRepairAt + REPAIR_EVERY_MS - Date.now(), 0) + Math.random() * REPAIR_JITTER_MS;
+  client.repairTimer = setTimeout(() => {
+    client.repairTimer = null;
+    repairNow(reason);
+  }, wait);
+}
+
+function repairNow(reason) {
   client.lastRepairAt = Date.now();
   client.repairs += 1;
   document.body.dataset.repairs = String(client.repairs);
@@ -107,17 +109,28 @@ function checkPushNumber(seq) {
   if (client.pushSeq === null || seq > client.pushSeq) client.pushSeq = seq;
 }
 
-/** WebSocketApi: a ping or a sync unanswered for ANSWER_WITHIN_MS means the socket is
- *  half-open (it shows Live but nothing arrives): close it, and the reconnect syncs. */
+/** WebSocketApi: a ping unanswered for ANSWER_WITHIN_MS while nothing else arrived means the
+ *  socket is half-open (it shows Live but nothing arrives): close it, and the reconnect syncs.
+ *  A sync left unanswered on a socket that delivers (the stage throttled it, a route failed)
+ *  is asked for again instead. */
 function checkAnswers(socket) {
+  if (client.socket !== socket) return;
   const now = Date.now();
   const late = (sentAt) => sentAt && now - sentAt > ANSWER_WITHIN_MS;
-  if (client.socket === socket && (late(client.pingSentAt) || late(client.syncSentAt))) {
-    console.info("emostream: keep-alive or sync unanswered; reconnecting");
+  if (late(client.pingSentAt)) {
+    console.info("emostream: keep-alive unanswered; reconnecting");
     client.pingSentAt = 0;
     client.syncSentAt = 0;
     socket.close();
+  } else if (late(client.syncSentAt)) {
+    client.syncSentAt = 0;
+    repair("sync unanswered");
   }
+}
+
+/** Anything the current socket delivers shows it is alive. */
+function heardFrom(socket) {
+  if (client.socket === socket) client.pingSentAt = 0;
 }
 
 async function loadConfig() {
@@ -349,6 +362,10 @@ async function connectWebSocketApi() {
     setState("live", `Live · ${client.stream}`);
     client.pushSeq = null;
     client.pingSentAt = 0;
+    // The opening sync counts against the server's rate like a repair.
+    clearTimeout(client.repairTimer);
+    client.repairTimer = null;
+    client.lastRepairAt = Date.now();
     requestSync();
     retire();
     clearInterval(client.keepalive);
@@ -365,6 +382,7 @@ async function connectWebSocketApi() {
     client.renewTimer = setTimeout(() => renew(socket), client.config.renewMs || renewalDelay());
   });
   socket.addEventListener("message", (event) => {
+    heardFrom(socket);
     const message = parsed(event);
     // A socket being renewed still delivers states; its errors are no longer the page's.
     if (message && (client.socket === socket || message.type !== "error")) receive(message);
@@ -648,6 +666,8 @@ function watch(stream) {
   if (stream === client.stream) return;
   client.stream = stream;
   client.pushSeq = null;
+  clearTimeout(client.repairTimer);
+  client.repairTimer = null;
   client.book.clear();
   client.swarmSeen.clear();
   client.echo.clear();

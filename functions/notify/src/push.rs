@@ -33,6 +33,9 @@ use tokio::time::Instant;
 /// Streams pushed at once (their posts share one concurrency bound).
 const STREAMS_AT_ONCE: usize = 16;
 
+/// No slot is taken this close to the invocation's deadline: the push could post nothing.
+const CLAIM_MARGIN: Duration = Duration::from_secs(1);
+
 /// Open streams a batch pushes itself at most (one wave); it marks the others owed.
 const BATCH_PUSHES: usize = STREAMS_AT_ONCE;
 
@@ -207,7 +210,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         windows: Vec<WindowStateRecord>,
     ) -> Result<FanoutReport, StoreError> {
         let slots = self.targets.slots;
-        let claim = if Instant::now() < self.deadline {
+        let claim = if Instant::now() + CLAIM_MARGIN < self.deadline {
             slots.claim(&stream, now_ms(), self.policy.lease).await?
         } else {
             // Past the deadline nothing would be posted: leave the push to the next invocation.
@@ -252,7 +255,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         let results: Vec<Result<FanoutReport, StoreError>> = futures::stream::iter(owed)
             .filter_map(|id| async move { StreamId::parse("stream", &id).ok() })
             .map(|stream| async move {
-                if Instant::now() >= self.deadline {
+                if Instant::now() + CLAIM_MARGIN >= self.deadline {
                     return Ok(FanoutReport::default());
                 }
                 match self
@@ -323,11 +326,23 @@ impl<'a, 'b> Pusher<'a, 'b> {
             audience = audience.max(lease.audience.unwrap_or(0));
         }
         let interval = self.interval(&stream, audience);
+        // A push that left part of its audience without the frame (the deadline, throttling,
+        // a refused publish) keeps the stream owed, so a sweep pushes again once the slot
+        // opens, starting where this one stopped. One that reached nobody keeps its number:
+        // no viewer saw it, and none should take the next for a gap.
+        let incomplete = report.deadline_missed > 0
+            || report.throttled_out > 0
+            || (self.targets.events.is_some() && report.failed > 0);
         let end = PushEnd {
             audience,
             next_due_ms: lease.at_ms.saturating_add(duration_ms(interval)),
             resume_from,
-            seq: lease.seq + 1,
+            seq: if report.delivered > 0 {
+                lease.seq + 1
+            } else {
+                lease.seq
+            },
+            still_owed_from_ms: incomplete.then_some(since.unwrap_or(lease.at_ms)),
         };
         // The posts are made: a failure to record them is counted, never a reason to post again.
         match self

@@ -399,6 +399,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         next_due_ms: at + 1_000,
         resume_from: None,
         seq: old.seq + 1,
+        still_owed_from_ms: None,
     };
     assert!(
         !slots
@@ -414,6 +415,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         next_due_ms: at + 1_200,
         resume_from: Some("c-5".to_owned()),
         seq: new.seq + 1,
+        still_owed_from_ms: None,
     };
     // A batch marks the stream owed while the push is under way: its end keeps the mark.
     slots.mark_owed(&["held".to_owned()], 4_000).await.unwrap();
@@ -444,6 +446,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         next_due_ms: at + 2_300,
         resume_from: None,
         seq: next.seq + 1,
+        still_owed_from_ms: None,
     };
     assert!(
         slots
@@ -554,6 +557,7 @@ async fn owed_streams_whose_slot_opened_are_found_through_the_indexes() {
         next_due_ms: at + 500,
         resume_from: None,
         seq: lease.seq + 1,
+        still_owed_from_ms: None,
     };
     assert!(
         slots

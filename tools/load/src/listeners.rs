@@ -80,6 +80,9 @@ struct Push<'a> {
     stream: Cow<'a, str>,
     /// The stream's push number (a `windows` push of a server with a push schedule).
     seq: Option<i64>,
+    /// An `error` frame's code (`sync_too_soon` answers a repair sent too early).
+    #[serde(default, borrow)]
+    code: Cow<'a, str>,
     sent_at_ms: Option<i64>,
     #[serde(default)]
     windows: Vec<WindowTotal>,
@@ -112,6 +115,10 @@ impl Recorder {
             }],
             "snapshot" => {
                 self.take_states(push.windows);
+                return;
+            }
+            "error" if push.code == "sync_too_soon" => {
+                self.repair.refused();
                 return;
             }
             _ => return,
@@ -332,10 +339,15 @@ pub async fn listen(
                         message = subscriber.next_raw(Duration::from_secs(3_600)) => message,
                         _ = stop.changed() => break,
                         () = sleep_until_some(repair_at) => {
-                            if recorder.repair.take(Instant::now())
-                                && let Some(body) = fetch_history(&client, &history_url).await
-                            {
-                                recorder.record_history(&body);
+                            if recorder.repair.take(Instant::now()) {
+                                let read = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    fetch_history(&client, &history_url),
+                                );
+                                match read.await {
+                                    Ok(Some(body)) => recorder.record_history(&body),
+                                    _ => recorder.repair.refused(),
+                                }
                             }
                             continue;
                         }

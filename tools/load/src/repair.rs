@@ -47,9 +47,17 @@ impl RepairClock {
         })
     }
 
+    /// The last repair did not go through (refused as too soon, or its read failed): it is
+    /// made again when the rate allows.
+    pub fn refused(&mut self) {
+        self.pending = true;
+        self.repairs = self.repairs.saturating_sub(1);
+    }
+
     /// Whether a repair is wanted and allowed now; if so, it counts as made.
     pub fn take(&mut self, now: Instant) -> bool {
-        if self.due().is_some_and(|due| due <= now) {
+        let allowed = self.last_repair.is_none_or(|at| at + REPAIR_EVERY <= now);
+        if self.pending && allowed {
             self.pending = false;
             self.last_repair = Some(now);
             self.repairs += 1;
@@ -96,5 +104,10 @@ mod tests {
         assert_eq!((clock.gaps, clock.repairs), (2, 2));
         // A late, older push is no gap.
         assert!(!clock.saw_push(Some(8)));
+        // A refused repair is made again when the rate allows, and counted once.
+        clock.refused();
+        assert!(!clock.take(now + REPAIR_EVERY + Duration::from_secs(1)));
+        assert!(clock.take(now + REPAIR_EVERY * 2));
+        assert_eq!(clock.repairs, 2);
     }
 }

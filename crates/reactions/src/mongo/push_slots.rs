@@ -71,8 +71,11 @@ pub struct PushEnd {
     pub next_due_ms: i64,
     /// The connection the next push starts at, when this one's deadline cut it short.
     pub resume_from: Option<String>,
-    /// The number of this push (its lease's `seq + 1`).
+    /// The number of this push (its lease's `seq + 1`, or `seq` when it reached nobody).
     pub seq: i64,
+    /// Set when the push left part of its audience without the frame: the stream stays owed
+    /// from this window start on, and the next push resumes where this one stopped.
+    pub still_owed_from_ms: Option<i64>,
 }
 
 /// One stream's last audience, for sharing the post budget.
@@ -236,6 +239,7 @@ impl PushSlots {
                 doc! {
                     "$min": { "owed_from_ms": oldest_start_ms },
                     "$inc": { "owed_seq": 1_i64 },
+                    "$set": { "expires_at": expires_at },
                 },
             )
             .await
@@ -296,6 +300,9 @@ impl PushSlots {
                 unset.insert("resume_from", "");
             }
         }
+        if let Some(since) = end.still_owed_from_ms {
+            return self.end_push(stream, holder, set, unset, Some(since)).await;
+        }
         // One write when nobody marked the stream owed meanwhile (the common case): the end,
         // and the owed mark cleared.
         let mut cleared = unset.clone();
@@ -312,9 +319,25 @@ impl PushSlots {
             return Ok(true);
         }
         // Marked again (or not ours any more): the end only, the mark left for the next push.
+        self.end_push(stream, holder, set, unset, None).await
+    }
+
+    /// Writes a push's end if `holder` still holds the slot, leaving the owed mark (lowered to
+    /// `owed_from_ms` when given).
+    async fn end_push(
+        &self,
+        stream: &StreamId,
+        holder: &str,
+        set: Document,
+        unset: Document,
+        owed_from_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut update = doc! { "$set": set };
         if !unset.is_empty() {
             update.insert("$unset", unset);
+        }
+        if let Some(since) = owed_from_ms {
+            update.insert("$min", doc! { "owed_from_ms": since });
         }
         let result = self
             .collection
