@@ -128,17 +128,24 @@ fn draw<'a>(
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.mix(0.5)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart)?;
     if !lag.is_empty() {
         draw_lag(&lag_area, first_second..last_second, lag)?;
     }
     root.present()?;
     Ok(())
+}
+
+/// A panel's legend, in its upper right corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
 }
 
 /// The lag panel: records the notify trigger was behind, each second it was sampled.
@@ -168,12 +175,7 @@ fn draw_lag<'a>(
         ))?
         .label("records behind")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], LAG_COLOR.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 
