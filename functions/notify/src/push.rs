@@ -27,7 +27,7 @@ use reactions::mongo::{
 use reactions::{DomainConfig, StreamId, WindowStateRecord};
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
 /// Streams pushed at once (their posts share one concurrency bound).
@@ -78,9 +78,12 @@ pub struct PushTargets<'a> {
 struct Pusher<'a, 'b> {
     targets: &'a PushTargets<'b>,
     policy: PushPolicy,
-    /// The other active streams' audiences; `None` when the budget is not shared (no schedule,
-    /// or AppSyncEvents delivery).
-    active: Option<Vec<ActiveStream>>,
+    /// Whether streams share the post budget: only when they post per viewer (with a push
+    /// schedule, in WebSocketApi delivery).
+    shares_budget: bool,
+    /// The active streams' audiences, read once, when the first push needs its interval: an
+    /// invocation or a sweep that pushes nothing never reads them.
+    active: OnceCell<Vec<ActiveStream>>,
     permits: Semaphore,
     /// Nothing is posted after this, and no slot is taken: the invocation's pushes all end
     /// within `FANOUT_DEADLINE_MS` of its start (and one post's timeout), so it never nears
@@ -186,18 +189,12 @@ impl<'a, 'b> Pusher<'a, 'b> {
         policy: PushPolicy,
         started: Instant,
     ) -> Result<Self, StoreError> {
-        // Streams share the post budget only when they post per viewer: in AppSyncEvents
-        // delivery the interval is never stretched, and the audiences are not needed.
-        let active = if policy.interval.is_zero() || targets.events.is_some() {
-            None
-        } else {
-            let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
-            Some(targets.slots.active_since(since).await?)
-        };
+        // In AppSyncEvents delivery the interval is never stretched: the audience costs no posts.
         Ok(Self {
             targets,
             policy,
-            active,
+            shares_budget: !policy.interval.is_zero() && targets.events.is_none(),
+            active: OnceCell::new(),
             permits: Semaphore::new(policy.post.concurrency.max(1)),
             deadline: started + policy.deadline,
         })
@@ -325,7 +322,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
         if report.cut_short {
             audience = audience.max(lease.audience.unwrap_or(0));
         }
-        let interval = self.interval(&stream, audience);
+        let interval = self.interval(&stream, audience).await;
         // A push that left part of its audience without the frame (the deadline, throttling,
         // a refused publish) keeps the stream owed, so a sweep pushes again once the slot
         // opens, starting where this one stopped. One that reached nobody keeps its number:
@@ -367,9 +364,27 @@ impl<'a, 'b> Pusher<'a, 'b> {
 
     /// The interval for `stream` now that it has `audience`: its share of the post budget
     /// beside the other active streams' audiences.
-    fn interval(&self, stream: &StreamId, audience: u64) -> Duration {
-        let Some(active) = &self.active else {
+    async fn interval(&self, stream: &StreamId, audience: u64) -> Duration {
+        if !self.shares_budget {
             return self.policy.interval;
+        }
+        let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
+        let active = match self
+            .active
+            .get_or_try_init(|| self.targets.slots.active_since(since))
+            .await
+        {
+            Ok(active) => active,
+            Err(error) => {
+                // The posts are made; the stream alone stands for the audiences this time.
+                tracing::warn!(%stream, %error, "cannot read the active streams' audiences");
+                return BudgetShare::new(
+                    self.policy.post_budget_per_second,
+                    self.policy.interval,
+                    [audience],
+                )
+                .interval(self.policy.interval, audience);
+            }
         };
         let others = active
             .iter()
