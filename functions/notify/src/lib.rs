@@ -249,12 +249,14 @@ impl Notify {
                 ),
             }
         }
-        let coalesced = fanout::newest_states(valid.iter().cloned()).len();
+        let window_states = valid.len();
+        let streams = fanout::by_stream(valid);
+        let coalesced = streams.iter().map(|(_, windows)| windows.len()).sum();
         let summary = BatchSummary {
-            window_states: valid.len(),
-            malformed: total - valid.len(),
+            window_states,
+            malformed: total - window_states,
             coalesced,
-            fanout: push_batch(valid, &self.push_targets(), self.push_policy(), started).await?,
+            fanout: push_batch(streams, &self.push_targets(), self.push_policy(), started).await?,
         };
         let report = &summary.fanout;
         tracing::info!(

@@ -13,7 +13,7 @@
 //! `AppSyncEvents` delivery the frame is published once to the stream's channel instead (see
 //! [`crate::publish`]); the interval then never stretches, as the audience costs no posts.
 
-use crate::fanout::{FanoutReport, PostPolicy, by_stream, newest_states, post_to_audience};
+use crate::fanout::{FanoutReport, PostPolicy, newest_states, post_to_audience};
 use crate::management::ConnectionsApi;
 use crate::protocol::{MAX_FRAME_BYTES, ServerMessage};
 use crate::publish::{EventTarget, publish_push};
@@ -91,16 +91,16 @@ struct Pusher<'a, 'b> {
     deadline: Instant,
 }
 
-/// Pushes the newest states of `states` to every stream's audience whose slot is open, marks
-/// the others owed, then sweeps owed streams. Fails only when MongoDB cannot be read or the
-/// owed marks cannot be written (the event source then retries the batch).
+/// Pushes a batch's coalesced states (see [`crate::fanout::by_stream`]) to every stream's
+/// audience whose slot is open, marks the others owed, then sweeps owed streams. Fails only
+/// when MongoDB cannot be read or the owed marks cannot be written (the event source then
+/// retries the batch).
 pub async fn push_batch(
-    states: Vec<WindowStateRecord>,
+    streams: Vec<(StreamId, Vec<WindowStateRecord>)>,
     targets: &PushTargets<'_>,
     policy: PushPolicy,
     started: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    let streams = by_stream(states);
     let pusher = Pusher::new(targets, policy, started).await?;
     let mut total = FanoutReport::default();
     if policy.interval.is_zero() {

@@ -155,11 +155,11 @@ impl Notify {
                 }
             },
         };
-        self.reply(connection_id, &reply).await
+        self.reply(connection_id, reply).await
     }
 
-    async fn reply(&self, connection_id: &str, message: &ServerMessage) -> Result<(), NotifyError> {
-        let (frame, dropped) = message.clone().to_capped_bytes(MAX_FRAME_BYTES);
+    async fn reply(&self, connection_id: &str, message: ServerMessage) -> Result<(), NotifyError> {
+        let (frame, dropped) = message.to_capped_bytes(MAX_FRAME_BYTES);
         if dropped > 0 {
             tracing::info!(
                 connection_id,

@@ -7,8 +7,7 @@ use super::{StoreError, server};
 use crate::ids::StreamId;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::options::IndexOptions;
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::{Collection, Database};
 use std::time::Duration;
 
 /// One registered connection as read back.
@@ -65,14 +64,7 @@ impl ConnectionStore {
     /// by-stream index orders a stream's connections by id, so a fan-out can start anywhere in
     /// the audience and wrap around without sorting it in memory.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let by_stream = IndexModel::builder()
-            .keys(doc! { "stream": 1, "_id": 1 })
-            .options(
-                IndexOptions::builder()
-                    .name("stream_connection".to_owned())
-                    .build(),
-            )
-            .build();
+        let by_stream = super::named_index(doc! { "stream": 1, "_id": 1 }, "stream_connection");
         self.collection
             .create_indexes([by_stream, super::expiry_index()])
             .await

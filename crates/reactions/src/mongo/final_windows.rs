@@ -8,18 +8,10 @@
 use super::{StoreError, StoredWindow, WindowStore, find_all, parse_window, server};
 use mongodb::IndexModel;
 use mongodb::bson::doc;
-use mongodb::options::IndexOptions;
 
 /// The index of the windows still open, by end.
 pub(super) fn open_index() -> IndexModel {
-    IndexModel::builder()
-        .keys(doc! { "open": 1, "end_ms": 1 })
-        .options(
-            IndexOptions::builder()
-                .name("open_by_end".to_owned())
-                .build(),
-        )
-        .build()
+    super::named_index(doc! { "open": 1, "end_ms": 1 }, "open_by_end")
 }
 
 impl WindowStore {

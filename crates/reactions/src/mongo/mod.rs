@@ -74,6 +74,14 @@ pub enum StoreError {
     Malformed(String),
 }
 
+/// A plain index on `keys` named `name`.
+fn named_index(keys: Document, name: &str) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().name(name.to_owned()).build())
+        .build()
+}
+
 /// The TTL index that deletes a document once its `expires_at` has passed.
 fn expiry_index() -> IndexModel {
     IndexModel::builder()

@@ -105,21 +105,11 @@ impl PushSlots {
     /// every batch and sweep make (owed streams whose slot is open; recently pushed streams).
     /// Idempotent.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let index = |keys: Document, name: &str| {
-            mongodb::IndexModel::builder()
-                .keys(keys)
-                .options(
-                    mongodb::options::IndexOptions::builder()
-                        .name(name.to_owned())
-                        .build(),
-                )
-                .build()
-        };
         self.collection
             .create_indexes([
                 super::expiry_index(),
-                index(doc! { "owed_from_ms": 1, "next_due_ms": 1 }, "owed_due"),
-                index(doc! { "last_push_ms": 1 }, "last_push"),
+                super::named_index(doc! { "owed_from_ms": 1, "next_due_ms": 1 }, "owed_due"),
+                super::named_index(doc! { "last_push_ms": 1 }, "last_push"),
             ])
             .await
             .map_err(server("create_indexes"))?;

@@ -11,8 +11,8 @@ use crate::stream_registry::{
 };
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::{IndexOptions, ReturnDocument};
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::options::ReturnDocument;
+use mongodb::{Collection, Database};
 
 /// Why a registry write did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +108,7 @@ impl StreamStore {
 
     /// Creates the `status` index (for the public list of live streams). Idempotent.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        let by_status = IndexModel::builder()
-            .keys(doc! { "status": 1, "_id": 1 })
-            .options(IndexOptions::builder().name("status".to_owned()).build())
-            .build();
+        let by_status = super::named_index(doc! { "status": 1, "_id": 1 }, "status");
         self.collection
             .create_index(by_status)
             .await
