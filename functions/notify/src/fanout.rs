@@ -198,9 +198,18 @@ pub struct Fanout {
     pub resume_from: Option<String>,
 }
 
-/// Sends `frame` once to every connection watching `stream`, read page by page from MongoDB in
-/// id order from `start_at` round to it again, with at most `permits` posts in flight (shared
-/// by every stream of the batch). Nothing is posted after `deadline`; a connection that is gone
+/// Where a fan-out reads its audience.
+#[derive(Debug)]
+pub enum Audience<'s> {
+    /// Read already, whole (a wave's small audiences come in one read).
+    Read(Vec<Result<WatchingConnection, StoreError>>),
+    /// Read page by page from MongoDB in id order, from this connection (when given) round to
+    /// it again.
+    Paged(Option<&'s str>),
+}
+
+/// Sends `frame` once to every connection of `audience` watching `stream`, with at most
+/// `permits` posts in flight (shared by every stream of the batch). Nothing is posted after `deadline`; a connection that is gone
 /// is forgotten. Fails only when MongoDB cannot be read, so the event source retries the batch.
 #[allow(clippy::too_many_arguments)]
 pub async fn post_to_audience(
@@ -211,14 +220,26 @@ pub async fn post_to_audience(
     policy: PostPolicy,
     permits: &Semaphore,
     deadline: Instant,
-    start_at: Option<&str>,
+    audience: Audience<'_>,
 ) -> Result<Fanout, StoreError> {
     let retry_until = (Instant::now() + policy.throttle_budget).min(deadline);
     let mut report = FanoutReport {
         streams: 1,
         ..FanoutReport::default()
     };
-    let audience = connections.watching(stream, policy.page, start_at).await?;
+    let (audience, whole) = match audience {
+        Audience::Read(read) => {
+            let whole = read.len();
+            (futures::stream::iter(read).boxed(), Some(whole))
+        }
+        Audience::Paged(start_at) => (
+            connections
+                .watching(stream, policy.page, start_at)
+                .await?
+                .boxed(),
+            None,
+        ),
+    };
     // Past the deadline no further connection is read: the first one left is where the next
     // fan-out starts.
     let cut_at: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -306,7 +327,11 @@ pub async fn post_to_audience(
     if cut.is_some() {
         // The connections never read missed this push too: count them.
         let read = report.posts + report.deadline_missed + report.malformed_documents;
-        match connections.count_watching(stream).await {
+        let counted = match whole {
+            Some(whole) => Ok(whole as u64),
+            None => connections.count_watching(stream).await,
+        };
+        match counted {
             Ok(audience) => {
                 report.deadline_missed += usize::try_from(audience)
                     .unwrap_or(usize::MAX)

@@ -9,11 +9,16 @@
 //! within about one interval. The trigger's drain rate thus depends neither on the number of
 //! streams nor on the push interval.
 //!
+//! Streams are pushed in waves: a wave's slots are taken, its windows and its small audiences
+//! read, and its slots given back in a handful of MongoDB round trips whatever the number of
+//! streams in it, so hundreds of streams pushed each second do not cost several round trips
+//! each.
+//!
 //! With a push interval of 0 there is no schedule: every batch is pushed at once. In
 //! `AppSyncEvents` delivery the frame is published once to the stream's channel instead (see
 //! [`crate::publish`]); the interval then never stretches, as the audience costs no posts.
 
-use crate::fanout::{FanoutReport, PostPolicy, newest_states, post_to_audience};
+use crate::fanout::{Audience, FanoutReport, PostPolicy, newest_states, post_to_audience};
 use crate::management::ConnectionsApi;
 use crate::protocol::{MAX_FRAME_BYTES, ServerMessage};
 use crate::publish::{EventTarget, publish_push};
@@ -22,29 +27,53 @@ use futures::{StreamExt, TryStreamExt};
 use rand::seq::SliceRandom;
 use reactions::clock::{duration_ms, now_ms};
 use reactions::mongo::{
-    ActiveStream, Claim, ConnectionStore, PushEnd, PushSlots, SlotLease, StoreError, WindowStore,
+    ActiveStream, ConnectionStore, FinishedPush, PushEnd, PushSlots, SlotLease, StoreError,
+    WindowStore,
 };
 use reactions::{DomainConfig, StreamId, WindowStateRecord};
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
-/// Streams pushed at once (their posts share one concurrency bound).
+/// Streams whose fan-outs run at once in the interval-0 mode (their posts share one
+/// concurrency bound).
 const STREAMS_AT_ONCE: usize = 16;
 
 /// No slot is taken this close to the invocation's deadline: the push could post nothing.
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 
 /// Open streams a batch pushes itself at most (one wave); it marks the others owed.
-const BATCH_PUSHES: usize = STREAMS_AT_ONCE;
+const BATCH_PUSHES: usize = 16;
 
-/// Owed streams one sweep pushes at most.
-pub const SWEEP_LIMIT: i64 = 64;
+/// Owed streams one sweep pushes at most (one wave).
+pub const SWEEP_LIMIT: i64 = 256;
 
 /// Owed streams a batch pushes at most after its own: the sweeper does the rest, so a batch
 /// spends little of its time on other partitions' streams.
 const BATCH_SWEEP_LIMIT: i64 = 8;
+
+/// Connections a wave reads in its one audience read: the audiences that fit are posted from
+/// it, a larger one is read page by page on its own.
+const WAVE_AUDIENCE_READ: u32 = 2_000;
+
+/// A stream whose last push reached more connections than this reads its audience on its own,
+/// so one large audience never fills the wave's read and leaves the small ones out of it.
+const WAVE_AUDIENCE_AT_MOST: u64 = 500;
+
+/// Fan-outs of one wave in flight at once (their posts share the invocation's bound as well).
+const FANOUTS_AT_ONCE: usize = 64;
+
+/// Pushes of a wave ended in one write as soon as they are done: a long fan-out does not keep
+/// the slots of the wave's quick ones taken.
+const ENDS_AT_ONCE: usize = 64;
+
+/// How long the active streams' audiences, once read, stand for the budget's sharing: the
+/// sweeper, sweeping ten times a second, reads them at most once a second.
+const AUDIENCES_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Windows one push reads from MongoDB at most: the newest of those owed.
+const FRESH_WINDOWS: u32 = 20;
 
 /// How a batch is pushed.
 #[derive(Debug, Clone, Copy)]
@@ -73,22 +102,56 @@ pub struct PushTargets<'a> {
     pub events: Option<&'a EventTarget>,
 }
 
-/// One invocation's shared context: the posts' concurrency bound and the audiences that share
-/// the post budget.
+/// The audiences of the streams that share the post budget, read when a push first needs its
+/// interval and again once older than [`AUDIENCES_FRESH_FOR`]: an invocation or a sweep that
+/// pushes nothing never reads them.
+#[derive(Debug, Default)]
+pub struct ActiveAudiences {
+    read: Mutex<Option<(Instant, Arc<Vec<ActiveStream>>)>>,
+}
+
+impl ActiveAudiences {
+    async fn get(&self, slots: &PushSlots) -> Result<Arc<Vec<ActiveStream>>, StoreError> {
+        let mut read = self.read.lock().await;
+        if let Some((at, active)) = read.as_ref()
+            && at.elapsed() < AUDIENCES_FRESH_FOR
+        {
+            return Ok(Arc::clone(active));
+        }
+        let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
+        let active = Arc::new(slots.active_since(since).await?);
+        *read = Some((Instant::now(), Arc::clone(&active)));
+        Ok(active)
+    }
+}
+
+/// One invocation's (or one sweep's) shared context: the posts' concurrency bound and the
+/// audiences that share the post budget.
 struct Pusher<'a, 'b> {
     targets: &'a PushTargets<'b>,
     policy: PushPolicy,
     /// Whether streams share the post budget: only when they post per viewer (with a push
     /// schedule, in WebSocketApi delivery).
     shares_budget: bool,
-    /// The active streams' audiences, read once, when the first push needs its interval: an
-    /// invocation or a sweep that pushes nothing never reads them.
-    active: OnceCell<Vec<ActiveStream>>,
+    active: &'a ActiveAudiences,
     permits: Semaphore,
     /// Nothing is posted after this, and no slot is taken: the invocation's pushes all end
     /// within `FANOUT_DEADLINE_MS` of its start (and one post's timeout), so it never nears
     /// the function's timeout however many streams it has.
     deadline: Instant,
+}
+
+/// A stream whose slot a wave took, with the batch's states of it (none when swept).
+struct Taken {
+    lease: SlotLease,
+    batch: Vec<WindowStateRecord>,
+}
+
+/// A taken slot with something to push: the windows and the oldest window start it owes.
+struct Due {
+    lease: SlotLease,
+    windows: Vec<WindowStateRecord>,
+    since_ms: Option<i64>,
 }
 
 /// Pushes a batch's coalesced states (see [`crate::fanout::by_stream`]) to every stream's
@@ -101,11 +164,12 @@ pub async fn push_batch(
     policy: PushPolicy,
     started: Instant,
 ) -> Result<FanoutReport, StoreError> {
-    let pusher = Pusher::new(targets, policy, started).await?;
+    let active = ActiveAudiences::default();
+    let pusher = Pusher::new(targets, policy, &active, started);
     let mut total = FanoutReport::default();
     if policy.interval.is_zero() {
         let reports: Vec<FanoutReport> = futures::stream::iter(streams)
-            .map(|(stream, windows)| pusher.deliver(stream, 0, windows, None))
+            .map(|(stream, windows)| pusher.deliver(stream, 0, windows, Audience::Paged(None)))
             .buffer_unordered(STREAMS_AT_ONCE)
             .map_ok(|(report, _)| report)
             .try_collect()
@@ -117,15 +181,10 @@ pub async fn push_batch(
         return Ok(pusher.sweep_after_batch().await);
     }
     let ids: Vec<StreamId> = streams.iter().map(|(s, _)| s.clone()).collect();
-    let not_due: HashSet<String> = targets
-        .slots
-        .not_due(&ids, now_ms(), policy.lease)
-        .await?
-        .into_iter()
-        .collect();
+    let view = targets.slots.view(&ids, now_ms(), policy.lease).await?;
     let (mut waiting, mut open): (Vec<_>, Vec<_>) = streams
         .into_iter()
-        .partition(|(stream, _)| not_due.contains(stream.as_str()));
+        .partition(|(stream, _)| view.not_due.contains(stream.as_str()));
     // A batch pushes one wave of open streams itself, chosen at random so none waits behind
     // the others every time; the rest are owed like the waiting ones and pushed by sweeps.
     // So a batch costs about the same whatever number of streams it carries, and the
@@ -134,49 +193,74 @@ pub async fn push_batch(
         open.shuffle(&mut rand::rng());
         waiting.extend(open.split_off(BATCH_PUSHES));
     }
-    if let Some(oldest) = oldest_start(waiting.iter().flat_map(|(_, w)| w)) {
-        let owed: Vec<String> = waiting.iter().map(|(s, _)| s.as_str().to_owned()).collect();
-        targets.slots.mark_owed(&owed, oldest).await?;
-        total.streams_owed += owed.len();
+    if !pusher.may_claim() {
+        // Past the deadline nothing would be posted: the pushes are left to the next invocation.
+        waiting.append(&mut open);
     }
-    // Every stream's push runs to its end even when another's fails: dropping a fan-out half
-    // way would leave its slot held and its viewers unserved. The first failure then fails
-    // the batch (its retry finds the pushed streams' slots taken, and marks them owed).
-    let results: Vec<Result<FanoutReport, StoreError>> = futures::stream::iter(open)
-        .map(|(stream, windows)| pusher.push_if_open(stream, windows))
-        .buffer_unordered(STREAMS_AT_ONCE)
-        .collect()
-        .await;
-    total.add(&sum_reports(results)?);
+    let new: Vec<String> = view
+        .unscheduled
+        .into_iter()
+        .filter(|id| open.iter().any(|(stream, _)| stream.as_str() == id))
+        .collect();
+    targets.slots.schedule(&new).await?;
+    // The owed marks are written before any slot is taken: a failure then leaves no slot held.
+    total.streams_owed += mark_owed(targets.slots, &waiting).await?;
+    let open_ids: Vec<StreamId> = open.iter().map(|(s, _)| s.clone()).collect();
+    let mut leases = targets
+        .slots
+        .claim_all(&open_ids, now_ms(), policy.lease)
+        .await?;
+    let mut taken = Vec::with_capacity(leases.len());
+    let mut lost = Vec::new();
+    for (stream, batch) in open {
+        match leases.iter().position(|lease| lease.stream == stream) {
+            Some(at) => taken.push(Taken {
+                lease: leases.swap_remove(at),
+                batch,
+            }),
+            // Another invocation took the slot first: owed, like the waiting ones.
+            None => lost.push((stream, batch)),
+        }
+    }
+    match mark_owed(targets.slots, &lost).await {
+        Ok(owed) => total.streams_owed += owed,
+        Err(error) => {
+            let leases: Vec<&SlotLease> = taken.iter().map(|t| &t.lease).collect();
+            pusher.give_back(&leases).await;
+            return Err(error);
+        }
+    }
+    total.add(&pusher.push_wave(taken).await?);
     total.add(&pusher.sweep_after_batch().await);
     Ok(total)
 }
 
-/// Pushes up to [`SWEEP_LIMIT`] streams that are owed a push and whose slot is open.
+/// Pushes, in one wave, up to [`SWEEP_LIMIT`] streams that are owed a push and whose slot is
+/// open. `active` keeps the audiences that share the post budget from one sweep to the next.
 pub async fn sweep(
     targets: &PushTargets<'_>,
     policy: PushPolicy,
+    active: &ActiveAudiences,
 ) -> Result<FanoutReport, StoreError> {
     if policy.interval.is_zero() {
         return Ok(FanoutReport::default());
     }
-    Pusher::new(targets, policy, Instant::now())
-        .await?
+    Pusher::new(targets, policy, active, Instant::now())
         .sweep(SWEEP_LIMIT)
         .await
 }
 
-/// The sum of every stream's report, or the first failure once all have ended.
-fn sum_reports(results: Vec<Result<FanoutReport, StoreError>>) -> Result<FanoutReport, StoreError> {
-    let mut total = FanoutReport::default();
-    let mut failure = None;
-    for result in results {
-        match result {
-            Ok(report) => total.add(&report),
-            Err(error) => failure = failure.or(Some(error)),
-        }
-    }
-    failure.map_or(Ok(total), Err)
+/// Marks `streams` owed from the oldest start of their windows, in two writes; returns how many.
+async fn mark_owed(
+    slots: &PushSlots,
+    streams: &[(StreamId, Vec<WindowStateRecord>)],
+) -> Result<usize, StoreError> {
+    let Some(oldest) = oldest_start(streams.iter().flat_map(|(_, w)| w)) else {
+        return Ok(0);
+    };
+    let owed: Vec<String> = streams.iter().map(|(s, _)| s.as_str().to_owned()).collect();
+    slots.mark_owed(&owed, oldest).await?;
+    Ok(owed.len())
 }
 
 fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) -> Option<i64> {
@@ -184,49 +268,26 @@ fn oldest_start<'a>(windows: impl IntoIterator<Item = &'a WindowStateRecord>) ->
 }
 
 impl<'a, 'b> Pusher<'a, 'b> {
-    async fn new(
+    fn new(
         targets: &'a PushTargets<'b>,
         policy: PushPolicy,
+        active: &'a ActiveAudiences,
         started: Instant,
-    ) -> Result<Self, StoreError> {
+    ) -> Self {
         // In AppSyncEvents delivery the interval is never stretched: the audience costs no posts.
-        Ok(Self {
+        Self {
             targets,
             policy,
             shares_budget: !policy.interval.is_zero() && targets.events.is_none(),
-            active: OnceCell::new(),
+            active,
             permits: Semaphore::new(policy.post.concurrency.max(1)),
             deadline: started + policy.deadline,
-        })
+        }
     }
 
-    /// Pushes `stream` if its slot is open now; else marks it owed.
-    async fn push_if_open(
-        &self,
-        stream: StreamId,
-        windows: Vec<WindowStateRecord>,
-    ) -> Result<FanoutReport, StoreError> {
-        let slots = self.targets.slots;
-        let claim = if Instant::now() + CLAIM_MARGIN < self.deadline {
-            slots.claim(&stream, now_ms(), self.policy.lease).await?
-        } else {
-            // Past the deadline nothing would be posted: leave the push to the next invocation.
-            Claim::NotDue { due_ms: now_ms() }
-        };
-        match claim {
-            Claim::Granted(lease) => self.push_stream(stream, windows, lease).await,
-            Claim::NotDue { .. } => {
-                if let Some(oldest) = oldest_start(&windows) {
-                    slots
-                        .mark_owed(&[stream.as_str().to_owned()], oldest)
-                        .await?;
-                }
-                Ok(FanoutReport {
-                    streams_owed: 1,
-                    ..FanoutReport::default()
-                })
-            }
-        }
+    /// Whether a slot may still be taken: a push started now has time to post.
+    fn may_claim(&self) -> bool {
+        Instant::now() + CLAIM_MARGIN < self.deadline
     }
 
     /// A batch's sweep: a few owed streams, while its deadline leaves time. A failure is
@@ -248,145 +309,294 @@ impl<'a, 'b> Pusher<'a, 'b> {
     }
 
     async fn sweep(&self, limit: i64) -> Result<FanoutReport, StoreError> {
-        let owed = self.targets.slots.owed_and_due(now_ms(), limit).await?;
-        let results: Vec<Result<FanoutReport, StoreError>> = futures::stream::iter(owed)
-            .filter_map(|id| async move { StreamId::parse("stream", &id).ok() })
-            .map(|stream| async move {
-                if Instant::now() + CLAIM_MARGIN >= self.deadline {
-                    return Ok(FanoutReport::default());
-                }
-                match self
-                    .targets
-                    .slots
-                    .claim(&stream, now_ms(), self.policy.lease)
-                    .await?
-                {
-                    Claim::Granted(lease) => {
-                        let mut report = self.push_stream(stream, Vec::new(), lease).await?;
-                        report.swept += 1;
-                        Ok(report)
-                    }
-                    // Another invocation took the slot first: the push is its to make.
-                    Claim::NotDue { .. } => Ok(FanoutReport::default()),
-                }
+        if !self.may_claim() {
+            return Ok(FanoutReport::default());
+        }
+        let slots = self.targets.slots;
+        let owed: Vec<StreamId> = slots
+            .owed_and_due(now_ms(), limit)
+            .await?
+            .iter()
+            .filter_map(|id| StreamId::parse("stream", id).ok())
+            .collect();
+        // A stream another invocation takes first is left out: the push is its to make.
+        let leases = slots.claim_all(&owed, now_ms(), self.policy.lease).await?;
+        let swept = leases.len();
+        let taken = leases
+            .into_iter()
+            .map(|lease| Taken {
+                lease,
+                batch: Vec::new(),
             })
-            .buffer_unordered(STREAMS_AT_ONCE)
-            .collect()
-            .await;
-        sum_reports(results)
+            .collect();
+        let mut report = self.push_wave(taken).await?;
+        report.swept += swept;
+        Ok(report)
     }
 
-    /// Makes the push a taken slot owes: the batch's states of `stream` and everything owed,
-    /// freshest as stored, then sets the stream's next slot.
-    async fn push_stream(
-        &self,
-        stream: StreamId,
-        batch: Vec<WindowStateRecord>,
-        lease: SlotLease,
-    ) -> Result<FanoutReport, StoreError> {
-        let since = oldest_start(&batch)
-            .into_iter()
-            .chain(lease.owed_from_ms)
-            .min();
-        let (windows, malformed) = match since {
-            Some(since) => self.freshest(&stream, batch, since).await?,
-            None => (batch, 0),
-        };
-        if windows.is_empty() {
-            // Nothing to push (what was owed was pushed by the slot's previous holder).
-            let mut report = FanoutReport {
-                malformed_documents: malformed,
-                ..FanoutReport::default()
-            };
-            if let Err(error) = self
-                .targets
-                .slots
-                .release(&stream, &lease.holder, lease.owed_seq, lease.at_ms)
-                .await
-            {
-                report.bookkeeping_failures += 1;
-                tracing::warn!(%stream, %error, "could not give back an unused push slot");
-            }
+    /// Makes the pushes the taken slots owe: each stream's batch states and everything owed,
+    /// freshest as stored, to its audience; then sets each stream's next slot, the pushes that
+    /// are done together as they end. Every push runs to its end even when another's fails:
+    /// dropping a fan-out half way would leave its slot held and its viewers unserved. The first
+    /// failure is then returned (a batch's retry finds the pushed streams' slots taken, and
+    /// marks them owed). When the wave's reads fail, nothing is posted and its slots are given
+    /// back (the streams stay owed).
+    async fn push_wave(&self, taken: Vec<Taken>) -> Result<FanoutReport, StoreError> {
+        let mut report = FanoutReport::default();
+        if taken.is_empty() {
             return Ok(report);
         }
-        let (mut report, resume_from) = self
-            .deliver(
-                stream.clone(),
-                lease.seq + 1,
-                windows,
-                lease.resume_from.as_deref(),
-            )
-            .await?;
-        report.malformed_documents += malformed;
-        let mut audience = (report.posts + report.deadline_missed) as u64;
-        if report.cut_short {
+        let leases: Vec<SlotLease> = taken.iter().map(|t| t.lease.clone()).collect();
+        let give_back_all = |error: StoreError| async {
+            self.give_back(&leases.iter().collect::<Vec<_>>()).await;
+            error
+        };
+        let (due, idle) = match self.freshest(taken, &mut report).await {
+            Ok(read) => read,
+            Err(error) => return Err(give_back_all(error).await),
+        };
+        let audiences = match self.audiences(&due).await {
+            Ok(read) => read,
+            Err(error) => return Err(give_back_all(error).await),
+        };
+        // Nothing to push (what was owed was pushed by the slot's previous holder).
+        let idle: Vec<&SlotLease> = idle.iter().collect();
+        if let Err(error) = self.targets.slots.release_all(&idle).await {
+            report.bookkeeping_failures += idle.len();
+            tracing::warn!(%error, streams = idle.len(), "could not give back unused push slots");
+        }
+        let mut ended = std::pin::pin!(
+            futures::stream::iter(due.iter().zip(audiences))
+                .map(|(push, audience)| async move {
+                    let delivered = self
+                        .deliver(
+                            push.lease.stream.clone(),
+                            push.lease.seq + 1,
+                            push.windows.clone(),
+                            audience,
+                        )
+                        .await;
+                    (push, delivered)
+                })
+                .buffer_unordered(FANOUTS_AT_ONCE)
+                .ready_chunks(ENDS_AT_ONCE)
+        );
+        let mut failure = None;
+        while let Some(chunk) = ended.next().await {
+            let active = self.active_audiences().await;
+            let mut ends = Vec::with_capacity(chunk.len());
+            for (push, delivered) in chunk {
+                match delivered {
+                    Ok((pushed, resume_from)) => {
+                        let (end, interval) = self.end_of(
+                            push,
+                            &pushed,
+                            resume_from,
+                            active.as_ref().map(|a| a.as_slice()),
+                        );
+                        report.add(&pushed);
+                        report.interval_ms = report
+                            .interval_ms
+                            .max(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
+                        ends.push(FinishedPush {
+                            lease: &push.lease,
+                            end,
+                        });
+                    }
+                    Err(error) => failure = failure.or(Some(error)),
+                }
+            }
+            self.finish(&ends, &mut report).await;
+        }
+        failure.map_or(Ok(report), Err)
+    }
+
+    /// Sets the next slots of pushes that have ended. The posts are made: a failure to record
+    /// them is counted, never a reason to post again.
+    async fn finish(&self, ends: &[FinishedPush<'_>], report: &mut FanoutReport) {
+        match self.targets.slots.finish_all(ends).await {
+            Ok(held) => {
+                let lost = (ends.len() as u64).saturating_sub(held) as usize;
+                if lost > 0 {
+                    report.slots_lost += lost;
+                    tracing::warn!(
+                        streams = lost,
+                        "pushes outlived their slot's lease; other pushes took the slots"
+                    );
+                }
+            }
+            Err(error) => {
+                report.bookkeeping_failures += ends.len();
+                tracing::warn!(%error, streams = ends.len(), "could not set the streams' next push slots; their leases will run out");
+            }
+        }
+    }
+
+    /// Gives back slots taken for pushes that cannot be made (a read failed): they open at
+    /// once, and what the streams are owed stays owed (a batch's own states come again with its
+    /// retry). If even that fails, the leases run out.
+    async fn give_back(&self, leases: &[&SlotLease]) {
+        if let Err(error) = self.targets.slots.reopen_all(leases).await {
+            tracing::warn!(%error, streams = leases.len(), "could not give back the slots of a failed wave; their leases will run out");
+        }
+    }
+
+    /// The active streams' audiences, when pushes share the post budget: read once for the
+    /// pushes that end together. None when they cannot be read (each stream then stands alone).
+    async fn active_audiences(&self) -> Option<Arc<Vec<ActiveStream>>> {
+        if !self.shares_budget {
+            return None;
+        }
+        match self.active.get(self.targets.slots).await {
+            Ok(active) => Some(active),
+            Err(error) => {
+                // The posts are made; each stream alone stands for the audiences this time.
+                tracing::warn!(%error, "cannot read the active streams' audiences");
+                None
+            }
+        }
+    }
+
+    /// How a push ended: its audience, its stream's next slot (after the interval the stream's
+    /// share of the post budget allows), where the next one starts, and whether the stream is
+    /// still owed; and that interval.
+    fn end_of(
+        &self,
+        push: &Due,
+        pushed: &FanoutReport,
+        resume_from: Option<String>,
+        active: Option<&[ActiveStream]>,
+    ) -> (PushEnd, Duration) {
+        let lease = &push.lease;
+        let mut audience = (pushed.posts + pushed.deadline_missed) as u64;
+        if pushed.cut_short {
             audience = audience.max(lease.audience.unwrap_or(0));
         }
-        let interval = self.interval(&stream, audience).await;
+        let interval = self.interval(active, &lease.stream, audience);
         // A push that left part of its audience without the frame (the deadline, throttling,
         // a refused publish) keeps the stream owed, so a sweep pushes again once the slot
         // opens, starting where this one stopped. One that reached nobody keeps its number:
         // no viewer saw it, and none should take the next for a gap.
-        let incomplete = report.deadline_missed > 0
-            || report.throttled_out > 0
-            || (self.targets.events.is_some() && report.failed > 0);
+        let incomplete = pushed.deadline_missed > 0
+            || pushed.throttled_out > 0
+            || (self.targets.events.is_some() && pushed.failed > 0);
         let end = PushEnd {
             audience,
             next_due_ms: lease.at_ms.saturating_add(duration_ms(interval)),
             resume_from,
-            seq: if report.delivered > 0 {
+            seq: if pushed.delivered > 0 {
                 lease.seq + 1
             } else {
                 lease.seq
             },
-            still_owed_from_ms: incomplete.then_some(since.unwrap_or(lease.at_ms)),
+            still_owed_from_ms: incomplete.then_some(push.since_ms.unwrap_or(lease.at_ms)),
         };
-        // The posts are made: a failure to record them is counted, never a reason to post again.
-        match self
+        (end, interval)
+    }
+
+    /// Each taken slot's batch states, each replaced by its stored state if that is newer,
+    /// plus the newest windows stored since the oldest window it owes: what its viewers should
+    /// see now. One read for the wave. Returns the slots with something to push, and those
+    /// without; stored documents skipped as malformed are counted in `report`.
+    async fn freshest(
+        &self,
+        taken: Vec<Taken>,
+        report: &mut FanoutReport,
+    ) -> Result<(Vec<Due>, Vec<SlotLease>), StoreError> {
+        let since: Vec<Option<i64>> = taken
+            .iter()
+            .map(|t| {
+                oldest_start(&t.batch)
+                    .into_iter()
+                    .chain(t.lease.owed_from_ms)
+                    .min()
+            })
+            .collect();
+        let wants: Vec<(StreamId, i64)> = taken
+            .iter()
+            .zip(&since)
+            .filter_map(|(t, since)| Some((t.lease.stream.clone(), (*since)?)))
+            .collect();
+        let mut stored = self
             .targets
-            .slots
-            .finish(&stream, &lease.holder, lease.owed_seq, &end)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                report.slots_lost += 1;
-                tracing::warn!(%stream, "push outlived its slot's lease; another push took the slot");
-            }
-            Err(error) => {
-                report.bookkeeping_failures += 1;
-                tracing::warn!(%stream, %error, "could not set the stream's next push slot; its lease will run out");
+            .windows
+            .newest_windows_of(&wants, FRESH_WINDOWS)
+            .await?
+            .into_iter();
+        let now = now_ms();
+        let (mut due, mut idle) = (Vec::new(), Vec::new());
+        for (Taken { lease, batch }, since_ms) in taken.into_iter().zip(since) {
+            let fresh = match since_ms {
+                Some(_) => stored.next().unwrap_or_default(),
+                None => Default::default(),
+            };
+            report.malformed_documents += fresh.malformed;
+            let states = fresh
+                .windows
+                .iter()
+                .map(|w| w.state_record(self.targets.domain, now));
+            let windows = newest_states(batch.into_iter().chain(states));
+            if windows.is_empty() {
+                idle.push(lease);
+            } else {
+                due.push(Due {
+                    lease,
+                    windows,
+                    since_ms,
+                });
             }
         }
-        report.interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        Ok(report)
+        Ok((due, idle))
+    }
+
+    /// Where each push reads its audience: in WebSocketApi delivery, the small audiences of the
+    /// pushes that start at the beginning in one read (those that fit in it), the others page
+    /// by page (from where the last push stopped).
+    async fn audiences<'p>(&self, due: &'p [Due]) -> Result<Vec<Audience<'p>>, StoreError> {
+        let paged = |push: &'p Due| Audience::Paged(push.lease.resume_from.as_deref());
+        if self.targets.events.is_some() {
+            return Ok(due.iter().map(paged).collect());
+        }
+        let in_wave_read = |push: &Due| {
+            push.lease.resume_from.is_none()
+                && push.lease.audience.unwrap_or(0) <= WAVE_AUDIENCE_AT_MOST
+        };
+        let whole: Vec<StreamId> = due
+            .iter()
+            .filter(|push| in_wave_read(push))
+            .map(|push| push.lease.stream.clone())
+            .collect();
+        let mut read = if whole.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            self.targets
+                .connections
+                .audiences(&whole, WAVE_AUDIENCE_READ)
+                .await?
+                .into_iter()
+        };
+        Ok(due
+            .iter()
+            .map(|push| match in_wave_read(push) {
+                true => read.next().flatten().map_or(paged(push), Audience::Read),
+                false => paged(push),
+            })
+            .collect())
     }
 
     /// The interval for `stream` now that it has `audience`: its share of the post budget
-    /// beside the other active streams' audiences.
-    async fn interval(&self, stream: &StreamId, audience: u64) -> Duration {
+    /// beside the other `active` streams' audiences (the stream alone when they are unknown).
+    fn interval(
+        &self,
+        active: Option<&[ActiveStream]>,
+        stream: &StreamId,
+        audience: u64,
+    ) -> Duration {
         if !self.shares_budget {
             return self.policy.interval;
         }
-        let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
-        let active = match self
-            .active
-            .get_or_try_init(|| self.targets.slots.active_since(since))
-            .await
-        {
-            Ok(active) => active,
-            Err(error) => {
-                // The posts are made; the stream alone stands for the audiences this time.
-                tracing::warn!(%stream, %error, "cannot read the active streams' audiences");
-                return BudgetShare::new(
-                    self.policy.post_budget_per_second,
-                    self.policy.interval,
-                    [audience],
-                )
-                .interval(self.policy.interval, audience);
-            }
-        };
         let others = active
+            .unwrap_or_default()
             .iter()
             .filter(|a| a.stream != stream.as_str())
             .map(|a| a.audience);
@@ -398,14 +608,14 @@ impl<'a, 'b> Pusher<'a, 'b> {
         .interval(self.policy.interval, audience)
     }
 
-    /// Sends one frame of `windows` to the audience of `stream` (or publishes it), starting at
-    /// `resume_from`; returns where the next fan-out starts.
+    /// Sends one frame of `windows` to `audience`, the connections watching `stream` (or
+    /// publishes it); returns where the next fan-out starts.
     async fn deliver(
         &self,
         stream: StreamId,
         seq: i64,
         windows: Vec<WindowStateRecord>,
-        resume_from: Option<&str>,
+        audience: Audience<'_>,
     ) -> Result<(FanoutReport, Option<String>), StoreError> {
         let deadline = self.deadline;
         let targets = self.targets;
@@ -437,7 +647,11 @@ impl<'a, 'b> Pusher<'a, 'b> {
                 windows_dropped: dropped,
                 ..FanoutReport::default()
             };
-            return Ok((report, resume_from.map(str::to_owned)));
+            let resume_from = match audience {
+                Audience::Paged(start_at) => start_at.map(str::to_owned),
+                Audience::Read(_) => None,
+            };
+            return Ok((report, resume_from));
         }
         let fanout = post_to_audience(
             &stream,
@@ -447,7 +661,7 @@ impl<'a, 'b> Pusher<'a, 'b> {
             self.policy.post,
             &self.permits,
             deadline,
-            resume_from,
+            audience,
         )
         .await?;
         let mut report = fanout.report;
@@ -455,32 +669,4 @@ impl<'a, 'b> Pusher<'a, 'b> {
         report.windows_dropped = dropped;
         Ok((report, fanout.resume_from))
     }
-
-    /// The batch's states of `stream`, each replaced by its stored state if that is newer, plus
-    /// the newest windows stored since `since_ms`: what a viewer should see now. Also returns
-    /// how many stored documents were skipped as malformed.
-    async fn freshest(
-        &self,
-        stream: &StreamId,
-        batch: Vec<WindowStateRecord>,
-        since_ms: i64,
-    ) -> Result<(Vec<WindowStateRecord>, usize), StoreError> {
-        let now = now_ms();
-        let stored = self
-            .targets
-            .windows
-            .newest_windows(stream, since_ms, FRESH_WINDOWS)
-            .await?;
-        let states = stored
-            .windows
-            .iter()
-            .map(|w| w.state_record(self.targets.domain, now));
-        Ok((
-            newest_states(batch.into_iter().chain(states)),
-            stored.malformed,
-        ))
-    }
 }
-
-/// Windows one push reads from MongoDB at most: the newest of those owed.
-const FRESH_WINDOWS: u32 = 20;

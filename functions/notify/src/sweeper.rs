@@ -6,7 +6,7 @@
 //! newest takes the turn and the older one stops at its next check, so at most one sweeps.
 
 use crate::fanout::FanoutReport;
-use crate::push::sweep;
+use crate::push::{ActiveAudiences, sweep};
 use crate::{Notify, NotifyError, fanout_metrics};
 use reactions::clock::now_ms;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How often the sweeper looks for owed streams whose slot is open.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+pub const SWEEP_EVERY: Duration = Duration::from_millis(50);
 
 /// How often the sweeper checks that it still has the turn.
 const TURN_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -35,7 +35,8 @@ pub struct SweepSummary {
 impl Notify {
     /// One sweep: pushes the streams owed a push whose slot is open now.
     pub async fn sweep_once(&self) -> Result<FanoutReport, NotifyError> {
-        Ok(sweep(&self.push_targets(), self.push_policy()).await?)
+        let active = ActiveAudiences::default();
+        Ok(sweep(&self.push_targets(), self.push_policy(), &active).await?)
     }
 
     /// Sweeps for `SWEEP_FOR_MS`, or until a newer sweeper takes the turn.
@@ -49,6 +50,7 @@ impl Notify {
         let mut turn_checked = Instant::now();
         let targets = self.push_targets();
         let policy = self.push_policy();
+        let active = ActiveAudiences::default();
         while started.elapsed() < run_for {
             if turn_checked.elapsed() >= TURN_CHECK_EVERY {
                 turn_checked = Instant::now();
@@ -61,7 +63,7 @@ impl Notify {
                     Err(error) => tracing::warn!(%error, "cannot check the sweeper's turn"),
                 }
             }
-            match sweep(&targets, policy).await {
+            match sweep(&targets, policy, &active).await {
                 Ok(report) => summary.fanout.add(&report),
                 Err(error) => {
                     summary.failed_sweeps += 1;

@@ -401,12 +401,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         seq: old.seq + 1,
         still_owed_from_ms: None,
     };
-    assert!(
-        !slots
-            .finish(&s, &old.holder, old.owed_seq, &late)
-            .await
-            .unwrap()
-    );
+    assert!(!slots.finish(&old, late.clone()).await.unwrap());
     let stored = stored_slot(&database, "held").await;
     assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 200 + 30_000);
     assert!(stored.get_i64("audience").is_err(), "{stored}");
@@ -419,12 +414,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
     };
     // A batch marks the stream owed while the push is under way: its end keeps the mark.
     slots.mark_owed(&["held".to_owned()], 4_000).await.unwrap();
-    assert!(
-        slots
-            .finish(&s, &new.holder, new.owed_seq, &end)
-            .await
-            .unwrap()
-    );
+    assert!(slots.finish(&new, end.clone()).await.unwrap());
     let stored = stored_slot(&database, "held").await;
     assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 1_200);
     assert_eq!(stored.get_str("resume_from").unwrap(), "c-5");
@@ -448,12 +438,7 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         seq: next.seq + 1,
         still_owed_from_ms: None,
     };
-    assert!(
-        slots
-            .finish(&s, &next.holder, next.owed_seq, &end)
-            .await
-            .unwrap()
-    );
+    assert!(slots.finish(&next, end.clone()).await.unwrap());
     let stored = stored_slot(&database, "held").await;
     assert!(stored.get_i64("owed_from_ms").is_err(), "{stored}");
     assert!(stored.get_str("resume_from").is_err(), "{stored}");
@@ -559,12 +544,7 @@ async fn owed_streams_whose_slot_opened_are_found_through_the_indexes() {
         seq: lease.seq + 1,
         still_owed_from_ms: None,
     };
-    assert!(
-        slots
-            .finish(&s, &lease.holder, lease.owed_seq, &end)
-            .await
-            .unwrap()
-    );
+    assert!(slots.finish(&lease, end.clone()).await.unwrap());
     slots
         .mark_owed(&["indexed".to_owned()], 2_000)
         .await

@@ -185,7 +185,8 @@ impl WindowStore {
             statements,
             "window update statement",
         )
-        .await?;
+        .await?
+        .duplicates;
         let mut conflicted = vec![false; deltas.len()];
         for index in duplicates {
             conflicted[index] = true;
@@ -256,7 +257,8 @@ impl WindowStore {
                 statements,
                 "window compare-and-set statement",
             )
-            .await?;
+            .await?
+            .duplicates;
             report.round_trips += 1;
             let mut changed_meanwhile = vec![false; attempts.len()];
             for index in lost {

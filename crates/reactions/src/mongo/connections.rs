@@ -219,6 +219,56 @@ impl ConnectionStore {
         Ok(first.chain(then))
     }
 
+    /// The whole audience of each of `streams` in one read of at most `limit` connections, in
+    /// the order of `streams`, each in id order: a wave of small audiences costs one query
+    /// instead of one per stream. A stream whose audience did not fit in the read is `None`
+    /// (read it with [`ConnectionStore::watching`]). A document without a string id is
+    /// [`StoreError::Malformed`] in its stream's list.
+    pub async fn audiences(
+        &self,
+        streams: &[StreamId],
+        limit: u32,
+    ) -> Result<Vec<Option<Vec<Result<WatchingConnection, StoreError>>>>, StoreError> {
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "stream": { "$in": &ids } })
+            .projection(doc! { "_id": 1, "stream": 1, "connected_at_ms": 1 })
+            .sort(doc! { "stream": 1, "_id": 1 })
+            .limit(i64::from(limit))
+            .batch_size(limit)
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        // Read in (stream, id) order: when the read was cut at `limit`, the streams before the
+        // last one it reached are whole, and that one and those after it are not.
+        let cut_from = (documents.len() >= limit as usize)
+            .then(|| documents.last().and_then(|d| d.get_str("stream").ok()))
+            .flatten()
+            .map(str::to_owned);
+        let mut read: std::collections::HashMap<&str, Vec<Result<WatchingConnection, StoreError>>> =
+            ids.iter().map(|id| (*id, Vec::new())).collect();
+        for document in documents {
+            let Some(list) = document
+                .get_str("stream")
+                .ok()
+                .and_then(|s| read.get_mut(s))
+            else {
+                continue;
+            };
+            list.push(watching_connection(document));
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match &cut_from {
+                Some(cut) if *id >= cut.as_str() => None,
+                _ => read.remove(id),
+            })
+            .collect())
+    }
+
     /// How many connections watch `stream` (through the by-stream index): the audience of a
     /// fan-out that stopped reading it at its deadline.
     pub async fn count_watching(&self, stream: &StreamId) -> Result<u64, StoreError> {
@@ -244,16 +294,7 @@ impl ConnectionStore {
             .batch_size(page)
             .await
             .map_err(server("find"))?;
-        Ok(cursor.map(|document| {
-            let document = document.map_err(server("find"))?;
-            let id = document.get_str("_id").map_err(|_| {
-                StoreError::Malformed(format!("connection without a string _id: {document}"))
-            })?;
-            Ok(WatchingConnection {
-                id: id.to_owned(),
-                connected_at_ms: document.get_i64("connected_at_ms").unwrap_or(0),
-            })
-        }))
+        Ok(cursor.map(|document| watching_connection(document.map_err(server("find"))?)))
     }
 
     /// The ids of every connection watching `stream`, through the by-stream index, all at once
@@ -265,6 +306,17 @@ impl ConnectionStore {
             .try_collect()
             .await
     }
+}
+
+/// A connection as a fan-out reads it, or [`StoreError::Malformed`] without a string id.
+fn watching_connection(document: Document) -> Result<WatchingConnection, StoreError> {
+    let id = document.get_str("_id").map_err(|_| {
+        StoreError::Malformed(format!("connection without a string _id: {document}"))
+    })?;
+    Ok(WatchingConnection {
+        id: id.to_owned(),
+        connected_at_ms: document.get_i64("connected_at_ms").unwrap_or(0),
+    })
 }
 
 fn parse_connection(document: &Document) -> Result<StoredConnection, StoreError> {

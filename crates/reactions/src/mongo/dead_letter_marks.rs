@@ -75,7 +75,8 @@ impl DeadLetterMarks {
             statements.clone(),
             "dead letter mark",
         )
-        .await?;
+        .await?
+        .duplicates;
         if raced.is_empty() {
             return Ok(());
         }
@@ -84,8 +85,9 @@ impl DeadLetterMarks {
             .into_iter()
             .map(|index| statements[index].clone())
             .collect();
-        let lost =
-            unordered_update(&self.database, Self::COLLECTION, again, "dead letter mark").await?;
+        let lost = unordered_update(&self.database, Self::COLLECTION, again, "dead letter mark")
+            .await?
+            .duplicates;
         match lost.is_empty() {
             true => Ok(()),
             false => Err(StoreError::Write(

@@ -21,7 +21,9 @@ pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, SyncClaim, WatchingConnection};
 pub use dead_letter_marks::DeadLetterMarks;
 pub use partition_progress::PartitionProgressStore;
-pub use push_slots::{ActiveStream, Claim, PushEnd, PushSlots, SlotLease};
+pub use push_slots::{
+    ActiveStream, Claim, FinishedPush, PushEnd, PushSlots, ScheduleView, SlotLease,
+};
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
 pub use window_width_claim::claim_window_width;
@@ -340,17 +342,60 @@ impl WindowStore {
         self.query_windows(filter, direction, limit).await
     }
 
-    /// Reads the newest `limit` windows of `stream` that start at or after `since_ms`, in
-    /// ascending start order: what a push carries when it owes more windows than it may send
-    /// (the newest matter most; the oldest are the first a frame drops).
-    pub async fn newest_windows(
+    /// For each `(stream, since_ms)` of `wants`, the newest `limit` windows of the stream that
+    /// start at or after `since_ms`, in ascending start order, in the order of `wants`: what a
+    /// wave of pushes carries (the newest matter most; the oldest are the first a frame drops).
+    /// One read for the whole wave; only when the streams together owe more windows than that
+    /// read returns does each stream get a read of its own.
+    pub async fn newest_windows_of(
         &self,
-        stream: &StreamId,
-        since_ms: i64,
+        wants: &[(StreamId, i64)],
         limit: u32,
-    ) -> Result<WindowList, StoreError> {
-        let filter = doc! { "stream": stream.as_str(), "start_ms": { "$gte": since_ms } };
-        self.query_windows(filter, -1, limit).await
+    ) -> Result<Vec<WindowList>, StoreError> {
+        let Some(oldest) = wants.iter().map(|(_, since)| *since).min() else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<&str> = wants.iter().map(|(stream, _)| stream.as_str()).collect();
+        let read_at_most = u64::from(limit).saturating_mul(wants.len() as u64);
+        let filter = doc! { "stream": { "$in": ids }, "start_ms": { "$gte": oldest } };
+        let documents = self
+            .window_documents(filter, -1, i64::try_from(read_at_most).unwrap_or(i64::MAX))
+            .await?;
+        if documents.len() as u64 >= read_at_most && wants.len() > 1 {
+            // Some windows may be left out: each stream reads its own.
+            let mut lists = Vec::with_capacity(wants.len());
+            for (stream, since) in wants {
+                let filter = doc! { "stream": stream.as_str(), "start_ms": { "$gte": since } };
+                lists.push(self.query_windows(filter, -1, limit).await?);
+            }
+            return Ok(lists);
+        }
+        let place: std::collections::HashMap<&str, usize> = wants
+            .iter()
+            .enumerate()
+            .map(|(i, (stream, _))| (stream.as_str(), i))
+            .collect();
+        let mut lists = vec![WindowList::default(); wants.len()];
+        for document in &documents {
+            // Newest first: a stream's first `limit` at or after its own `since` are kept.
+            let Some(&at) = document.get_str("stream").ok().and_then(|s| place.get(s)) else {
+                continue;
+            };
+            let list = &mut lists[at];
+            match parse_window(document) {
+                Ok(window) if window.key.start_ms < wants[at].1 => {}
+                Ok(_) if list.windows.len() >= limit as usize => {}
+                Ok(window) => list.windows.push(window),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a stored window that does not parse");
+                    list.malformed += 1;
+                }
+            }
+        }
+        for list in &mut lists {
+            list.windows.reverse();
+        }
+        Ok(lists)
     }
 
     async fn query_windows(
@@ -359,22 +404,9 @@ impl WindowStore {
         direction: i32,
         limit: u32,
     ) -> Result<WindowList, StoreError> {
-        // From the primary whatever the URI prefers: a push or snapshot must not show a count
-        // older than the state that asked for it.
-        let primary = mongodb::options::SelectionCriteria::ReadPreference(
-            mongodb::options::ReadPreference::Primary,
-        );
-        let documents: Vec<Document> = self
-            .collection
-            .find(filter)
-            .selection_criteria(primary)
-            .sort(doc! { "start_ms": direction })
-            .limit(i64::from(limit))
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
+        let documents = self
+            .window_documents(filter, direction, i64::from(limit))
+            .await?;
         let mut list = WindowList::default();
         for document in &documents {
             match parse_window(document) {
@@ -389,6 +421,29 @@ impl WindowStore {
             list.windows.reverse();
         }
         Ok(list)
+    }
+
+    async fn window_documents(
+        &self,
+        filter: Document,
+        direction: i32,
+        limit: i64,
+    ) -> Result<Vec<Document>, StoreError> {
+        // From the primary whatever the URI prefers: a push or snapshot must not show a count
+        // older than the state that asked for it.
+        let primary = mongodb::options::SelectionCriteria::ReadPreference(
+            mongodb::options::ReadPreference::Primary,
+        );
+        self.collection
+            .find(filter)
+            .selection_criteria(primary)
+            .sort(doc! { "start_ms": direction })
+            .limit(limit)
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))
     }
 
     /// Reads one window, if stored.

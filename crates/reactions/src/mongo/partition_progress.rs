@@ -93,7 +93,7 @@ impl PartitionProgressStore {
         let update =
             |statements| unordered_update(&self.database, Self::COLLECTION, statements, "progress");
         // A duplicate key: the document holds another generation (or an insert raced).
-        let other = update(statements).await?;
+        let other = update(statements).await?.duplicates;
         if other.is_empty() {
             return Ok(());
         }

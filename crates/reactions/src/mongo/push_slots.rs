@@ -10,14 +10,19 @@
 //! push ([`PushSlots::owed_and_due`]); the mark is cleared only when that push has ended and
 //! nobody marked the stream again meanwhile. The holder of a slot is named by a token, so a push
 //! whose lease ran out cannot overwrite the schedule of the push that took the slot after it.
+//!
+//! Slots are taken and given back a wave at a time ([`PushSlots::claim_all`],
+//! [`PushSlots::finish_all`]): a few round trips for tens of streams, so hundreds of streams
+//! pushed each second cost MongoDB a few operations per wave rather than several per stream.
 
+use super::update_command::unordered_update;
 use super::{StoreError, is_duplicate_key, server};
 use crate::clock::duration_ms;
 use crate::ids::StreamId;
 use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
-use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// How long a stream's schedule is kept after its last push.
@@ -30,9 +35,11 @@ fn skew_horizon(lease: Duration) -> Duration {
     lease + Duration::from_secs(60)
 }
 
-/// A slot taken by [`PushSlots::claim`]: what the push owes and where it resumes.
+/// A slot taken by [`PushSlots::claim_all`]: what the push owes and where it resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotLease {
+    /// The stream whose slot this is.
+    pub stream: StreamId,
     /// The token naming this push as the slot's holder.
     pub holder: String,
     /// When the slot was taken (this instance's clock).
@@ -62,7 +69,7 @@ pub enum Claim {
     NotDue { due_ms: i64 },
 }
 
-/// How a push ended, for [`PushSlots::finish`].
+/// How a push ended, for [`PushSlots::finish_all`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushEnd {
     /// Connections the push was for: the stream's share of the post budget follows it.
@@ -78,6 +85,22 @@ pub struct PushEnd {
     pub still_owed_from_ms: Option<i64>,
 }
 
+/// A push that has ended, named by the lease it held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedPush<'a> {
+    pub lease: &'a SlotLease,
+    pub end: PushEnd,
+}
+
+/// What a batch's streams' schedules say before it claims their slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleView {
+    /// Streams whose slot is not open now (a claim decides for the others).
+    pub not_due: HashSet<String>,
+    /// Streams without a schedule yet: [`PushSlots::schedule`] them before claiming.
+    pub unscheduled: Vec<String>,
+}
+
 /// One stream's last audience, for sharing the post budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveStream {
@@ -88,6 +111,7 @@ pub struct ActiveStream {
 /// The `pushes` collection.
 #[derive(Debug, Clone)]
 pub struct PushSlots {
+    database: Database,
     collection: Collection<Document>,
 }
 
@@ -97,6 +121,7 @@ impl PushSlots {
 
     pub fn new(database: &Database) -> Self {
         Self {
+            database: database.clone(),
             collection: database.collection(Self::COLLECTION),
         }
     }
@@ -116,88 +141,171 @@ impl PushSlots {
         Ok(())
     }
 
-    /// Takes the push slot of `stream` if it is due at `now_ms` (or was set by a clock far
-    /// ahead of this one), for `lease`: no other push of the stream starts before
-    /// [`PushSlots::finish`] sets the next slot or the lease runs out (the holder died). Taking
-    /// the slot takes what the stream is owed, too: the lease names it.
+    /// Takes the push slot of `stream` if it is due at `now_ms` (see [`PushSlots::claim_all`]);
+    /// a stream without a schedule gets one first.
     pub async fn claim(
         &self,
         stream: &StreamId,
         now_ms: i64,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
-        let filter = doc! {
-            "_id": stream.as_str(),
-            "$or": [
-                { "next_due_ms": { "$lte": now_ms } },
-                { "next_due_ms": { "$gt": horizon } },
-            ],
-        };
-        let holder = format!("{:032x}", rand::random::<u128>());
-        let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
-        let update = doc! {
-            "$set": {
-                "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
-                "last_push_ms": now_ms,
-                "holder": &holder,
-                "expires_at": DateTime::from_millis(expires_at),
-            },
-        };
-        match self
-            .collection
-            .find_one_and_update(filter, update)
-            .upsert(true)
-            .return_document(ReturnDocument::Before)
-            .await
+        self.schedule(&[stream.as_str().to_owned()]).await?;
+        if let Some(taken) = self
+            .claim_all(std::slice::from_ref(stream), now_ms, lease)
+            .await?
+            .pop()
         {
-            Ok(before) => {
-                let before = before.unwrap_or_default();
-                Ok(Claim::Granted(SlotLease {
-                    holder,
-                    at_ms: now_ms,
-                    owed_from_ms: before.get_i64("owed_from_ms").ok(),
-                    owed_seq: before.get_i64("owed_seq").unwrap_or(0),
-                    resume_from: before.get_str("resume_from").ok().map(str::to_owned),
-                    seq: before.get_i64("seq").unwrap_or(0),
-                    audience: before
-                        .get_i64("audience")
-                        .ok()
-                        .and_then(|a| u64::try_from(a).ok()),
-                }))
-            }
-            // The stream has a schedule and its slot is not due: the upsert's insert collided.
-            Err(error) if is_duplicate_key(&error) => {
-                let stored = self
-                    .collection
-                    .find_one(doc! { "_id": stream.as_str() })
-                    .await
-                    .map_err(server("find_one"))?;
-                let due_ms = stored
-                    .as_ref()
-                    .and_then(|d| d.get_i64("next_due_ms").ok())
-                    .unwrap_or(now_ms);
-                Ok(Claim::NotDue { due_ms })
-            }
-            Err(error) => Err(server("find_one_and_update")(error)),
+            return Ok(Claim::Granted(taken));
         }
+        let stored = self
+            .collection
+            .find_one(doc! { "_id": stream.as_str() })
+            .selection_criteria(primary())
+            .await
+            .map_err(server("find_one"))?;
+        let due_ms = stored
+            .as_ref()
+            .and_then(|d| d.get_i64("next_due_ms").ok())
+            .unwrap_or(now_ms);
+        Ok(Claim::NotDue { due_ms })
     }
 
-    /// Of `streams`, those whose slot is not open at `now_ms` (their schedule says so now; a
-    /// claim decides): a batch marks them owed in one write instead of failing a claim each.
-    pub async fn not_due(
+    /// Takes, in two round trips whatever their number, the push slot of each of `streams`
+    /// that has a schedule and is due at `now_ms` (or was set by a clock far ahead of this
+    /// one), for `lease`: no other push of such a stream starts before
+    /// [`PushSlots::finish_all`] sets its next slot or the lease runs out (the holder died).
+    /// Taking a slot takes what the stream is owed, too: its lease names it. Streams whose slot
+    /// is held or not due are left out.
+    ///
+    /// The slots are taken by one conditional `update_many` naming a fresh holder, then read
+    /// back by that holder from the primary (a secondary may not have the update yet: the
+    /// slots it misses would stay held, unpushed, for the lease). An owed mark set between the two is read with the lease and made by
+    /// this push: the mark's windows were stored before the mark (aggregate stores a window
+    /// before it publishes its state), and the push reads the stored windows after the lease.
+    pub async fn claim_all(
         &self,
         streams: &[StreamId],
         now_ms: i64,
         lease: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<SlotLease>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
         let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
-        let filter = doc! {
-            "_id": { "$in": ids },
-            "next_due_ms": { "$gt": now_ms, "$lte": horizon },
-        };
-        self.ids_of(filter, None).await
+        let holder = format!("{:032x}", rand::random::<u128>());
+        let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
+        let taken = self
+            .collection
+            .update_many(
+                doc! {
+                    "_id": { "$in": &ids },
+                    "$or": [
+                        { "next_due_ms": { "$lte": now_ms } },
+                        { "next_due_ms": { "$gt": horizon } },
+                    ],
+                },
+                doc! { "$set": {
+                    "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
+                    "last_push_ms": now_ms,
+                    "holder": &holder,
+                    "expires_at": DateTime::from_millis(expires_at),
+                } },
+            )
+            .await
+            .map_err(server("update_many"))?;
+        if taken.modified_count == 0 {
+            return Ok(Vec::new());
+        }
+        let by_id: HashMap<&str, &StreamId> = ids.iter().copied().zip(streams).collect();
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "_id": { "$in": &ids }, "holder": &holder })
+            .selection_criteria(primary())
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        Ok(documents
+            .iter()
+            .filter_map(|stored| {
+                let stream = by_id.get(stored.get_str("_id").ok()?)?;
+                Some(SlotLease {
+                    stream: (*stream).clone(),
+                    holder: holder.clone(),
+                    at_ms: now_ms,
+                    owed_from_ms: stored.get_i64("owed_from_ms").ok(),
+                    owed_seq: stored.get_i64("owed_seq").unwrap_or(0),
+                    resume_from: stored.get_str("resume_from").ok().map(str::to_owned),
+                    seq: stored.get_i64("seq").unwrap_or(0),
+                    audience: stored
+                        .get_i64("audience")
+                        .ok()
+                        .and_then(|a| u64::try_from(a).ok()),
+                })
+            })
+            .collect())
+    }
+
+    /// What the schedules of `streams` say at `now_ms`, in one read: which slots are not open
+    /// (a batch marks those owed in one write instead of failing a claim each) and which
+    /// streams have no schedule yet.
+    pub async fn view(
+        &self,
+        streams: &[StreamId],
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<ScheduleView, StoreError> {
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! { "_id": { "$in": &ids } })
+            .selection_criteria(primary())
+            .projection(doc! { "_id": 1, "next_due_ms": 1 })
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        let mut view = ScheduleView::default();
+        let mut scheduled = HashSet::new();
+        for stored in &documents {
+            let Ok(id) = stored.get_str("_id") else {
+                continue;
+            };
+            scheduled.insert(id);
+            let due = stored.get_i64("next_due_ms").unwrap_or(0);
+            if due > now_ms && due <= horizon {
+                view.not_due.insert(id.to_owned());
+            }
+        }
+        view.unscheduled = ids
+            .into_iter()
+            .filter(|id| !scheduled.contains(id))
+            .map(str::to_owned)
+            .collect();
+        Ok(view)
+    }
+
+    /// Gives each of `streams` that has no schedule yet one, open at once, in one write
+    /// (inserts of streams that have one collide on `_id` and are ignored).
+    pub async fn schedule(&self, streams: &[String]) -> Result<(), StoreError> {
+        if streams.is_empty() {
+            return Ok(());
+        }
+        let expires_at = DateTime::from_millis(
+            DateTime::now().timestamp_millis() + duration_ms(SCHEDULE_RETENTION),
+        );
+        let schedules = streams
+            .iter()
+            .map(|id| doc! { "_id": id, "next_due_ms": 0_i64, "expires_at": expires_at });
+        match self.collection.insert_many(schedules).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(error) if only_duplicate_keys(&error) => Ok(()),
+            Err(error) => Err(server("insert_many")(error)),
+        }
     }
 
     /// Records that each of `streams` is owed a push of its windows from `oldest_start_ms` on,
@@ -212,17 +320,10 @@ impl PushSlots {
         if streams.is_empty() {
             return Ok(());
         }
+        self.schedule(streams).await?;
         let expires_at = DateTime::from_millis(
             DateTime::now().timestamp_millis() + duration_ms(SCHEDULE_RETENTION),
         );
-        let schedules = streams
-            .iter()
-            .map(|id| doc! { "_id": id, "next_due_ms": 0_i64, "expires_at": expires_at });
-        match self.collection.insert_many(schedules).ordered(false).await {
-            Ok(_) => {}
-            Err(error) if only_duplicate_keys(&error) => {}
-            Err(error) => return Err(server("insert_many")(error)),
-        }
         self.collection
             .update_many(
                 doc! { "_id": { "$in": streams } },
@@ -244,21 +345,13 @@ impl PushSlots {
             "owed_from_ms": { "$exists": true },
             "next_due_ms": { "$lte": now_ms },
         };
-        self.ids_of(filter, Some(limit)).await
-    }
-
-    /// The stream ids of the documents matching `filter` (the earliest due first, at most
-    /// `limit` when given).
-    async fn ids_of(
-        &self,
-        filter: Document,
-        limit: Option<i64>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut find = self.collection.find(filter).projection(doc! { "_id": 1 });
-        if let Some(limit) = limit {
-            find = find.sort(doc! { "next_due_ms": 1 }).limit(limit);
-        }
-        find.await
+        self.collection
+            .find(filter)
+            .selection_criteria(primary())
+            .projection(doc! { "_id": 1 })
+            .sort(doc! { "next_due_ms": 1 })
+            .limit(limit)
+            .await
             .map_err(server("find"))?
             .try_filter_map(|d| async move { Ok(d.get_str("_id").ok().map(str::to_owned)) })
             .try_collect()
@@ -266,114 +359,139 @@ impl PushSlots {
             .map_err(server("find"))
     }
 
-    /// Ends a push held by `holder`: records its audience, where the next one resumes, and the
-    /// stream's next slot. False when `holder` no longer holds the slot (its lease ran out and
-    /// another push took it): nothing is changed then.
-    pub async fn finish(
+    /// Ends the push of `lease` (see [`PushSlots::finish_all`]). False when its holder no
+    /// longer holds the slot.
+    pub async fn finish(&self, lease: &SlotLease, end: PushEnd) -> Result<bool, StoreError> {
+        Ok(self.finish_all(&[FinishedPush { lease, end }]).await? > 0)
+    }
+
+    /// Ends pushes in one write whatever their number: records each one's audience, where the
+    /// next one resumes and the stream's next slot, and clears what the stream was owed unless
+    /// the push left part of its audience without the frame (then the mark is lowered to its
+    /// `still_owed_from_ms`) or an invocation marked the stream again after the slot was taken
+    /// (then the next push makes that one). A push whose holder no longer holds the slot (its
+    /// lease ran out and another push took it) changes nothing. Each end also gives up the
+    /// holder's token, so at most one statement of a push ever matches and a repeated end
+    /// changes nothing. Returns how many pushes still held their slot. Tried twice: the driver
+    /// does not retry a raw command.
+    pub async fn finish_all(&self, pushes: &[FinishedPush<'_>]) -> Result<u64, StoreError> {
+        if pushes.is_empty() {
+            return Ok(0);
+        }
+        let mut statements = Vec::with_capacity(pushes.len() * 2);
+        for FinishedPush { lease, end } in pushes {
+            let mut set = doc! {
+                "audience": i64::try_from(end.audience).unwrap_or(i64::MAX),
+                "next_due_ms": end.next_due_ms,
+                "seq": end.seq,
+            };
+            let mut unset = doc! { "holder": "" };
+            match &end.resume_from {
+                Some(id) => {
+                    set.insert("resume_from", id);
+                }
+                None => {
+                    unset.insert("resume_from", "");
+                }
+            }
+            let held = doc! { "_id": lease.stream.as_str(), "holder": &lease.holder };
+            if let Some(since) = end.still_owed_from_ms {
+                let mut update = updates(set, unset);
+                update.insert("$min", doc! { "owed_from_ms": since });
+                statements.push(statement(held, update));
+                continue;
+            }
+            // While the holder holds the slot one of these two matches (and then, the token
+            // given up, not the other): the end with the owed mark cleared when nobody marked
+            // the stream since the slot was taken, the end alone (the mark left for the next
+            // push) when somebody did.
+            let mut unmarked = held.clone();
+            unmarked.insert("owed_seq", unchanged(lease.owed_seq));
+            let mut cleared = unset.clone();
+            cleared.insert("owed_from_ms", "");
+            statements.push(statement(unmarked, updates(set.clone(), cleared)));
+            let mut marked = held;
+            marked.insert("owed_seq", changed(lease.owed_seq));
+            statements.push(statement(marked, updates(set, unset)));
+        }
+        let reply = self.update_twice(statements, "push end").await?;
+        Ok(reply.matched)
+    }
+
+    /// Gives back, in one write, slots taken with nothing to push (what was owed had been
+    /// pushed by the slot's previous holder): each stream's slot is open again at once, its
+    /// audience and place kept, and its owed mark cleared unless an invocation marked it again
+    /// after the slot was taken (then the next push makes that one).
+    pub async fn release_all(&self, leases: &[&SlotLease]) -> Result<(), StoreError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut statements = Vec::with_capacity(leases.len() * 2);
+        for lease in leases {
+            let held = doc! { "_id": lease.stream.as_str(), "holder": &lease.holder };
+            let mut unmarked = held.clone();
+            unmarked.insert("owed_seq", unchanged(lease.owed_seq));
+            statements.push(statement(
+                unmarked,
+                doc! {
+                    "$set": { "next_due_ms": lease.at_ms },
+                    "$unset": { "owed_from_ms": "", "holder": "" },
+                },
+            ));
+            let mut marked = held;
+            marked.insert("owed_seq", changed(lease.owed_seq));
+            statements.push(statement(
+                marked,
+                doc! { "$set": { "next_due_ms": lease.at_ms }, "$unset": { "holder": "" } },
+            ));
+        }
+        self.update_twice(statements, "slot release").await?;
+        Ok(())
+    }
+
+    /// Gives back, in one write, slots taken for pushes that could not be made (their reads
+    /// failed): each slot opens again at once, and whatever the stream was owed stays owed.
+    pub async fn reopen_all(&self, leases: &[&SlotLease]) -> Result<(), StoreError> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let statements = leases
+            .iter()
+            .map(|lease| {
+                statement(
+                    doc! { "_id": lease.stream.as_str(), "holder": &lease.holder },
+                    doc! { "$set": { "next_due_ms": lease.at_ms }, "$unset": { "holder": "" } },
+                )
+            })
+            .collect();
+        self.update_twice(statements, "slot reopening").await?;
+        Ok(())
+    }
+
+    /// Sends holder-guarded `statements` as one unordered `update`, once more if the first try
+    /// fails (a statement that already matched gave up its token and matches nothing again).
+    /// A duplicate key (a unique index other than `_id`) fails it: that write was not made.
+    async fn update_twice(
         &self,
-        stream: &StreamId,
-        holder: &str,
-        owed_seq: i64,
-        end: &PushEnd,
-    ) -> Result<bool, StoreError> {
-        let mut set = doc! {
-            "audience": i64::try_from(end.audience).unwrap_or(i64::MAX),
-            "next_due_ms": end.next_due_ms,
-            "seq": end.seq,
+        statements: Vec<Document>,
+        what: &str,
+    ) -> Result<super::update_command::UpdateReply, StoreError> {
+        let reply = match unordered_update(
+            &self.database,
+            Self::COLLECTION,
+            statements.clone(),
+            what,
+        )
+        .await
+        {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::warn!(%error, what, "retrying a failed write once");
+                unordered_update(&self.database, Self::COLLECTION, statements, what).await?
+            }
         };
-        let mut unset = Document::new();
-        match &end.resume_from {
-            Some(id) => {
-                set.insert("resume_from", id);
-            }
-            None => {
-                unset.insert("resume_from", "");
-            }
-        }
-        if let Some(since) = end.still_owed_from_ms {
-            return self.end_push(stream, holder, set, unset, Some(since)).await;
-        }
-        // One write when nobody marked the stream owed meanwhile (the common case): the end,
-        // and the owed mark cleared.
-        let mut cleared = unset.clone();
-        cleared.insert("owed_from_ms", "");
-        let result = self
-            .collection
-            .update_one(
-                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged(owed_seq) },
-                doc! { "$set": set.clone(), "$unset": cleared },
-            )
-            .await
-            .map_err(server("update_one"))?;
-        if result.matched_count > 0 {
-            return Ok(true);
-        }
-        // Marked again (or not ours any more): the end only, the mark left for the next push.
-        self.end_push(stream, holder, set, unset, None).await
-    }
-
-    /// Writes a push's end if `holder` still holds the slot, leaving the owed mark (lowered to
-    /// `owed_from_ms` when given).
-    async fn end_push(
-        &self,
-        stream: &StreamId,
-        holder: &str,
-        set: Document,
-        unset: Document,
-        owed_from_ms: Option<i64>,
-    ) -> Result<bool, StoreError> {
-        let mut update = doc! { "$set": set };
-        if !unset.is_empty() {
-            update.insert("$unset", unset);
-        }
-        if let Some(since) = owed_from_ms {
-            update.insert("$min", doc! { "owed_from_ms": since });
-        }
-        let result = self
-            .collection
-            .update_one(doc! { "_id": stream.as_str(), "holder": holder }, update)
-            .await
-            .map_err(server("update_one"))?;
-        Ok(result.matched_count > 0)
-    }
-
-    /// Clears what `stream` was owed, unless an invocation marked it owed again after the slot
-    /// was taken (then the next push makes that one). Until this succeeds, the mark stays: a
-    /// push that fails half-way is made again once its lease runs out.
-    async fn clear_owed(
-        &self,
-        stream: &StreamId,
-        holder: &str,
-        owed_seq: i64,
-    ) -> Result<(), StoreError> {
-        self.collection
-            .update_one(
-                doc! { "_id": stream.as_str(), "holder": holder, "owed_seq": unchanged(owed_seq) },
-                doc! { "$unset": { "owed_from_ms": "" } },
-            )
-            .await
-            .map_err(server("update_one"))?;
-        Ok(())
-    }
-
-    /// Gives back a slot `holder` took but had nothing to push with: the stream's slot is open
-    /// again at once, and its audience and place are kept.
-    pub async fn release(
-        &self,
-        stream: &StreamId,
-        holder: &str,
-        owed_seq: i64,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.clear_owed(stream, holder, owed_seq).await?;
-        self.collection
-            .update_one(
-                doc! { "_id": stream.as_str(), "holder": holder },
-                doc! { "$set": { "next_due_ms": at_ms } },
-            )
-            .await
-            .map_err(server("update_one"))?;
-        Ok(())
+        no_duplicates(&reply.duplicates, what)?;
+        Ok(reply)
     }
 
     /// The streams pushed since `since_ms` with their last audience: the streams that share
@@ -440,6 +558,46 @@ fn only_duplicate_keys(error: &mongodb::error::Error) -> bool {
                     .is_some_and(|errors| errors.iter().all(|e| e.code == 11000))
         }
         _ => is_duplicate_key(error),
+    }
+}
+
+/// Fails when a statement that upserts nothing hit a duplicate key (a unique index other than
+/// `_id`): its write was not made.
+fn no_duplicates(duplicates: &[usize], what: &str) -> Result<(), StoreError> {
+    match duplicates.len() {
+        0 => Ok(()),
+        n => Err(StoreError::Write(format!(
+            "{what}: {n} statements hit a duplicate key"
+        ))),
+    }
+}
+
+/// Reads from the primary whatever the URI prefers: a slot just taken must be read back.
+fn primary() -> mongodb::options::SelectionCriteria {
+    mongodb::options::SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary)
+}
+
+/// One statement of an `update` command.
+fn statement(filter: Document, update: Document) -> Document {
+    doc! { "q": filter, "u": update, "upsert": false, "multi": false }
+}
+
+/// `$set` and, when it names anything, `$unset` (an empty `$unset` is an error).
+fn updates(set: Document, unset: Document) -> Document {
+    let mut update = doc! { "$set": set };
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
+    update
+}
+
+/// The filter on `owed_seq` that holds once an invocation marked the stream owed after the
+/// slot was taken with `owed_seq`.
+fn changed(owed_seq: i64) -> Document {
+    if owed_seq == 0 {
+        doc! { "$exists": true }
+    } else {
+        doc! { "$exists": true, "$ne": owed_seq }
     }
 }
 

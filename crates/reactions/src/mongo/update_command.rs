@@ -9,16 +9,24 @@ use super::{StoreError, server};
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
 
-/// Sends `statements` to `collection` as one unordered `update` at the client's write concern
-/// and returns, by index, the statements that hit a duplicate key (an upsert whose condition
-/// failed on an existing document, or that lost an insert race: the caller decides). `what`
-/// names the statements in errors.
+/// What an unordered `update` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct UpdateReply {
+    /// By index, the statements that hit a duplicate key (an upsert whose condition failed on
+    /// an existing document, or that lost an insert race: the caller decides).
+    pub duplicates: Vec<usize>,
+    /// Documents the statements matched (the reply's `n`).
+    pub matched: u64,
+}
+
+/// Sends `statements` to `collection` as one unordered `update` at the client's write concern.
+/// `what` names the statements in errors.
 pub(super) async fn unordered_update(
     database: &Database,
     collection: &str,
     statements: Vec<Document>,
     what: &str,
-) -> Result<Vec<usize>, StoreError> {
+) -> Result<UpdateReply, StoreError> {
     let count = statements.len();
     let mut command = doc! {
         "update": collection,
@@ -34,7 +42,21 @@ pub(super) async fn unordered_update(
         .run_command(command)
         .await
         .map_err(server("update"))?;
-    duplicate_key_statements(&reply, count, what)
+    Ok(UpdateReply {
+        duplicates: duplicate_key_statements(&reply, count, what)?,
+        matched: matched(&reply, what)?,
+    })
+}
+
+/// The documents an `update` reply says its statements matched (`n`).
+fn matched(reply: &Document, what: &str) -> Result<u64, StoreError> {
+    let n = match reply.get("n") {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) if n.fract() == 0.0 => *n as i64,
+        _ => -1,
+    };
+    u64::try_from(n).map_err(|_| StoreError::Malformed(format!("{what}: reply without a count")))
 }
 
 /// Reads an unordered `update` reply of `count` statements: the indexes of the statements that
@@ -101,6 +123,21 @@ mod tests {
         let mut reply = doc! { "n": 2, "nModified": 1, "ok": 1.0 };
         reply.extend(extra);
         reply
+    }
+
+    #[test]
+    fn the_matched_count_is_read_whatever_its_number_type() {
+        assert_eq!(matched(&doc! { "n": 3 }, "s").unwrap(), 3);
+        assert_eq!(matched(&doc! { "n": 4_i64 }, "s").unwrap(), 4);
+        assert_eq!(matched(&doc! { "n": 5.0 }, "s").unwrap(), 5);
+        assert!(matches!(
+            matched(&doc! { "ok": 1.0 }, "s"),
+            Err(StoreError::Malformed(_))
+        ));
+        assert!(matches!(
+            matched(&doc! { "n": -1 }, "s"),
+            Err(StoreError::Malformed(_))
+        ));
     }
 
     #[test]
