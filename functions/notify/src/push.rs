@@ -107,21 +107,34 @@ pub struct PushTargets<'a> {
 /// pushes nothing never reads them.
 #[derive(Debug, Default)]
 pub struct ActiveAudiences {
-    read: Mutex<Option<(Instant, Arc<Vec<ActiveStream>>)>>,
+    /// When they were last read, and what was read (`None`: the read failed).
+    read: Mutex<Option<(Instant, Option<Audiences>)>>,
 }
 
+/// The active streams' audiences, shared by the pushes that use them.
+type Audiences = Arc<Vec<ActiveStream>>;
+
 impl ActiveAudiences {
-    async fn get(&self, slots: &PushSlots) -> Result<Arc<Vec<ActiveStream>>, StoreError> {
+    /// The audiences, or `None` while they cannot be read (a failed read is not tried again
+    /// for [`AUDIENCES_FRESH_FOR`] either).
+    async fn get(&self, slots: &PushSlots) -> Option<Audiences> {
         let mut read = self.read.lock().await;
         if let Some((at, active)) = read.as_ref()
             && at.elapsed() < AUDIENCES_FRESH_FOR
         {
-            return Ok(Arc::clone(active));
+            return active.clone();
         }
         let since = now_ms().saturating_sub(duration_ms(ACTIVE_WINDOW));
-        let active = Arc::new(slots.active_since(since).await?);
-        *read = Some((Instant::now(), Arc::clone(&active)));
-        Ok(active)
+        let active = match slots.active_since(since).await {
+            Ok(active) => Some(Arc::new(active)),
+            Err(error) => {
+                // The posts are made; each stream alone stands for the audiences meanwhile.
+                tracing::warn!(%error, "cannot read the active streams' audiences");
+                None
+            }
+        };
+        *read = Some((Instant::now(), active.clone()));
+        active
     }
 }
 
@@ -365,7 +378,15 @@ impl<'a, 'b> Pusher<'a, 'b> {
             report.bookkeeping_failures += idle.len();
             tracing::warn!(%error, streams = idle.len(), "could not give back unused push slots");
         }
-        let mut ended = std::pin::pin!(
+        // Read before any fan-out, so no bookkeeping read waits behind paused fan-outs.
+        let active = self.active_audiences().await;
+        let active = active.as_ref().map(|a| a.as_slice());
+        // The fan-outs and the writes that end them run side by side: a chunk's end is written
+        // while the other fan-outs go on (they hold MongoDB connections mid-read, so pausing
+        // them for the write could leave it waiting for a connection forever).
+        let (done, ended) = futures::channel::mpsc::unbounded();
+        let due = &due;
+        let fanouts = async move {
             futures::stream::iter(due.iter().zip(audiences))
                 .map(|(push, audience)| async move {
                     let delivered = self
@@ -379,35 +400,38 @@ impl<'a, 'b> Pusher<'a, 'b> {
                     (push, delivered)
                 })
                 .buffer_unordered(FANOUTS_AT_ONCE)
-                .ready_chunks(ENDS_AT_ONCE)
-        );
-        let mut failure = None;
-        while let Some(chunk) = ended.next().await {
-            let active = self.active_audiences().await;
-            let mut ends = Vec::with_capacity(chunk.len());
-            for (push, delivered) in chunk {
-                match delivered {
-                    Ok((pushed, resume_from)) => {
-                        let (end, interval) = self.end_of(
-                            push,
-                            &pushed,
-                            resume_from,
-                            active.as_ref().map(|a| a.as_slice()),
-                        );
-                        report.add(&pushed);
-                        report.interval_ms = report
-                            .interval_ms
-                            .max(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
-                        ends.push(FinishedPush {
-                            lease: &push.lease,
-                            end,
-                        });
+                .for_each(|outcome| {
+                    // The receiver lives until every sender is gone.
+                    let _ = done.unbounded_send(outcome);
+                    futures::future::ready(())
+                })
+                .await;
+        };
+        let ends = ended.ready_chunks(ENDS_AT_ONCE).fold(
+            (report, None),
+            |(mut report, mut failure), chunk| async move {
+                let mut ends = Vec::with_capacity(chunk.len());
+                for (push, delivered) in chunk {
+                    match delivered {
+                        Ok((pushed, resume_from)) => {
+                            let (end, interval) = self.end_of(push, &pushed, resume_from, active);
+                            report.add(&pushed);
+                            report.interval_ms = report
+                                .interval_ms
+                                .max(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX));
+                            ends.push(FinishedPush {
+                                lease: &push.lease,
+                                end,
+                            });
+                        }
+                        Err(error) => failure = failure.or(Some(error)),
                     }
-                    Err(error) => failure = failure.or(Some(error)),
                 }
-            }
-            self.finish(&ends, &mut report).await;
-        }
+                self.finish(&ends, &mut report).await;
+                (report, failure)
+            },
+        );
+        let ((), (report, failure)) = futures::join!(fanouts, ends);
         failure.map_or(Ok(report), Err)
     }
 
@@ -443,17 +467,10 @@ impl<'a, 'b> Pusher<'a, 'b> {
 
     /// The active streams' audiences, when pushes share the post budget: read once for the
     /// pushes that end together. None when they cannot be read (each stream then stands alone).
-    async fn active_audiences(&self) -> Option<Arc<Vec<ActiveStream>>> {
-        if !self.shares_budget {
-            return None;
-        }
-        match self.active.get(self.targets.slots).await {
-            Ok(active) => Some(active),
-            Err(error) => {
-                // The posts are made; each stream alone stands for the audiences this time.
-                tracing::warn!(%error, "cannot read the active streams' audiences");
-                None
-            }
+    async fn active_audiences(&self) -> Option<Audiences> {
+        match self.shares_budget {
+            true => self.active.get(self.targets.slots).await,
+            false => None,
         }
     }
 

@@ -195,7 +195,7 @@ impl PushSlots {
         let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
         let holder = format!("{:032x}", rand::random::<u128>());
         let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
-        let taken = self
+        let taken = match self
             .collection
             .update_many(
                 doc! {
@@ -213,20 +213,35 @@ impl PushSlots {
                 } },
             )
             .await
-            .map_err(server("update_many"))?;
+        {
+            Ok(taken) => taken,
+            // It may have taken some slots before it failed: they are given back.
+            Err(error) => {
+                return Err(self
+                    .give_back(&ids, &holder, now_ms, server("update_many")(error))
+                    .await);
+            }
+        };
         if taken.modified_count == 0 {
             return Ok(Vec::new());
         }
         let by_id: HashMap<&str, &StreamId> = ids.iter().copied().zip(streams).collect();
-        let documents: Vec<Document> = self
-            .collection
-            .find(doc! { "_id": { "$in": &ids }, "holder": &holder })
-            .selection_criteria(primary())
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
+        let read = async {
+            self.collection
+                .find(doc! { "_id": { "$in": &ids }, "holder": &holder })
+                .selection_criteria(primary())
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await
+        };
+        let documents = match read.await {
+            Ok(documents) => documents,
+            Err(error) => {
+                return Err(self
+                    .give_back(&ids, &holder, now_ms, server("find")(error))
+                    .await);
+            }
+        };
         Ok(documents
             .iter()
             .filter_map(|stored| {
@@ -246,6 +261,28 @@ impl PushSlots {
                 })
             })
             .collect())
+    }
+
+    /// Gives back whatever slots of `ids` `holder` took (a claim that failed half way), open at
+    /// `now_ms`; returns `error`. If that fails too, the leases run out.
+    async fn give_back(
+        &self,
+        ids: &[&str],
+        holder: &str,
+        now_ms: i64,
+        error: StoreError,
+    ) -> StoreError {
+        if let Err(again) = self
+            .collection
+            .update_many(
+                doc! { "_id": { "$in": ids }, "holder": holder },
+                doc! { "$set": { "next_due_ms": now_ms }, "$unset": { "holder": "" } },
+            )
+            .await
+        {
+            tracing::warn!(error = %again, "could not give back the slots of a failed claim; their leases will run out");
+        }
+        error
     }
 
     /// What the schedules of `streams` say at `now_ms`, in one read: which slots are not open
@@ -414,8 +451,14 @@ impl PushSlots {
             marked.insert("owed_seq", changed(lease.owed_seq));
             statements.push(statement(marked, updates(set, unset)));
         }
-        let reply = self.update_twice(statements, "push end").await?;
-        Ok(reply.matched)
+        let (reply, retried) = self.update_twice(statements, "push end").await?;
+        // After a retry the first try may have ended some pushes: the count is not known, and
+        // no push is reported lost.
+        Ok(if retried {
+            pushes.len() as u64
+        } else {
+            reply.matched
+        })
     }
 
     /// Gives back, in one write, slots taken with nothing to push (what was owed had been
@@ -469,14 +512,15 @@ impl PushSlots {
     }
 
     /// Sends holder-guarded `statements` as one unordered `update`, once more if the first try
-    /// fails (a statement that already matched gave up its token and matches nothing again).
+    /// fails (a statement that already matched gave up its token and matches nothing again);
+    /// says whether it was retried.
     /// A duplicate key (a unique index other than `_id`) fails it: that write was not made.
     async fn update_twice(
         &self,
         statements: Vec<Document>,
         what: &str,
-    ) -> Result<super::update_command::UpdateReply, StoreError> {
-        let reply = match unordered_update(
+    ) -> Result<(super::update_command::UpdateReply, bool), StoreError> {
+        let (reply, retried) = match unordered_update(
             &self.database,
             Self::COLLECTION,
             statements.clone(),
@@ -484,14 +528,16 @@ impl PushSlots {
         )
         .await
         {
-            Ok(reply) => reply,
+            Ok(reply) => (reply, false),
             Err(error) => {
                 tracing::warn!(%error, what, "retrying a failed write once");
-                unordered_update(&self.database, Self::COLLECTION, statements, what).await?
+                let reply =
+                    unordered_update(&self.database, Self::COLLECTION, statements, what).await?;
+                (reply, true)
             }
         };
         no_duplicates(&reply.duplicates, what)?;
-        Ok(reply)
+        Ok((reply, retried))
     }
 
     /// The streams pushed since `since_ms` with their last audience: the streams that share
