@@ -13,8 +13,13 @@ use serde::Serialize;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How often the sweeper looks for owed streams whose slot is open.
+/// How often the sweeper looks for owed streams whose slot is open, at the longest: it wakes
+/// sooner when an owed stream's slot opens sooner.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// The shortest pause between two sweeps, so a slot that stays open but cannot be taken does
+/// not keep the sweeper spinning.
+const SWEEP_PAUSE: Duration = Duration::from_millis(2);
 
 /// How often the sweeper checks that it still has the turn.
 const TURN_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -37,6 +42,22 @@ impl Notify {
     pub async fn sweep_once(&self) -> Result<FanoutReport, NotifyError> {
         let active = ActiveAudiences::default();
         Ok(sweep(&self.push_targets(), self.push_policy(), &active).await?)
+    }
+
+    /// How long to wait before the next sweep: until the first owed stream's slot opens, at
+    /// most [`SWEEP_EVERY`].
+    async fn until_next_sweep(&self) -> Duration {
+        match self.slots.next_owed_due().await {
+            Ok(Some(due_ms)) => {
+                let wait = u64::try_from(due_ms.saturating_sub(now_ms())).unwrap_or(0);
+                Duration::from_millis(wait).clamp(SWEEP_PAUSE, SWEEP_EVERY)
+            }
+            Ok(None) => SWEEP_EVERY,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read when the next owed slot opens");
+                SWEEP_EVERY
+            }
+        }
     }
 
     /// Sweeps for `SWEEP_FOR_MS`, or until a newer sweeper takes the turn.
@@ -71,7 +92,7 @@ impl Notify {
                 }
             }
             summary.sweeps += 1;
-            tokio::time::sleep(SWEEP_EVERY).await;
+            tokio::time::sleep(self.until_next_sweep().await).await;
         }
         let report = &summary.fanout;
         tracing::info!(

@@ -83,15 +83,6 @@ async fn slots(f: &Fixture) -> (mongodb::Database, PushSlots) {
     (database, slots)
 }
 
-async fn stored_slot(database: &mongodb::Database, stream_id: &str) -> Document {
-    database
-        .collection::<Document>(PushSlots::COLLECTION)
-        .find_one(doc! { "_id": stream_id })
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn several_instances_push_a_stream_at_most_once_per_interval_without_waiting() {
     let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;

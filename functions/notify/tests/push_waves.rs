@@ -19,15 +19,6 @@ async fn database(f: &Fixture) -> mongodb::Database {
     connect(&f.mongo, "notify-test").await.unwrap()
 }
 
-async fn stored_slot(database: &mongodb::Database, stream_id: &str) -> Document {
-    database
-        .collection::<Document>(PushSlots::COLLECTION)
-        .find_one(doc! { "_id": stream_id })
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 fn end(audience: u64, next_due_ms: i64, seq: i64) -> PushEnd {
     PushEnd {
         audience,
@@ -292,4 +283,26 @@ async fn a_waves_audiences_are_read_at_once_and_those_cut_by_the_limit_are_left_
     assert_eq!(ids(&cut[0]), None);
     assert_eq!(ids(&cut[2]), None);
     assert_eq!(ids(&cut[3]), None);
+}
+
+#[tokio::test]
+async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
+    let f = Fixture::start(&[]).await;
+    let database = database(&f).await;
+    let slots = PushSlots::new(&database);
+    assert_eq!(slots.next_owed_due().await.unwrap(), None);
+    let pushes = database.collection::<Document>(PushSlots::COLLECTION);
+    pushes
+        .insert_many([
+            doc! { "_id": "quiet", "next_due_ms": 1_000_i64 },
+            doc! { "_id": "later", "next_due_ms": 5_000_i64, "owed_from_ms": 0_i64 },
+            doc! { "_id": "sooner", "next_due_ms": 3_000_i64, "owed_from_ms": 0_i64 },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        slots.next_owed_due().await.unwrap(),
+        Some(3_000),
+        "owed streams only"
+    );
 }

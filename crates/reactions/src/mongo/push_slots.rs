@@ -396,6 +396,23 @@ impl PushSlots {
             .map_err(server("find"))
     }
 
+    /// When the first slot of a stream that is owed a push opens (as stored), if any stream is
+    /// owed: the sweeper wakes then rather than on its next tick, so a stream whose every state
+    /// waits for its slot is not pushed a tick later each time.
+    pub async fn next_owed_due(&self) -> Result<Option<i64>, StoreError> {
+        let first = self
+            .collection
+            .find_one(
+                doc! { "owed_from_ms": { "$exists": true }, "next_due_ms": { "$exists": true } },
+            )
+            .selection_criteria(primary())
+            .projection(doc! { "_id": 0, "next_due_ms": 1 })
+            .sort(doc! { "next_due_ms": 1 })
+            .await
+            .map_err(server("find_one"))?;
+        Ok(first.and_then(|d| d.get_i64("next_due_ms").ok()))
+    }
+
     /// Ends the push of `lease` (see [`PushSlots::finish_all`]). False when its holder no
     /// longer holds the slot.
     pub async fn finish(&self, lease: &SlotLease, end: PushEnd) -> Result<bool, StoreError> {

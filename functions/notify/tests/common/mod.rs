@@ -216,6 +216,17 @@ pub async fn sweep_until(f: &Fixture, what: &str, done: impl Fn(&Fixture) -> boo
     }
 }
 
+/// The push schedule of `stream_id` as stored.
+pub async fn stored_slot(database: &mongodb::Database, stream_id: &str) -> mongodb::bson::Document {
+    use mongodb::bson::{Document, doc};
+    database
+        .collection::<Document>(reactions::mongo::PushSlots::COLLECTION)
+        .find_one(doc! { "_id": stream_id })
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 pub fn now() -> i64 {
     reactions::clock::now_ms()
 }
