@@ -362,13 +362,12 @@ impl WindowStore {
             .window_documents(filter, -1, i64::try_from(read_at_most).unwrap_or(i64::MAX))
             .await?;
         if documents.len() as u64 >= read_at_most && wants.len() > 1 {
-            // Some windows may be left out: each stream reads its own.
-            let mut lists = Vec::with_capacity(wants.len());
-            for (stream, since) in wants {
+            // Some windows may be left out: each stream reads its own, all at once.
+            return futures::future::try_join_all(wants.iter().map(|(stream, since)| {
                 let filter = doc! { "stream": stream.as_str(), "start_ms": { "$gte": since } };
-                lists.push(self.query_windows(filter, -1, limit).await?);
-            }
-            return Ok(lists);
+                self.query_windows(filter, -1, limit)
+            }))
+            .await;
         }
         let place: std::collections::HashMap<&str, usize> = wants
             .iter()
