@@ -378,6 +378,9 @@ impl<'a, 'b> Pusher<'a, 'b> {
             report.bookkeeping_failures += idle.len();
             tracing::warn!(%error, streams = idle.len(), "could not give back unused push slots");
         }
+        if due.is_empty() {
+            return Ok(report);
+        }
         // Read before any fan-out, so no bookkeeping read waits behind paused fan-outs.
         let active = self.active_audiences().await;
         let active = active.as_ref().map(|a| a.as_slice());
@@ -408,8 +411,8 @@ impl<'a, 'b> Pusher<'a, 'b> {
                 .await;
         };
         let ends = ended.ready_chunks(ENDS_AT_ONCE).fold(
-            (report, None),
-            |(mut report, mut failure), chunk| async move {
+            (report, None, Vec::new()),
+            |(mut report, mut failure, mut failed), chunk| async move {
                 let mut ends = Vec::with_capacity(chunk.len());
                 for (push, delivered) in chunk {
                     match delivered {
@@ -424,14 +427,20 @@ impl<'a, 'b> Pusher<'a, 'b> {
                                 end,
                             });
                         }
-                        Err(error) => failure = failure.or(Some(error)),
+                        Err(error) => {
+                            failure = failure.or(Some(error));
+                            failed.push(&push.lease);
+                        }
                     }
                 }
                 self.finish(&ends, &mut report).await;
-                (report, failure)
+                (report, failure, failed)
             },
         );
-        let ((), (report, failure)) = futures::join!(fanouts, ends);
+        let ((), (report, failure, failed)) = futures::join!(fanouts, ends);
+        // A fan-out that failed did so before its first post: its slot opens again at once,
+        // its stream still owed (or its batch retried).
+        self.give_back(&failed).await;
         failure.map_or(Ok(report), Err)
     }
 

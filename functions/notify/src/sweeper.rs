@@ -45,9 +45,19 @@ impl Notify {
     }
 
     /// How long to wait before the next sweep: until the first owed stream's slot opens, at
-    /// most [`SWEEP_EVERY`].
-    async fn until_next_sweep(&self) -> Duration {
-        match self.slots.next_owed_due().await {
+    /// most [`SWEEP_EVERY`]. A slot that was open already when the last sweep began, which took
+    /// nothing, cannot be taken (a stored id that is not a stream's, a failing MongoDB): the
+    /// wait is then for the first slot opening after that sweep began, so it neither spins nor
+    /// holds the others back.
+    async fn until_next_sweep(&self, swept_at_ms: i64, took_any: bool) -> Duration {
+        let mut next = self.slots.next_owed_due(None).await;
+        if let Ok(Some(due_ms)) = next
+            && due_ms <= swept_at_ms
+            && !took_any
+        {
+            next = self.slots.next_owed_due(Some(swept_at_ms)).await;
+        }
+        match next {
             Ok(Some(due_ms)) => {
                 let wait = u64::try_from(due_ms.saturating_sub(now_ms())).unwrap_or(0);
                 Duration::from_millis(wait).clamp(SWEEP_PAUSE, SWEEP_EVERY)
@@ -84,15 +94,20 @@ impl Notify {
                     Err(error) => tracing::warn!(%error, "cannot check the sweeper's turn"),
                 }
             }
-            match sweep(&targets, policy, &active).await {
-                Ok(report) => summary.fanout.add(&report),
+            let swept_at_ms = now_ms();
+            let took_any = match sweep(&targets, policy, &active).await {
+                Ok(report) => {
+                    summary.fanout.add(&report);
+                    report.swept > 0
+                }
                 Err(error) => {
                     summary.failed_sweeps += 1;
                     tracing::warn!(%error, "sweep failed; trying again");
+                    false
                 }
-            }
+            };
             summary.sweeps += 1;
-            tokio::time::sleep(self.until_next_sweep().await).await;
+            tokio::time::sleep(self.until_next_sweep(swept_at_ms, took_any).await).await;
         }
         let report = &summary.fanout;
         tracing::info!(

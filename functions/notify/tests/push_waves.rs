@@ -290,7 +290,7 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
     let f = Fixture::start(&[]).await;
     let database = database(&f).await;
     let slots = PushSlots::new(&database);
-    assert_eq!(slots.next_owed_due().await.unwrap(), None);
+    assert_eq!(slots.next_owed_due(None).await.unwrap(), None);
     let pushes = database.collection::<Document>(PushSlots::COLLECTION);
     pushes
         .insert_many([
@@ -301,8 +301,10 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
         .await
         .unwrap();
     assert_eq!(
-        slots.next_owed_due().await.unwrap(),
+        slots.next_owed_due(None).await.unwrap(),
         Some(3_000),
         "owed streams only"
     );
+    assert_eq!(slots.next_owed_due(Some(3_000)).await.unwrap(), Some(5_000));
+    assert_eq!(slots.next_owed_due(Some(5_000)).await.unwrap(), None);
 }

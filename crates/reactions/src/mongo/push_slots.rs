@@ -399,12 +399,15 @@ impl PushSlots {
     /// When the first slot of a stream that is owed a push opens (as stored), if any stream is
     /// owed: the sweeper wakes then rather than on its next tick, so a stream whose every state
     /// waits for its slot is not pushed a tick later each time.
-    pub async fn next_owed_due(&self) -> Result<Option<i64>, StoreError> {
+    /// Only slots opening after `after_ms` count, when given.
+    pub async fn next_owed_due(&self, after_ms: Option<i64>) -> Result<Option<i64>, StoreError> {
+        let due = match after_ms {
+            Some(after) => doc! { "$gt": after },
+            None => doc! { "$type": "number" },
+        };
         let first = self
             .collection
-            .find_one(
-                doc! { "owed_from_ms": { "$exists": true }, "next_due_ms": { "$exists": true } },
-            )
+            .find_one(doc! { "owed_from_ms": { "$exists": true }, "next_due_ms": due })
             .selection_criteria(primary())
             .projection(doc! { "_id": 0, "next_due_ms": 1 })
             .sort(doc! { "next_due_ms": 1 })
