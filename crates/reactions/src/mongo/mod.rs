@@ -76,6 +76,12 @@ pub enum StoreError {
     Malformed(String),
 }
 
+/// Reads from the primary whatever the URI prefers, for reads that must see the writes just
+/// made (a slot just taken, the state that asked for a push).
+fn primary() -> mongodb::options::SelectionCriteria {
+    mongodb::options::SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary)
+}
+
 /// A plain index on `keys` named `name`.
 fn named_index(keys: Document, name: &str) -> IndexModel {
     IndexModel::builder()
@@ -430,12 +436,9 @@ impl WindowStore {
     ) -> Result<Vec<Document>, StoreError> {
         // From the primary whatever the URI prefers: a push or snapshot must not show a count
         // older than the state that asked for it.
-        let primary = mongodb::options::SelectionCriteria::ReadPreference(
-            mongodb::options::ReadPreference::Primary,
-        );
         self.collection
             .find(filter)
-            .selection_criteria(primary)
+            .selection_criteria(primary())
             .sort(doc! { "start_ms": direction })
             .limit(limit)
             .await

@@ -16,7 +16,7 @@
 //! pushed each second cost MongoDB a few operations per wave rather than several per stream.
 
 use super::update_command::unordered_update;
-use super::{StoreError, is_duplicate_key, server};
+use super::{StoreError, is_duplicate_key, primary, server};
 use crate::clock::duration_ms;
 use crate::ids::StreamId;
 use futures::TryStreamExt;
@@ -272,12 +272,14 @@ impl PushSlots {
         now_ms: i64,
         error: StoreError,
     ) -> StoreError {
+        let all_of_holder = doc! {
+            "q": { "_id": { "$in": ids }, "holder": holder },
+            "u": reopened(now_ms),
+            "upsert": false,
+            "multi": true,
+        };
         if let Err(again) = self
-            .collection
-            .update_many(
-                doc! { "_id": { "$in": ids }, "holder": holder },
-                doc! { "$set": { "next_due_ms": now_ms }, "$unset": { "holder": "" } },
-            )
+            .update_twice(vec![all_of_holder], "slot reopening")
             .await
         {
             tracing::warn!(error = %again, "could not give back the slots of a failed claim; their leases will run out");
@@ -451,25 +453,14 @@ impl PushSlots {
                     unset.insert("resume_from", "");
                 }
             }
-            let held = doc! { "_id": lease.stream.as_str(), "holder": &lease.holder };
-            if let Some(since) = end.still_owed_from_ms {
-                let mut update = updates(set, unset);
-                update.insert("$min", doc! { "owed_from_ms": since });
-                statements.push(statement(held, update));
-                continue;
+            let mut update = doc! { "$set": set, "$unset": unset };
+            match end.still_owed_from_ms {
+                Some(since) => {
+                    update.insert("$min", doc! { "owed_from_ms": since });
+                    statements.push(statement(held(lease), update));
+                }
+                None => statements.extend(clearing_owed(lease, update)),
             }
-            // While the holder holds the slot one of these two matches (and then, the token
-            // given up, not the other): the end with the owed mark cleared when nobody marked
-            // the stream since the slot was taken, the end alone (the mark left for the next
-            // push) when somebody did.
-            let mut unmarked = held.clone();
-            unmarked.insert("owed_seq", unchanged(lease.owed_seq));
-            let mut cleared = unset.clone();
-            cleared.insert("owed_from_ms", "");
-            statements.push(statement(unmarked, updates(set.clone(), cleared)));
-            let mut marked = held;
-            marked.insert("owed_seq", changed(lease.owed_seq));
-            statements.push(statement(marked, updates(set, unset)));
         }
         let (reply, retried) = self.update_twice(statements, "push end").await?;
         // After a retry the first try may have ended some pushes: the count is not known, and
@@ -489,25 +480,10 @@ impl PushSlots {
         if leases.is_empty() {
             return Ok(());
         }
-        let mut statements = Vec::with_capacity(leases.len() * 2);
-        for lease in leases {
-            let held = doc! { "_id": lease.stream.as_str(), "holder": &lease.holder };
-            let mut unmarked = held.clone();
-            unmarked.insert("owed_seq", unchanged(lease.owed_seq));
-            statements.push(statement(
-                unmarked,
-                doc! {
-                    "$set": { "next_due_ms": lease.at_ms },
-                    "$unset": { "owed_from_ms": "", "holder": "" },
-                },
-            ));
-            let mut marked = held;
-            marked.insert("owed_seq", changed(lease.owed_seq));
-            statements.push(statement(
-                marked,
-                doc! { "$set": { "next_due_ms": lease.at_ms }, "$unset": { "holder": "" } },
-            ));
-        }
+        let statements = leases
+            .iter()
+            .flat_map(|lease| clearing_owed(lease, reopened(lease.at_ms)))
+            .collect();
         self.update_twice(statements, "slot release").await?;
         Ok(())
     }
@@ -520,12 +496,7 @@ impl PushSlots {
         }
         let statements = leases
             .iter()
-            .map(|lease| {
-                statement(
-                    doc! { "_id": lease.stream.as_str(), "holder": &lease.holder },
-                    doc! { "$set": { "next_due_ms": lease.at_ms }, "$unset": { "holder": "" } },
-                )
-            })
+            .map(|lease| statement(held(lease), reopened(lease.at_ms)))
             .collect();
         self.update_twice(statements, "slot reopening").await?;
         Ok(())
@@ -533,8 +504,8 @@ impl PushSlots {
 
     /// Sends holder-guarded `statements` as one unordered `update`, once more if the first try
     /// fails (a statement that already matched gave up its token and matches nothing again);
-    /// says whether it was retried.
-    /// A duplicate key (a unique index other than `_id`) fails it: that write was not made.
+    /// says whether it was retried. A duplicate key (a unique index other than `_id`) fails it:
+    /// that write was not made.
     async fn update_twice(
         &self,
         statements: Vec<Document>,
@@ -638,23 +609,40 @@ fn no_duplicates(duplicates: &[usize], what: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Reads from the primary whatever the URI prefers: a slot just taken must be read back.
-fn primary() -> mongodb::options::SelectionCriteria {
-    mongodb::options::SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary)
-}
-
 /// One statement of an `update` command.
 fn statement(filter: Document, update: Document) -> Document {
     doc! { "q": filter, "u": update, "upsert": false, "multi": false }
 }
 
-/// `$set` and, when it names anything, `$unset` (an empty `$unset` is an error).
-fn updates(set: Document, unset: Document) -> Document {
-    let mut update = doc! { "$set": set };
-    if !unset.is_empty() {
-        update.insert("$unset", unset);
+/// The filter that matches the slot of `lease` while its holder holds it.
+fn held(lease: &SlotLease) -> Document {
+    doc! { "_id": lease.stream.as_str(), "holder": &lease.holder }
+}
+
+/// A slot given back: open at `at_ms`, its holder's token given up.
+fn reopened(at_ms: i64) -> Document {
+    doc! { "$set": { "next_due_ms": at_ms }, "$unset": { "holder": "" } }
+}
+
+/// The two statements that apply `update` (which gives up the holder's token) to the slot of
+/// `lease` while its holder holds it: with the owed mark cleared as well when nobody marked
+/// the stream owed since the slot was taken, alone (the mark left for the next push) when
+/// somebody did. One of them matches, and then, the token given up, not the other.
+fn clearing_owed(lease: &SlotLease, update: Document) -> [Document; 2] {
+    let mut unmarked = held(lease);
+    unmarked.insert("owed_seq", unchanged(lease.owed_seq));
+    let mut cleared = update.clone();
+    match cleared.get_document_mut("$unset") {
+        Ok(unset) => {
+            unset.insert("owed_from_ms", "");
+        }
+        Err(_) => {
+            cleared.insert("$unset", doc! { "owed_from_ms": "" });
+        }
     }
-    update
+    let mut marked = held(lease);
+    marked.insert("owed_seq", changed(lease.owed_seq));
+    [statement(unmarked, cleared), statement(marked, update)]
 }
 
 /// The filter on `owed_seq` that holds once an invocation marked the stream owed after the
