@@ -4,7 +4,9 @@
 //! `reactions::event_time`). Those windows' states are produced once more with `final: true`,
 //! then their documents are marked final. A failure here does not fail the batch: its counts are
 //! written, and the next pass finalizes the windows instead. The scheduled tick runs the same
-//! pass when no batch comes (see `crate::invocation`).
+//! pass when no batch comes (see `crate::invocation`). One container at a time runs the pass
+//! over a topic (`reactions::mongo::FinalizeTurns`): overlapping passes published the same
+//! final states two or three times.
 
 use crate::invocation::TickSummary;
 use crate::{Aggregate, AggregateError};
@@ -13,6 +15,10 @@ use reactions::event_time::{PartitionView, complete_before, complete_by_timestam
 use reactions::metrics::MetricsLine;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// What a pass's turn lasts beyond its Kafka steps' timeouts: its MongoDB round trips.
+const TURN_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Whole days until the Event API key expiring at `expires_s` lapses (0 once it has), or `None`
 /// when there is no key.
@@ -86,6 +92,36 @@ impl Aggregate {
         if earliest > now.saturating_sub(lateness) {
             return Ok(0);
         }
+        let taken_at = now_ms();
+        let lease = i64::try_from(self.turn_lease().as_millis()).unwrap_or(i64::MAX);
+        let until = taken_at.saturating_add(lease);
+        let Some(turn) = self.finalize_turns.take(topic, taken_at, until).await? else {
+            // Another container's pass is publishing these windows now.
+            return Ok(0);
+        };
+        let outcome = self.finalize_holding_turn(topic, now, earliest).await;
+        if let Err(error) = self.finalize_turns.give_back(&turn).await {
+            tracing::warn!(%error, topic, "the final pass's turn was not given back; it lapses with its lease");
+        }
+        outcome
+    }
+
+    /// How long a pass may hold the turn: each of its three Kafka steps (the partition count,
+    /// the partitions' ends, producing the states) is bounded by `PRODUCE_TIMEOUT_MS`, and its
+    /// MongoDB reads and writes by the client's timeouts. A container that dies holding the
+    /// turn delays the next pass by at most this.
+    fn turn_lease(&self) -> Duration {
+        self.config.produce_timeout * 3 + TURN_LEASE_MARGIN
+    }
+
+    /// The pass proper, once this container holds the turn.
+    async fn finalize_holding_turn(
+        &self,
+        topic: &str,
+        now: i64,
+        earliest: i64,
+    ) -> Result<usize, AggregateError> {
+        let lateness = self.config.allowed_lateness_ms;
         let timeout = self.config.produce_timeout;
         let partitions = self
             .producer

@@ -23,7 +23,8 @@ use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
-    DeadLetterMarks, IndexesOnce, StoreError, StoredWindow, ViewerTapStore, WindowStore, WriteTimes,
+    DeadLetterMarks, FinalizeTurns, IndexesOnce, StoreError, StoredWindow, ViewerTapStore,
+    WindowStore, WriteTimes,
 };
 use reactions::window_delta::window_deltas;
 use serde::Serialize;
@@ -110,6 +111,8 @@ pub struct Aggregate {
     tallies: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
     progress: known_progress::KnownProgress,
+    /// Which container's `final` pass runs now (see `finalize`).
+    finalize_turns: FinalizeTurns,
     database: reactions::mongo::Database,
     producer: AckedProducer,
     indexes: Arc<IndexesOnce>,
@@ -137,6 +140,7 @@ impl Aggregate {
             tallies: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
             progress: known_progress::KnownProgress::new(&database),
+            finalize_turns: FinalizeTurns::new(&database),
             database,
             producer,
             config,

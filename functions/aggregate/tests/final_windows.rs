@@ -12,6 +12,7 @@ use rdkafka::Message;
 use reactions::kafka::{AckedProducer, OutgoingRecord, TopicSpec, ensure_topics};
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
 use reactions::message::{ReactionRecord, VersionedMessage, WindowStateRecord};
+use reactions::mongo::{FinalizeTurns, connect};
 use reactions::{Reaction, WindowKey};
 
 mod common;
@@ -386,4 +387,164 @@ async fn containers_that_remember_older_progress_count_exactly_and_see_no_recrea
         .unwrap()
         .unwrap();
     assert_eq!(stored.total, total(&log));
+}
+
+#[tokio::test]
+async fn a_pass_runs_only_while_its_container_holds_the_topics_turn() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let turns = FinalizeTurns::new(&connect(&setup.config.mongo, "turns").await.unwrap());
+    let store = store(&setup.config).await;
+    let past = now_ms() - 120_000;
+    let log = reactions(&topic, 0, 0, 4, past);
+    let window = window_of(&log);
+
+    // Another container's pass holds the turn: this one counts the batch and publishes its
+    // states, but leaves the window to that pass.
+    let held = turns
+        .take(&topic, now_ms(), now_ms() + 600_000)
+        .await
+        .unwrap()
+        .expect("nobody holds a new topic's turn");
+    assert_eq!(
+        turns
+            .take(&topic, now_ms(), now_ms() + 600_000)
+            .await
+            .unwrap(),
+        None,
+        "a held turn is not taken twice"
+    );
+    let summary = handle_at(&setup, &log, past).await;
+    assert_eq!(summary.taps_applied, total(&log));
+    assert_eq!(summary.windows_finalized, 0, "the other pass's to publish");
+    assert!(!store.find_window(&window).await.unwrap().unwrap().is_final);
+
+    // That pass ends: the next one publishes the window final, once.
+    turns.give_back(&held).await.unwrap();
+    assert_eq!(
+        setup
+            .aggregate
+            .finalize_tick()
+            .await
+            .unwrap()
+            .windows_finalized,
+        1
+    );
+    assert!(store.find_window(&window).await.unwrap().unwrap().is_final);
+    let published = summary.states_published + 1;
+    let states = read_records(
+        &setup.config.kafka,
+        &setup.config.output_topic,
+        published,
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(states.len(), published);
+    assert_eq!(
+        record_count(&setup.config.kafka, &setup.config.output_topic),
+        published as i64,
+        "the final state is published once"
+    );
+
+    // A container that died holding the turn keeps it only until its lease runs out; and a
+    // pass whose lease ran out cannot give back the turn of the pass that took it over.
+    let dead = turns
+        .take(&topic, now_ms(), now_ms() - 1)
+        .await
+        .unwrap()
+        .expect("the turn was given back");
+    let next = turns
+        .take(&topic, now_ms(), now_ms() + 600_000)
+        .await
+        .unwrap()
+        .expect("the dead holder's lease ran out");
+    turns.give_back(&dead).await.unwrap();
+    assert_eq!(
+        turns
+            .take(&topic, now_ms(), now_ms() + 600_000)
+            .await
+            .unwrap(),
+        None,
+        "the turn is still the live pass's"
+    );
+    turns.give_back(&next).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
+    let topic = unique_name("input");
+    let database = servers().mongo("final").database;
+    let settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[
+            ("FINALIZE_EVERY_MS", "0"),
+            ("ALLOWED_LATENESS_MS", "0"),
+            ("REACTION_TOPIC", &topic),
+        ],
+    );
+    // Two containers of the function, publishing to the same output topic.
+    let first = build(&settings).await;
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+    };
+    ensure_topics(&first.config.kafka, &[spec], PATIENCE)
+        .await
+        .unwrap();
+    let mut shared_output = settings.clone();
+    shared_output.insert("OUTPUT_TOPIC".to_owned(), first.config.output_topic.clone());
+    let second = build(&shared_output).await;
+    // The live windows of ten streams: final once they end (within 2 s).
+    let now = now_ms();
+    let log: Vec<_> = emostream_tests::fixtures::reaction_log(&topic, 0, 40, 10, now)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut position, mut reaction))| {
+            position.offset = i as i64;
+            reaction.at_ms = now;
+            (position, reaction)
+        })
+        .collect();
+    let summary = handle_at(&first, &log, now).await;
+    assert_eq!(summary.windows, 10);
+    // Both containers' ticks race until the windows are final, and go on racing once after.
+    let finalized = std::sync::atomic::AtomicUsize::new(summary.windows_finalized);
+    let race = || async {
+        let (a, b) = tokio::join!(
+            first.aggregate.finalize_tick(),
+            second.aggregate.finalize_tick()
+        );
+        let found = a.map_err(|e| e.to_string())?.windows_finalized
+            + b.map_err(|e| e.to_string())?.windows_finalized;
+        finalized.fetch_add(found, std::sync::atomic::Ordering::Relaxed);
+        Ok::<usize, String>(found)
+    };
+    eventually("the windows are published final", || async {
+        race().await?;
+        match finalized.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Err("not yet".to_owned()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    race().await.unwrap();
+    assert_eq!(
+        finalized.into_inner(),
+        summary.windows,
+        "each window published final once"
+    );
+    let published = summary.states_published + summary.windows;
+    read_records(
+        &first.config.kafka,
+        &first.config.output_topic,
+        published,
+        PATIENCE,
+    )
+    .await;
+    assert_eq!(
+        record_count(&first.config.kafka, &first.config.output_topic),
+        published as i64
+    );
 }
