@@ -50,12 +50,12 @@ impl Notify {
     /// wait is then for the first slot opening after that sweep began, so it neither spins nor
     /// holds the others back.
     async fn until_next_sweep(&self, swept_at_ms: i64, took_any: bool) -> Duration {
-        let mut next = self.slots.next_owed_due(None).await;
+        let mut next = self.slots.next_owed_due(now_ms(), None).await;
         if let Ok(Some(due_ms)) = next
             && due_ms <= swept_at_ms
             && !took_any
         {
-            next = self.slots.next_owed_due(Some(swept_at_ms)).await;
+            next = self.slots.next_owed_due(now_ms(), Some(swept_at_ms)).await;
         }
         match next {
             Ok(Some(due_ms)) => {

@@ -404,7 +404,10 @@ async fn only_the_holder_of_a_slot_sets_the_next_one() {
         still_owed_from_ms: None,
     };
     // A batch marks the stream owed while the push is under way: its end keeps the mark.
-    slots.mark_owed(&["held".to_owned()], 4_000).await.unwrap();
+    slots
+        .mark_owed(&["held".to_owned()], 4_000, 0)
+        .await
+        .unwrap();
     assert!(slots.finish(&new, end.clone()).await.unwrap());
     let stored = stored_slot(&database, "held").await;
     assert_eq!(stored.get_i64("next_due_ms").unwrap(), at + 1_200);
@@ -537,7 +540,7 @@ async fn owed_streams_whose_slot_opened_are_found_through_the_indexes() {
     };
     assert!(slots.finish(&lease, end.clone()).await.unwrap());
     slots
-        .mark_owed(&["indexed".to_owned()], 2_000)
+        .mark_owed(&["indexed".to_owned()], 2_000, 0)
         .await
         .unwrap();
     assert!(slots.owed_and_due(at + 499, 10).await.unwrap().is_empty());
@@ -597,4 +600,70 @@ async fn a_batch_of_many_streams_pushes_one_wave_and_leaves_the_rest_owed() {
         (0..40).all(|i| largest_total(f, &format!("m{i}-0")) == Some(1))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_final_state_alone_is_held_back_for_a_newer_states_push_to_carry() {
+    // The longest interval: whenever the held-back push falls due, the live state's push
+    // below has made it.
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "10000")]).await;
+    register(&f, "h", "settling", 3, a_minute_ago()).await;
+    let start = 1_800_000_000_000;
+    let mut closed = state("settling", start, &[("fire", 4)], 1);
+    closed.is_final = true;
+    store_states(&f.mongo, std::slice::from_ref(&closed)).await;
+    // The slot is open (a new stream), but the final state alone is not pushed.
+    let summary = f.route(kafka_event(std::slice::from_ref(&closed))).await;
+    assert_eq!(summary["streams"], 0, "{summary}");
+    assert_eq!(summary["streams_owed"], 1, "{summary}");
+    assert!(f.frames("h-0").is_empty());
+    // A live state of the next window is pushed at once, with the final one.
+    let live = state("settling", start + 2_000, &[("clap", 2)], 2);
+    store_states(&f.mongo, std::slice::from_ref(&live)).await;
+    let summary = f.route(kafka_event(std::slice::from_ref(&live))).await;
+    assert_eq!(summary["streams"], 1, "{summary}");
+    for i in 0..3 {
+        let frames = f.frames(&format!("h-{i}"));
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        let windows = frames[0]["windows"].as_array().unwrap();
+        assert_eq!(windows.len(), 2, "{windows:?}");
+        assert_eq!(windows[0]["final"], true);
+        assert_eq!(windows[0]["total"], 4);
+        assert_eq!(windows[1]["counts"]["clap"], 2);
+    }
+    // That push made what the stream was owed: nothing is left for a sweep.
+    let (_, slots) = slots(&f).await;
+    assert!(
+        slots
+            .owed_and_due(now() + 3_600_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_final_state_alone_still_arrives_an_interval_later() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "1000")]).await;
+    register(&f, "l", "ended", 2, a_minute_ago()).await;
+    let mut last = state("ended", 1_800_000_000_000, &[("fire", 7)], 1);
+    last.is_final = true;
+    store_states(&f.mongo, std::slice::from_ref(&last)).await;
+    let before = Instant::now();
+    let summary = f.route(kafka_event(std::slice::from_ref(&last))).await;
+    assert_eq!(summary["streams_owed"], 1, "{summary}");
+    sweep_until(&f, "the final state", |f| {
+        (0..2).all(|i| !f.frames(&format!("l-{i}")).is_empty())
+    })
+    .await;
+    let frames = f.frames("l-0");
+    assert_eq!(frames[0]["windows"][0]["final"], true);
+    assert_eq!(frames[0]["windows"][0]["total"], 7);
+    // Held back for one interval (a lower bound: a busy machine only adds to it).
+    let pushed = push_times(&f, "l-0")[0];
+    assert!(
+        pushed.duration_since(before) + Duration::from_millis(2) >= INTERVAL,
+        "pushed {:?} after the batch",
+        pushed.duration_since(before)
+    );
 }

@@ -102,7 +102,7 @@ async fn a_wave_ends_in_one_write_each_push_by_its_own_holder() {
         "failed",
     ];
     let owed: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    slots.mark_owed(&owed, 2_000).await.unwrap();
+    slots.mark_owed(&owed, 2_000, 0).await.unwrap();
     let at = now();
     let wave: Vec<_> = names.iter().map(|n| stream(n)).collect();
     let mut taken = slots
@@ -122,7 +122,7 @@ async fn a_wave_ends_in_one_write_each_push_by_its_own_holder() {
     // While the pushes are under way: two streams are marked owed again, and one lease runs out
     // and another push takes that slot.
     slots
-        .mark_owed(&["marked".to_owned(), "idle-marked".to_owned()], 6_000)
+        .mark_owed(&["marked".to_owned(), "idle-marked".to_owned()], 6_000, 0)
         .await
         .unwrap();
     let thief = slots
@@ -290,7 +290,7 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
     let f = Fixture::start(&[]).await;
     let database = database(&f).await;
     let slots = PushSlots::new(&database);
-    assert_eq!(slots.next_owed_due(None).await.unwrap(), None);
+    assert_eq!(slots.next_owed_due(0, None).await.unwrap(), None);
     let pushes = database.collection::<Document>(PushSlots::COLLECTION);
     pushes
         .insert_many([
@@ -301,10 +301,86 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
         .await
         .unwrap();
     assert_eq!(
-        slots.next_owed_due(None).await.unwrap(),
+        slots.next_owed_due(0, None).await.unwrap(),
         Some(3_000),
         "owed streams only"
     );
-    assert_eq!(slots.next_owed_due(Some(3_000)).await.unwrap(), Some(5_000));
-    assert_eq!(slots.next_owed_due(Some(5_000)).await.unwrap(), None);
+    assert_eq!(
+        slots.next_owed_due(0, Some(3_000)).await.unwrap(),
+        Some(5_000)
+    );
+    assert_eq!(slots.next_owed_due(0, Some(5_000)).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_held_back_push_waits_for_its_time_unless_a_newer_state_is_owed() {
+    let f = Fixture::start(&[]).await;
+    let database = database(&f).await;
+    let slots = PushSlots::new(&database);
+    slots.ensure_indexes().await.unwrap();
+    let pushes = database.collection::<Document>(PushSlots::COLLECTION);
+    pushes
+        .insert_many([
+            doc! { "_id": "settled", "next_due_ms": 1_000_i64 },
+            doc! { "_id": "live", "next_due_ms": 3_000_i64 },
+        ])
+        .await
+        .unwrap();
+    // A final state alone: owed, its push held back until 8,000 although its slot opens at
+    // 1,000.
+    slots
+        .mark_owed(&["settled".to_owned()], 0, 8_000)
+        .await
+        .unwrap();
+    assert!(slots.owed_and_due(7_999, 10).await.unwrap().is_empty());
+    assert_eq!(slots.owed_and_due(8_000, 10).await.unwrap(), ["settled"]);
+    assert_eq!(slots.next_owed_due(5_000, None).await.unwrap(), Some(8_000));
+    // A live stream's slot opening sooner is the first due; once the hold-back is over, the
+    // held-back stream's open slot is.
+    slots.mark_owed(&["live".to_owned()], 0, 0).await.unwrap();
+    assert_eq!(slots.next_owed_due(5_000, None).await.unwrap(), Some(3_000));
+    assert_eq!(slots.next_owed_due(8_000, None).await.unwrap(), Some(1_000));
+    assert_eq!(
+        slots.next_owed_due(8_000, Some(1_000)).await.unwrap(),
+        Some(3_000)
+    );
+
+    // A newer state of the held-back stream is owed at once: the mark keeps the sooner time.
+    slots
+        .mark_owed(&["settled".to_owned()], 0, 0)
+        .await
+        .unwrap();
+    slots
+        .mark_owed(&["settled".to_owned()], 0, 9_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        slots.owed_and_due(5_000, 10).await.unwrap(),
+        ["settled", "live"]
+    );
+
+    // The push ends: the mark and its time are cleared together.
+    let s = stream("settled");
+    let lease = slots
+        .claim_all(std::slice::from_ref(&s), 5_000, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .pop()
+        .expect("the slot is open");
+    let end = PushEnd {
+        audience: 1,
+        next_due_ms: 6_000,
+        resume_from: None,
+        seq: lease.seq + 1,
+        still_owed_from_ms: None,
+    };
+    assert!(slots.finish(&lease, end).await.unwrap());
+    let stored = pushes
+        .find_one(doc! { "_id": "settled" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.get("owed_from_ms").is_none(), "{stored}");
+    assert!(stored.get("owed_not_before_ms").is_none(), "{stored}");
+    assert_eq!(slots.owed_and_due(20_000, 10).await.unwrap(), ["live"]);
 }

@@ -8,7 +8,8 @@
 //! that the stream is owed a push (`owed_from_ms`, the oldest window start it has not pushed)
 //! and moves on; whichever invocation later finds the slot open and the stream owed makes the
 //! push ([`PushSlots::owed_and_due`]); the mark is cleared only when that push has ended and
-//! nobody marked the stream again meanwhile. The holder of a slot is named by a token, so a push
+//! nobody marked the stream again meanwhile. A mark may hold its push back until a given time
+//! (`owed_not_before_ms`), so that a push sooner, for a newer state, carries it instead. The holder of a slot is named by a token, so a push
 //! whose lease ran out cannot overwrite the schedule of the push that took the slot after it.
 //!
 //! Slots are taken and given back a wave at a time ([`PushSlots::claim_all`],
@@ -126,15 +127,16 @@ impl PushSlots {
         }
     }
 
-    /// Creates the TTL index that forgets idle streams, and the indexes of the two queries
-    /// every batch and sweep make (owed streams whose slot is open; recently pushed streams).
-    /// Idempotent.
+    /// Creates the TTL index that forgets idle streams, and the indexes of the queries every
+    /// batch and sweep make (owed streams whose slot is open; pushes held back until later;
+    /// recently pushed streams). Idempotent.
     pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
         self.collection
             .create_indexes([
                 super::expiry_index(),
                 super::named_index(doc! { "owed_from_ms": 1, "next_due_ms": 1 }, "owed_due"),
                 super::named_index(doc! { "last_push_ms": 1 }, "last_push"),
+                super::named_index(doc! { "owed_not_before_ms": 1 }, "owed_not_before"),
             ])
             .await
             .map_err(server("create_indexes"))?;
@@ -348,13 +350,17 @@ impl PushSlots {
     }
 
     /// Records that each of `streams` is owed a push of its windows from `oldest_start_ms` on,
-    /// in two writes whatever their number: a stream without a schedule yet gets one, open at
-    /// once (inserts of streams that have one collide on `_id` and are ignored), then every
-    /// stream's mark is set.
+    /// to be made once its slot is open and no sooner than `not_before_ms` (0: as soon as the
+    /// slot opens), in two writes whatever their number: a stream without a schedule yet gets
+    /// one, open at once (inserts of streams that have one collide on `_id` and are ignored),
+    /// then every stream's mark is set. Marks add up to the oldest start and the soonest time
+    /// of all made since the stream's last push; a push made sooner (its slot taken for a
+    /// newer state) makes this one too.
     pub async fn mark_owed(
         &self,
         streams: &[String],
         oldest_start_ms: i64,
+        not_before_ms: i64,
     ) -> Result<(), StoreError> {
         if streams.is_empty() {
             return Ok(());
@@ -367,7 +373,7 @@ impl PushSlots {
             .update_many(
                 doc! { "_id": { "$in": streams } },
                 doc! {
-                    "$min": { "owed_from_ms": oldest_start_ms },
+                    "$min": { "owed_from_ms": oldest_start_ms, "owed_not_before_ms": not_before_ms },
                     "$inc": { "owed_seq": 1_i64 },
                     "$set": { "expires_at": expires_at },
                 },
@@ -377,13 +383,14 @@ impl PushSlots {
         Ok(())
     }
 
-    /// Up to `limit` streams that are owed a push and whose slot is open at `now_ms`, the
-    /// longest-waiting first: what a sweep pushes.
+    /// Up to `limit` streams that are owed a push and whose slot is open at `now_ms` (and whose
+    /// push may be made by then), the longest-waiting first: what a sweep pushes.
     pub async fn owed_and_due(&self, now_ms: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        let filter = doc! {
+        let mut filter = doc! {
             "owed_from_ms": { "$exists": true },
             "next_due_ms": { "$lte": now_ms },
         };
+        filter.extend(may_push_by(now_ms));
         self.collection
             .find(filter)
             .selection_criteria(primary())
@@ -398,24 +405,44 @@ impl PushSlots {
             .map_err(server("find"))
     }
 
-    /// When the first slot of a stream that is owed a push opens (as stored), if any stream is
-    /// owed: the sweeper wakes then rather than on its next tick, so a stream whose every state
-    /// waits for its slot is not pushed a tick later each time.
-    /// Only slots opening after `after_ms` count, when given.
-    pub async fn next_owed_due(&self, after_ms: Option<i64>) -> Result<Option<i64>, StoreError> {
+    /// When, after `now_ms`, the first push owed to a stream may be made (as stored), if any
+    /// stream is owed: the sweeper wakes then rather than on its next tick, so a stream whose
+    /// every state waits for its slot is not pushed a tick later each time. That is the first
+    /// slot to open among streams whose push may be made by now, and the first time a push
+    /// held back until later may be made (its slot may open later still: the sweeper then
+    /// wakes once for nothing). Only slots opening after `after_ms` count, when given.
+    pub async fn next_owed_due(
+        &self,
+        now_ms: i64,
+        after_ms: Option<i64>,
+    ) -> Result<Option<i64>, StoreError> {
         let due = match after_ms {
             Some(after) => doc! { "$gt": after },
             None => doc! { "$type": "number" },
         };
+        let mut ready = doc! { "owed_from_ms": { "$exists": true }, "next_due_ms": due };
+        ready.extend(may_push_by(now_ms));
+        let first_slot = self.first_of(ready, "next_due_ms");
+        let held_back = doc! {
+            "owed_from_ms": { "$exists": true },
+            "owed_not_before_ms": { "$gt": now_ms },
+        };
+        let first_held_back = self.first_of(held_back, "owed_not_before_ms");
+        let (first_slot, first_held_back) = futures::try_join!(first_slot, first_held_back)?;
+        Ok(first_slot.into_iter().chain(first_held_back).min())
+    }
+
+    /// The smallest `field` of the documents matching `filter`, read from the primary.
+    async fn first_of(&self, filter: Document, field: &str) -> Result<Option<i64>, StoreError> {
         let first = self
             .collection
-            .find_one(doc! { "owed_from_ms": { "$exists": true }, "next_due_ms": due })
+            .find_one(filter)
             .selection_criteria(primary())
-            .projection(doc! { "_id": 0, "next_due_ms": 1 })
-            .sort(doc! { "next_due_ms": 1 })
+            .projection(doc! { "_id": 0, field: 1 })
+            .sort(doc! { field: 1 })
             .await
             .map_err(server("find_one"))?;
-        Ok(first.and_then(|d| d.get_i64("next_due_ms").ok()))
+        Ok(first.and_then(|d| d.get_i64(field).ok()))
     }
 
     /// Ends the push of `lease` (see [`PushSlots::finish_all`]). False when its holder no
@@ -635,14 +662,27 @@ fn clearing_owed(lease: &SlotLease, update: Document) -> [Document; 2] {
     match cleared.get_document_mut("$unset") {
         Ok(unset) => {
             unset.insert("owed_from_ms", "");
+            unset.insert("owed_not_before_ms", "");
         }
         Err(_) => {
-            cleared.insert("$unset", doc! { "owed_from_ms": "" });
+            cleared.insert(
+                "$unset",
+                doc! { "owed_from_ms": "", "owed_not_before_ms": "" },
+            );
         }
     }
     let mut marked = held(lease);
     marked.insert("owed_seq", changed(lease.owed_seq));
     [statement(unmarked, cleared), statement(marked, update)]
+}
+
+/// The filter that holds for owed streams whose push may be made at `now_ms`: marks made
+/// before the field existed have no `owed_not_before_ms`.
+fn may_push_by(now_ms: i64) -> Document {
+    doc! { "$or": [
+        { "owed_not_before_ms": { "$exists": false } },
+        { "owed_not_before_ms": { "$lte": now_ms } },
+    ] }
 }
 
 /// The filter on `owed_seq` that holds once an invocation marked the stream owed after the
