@@ -94,8 +94,19 @@ async fn open_windows_are_found_by_end_and_marked_final_once() {
     let second_end = 14_000 + WIDTH.millis();
     assert_eq!(store.earliest_open_end().await.unwrap(), Some(first_end));
 
-    let due = store.open_windows_ending_by(first_end).await.unwrap();
+    let due = store.open_windows_ending_by(first_end, 10).await.unwrap();
     assert_eq!(due.len(), 1);
+    // At most the limit, the earliest ending first.
+    let earliest = store.open_windows_ending_by(second_end, 1).await.unwrap();
+    assert_eq!(earliest, due);
+    assert_eq!(
+        store
+            .open_windows_ending_by(second_end, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert!(due[0].is_final, "read as it is to be published");
     assert_eq!(store.mark_final(first_end).await.unwrap(), 1);
     assert_eq!(store.mark_final(first_end).await.unwrap(), 0, "once");
@@ -112,9 +123,18 @@ async fn open_windows_are_found_by_end_and_marked_final_once() {
     assert_eq!(store.earliest_open_end().await.unwrap(), Some(second_end));
     assert!(
         store
-            .open_windows_ending_by(first_end)
+            .open_windows_ending_by(first_end, 10)
             .await
             .unwrap()
             .is_empty()
     );
+
+    // Windows marked final one by one (a pass that published only some of those due).
+    let second = store.open_windows_ending_by(second_end, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    let keys = [second[0].key.clone()];
+    assert_eq!(store.mark_windows_final(&keys).await.unwrap(), 1);
+    assert_eq!(store.mark_windows_final(&keys).await.unwrap(), 0, "once");
+    assert!(store.find_window(&keys[0]).await.unwrap().unwrap().is_final);
+    assert_eq!(store.earliest_open_end().await.unwrap(), None);
 }

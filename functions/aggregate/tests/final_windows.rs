@@ -548,3 +548,95 @@ async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
         published as i64
     );
 }
+
+#[tokio::test]
+async fn the_windows_of_many_streams_are_published_final_in_chunks_each_once() {
+    let topic = unique_name("input");
+    let database = servers().mongo("final").database;
+    let settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[
+            // A pass at most once a minute, unless the last one left windows behind.
+            ("FINALIZE_EVERY_MS", "60000"),
+            ("ALLOWED_LATENESS_MS", "0"),
+            ("REACTION_TOPIC", &topic),
+        ],
+    );
+    let setup = build(&settings).await;
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+    };
+    ensure_topics(&setup.config.kafka, &[spec], PATIENCE)
+        .await
+        .unwrap();
+    // One window of each of 300 streams, ended long ago: more than two passes' worth.
+    let past = now_ms() - 120_000;
+    let streams = 300;
+    let log: Vec<_> = emostream_tests::fixtures::reaction_log(&topic, 0, streams, streams, past)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut position, mut reaction))| {
+            position.offset = i as i64;
+            reaction.at_ms = past;
+            (position, reaction)
+        })
+        .collect();
+    let first = handle_at(&setup, &log, past).await;
+    assert_eq!(first.windows, streams);
+    assert_eq!(first.windows_finalized, 128, "one chunk per pass");
+    // The container's next batch (taps of a live window) runs the next pass at once.
+    let now = now_ms();
+    let live = reactions(&topic, 0, streams as i64, 2, now);
+    let second = handle_at(&setup, &live, now).await;
+    assert_eq!(second.windows_finalized, 128);
+    // The scheduled tick runs every pass left (and finalizes the live window too if it has
+    // ended by then).
+    let tick = setup.aggregate.finalize_tick().await.unwrap();
+    assert!(tick.windows_finalized >= streams - 256, "{tick:?}");
+    let store = store(&setup.config).await;
+    for (_, reaction) in &log {
+        let key = WindowKey::containing(
+            reaction.stream.clone(),
+            past,
+            reactions::WindowWidth::DEFAULT,
+        );
+        assert!(store.find_window(&key).await.unwrap().unwrap().is_final);
+    }
+    // Every window's final state published once, after the batches' own states.
+    let finalized = first.windows_finalized + second.windows_finalized + tick.windows_finalized;
+    let published = first.states_published + second.states_published + finalized;
+    let states: Vec<WindowStateRecord> = read_records(
+        &setup.config.kafka,
+        &setup.config.output_topic,
+        published,
+        PATIENCE,
+    )
+    .await
+    .iter()
+    .map(|m| WindowStateRecord::decode(m.payload().unwrap()).unwrap())
+    .collect();
+    let window_start = WindowKey::containing(
+        log[0].1.stream.clone(),
+        past,
+        reactions::WindowWidth::DEFAULT,
+    )
+    .start_ms;
+    let finals: std::collections::BTreeSet<String> = states
+        .iter()
+        .filter(|s| s.is_final && s.start_ms == window_start)
+        .map(|s| s.stream.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        finals.len(),
+        streams,
+        "each stream's window published final"
+    );
+    assert_eq!(finalized, states.iter().filter(|s| s.is_final).count());
+    assert_eq!(
+        record_count(&setup.config.kafka, &setup.config.output_topic),
+        published as i64
+    );
+}

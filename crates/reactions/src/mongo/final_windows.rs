@@ -5,7 +5,9 @@
 //! The index leads with `open`, so the search walks only what is still open, not what is kept
 //! (a plain compound index: partial indexes are not available on every supported server).
 
-use super::{StoreError, StoredWindow, WindowStore, find_all, parse_window, server};
+use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
+use crate::window::WindowKey;
+use futures::TryStreamExt;
 use mongodb::IndexModel;
 use mongodb::bson::doc;
 
@@ -27,16 +29,23 @@ impl WindowStore {
         Ok(found.and_then(|document| document.get_i64("end_ms").ok()))
     }
 
-    /// The open windows ending at or before `end_ms`, as they would be published final.
+    /// Up to `limit` open windows ending at or before `end_ms`, the earliest ending first, as
+    /// they would be published final.
     pub async fn open_windows_ending_by(
         &self,
         end_ms: i64,
+        limit: i64,
     ) -> Result<Vec<StoredWindow>, StoreError> {
-        let documents = find_all(
-            &self.collection,
-            doc! { "open": true, "end_ms": { "$lte": end_ms } },
-        )
-        .await?;
+        let documents: Vec<mongodb::bson::Document> = self
+            .collection
+            .find(doc! { "open": true, "end_ms": { "$lte": end_ms } })
+            .sort(doc! { "end_ms": 1 })
+            .limit(limit)
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
         documents
             .iter()
             .map(|document| {
@@ -46,6 +55,24 @@ impl WindowStore {
                 })
             })
             .collect()
+    }
+
+    /// Marks final the open windows of `keys`, after their final states were published (a
+    /// pass that published only some of the windows ending by its bound).
+    pub async fn mark_windows_final(&self, keys: &[WindowKey]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let any_of: Vec<mongodb::bson::Document> = keys.iter().map(Self::filter).collect();
+        let result = self
+            .collection
+            .update_many(
+                doc! { "open": true, "$or": any_of },
+                doc! { "$set": { "final": true }, "$unset": { "open": "" } },
+            )
+            .await
+            .map_err(server("update_many"))?;
+        Ok(result.modified_count)
     }
 
     /// Marks final every open window ending at or before `end_ms`. Called after their final
