@@ -28,8 +28,9 @@ use std::time::Duration;
 /// this many windows per batch.
 pub(crate) const FINALS_PER_PASS: usize = 128;
 
-/// The most passes one tick runs (a backlog of this many chunks; the next tick goes on).
-const TICK_PASSES: usize = 1_000;
+/// How long a tick starts passes for (well within the function's timeout); a larger backlog
+/// is left to the next batch or tick.
+const TICK_PASSES_FOR: Duration = Duration::from_secs(20);
 
 /// What a pass's turn lasts beyond its Kafka steps' timeouts: its MongoDB round trips.
 const TURN_LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -61,8 +62,9 @@ impl Aggregate {
         let outcome = async {
             self.ensure_indexes().await?;
             // No batch may come soon to run the next pass: the tick runs them all.
+            let started = std::time::Instant::now();
             let mut windows_finalized = 0;
-            for _ in 0..TICK_PASSES {
+            while started.elapsed() < TICK_PASSES_FOR {
                 let pass = self.finalize(&self.config.reaction_topic, now_ms()).await?;
                 windows_finalized += pass;
                 if pass < FINALS_PER_PASS {
@@ -135,9 +137,11 @@ impl Aggregate {
     }
 
     /// How long a pass may hold the turn: each of its three Kafka steps (the partition count,
-    /// the partitions' ends, producing the states) is bounded by `PRODUCE_TIMEOUT_MS`, and its
-    /// MongoDB reads and writes by the client's timeouts. A container that dies holding the
-    /// turn delays the next pass by at most this.
+    /// the partitions' ends, producing the states) is bounded by `PRODUCE_TIMEOUT_MS`, plus a
+    /// margin for its MongoDB round trips (which have no time limit of their own yet: a pass
+    /// stuck on MongoDB past its lease may overlap the next, whose final states then repeat
+    /// some of its own, which is harmless). A container that dies holding the turn delays the
+    /// next pass by at most this.
     fn turn_lease(&self) -> Duration {
         self.config.produce_timeout * 3 + TURN_LEASE_MARGIN
     }
@@ -204,12 +208,10 @@ impl Aggregate {
             "publishing final window states",
         )
         .await?;
-        if windows.len() < FINALS_PER_PASS {
-            self.store.mark_final(complete).await?;
-        } else {
-            let keys: Vec<WindowKey> = windows.iter().map(|w| w.key.clone()).collect();
-            self.store.mark_windows_final(&keys).await?;
-        }
+        // Only the windows published: a reaction later than the allowed lateness may have
+        // opened another one ending by `complete` since they were read.
+        let keys: Vec<WindowKey> = windows.iter().map(|w| w.key.clone()).collect();
+        self.store.mark_windows_final(&keys).await?;
         tracing::info!(
             windows = windows.len(),
             complete_before_ms = complete,

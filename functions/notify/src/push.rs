@@ -195,11 +195,23 @@ pub async fn push_batch(
     // push made meanwhile for a newer state carries them. So a final state takes no slot that
     // a live state would then wait a whole interval for, and small streams, whose every
     // window ends with one, are pushed about half as often.
+    // The marks also keep the end of the latest final window the batch saw, so the push that
+    // makes them shows final what aggregate has not yet marked final in its documents.
+    let final_through = streams
+        .iter()
+        .flat_map(|(_, windows)| windows)
+        .filter(|w| w.is_final)
+        .map(|w| w.end_ms)
+        .max();
     let (settled, streams): (Vec<_>, Vec<_>) = streams
         .into_iter()
         .partition(|(_, windows)| windows.iter().all(|w| w.is_final));
     let held_back_until = now_ms().saturating_add(duration_ms(policy.interval));
-    total.streams_owed += mark_owed(targets.slots, &settled, held_back_until).await?;
+    let owed_later = OwedMark {
+        not_before_ms: held_back_until,
+        final_through_ms: final_through,
+    };
+    total.streams_owed += mark_owed(targets.slots, &settled, owed_later).await?;
     if streams.is_empty() {
         total.add(&pusher.sweep_after_batch().await);
         return Ok(total);
@@ -228,7 +240,11 @@ pub async fn push_batch(
         .collect();
     targets.slots.schedule(&new).await?;
     // The owed marks are written before any slot is taken: a failure then leaves no slot held.
-    total.streams_owed += mark_owed(targets.slots, &waiting, 0).await?;
+    let owed_now = OwedMark {
+        not_before_ms: 0,
+        final_through_ms: final_through,
+    };
+    total.streams_owed += mark_owed(targets.slots, &waiting, owed_now).await?;
     let open_ids: Vec<StreamId> = open.iter().map(|(s, _)| s.clone()).collect();
     let mut leases = targets
         .slots
@@ -246,7 +262,7 @@ pub async fn push_batch(
             None => lost.push((stream, batch)),
         }
     }
-    match mark_owed(targets.slots, &lost, 0).await {
+    match mark_owed(targets.slots, &lost, owed_now).await {
         Ok(owed) => total.streams_owed += owed,
         Err(error) => {
             let leases: Vec<&SlotLease> = taken.iter().map(|t| &t.lease).collect();
@@ -274,18 +290,29 @@ pub async fn sweep(
         .await
 }
 
-/// Marks `streams` owed from the oldest start of their windows, the push to be made no sooner
-/// than `not_before_ms`, in two writes; returns how many.
+/// How a batch marks streams owed (see [`PushSlots::mark_owed`]).
+#[derive(Debug, Clone, Copy)]
+struct OwedMark {
+    /// The push is made no sooner than this (0: as soon as the slot opens).
+    not_before_ms: i64,
+    /// The end of the latest window the batch saw final.
+    final_through_ms: Option<i64>,
+}
+
+/// Marks `streams` owed from the oldest start of their windows, in two writes; returns how
+/// many.
 async fn mark_owed(
     slots: &PushSlots,
     streams: &[(StreamId, Vec<WindowStateRecord>)],
-    not_before_ms: i64,
+    mark: OwedMark,
 ) -> Result<usize, StoreError> {
     let Some(oldest) = oldest_start(streams.iter().flat_map(|(_, w)| w)) else {
         return Ok(0);
     };
     let owed: Vec<String> = streams.iter().map(|(s, _)| s.as_str().to_owned()).collect();
-    slots.mark_owed(&owed, oldest, not_before_ms).await?;
+    slots
+        .mark_owed(&owed, oldest, mark.not_before_ms, mark.final_through_ms)
+        .await?;
     Ok(owed.len())
 }
 
@@ -570,10 +597,13 @@ impl<'a, 'b> Pusher<'a, 'b> {
                 None => Default::default(),
             };
             report.malformed_documents += fresh.malformed;
-            let states = fresh
-                .windows
-                .iter()
-                .map(|w| w.state_record(self.targets.domain, now));
+            let final_through = lease.final_through_ms;
+            let states = fresh.windows.iter().map(|w| {
+                let mut state = w.state_record(self.targets.domain, now);
+                // Published final, its document not marked yet (see `SlotLease`).
+                state.is_final |= final_through.is_some_and(|end| w.end_ms <= end);
+                state
+            });
             let windows = newest_states(batch.into_iter().chain(states));
             if windows.is_empty() {
                 idle.push(lease);

@@ -102,7 +102,7 @@ async fn a_wave_ends_in_one_write_each_push_by_its_own_holder() {
         "failed",
     ];
     let owed: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    slots.mark_owed(&owed, 2_000, 0).await.unwrap();
+    slots.mark_owed(&owed, 2_000, 0, None).await.unwrap();
     let at = now();
     let wave: Vec<_> = names.iter().map(|n| stream(n)).collect();
     let mut taken = slots
@@ -122,7 +122,12 @@ async fn a_wave_ends_in_one_write_each_push_by_its_own_holder() {
     // While the pushes are under way: two streams are marked owed again, and one lease runs out
     // and another push takes that slot.
     slots
-        .mark_owed(&["marked".to_owned(), "idle-marked".to_owned()], 6_000, 0)
+        .mark_owed(
+            &["marked".to_owned(), "idle-marked".to_owned()],
+            6_000,
+            0,
+            None,
+        )
         .await
         .unwrap();
     let thief = slots
@@ -329,7 +334,7 @@ async fn a_held_back_push_waits_for_its_time_unless_a_newer_state_is_owed() {
     // A final state alone: owed, its push held back until 8,000 although its slot opens at
     // 1,000.
     slots
-        .mark_owed(&["settled".to_owned()], 0, 8_000)
+        .mark_owed(&["settled".to_owned()], 0, 8_000, None)
         .await
         .unwrap();
     assert!(slots.owed_and_due(7_999, 10).await.unwrap().is_empty());
@@ -337,7 +342,10 @@ async fn a_held_back_push_waits_for_its_time_unless_a_newer_state_is_owed() {
     assert_eq!(slots.next_owed_due(5_000, None).await.unwrap(), Some(8_000));
     // A live stream's slot opening sooner is the first due; once the hold-back is over, the
     // held-back stream's open slot is.
-    slots.mark_owed(&["live".to_owned()], 0, 0).await.unwrap();
+    slots
+        .mark_owed(&["live".to_owned()], 0, 0, None)
+        .await
+        .unwrap();
     assert_eq!(slots.next_owed_due(5_000, None).await.unwrap(), Some(3_000));
     assert_eq!(slots.next_owed_due(8_000, None).await.unwrap(), Some(1_000));
     assert_eq!(
@@ -347,11 +355,11 @@ async fn a_held_back_push_waits_for_its_time_unless_a_newer_state_is_owed() {
 
     // A newer state of the held-back stream is owed at once: the mark keeps the sooner time.
     slots
-        .mark_owed(&["settled".to_owned()], 0, 0)
+        .mark_owed(&["settled".to_owned()], 0, 0, None)
         .await
         .unwrap();
     slots
-        .mark_owed(&["settled".to_owned()], 0, 9_000)
+        .mark_owed(&["settled".to_owned()], 0, 9_000, None)
         .await
         .unwrap();
     assert_eq!(

@@ -4,8 +4,10 @@
 //! `final`, which is what every later reader (a live update, a late joiner's snapshot) reports.
 //! The index leads with `open`, so the search walks only what is still open, not what is kept
 //! (a plain compound index: partial indexes are not available on every supported server).
+//! The pass reads from the primary whatever the URI prefers: a secondary behind it could show
+//! windows already published and marked final, or miss one just written.
 
-use super::{StoreError, StoredWindow, WindowStore, parse_window, server};
+use super::{StoreError, StoredWindow, WindowStore, parse_window, primary, server};
 use crate::window::WindowKey;
 use futures::TryStreamExt;
 use mongodb::IndexModel;
@@ -22,6 +24,7 @@ impl WindowStore {
         let found = self
             .collection
             .find_one(doc! { "open": true })
+            .selection_criteria(primary())
             .sort(doc! { "end_ms": 1 })
             .projection(doc! { "end_ms": 1 })
             .await
@@ -39,6 +42,7 @@ impl WindowStore {
         let documents: Vec<mongodb::bson::Document> = self
             .collection
             .find(doc! { "open": true, "end_ms": { "$lte": end_ms } })
+            .selection_criteria(primary())
             .sort(doc! { "end_ms": 1 })
             .limit(limit)
             .await

@@ -7,6 +7,7 @@
 use super::{StoreError, update_command::unordered_update};
 use crate::event_time::PartitionProgress;
 use crate::window_delta::PartitionKey;
+use futures::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 
@@ -60,8 +61,17 @@ impl PartitionProgressStore {
 
     /// The progress of every partition of `topic` counted so far (absent: none of its
     /// records yet).
+    /// Read from the primary, like the windows the `final` pass compares it with.
     pub async fn read(&self, topic: &str) -> Result<Vec<PartitionProgress>, StoreError> {
-        let documents = super::find_all(&self.collection, doc! { "topic": topic }).await?;
+        let documents: Vec<mongodb::bson::Document> = self
+            .collection
+            .find(doc! { "topic": topic })
+            .selection_criteria(super::primary())
+            .await
+            .map_err(super::server("find"))?
+            .try_collect()
+            .await
+            .map_err(super::server("find"))?;
         documents.iter().map(parse).collect()
     }
 

@@ -59,6 +59,11 @@ pub struct SlotLease {
     /// The audience the previous push recorded (a push cut short by its deadline does not
     /// read all of its audience).
     pub audience: Option<u64>,
+    /// The end of the latest window a state marked owed said was final. aggregate publishes
+    /// a window's final state before it marks the stored document final, so a push may read
+    /// the document in between: every window ending by then is complete (the rule is the
+    /// topic's, the same for every stream; see `crate::event_time`), and is shown final.
+    pub final_through_ms: Option<i64>,
 }
 
 /// What [`PushSlots::claim`] found.
@@ -207,12 +212,17 @@ impl PushSlots {
                         { "next_due_ms": { "$gt": horizon } },
                     ],
                 },
-                doc! { "$set": {
-                    "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
-                    "last_push_ms": now_ms,
-                    "holder": &holder,
-                    "expires_at": DateTime::from_millis(expires_at),
-                } },
+                // The push takes what is owed, its hold-back with it: a mark made during the
+                // push sets its own.
+                doc! {
+                    "$set": {
+                        "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
+                        "last_push_ms": now_ms,
+                        "holder": &holder,
+                        "expires_at": DateTime::from_millis(expires_at),
+                    },
+                    "$unset": { "owed_not_before_ms": "" },
+                },
             )
             .await
         {
@@ -260,6 +270,7 @@ impl PushSlots {
                         .get_i64("audience")
                         .ok()
                         .and_then(|a| u64::try_from(a).ok()),
+                    final_through_ms: stored.get_i64("final_through_ms").ok(),
                 })
             })
             .collect())
@@ -353,14 +364,19 @@ impl PushSlots {
     /// to be made once its slot is open and no sooner than `not_before_ms` (0: as soon as the
     /// slot opens), in two writes whatever their number: a stream without a schedule yet gets
     /// one, open at once (inserts of streams that have one collide on `_id` and are ignored),
-    /// then every stream's mark is set. Marks add up to the oldest start and the soonest time
-    /// of all made since the stream's last push; a push made sooner (its slot taken for a
-    /// newer state) makes this one too.
+    /// then every stream's mark is set. Marks add up to the oldest start of all made since the
+    /// stream's last push ended with its mark cleared, and the soonest time of all made since
+    /// the last push began; a push made sooner (its slot taken for a
+    /// newer state) makes this one too. `final_through_ms`, the end of the latest window the
+    /// marks' states say is final, is kept (the largest): the push that makes the mark may read
+    /// a window before aggregate has marked its document final, and shows it final all the same
+    /// (see [`SlotLease::final_through_ms`]).
     pub async fn mark_owed(
         &self,
         streams: &[String],
         oldest_start_ms: i64,
         not_before_ms: i64,
+        final_through_ms: Option<i64>,
     ) -> Result<(), StoreError> {
         if streams.is_empty() {
             return Ok(());
@@ -369,15 +385,16 @@ impl PushSlots {
         let expires_at = DateTime::from_millis(
             DateTime::now().timestamp_millis() + duration_ms(SCHEDULE_RETENTION),
         );
+        let mut update = doc! {
+            "$min": { "owed_from_ms": oldest_start_ms, "owed_not_before_ms": not_before_ms },
+            "$inc": { "owed_seq": 1_i64 },
+            "$set": { "expires_at": expires_at },
+        };
+        if let Some(end_ms) = final_through_ms {
+            update.insert("$max", doc! { "final_through_ms": end_ms });
+        }
         self.collection
-            .update_many(
-                doc! { "_id": { "$in": streams } },
-                doc! {
-                    "$min": { "owed_from_ms": oldest_start_ms, "owed_not_before_ms": not_before_ms },
-                    "$inc": { "owed_seq": 1_i64 },
-                    "$set": { "expires_at": expires_at },
-                },
-            )
+            .update_many(doc! { "_id": { "$in": streams } }, update)
             .await
             .map_err(server("update_many"))?;
         Ok(())
