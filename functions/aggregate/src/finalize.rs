@@ -1,13 +1,14 @@
 //! Publishing windows as `final`: after a batch is counted, aggregate checks (at most once per
-//! `FINALIZE_EVERY_MS` per container) whether every partition of the input topic has now been
-//! counted past some open windows' ends plus the allowed lateness (the rule is in
-//! `reactions::event_time`). Those windows' states are produced once more with `final: true`,
-//! then their documents are marked final. A failure here does not fail the batch: its counts are
-//! written, and the next pass finalizes the windows instead. The scheduled tick runs the same
-//! pass when no batch comes (see `crate::invocation`). One container at a time runs the pass
-//! over a topic (`reactions::mongo::FinalizeTurns`): overlapping passes published the same
-//! final states two or three times. A pass publishes at most [`FINALS_PER_PASS`] windows, so
-//! the windows of hundreds of streams, which all end at once, reach notify in chunks.
+//! `FINALIZE_EVERY_MS` per container, at once after a pass that reached [`FINALS_PER_PASS`])
+//! whether every partition of the input topic has now been counted past some open windows'
+//! ends plus the allowed lateness (the rule is in `reactions::event_time`). Those windows'
+//! states are produced once more with `final: true`, then their documents are marked final. A
+//! failure here does not fail the batch: its counts are written, and the next pass finalizes
+//! the windows instead. The scheduled tick runs the same pass when no batch comes (see
+//! `crate::invocation`). One container at a time runs the pass over a topic
+//! (`reactions::mongo::FinalizeTurns`): overlapping passes published the same final states two
+//! or three times. A pass publishes at most [`FINALS_PER_PASS`] windows, so the windows of
+//! hundreds of streams, which all end at once, reach notify in chunks.
 
 use crate::invocation::TickSummary;
 use crate::{Aggregate, AggregateError};

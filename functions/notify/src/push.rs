@@ -2,7 +2,9 @@
 //! coalesced to the newest per (stream, window) and grouped by stream. A stream whose push
 //! slot is open is pushed at once: its freshest stored states (newer ones may have been stored
 //! since the batch's) in one `windows` frame to every connection watching it. A stream whose
-//! slot is not open is marked owed and left: the batch goes on with the others. Whichever
+//! slot is not open is marked owed and left: the batch goes on with the others. A stream with
+//! nothing but final states in the batch is marked owed too, its push held back one interval
+//! so that a push for a newer state carries its final windows (see [`push_batch`]). Whichever
 //! invocation next finds an owed stream's slot open makes the push it owes ([`sweep`]): every
 //! batch sweeps after its own streams, and the scheduled sweeper (see [`crate::sweeper`])
 //! sweeps when no batch comes, so the last state of a stream whose taps stopped still goes out
@@ -196,11 +198,14 @@ pub async fn push_batch(
     // a live state would then wait a whole interval for, and small streams, whose every
     // window ends with one, are pushed about half as often.
     // The marks also keep the end of the latest final window the batch saw, so the push that
-    // makes them shows final what aggregate has not yet marked final in its documents.
+    // makes them shows final what aggregate has not yet marked final in its documents. A
+    // window can only be final once it has ended: an end still ahead (a clock far off) is not
+    // kept, as the marks keep the largest for good.
+    let settled_by = now_ms();
     let final_through = streams
         .iter()
         .flat_map(|(_, windows)| windows)
-        .filter(|w| w.is_final)
+        .filter(|w| w.is_final && w.end_ms <= settled_by)
         .map(|w| w.end_ms)
         .max();
     let (settled, streams): (Vec<_>, Vec<_>) = streams

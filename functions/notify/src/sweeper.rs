@@ -2,7 +2,8 @@
 //! pushes owed to streams whose slot has opened, every [`SWEEP_EVERY`]. Batches sweep too, but
 //! when no batch comes (every stream's taps stopped, or one partition went quiet) the last
 //! states would otherwise wait for the next tap; with the sweeper they reach every viewer
-//! within one interval and a sweep. Sweepers started by overlapping ticks hand over: the
+//! within one interval and a sweep (final states held back for a newer state's push within two
+//! intervals and a sweep). Sweepers started by overlapping ticks hand over: the
 //! newest takes the turn and the older one stops at its next check, so at most one sweeps.
 
 use crate::fanout::FanoutReport;

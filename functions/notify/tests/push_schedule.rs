@@ -608,7 +608,8 @@ async fn a_final_state_alone_is_held_back_for_a_newer_states_push_to_carry() {
     // below has made it.
     let f = Fixture::start(&[("PUSH_INTERVAL_MS", "10000")]).await;
     register(&f, "h", "settling", 3, a_minute_ago()).await;
-    let start = 1_800_000_000_000;
+    // A window that has ended: one still ahead of the clock cannot be final.
+    let start = (now() - 60_000) / 2_000 * 2_000;
     let mut closed = state("settling", start, &[("fire", 4)], 1);
     // aggregate publishes the final state before it marks the document final: the push below
     // reads the document still open, and shows the window final all the same.

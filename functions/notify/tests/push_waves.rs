@@ -300,8 +300,8 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
     pushes
         .insert_many([
             doc! { "_id": "quiet", "next_due_ms": 1_000_i64 },
-            doc! { "_id": "later", "next_due_ms": 5_000_i64, "owed_from_ms": 0_i64 },
-            doc! { "_id": "sooner", "next_due_ms": 3_000_i64, "owed_from_ms": 0_i64 },
+            doc! { "_id": "later", "next_due_ms": 5_000_i64, "owed_from_ms": 0_i64, "owed_not_before_ms": 0_i64 },
+            doc! { "_id": "sooner", "next_due_ms": 3_000_i64, "owed_from_ms": 0_i64, "owed_not_before_ms": 0_i64 },
         ])
         .await
         .unwrap();
@@ -391,4 +391,58 @@ async fn a_held_back_push_waits_for_its_time_unless_a_newer_state_is_owed() {
     assert!(stored.get("owed_from_ms").is_none(), "{stored}");
     assert!(stored.get("owed_not_before_ms").is_none(), "{stored}");
     assert_eq!(slots.owed_and_due(20_000, 10).await.unwrap(), ["live"]);
+}
+
+#[tokio::test]
+async fn a_final_state_marked_during_a_push_does_not_hold_back_what_the_push_left_owed() {
+    let f = Fixture::start(&[]).await;
+    let database = database(&f).await;
+    let slots = PushSlots::new(&database);
+    slots.ensure_indexes().await.unwrap();
+    let (cut, failed, done) = (stream("cut"), stream("failed"), stream("done"));
+    let ids = [cut.clone(), failed.clone(), done.clone()];
+    let names: Vec<String> = ids.iter().map(|s| s.as_str().to_owned()).collect();
+    slots.mark_owed(&names, 0, 0, None).await.unwrap();
+    let leases = slots.claim_all(&ids, 1_000, LEASE).await.unwrap();
+    assert_eq!(leases.len(), 3);
+    let lease = |s: &reactions::StreamId| leases.iter().find(|l| &l.stream == s).unwrap();
+    // What is owed is taken with the slots: nothing is due while the pushes hold them, and the
+    // streams are due when the lease runs out (their holders died).
+    assert!(slots.owed_and_due(30_999, 10).await.unwrap().is_empty());
+    // Final states alone arrive during the pushes: owed, held back until 9,000.
+    slots.mark_owed(&names, 0, 9_000, None).await.unwrap();
+
+    // One push is cut short by its deadline, another's reads fail, the third ends.
+    let mut cut_short = end(5, 2_000, lease(&cut).seq + 1);
+    cut_short.still_owed_from_ms = Some(0);
+    slots
+        .finish_all(&[
+            FinishedPush {
+                lease: lease(&cut),
+                end: cut_short,
+            },
+            FinishedPush {
+                lease: lease(&done),
+                end: end(5, 2_000, lease(&done).seq + 1),
+            },
+        ])
+        .await
+        .unwrap();
+    slots.reopen_all(&[lease(&failed)]).await.unwrap();
+    // The viewers the cut push missed and the failed push's are served when the slots open,
+    // not an interval later; the push that ended leaves the final states held back.
+    let due_by = |at_ms| {
+        let slots = &slots;
+        async move {
+            let mut due = slots.owed_and_due(at_ms, 10).await.unwrap();
+            due.sort();
+            due
+        }
+    };
+    assert_eq!(due_by(2_000).await, ["cut", "failed"]);
+    assert_eq!(due_by(9_000).await, ["cut", "done", "failed"]);
+    assert_eq!(
+        slots.next_owed_due(2_000, Some(2_000)).await.unwrap(),
+        Some(9_000)
+    );
 }

@@ -295,6 +295,11 @@ pub struct WindowStore {
     collection: Collection<Document>,
 }
 
+/// Streams whose windows one query of a push wave reads (see
+/// [`WindowStore::newest_windows_of`]): an `$or` of a few ranges costs about one range each,
+/// and the local stack's server spent a constant 130 ms on one of 256 (2 ms on 16).
+pub const STREAMS_PER_WINDOW_READ: usize = 16;
+
 impl WindowStore {
     /// The collection name.
     pub const COLLECTION: &'static str = "windows";
@@ -354,19 +359,41 @@ impl WindowStore {
     /// For each `(stream, since_ms)` of `wants`, the newest `limit` windows of the stream that
     /// start at or after `since_ms`, in ascending start order, in the order of `wants`: what a
     /// wave of pushes carries (the newest matter most; the oldest are the first a frame drops).
-    /// One read for the whole wave; only when the streams together owe more windows than that
-    /// read returns does each stream get a read of its own.
+    /// One read per [`STREAMS_PER_WINDOW_READ`] streams, all at once; only when those streams
+    /// together owe more windows than their read returns does each get a read of its own.
     pub async fn newest_windows_of(
         &self,
         wants: &[(StreamId, i64)],
         limit: u32,
     ) -> Result<Vec<WindowList>, StoreError> {
-        let Some(oldest) = wants.iter().map(|(_, since)| *since).min() else {
+        let reads = wants
+            .chunks(STREAMS_PER_WINDOW_READ)
+            .map(|some| self.newest_windows_of_some(some, limit));
+        let lists = futures::future::try_join_all(reads).await?;
+        Ok(lists.into_iter().flatten().collect())
+    }
+
+    /// [`WindowStore::newest_windows_of`] for a few streams, in one read: an `$or` of each
+    /// stream's own range, which the unique (stream, start) index serves whatever the
+    /// collection holds. (One `stream: {$in}` with the oldest start of all was measured to
+    /// cost in proportion to the streams' whole history on the local stack's server: 25 ms for
+    /// 256 streams at 20,000 stored windows, 65 ms at 60,000.)
+    async fn newest_windows_of_some(
+        &self,
+        wants: &[(StreamId, i64)],
+        limit: u32,
+    ) -> Result<Vec<WindowList>, StoreError> {
+        if wants.is_empty() {
             return Ok(Vec::new());
-        };
-        let ids: Vec<&str> = wants.iter().map(|(stream, _)| stream.as_str()).collect();
+        }
         let read_at_most = u64::from(limit).saturating_mul(wants.len() as u64);
-        let filter = doc! { "stream": { "$in": ids }, "start_ms": { "$gte": oldest } };
+        let ranges: Vec<Document> = wants
+            .iter()
+            .map(
+                |(stream, since)| doc! { "stream": stream.as_str(), "start_ms": { "$gte": since } },
+            )
+            .collect();
+        let filter = doc! { "$or": ranges };
         let documents = self
             .window_documents(filter, -1, i64::try_from(read_at_most).unwrap_or(i64::MAX))
             .await?;

@@ -9,8 +9,9 @@
 //! and moves on; whichever invocation later finds the slot open and the stream owed makes the
 //! push ([`PushSlots::owed_and_due`]); the mark is cleared only when that push has ended and
 //! nobody marked the stream again meanwhile. A mark may hold its push back until a given time
-//! (`owed_not_before_ms`), so that a push sooner, for a newer state, carries it instead. The holder of a slot is named by a token, so a push
-//! whose lease ran out cannot overwrite the schedule of the push that took the slot after it.
+//! (`owed_not_before_ms`), so that a push sooner, for a newer state, carries it instead. The
+//! holder of a slot is named by a token, so a push whose lease ran out cannot overwrite the
+//! schedule of the push that took the slot after it.
 //!
 //! Slots are taken and given back a wave at a time ([`PushSlots::claim_all`],
 //! [`PushSlots::finish_all`]): a few round trips for tens of streams, so hundreds of streams
@@ -59,10 +60,12 @@ pub struct SlotLease {
     /// The audience the previous push recorded (a push cut short by its deadline does not
     /// read all of its audience).
     pub audience: Option<u64>,
-    /// The end of the latest window a state marked owed said was final. aggregate publishes
-    /// a window's final state before it marks the stored document final, so a push may read
-    /// the document in between: every window ending by then is complete (the rule is the
-    /// topic's, the same for every stream; see `crate::event_time`), and is shown final.
+    /// The end of the latest window a batch that marked the stream owed said was final (the
+    /// latest of the whole batch, any stream's). aggregate publishes a window's final state
+    /// before it marks the stored document final, so a push may read the document in between:
+    /// every window of the topic ending by then is complete, whatever its stream (the rule is
+    /// the topic's, see `crate::event_time`, and it only moves forward), and is shown final.
+    /// Kept after the mark is cleared, since a later push may still read such a document.
     pub final_through_ms: Option<i64>,
 }
 
@@ -212,16 +215,17 @@ impl PushSlots {
                         { "next_due_ms": { "$gt": horizon } },
                     ],
                 },
-                // The push takes what is owed, its hold-back with it: a mark made during the
-                // push sets its own.
+                // The push takes what is owed, its hold-back with it: what is owed after it is
+                // due when the lease runs out (the holder died), or sooner if a mark made during
+                // the push says so (`$min`), so a final state marked then keeps its hold-back.
                 doc! {
                     "$set": {
                         "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
+                        "owed_not_before_ms": now_ms.saturating_add(duration_ms(lease)),
                         "last_push_ms": now_ms,
                         "holder": &holder,
                         "expires_at": DateTime::from_millis(expires_at),
                     },
-                    "$unset": { "owed_not_before_ms": "" },
                 },
             )
             .await
@@ -368,7 +372,7 @@ impl PushSlots {
     /// stream's last push ended with its mark cleared, and the soonest time of all made since
     /// the last push began; a push made sooner (its slot taken for a
     /// newer state) makes this one too. `final_through_ms`, the end of the latest window the
-    /// marks' states say is final, is kept (the largest): the push that makes the mark may read
+    /// batch's states say is final, is kept (the largest): the push that makes the mark may read
     /// a window before aggregate has marked its document final, and shows it final all the same
     /// (see [`SlotLease::final_through_ms`]).
     pub async fn mark_owed(
@@ -499,8 +503,13 @@ impl PushSlots {
             }
             let mut update = doc! { "$set": set, "$unset": unset };
             match end.still_owed_from_ms {
+                // The rest of a push cut short is due as soon as the slot opens, whatever a
+                // mark made during the push held back.
                 Some(since) => {
-                    update.insert("$min", doc! { "owed_from_ms": since });
+                    update.insert(
+                        "$min",
+                        doc! { "owed_from_ms": since, "owed_not_before_ms": 0_i64 },
+                    );
                     statements.push(statement(held(lease), update));
                 }
                 None => statements.extend(clearing_owed(lease, update)),
@@ -540,7 +549,13 @@ impl PushSlots {
         }
         let statements = leases
             .iter()
-            .map(|lease| statement(held(lease), reopened(lease.at_ms)))
+            .map(|lease| {
+                // The push was due: it is again, at once, whatever a mark made meanwhile held
+                // back.
+                let mut update = reopened(lease.at_ms);
+                update.insert("$min", doc! { "owed_not_before_ms": 0_i64 });
+                statement(held(lease), update)
+            })
             .collect();
         self.update_twice(statements, "slot reopening").await?;
         Ok(())
@@ -693,13 +708,12 @@ fn clearing_owed(lease: &SlotLease, update: Document) -> [Document; 2] {
     [statement(unmarked, cleared), statement(marked, update)]
 }
 
-/// The filter that holds for owed streams whose push may be made at `now_ms`: marks made
-/// before the field existed have no `owed_not_before_ms`.
+/// The filter that holds for owed streams whose push may be made at `now_ms`. Every owed
+/// stream has `owed_not_before_ms`: a mark sets it (0 when the push need not wait), a claim
+/// sets it to its lease's end, and a push that ends or gives back its slot with the stream
+/// still owed lowers it to 0 or leaves a mark's; only clearing the mark removes it.
 fn may_push_by(now_ms: i64) -> Document {
-    doc! { "$or": [
-        { "owed_not_before_ms": { "$exists": false } },
-        { "owed_not_before_ms": { "$lte": now_ms } },
-    ] }
+    doc! { "owed_not_before_ms": { "$lte": now_ms } }
 }
 
 /// The filter on `owed_seq` that holds once an invocation marked the stream owed after the
