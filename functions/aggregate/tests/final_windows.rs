@@ -14,6 +14,7 @@ use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kaf
 use reactions::message::{ReactionRecord, VersionedMessage, WindowStateRecord};
 use reactions::mongo::{FinalizeTurns, connect};
 use reactions::{Reaction, WindowKey};
+use std::collections::HashMap;
 
 mod common;
 use common::*;
@@ -470,8 +471,10 @@ async fn a_pass_runs_only_while_its_container_holds_the_topics_turn() {
     turns.give_back(&next).await.unwrap();
 }
 
-#[tokio::test]
-async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
+/// A container of the function over a new one-partition input topic, its windows final as
+/// soon as they end, a pass at most once per `finalize_every_ms`; with the topic's name and
+/// the settings, for more containers.
+async fn over_a_new_topic(finalize_every_ms: &str) -> (String, HashMap<String, String>, Setup) {
     let topic = unique_name("input");
     let database = servers().mongo("final").database;
     let settings = settings(
@@ -479,20 +482,26 @@ async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
         &servers().mongodb_uri,
         &database,
         &[
-            ("FINALIZE_EVERY_MS", "0"),
+            ("FINALIZE_EVERY_MS", finalize_every_ms),
             ("ALLOWED_LATENESS_MS", "0"),
             ("REACTION_TOPIC", &topic),
         ],
     );
-    // Two containers of the function, publishing to the same output topic.
-    let first = build(&settings).await;
+    let setup = build(&settings).await;
     let spec = TopicSpec {
         name: topic.clone(),
         partitions: 1,
     };
-    ensure_topics(&first.config.kafka, &[spec], PATIENCE)
+    ensure_topics(&setup.config.kafka, &[spec], PATIENCE)
         .await
         .unwrap();
+    (topic, settings, setup)
+}
+
+#[tokio::test]
+async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
+    let (topic, settings, first) = over_a_new_topic("0").await;
+    // Two containers of the function, publishing to the same output topic.
     let mut shared_output = settings.clone();
     shared_output.insert("OUTPUT_TOPIC".to_owned(), first.config.output_topic.clone());
     let second = build(&shared_output).await;
@@ -551,27 +560,8 @@ async fn two_containers_finalizing_at_once_publish_each_final_state_once() {
 
 #[tokio::test]
 async fn the_windows_of_many_streams_are_published_final_in_chunks_each_once() {
-    let topic = unique_name("input");
-    let database = servers().mongo("final").database;
-    let settings = settings(
-        &servers().kafka_brokers,
-        &servers().mongodb_uri,
-        &database,
-        &[
-            // A pass at most once a minute, unless the last one left windows behind.
-            ("FINALIZE_EVERY_MS", "60000"),
-            ("ALLOWED_LATENESS_MS", "0"),
-            ("REACTION_TOPIC", &topic),
-        ],
-    );
-    let setup = build(&settings).await;
-    let spec = TopicSpec {
-        name: topic.clone(),
-        partitions: 1,
-    };
-    ensure_topics(&setup.config.kafka, &[spec], PATIENCE)
-        .await
-        .unwrap();
+    // A pass at most once a minute, unless the last one left windows behind.
+    let (topic, _, setup) = over_a_new_topic("60000").await;
     // One window of each of 300 streams, ended long ago: more than two passes' worth.
     let past = now_ms() - 120_000;
     let streams = 300;
