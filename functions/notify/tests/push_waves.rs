@@ -9,7 +9,8 @@ mod common;
 use common::*;
 use mongodb::bson::{Document, doc};
 use reactions::mongo::{
-    FinishedPush, PushEnd, PushSlots, StoreError, WatchingConnection, WindowStore, connect,
+    FinishedPush, PushEnd, PushSlots, STREAMS_PER_WINDOW_READ, StoreError, WatchingConnection,
+    WindowStore, connect,
 };
 use std::time::Duration;
 
@@ -213,7 +214,7 @@ async fn a_waves_windows_are_read_at_once_each_stream_within_its_own_bounds() {
         list.windows.iter().map(|w| w.key.start_ms - t).collect()
     };
     // One read (14 windows at most, 13 stored): each stream keeps its newest three at or after
-    // its own start, though the read went back to the oldest start of the wave.
+    // its own start.
     let wants = [
         (stream("many"), t + 4 * 2_000),
         (stream("few"), t + 2_000),
@@ -243,6 +244,22 @@ async fn a_waves_windows_are_read_at_once_each_stream_within_its_own_bounds() {
     assert_eq!(starts(&read[0]), [16_000, 18_000]);
     assert_eq!(starts(&read[1]), [2_000, 4_000]);
     assert!(windows.newest_windows_of(&[], 3).await.unwrap().is_empty());
+
+    // A wave of more streams than one read takes: each read's streams in their own place, the
+    // read that "many" fills stream by stream, the others at once.
+    let mut wants: Vec<_> = (0..2 * STREAMS_PER_WINDOW_READ)
+        .map(|n| (stream(&format!("absent-{n}")), t))
+        .collect();
+    wants.insert(3, (stream("few"), t + 2_000));
+    wants.push((stream("many"), t));
+    wants.push((stream("other"), t));
+    let read = windows.newest_windows_of(&wants, 2).await.unwrap();
+    assert_eq!(read.len(), wants.len());
+    assert_eq!(starts(&read[3]), [2_000, 4_000]);
+    assert_eq!(starts(&read[wants.len() - 2]), [16_000, 18_000]);
+    assert_eq!(starts(&read[wants.len() - 1]), [0]);
+    let filled: usize = read.iter().map(|list| list.windows.len()).sum();
+    assert_eq!(filled, 5, "nothing of the absent streams");
 }
 
 #[tokio::test]
@@ -301,7 +318,8 @@ async fn the_sweeper_learns_when_the_first_owed_slot_opens() {
         .insert_many([
             doc! { "_id": "quiet", "next_due_ms": 1_000_i64 },
             doc! { "_id": "later", "next_due_ms": 5_000_i64, "owed_from_ms": 0_i64, "owed_not_before_ms": 0_i64 },
-            doc! { "_id": "sooner", "next_due_ms": 3_000_i64, "owed_from_ms": 0_i64, "owed_not_before_ms": 0_i64 },
+            // A mark written before `owed_not_before_ms` existed is due as well.
+            doc! { "_id": "sooner", "next_due_ms": 3_000_i64, "owed_from_ms": 0_i64 },
         ])
         .await
         .unwrap();
@@ -400,11 +418,11 @@ async fn a_final_state_marked_during_a_push_does_not_hold_back_what_the_push_lef
     let slots = PushSlots::new(&database);
     slots.ensure_indexes().await.unwrap();
     let (cut, failed, done) = (stream("cut"), stream("failed"), stream("done"));
-    let ids = [cut.clone(), failed.clone(), done.clone()];
+    let ids = [cut.clone(), failed.clone(), done.clone(), stream("died")];
     let names: Vec<String> = ids.iter().map(|s| s.as_str().to_owned()).collect();
     slots.mark_owed(&names, 0, 0, None).await.unwrap();
     let leases = slots.claim_all(&ids, 1_000, LEASE).await.unwrap();
-    assert_eq!(leases.len(), 3);
+    assert_eq!(leases.len(), 4);
     let lease = |s: &reactions::StreamId| leases.iter().find(|l| &l.stream == s).unwrap();
     // What is owed is taken with the slots: nothing is due while the pushes hold them, and the
     // streams are due when the lease runs out (their holders died).
@@ -441,6 +459,9 @@ async fn a_final_state_marked_during_a_push_does_not_hold_back_what_the_push_lef
     };
     assert_eq!(due_by(2_000).await, ["cut", "failed"]);
     assert_eq!(due_by(9_000).await, ["cut", "done", "failed"]);
+    // The push whose holder died is due when its lease runs out.
+    assert_eq!(due_by(30_999).await, ["cut", "done", "failed"]);
+    assert_eq!(due_by(31_000).await, ["cut", "died", "done", "failed"]);
     assert_eq!(
         slots.next_owed_due(2_000, Some(2_000)).await.unwrap(),
         Some(9_000)

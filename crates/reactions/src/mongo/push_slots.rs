@@ -291,7 +291,7 @@ impl PushSlots {
     ) -> StoreError {
         let all_of_holder = doc! {
             "q": { "_id": { "$in": ids }, "holder": holder },
-            "u": reopened(now_ms),
+            "u": reopened_still_due(now_ms),
             "upsert": false,
             "multi": true,
         };
@@ -549,13 +549,7 @@ impl PushSlots {
         }
         let statements = leases
             .iter()
-            .map(|lease| {
-                // The push was due: it is again, at once, whatever a mark made meanwhile held
-                // back.
-                let mut update = reopened(lease.at_ms);
-                update.insert("$min", doc! { "owed_not_before_ms": 0_i64 });
-                statement(held(lease), update)
-            })
+            .map(|lease| statement(held(lease), reopened_still_due(lease.at_ms)))
             .collect();
         self.update_twice(statements, "slot reopening").await?;
         Ok(())
@@ -683,6 +677,14 @@ fn reopened(at_ms: i64) -> Document {
     doc! { "$set": { "next_due_ms": at_ms }, "$unset": { "holder": "" } }
 }
 
+/// [`reopened`] for a push that was due and could not be made: what the stream owes is due
+/// again at once, whatever a mark made meanwhile held back.
+fn reopened_still_due(at_ms: i64) -> Document {
+    let mut update = reopened(at_ms);
+    update.insert("$min", doc! { "owed_not_before_ms": 0_i64 });
+    update
+}
+
 /// The two statements that apply `update` (which gives up the holder's token) to the slot of
 /// `lease` while its holder holds it: with the owed mark cleared as well when nobody marked
 /// the stream owed since the slot was taken, alone (the mark left for the next push) when
@@ -708,12 +710,13 @@ fn clearing_owed(lease: &SlotLease, update: Document) -> [Document; 2] {
     [statement(unmarked, cleared), statement(marked, update)]
 }
 
-/// The filter that holds for owed streams whose push may be made at `now_ms`. Every owed
-/// stream has `owed_not_before_ms`: a mark sets it (0 when the push need not wait), a claim
-/// sets it to its lease's end, and a push that ends or gives back its slot with the stream
-/// still owed lowers it to 0 or leaves a mark's; only clearing the mark removes it.
+/// The filter that holds for owed streams whose push may be made at `now_ms`. Every mark
+/// written now has `owed_not_before_ms`: a mark sets it (0 when the push need not wait), a
+/// claim sets it to its lease's end, and a push that ends or gives back its slot with the
+/// stream still owed lowers it to 0 or leaves a mark's; only clearing the mark removes it.
+/// A mark without it (written before the field existed) may be pushed at once.
 fn may_push_by(now_ms: i64) -> Document {
-    doc! { "owed_not_before_ms": { "$lte": now_ms } }
+    doc! { "owed_not_before_ms": { "$not": { "$gt": now_ms } } }
 }
 
 /// The filter on `owed_seq` that holds once an invocation marked the stream owed after the
