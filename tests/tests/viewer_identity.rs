@@ -108,29 +108,49 @@ async fn only_a_valid_token_posts_and_its_subject_is_the_viewer() {
     let (status, answer) = client.post_authorized(&url, &ann, &batch).await;
     assert_eq!(status, 202, "{answer}");
 
+    // An identity provider's subject that is not an id (`auth0|…`) taps under its mapped id,
+    // whether the body names the subject, the mapped id or nobody.
+    let provider = "auth0|64f1c2";
+    let carol_id = reactions::UserId::from_subject(provider);
+    let carol = format!("Bearer {}", issuer.token_for(provider));
+    let carol_batch = json!({"reactions": [
+        {"stream_id": "final", "emoji": "fire", "user_id": provider},
+        {"stream_id": "final", "emoji": "fire", "user_id": carol_id.as_str()},
+        {"stream_id": "final", "emoji": "fire"},
+    ]});
+    let (status, answer) = client.post_authorized(&url, &carol, &carol_batch).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (202, Some(3)),
+        "{answer}"
+    );
+
     // The taps are counted as ann's: her fair-use tally holds all three.
     let mongo = reactions::mongo::connect(&test.mongo(), "identity-test")
         .await
         .unwrap();
     let tallies = mongo.collection::<Document>("viewer_taps");
-    eventually("ann's taps are counted as hers", || {
+    eventually("ann's and carol's taps are counted as theirs", || {
         let tallies = tallies.clone();
+        let carol_id = carol_id.clone();
         async move {
             let mut cursor = tallies.find(doc! {}).await.map_err(|e| e.to_string())?;
             let mut seen = Vec::new();
             while cursor.advance().await.map_err(|e| e.to_string())? {
                 seen.push(cursor.deserialize_current().map_err(|e| e.to_string())?);
             }
-            let ann: i64 = seen
-                .iter()
-                .filter(|d| d.get_str("_id").is_ok_and(|id| id.contains("viewer:ann")))
-                .filter_map(|d| match d.get("counted") {
-                    Some(mongodb::bson::Bson::Int64(n)) => Some(*n),
-                    Some(mongodb::bson::Bson::Int32(n)) => Some(i64::from(*n)),
-                    _ => None,
-                })
-                .sum();
-            if ann == 3 && seen.len() <= 2 {
+            let counted_for = |viewer: &str| -> i64 {
+                seen.iter()
+                    .filter(|d| d.get_str("_id").is_ok_and(|id| id.ends_with(viewer)))
+                    .filter_map(|d| match d.get("counted") {
+                        Some(mongodb::bson::Bson::Int64(n)) => Some(*n),
+                        Some(mongodb::bson::Bson::Int32(n)) => Some(i64::from(*n)),
+                        _ => None,
+                    })
+                    .sum()
+            };
+            let (ann, carol) = (counted_for("/viewer:ann"), counted_for(carol_id.as_str()));
+            if ann == 3 && carol == 3 && seen.len() <= 4 {
                 Ok(())
             } else {
                 Err(format!("{seen:?}"))

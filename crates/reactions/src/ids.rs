@@ -57,6 +57,30 @@ impl UserId {
     /// Longest accepted user id, in characters.
     pub const MAX_LEN: usize = 128;
 
+    /// What the id of a viewer whose identity provider's subject is not itself a valid id
+    /// starts with; the SHA-256 of the subject, in hex, follows.
+    pub const SUBJECT_DIGEST_PREFIX: &'static str = "sub-sha256:";
+
+    /// The viewer a verified token's subject (`sub`) stands for, the same in ingest and
+    /// notify. Identity providers' subjects are often not valid ids (`auth0|…`,
+    /// `google-oauth2|…`, e-mail addresses, over 128 characters), and refusing them would
+    /// refuse every tap of their viewers. A subject that is a valid id is kept as it is, so ids
+    /// stay readable in logs and tallies; any other becomes [`UserId::SUBJECT_DIGEST_PREFIX`]
+    /// and the subject's SHA-256 in hex (75 characters). A valid subject that starts with the
+    /// prefix is digested too, so two subjects never share an id (short of a SHA-256
+    /// collision).
+    pub fn from_subject(subject: &str) -> Self {
+        if check_id("sub", subject, Self::MAX_LEN).is_ok()
+            && !subject.starts_with(Self::SUBJECT_DIGEST_PREFIX)
+        {
+            return Self(subject.to_owned());
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(subject.as_bytes());
+        let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+        Self(format!("{}{hex}", Self::SUBJECT_DIGEST_PREFIX))
+    }
+
     /// Validates `value` as the field `field`.
     pub fn parse(field: &str, value: &str) -> Result<Self, ValidationError> {
         check_id(field, value, Self::MAX_LEN)?;
@@ -96,6 +120,41 @@ id_conversions!(UserId, "user_id");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_that_are_ids_are_kept_and_others_become_distinct_valid_ids() {
+        assert_eq!(UserId::from_subject("viewer:ann").as_str(), "viewer:ann");
+        let long = "a".repeat(UserId::MAX_LEN + 1);
+        let prefixed = format!("{}00", UserId::SUBJECT_DIGEST_PREFIX);
+        let foreign = [
+            "auth0|64f1c2",
+            "google-oauth2|1098",
+            "ann@example.com",
+            "",
+            long.as_str(),
+            prefixed.as_str(),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for subject in foreign {
+            let id = UserId::from_subject(subject);
+            assert!(
+                UserId::parse("u", id.as_str()).is_ok(),
+                "{subject:?}: {id:?}"
+            );
+            assert!(
+                id.as_str().starts_with(UserId::SUBJECT_DIGEST_PREFIX),
+                "{id:?}"
+            );
+            assert_eq!(id.as_str().len(), UserId::SUBJECT_DIGEST_PREFIX.len() + 64);
+            assert_eq!(UserId::from_subject(subject), id, "the same every time");
+            assert!(seen.insert(id), "{subject:?} shares an id");
+        }
+        // A known answer: the SHA-256 of the empty string (FIPS 180-4 test vectors).
+        assert_eq!(
+            UserId::from_subject("").as_str(),
+            "sub-sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn accepts_typical_ids() {

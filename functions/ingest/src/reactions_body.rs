@@ -4,7 +4,7 @@
 
 use crate::api_error::ApiError;
 use reactions::{
-    Catalogues, DomainConfig, RawReaction, Reaction, Rule, StreamId, ValidationError,
+    Catalogues, DomainConfig, RawReaction, Reaction, Rule, StreamId, UserId, ValidationError,
     validate_batch,
 };
 use serde_json::Value;
@@ -88,9 +88,14 @@ impl ReactionsBody {
         ids
     }
 
-    /// Makes every reaction the verified viewer's: a missing `user_id` becomes `viewer`, and a
-    /// different one refuses the whole body (one viewer cannot tap as another).
-    pub fn bind_viewer(&mut self, viewer: &str) -> Result<(), ApiError> {
+    /// Makes every reaction the viewer's whose verified token has the subject `subject`: its
+    /// id is [`UserId::from_subject`] (the subject itself when that is a valid id). A missing
+    /// `user_id` becomes that id, the id or the subject as given is replaced by it (a client
+    /// may send either), and anything else refuses the whole body (one viewer cannot tap as
+    /// another).
+    pub fn bind_viewer(&mut self, subject: &str) -> Result<(), ApiError> {
+        let id = UserId::from_subject(subject);
+        let viewer = id.as_str();
         let (items, batch) = match self {
             ReactionsBody::One(item) => (std::slice::from_mut(item), false),
             ReactionsBody::Batch(items) => (items.as_mut_slice(), true),
@@ -104,6 +109,9 @@ impl ReactionsBody {
                     fields.insert("user_id".to_owned(), Value::from(viewer));
                 }
                 Some(Value::String(given)) if given == viewer => {}
+                Some(Value::String(given)) if given == subject => {
+                    fields.insert("user_id".to_owned(), Value::from(viewer));
+                }
                 Some(given) => {
                     let given = match given {
                         Value::String(text) => text.chars().take(128).collect(),
@@ -206,6 +214,30 @@ mod tests {
         let mut not_text = read(r#"{"user_id":7}"#);
         assert_eq!(
             not_text.bind_viewer("viewer:ann").unwrap_err().code(),
+            "user_id_mismatch"
+        );
+    }
+
+    #[test]
+    fn a_subject_that_is_not_an_id_binds_its_mapped_id_given_either_way() {
+        let read = |body: &str| read_body(Some("application/json"), body.as_bytes(), 4096).unwrap();
+        let subject = "auth0|64f1c2";
+        let id = UserId::from_subject(subject);
+        let body = format!(
+            r#"{{"reactions":[{{}},{{"user_id":"{subject}"}},{{"user_id":"{}"}}]}}"#,
+            id.as_str()
+        );
+        let mut given = read(&body);
+        given.bind_viewer(subject).unwrap();
+        let ReactionsBody::Batch(items) = given else {
+            panic!("a batch")
+        };
+        for item in &items {
+            assert_eq!(item["user_id"], id.as_str(), "{items:?}");
+        }
+        let mut other = read(r#"{"user_id":"auth0|someone-else"}"#);
+        assert_eq!(
+            other.bind_viewer(subject).unwrap_err().code(),
             "user_id_mismatch"
         );
     }

@@ -78,7 +78,12 @@ impl Notify {
         if let Some(verifier) = &self.viewers {
             let token = query.first("token");
             match verifier.verify(token, now_ms().div_euclid(1000)).await {
-                Ok(verified) => viewer = Some(verified.subject),
+                // The same viewer id as ingest's for that subject, so logs line up.
+                Ok(verified) => {
+                    viewer = Some(String::from(reactions::UserId::from_subject(
+                        &verified.subject,
+                    )))
+                }
                 Err(refusal) if refusal.is_the_tokens_fault() => {
                     tracing::info!(connection_id, stream = stream.as_str(), %refusal, "connect refused");
                     return Ok(status(401, "a valid viewer token is required"));
