@@ -38,7 +38,8 @@ impl WindowWidth {
 
     /// The start of the window holding `at_ms` (floor division, correct before 1970 too).
     pub fn start_of(self, at_ms: i64) -> i64 {
-        at_ms.div_euclid(self.0) * self.0
+        // Saturates at the start of time, where the window below has no representable start.
+        at_ms.saturating_sub(at_ms.rem_euclid(self.0))
     }
 }
 
@@ -66,9 +67,11 @@ impl WindowKey {
         }
     }
 
-    /// Exclusive end of the window.
+    /// Exclusive end of the window. Saturates: a record's `at_ms` comes from outside this
+    /// process, and one near `i64::MAX` must not wrap its window's end into the past (which
+    /// would make it final at once) or panic.
     pub fn end_ms(&self, width: WindowWidth) -> i64 {
-        self.start_ms + width.millis()
+        self.start_ms.saturating_add(width.millis())
     }
 }
 
@@ -125,6 +128,16 @@ mod tests {
             count,
             at_ms,
         }
+    }
+
+    #[test]
+    fn the_last_window_of_time_ends_at_the_end_of_time() {
+        let width = WindowWidth::DEFAULT;
+        let last = WindowKey::containing(StreamId::parse("s", "s").unwrap(), i64::MAX, width);
+        assert!(last.start_ms > i64::MAX - width.millis());
+        assert_eq!(last.end_ms(width), i64::MAX);
+        let first = WindowKey::containing(StreamId::parse("s", "s").unwrap(), i64::MIN, width);
+        assert_eq!(first.end_ms(width), first.start_ms + width.millis());
     }
 
     #[test]
