@@ -205,6 +205,7 @@ impl PushSlots {
         let horizon = now_ms.saturating_add(duration_ms(skew_horizon(lease)));
         let holder = format!("{:032x}", rand::random::<u128>());
         let expires_at = now_ms.saturating_add(duration_ms(SCHEDULE_RETENTION));
+        let lease_ends_at = now_ms.saturating_add(duration_ms(lease));
         let taken = match self
             .collection
             .update_many(
@@ -220,8 +221,8 @@ impl PushSlots {
                 // the push says so (`$min`), so a final state marked then keeps its hold-back.
                 doc! {
                     "$set": {
-                        "next_due_ms": now_ms.saturating_add(duration_ms(lease)),
-                        "owed_not_before_ms": now_ms.saturating_add(duration_ms(lease)),
+                        "next_due_ms": lease_ends_at,
+                        "owed_not_before_ms": lease_ends_at,
                         "last_push_ms": now_ms,
                         "holder": &holder,
                         "expires_at": DateTime::from_millis(expires_at),
