@@ -59,6 +59,10 @@ pub struct Cli {
     /// Partitions of the topics the stack creates.
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
+    /// The most each partition of a topic the stack creates keeps, in bytes (Kafka's
+    /// `retention.bytes`; 0 keeps everything). The local broker's CPU grows with what it holds.
+    #[arg(long, default_value_t = crate::stack::DEFAULT_TOPIC_RETENTION_BYTES)]
+    pub topic_retention_bytes: u64,
     /// Batching window of every event source mapping in milliseconds, instead of the template's
     /// whole seconds.
     #[arg(long)]
@@ -139,6 +143,7 @@ impl Cli {
         options.web = self.web.map(|dir| (dir, self.web_port));
         options.concurrency = self.concurrency;
         options.partitions = self.partitions;
+        options.topic_retention_bytes = self.topic_retention_bytes;
         options.mapping = MappingOptions {
             batching_window: self.batching_window_ms.map(Duration::from_millis),
             ..MappingOptions::default()

@@ -1,13 +1,14 @@
 //! The Kafka adapter against a real Kafka-wire broker: topics with several partitions, keyed
 //! records acknowledged and read back in per-key order, and a clear error when the broker is down.
 
-use emostream_tests::patience::{PATIENCE, assert_bounded};
+use emostream_tests::patience::{PATIENCE, assert_bounded, eventually};
 use emostream_tests::{closed_port, servers, unique_name};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use reactions::kafka::{
     AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics,
+    ensure_topics_with,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -104,6 +105,75 @@ async fn keyed_records_land_on_one_partition_per_key_in_order() {
         let key = std::str::from_utf8(&record.key).unwrap();
         assert_eq!(by_key[key][0].0, delivery.partition);
     }
+}
+
+/// The local stack bounds its topics by size (the local broker's cost grows with what it holds):
+/// the settings reach the broker, and the broker deletes the oldest records past the bound.
+#[tokio::test]
+async fn a_topic_created_with_a_size_bound_keeps_only_its_newest_records() {
+    let settings = servers().kafka("kafka-retention-test");
+    let spec = TopicSpec {
+        name: unique_name("adapter-retention"),
+        partitions: 1,
+    };
+    let bound = [("retention.bytes", "262144"), ("segment.bytes", "65536")];
+    ensure_topics_with(&settings, std::slice::from_ref(&spec), &bound, PATIENCE)
+        .await
+        .unwrap();
+
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        settings.client_config().create().unwrap();
+    let described = admin
+        .describe_configs(
+            &[rdkafka::admin::ResourceSpecifier::Topic(&spec.name)],
+            &rdkafka::admin::AdminOptions::new().request_timeout(Some(PATIENCE)),
+        )
+        .await
+        .unwrap();
+    let config = described.into_iter().next().unwrap().unwrap();
+    for (key, value) in bound {
+        let entry = config
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not described"));
+        assert_eq!(entry.value.as_deref(), Some(value), "{key}");
+    }
+
+    // 1 MB in 1 KB records, four times the bound.
+    let producer = AckedProducer::new(&settings, PATIENCE).unwrap();
+    let records: Vec<OutgoingRecord> = (0..1024)
+        .map(|i| OutgoingRecord::new(format!("k{i}"), vec![b'r'; 1024]))
+        .collect();
+    producer
+        .produce_all(&spec.name, &records, PATIENCE)
+        .await
+        .unwrap();
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set("group.id", unique_name("retention-group"))
+        .create()
+        .unwrap();
+    let consumer = std::sync::Arc::new(consumer);
+    let (low, high) = eventually("the oldest records deleted past the bound", || {
+        let consumer = std::sync::Arc::clone(&consumer);
+        let topic = spec.name.clone();
+        async move {
+            let (low, high) = tokio::task::spawn_blocking(move || {
+                consumer.fetch_watermarks(&topic, 0, Duration::from_secs(5))
+            })
+            .await
+            .unwrap()
+            .map_err(|e| e.to_string())?;
+            match low > 0 {
+                true => Ok((low, high)),
+                false => Err(format!("offsets {low}..{high}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(high, 1024, "nothing new is lost");
+    // What is kept is about the bound and one segment (320 records of 1 KB); half the records
+    // leaves room for the broker's per-record overhead.
+    assert!(high - low <= 512, "kept {} records", high - low);
 }
 
 #[tokio::test]

@@ -351,13 +351,29 @@ pub async fn ensure_topics(
     topics: &[TopicSpec],
     timeout: Duration,
 ) -> Result<(), KafkaAdapterError> {
+    ensure_topics_with(settings, topics, &[], timeout).await
+}
+
+/// [`ensure_topics`], creating the missing topics with the given topic-level settings
+/// (`retention.bytes`, `segment.bytes`, ...). Topics that exist keep the settings they have.
+pub async fn ensure_topics_with(
+    settings: &KafkaSettings,
+    topics: &[TopicSpec],
+    topic_config: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(), KafkaAdapterError> {
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config()
         .create()
         .map_err(KafkaAdapterError::Config)?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            topic_config.iter().fold(
+                NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
         .collect();
     // Both timeouts: the operation one bounds the broker's work, the request one bounds the
     // wait for an unreachable broker (60 s by default).

@@ -19,7 +19,7 @@ use crate::secrets::SecretsApi;
 use crate::template::{RouteAuth, StackTemplate};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics};
+use reactions::kafka::{KafkaSettings, TopicSpec, ensure_topics_with};
 use reactions::viewer_identity::{IdentitySettings, TokenVerifier};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +30,9 @@ use tokio::sync::watch;
 
 mod options;
 
-pub use options::{DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions};
+pub use options::{
+    DEFAULT_TOPIC_RETENTION_BYTES, DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions,
+};
 
 /// A running local stack.
 pub struct LocalStack {
@@ -237,9 +239,13 @@ impl LocalStack {
                 partitions: options.partitions,
             })
             .collect();
-        ensure_topics(
+        let topic_config = options.topic_config();
+        let topic_config: Vec<(&str, &str)> =
+            topic_config.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ensure_topics_with(
             &KafkaSettings::new(&options.kafka_brokers, "emostream-local-admin"),
             &specs,
+            &topic_config,
             Duration::from_secs(15),
         )
         .await
