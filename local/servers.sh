@@ -4,9 +4,12 @@
 # state directory) and deletes their data.
 #
 #   local/servers.sh start [--owner-pid PID]
-#       start both servers, wait until they answer, print KAFKA_BROKERS=... and MONGODB_URI=...
-#       and the state directory (EMOSTREAM_SERVERS=...). With --owner-pid, they are stopped
-#       automatically once that process exits.
+#       start both servers, wait until they answer, print KAFKA_BROKERS=... and MONGODB_URI=...,
+#       the state directory (EMOSTREAM_SERVERS=...) and the bound the local stack puts on the
+#       topics it creates on this broker (EMOSTREAM_TOPIC_RETENTION_BYTES=...: the broker saves
+#       its whole log about once a second, so its CPU grows with what it holds; see
+#       docs/local-stack.md). With --owner-pid, they are stopped automatically once that
+#       process exits.
 #   local/servers.sh stop STATE_DIR
 #   local/servers.sh run -- COMMAND [ARGS...]
 #       run COMMAND with KAFKA_BROKERS and MONGODB_URI set; servers are started for it unless
@@ -101,6 +104,7 @@ start_servers() {
   printf 'KAFKA_BROKERS=127.0.0.1:%s\n' "$kafka_port"
   printf 'MONGODB_URI=mongodb://127.0.0.1:%s/?directConnection=true\n' "$mongo_port"
   printf 'EMOSTREAM_SERVERS=%s\n' "$state"
+  printf 'EMOSTREAM_TOPIC_RETENTION_BYTES=%s\n' "${EMOSTREAM_TOPIC_RETENTION_BYTES:-2097152}"
 }
 
 case "${1:-}" in

@@ -60,9 +60,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 3)]
     pub partitions: i32,
     /// The most each partition of a topic the stack creates keeps, in bytes (Kafka's
-    /// `retention.bytes`; 0 keeps everything). The local broker's CPU grows with what it holds.
-    #[arg(long, default_value_t = crate::stack::DEFAULT_TOPIC_RETENTION_BYTES)]
-    pub topic_retention_bytes: u64,
+    /// `retention.bytes`; 0 keeps everything). Default: EMOSTREAM_TOPIC_RETENTION_BYTES, which
+    /// local/servers.sh sets for the local broker it starts (whose CPU grows with what it holds).
+    #[arg(long)]
+    pub topic_retention_bytes: Option<u64>,
     /// Batching window of every event source mapping in milliseconds, instead of the template's
     /// whole seconds.
     #[arg(long)]

@@ -83,6 +83,9 @@ impl TestStack {
             .local
             .variables
             .insert("PRODUCE_TIMEOUT_MS".into(), "8000".into());
+        // Tests read back or count everything they sent (fair use sends half a million
+        // records): keep every record whatever bound the servers' script suggests.
+        options.topic_retention_bytes = Some(0);
         options.mapping = MappingOptions {
             batching_window: Some(Duration::from_millis(50)),
             first_backoff: Duration::from_millis(100),

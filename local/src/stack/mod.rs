@@ -31,7 +31,7 @@ use tokio::sync::watch;
 mod options;
 
 pub use options::{
-    DEFAULT_TOPIC_RETENTION_BYTES, DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions,
+    DemoIssuerOptions, InvokeEndpoint, StackError, StackOptions, TOPIC_RETENTION_VARIABLE,
 };
 
 /// A running local stack.
@@ -239,7 +239,7 @@ impl LocalStack {
                 partitions: options.partitions,
             })
             .collect();
-        let topic_config = options.topic_config();
+        let topic_config = options.topic_config()?;
         let topic_config: Vec<(&str, &str)> =
             topic_config.iter().map(|(k, v)| (*k, v.as_str())).collect();
         ensure_topics_with(

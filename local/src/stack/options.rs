@@ -21,18 +21,19 @@ pub struct InvokeEndpoint {
     pub by_logical_id: bool,
 }
 
-/// What each partition of the stack's topics keeps by default: 2 MiB, a minute or more of the
-/// local load runs (500 streams at 400 reactions/s write about 35 KB/s to each output partition
-/// and 15 KB/s to each input partition) while no consumer is more than a second behind.
+/// The environment variable that bounds the topics the stack creates when
+/// [`StackOptions::topic_retention_bytes`] is not set: `local/servers.sh` sets it (to 2 MiB) for
+/// the local Kafka-wire broker it starts, and only for that one.
 ///
-/// Why a bound at all: the local Kafka-wire broker (noida-db) saves its whole log to one JSON
-/// file about once a second, so its CPU grows with every byte it holds (measured on 2 cores:
-/// 0.13 of a core at 50 MB of file, a whole core past 150 MB). Unbounded, a five-minute run of
-/// 500 streams spends a quarter of the machine on it by the end and the pipeline slows down
-/// for reasons AWS does not have: a real broker appends to segment files at a cost that does not
-/// depend on what it holds. MSK topics keep their own retention (7 days by default); this bound
-/// applies only to topics the local stack creates.
-pub const DEFAULT_TOPIC_RETENTION_BYTES: u64 = 2 * 1024 * 1024;
+/// Why that broker needs a bound: noida-db saves its whole log to one JSON file about once a
+/// second, so its CPU grows with every byte it holds (measured alone on 2 cores: 0.13 of a core
+/// at a 52 MB file, about 4 bytes of file per byte of record, growing with it until the saving
+/// takes a whole core). Unbounded, a five-minute run of 500 streams made its CPU grow from 10 to
+/// 25 CPU-seconds a minute and the pipeline slowed down for a reason AWS does not have: a Kafka
+/// broker appends to segment files at a cost that does not depend on what it holds. Other
+/// brokers (Redpanda from docker-compose, a Kafka of one's own, MSK) keep their own retention;
+/// Kafka 4 would refuse the small segments this bound asks for.
+pub const TOPIC_RETENTION_VARIABLE: &str = "EMOSTREAM_TOPIC_RETENTION_BYTES";
 
 /// How to start the stack.
 #[derive(Debug, Clone)]
@@ -63,8 +64,8 @@ pub struct StackOptions {
     /// Partitions of the topics the stack creates.
     pub partitions: i32,
     /// The most each partition of a topic the stack creates keeps (Kafka's `retention.bytes`);
-    /// 0 keeps everything. See [`DEFAULT_TOPIC_RETENTION_BYTES`].
-    pub topic_retention_bytes: u64,
+    /// 0 keeps everything; `None` takes [`TOPIC_RETENTION_VARIABLE`] (absent: everything).
+    pub topic_retention_bytes: Option<u64>,
     pub invoke_endpoint: Option<InvokeEndpoint>,
     pub limits: Limits,
     /// The account's throttle, connect rate and `@connections` latency (AWS's by default).
@@ -120,7 +121,7 @@ impl StackOptions {
             local: LocalValues::default(),
             mapping: MappingOptions::default(),
             partitions: 3,
-            topic_retention_bytes: DEFAULT_TOPIC_RETENTION_BYTES,
+            topic_retention_bytes: None,
             invoke_endpoint: None,
             limits: Limits::default(),
             quotas: QuotaSettings::default(),
@@ -134,9 +135,26 @@ impl StackOptions {
 impl StackOptions {
     /// The topic-level settings of the topics the stack creates: `retention.bytes`, and
     /// segments an eighth of it, since a broker deletes whole segments and never the one being
-    /// written (a partition holds at most the retention plus one segment).
-    pub(crate) fn topic_config(&self) -> Vec<(&'static str, String)> {
-        match self.topic_retention_bytes {
+    /// written (a partition holds at most the retention, one segment and what arrives between
+    /// the broker's retention checks).
+    pub(crate) fn topic_config(&self) -> Result<Vec<(&'static str, String)>, StackError> {
+        let bytes = match self.topic_retention_bytes {
+            Some(bytes) => bytes,
+            None => match std::env::var(TOPIC_RETENTION_VARIABLE) {
+                Err(std::env::VarError::NotPresent) => 0,
+                Ok(value) => value.trim().parse().map_err(|_| {
+                    StackError::Setting(format!(
+                        "{TOPIC_RETENTION_VARIABLE}={value:?} is not a number of bytes (0 keeps everything)"
+                    ))
+                })?,
+                Err(error) => {
+                    return Err(StackError::Setting(format!(
+                        "{TOPIC_RETENTION_VARIABLE}: {error}"
+                    )));
+                }
+            },
+        };
+        Ok(match bytes {
             0 => Vec::new(),
             bytes => vec![
                 ("retention.bytes", bytes.to_string()),
@@ -145,7 +163,7 @@ impl StackOptions {
                     (bytes / 8).max(MIN_SEGMENT_BYTES).to_string(),
                 ),
             ],
-        }
+        })
     }
 }
 
@@ -171,6 +189,8 @@ pub enum StackError {
     },
     #[error("cannot create the Kafka topics: {0}")]
     Topics(String),
+    #[error("{0}")]
+    Setting(String),
     #[error(transparent)]
     Issuer(#[from] crate::demo_issuer::IssuerError),
 }
@@ -181,30 +201,26 @@ mod tests {
 
     fn options(retention: u64) -> StackOptions {
         let mut options = StackOptions::new("t.yaml".into(), "bin".into(), "k:9092", "mongodb://m");
-        options.topic_retention_bytes = retention;
+        options.topic_retention_bytes = Some(retention);
         options
     }
 
     #[test]
-    fn topics_keep_a_bounded_tail_by_default_in_segments_of_an_eighth() {
+    fn a_bound_sets_the_retention_and_segments_of_an_eighth() {
         assert_eq!(
-            options(DEFAULT_TOPIC_RETENTION_BYTES).topic_config(),
+            options(2 * 1024 * 1024).topic_config().unwrap(),
             vec![
                 ("retention.bytes", "2097152".to_owned()),
                 ("segment.bytes", "262144".to_owned()),
             ]
         );
-        assert_eq!(
-            StackOptions::new("t".into(), "b".into(), "k", "m").topic_retention_bytes,
-            DEFAULT_TOPIC_RETENTION_BYTES
-        );
     }
 
     #[test]
     fn no_bound_sets_nothing_and_a_tiny_bound_keeps_a_sensible_segment() {
-        assert!(options(0).topic_config().is_empty());
+        assert!(options(0).topic_config().unwrap().is_empty());
         assert_eq!(
-            options(100_000).topic_config()[1],
+            options(100_000).topic_config().unwrap()[1],
             ("segment.bytes", "65536".to_owned())
         );
     }
