@@ -561,6 +561,19 @@ impl PartitionLoop {
         if self.next_offset.is_none() {
             self.lag.took(offset);
         }
+        if let Some(next) = self.next_offset.filter(|next| offset > *next) {
+            // No producer of this project writes transactions, so offsets of one partition
+            // follow each other: a gap is records the broker no longer holds (the topic's
+            // retention deleted them before they were read), which the function never sees.
+            tracing::error!(
+                mapping = self.shared.mapping.logical_id,
+                partition = self.partition,
+                from = next,
+                to = offset,
+                "records skipped: the partition no longer holds offsets from..to (deleted by \
+                 the topic's retention before they were read?)"
+            );
+        }
         self.next_offset = Some(offset + 1);
         batch.push(record);
     }

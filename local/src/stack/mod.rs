@@ -249,7 +249,13 @@ impl LocalStack {
             Duration::from_secs(15),
         )
         .await
-        .map_err(|e| StackError::Topics(e.to_string()))?;
+        .map_err(|e| match topic_config.is_empty() {
+            true => StackError::Topics(e.to_string()),
+            false => StackError::Topics(format!(
+                "{e} (asked for {topic_config:?}: set --topic-retention-bytes 0 or \
+                 {TOPIC_RETENTION_VARIABLE}=0 for a broker that refuses them)"
+            )),
+        })?;
 
         let pool_of = |id: &str| {
             functions

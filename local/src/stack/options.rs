@@ -142,6 +142,7 @@ impl StackOptions {
             Some(bytes) => bytes,
             None => match std::env::var(TOPIC_RETENTION_VARIABLE) {
                 Err(std::env::VarError::NotPresent) => 0,
+                Ok(value) if value.trim().is_empty() => 0,
                 Ok(value) => value.trim().parse().map_err(|_| {
                     StackError::Setting(format!(
                         "{TOPIC_RETENTION_VARIABLE}={value:?} is not a number of bytes (0 keeps everything)"
