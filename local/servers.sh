@@ -104,7 +104,7 @@ start_servers() {
   printf 'KAFKA_BROKERS=127.0.0.1:%s\n' "$kafka_port"
   printf 'MONGODB_URI=mongodb://127.0.0.1:%s/?directConnection=true\n' "$mongo_port"
   printf 'EMOSTREAM_SERVERS=%s\n' "$state"
-  printf 'EMOSTREAM_TOPIC_RETENTION_BYTES=%s\n' "${EMOSTREAM_TOPIC_RETENTION_BYTES:-2097152}"
+  printf 'EMOSTREAM_TOPIC_RETENTION_BYTES=%s\n' "${EMOSTREAM_TOPIC_RETENTION_BYTES-2097152}"
 }
 
 case "${1:-}" in
