@@ -351,15 +351,15 @@ pub async fn ensure_topics(
     topics: &[TopicSpec],
     timeout: Duration,
 ) -> Result<(), KafkaAdapterError> {
-    ensure_topics_with(settings, topics, &[], timeout).await
+    ensure_topics_with::<&str>(settings, topics, &[], timeout).await
 }
 
 /// [`ensure_topics`], creating the missing topics with the given topic-level settings
 /// (`retention.bytes`, `segment.bytes`, ...). Topics that exist keep the settings they have.
-pub async fn ensure_topics_with(
+pub async fn ensure_topics_with<V: AsRef<str>>(
     settings: &KafkaSettings,
     topics: &[TopicSpec],
-    topic_config: &[(&str, &str)],
+    topic_config: &[(&str, V)],
     timeout: Duration,
 ) -> Result<(), KafkaAdapterError> {
     let admin: AdminClient<DefaultClientContext> = settings
@@ -371,7 +371,7 @@ pub async fn ensure_topics_with(
         .map(|t| {
             topic_config.iter().fold(
                 NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1)),
-                |topic, (key, value)| topic.set(key, value),
+                |topic, (key, value)| topic.set(key, value.as_ref()),
             )
         })
         .collect();

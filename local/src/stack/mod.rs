@@ -240,8 +240,6 @@ impl LocalStack {
             })
             .collect();
         let topic_config = options.topic_config()?;
-        let topic_config: Vec<(&str, &str)> =
-            topic_config.iter().map(|(k, v)| (*k, v.as_str())).collect();
         ensure_topics_with(
             &KafkaSettings::new(&options.kafka_brokers, "emostream-local-admin"),
             &specs,
