@@ -2,6 +2,7 @@
 //! records acknowledged and read back in per-key order, and a clear error when the broker is down.
 
 use emostream_tests::patience::{PATIENCE, assert_bounded, eventually};
+use emostream_tests::topic_admin::add_partitions;
 use emostream_tests::{closed_port, servers, unique_name};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -195,6 +196,44 @@ async fn a_topic_created_with_a_size_bound_keeps_only_its_newest_records() {
         .unwrap();
     assert_eq!(message.offset(), high - 1);
     assert_eq!(message.payload().map(<[u8]>::len), Some(1024));
+}
+
+#[tokio::test]
+async fn a_producer_sees_partitions_added_when_it_asks_afresh_or_after_forgetting() {
+    let settings = servers().kafka("kafka-adapter-test");
+    let topic = new_topic(&settings, "grown").await;
+    let producer = AckedProducer::new(&settings, PATIENCE).unwrap();
+    assert_eq!(
+        producer.partition_count(&topic.name, PATIENCE).await,
+        Some(3)
+    );
+    add_partitions(&settings, &topic.name, 5).await;
+    // The remembered count stands for a while (a request does not pay a metadata round trip)...
+    assert_eq!(
+        producer.partition_count(&topic.name, PATIENCE).await,
+        Some(3)
+    );
+    // ... a decision that needs the truth asks the broker ...
+    assert_eq!(
+        producer.fresh_partition_count(&topic.name, PATIENCE).await,
+        Some(5)
+    );
+    // ... and a forgotten count is fetched again (after a failed produce).
+    producer.forget_partition_count(&topic.name);
+    assert_eq!(
+        producer.partition_count(&topic.name, PATIENCE).await,
+        Some(5)
+    );
+    // A record sent to an added partition lands there.
+    let record = OutgoingRecord {
+        partition: Some(4),
+        ..OutgoingRecord::new("k", "on the new partition")
+    };
+    let delivered = producer
+        .produce_all(&topic.name, &[record], PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(delivered[0].partition, 4);
 }
 
 #[tokio::test]

@@ -270,6 +270,12 @@ fn routes_and_event_sources_match_the_handlers() {
         };
         let ingest_env = deployed_environment(&template, "IngestFunction");
         let aggregate_env = deployed_environment(&template, "AggregateFunction");
+        // aggregate's start-up check of its lateness reads ingest's produce timeout.
+        assert_eq!(
+            aggregate_env["INGEST_PRODUCE_TIMEOUT_MS"], ingest_env["PRODUCE_TIMEOUT_MS"],
+            "{}: aggregate's INGEST_PRODUCE_TIMEOUT_MS must be ingest's PRODUCE_TIMEOUT_MS",
+            deployment.name
+        );
         for (function, topic) in [
             ("AggregateFunction", &ingest_env["REACTION_TOPIC"]),
             ("NotifyFunction", &aggregate_env["OUTPUT_TOPIC"]),

@@ -450,8 +450,20 @@ pub struct Delivered {
 pub struct AckedProducer {
     producer: FutureProducer<KafkaContext>,
     context: KafkaContext,
-    /// Partition counts of the topics whose metadata was fetched.
-    partitions: Arc<std::sync::Mutex<std::collections::HashMap<String, i32>>>,
+    /// Partition counts of the topics whose metadata was fetched, and when.
+    partitions: Arc<std::sync::Mutex<std::collections::HashMap<String, KnownCount>>>,
+}
+
+/// How long a fetched partition count stands before [`AckedProducer::partition_count`] asks
+/// again: partitions can be added to a topic, and a topic deleted and created again with
+/// fewer, while a warm container lives for hours.
+pub const PARTITION_COUNT_FRESH_FOR: Duration = Duration::from_secs(60);
+
+/// A topic's partition count as last fetched.
+#[derive(Debug, Clone, Copy)]
+struct KnownCount {
+    count: i32,
+    fetched_at: std::time::Instant,
 }
 
 impl AckedProducer {
@@ -548,13 +560,39 @@ impl AckedProducer {
         if let Ok(Ok(Some(count))) = &fetched
             && let Ok(mut known) = self.partitions.lock()
         {
-            known.insert(topic.to_owned(), *count);
+            known.insert(
+                topic.to_owned(),
+                KnownCount {
+                    count: *count,
+                    fetched_at: std::time::Instant::now(),
+                },
+            );
         }
         fetched
     }
 
+    /// Forgets `topic`'s partition count, so the next [`AckedProducer::partition_count`]
+    /// fetches it: a produce to a partition that no longer exists failed.
+    pub fn forget_partition_count(&self, topic: &str) {
+        if let Ok(mut known) = self.partitions.lock() {
+            known.remove(topic);
+        }
+    }
+
+    /// How many partitions `topic` has now, fetched within `timeout` whatever is known: for a
+    /// decision that a partition added since the last fetch would make wrong (`final`).
+    /// `None` if the broker cannot say.
+    pub async fn fresh_partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
+        match self.fetch_partition_count(topic, timeout).await {
+            Ok(Ok(count)) => count,
+            _ => None,
+        }
+    }
+
     /// How many partitions `topic` has: known after the warm-up, else fetched now (within
-    /// `timeout`). `None` if the broker cannot say; records then go where their keys hash.
+    /// `timeout`). A count older than [`PARTITION_COUNT_FRESH_FOR`] is fetched again; when
+    /// that fetch fails the old count stands (a wrong one fails the produce, which forgets it).
+    /// `None` if the broker cannot say and nothing is known.
     pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
         let known = self
             .partitions
@@ -562,10 +600,12 @@ impl AckedProducer {
             .ok()
             .and_then(|known| known.get(topic).copied());
         match known {
-            Some(count) => Some(count),
-            None => match self.fetch_partition_count(topic, timeout).await {
-                Ok(Ok(count)) => count,
-                _ => None,
+            Some(known) if known.fetched_at.elapsed() < PARTITION_COUNT_FRESH_FOR => {
+                Some(known.count)
+            }
+            _ => match self.fetch_partition_count(topic, timeout).await {
+                Ok(Ok(Some(count))) => Some(count),
+                _ => known.map(|known| known.count),
             },
         }
     }

@@ -41,7 +41,15 @@ pub struct AggregateConfig {
     /// still be appended to the input topic. It must cover ingest's `PRODUCE_TIMEOUT_MS` and
     /// the clock skew between ingest and the brokers: `final` relies on it (see
     /// `reactions::event_time`). A window is final no sooner than this long after its end.
+    /// Checked at start-up against [`AggregateConfig::latest_landing_ms`].
     pub allowed_lateness_ms: i64,
+    /// `INGEST_PRODUCE_TIMEOUT_MS` (default 2000): ingest's `PRODUCE_TIMEOUT_MS`, which the
+    /// template sets to the same value, for the start-up check of the lateness. 0 only where
+    /// no ingest writes the input topic (tests that produce its records themselves).
+    pub ingest_produce_timeout_ms: i64,
+    /// `MAX_CLOCK_SKEW_MS` (default 1000): how far ingest's clock may be from the brokers'
+    /// (NTP-synchronised Lambda and MSK hosts stay within milliseconds; a second is margin).
+    pub max_clock_skew_ms: i64,
     /// `EVENT_API_KEY_EXPIRES` (seconds since the epoch; default 0, no key): when the AppSync
     /// Events subscribers' API key expires. The scheduled tick, which runs every minute whatever
     /// the traffic, reports the days left as `EventApiKeyDaysLeft`, which an alarm watches, so
@@ -63,7 +71,7 @@ impl AggregateConfig {
         )?;
         let finalize_every_ms: u64 = parse_in(settings, "FINALIZE_EVERY_MS", 1_000, 0..=60_000)?;
         let text = |var: &str, default: &str| text_or(settings, var, default);
-        Ok(Self {
+        let config = Self {
             domain: DomainConfig::from_settings(settings)?,
             kafka: KafkaSettings::from_settings(settings, "emostream-aggregate")?,
             reaction_topic: text("REACTION_TOPIC", "emoji-reaction-topic"),
@@ -76,7 +84,39 @@ impl AggregateConfig {
             finalize_every: Duration::from_millis(finalize_every_ms),
             allowed_lateness_ms: parse_in(settings, "ALLOWED_LATENESS_MS", 5_000, 0..)?,
             event_api_key_expires_s: parse_in(settings, "EVENT_API_KEY_EXPIRES", 0, 0..)?,
-        })
+            ingest_produce_timeout_ms: parse_in(
+                settings,
+                "INGEST_PRODUCE_TIMEOUT_MS",
+                2_000,
+                0..=60_000,
+            )?,
+            max_clock_skew_ms: parse_in(settings, "MAX_CLOCK_SKEW_MS", 1_000, 0..=60_000)?,
+        };
+        if config.allowed_lateness_ms < config.latest_landing_ms() {
+            return Err(ConfigError {
+                var: "ALLOWED_LATENESS_MS",
+                reason: format!(
+                    "{} ms is less than {} ms, how late a reaction can reach the topic (twice INGEST_PRODUCE_TIMEOUT_MS {} ms, for the queued and the in-flight produce, plus MAX_CLOCK_SKEW_MS {} ms): windows would be published final before their last taps",
+                    config.allowed_lateness_ms,
+                    config.latest_landing_ms(),
+                    config.ingest_produce_timeout_ms,
+                    config.max_clock_skew_ms
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// How long after its `at_ms` a reaction's record can reach the input topic at worst.
+    /// Ingest stamps `at_ms` just before it hands the records to its producer, whose
+    /// `message.timeout.ms` and `request.timeout.ms` are both the produce timeout: a record
+    /// can wait in the producer's queue for the first and then in a produce request the broker
+    /// has not answered for the second (librdkafka fails in-flight records only when their
+    /// request does). Ingest's clock may then be behind the brokers' by the skew.
+    pub fn latest_landing_ms(&self) -> i64 {
+        self.ingest_produce_timeout_ms
+            .saturating_mul(2)
+            .saturating_add(self.max_clock_skew_ms)
     }
 
     /// Reads the configuration from the process environment.
@@ -109,6 +149,8 @@ mod tests {
             ("OUTPUT_TOPIC", ""),
             ("MAX_TAPS_PER_VIEWER_PER_WINDOW", "-1"),
             ("EVENT_API_KEY_EXPIRES", "soon"),
+            ("INGEST_PRODUCE_TIMEOUT_MS", "-1"),
+            ("MAX_CLOCK_SKEW_MS", "-1"),
         ] {
             let settings = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m"), (var, value)];
             match AggregateConfig::from_settings(&settings) {
@@ -120,11 +162,38 @@ mod tests {
                 ),
             }
         }
+        assert_eq!(config.latest_landing_ms(), 5_000);
         assert_eq!(
             AggregateConfig::from_settings(&[("KAFKA_BROKERS", "k")])
                 .unwrap_err()
                 .var,
             "MONGODB_URI"
         );
+    }
+
+    #[test]
+    fn a_lateness_shorter_than_a_reaction_can_take_to_land_is_refused_at_start_up() {
+        let base = [("KAFKA_BROKERS", "k"), ("MONGODB_URI", "m")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let settings: Vec<(&str, &str)> = base.iter().chain(extra).copied().collect();
+            AggregateConfig::from_settings(&settings)
+        };
+        // Ingest's produce timeout raised alone: a reaction may now land 7 s late.
+        let refused = with(&[("INGEST_PRODUCE_TIMEOUT_MS", "3000")]).unwrap_err();
+        assert_eq!(refused.var, "ALLOWED_LATENESS_MS");
+        assert!(
+            refused.reason.contains("5000 ms is less than 7000 ms"),
+            "{}",
+            refused.reason
+        );
+        // The lateness raised with it: accepted.
+        let config = with(&[
+            ("INGEST_PRODUCE_TIMEOUT_MS", "3000"),
+            ("ALLOWED_LATENESS_MS", "7000"),
+        ])
+        .unwrap();
+        assert_eq!(config.latest_landing_ms(), 7_000);
+        assert!(with(&[("MAX_CLOCK_SKEW_MS", "1001")]).is_err());
+        assert!(with(&[("ALLOWED_LATENESS_MS", "4999")]).is_err());
     }
 }

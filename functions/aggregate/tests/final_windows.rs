@@ -6,6 +6,7 @@
 use aggregate::BatchSummary;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use emostream_tests::patience::{PATIENCE, eventually};
+use emostream_tests::topic_admin::add_partitions;
 use emostream_tests::topic_reader::{read_records, record_count};
 use emostream_tests::{servers, unique_name};
 use rdkafka::Message;
@@ -37,6 +38,9 @@ async fn setup_with_lateness(topic: &str, partitions: i32, lateness_ms: &str) ->
         &database,
         &[
             ("ALLOWED_LATENESS_MS", lateness_ms),
+            // The test produces the topic's records itself: no ingest's timeout to cover.
+            ("INGEST_PRODUCE_TIMEOUT_MS", "0"),
+            ("MAX_CLOCK_SKEW_MS", "0"),
             ("FINALIZE_EVERY_MS", "0"),
             ("REACTION_TOPIC", topic),
         ],
@@ -197,6 +201,64 @@ async fn a_window_is_final_only_once_every_partition_is_counted_past_it() {
             .iter()
             .all(|s| s.total <= stored.total)
     );
+}
+
+#[tokio::test]
+async fn a_partition_added_to_the_topic_holds_back_final_until_it_is_counted() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let store = store(&setup.config).await;
+    // A first window becomes final while the topic has one partition: the container has now
+    // read the partition count.
+    let past = now_ms() - 120_000;
+    let first = reactions(&topic, 0, 0, 3, past);
+    let summary = setup
+        .aggregate
+        .handle(&event_at(&first, past))
+        .await
+        .unwrap();
+    assert_eq!(summary.windows_finalized, 1);
+
+    // A partition is added, and a reaction lands on it that aggregate has not been given yet.
+    add_partitions(&setup.config.kafka, &topic, 2).await;
+    let producer = AckedProducer::new(&setup.config.kafka, PATIENCE).unwrap();
+    let pending = OutgoingRecord {
+        partition: Some(1),
+        ..OutgoingRecord::new("s", "pending")
+    };
+    producer
+        .produce_all(&topic, &[pending], PATIENCE)
+        .await
+        .unwrap();
+
+    // A later window, counted on partition 0: partition 1 may hold its taps, so it is not final.
+    let later_at = past + 10_000;
+    let later = reactions(&topic, 0, 3, 2, later_at);
+    let window = window_of(&later);
+    assert_ne!(window, window_of(&first));
+    let summary = setup
+        .aggregate
+        .handle(&event_at(&later, later_at))
+        .await
+        .unwrap();
+    assert_eq!(summary.windows_finalized, 0);
+    let stored = store.find_window(&window).await.unwrap().unwrap();
+    assert!(
+        !stored.is_final,
+        "the new partition still has a record to count"
+    );
+
+    // Once partition 1 is counted, the window is final.
+    let late = reactions(&topic, 1, 0, 1, later_at);
+    let summary = setup
+        .aggregate
+        .handle(&event_at(&late, later_at))
+        .await
+        .unwrap();
+    assert_eq!(summary.windows_finalized, 1);
+    let stored = store.find_window(&window).await.unwrap().unwrap();
+    assert!(stored.is_final);
+    assert_eq!(stored.total, total(&later) + total(&late));
 }
 
 #[tokio::test]
@@ -484,6 +546,8 @@ async fn over_a_new_topic(finalize_every_ms: &str) -> (String, HashMap<String, S
         &[
             ("FINALIZE_EVERY_MS", finalize_every_ms),
             ("ALLOWED_LATENESS_MS", "0"),
+            ("INGEST_PRODUCE_TIMEOUT_MS", "0"),
+            ("MAX_CLOCK_SKEW_MS", "0"),
             ("REACTION_TOPIC", &topic),
         ],
     );

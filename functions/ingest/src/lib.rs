@@ -384,7 +384,7 @@ impl Ingest {
         let published = self.publisher.publish(&reactions).await;
         outcome.produce_ms = Some(elapsed_ms(started));
         match published {
-            Ok(()) => {
+            Ok(_at_ms) => {
                 outcome.accepted = reactions.len() as u64;
                 Ok(json_response(
                     StatusCode::ACCEPTED,
