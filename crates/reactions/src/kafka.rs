@@ -423,6 +423,9 @@ pub struct OutgoingRecord {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The partition to write to; `None` lets the key's hash choose.
     pub partition: Option<i32>,
+    /// The record's `CreateTime`, ms since the epoch; `None`: when it is produced. A backlog
+    /// made up at once (`make drain`) gives its records the times they would have had.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl OutgoingRecord {
@@ -433,6 +436,7 @@ impl OutgoingRecord {
             value: value.into(),
             headers: Vec::new(),
             partition: None,
+            timestamp_ms: None,
         }
     }
 }
@@ -679,6 +683,9 @@ impl AckedProducer {
                 .headers(headers);
             if let Some(partition) = record.partition {
                 future = future.partition(partition);
+            }
+            if let Some(timestamp) = record.timestamp_ms {
+                future = future.timestamp(timestamp);
             }
             self.producer.send(
                 future,

@@ -4,7 +4,7 @@
 //! its network round trips.
 //! Run with `cargo bench -p emostream-aggregate --bench aggregate`; criterion prints records/s.
 
-use aggregate::batch::prepare_batch;
+use aggregate::batch::{AtMsRange, prepare_batch};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reactions::DomainConfig;
@@ -48,7 +48,11 @@ fn aggregate(c: &mut Criterion) {
     group.bench_function("decode_and_count_10000_records", |b| {
         b.iter(|| {
             let event: KafkaEvent = serde_json::from_str(black_box(&json)).expect("event");
-            let batch = prepare_batch(&event);
+            let range = AtMsRange {
+                lateness_ms: 5_000,
+                skew_ms: 1_000,
+            };
+            let batch = prepare_batch(&event, range);
             assert_eq!(batch.reactions.len(), RECORDS);
             // Fair use at its default, against no stored tallies (each batch's first read).
             let capped = cap_batch(batch.reactions, config.window_width, 40, &BTreeMap::new());

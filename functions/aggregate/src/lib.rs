@@ -15,7 +15,7 @@ pub mod known_progress;
 pub mod progress;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
-use batch::{PreparedBatch, prepare_batch};
+use batch::{AtMsRange, PreparedBatch, prepare_batch, take_expired};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::fair_use::{cap_batch, tally_ids};
@@ -76,6 +76,9 @@ pub struct BatchSummary {
     pub windows: usize,
     pub taps_applied: u64,
     pub replays_skipped: usize,
+    /// Reactions not counted because their windows had expired (ended more than
+    /// `WINDOW_RETENTION_HOURS` ago): never created again with part of their count.
+    pub expired_skipped: usize,
     pub states_published: usize,
     /// Round trips to MongoDB in a row: writing and reading the windows (more after a conflict).
     pub mongo_round_trips: usize,
@@ -284,7 +287,11 @@ impl Aggregate {
     pub async fn handle(&self, event: &KafkaEvent) -> Result<BatchSummary, AggregateError> {
         let started = Instant::now();
         self.ensure_indexes().await?;
-        let mut batch = prepare_batch(event);
+        let range = AtMsRange {
+            lateness_ms: self.config.allowed_lateness_ms,
+            skew_ms: self.config.max_clock_skew_ms,
+        };
+        let mut batch = prepare_batch(event, range);
         let progress = self.progress.of_batch(&batch.record_times).await?;
         for (before, now) in &progress.restarted {
             tracing::warn!(
@@ -298,7 +305,7 @@ impl Aggregate {
         progress::assign_generations(&mut batch, &progress.counted);
         let PreparedBatch {
             records,
-            reactions,
+            mut reactions,
             dead_letters,
             record_times: _,
         } = batch;
@@ -320,6 +327,14 @@ impl Aggregate {
             retention: self.config.retention,
         };
         let width = self.config.domain.window_width;
+        let expired = take_expired(&mut reactions, width, self.config.retention, now);
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                retention_hours = self.config.retention.as_secs() / 3_600,
+                "reactions to windows past their retention skipped: their windows are not created again"
+            );
+        }
         let reaction_count = reactions.len();
         let write_started = Instant::now();
         // Fair use: cap against the stored tallies, write the windows, then the tallies (the
@@ -364,6 +379,7 @@ impl Aggregate {
             windows: deltas.len(),
             taps_applied: report.taps_applied,
             replays_skipped: report.replays_skipped,
+            expired_skipped: expired,
             states_published: states.len(),
             mongo_round_trips: report.round_trips + tally_round_trips,
             taps_over_limit: capped.taps_over_limit,
@@ -395,6 +411,7 @@ impl Aggregate {
             .count("TapsApplied", report.taps_applied)
             .count("Conflicts", report.conflicts as u64)
             .count("ReplaysSkipped", report.replays_skipped as u64)
+            .count("ExpiredSkipped", expired as u64)
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .count("TallyStatements", tally_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)

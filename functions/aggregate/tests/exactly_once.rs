@@ -481,3 +481,52 @@ async fn a_changed_window_width_is_refused_before_anything_is_counted_twice() {
     handle(&setup, &batch).await;
     assert_exact(&setup.config, &batch).await;
 }
+
+#[tokio::test]
+async fn a_window_past_its_retention_is_never_created_again() {
+    // Windows are kept an hour; a replay from the start of a topic kept longer (or a record kept
+    // past its window) brings reactions from three hours ago.
+    let database = servers().mongo("aggregate").database;
+    let setup = build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("WINDOW_RETENTION_HOURS", "1")],
+    ))
+    .await;
+    let now = now_ms();
+    let mut records = log(0, 20, 2, now - 3 * 3_600_000);
+    let recent = log(0, 6, 2, now);
+    let first_recent = records.len() as i64;
+    records.extend(
+        recent
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut position, r))| {
+                position.offset += first_recent + i as i64;
+                (position, r)
+            }),
+    );
+    let summary = handle(&setup, &records).await;
+    assert_eq!(summary.expired_skipped, 20);
+    let recent_taps: u64 = records[20..].iter().map(|(_, r)| u64::from(r.count)).sum();
+    assert_eq!(summary.taps_applied, recent_taps);
+    // Only the recent windows exist.
+    let store = store(&setup.config).await;
+    for stream in ["live-0", "live-1"] {
+        let stream = reactions::StreamId::parse("stream", stream).unwrap();
+        let windows = store
+            .list_windows(&stream, Some(0), 100)
+            .await
+            .unwrap()
+            .windows;
+        assert!(!windows.is_empty());
+        assert!(
+            windows.iter().all(|w| w.key.start_ms >= now - 10_000),
+            "{windows:?}"
+        );
+    }
+    // The same batch again: nothing is counted or created.
+    let again = handle(&setup, &records).await;
+    assert_eq!((again.expired_skipped, again.taps_applied), (20, 0));
+}

@@ -377,9 +377,13 @@ async fn the_scheduled_tick_finalizes_the_last_windows_once_the_taps_stop() {
     let topic = unique_name("input");
     // No lateness, so the live window is due as soon as it ends (about 2 s from now).
     let setup = setup_with_lateness(&topic, 1, "0").await;
+    // At the start of the next window, so it ends at least 2 s after the batch: a batch slowed
+    // by a busy machine must not find it ended already.
+    let width = reactions::WindowWidth::DEFAULT.millis();
     let now = now_ms();
-    let last = reactions(&topic, 0, 0, 3, now);
-    let summary = setup.aggregate.handle(&event_at(&last, now)).await.unwrap();
+    let at = now - now.rem_euclid(width) + width;
+    let last = reactions(&topic, 0, 0, 3, at);
+    let summary = setup.aggregate.handle(&event_at(&last, at)).await.unwrap();
     assert_eq!(summary.windows_finalized, 0, "the window has not ended yet");
     let store = store(&setup.config).await;
     let window = window_of(&last);

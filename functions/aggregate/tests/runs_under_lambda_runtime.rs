@@ -33,6 +33,11 @@ async fn handles_msk_and_self_managed_events() {
         ("DEAD_LETTER_TOPIC".into(), dead_letters),
         // The samples' topic is shared with other tests: no batch finalizes anything here.
         ("ALLOWED_LATENESS_MS".into(), "10000000000000".into()),
+        // The samples' windows (January 2026) are kept, not skipped as expired.
+        (
+            "WINDOW_RETENTION_HOURS".into(),
+            emostream_tests::fixtures::FIXTURE_RETENTION_HOURS.into(),
+        ),
     ];
     let mut summaries = Vec::new();
     for event in ["aggregate-self-managed-kafka.json", "aggregate-msk.json"] {

@@ -114,6 +114,9 @@ fn backlog_record(
     let shards = StreamShards::new(plan.shards);
     let mut outgoing = OutgoingRecord::new(shards.key(stream, &user), record.encode());
     outgoing.partition = shards.partition(stream, &user, Some(plan.partitions));
+    // As ingest would have produced it: just after stamping it (aggregate checks the two
+    // agree).
+    outgoing.timestamp_ms = Some(at_ms);
     (outgoing, u64::from(count))
 }
 
