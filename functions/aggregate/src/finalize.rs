@@ -55,6 +55,14 @@ impl Aggregate {
     /// The scheduled tick: a pass over `REACTION_TOPIC` as its partitions' progress is stored.
     /// A failure fails the invocation (and counts in `FinalizeFailures`); the next tick retries.
     pub async fn finalize_tick(&self) -> Result<TickSummary, AggregateError> {
+        self.finalize_tick_before(None).await
+    }
+
+    /// [`Aggregate::finalize_tick`], starting no pass that could still run at `stop`.
+    pub async fn finalize_tick_before(
+        &self,
+        stop: Option<std::time::Instant>,
+    ) -> Result<TickSummary, AggregateError> {
         if let Some(days) = key_days_left(self.config.event_api_key_expires_s, now_ms()) {
             MetricsLine::new("aggregate")
                 .count("EventApiKeyDaysLeft", days)
@@ -65,7 +73,7 @@ impl Aggregate {
             // No batch may come soon to run the next pass: the tick runs them all.
             let started = std::time::Instant::now();
             let mut windows_finalized = 0;
-            while started.elapsed() < TICK_PASSES_FOR {
+            while started.elapsed() < TICK_PASSES_FOR && self.time_for_a_pass(stop) {
                 let pass = self.finalize(&self.config.reaction_topic, now_ms()).await?;
                 windows_finalized += pass;
                 if pass < FINALS_PER_PASS {
@@ -143,7 +151,7 @@ impl Aggregate {
     /// stuck on MongoDB past its lease may overlap the next, whose final states then repeat
     /// some of its own, which is harmless). A container that dies holding the turn delays the
     /// next pass by at most this.
-    fn turn_lease(&self) -> Duration {
+    pub(crate) fn turn_lease(&self) -> Duration {
         self.config.produce_timeout * 3 + TURN_LEASE_MARGIN
     }
 

@@ -62,7 +62,17 @@ pub enum AggregateError {
     /// Whether windows became final could not be decided (logged; the batch still succeeds).
     #[error("cannot decide which windows are final from topic `{topic}`: {reason}")]
     Finalize { topic: String, reason: String },
+    /// The invocation was about to run into Lambda's timeout (a MongoDB or Kafka step that does
+    /// not answer): it fails on its own first, so the container stays warm, the error says
+    /// why, and the event source's retry is clean (what was written is protected by offsets).
+    #[error(
+        "the invocation stopped {margin_ms} ms before its Lambda timeout, its work unfinished; the batch is retried"
+    )]
+    OutOfTime { margin_ms: u64 },
 }
+
+/// How long before Lambda's deadline an invocation gives up ([`AggregateError::OutOfTime`]).
+pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What one batch did; also the invocation's response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -265,19 +275,47 @@ impl Aggregate {
         }
     }
 
-    /// Handles one invocation: a batch, or the scheduled finalize tick.
+    /// Handles one invocation, a batch or the scheduled finalize tick, and fails it
+    /// [`STOP_BEFORE_DEADLINE`] before Lambda's `deadline` if it has not finished: no MongoDB or
+    /// Kafka step can hold it until Lambda kills the process. A `final` pass starts only with
+    /// time left for it (see [`Aggregate::handle_before`]).
     pub async fn invoke(
         &self,
         invocation: &invocation::Invocation,
+        deadline: Instant,
     ) -> Result<invocation::Response, AggregateError> {
-        match invocation {
-            invocation::Invocation::Batch(event) => {
-                self.handle(event).await.map(invocation::Response::Batch)
+        let stop = deadline
+            .checked_sub(STOP_BEFORE_DEADLINE)
+            .unwrap_or(deadline);
+        let work = async {
+            match invocation {
+                invocation::Invocation::Batch(event) => self
+                    .handle_before(event, Some(stop))
+                    .await
+                    .map(invocation::Response::Batch),
+                invocation::Invocation::Tick(_) => self
+                    .finalize_tick_before(Some(stop))
+                    .await
+                    .map(invocation::Response::Tick),
             }
-            invocation::Invocation::Tick(_) => {
-                self.finalize_tick().await.map(invocation::Response::Tick)
+        };
+        match tokio::time::timeout_at(stop.into(), work).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                MetricsLine::new("aggregate")
+                    .count("InvocationsOutOfTime", 1)
+                    .emit();
+                Err(AggregateError::OutOfTime {
+                    margin_ms: u64::try_from(STOP_BEFORE_DEADLINE.as_millis()).unwrap_or(0),
+                })
             }
         }
+    }
+
+    /// Whether a `final` pass started now could finish before `stop`: it may hold its turn
+    /// for as long as its lease (see `finalize`), so it needs that much.
+    pub(crate) fn time_for_a_pass(&self, stop: Option<Instant>) -> bool {
+        stop.is_none_or(|stop| stop.saturating_duration_since(Instant::now()) >= self.turn_lease())
     }
 
     /// Handles one batch. Order matters for "nothing lost": dead letters first, then the
@@ -285,6 +323,17 @@ impl Aggregate {
     /// topic are judged by); an error anywhere fails the batch and the retry redoes each step,
     /// with the counts protected by their offsets. A `final` pass follows when one is due.
     pub async fn handle(&self, event: &KafkaEvent) -> Result<BatchSummary, AggregateError> {
+        self.handle_before(event, None).await
+    }
+
+    /// [`Aggregate::handle`], with the `final` pass left to a later batch or tick when less time
+    /// than a pass may take is left before `stop`: the counts are written, and a pass cut short
+    /// by Lambda's timeout would fail a batch that succeeded.
+    pub async fn handle_before(
+        &self,
+        event: &KafkaEvent,
+        stop: Option<Instant>,
+    ) -> Result<BatchSummary, AggregateError> {
         let started = Instant::now();
         self.ensure_indexes().await?;
         let range = AtMsRange {
@@ -369,7 +418,14 @@ impl Aggregate {
         published?;
         recorded?;
         let publish_ms = elapsed_ms(publish_started);
-        let windows_finalized = self.finalize_after(&progress).await;
+        let windows_finalized = if self.time_for_a_pass(stop) {
+            self.finalize_after(&progress).await
+        } else {
+            tracing::warn!(
+                "no final pass after this batch: too little of the invocation's time is left; a later batch or the tick runs it"
+            );
+            0
+        };
 
         let summary = BatchSummary {
             records,

@@ -530,3 +530,29 @@ async fn a_window_past_its_retention_is_never_created_again() {
     let again = handle(&setup, &records).await;
     assert_eq!((again.expired_skipped, again.taps_applied), (20, 0));
 }
+
+#[tokio::test]
+async fn an_invocation_out_of_time_fails_before_lambdas_timeout_and_its_retry_counts_once() {
+    let setup = setup().await;
+    let records = log(0, 40, 2, now_ms());
+    let batch = aggregate::invocation::Invocation::Batch(event(&records, "SelfManagedKafka"));
+    // Lambda's deadline one second away: within the margin, so the invocation stops at once.
+    let near = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let refused = setup.aggregate.invoke(&batch, near).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            aggregate::AggregateError::OutOfTime { margin_ms: 2_000 }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("before its Lambda timeout"));
+    // The event source retries it with a full invocation's time: counted once.
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let answer = setup.aggregate.invoke(&batch, far).await.unwrap();
+    let summary = serde_json::to_value(&answer).unwrap();
+    let taps: u64 = records.iter().map(|(_, r)| u64::from(r.count)).sum();
+    assert_eq!(summary["taps_applied"], taps);
+    let again = setup.aggregate.invoke(&batch, far).await.unwrap();
+    assert_eq!(serde_json::to_value(&again).unwrap()["taps_applied"], 0);
+}

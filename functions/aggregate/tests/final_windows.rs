@@ -698,3 +698,47 @@ async fn the_windows_of_many_streams_are_published_final_in_chunks_each_once() {
         published as i64
     );
 }
+
+#[tokio::test]
+async fn a_batch_near_its_deadline_leaves_the_final_pass_to_a_later_one() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let store = store(&setup.config).await;
+    // A window that ended two minutes ago, on a topic counted to its end: a pass would make
+    // it final.
+    let past = now_ms() - 120_000;
+    let first = reactions(&topic, 0, 0, 3, past);
+    let window = window_of(&first);
+    // One second before the stop: less than a pass may take (its turn's lease).
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let summary = setup
+        .aggregate
+        .handle_before(&event_at(&first, past), Some(stop))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.taps_applied,
+        total(&first),
+        "the counts are written"
+    );
+    assert_eq!(summary.windows_finalized, 0, "no pass");
+    assert!(!store.find_window(&window).await.unwrap().unwrap().is_final);
+    // The next invocation, with its time ahead, runs the pass (a pass may take three of the
+    // tests' 30 s produce timeouts plus 5 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(200);
+    let tick = setup
+        .aggregate
+        .invoke(
+            &aggregate::invocation::Invocation::Tick(aggregate::invocation::FinalizeTick {
+                emostream: aggregate::invocation::TickAction::Finalize,
+            }),
+            deadline,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&tick).unwrap(),
+        serde_json::json!({"windows_finalized": 1})
+    );
+    assert!(store.find_window(&window).await.unwrap().unwrap().is_final);
+}

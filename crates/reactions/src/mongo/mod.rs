@@ -168,8 +168,9 @@ fn server(operation: &'static str) -> impl FnOnce(mongodb::error::Error) -> Stor
 }
 
 /// How to reach MongoDB (`MONGODB_URI`, `MONGODB_DATABASE`). Writes use the URI's write
-/// concern (`w=`, `journal=`, `wtimeoutMS=`) and `w=majority` when it names none, so an
-/// acknowledged count survives the loss of the primary.
+/// concern (`w=`, `journal=`, `wtimeoutMS=`), `w=majority` when it names none, so an
+/// acknowledged count survives the loss of the primary, and [`WRITE_CONCERN_TIMEOUT`] when it
+/// names no `wtimeoutMS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MongoSettings {
     pub uri: String,
@@ -189,6 +190,9 @@ impl MongoSettings {
     }
 }
 
+/// How long a write waits for its write concern (`wtimeoutMS`) when the URI names none.
+pub const WRITE_CONCERN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds a client without contacting the server: the driver connects on first use. For
 /// functions whose main path does not need MongoDB, so a MongoDB outage cannot fail their init.
 /// Operations fail within a few seconds when the server does not answer, instead of the driver's
@@ -201,6 +205,11 @@ pub async fn open(settings: &MongoSettings, app_name: &str) -> Result<Database, 
     let concern = options.write_concern.get_or_insert_with(Default::default);
     if concern.w.is_none() {
         concern.w = Some(Acknowledgment::Majority);
+    }
+    // A majority write that cannot replicate (a secondary down) fails after this instead of
+    // waiting without end: aggregate's batch then fails cleanly and is retried.
+    if concern.w_timeout.is_none() {
+        concern.w_timeout = Some(WRITE_CONCERN_TIMEOUT);
     }
     options.server_selection_timeout = Some(Duration::from_secs(3));
     options.connect_timeout = Some(Duration::from_secs(3));
