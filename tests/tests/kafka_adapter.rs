@@ -9,7 +9,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use reactions::kafka::{
     AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics,
-    ensure_topics_with,
+    ensure_topics_with, is_unknown_partition,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -234,6 +234,17 @@ async fn a_producer_sees_partitions_added_when_it_asks_afresh_or_after_forgettin
         .await
         .unwrap();
     assert_eq!(delivered[0].partition, 4);
+    // A record for a partition the topic does not have fails as one, which makes ingest read
+    // the count again.
+    let beyond = OutgoingRecord {
+        partition: Some(7),
+        ..OutgoingRecord::new("k", "nowhere")
+    };
+    let refused = producer
+        .produce_all(&topic.name, &[beyond], PATIENCE)
+        .await
+        .unwrap_err();
+    assert!(is_unknown_partition(&refused), "{refused}");
 }
 
 #[tokio::test]

@@ -5,11 +5,14 @@
 //! partition's counted offsets, decided here from what the `partition_progress` collection and
 //! the brokers say.
 //!
-//! The bound that makes it decidable: ingest stamps `at_ms` before producing and gives up on a
-//! record after `PRODUCE_TIMEOUT_MS`, so a reaction is appended at most `ALLOWED_LATENESS_MS`
-//! (which must cover that timeout and the clock skew between ingest containers and the brokers)
-//! after its `at_ms`. Hence, on one partition:
-//! - once a record whose timestamp (set when it was produced, never before `at_ms`) is `t` has
+//! The bound that makes it decidable: ingest stamps `at_ms` just before producing and gives up
+//! on a record after `PRODUCE_TIMEOUT_MS`, so a reaction is taken to be appended at most
+//! `ALLOWED_LATENESS_MS` (which covers that timeout twice, the second as a margin for the
+//! broker, and the clock skew between ingest containers and the brokers) after its `at_ms`;
+//! aggregate dead-letters a reaction whose `at_ms` disagrees with its record's timestamp by
+//! more. Hence, on one partition:
+//! - once a record whose timestamp (set when it was produced, not before `at_ms` less the
+//!   skew) is `t` has
 //!   been counted, every reaction with `at_ms < t - lateness` was appended before it, so it has
 //!   a lower offset and was counted too;
 //! - once every record appended before time `now` has been counted (the counted offset has

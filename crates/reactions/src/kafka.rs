@@ -463,6 +463,21 @@ pub struct AckedProducer {
 /// fewer, while a warm container lives for hours.
 pub const PARTITION_COUNT_FRESH_FOR: Duration = Duration::from_secs(60);
 
+/// The longest a request waits to read a known but old partition count again.
+pub const STALE_COUNT_REFRESH: Duration = Duration::from_millis(250);
+
+/// Whether a produce failed because a record named a partition the topic does not have (the
+/// topic was created again with fewer): the partition count must be read again.
+pub fn is_unknown_partition(error: &KafkaAdapterError) -> bool {
+    matches!(
+        error,
+        KafkaAdapterError::Delivery {
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition),
+            ..
+        }
+    )
+}
+
 /// A topic's partition count as last fetched.
 #[derive(Debug, Clone, Copy)]
 struct KnownCount {
@@ -594,9 +609,11 @@ impl AckedProducer {
     }
 
     /// How many partitions `topic` has: known after the warm-up, else fetched now (within
-    /// `timeout`). A count older than [`PARTITION_COUNT_FRESH_FOR`] is fetched again; when
-    /// that fetch fails the old count stands (a wrong one fails the produce, which forgets it).
-    /// `None` if the broker cannot say and nothing is known.
+    /// `timeout`). A count older than [`PARTITION_COUNT_FRESH_FOR`] is fetched again, within
+    /// [`STALE_COUNT_REFRESH`] at most, so a slow broker costs a request little of its budget;
+    /// when that fetch fails the old count stands for another period (a wrong one fails the
+    /// produce, see [`is_unknown_partition`]). `None` if the broker cannot say and nothing is
+    /// known.
     pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
         let known = self
             .partitions
@@ -607,9 +624,34 @@ impl AckedProducer {
             Some(known) if known.fetched_at.elapsed() < PARTITION_COUNT_FRESH_FOR => {
                 Some(known.count)
             }
-            _ => match self.fetch_partition_count(topic, timeout).await {
-                Ok(Ok(Some(count))) => Some(count),
-                _ => known.map(|known| known.count),
+            Some(stale) => {
+                let refreshed = self
+                    .fetch_partition_count(topic, timeout.min(STALE_COUNT_REFRESH))
+                    .await;
+                match refreshed {
+                    Ok(Ok(Some(count))) => Some(count),
+                    _ => {
+                        tracing::warn!(
+                            topic,
+                            count = stale.count,
+                            "the topic's partition count could not be read again; the known one stands"
+                        );
+                        if let Ok(mut known) = self.partitions.lock() {
+                            known.insert(
+                                topic.to_owned(),
+                                KnownCount {
+                                    count: stale.count,
+                                    fetched_at: std::time::Instant::now(),
+                                },
+                            );
+                        }
+                        Some(stale.count)
+                    }
+                }
+            }
+            None => match self.fetch_partition_count(topic, timeout).await {
+                Ok(Ok(count)) => count,
+                _ => None,
             },
         }
     }

@@ -96,7 +96,7 @@ impl AggregateConfig {
             return Err(ConfigError {
                 var: "ALLOWED_LATENESS_MS",
                 reason: format!(
-                    "{} ms is less than {} ms, how late a reaction can reach the topic (twice INGEST_PRODUCE_TIMEOUT_MS {} ms, for the queued and the in-flight produce, plus MAX_CLOCK_SKEW_MS {} ms): windows would be published final before their last taps",
+                    "{} ms is less than {} ms, how late a reaction is allowed to reach the topic (INGEST_PRODUCE_TIMEOUT_MS {} ms, twice: once for the producer, once as margin for a broker that appends a request the producer gave up on, plus MAX_CLOCK_SKEW_MS {} ms): windows could be published final before their last taps",
                     config.allowed_lateness_ms,
                     config.latest_landing_ms(),
                     config.ingest_produce_timeout_ms,
@@ -107,12 +107,12 @@ impl AggregateConfig {
         Ok(config)
     }
 
-    /// How long after its `at_ms` a reaction's record can reach the input topic at worst.
-    /// Ingest stamps `at_ms` just before it hands the records to its producer, whose
-    /// `message.timeout.ms` and `request.timeout.ms` are both the produce timeout: a record
-    /// can wait in the producer's queue for the first and then in a produce request the broker
-    /// has not answered for the second (librdkafka fails in-flight records only when their
-    /// request does). Ingest's clock may then be behind the brokers' by the skew.
+    /// How late after its `at_ms` a reaction's record is allowed for. Ingest stamps `at_ms`
+    /// just before it hands the records to its producer, and librdkafka gives up on a record
+    /// `message.timeout.ms` (the produce timeout) after that: a produce request in flight times
+    /// out at its first record's remaining message timeout. But the broker may still append a
+    /// request the producer gave up on, and no client setting bounds when, so the lateness
+    /// keeps as much again as a margin. Ingest's clock may be behind the brokers' by the skew.
     pub fn latest_landing_ms(&self) -> i64 {
         self.ingest_produce_timeout_ms
             .saturating_mul(2)

@@ -165,8 +165,10 @@ impl Aggregate {
         let lateness = self.config.allowed_lateness_ms;
         let timeout = self.config.produce_timeout;
         // Fresh, not the container's cached count: a window must not be final while a partition
-        // added since holds some of its taps.
-        let fetched = self
+        // added since holds some of its taps. (Stored progress does not add partitions: a topic
+        // created again with fewer keeps the progress of those it lost, which would then hold
+        // every window back.)
+        let partitions = self
             .producer
             .fresh_partition_count(topic, timeout)
             .await
@@ -179,7 +181,6 @@ impl Aggregate {
             .iter()
             .map(|p| (p.partition, (p.offset, p.max_timestamp_ms)))
             .collect();
-        let partitions = partitions_to_check(fetched, counted.keys().copied());
         // A partition whose counted timestamps already pass the earliest open window needs no
         // look at its log; the others are complete only if nothing in their log is uncounted.
         let unsure: Vec<i32> = (0..partitions)
@@ -233,27 +234,9 @@ impl Aggregate {
     }
 }
 
-/// How many partitions a pass checks: the topic's count as the broker gave it, or more when
-/// progress is stored for a partition beyond it (a broker whose metadata lags behind a
-/// partition increase), so no partition that was ever counted is left out.
-fn partitions_to_check(fetched: i32, counted: impl IntoIterator<Item = i32>) -> i32 {
-    counted
-        .into_iter()
-        .map(|partition| partition.saturating_add(1))
-        .fold(fetched, i32::max)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{key_days_left, partitions_to_check};
-
-    #[test]
-    fn a_pass_checks_every_partition_the_broker_names_or_progress_was_stored_for() {
-        assert_eq!(partitions_to_check(3, []), 3);
-        assert_eq!(partitions_to_check(3, [0, 2]), 3);
-        // Progress on partition 4 of a topic the broker still says has 3.
-        assert_eq!(partitions_to_check(3, [0, 4]), 5);
-    }
+    use super::key_days_left;
 
     #[test]
     fn days_left_of_the_event_api_key() {

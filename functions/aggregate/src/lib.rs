@@ -74,6 +74,10 @@ pub enum AggregateError {
 /// How long before Lambda's deadline an invocation gives up ([`AggregateError::OutOfTime`]).
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long before an invocation gives up a `final` pass after a batch is given up, so the
+/// batch, whose counts are written, still succeeds.
+const PASS_STOP_MARGIN: Duration = Duration::from_millis(500);
+
 /// What one batch did; also the invocation's response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BatchSummary {
@@ -262,11 +266,29 @@ impl Aggregate {
 
     /// Publishes the windows that became final, if a pass is due. A failure is logged and
     /// counted (`FinalizeFailures`), not returned: the batch's counts are written.
-    async fn finalize_after(&self, batch: &known_progress::BatchProgress) -> usize {
+    /// A pass still running at `stop` (its partitions' ends slow to come) is given up the same
+    /// way, so it cannot fail the batch.
+    async fn finalize_after(
+        &self,
+        batch: &known_progress::BatchProgress,
+        stop: Option<Instant>,
+    ) -> usize {
         let Some(topic) = batch.counted.first().map(|p| p.topic.clone()) else {
             return 0;
         };
-        match self.finalize_if_due(&topic).await {
+        let pass = self.finalize_if_due(&topic);
+        // Ahead of the invocation's own stop, which would fail the batch.
+        let outcome = match stop.map(|stop| stop.checked_sub(PASS_STOP_MARGIN).unwrap_or(stop)) {
+            Some(stop) => match tokio::time::timeout_at(stop.into(), pass).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(AggregateError::Finalize {
+                    topic: topic.clone(),
+                    reason: "the pass was still running when the invocation's time ran out".into(),
+                }),
+            },
+            None => pass.await,
+        };
+        match outcome {
             Ok(finalized) => finalized,
             Err(error) => {
                 finalize::failed(&error);
@@ -340,7 +362,14 @@ impl Aggregate {
             lateness_ms: self.config.allowed_lateness_ms,
             skew_ms: self.config.max_clock_skew_ms,
         };
-        let mut batch = prepare_batch(event, range);
+        let mut batch = prepare_batch(event, range, now_ms());
+        if batch.future_timestamps > 0 {
+            tracing::warn!(
+                records = batch.future_timestamps,
+                "records with Kafka timestamps ahead of this clock by more than MAX_CLOCK_SKEW_MS: their timestamps are not taken into the partitions' progress"
+            );
+        }
+        let future_timestamps = batch.future_timestamps;
         let progress = self.progress.of_batch(&batch.record_times).await?;
         for (before, now) in &progress.restarted {
             tracing::warn!(
@@ -357,6 +386,7 @@ impl Aggregate {
             mut reactions,
             dead_letters,
             record_times: _,
+            future_timestamps: _,
         } = batch;
         for dead in &dead_letters {
             tracing::warn!(
@@ -419,7 +449,7 @@ impl Aggregate {
         recorded?;
         let publish_ms = elapsed_ms(publish_started);
         let windows_finalized = if self.time_for_a_pass(stop) {
-            self.finalize_after(&progress).await
+            self.finalize_after(&progress, stop).await
         } else {
             tracing::warn!(
                 "no final pass after this batch: too little of the invocation's time is left; a later batch or the tick runs it"
@@ -468,6 +498,7 @@ impl Aggregate {
             .count("Conflicts", report.conflicts as u64)
             .count("ReplaysSkipped", report.replays_skipped as u64)
             .count("ExpiredSkipped", expired as u64)
+            .count("FutureTimestamps", future_timestamps as u64)
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .count("TallyStatements", tally_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)

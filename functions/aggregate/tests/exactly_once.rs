@@ -534,7 +534,8 @@ async fn a_window_past_its_retention_is_never_created_again() {
 #[tokio::test]
 async fn an_invocation_out_of_time_fails_before_lambdas_timeout_and_its_retry_counts_once() {
     let setup = setup().await;
-    let records = log(0, 40, 2, now_ms());
+    // Stamped over the last ten seconds (none ahead of the clock).
+    let records = log(0, 40, 2, now_ms() - 10_000);
     let batch = aggregate::invocation::Invocation::Batch(event(&records, "SelfManagedKafka"));
     // Lambda's deadline one second away: within the margin, so the invocation stops at once.
     let near = std::time::Instant::now() + std::time::Duration::from_secs(1);

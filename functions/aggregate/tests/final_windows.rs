@@ -27,10 +27,16 @@ fn now_ms() -> i64 {
 /// An aggregate reading `topic` (created with `partitions`), deciding `final` after every
 /// batch, with the default allowed lateness.
 async fn setup_on(topic: &str, partitions: i32) -> Setup {
-    setup_with_lateness(topic, partitions, "5000").await
+    setup_with_lateness(topic, partitions, "5000", "1000").await
 }
 
-async fn setup_with_lateness(topic: &str, partitions: i32, lateness_ms: &str) -> Setup {
+/// An aggregate reading `topic` with the allowed lateness and clock skew given.
+async fn setup_with_lateness(
+    topic: &str,
+    partitions: i32,
+    lateness_ms: &str,
+    skew_ms: &str,
+) -> Setup {
     let database = servers().mongo("final").database;
     let settings = settings(
         &servers().kafka_brokers,
@@ -40,7 +46,7 @@ async fn setup_with_lateness(topic: &str, partitions: i32, lateness_ms: &str) ->
             ("ALLOWED_LATENESS_MS", lateness_ms),
             // The test produces the topic's records itself: no ingest's timeout to cover.
             ("INGEST_PRODUCE_TIMEOUT_MS", "0"),
-            ("MAX_CLOCK_SKEW_MS", "0"),
+            ("MAX_CLOCK_SKEW_MS", skew_ms),
             ("FINALIZE_EVERY_MS", "0"),
             ("REACTION_TOPIC", topic),
         ],
@@ -375,8 +381,9 @@ async fn a_recreated_topic_is_counted_afresh_and_exactly_once() {
 #[tokio::test]
 async fn the_scheduled_tick_finalizes_the_last_windows_once_the_taps_stop() {
     let topic = unique_name("input");
-    // No lateness, so the live window is due as soon as it ends (about 2 s from now).
-    let setup = setup_with_lateness(&topic, 1, "0").await;
+    // A short lateness, so the live window is due soon after it ends; the clocks may differ by
+    // as much, so a reaction stamped up to 3 s ahead is believed.
+    let setup = setup_with_lateness(&topic, 1, "3000", "3000").await;
     // At the start of the next window, so it ends at least 2 s after the batch: a batch slowed
     // by a busy machine must not find it ended already.
     let width = reactions::WindowWidth::DEFAULT.millis();

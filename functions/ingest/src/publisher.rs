@@ -10,15 +10,18 @@
 //! while its records may still land.
 
 use reactions::clock::now_ms;
-use reactions::kafka::{AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord};
+use reactions::kafka::{
+    AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, is_unknown_partition,
+};
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::{Reaction, StreamShards};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 /// Less than this left of the produce budget after the metadata step and nothing is produced:
-/// librdkafka's smallest message timeout is 100 ms, and a produce given less would almost
-/// surely be reported failed while its records might still be written.
+/// the records would live for the producer's whole `message.timeout.ms` all the same, so a
+/// produce the request can wait only moments for would be answered 503 while its records may
+/// still be written, and the client's retry would count them twice.
 pub const LEAST_PRODUCE_BUDGET: Duration = Duration::from_millis(100);
 
 /// Why a request's reactions were not published. Every case answers 503: the client retries.
@@ -111,8 +114,8 @@ impl ReactionPublisher {
 
     /// Stamps every reaction with the time it is handed to the producer, produces them, and
     /// waits for all acknowledgements, all within the configured timeout. Returns the `at_ms`
-    /// stamped. After a failed produce the partition count is fetched afresh (the topic may
-    /// have been created again with fewer partitions); after a fatal producer error the
+    /// stamped. After a produce to a partition the topic does not have, the partition count is
+    /// fetched afresh (the topic was created again with fewer); after a fatal producer error the
     /// producer is rebuilt, so one broker incident cannot leave a warm container failing
     /// forever.
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<i64, PublishError> {
@@ -135,8 +138,10 @@ impl ReactionPublisher {
         let at_ms = now_ms();
         let records = records_of(reactions, self.shards, partitions, at_ms, &self.topic)?;
         let result = producer.produce_all(&self.topic, &records, left).await;
-        if result.is_err() {
-            producer.forget_partition_count(&self.topic);
+        if let Err(error) = &result {
+            if is_unknown_partition(error) {
+                producer.forget_partition_count(&self.topic);
+            }
             if let Some(fatal) = producer.fatal_error() {
                 tracing::error!(fatal, "Kafka producer hit a fatal error; rebuilding it");
                 let fresh = AckedProducer::new(&self.settings, self.timeout)?;
