@@ -466,6 +466,9 @@ pub const PARTITION_COUNT_FRESH_FOR: Duration = Duration::from_secs(60);
 /// The longest a request waits to read a known but old partition count again.
 pub const STALE_COUNT_REFRESH: Duration = Duration::from_millis(250);
 
+/// How long after a failed refresh the old count is asked for again.
+const STALE_COUNT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Whether a produce failed because a record named a partition the topic does not have (the
 /// topic was created again with fewer): the partition count must be read again.
 pub fn is_unknown_partition(error: &KafkaAdapterError) -> bool {
@@ -611,8 +614,8 @@ impl AckedProducer {
     /// How many partitions `topic` has: known after the warm-up, else fetched now (within
     /// `timeout`). A count older than [`PARTITION_COUNT_FRESH_FOR`] is fetched again, within
     /// [`STALE_COUNT_REFRESH`] at most, so a slow broker costs a request little of its budget;
-    /// when that fetch fails the old count stands for another period (a wrong one fails the
-    /// produce, see [`is_unknown_partition`]). `None` if the broker cannot say and nothing is
+    /// when that fetch fails the old count stands and is asked for again a few seconds later
+    /// (a wrong one fails the produce, see [`is_unknown_partition`]). `None` if the broker cannot say and nothing is
     /// known.
     pub async fn partition_count(&self, topic: &str, timeout: Duration) -> Option<i32> {
         let known = self
@@ -636,12 +639,16 @@ impl AckedProducer {
                             count = stale.count,
                             "the topic's partition count could not be read again; the known one stands"
                         );
+                        // Asked again after a short pause, not at every request.
+                        let retry_at = std::time::Instant::now()
+                            .checked_sub(PARTITION_COUNT_FRESH_FOR - STALE_COUNT_RETRY_AFTER)
+                            .unwrap_or(stale.fetched_at);
                         if let Ok(mut known) = self.partitions.lock() {
                             known.insert(
                                 topic.to_owned(),
                                 KnownCount {
                                     count: stale.count,
-                                    fetched_at: std::time::Instant::now(),
+                                    fetched_at: retry_at,
                                 },
                             );
                         }
@@ -657,7 +664,9 @@ impl AckedProducer {
     }
 
     /// The first and next offsets (Kafka's low and high watermarks) of each of `partitions`
-    /// of `topic`, asked of their leaders within `timeout` each.
+    /// of `topic`, asked of their leaders one after the other, all within `timeout`: a pass
+    /// over many slow partitions takes no longer than one step (what a `final` pass's turn
+    /// allows for).
     pub async fn log_ends(
         &self,
         topic: &str,
@@ -666,13 +675,18 @@ impl AckedProducer {
     ) -> Result<Vec<(i32, i64, i64)>, KafkaAdapterError> {
         let producer = self.producer.clone();
         let (topic, partitions) = (topic.to_owned(), partitions.to_vec());
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || {
             partitions
                 .into_iter()
                 .map(|partition| {
+                    // librdkafka refuses a zero timeout as "none": at least a millisecond.
+                    let left = timeout
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1));
                     producer
                         .client()
-                        .fetch_watermarks(&topic, partition, Timeout::After(timeout))
+                        .fetch_watermarks(&topic, partition, Timeout::After(left))
                         .map(|(low, high)| (partition, low, high))
                         .map_err(|source| KafkaAdapterError::Offsets {
                             topic: topic.clone(),

@@ -52,8 +52,7 @@ fn aggregate(c: &mut Criterion) {
                 lateness_ms: 5_000,
                 skew_ms: 1_000,
             };
-            // The records' day (January 2026), as if counted as they came.
-            let batch = prepare_batch(&event, range, 1_767_225_610_000);
+            let batch = prepare_batch(&event, range);
             assert_eq!(batch.reactions.len(), RECORDS);
             // Fair use at its default, against no stored tallies (each batch's first read).
             let capped = cap_batch(batch.reactions, config.window_width, 40, &BTreeMap::new());

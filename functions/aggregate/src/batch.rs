@@ -120,11 +120,8 @@ pub struct PreparedBatch {
     /// Records to dead-letter.
     pub dead_letters: Vec<DeadLetter>,
     /// Every record's position and timestamp, dead letters included: what the partitions'
-    /// progress is advanced by (see `crate::progress`). A timestamp later than aggregate's
-    /// clock plus the skew is given as 0 (unknown): see [`prepare_batch`].
+    /// progress is advanced by (see `crate::progress`).
     pub record_times: Vec<(RecordPosition, i64)>,
-    /// Records whose Kafka timestamp was later than aggregate's clock plus the skew.
-    pub future_timestamps: usize,
 }
 
 fn dead_letter(
@@ -145,53 +142,32 @@ fn dead_letter(
 /// catalogue: catalogues belong to streams and may change while a reaction ingest accepted is
 /// still in Kafka, and a reaction answered 202 must be counted. Names that are not well-formed
 /// fail decoding and are dead-lettered with the other malformed records, as are reactions whose
-/// `at_ms` is out of `range` or later than `now_ms` plus the skew (a clock far ahead: its
-/// window would lie in the future).
-///
-/// A Kafka timestamp later than `now_ms` plus the skew is not believed: it would raise its
-/// partition's counted timestamp for good, after which `final` would take the partition as
-/// counted past windows it has not seen, and a recreated topic would no longer be told apart
-/// (`reactions::topic_generation`). Such a record still advances its partition's offset, with
-/// its timestamp given as unknown (0), on this and every later delivery alike.
-pub fn prepare_batch(event: &KafkaEvent, range: AtMsRange, now_ms: i64) -> PreparedBatch {
+/// `at_ms` is out of `range`.
+pub fn prepare_batch(event: &KafkaEvent, range: AtMsRange) -> PreparedBatch {
     let decoded = decode_kafka_event::<ReactionRecord>(event);
     let records = decoded.len();
     let mut reactions = Vec::with_capacity(records);
     let mut dead_letters = Vec::new();
-    let latest_credible = now_ms.saturating_add(range.skew_ms);
-    let mut future_timestamps = 0;
     let record_times = decoded
         .iter()
-        .map(|record| {
-            let timestamp = if record.timestamp_ms > latest_credible {
-                future_timestamps += 1;
-                0
-            } else {
-                record.timestamp_ms
-            };
-            (record.position.clone(), timestamp)
-        })
+        .map(|record| (record.position.clone(), record.timestamp_ms))
         .collect();
     for mut record in decoded {
         match std::mem::replace(
             &mut record.message,
             Err(reactions::RecordError::MissingValue),
         ) {
-            Ok(message)
-                if range.admits(message.at_ms, record.timestamp_ms)
-                    && message.at_ms <= latest_credible =>
-            {
+            Ok(message) if range.admits(message.at_ms, record.timestamp_ms) => {
                 reactions.push((record.position, Reaction::from(message)));
             }
             Ok(message) => {
                 let admitted = range.range_of(record.timestamp_ms);
                 let error = format!(
-                    "at_ms {} is outside [{}, {}] (its record's Kafka timestamp {} less ALLOWED_LATENESS_MS, plus MAX_CLOCK_SKEW_MS) or after {} (aggregate's clock plus MAX_CLOCK_SKEW_MS)",
+                    "at_ms {} is outside [{}, {}]: its record's Kafka timestamp {} less ALLOWED_LATENESS_MS, plus MAX_CLOCK_SKEW_MS",
                     message.at_ms,
                     admitted.start(),
                     admitted.end(),
-                    record.timestamp_ms,
-                    latest_credible
+                    record.timestamp_ms
                 );
                 dead_letters.push(dead_letter(record, AT_MS_OUT_OF_RANGE, error));
             }
@@ -203,7 +179,6 @@ pub fn prepare_batch(event: &KafkaEvent, range: AtMsRange, now_ms: i64) -> Prepa
         reactions,
         dead_letters,
         record_times,
-        future_timestamps,
     }
 }
 
@@ -243,7 +218,7 @@ mod tests {
         let event =
             serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
                 .unwrap();
-        let batch = prepare_batch(&event, RANGE, 1_800_000_000_000);
+        let batch = prepare_batch(&event, RANGE);
         assert_eq!((batch.records, batch.reactions.len()), (5, 2));
         assert_eq!(batch.reactions[1].1.emoji.as_str(), "goal");
         let reasons: Vec<_> = batch
@@ -304,8 +279,7 @@ mod tests {
         let event =
             serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
                 .unwrap();
-        // Counted a while after they were made: only their own timestamps decide.
-        let batch = prepare_batch(&event, RANGE, ts + 60_000);
+        let batch = prepare_batch(&event, RANGE);
         let counted: Vec<i64> = batch.reactions.iter().map(|(p, _)| p.offset).collect();
         let refused: Vec<i64> = batch
             .dead_letters
@@ -329,48 +303,6 @@ mod tests {
         assert_eq!(batch.record_times.len(), cases.len());
         // A record without a timestamp is not checked.
         assert!(RANGE.admits(0, 0) && RANGE.admits(i64::MAX, -1));
-    }
-
-    #[test]
-    fn a_timestamp_ahead_of_the_clock_advances_no_progress_time_and_its_reaction_is_refused() {
-        let now = 1_800_000_000_000;
-        let ahead = now + 3_600_000;
-        let records = vec![
-            // Made at `ahead` by a clock an hour fast: timestamp and at_ms agree.
-            lambda_kafka_record_json(
-                &position(0),
-                ahead,
-                Some(b"m"),
-                Some(&reaction_at(ahead)),
-                &[],
-            ),
-            // Within the skew: believed.
-            lambda_kafka_record_json(
-                &position(1),
-                now + 1_000,
-                Some(b"m"),
-                Some(&reaction_at(now + 1_000)),
-                &[],
-            ),
-            // A future timestamp on a reaction from now (another producer's clock).
-            lambda_kafka_record_json(&position(2), ahead, Some(b"m"), Some(b"{oops"), &[]),
-        ];
-        let event =
-            serde_json::from_value(lambda_kafka_event_json("SelfManagedKafka", "b", records))
-                .unwrap();
-        let batch = prepare_batch(&event, RANGE, now);
-        let counted: Vec<i64> = batch.reactions.iter().map(|(p, _)| p.offset).collect();
-        assert_eq!(counted, [1]);
-        let refused: Vec<(i64, &str)> = batch
-            .dead_letters
-            .iter()
-            .map(|d| (d.position.offset, d.reason))
-            .collect();
-        assert_eq!(refused, [(0, AT_MS_OUT_OF_RANGE), (2, "bad_json")]);
-        assert!(batch.dead_letters[0].error.contains("aggregate's clock"));
-        let times: Vec<i64> = batch.record_times.iter().map(|(_, t)| *t).collect();
-        assert_eq!(times, [0, now + 1_000, 0]);
-        assert_eq!(batch.future_timestamps, 2);
     }
 
     #[test]

@@ -362,14 +362,7 @@ impl Aggregate {
             lateness_ms: self.config.allowed_lateness_ms,
             skew_ms: self.config.max_clock_skew_ms,
         };
-        let mut batch = prepare_batch(event, range, now_ms());
-        if batch.future_timestamps > 0 {
-            tracing::warn!(
-                records = batch.future_timestamps,
-                "records with Kafka timestamps ahead of this clock by more than MAX_CLOCK_SKEW_MS: their timestamps are not taken into the partitions' progress"
-            );
-        }
-        let future_timestamps = batch.future_timestamps;
+        let mut batch = prepare_batch(event, range);
         let progress = self.progress.of_batch(&batch.record_times).await?;
         for (before, now) in &progress.restarted {
             tracing::warn!(
@@ -386,7 +379,6 @@ impl Aggregate {
             mut reactions,
             dead_letters,
             record_times: _,
-            future_timestamps: _,
         } = batch;
         for dead in &dead_letters {
             tracing::warn!(
@@ -498,7 +490,6 @@ impl Aggregate {
             .count("Conflicts", report.conflicts as u64)
             .count("ReplaysSkipped", report.replays_skipped as u64)
             .count("ExpiredSkipped", expired as u64)
-            .count("FutureTimestamps", future_timestamps as u64)
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .count("TallyStatements", tally_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)
