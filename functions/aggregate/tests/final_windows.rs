@@ -209,15 +209,42 @@ async fn a_window_is_final_only_once_every_partition_is_counted_past_it() {
     );
 }
 
-#[tokio::test]
-async fn a_partition_added_to_the_topic_holds_back_final_until_it_is_counted() {
+/// A one-partition topic, and three reactions on it in a window that ended two minutes ago
+/// (not given to aggregate yet).
+struct PastWindow {
+    topic: String,
+    setup: Setup,
+    store: reactions::mongo::WindowStore,
+    past: i64,
+    first: Vec<(RecordPosition, Reaction)>,
+}
+
+async fn past_window_on_one_partition() -> PastWindow {
     let topic = unique_name("input");
     let setup = setup_on(&topic, 1).await;
     let store = store(&setup.config).await;
-    // A first window becomes final while the topic has one partition: the container has now
-    // read the partition count.
     let past = now_ms() - 120_000;
     let first = reactions(&topic, 0, 0, 3, past);
+    PastWindow {
+        topic,
+        setup,
+        store,
+        past,
+        first,
+    }
+}
+
+#[tokio::test]
+async fn a_partition_added_to_the_topic_holds_back_final_until_it_is_counted() {
+    let PastWindow {
+        topic,
+        setup,
+        store,
+        past,
+        first,
+    } = past_window_on_one_partition().await;
+    // The first window becomes final while the topic has one partition: the container has now
+    // read the partition count.
     let summary = setup
         .aggregate
         .handle(&event_at(&first, past))
@@ -708,13 +735,14 @@ async fn the_windows_of_many_streams_are_published_final_in_chunks_each_once() {
 
 #[tokio::test]
 async fn a_batch_near_its_deadline_leaves_the_final_pass_to_a_later_one() {
-    let topic = unique_name("input");
-    let setup = setup_on(&topic, 1).await;
-    let store = store(&setup.config).await;
-    // A window that ended two minutes ago, on a topic counted to its end: a pass would make
-    // it final.
-    let past = now_ms() - 120_000;
-    let first = reactions(&topic, 0, 0, 3, past);
+    // On a topic counted to its end, a pass would make the window final.
+    let PastWindow {
+        setup,
+        store,
+        past,
+        first,
+        ..
+    } = past_window_on_one_partition().await;
     let window = window_of(&first);
     // One second before the stop: less than a pass may take (its turn's lease).
     let stop = std::time::Instant::now() + std::time::Duration::from_secs(1);
