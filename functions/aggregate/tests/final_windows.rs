@@ -122,21 +122,27 @@ fn window_of(records: &[(RecordPosition, Reaction)]) -> WindowKey {
     )
 }
 
+/// Writes a record to `partition` of `topic` that aggregate is not given: the partition is then
+/// not counted to its end.
+async fn produce_pending(setup: &Setup, topic: &str, partition: i32) {
+    let producer = AckedProducer::new(&setup.config.kafka, PATIENCE).unwrap();
+    let pending = OutgoingRecord {
+        partition: Some(partition),
+        ..OutgoingRecord::new("s", "pending")
+    };
+    producer
+        .produce_all(topic, &[pending], PATIENCE)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_window_is_final_only_once_every_partition_is_counted_past_it() {
     let topic = unique_name("input");
     let setup = setup_on(&topic, 2).await;
     // Partition 1 holds one record that aggregate has not been given yet: a batch still to be
     // delivered (or being retried) that may belong to any window.
-    let producer = AckedProducer::new(&setup.config.kafka, PATIENCE).unwrap();
-    let pending = OutgoingRecord {
-        partition: Some(1),
-        ..OutgoingRecord::new("s", "pending")
-    };
-    producer
-        .produce_all(&topic, &[pending], PATIENCE)
-        .await
-        .unwrap();
+    produce_pending(&setup, &topic, 1).await;
 
     // A window that ended two minutes ago: by the wall clock it would long be final.
     let past = now_ms() - 120_000;
@@ -254,15 +260,7 @@ async fn a_partition_added_to_the_topic_holds_back_final_until_it_is_counted() {
 
     // A partition is added, and a reaction lands on it that aggregate has not been given yet.
     add_partitions(&setup.config.kafka, &topic, 2).await;
-    let producer = AckedProducer::new(&setup.config.kafka, PATIENCE).unwrap();
-    let pending = OutgoingRecord {
-        partition: Some(1),
-        ..OutgoingRecord::new("s", "pending")
-    };
-    producer
-        .produce_all(&topic, &[pending], PATIENCE)
-        .await
-        .unwrap();
+    produce_pending(&setup, &topic, 1).await;
 
     // A later window, counted on partition 0: partition 1 may hold its taps, so it is not final.
     let later_at = past + 10_000;
