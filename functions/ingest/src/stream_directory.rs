@@ -4,7 +4,7 @@
 //! period. Concurrent requests for the same id share one read. The price is that a change (a
 //! stream going live, a new catalogue) reaches each container within one period.
 
-use reactions::mongo::{StoreError, StreamStore};
+use reactions::mongo::{REQUEST_READ_LIMIT, StoreError, StreamStore, within};
 use reactions::{StreamEntry, StreamId};
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,7 +24,12 @@ pub trait StreamLookup: Send + Sync {
 
 impl StreamLookup for StreamStore {
     async fn lookup(&self, id: &StreamId) -> Result<Option<StreamEntry>, StoreError> {
-        self.get(id).await
+        within(
+            REQUEST_READ_LIMIT,
+            "reading the stream registry",
+            self.get(id),
+        )
+        .await
     }
 }
 

@@ -7,7 +7,9 @@ use crate::api_error::ApiError;
 use crate::query_string;
 use crate::stream_directory::StreamDirectory;
 use lambda_http::http::StatusCode;
-use reactions::mongo::{IndexesOnce, RegistryError, StoreError, StreamStore};
+use reactions::mongo::{
+    IndexesOnce, REQUEST_READ_LIMIT, RegistryError, StoreError, StreamStore, within,
+};
 use reactions::stream_registry::{StreamChanges, Transition};
 use reactions::{EmojiCatalogue, Rule, StreamEntry, StreamId, StreamStatus, ValidationError};
 use serde_json::{Value, json};
@@ -38,11 +40,13 @@ fn listing(streams: &[StreamEntry]) -> Value {
 
 /// `GET /streams`: the live streams, by id.
 pub async fn list_live(registry: &Registry<'_>) -> Result<Value, ApiError> {
-    let live = registry
-        .store
-        .list(Some(StreamStatus::Live))
-        .await
-        .map_err(unavailable)?;
+    let live = within(
+        REQUEST_READ_LIMIT,
+        "listing streams",
+        registry.store.list(Some(StreamStatus::Live)),
+    )
+    .await
+    .map_err(unavailable)?;
     Ok(listing(&live))
 }
 
@@ -74,7 +78,13 @@ pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<
             )])
         })?);
     }
-    let streams = registry.store.list(status).await.map_err(unavailable)?;
+    let streams = within(
+        REQUEST_READ_LIMIT,
+        "listing streams",
+        registry.store.list(status),
+    )
+    .await
+    .map_err(unavailable)?;
     Ok(listing(&streams))
 }
 

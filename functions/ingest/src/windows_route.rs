@@ -3,7 +3,7 @@
 
 use crate::api_error::ApiError;
 use crate::query_string;
-use reactions::mongo::{StoreError, WindowStore};
+use reactions::mongo::{REQUEST_READ_LIMIT, StoreError, WindowStore, within};
 use reactions::{Rule, StreamId, ValidationError, WindowWidth};
 use serde_json::{Value, json};
 
@@ -78,15 +78,18 @@ pub async fn list_windows(
     query: &WindowsQuery,
     width: WindowWidth,
 ) -> Result<Value, ApiError> {
-    let windows = store
-        .list_windows(&query.stream, query.since_ms, query.limit)
-        .await
-        .map_err(|error: StoreError| {
-            // Whatever went wrong is ours or MongoDB's, never the client's: 503, retry later.
-            tracing::error!(%error, "reading windows failed");
-            ApiError::Unavailable { service: "MongoDB" }
-        })?
-        .windows;
+    let windows = within(
+        REQUEST_READ_LIMIT,
+        "reading windows",
+        store.list_windows(&query.stream, query.since_ms, query.limit),
+    )
+    .await
+    .map_err(|error: StoreError| {
+        // Whatever went wrong is ours or MongoDB's, never the client's: 503, retry later.
+        tracing::error!(%error, "reading windows failed");
+        ApiError::Unavailable { service: "MongoDB" }
+    })?
+    .windows;
     Ok(json!({
         "stream": query.stream.as_str(),
         "window_width_ms": width.millis(),

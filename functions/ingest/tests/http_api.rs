@@ -3,6 +3,7 @@
 
 use emostream_tests::broker_process::BrokerProcess;
 use emostream_tests::patience::{PATIENCE, assert_bounded};
+use emostream_tests::stalling_proxy::StallingProxy;
 use emostream_tests::topic_reader::{key_text, read_records, record_count};
 use emostream_tests::{closed_port, servers};
 use ingest::Ingest;
@@ -11,6 +12,7 @@ use lambda_http::{Body, Request};
 use rdkafka::Message;
 use reactions::kafka_event::RecordPosition;
 use reactions::message::{ReactionRecord, VersionedMessage};
+use reactions::mongo::REQUEST_READ_LIMIT;
 use reactions::mongo::{WindowStore, WriteTimes, connect};
 use reactions::window_delta::window_deltas;
 use reactions::{EmojiName, Reaction, StreamId, StreamShards, UserId, WindowWidth};
@@ -520,6 +522,52 @@ async fn a_down_mongodb_gives_a_quick_503_for_windows_and_the_registry() {
             started.elapsed(),
             Duration::from_secs(3),
             "a registry or windows read while MongoDB is down",
+        );
+    }
+    assert_eq!(record_count(&kafka, &topic), 0);
+}
+
+#[tokio::test]
+async fn a_mongodb_that_stops_answering_mid_connection_gives_503_within_the_read_limit() {
+    // The registry and the windows behind a proxy that goes silent once the container's
+    // connections are open: no error, no answer (a hung server, a failover in progress).
+    let upstream = servers()
+        .mongodb_uri
+        .trim_start_matches("mongodb://")
+        .split(['/', '?'])
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxy = StallingProxy::start(&upstream).await;
+    let uri = format!("mongodb://{}/?directConnection=true", proxy.address());
+    let Setup {
+        ingest,
+        topic,
+        kafka,
+        ..
+    } = setup_on(&servers().kafka_brokers, &uri, &[]).await;
+    // Connected and answering.
+    let warm = ingest
+        .handle(request("GET", "/streams", None, Body::Empty))
+        .await;
+    assert_eq!(warm.status(), 200);
+
+    proxy.stall();
+    let requests = [
+        request("GET", "/streams/m/windows", None, Body::Empty),
+        request("GET", "/streams/m", None, Body::Empty),
+        request("GET", "/streams", None, Body::Empty),
+        post_json(r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#),
+    ];
+    for request in requests {
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = ingest.handle(request).await;
+        assert_eq!(response.status(), 503, "{path}");
+        assert_bounded(
+            started.elapsed(),
+            REQUEST_READ_LIMIT,
+            "a read from a MongoDB that stopped answering",
         );
     }
     assert_eq!(record_count(&kafka, &topic), 0);

@@ -57,6 +57,13 @@ pub enum StoreError {
         #[source]
         source: mongodb::error::Error,
     },
+    /// The server did not answer within the time the caller allows (a hung connection, a
+    /// failover in progress): the driver has no socket timeout of its own.
+    #[error("MongoDB {operation} did not answer within {after:?}")]
+    TimedOut {
+        operation: &'static str,
+        after: Duration,
+    },
     /// The server applied a write but could not confirm it at the write concern asked for (a
     /// majority of the replica set unless the URI sets `w`): it may still be rolled back, so it
     /// counts as failed and the batch is retried.
@@ -215,6 +222,24 @@ pub async fn open(settings: &MongoSettings, app_name: &str) -> Result<Database, 
     options.connect_timeout = Some(Duration::from_secs(3));
     let client = Client::with_options(options).map_err(|e| StoreError::Config(e.to_string()))?;
     Ok(client.database(&settings.database))
+}
+
+/// How long a read on a request's path may take (as long as server selection may): a client
+/// gets 503 then, instead of the request hanging until its function's timeout.
+pub const REQUEST_READ_LIMIT: Duration = Duration::from_secs(3);
+
+/// `work`, failed with [`StoreError::TimedOut`] if it has not finished within `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    operation: &'static str,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut {
+            operation,
+            after: limit,
+        }))
 }
 
 /// Builds a client and checks that the server answers.
