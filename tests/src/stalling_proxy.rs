@@ -44,6 +44,27 @@ impl StallingProxy {
         }
     }
 
+    /// A proxy in front of the one server `mongodb_uri` names (`mongodb://host:port/...`), and
+    /// the same URI through it, connecting directly to that server.
+    pub async fn for_mongodb(mongodb_uri: &str) -> (Self, String) {
+        let upstream = mongodb_uri
+            .trim_start_matches("mongodb://")
+            .split(['/', '?'])
+            .next()
+            .expect("a host in the URI")
+            .to_owned();
+        let proxy = Self::start(&upstream).await;
+        let proxied = mongodb_uri.replacen(&upstream, &proxy.address().to_string(), 1);
+        let uri = if proxied.contains("directConnection=true") {
+            proxied
+        } else if proxied.contains('?') {
+            format!("{proxied}&directConnection=true")
+        } else {
+            format!("{proxied}/?directConnection=true")
+        };
+        (proxy, uri)
+    }
+
     /// Where clients connect.
     pub fn address(&self) -> SocketAddr {
         self.address

@@ -8,7 +8,8 @@ use crate::query_string;
 use crate::stream_directory::StreamDirectory;
 use lambda_http::http::StatusCode;
 use reactions::mongo::{
-    IndexesOnce, REQUEST_READ_LIMIT, RegistryError, StoreError, StreamStore, within,
+    IndexesOnce, REQUEST_READ_LIMIT, REQUEST_WRITE_LIMIT, RegistryError, StoreError, StreamStore,
+    within,
 };
 use reactions::stream_registry::{StreamChanges, Transition};
 use reactions::{EmojiCatalogue, Rule, StreamEntry, StreamId, StreamStatus, ValidationError};
@@ -88,6 +89,21 @@ pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<
     Ok(listing(&streams))
 }
 
+/// A registry write on a request's path, answered 503 when MongoDB does not within
+/// [`REQUEST_WRITE_LIMIT`] (the write may still be applied; repeating it is harmless).
+async fn bounded_write<T>(
+    operation: &'static str,
+    write: impl std::future::Future<Output = Result<T, RegistryError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(REQUEST_WRITE_LIMIT, write).await {
+        Ok(outcome) => outcome.map_err(registry_error),
+        Err(_) => Err(unavailable(StoreError::TimedOut {
+            operation,
+            after: REQUEST_WRITE_LIMIT,
+        })),
+    }
+}
+
 fn registry_error(error: RegistryError) -> ApiError {
     match error {
         RegistryError::UnknownStream(stream) => ApiError::UnknownStream { stream },
@@ -112,16 +128,20 @@ pub async fn admin_put(
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let changes = StreamChanges::from_json(&json).map_err(ApiError::Invalid)?;
     // The listing's index, made once per container before its first write.
-    registry
-        .indexes
-        .ensure(|| registry.store.ensure_indexes())
-        .await
-        .map_err(unavailable)?;
-    let (entry, created) = registry
-        .store
-        .put(&id, &changes, registry.default_catalogue, now_ms)
-        .await
-        .map_err(registry_error)?;
+    within(
+        REQUEST_WRITE_LIMIT,
+        "creating the registry's index",
+        registry.indexes.ensure(|| registry.store.ensure_indexes()),
+    )
+    .await
+    .map_err(unavailable)?;
+    let (entry, created) = bounded_write(
+        "registering a stream",
+        registry
+            .store
+            .put(&id, &changes, registry.default_catalogue, now_ms),
+    )
+    .await?;
     registry.directory.forget(&id);
     tracing::info!(stream = id.as_str(), created, "stream registered");
     let status = if created {
@@ -140,11 +160,11 @@ pub async fn admin_transition(
     now_ms: i64,
 ) -> Result<Value, ApiError> {
     let id = stream_id(id)?;
-    let entry = registry
-        .store
-        .transition(&id, transition, now_ms)
-        .await
-        .map_err(registry_error)?;
+    let entry = bounded_write(
+        "changing a stream's status",
+        registry.store.transition(&id, transition, now_ms),
+    )
+    .await?;
     registry.directory.forget(&id);
     tracing::info!(stream = id.as_str(), status = %entry.status, "stream status");
     Ok(entry.to_json())

@@ -531,15 +531,7 @@ async fn a_down_mongodb_gives_a_quick_503_for_windows_and_the_registry() {
 async fn a_mongodb_that_stops_answering_mid_connection_gives_503_within_the_read_limit() {
     // The registry and the windows behind a proxy that goes silent once the container's
     // connections are open: no error, no answer (a hung server, a failover in progress).
-    let upstream = servers()
-        .mongodb_uri
-        .trim_start_matches("mongodb://")
-        .split(['/', '?'])
-        .next()
-        .unwrap()
-        .to_owned();
-    let proxy = StallingProxy::start(&upstream).await;
-    let uri = format!("mongodb://{}/?directConnection=true", proxy.address());
+    let (proxy, uri) = StallingProxy::for_mongodb(&servers().mongodb_uri).await;
     let Setup {
         ingest,
         topic,

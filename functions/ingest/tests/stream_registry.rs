@@ -6,11 +6,15 @@
 mod common;
 
 use common::*;
+use emostream_tests::patience::assert_bounded;
 use emostream_tests::servers;
+use emostream_tests::stalling_proxy::StallingProxy;
 use emostream_tests::topic_reader::record_count;
 use lambda_http::{Body, Request};
 use mongodb::bson::doc;
+use reactions::mongo::REQUEST_WRITE_LIMIT;
 use serde_json::{Value, json};
+use std::time::Instant;
 
 /// A payload-v2 event as API Gateway sends it after its IAM authorizer verified the caller.
 fn admin_request(method: &str, path: &str, body: Option<Value>) -> Request {
@@ -317,4 +321,33 @@ async fn a_flood_of_made_up_stream_ids_is_refused_with_bounded_reads_and_no_writ
         .await
         .unwrap();
     assert_eq!(streams, 4, "only the four registered streams exist");
+}
+
+#[tokio::test]
+async fn admin_writes_to_a_mongodb_that_stops_answering_get_503_within_the_write_limit() {
+    let (proxy, uri) = StallingProxy::for_mongodb(&servers().mongodb_uri).await;
+    let setup = setup_on(&servers().kafka_brokers, &uri, &[]).await;
+    let (status, _) = call(&setup, admin_request("GET", "/admin/streams", None)).await;
+    assert_eq!(status, 200, "connected and answering");
+
+    proxy.stall();
+    let writes = [
+        admin_request(
+            "PUT",
+            "/admin/streams/stalled",
+            Some(json!({"title": "Stalled"})),
+        ),
+        admin_request("POST", "/admin/streams/stalled/start", None),
+    ];
+    for request in writes {
+        let path = request.uri().path().to_owned();
+        let started = Instant::now();
+        let (status, body) = call(&setup, request).await;
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_bounded(
+            started.elapsed(),
+            REQUEST_WRITE_LIMIT,
+            "an admin write to a MongoDB that stopped answering",
+        );
+    }
 }

@@ -224,9 +224,15 @@ pub async fn open(settings: &MongoSettings, app_name: &str) -> Result<Database, 
     Ok(client.database(&settings.database))
 }
 
-/// How long a read on a request's path may take (as long as server selection may): a client
-/// gets 503 then, instead of the request hanging until its function's timeout.
-pub const REQUEST_READ_LIMIT: Duration = Duration::from_secs(3);
+/// How long a read on a request's path may take: a client gets 503 then, instead of the
+/// request hanging until its function's timeout. A little longer than server selection, so a
+/// server that is down is reported with the driver's own reason.
+pub const REQUEST_READ_LIMIT: Duration = Duration::from_millis(3_500);
+
+/// The same for a write on a request's path (the admin routes): longer than the write concern's
+/// own limit ([`WRITE_CONCERN_TIMEOUT`]). A write that times out may still have been applied;
+/// the admin routes' writes can be repeated.
+pub const REQUEST_WRITE_LIMIT: Duration = Duration::from_secs(6);
 
 /// `work`, failed with [`StoreError::TimedOut`] if it has not finished within `limit`.
 pub async fn within<T>(
