@@ -511,20 +511,32 @@ async fn a_down_mongodb_gives_a_quick_503_for_windows_and_the_registry() {
         // A stream this container has not read yet cannot be vetted: not acknowledged.
         post_json(r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#),
     ];
+    // The adapter's server selection timeout is 3 s (the driver's default would be 30 s).
+    each_a_quick_503(
+        &ingest,
+        requests,
+        Duration::from_secs(3),
+        "a registry or windows read while MongoDB is down",
+    )
+    .await;
+    assert_eq!(record_count(&kafka, &topic), 0);
+}
+
+/// Every request answered 503 with `Retry-After`, each within `bound`.
+async fn each_a_quick_503(
+    ingest: &Ingest,
+    requests: impl IntoIterator<Item = Request>,
+    bound: Duration,
+    what: &str,
+) {
     for request in requests {
         let path = request.uri().path().to_owned();
         let started = Instant::now();
         let response = ingest.handle(request).await;
         assert_eq!(response.status(), 503, "{path}");
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        // The adapter's server selection timeout is 3 s (the driver's default would be 30 s).
-        assert_bounded(
-            started.elapsed(),
-            Duration::from_secs(3),
-            "a registry or windows read while MongoDB is down",
-        );
+        assert_bounded(started.elapsed(), bound, what);
     }
-    assert_eq!(record_count(&kafka, &topic), 0);
 }
 
 #[tokio::test]
@@ -551,16 +563,12 @@ async fn a_mongodb_that_stops_answering_mid_connection_gives_503_within_the_read
         request("GET", "/streams", None, Body::Empty),
         post_json(r#"{"stream_id":"m","user_id":"u","emoji":"fire"}"#),
     ];
-    for request in requests {
-        let path = request.uri().path().to_owned();
-        let started = Instant::now();
-        let response = ingest.handle(request).await;
-        assert_eq!(response.status(), 503, "{path}");
-        assert_bounded(
-            started.elapsed(),
-            REQUEST_READ_LIMIT,
-            "a read from a MongoDB that stopped answering",
-        );
-    }
+    each_a_quick_503(
+        &ingest,
+        requests,
+        REQUEST_READ_LIMIT,
+        "a read from a MongoDB that stopped answering",
+    )
+    .await;
     assert_eq!(record_count(&kafka, &topic), 0);
 }
