@@ -397,7 +397,6 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
             partition: 0,
             generation: 0,
         },
-        read_offset: None,
         offset: 1_000,
         counted: 3,
     };
@@ -419,5 +418,40 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
         .unwrap();
     assert_eq!(retried.taps_applied, 0);
     assert_exact(&store, &[wide, narrow].concat()).await;
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
+    let (database, _) = fresh_store("tallies").await;
+    let tallies = ViewerTapStore::new(&database);
+    tallies.ensure_indexes().await.unwrap();
+    let partition = PartitionKey {
+        topic: "emoji-reaction-topic".into(),
+        partition: 0,
+        generation: 0,
+    };
+    // Two deliveries of one partition's records that overlap with different extents (a retry
+    // while the first is still running), both computed from the same stored tally: one counted
+    // offsets up to 10, the other up to 20.
+    let write = |id: &str, offset: i64, counted: u64| TallyWrite {
+        id: id.into(),
+        start_ms: 0,
+        partition: partition.clone(),
+        offset,
+        counted,
+    };
+    for (id, order) in [("narrow-first", [10, 20]), ("wide-first", [20, 10])] {
+        for offset in order {
+            let counted = if offset == 10 { 5 } else { 9 };
+            tallies
+                .write(&[write(id, offset, counted)], WIDTH, times())
+                .await
+                .unwrap();
+        }
+        let stored = &tallies.read(&[id.to_owned()]).await.unwrap()[id];
+        assert_eq!(stored.counted, 9, "{id}");
+        assert_eq!(stored.offsets[&partition], 20, "{id}");
+    }
     database.drop().await.unwrap();
 }

@@ -9,7 +9,9 @@
 //! reactions are written to the windows first and the new tallies after. A redelivered batch
 //! therefore finds either the old tally (and recomputes the same caps, which the windows'
 //! own offsets then skip) or the new one (and skips the reactions it accounts for), so the
-//! limit holds exactly and nothing is counted twice.
+//! limit holds exactly and nothing is counted twice. Two deliveries that overlap with different
+//! extents write their tallies so that the one reaching further into the partition wins (see
+//! `mongo::viewer_taps`): it accounts for the other's reactions as well.
 
 use crate::ids::{StreamId, UserId};
 use crate::kafka_event::RecordPosition;
@@ -40,9 +42,6 @@ pub struct TallyWrite {
     /// The window's start, for the document's expiry.
     pub start_ms: i64,
     pub partition: PartitionKey,
-    /// The tally's stored offset for `partition` when it was read (`None`: none), for the
-    /// write's condition.
-    pub read_offset: Option<i64>,
     /// The highest offset now accounted for.
     pub offset: i64,
     pub counted: u64,
@@ -119,7 +118,6 @@ pub fn cap_batch(
                 id: id.clone(),
                 start_ms,
                 partition,
-                read_offset: stored_offset,
                 offset: position.offset,
                 counted: 0,
             });

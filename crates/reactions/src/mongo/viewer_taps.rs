@@ -7,7 +7,7 @@ use super::{StoreError, WriteTimes, server};
 use crate::fair_use::{Tally, TallyWrite};
 use crate::window::WindowWidth;
 use crate::window_delta::PartitionKey;
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::bson::{DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use std::collections::BTreeMap;
 
@@ -70,10 +70,10 @@ impl ViewerTapStore {
         documents.iter().map(tally_from).collect()
     }
 
-    /// Stores a batch's tallies in one unordered `update`, each conditional on the offset it
-    /// was computed from. A tally an earlier delivery of the batch already stored fails that
-    /// condition (its insert then hits the unique `_id`) and is left as it is. Returns the
-    /// number of statements sent.
+    /// Stores a batch's tallies in one unordered `update`, each only over a tally that
+    /// accounts for less of its partition. A tally that already accounts for as much (an
+    /// earlier or a wider delivery of the same records) fails that condition (its insert then
+    /// hits the unique `_id`) and is left as it is. Returns the number of statements sent.
     pub async fn write(
         &self,
         writes: &[TallyWrite],
@@ -88,13 +88,15 @@ impl ViewerTapStore {
             .iter()
             .map(|write| {
                 let path = offset_path(&write.partition);
-                let condition = match write.read_offset {
-                    Some(offset) => Bson::Int64(offset),
-                    None => Bson::Document(doc! { "$exists": false }),
-                };
                 let end_ms = write.start_ms.saturating_add(width.millis());
                 doc! {
-                    "q": { "_id": &write.id, path.clone(): condition },
+                    // The write that accounts for the most of the partition wins: overlapping
+                    // deliveries of one partition's records all start from a tally no newer
+                    // than their first record, so the one reaching furthest holds them all.
+                    "q": { "_id": &write.id, "$or": [
+                        { path.clone(): { "$lt": write.offset } },
+                        { path.clone(): { "$exists": false } },
+                    ] },
                     "u": { "$set": {
                         "counted": i64::try_from(write.counted).unwrap_or(i64::MAX),
                         path: write.offset,
@@ -106,8 +108,8 @@ impl ViewerTapStore {
             })
             .collect();
         let sent = statements.len();
-        // A duplicate key is an insert that lost to a tally written meanwhile, which already
-        // holds this batch's taps for that partition: nothing to do.
+        // A duplicate key is a tally that already accounts for as much of the partition:
+        // nothing to do.
         super::update_command::unordered_update(
             &self.database,
             Self::COLLECTION,
