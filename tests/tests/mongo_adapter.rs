@@ -453,5 +453,24 @@ async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
         assert_eq!(stored.counted, 9, "{id}");
         assert_eq!(stored.offsets[&partition], 20, "{id}");
     }
+    // Both at once, inserting a tally neither found: the wider one still wins.
+    let ids: Vec<String> = (0..40).map(|i| format!("racing-{i}")).collect();
+    for id in &ids {
+        let (narrow, wide) = ([write(id, 10, 5)], [write(id, 20, 9)]);
+        let (narrow, wide) = tokio::join!(
+            tallies.write(&narrow, WIDTH, times()),
+            tallies.write(&wide, WIDTH, times())
+        );
+        narrow.unwrap();
+        wide.unwrap();
+    }
+    let stored = tallies.read(&ids).await.unwrap();
+    for id in &ids {
+        assert_eq!(
+            (stored[id].counted, stored[id].offsets[&partition]),
+            (9, 20),
+            "{id}"
+        );
+    }
     database.drop().await.unwrap();
 }

@@ -3,7 +3,8 @@
 //! (`mongo::viewer_taps`).
 //!
 //! A viewer's reactions to a stream share one Kafka key (see `stream_shards`), so they reach
-//! aggregate in offset order on one partition, one batch at a time. Each (stream, window,
+//! aggregate in offset order on one partition, one batch at a time (two deliveries overlap only
+//! when a retry starts while the first still runs). Each (stream, window,
 //! viewer) tally stores the taps counted so far and, per partition, the highest offset it has
 //! accounted for. A batch is capped against the stored tallies in offset order; the capped
 //! reactions are written to the windows first and the new tallies after. A redelivered batch

@@ -98,8 +98,8 @@ pub struct BatchSummary {
     pub mongo_round_trips: usize,
     /// Taps beyond a viewer's fair-use limit, not counted.
     pub taps_over_limit: u64,
-    /// Fair-use tally statements written (one per stream, window and viewer the batch
-    /// touched afresh).
+    /// Fair-use tally statements written (one per tally and partition the batch touched
+    /// afresh).
     pub tally_statements: usize,
     /// Windows this batch's pass found final and published as such.
     pub windows_finalized: usize,

@@ -90,9 +90,10 @@ impl ViewerTapStore {
                 let path = offset_path(&write.partition);
                 let end_ms = write.start_ms.saturating_add(width.millis());
                 doc! {
-                    // The write that accounts for the most of the partition wins: overlapping
-                    // deliveries of one partition's records all start from a tally no newer
-                    // than their first record, so the one reaching furthest holds them all.
+                    // A write only raises the tally's offset for its partition, so of two
+                    // overlapping deliveries the one reaching further wins. It accounts for the
+                    // other's reactions too: it was computed from the same tally or a newer one,
+                    // and reactions a tally already accounts for are not counted again.
                     "q": { "_id": &write.id, "$or": [
                         { path.clone(): { "$lt": write.offset } },
                         { path.clone(): { "$exists": false } },
@@ -108,15 +109,30 @@ impl ViewerTapStore {
             })
             .collect();
         let sent = statements.len();
-        // A duplicate key is a tally that already accounts for as much of the partition:
-        // nothing to do.
-        super::update_command::unordered_update(
-            &self.database,
-            Self::COLLECTION,
-            statements,
-            "viewer tally update",
-        )
-        .await?;
+        let update = |statements| {
+            super::update_command::unordered_update(
+                &self.database,
+                Self::COLLECTION,
+                statements,
+                "viewer tally update",
+            )
+        };
+        let raced = update(statements.clone()).await?.duplicates;
+        if !raced.is_empty() {
+            // A duplicate key: the tally exists, and either accounts for as much of the
+            // partition already, or was inserted by an overlapping delivery since this one
+            // read it (MongoDB retries such an upsert only for a plain `_id` filter). Sent
+            // again as an update of the existing tally, the condition decides.
+            let again: Vec<Document> = raced
+                .into_iter()
+                .map(|index| {
+                    let mut statement = statements[index].clone();
+                    statement.insert("upsert", false);
+                    statement
+                })
+                .collect();
+            update(again).await?;
+        }
         Ok(sent)
     }
 }
