@@ -94,10 +94,10 @@ impl ViewerTapStore {
                     // overlapping deliveries the one reaching further wins. It accounts for the
                     // other's reactions too: it was computed from the same tally or a newer one,
                     // and reactions a tally already accounts for are not counted again.
-                    "q": { "_id": &write.id, "$or": [
-                        { path.clone(): { "$lt": write.offset } },
-                        { path.clone(): { "$exists": false } },
-                    ] },
+                    // Below the write's offset or absent, said without `$or`, which the local
+                    // MongoDB-wire server answers by scanning the collection (807 ms against
+                    // 5 ms per 60 statements over 40,000 tallies).
+                    "q": { "_id": &write.id, path.clone(): { "$not": { "$gte": write.offset } } },
                     "u": { "$set": {
                         "counted": i64::try_from(write.counted).unwrap_or(i64::MAX),
                         path: write.offset,
