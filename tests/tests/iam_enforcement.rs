@@ -88,10 +88,14 @@ async fn without_manage_connections_notify_is_refused_and_logs_the_action() {
         .await
         .unwrap();
     let client = JsonClient::default();
-    post_reactions(&client, &test.stack.http_url, "denied", 2, 5).await;
     let log = eventually("notify logs the refused post", || {
         let path = logs.join("NotifyFunction.log");
+        let (client, url) = (&client, &test.stack.http_url);
         async move {
+            // Taps on every attempt: notify's trigger starts at the topic's end (LATEST), so
+            // states published before its consumer was up are never delivered to it, and a
+            // final state alone waits for the minute's sweep.
+            post_reactions(client, url, "denied", 2, 5).await;
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             text.lines()
                 .find(|l| l.contains("AccessDeniedException"))
