@@ -89,21 +89,6 @@ pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<
     Ok(listing(&streams))
 }
 
-/// A registry write on a request's path, answered 503 when MongoDB does not within
-/// [`REQUEST_WRITE_LIMIT`] (the write may still be applied; repeating it is harmless).
-async fn bounded_write<T>(
-    operation: &'static str,
-    write: impl std::future::Future<Output = Result<T, RegistryError>>,
-) -> Result<T, ApiError> {
-    match tokio::time::timeout(REQUEST_WRITE_LIMIT, write).await {
-        Ok(outcome) => outcome.map_err(registry_error),
-        Err(_) => Err(unavailable(StoreError::TimedOut {
-            operation,
-            after: REQUEST_WRITE_LIMIT,
-        })),
-    }
-}
-
 fn registry_error(error: RegistryError) -> ApiError {
     match error {
         RegistryError::UnknownStream(stream) => ApiError::UnknownStream { stream },
@@ -135,13 +120,16 @@ pub async fn admin_put(
     )
     .await
     .map_err(unavailable)?;
-    let (entry, created) = bounded_write(
+    // A write that times out may still be applied; repeating it is harmless.
+    let (entry, created) = within(
+        REQUEST_WRITE_LIMIT,
         "registering a stream",
         registry
             .store
             .put(&id, &changes, registry.default_catalogue, now_ms),
     )
-    .await?;
+    .await
+    .map_err(registry_error)?;
     registry.directory.forget(&id);
     tracing::info!(stream = id.as_str(), created, "stream registered");
     let status = if created {
@@ -160,11 +148,13 @@ pub async fn admin_transition(
     now_ms: i64,
 ) -> Result<Value, ApiError> {
     let id = stream_id(id)?;
-    let entry = bounded_write(
+    let entry = within(
+        REQUEST_WRITE_LIMIT,
         "changing a stream's status",
         registry.store.transition(&id, transition, now_ms),
     )
-    .await?;
+    .await
+    .map_err(registry_error)?;
     registry.directory.forget(&id);
     tracing::info!(stream = id.as_str(), status = %entry.status, "stream status");
     Ok(entry.to_json())

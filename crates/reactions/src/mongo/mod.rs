@@ -234,18 +234,19 @@ pub const REQUEST_READ_LIMIT: Duration = Duration::from_millis(3_500);
 /// the admin routes' writes can be repeated.
 pub const REQUEST_WRITE_LIMIT: Duration = Duration::from_secs(6);
 
-/// `work`, failed with [`StoreError::TimedOut`] if it has not finished within `limit`.
-pub async fn within<T>(
+/// `work`, failed with [`StoreError::TimedOut`] (as its own error type) if it has not finished
+/// within `limit`.
+pub async fn within<T, E: From<StoreError>>(
     limit: Duration,
     operation: &'static str,
-    work: impl std::future::Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    tokio::time::timeout(limit, work)
-        .await
-        .unwrap_or(Err(StoreError::TimedOut {
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(E::from(StoreError::TimedOut {
             operation,
             after: limit,
         }))
+    })
 }
 
 /// Builds a client and checks that the server answers.
