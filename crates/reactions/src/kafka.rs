@@ -579,18 +579,17 @@ impl AckedProducer {
                 .map(|ids| i32::try_from(ids.len()).ok().filter(|n| *n > 0))
         })
         .await;
-        if let Ok(Ok(Some(count))) = &fetched
-            && let Ok(mut known) = self.partitions.lock()
-        {
-            known.insert(
-                topic.to_owned(),
-                KnownCount {
-                    count: *count,
-                    fetched_at: std::time::Instant::now(),
-                },
-            );
+        if let Ok(Ok(Some(count))) = &fetched {
+            self.remember_partition_count(topic, *count, std::time::Instant::now());
         }
         fetched
+    }
+
+    /// Keeps `count` as `topic`'s partition count, taken as read at `fetched_at`.
+    fn remember_partition_count(&self, topic: &str, count: i32, fetched_at: std::time::Instant) {
+        if let Ok(mut known) = self.partitions.lock() {
+            known.insert(topic.to_owned(), KnownCount { count, fetched_at });
+        }
     }
 
     /// Forgets `topic`'s partition count, so the next [`AckedProducer::partition_count`]
@@ -643,15 +642,7 @@ impl AckedProducer {
                         let retry_at = std::time::Instant::now()
                             .checked_sub(PARTITION_COUNT_FRESH_FOR - STALE_COUNT_RETRY_AFTER)
                             .unwrap_or(stale.fetched_at);
-                        if let Ok(mut known) = self.partitions.lock() {
-                            known.insert(
-                                topic.to_owned(),
-                                KnownCount {
-                                    count: stale.count,
-                                    fetched_at: retry_at,
-                                },
-                            );
-                        }
+                        self.remember_partition_count(topic, stale.count, retry_at);
                         Some(stale.count)
                     }
                 }
