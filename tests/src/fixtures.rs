@@ -38,6 +38,7 @@ pub fn reaction_log(
                 emoji: EmojiName::parse(emojis[i % emojis.len()]).expect("valid emoji"),
                 count: 1 + (i % 3) as u32,
                 at_ms: base_ms + (i as i64 * 53) % 6_000,
+                key: None,
             };
             (position, reaction)
         })

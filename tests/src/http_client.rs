@@ -39,11 +39,7 @@ impl JsonClient {
 
     /// `POST url` with a JSON body; the status and the JSON (or text) answer.
     pub async fn post(&self, url: &str, body: &Value) -> (u16, Value) {
-        let request = hyper::Request::post(url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .expect("request");
-        self.send(request).await
+        self.post_with(url, &[], body).await
     }
 
     /// `POST url` with a JSON body and an `Authorization` header.
@@ -53,9 +49,22 @@ impl JsonClient {
         authorization: &str,
         body: &Value,
     ) -> (u16, Value) {
-        let request = hyper::Request::post(url)
-            .header("content-type", "application/json")
-            .header("authorization", authorization)
+        self.post_with(url, &[("authorization", authorization)], body)
+            .await
+    }
+
+    /// `POST url` with a JSON body and `headers`.
+    pub async fn post_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut request = hyper::Request::post(url).header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .expect("request");
         self.send(request).await

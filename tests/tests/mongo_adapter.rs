@@ -8,6 +8,7 @@ use emostream_tests::{closed_port, servers};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use reactions::fair_use::TallyWrite;
+use reactions::idempotency::{KeyStateWrite, SeenKey, key_state_id};
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{
     MongoSettings, StoreError, ViewerTapStore, WindowStore, WriteTimes, connect, is_duplicate_key,
@@ -401,7 +402,7 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
         counted: 3,
     };
     let failed = ViewerTapStore::new(&shaky)
-        .write(&[tally], WIDTH, times())
+        .write(&[tally], &[], WIDTH, times())
         .await;
     assert!(is_not_durable(&failed), "{failed:?}");
 
@@ -445,11 +446,11 @@ async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
         for offset in order {
             let counted = if offset == 10 { 5 } else { 9 };
             tallies
-                .write(&[write(id, offset, counted)], WIDTH, times())
+                .write(&[write(id, offset, counted)], &[], WIDTH, times())
                 .await
                 .unwrap();
         }
-        let stored = &tallies.read(&[id.to_owned()]).await.unwrap()[id];
+        let stored = &tallies.read(&[id.to_owned()]).await.unwrap().tallies[id];
         assert_eq!(stored.counted, 9, "{id}");
         assert_eq!(stored.offsets[&partition], 20, "{id}");
     }
@@ -458,13 +459,13 @@ async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
     for id in &ids {
         let (narrow, wide) = ([write(id, 10, 5)], [write(id, 20, 9)]);
         let (narrow, wide) = tokio::join!(
-            tallies.write(&narrow, WIDTH, times()),
-            tallies.write(&wide, WIDTH, times())
+            tallies.write(&narrow, &[], WIDTH, times()),
+            tallies.write(&wide, &[], WIDTH, times())
         );
         narrow.unwrap();
         wide.unwrap();
     }
-    let stored = tallies.read(&ids).await.unwrap();
+    let stored = tallies.read(&ids).await.unwrap().tallies;
     for id in &ids {
         assert_eq!(
             (stored[id].counted, stored[id].offsets[&partition]),
@@ -472,5 +473,63 @@ async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
             "{id}"
         );
     }
+    database.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn key_states_are_read_beside_tallies_and_the_furthest_write_wins() {
+    let (database, _) = fresh_store("keys").await;
+    let store = ViewerTapStore::new(&database);
+    store.ensure_indexes().await.unwrap();
+    let partition = PartitionKey {
+        topic: "emoji-reaction-topic".into(),
+        partition: 3,
+        generation: 1,
+    };
+    let stream = reactions::StreamId::parse("s", "live-0").unwrap();
+    let viewer = reactions::UserId::parse("u", "viewer-1").unwrap();
+    let id = key_state_id(&stream, &viewer);
+    let seen = |key: i64, items: Vec<u8>| SeenKey {
+        key,
+        body: -key,
+        items,
+    };
+    let write = |offset: i64, keys: Vec<SeenKey>| KeyStateWrite {
+        id: id.clone(),
+        partition: partition.clone(),
+        offset,
+        keys,
+    };
+    let tally = TallyWrite {
+        id: reactions::fair_use::tally_id(&stream, 0, &viewer),
+        start_ms: 0,
+        partition: partition.clone(),
+        offset: 7,
+        counted: 4,
+    };
+    // One update carries both kinds; the wider delivery (offset 20) is written first, and the
+    // narrower one after it changes nothing.
+    let wide = vec![seen(i64::MIN, vec![0b101, 0xff]), seen(9, vec![1])];
+    let sent = store
+        .write(&[tally.clone()], &[write(20, wide.clone())], WIDTH, times())
+        .await
+        .unwrap();
+    assert_eq!(sent, 2);
+    store
+        .write(&[], &[write(10, vec![seen(1, vec![1])])], WIDTH, times())
+        .await
+        .unwrap();
+    let read = store.read(&[id.clone(), tally.id.clone()]).await.unwrap();
+    assert_eq!(read.tallies[&tally.id].counted, 4);
+    assert_eq!(read.keys[&id].keys, wide);
+    assert_eq!(read.keys[&id].offsets[&partition], 20);
+    // A further one replaces the keys.
+    store
+        .write(&[], &[write(21, vec![seen(2, vec![2])])], WIDTH, times())
+        .await
+        .unwrap();
+    let read = store.read(std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(read.keys[&id].keys, [seen(2, vec![2])]);
+    assert!(read.tallies.is_empty());
     database.drop().await.unwrap();
 }

@@ -159,6 +159,7 @@ mod tests {
                 emoji: EmojiName::parse("fire").unwrap(),
                 count,
                 at_ms,
+                key: None,
             },
         )
     }

@@ -9,6 +9,7 @@ pub mod emoji;
 pub mod event_channel;
 pub mod event_time;
 pub mod fair_use;
+pub mod idempotency;
 pub mod ids;
 pub mod kafka_event;
 pub mod message;

@@ -3,6 +3,7 @@
 //! and the format can evolve while old records are still in the log.
 
 use crate::emoji::EmojiName;
+use crate::idempotency::TapKey;
 use crate::ids::{StreamId, UserId};
 use crate::reaction::Reaction;
 use crate::swarm::Swarm;
@@ -23,7 +24,9 @@ pub enum RecordError {
     #[error("record value is not a valid message: {0}")]
     BadJson(String),
     /// The value carries a version this code does not read.
-    #[error("record version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "record version {found} is not supported (this build reads versions up to {supported})"
+    )]
     UnsupportedVersion { found: u64, supported: u32 },
     /// The JSON is well-formed but a field breaks a domain rule.
     #[error("record is invalid: {0}")]
@@ -48,6 +51,9 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
     /// The version this build writes and reads.
     const VERSION: u32;
 
+    /// The oldest version this build still reads (older records may still be in the log).
+    const OLDEST_READ: u32 = Self::VERSION;
+
     /// Domain checks that serde cannot express.
     fn check(&self) -> Result<(), RecordError> {
         Ok(())
@@ -67,8 +73,9 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
     /// formed) is parsed once; only a record that fails is parsed again for its version.
     fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let parsed = serde_json::from_slice::<Self>(bytes);
-        if !matches!(&parsed, Ok(message) if message.version() == Self::VERSION) {
-            check_version(bytes, Self::VERSION)?;
+        let read = Self::OLDEST_READ..=Self::VERSION;
+        if !matches!(&parsed, Ok(message) if read.contains(&message.version())) {
+            check_version(bytes, read)?;
         }
         let message = parsed.map_err(|e| RecordError::BadJson(e.to_string()))?;
         message.check()?;
@@ -76,9 +83,12 @@ pub trait VersionedMessage: Serialize + DeserializeOwned {
     }
 }
 
-/// Reads only the version field `v` of a record that did not parse as `supported`: an error
-/// naming the version found, or Ok when it is `supported` (the shape is then what failed).
-fn check_version(bytes: &[u8], supported: u32) -> Result<(), RecordError> {
+/// Reads only the version field `v` of a record that did not parse as a `supported` version: an
+/// error naming the version found, or Ok when it is supported (the shape is then what failed).
+fn check_version(
+    bytes: &[u8],
+    supported: std::ops::RangeInclusive<u32>,
+) -> Result<(), RecordError> {
     #[derive(Deserialize)]
     struct Envelope {
         v: Option<serde_json::Value>,
@@ -89,8 +99,11 @@ fn check_version(bytes: &[u8], supported: u32) -> Result<(), RecordError> {
         return Err(RecordError::BadJson("missing field `v`".into()));
     };
     match v.as_u64() {
-        Some(found) if found == u64::from(supported) => Ok(()),
-        Some(found) => Err(RecordError::UnsupportedVersion { found, supported }),
+        Some(found) if u32::try_from(found).is_ok_and(|v| supported.contains(&v)) => Ok(()),
+        Some(found) => Err(RecordError::UnsupportedVersion {
+            found,
+            supported: *supported.end(),
+        }),
         None => Err(RecordError::BadJson(format!(
             "field `v` is {v}, not a version"
         ))),
@@ -109,10 +122,15 @@ pub struct ReactionRecord {
     pub count: u32,
     /// Server receive time, ms since the epoch.
     pub at_ms: i64,
+    /// The request's idempotency key (version 2; absent when the client sent none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<TapKey>,
 }
 
 impl VersionedMessage for ReactionRecord {
-    const VERSION: u32 = 1;
+    /// 2 added `key`; version 1 records (no key) are still read.
+    const VERSION: u32 = 2;
+    const OLDEST_READ: u32 = 1;
 
     fn version(&self) -> u32 {
         self.v
@@ -135,6 +153,7 @@ impl From<&Reaction> for ReactionRecord {
             emoji: r.emoji.clone(),
             count: r.count,
             at_ms: r.at_ms,
+            key: r.key,
         }
     }
 }
@@ -147,6 +166,7 @@ impl From<ReactionRecord> for Reaction {
             emoji: r.emoji,
             count: r.count,
             at_ms: r.at_ms,
+            key: r.key,
         }
     }
 }
@@ -203,12 +223,13 @@ mod tests {
 
     fn reaction_record() -> ReactionRecord {
         ReactionRecord {
-            v: 1,
+            v: ReactionRecord::VERSION,
             stream: StreamId::parse("s", "match-1").unwrap(),
             user: UserId::parse("u", "viewer-9").unwrap(),
             emoji: EmojiName::parse("fire").unwrap(),
             count: 3,
             at_ms: 1_700_000_000_000,
+            key: None,
         }
     }
 
@@ -236,11 +257,31 @@ mod tests {
         let bytes = record.encode();
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
-            r#"{"v":1,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#
+            r#"{"v":2,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#
         );
         assert_eq!(ReactionRecord::decode(&bytes).unwrap(), record);
         let reaction = Reaction::from(record.clone());
         assert_eq!(ReactionRecord::from(&reaction), record);
+    }
+
+    #[test]
+    fn keyed_records_carry_their_key_and_version_1_records_are_still_read() {
+        let mut record = reaction_record();
+        record.key = Some(TapKey {
+            key: -5,
+            item: 2,
+            body: 77,
+        });
+        let bytes = record.encode();
+        assert!(
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .ends_with(r#","key":{"key":-5,"item":2,"body":77}}"#)
+        );
+        assert_eq!(ReactionRecord::decode(&bytes).unwrap(), record);
+        let old = br#"{"v":1,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#;
+        let read = ReactionRecord::decode(old).unwrap();
+        assert_eq!((read.v, read.key), (1, None));
     }
 
     #[test]
@@ -258,7 +299,7 @@ mod tests {
             (b"not json", "bad_json"),
             (b"{}", "bad_json"),
             (br#"{"v":"1"}"#, "bad_json"),
-            (br#"{"v":2,"anything":true}"#, "unsupported_version"),
+            (br#"{"v":3,"anything":true}"#, "unsupported_version"),
             (br#"{"v":1,"stream":"s"}"#, "bad_json"),
             (
                 br#"{"v":1,"stream":"bad id","user":"u","emoji":"fire","count":1,"at_ms":0}"#,

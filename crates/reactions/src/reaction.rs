@@ -3,6 +3,7 @@
 //! field; nothing invalid gets past it.
 
 use crate::emoji::{EmojiCatalogue, EmojiName};
+use crate::idempotency::TapKey;
 use crate::ids::{StreamId, UserId};
 use crate::validation::{Rule, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,9 @@ pub struct Reaction {
     pub count: u32,
     /// Server receive time, milliseconds since the Unix epoch: the event time for windows.
     pub at_ms: i64,
+    /// The request's idempotency key, when the client sent one (see `crate::idempotency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<TapKey>,
 }
 
 /// Bounds on what one request may carry. Configurable because the right numbers depend on
@@ -157,6 +161,7 @@ impl RawReaction {
             // In 1..=u32::MAX by the check above.
             count: u32::try_from(count).unwrap_or(limits.max_count),
             at_ms,
+            key: None,
         })
     }
 }

@@ -127,6 +127,7 @@ mod tests {
             emoji: EmojiName::parse(emoji).unwrap(),
             count,
             at_ms,
+            key: None,
         }
     }
 

@@ -11,7 +11,7 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use reactions::kafka::OutgoingRecord;
 use reactions::kafka_event::{DecodedRecord, RecordPosition, decode_kafka_event};
-use reactions::message::ReactionRecord;
+use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::{Reaction, WindowKey, WindowWidth};
 
 /// Header names on dead-letter records.
@@ -53,6 +53,23 @@ impl DeadLetter {
             (OFFSET.into(), self.position.offset.to_string().into_bytes()),
         ];
         record
+    }
+
+    /// A reaction whose idempotency key an earlier request used with another body (see
+    /// `reactions::idempotency`): found only once the viewer's keys are read, after decoding.
+    /// Its value is encoded again, as ingest encodes it (the same bytes for a record this build
+    /// produced); its key is the stream's (the viewer's shard suffix, if any, is not kept).
+    pub fn key_reused(position: &RecordPosition, reaction: &Reaction) -> Self {
+        DeadLetter {
+            position: position.clone(),
+            reason: reactions::idempotency::KEY_REUSED,
+            error: format!(
+                "the request's {} was used before for a request with other reactions; not counted",
+                reactions::idempotency::HEADER
+            ),
+            key: Some(reaction.stream.as_str().as_bytes().to_vec()),
+            value: ReactionRecord::from(reaction).encode(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use batch::{AtMsRange, PreparedBatch, prepare_batch, take_expired};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::fair_use::{cap_batch, tally_ids};
+use reactions::idempotency::{key_state_ids, skip_retries};
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
@@ -98,8 +99,11 @@ pub struct BatchSummary {
     pub mongo_round_trips: usize,
     /// Taps beyond a viewer's fair-use limit, not counted.
     pub taps_over_limit: u64,
-    /// Fair-use tally statements written (one per tally and partition the batch touched
-    /// afresh).
+    /// Taps of retried requests that an earlier attempt delivered, not counted again (see
+    /// `reactions::idempotency`).
+    pub retried_taps: u64,
+    /// Viewer state statements written: fair-use tallies and idempotency keys (one per
+    /// document and partition the batch touched afresh).
     pub tally_statements: usize,
     /// Windows this batch's pass found final and published as such.
     pub windows_finalized: usize,
@@ -377,20 +381,9 @@ impl Aggregate {
         let PreparedBatch {
             records,
             mut reactions,
-            dead_letters,
+            mut dead_letters,
             record_times: _,
         } = batch;
-        for dead in &dead_letters {
-            tracing::warn!(
-                topic = %dead.position.topic,
-                partition = dead.position.partition,
-                offset = dead.position.offset,
-                reason = dead.reason,
-                "dead-lettering record: {}",
-                dead.error
-            );
-        }
-        let dead_letters_already_sent = self.dead_letter(&dead_letters).await?;
 
         let now = now_ms();
         let times = WriteTimes {
@@ -408,19 +401,43 @@ impl Aggregate {
         }
         let reaction_count = reactions.len();
         let write_started = Instant::now();
-        // Fair use: cap against the stored tallies, write the windows, then the tallies (the
-        // order that makes a redelivery exact; see `reactions::fair_use`).
+        // The viewers' stored state, fair use's tallies and their idempotency keys, in one read.
+        // Retries are taken out and the rest capped against it, the windows written, then the
+        // state (the order that makes a redelivery exact; see `reactions::fair_use` and
+        // `reactions::idempotency`).
         let limit = self.config.max_taps_per_viewer;
-        let ids = if limit > 0 {
+        let mut ids = if limit > 0 {
             tally_ids(&reactions, width)
         } else {
             Vec::new()
         };
+        ids.extend(key_state_ids(&reactions));
         let stored = self.tallies.read(&ids).await?;
-        let capped = cap_batch(reactions, width, limit, &stored);
+        let deduplicated = skip_retries(reactions, &stored.keys);
+        dead_letters.extend(
+            deduplicated
+                .reused
+                .iter()
+                .map(|(position, reaction)| batch::DeadLetter::key_reused(position, reaction)),
+        );
+        for dead in &dead_letters {
+            tracing::warn!(
+                topic = %dead.position.topic,
+                partition = dead.position.partition,
+                offset = dead.position.offset,
+                reason = dead.reason,
+                "dead-lettering record: {}",
+                dead.error
+            );
+        }
+        let dead_letters_already_sent = self.dead_letter(&dead_letters).await?;
+        let capped = cap_batch(deduplicated.reactions, width, limit, &stored.tallies);
         let deltas = window_deltas(capped.reactions.iter().map(|(p, r)| (p, r)), width);
         let (report, windows) = self.store.apply_and_read(&deltas, width, times).await?;
-        let tally_statements = self.tallies.write(&capped.writes, width, times).await?;
+        let tally_statements = self
+            .tallies
+            .write(&capped.writes, &deduplicated.writes, width, times)
+            .await?;
         // `read` and `write` skip the round trip when they have nothing to do.
         let tally_round_trips = usize::from(!ids.is_empty()) + usize::from(tally_statements > 0);
         let write_ms = elapsed_ms(write_started);
@@ -461,6 +478,7 @@ impl Aggregate {
             states_published: states.len(),
             mongo_round_trips: report.round_trips + tally_round_trips,
             taps_over_limit: capped.taps_over_limit,
+            retried_taps: deduplicated.retried_taps,
             tally_statements,
             windows_finalized,
         };
@@ -476,6 +494,7 @@ impl Aggregate {
             window_statements = report.windows,
             tally_statements,
             taps_over_limit = summary.taps_over_limit,
+            retried_taps = summary.retried_taps,
             windows_finalized,
             mongo_ms = write_ms,
             publish_ms,
@@ -493,6 +512,7 @@ impl Aggregate {
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
             .count("TallyStatements", tally_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)
+            .count("RetriedTaps", summary.retried_taps)
             .count("WindowsFinalized", windows_finalized as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)

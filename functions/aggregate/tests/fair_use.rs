@@ -34,6 +34,7 @@ fn abusive_log() -> Vec<(RecordPosition, Reaction)> {
                     emoji: EmojiName::parse(if fan { "clap" } else { "fire" }).unwrap(),
                     count: if fan { 1 } else { 100 },
                     at_ms: BASE_MS + i * 20,
+                    key: None,
                 },
             )
         })

@@ -62,6 +62,12 @@ pub enum ApiError {
         given: String,
         viewer: String,
     },
+    /// The request's idempotency key was used before for a request with other reactions (the
+    /// IETF draft's 422): nothing of this request was accepted.
+    #[error(
+        "the {field} was used before for a request with other reactions; nothing was accepted. Send new taps with a new key, and a retry with exactly the body of its first attempt"
+    )]
+    KeyReused { field: &'static str },
     /// A dependency (Kafka, MongoDB) did not answer in time; the client should retry.
     #[error("{service} is unavailable; retry in a moment")]
     Unavailable { service: &'static str },
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::ViewerMismatch { .. } => StatusCode::FORBIDDEN,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -98,6 +105,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::ViewerMismatch { .. } => "user_id_mismatch",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::KeyReused { .. } => "idempotency_key_reused",
             ApiError::Unavailable { .. } => "unavailable",
         }
     }
@@ -108,6 +116,7 @@ impl ApiError {
         match self {
             ApiError::UnknownStream { stream } => body["stream_id"] = json!(stream),
             ApiError::ViewerMismatch { field, .. } => body["field"] = json!(field),
+            ApiError::KeyReused { field } => body["field"] = json!(field),
             ApiError::StreamNotLive { stream, status } => {
                 body["stream_id"] = json!(stream);
                 body["status"] = json!(status);

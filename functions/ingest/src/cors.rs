@@ -32,8 +32,9 @@ pub fn cors_headers(allowed: &AllowedOrigins, origin: Option<&str>, preflight: b
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            // `authorization`: viewers' bearer tokens when viewer identity is on.
-            HeaderValue::from_static("content-type, authorization"),
+            // `authorization`: viewers' bearer tokens when viewer identity is on;
+            // `idempotency-key`: the page's retry-safe taps.
+            HeaderValue::from_static("content-type, authorization, idempotency-key"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,

@@ -21,10 +21,11 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use publisher::ReactionPublisher;
 use reactions::clock::{elapsed_ms, now_ms};
+use reactions::idempotency::{self, IdempotencyKey};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{IndexesOnce, StoreError, StreamStore, WindowStore};
+use reactions::mongo::{IndexesOnce, StoreError, StreamStore, ViewerTapStore, WindowStore};
 use reactions::stream_registry::Transition;
-use reactions::{Catalogues, EmojiCatalogue, StreamEntry, StreamId};
+use reactions::{Catalogues, EmojiCatalogue, Reaction, StreamEntry, StreamId};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +65,9 @@ pub const ROUTES: [&str; 11] = [
 /// `execute-api:Invoke`), and this function refuses them without a verified IAM caller too.
 pub const ADMIN_PATH_PREFIX: &str = "/admin/";
 
+/// How long the check for a reused idempotency key may take before it is skipped.
+pub const KEY_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// The function's long-lived state: configuration and clients, built once per container.
 pub struct Ingest {
     config: IngestConfig,
@@ -72,6 +76,8 @@ pub struct Ingest {
     streams: StreamStore,
     directory: StreamDirectory<StreamStore>,
     stream_indexes: IndexesOnce,
+    /// The viewers' idempotency keys as aggregate stores them (read only).
+    viewer_taps: ViewerTapStore,
 }
 
 /// What one request did, for its log line and metrics line.
@@ -166,6 +172,7 @@ impl Ingest {
         let streams = StreamStore::new(&database);
         Ok(Self {
             windows: WindowStore::new(&database),
+            viewer_taps: ViewerTapStore::new(&database),
             directory: StreamDirectory::new(streams.clone(), config.stream_cache_ttl),
             streams,
             stream_indexes: IndexesOnce::default(),
@@ -357,6 +364,45 @@ impl Ingest {
         Ok(live)
     }
 
+    /// Refuses (422) a request whose key the viewer used before for another body, as far as
+    /// the viewer's keys are counted already; a first use still in Kafka is caught by aggregate
+    /// (dead letter `idempotency_key_reused`). The check is a courtesy to the client, so
+    /// MongoDB being slow or down skips it after [`KEY_CHECK_LIMIT`] rather than refusing taps.
+    async fn refuse_reused_key(&self, reactions: &[Reaction]) -> Result<(), ApiError> {
+        let Some(tap) = reactions.first().and_then(|r| r.key) else {
+            return Ok(());
+        };
+        let mut ids: Vec<String> = reactions
+            .iter()
+            .map(|r| idempotency::key_state_id(&r.stream, &r.user))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let read = reactions::mongo::within(
+            KEY_CHECK_LIMIT,
+            "reading the viewer's idempotency keys",
+            self.viewer_taps.read(&ids),
+        )
+        .await;
+        match read {
+            Ok(stored)
+                if stored
+                    .keys
+                    .values()
+                    .any(|state| state.reused_for_another_body(tap.key, tap.body)) =>
+            {
+                Err(ApiError::KeyReused {
+                    field: idempotency::HEADER,
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "idempotency key check skipped; aggregate still refuses a reused key");
+                Ok(())
+            }
+        }
+    }
+
     async fn post_reactions(
         &self,
         request: &Request,
@@ -370,6 +416,12 @@ impl Ingest {
             Some(_) => Some(verified_viewer(request).ok_or(ApiError::Unauthorized)?),
             None => None,
         };
+        let key = request
+            .headers()
+            .get(idempotency::HEADER)
+            .map(|value| IdempotencyKey::parse(value.as_bytes()))
+            .transpose()
+            .map_err(|error| ApiError::Invalid(vec![error]))?;
         let mut body = reactions_body::read_body(
             content_type.as_deref(),
             body_bytes(request.body()),
@@ -379,7 +431,11 @@ impl Ingest {
             body.bind_viewer(viewer)?;
         }
         let live = self.live_streams(&body.stream_ids()).await?;
-        let reactions = body.validate(&self.config.domain, &live, now_ms())?;
+        let mut reactions = body.validate(&self.config.domain, &live, now_ms())?;
+        if let Some(key) = &key {
+            idempotency::stamp(&mut reactions, key);
+            self.refuse_reused_key(&reactions).await?;
+        }
         let started = Instant::now();
         let published = self.publisher.publish(&reactions).await;
         outcome.produce_ms = Some(elapsed_ms(started));

@@ -168,6 +168,7 @@ mod tests {
             emoji: EmojiName::parse("fire").unwrap(),
             count: 2,
             at_ms,
+            key: None,
         }
     }
 

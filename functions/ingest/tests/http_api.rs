@@ -305,6 +305,7 @@ async fn stored_windows_are_served_with_since_and_limit() {
                 emoji: EmojiName::parse("fire").unwrap(),
                 count: (i + 1) as u32,
                 at_ms: i * 2_000,
+                key: None,
             };
             (position, reaction)
         })

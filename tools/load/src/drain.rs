@@ -109,6 +109,7 @@ fn backlog_record(
             .expect("catalogue names are valid"),
         count,
         at_ms,
+        key: None,
     };
     // Keyed and partitioned as ingest does it.
     let shards = StreamShards::new(plan.shards);

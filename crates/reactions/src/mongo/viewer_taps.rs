@@ -1,13 +1,18 @@
-//! The `viewer_taps` collection: fair use's tallies, one document per (stream, window, viewer)
-//! with the taps counted so far and, per partition, the highest offset accounted for (see
-//! `fair_use`). aggregate reads a batch's tallies in one `find` before it writes the windows,
-//! and writes them back in one `update` after; documents expire with their window.
+//! The `viewer_taps` collection: what aggregate keeps per viewer. Fair use's tallies, one
+//! document per (stream, window, viewer) with the taps counted so far (see `fair_use`), and the
+//! viewer's recent idempotency keys, one document per (stream, viewer) (see `idempotency`);
+//! each keeps, per partition, the highest offset it accounts for. aggregate reads a batch's
+//! documents of both kinds in one `find` before it writes the windows, and writes them back in
+//! one `update` after. Tallies expire with their window, keys [`KEY_MEMORY`] after their last
+//! use.
 
 use super::{StoreError, WriteTimes, server};
 use crate::fair_use::{Tally, TallyWrite};
+use crate::idempotency::{KEY_MEMORY, KeyState, KeyStateWrite, SeenKey, is_key_state_id};
 use crate::window::WindowWidth;
 use crate::window_delta::PartitionKey;
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use std::collections::BTreeMap;
 
@@ -22,14 +27,11 @@ fn offset_path(partition: &PartitionKey) -> String {
     format!("offsets.{}", partition.field_name())
 }
 
-fn tally_from(document: &Document) -> Result<(String, Tally), StoreError> {
-    let malformed = |what: &str| StoreError::Malformed(format!("viewer_taps document: {what}"));
-    let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
-    let counted = document
-        .get("counted")
-        .and_then(super::integer)
-        .and_then(|v| u64::try_from(v).ok())
-        .ok_or_else(|| malformed("counted"))?;
+fn malformed(what: &str) -> StoreError {
+    StoreError::Malformed(format!("viewer_taps document: {what}"))
+}
+
+fn offsets_from(document: &Document) -> Result<BTreeMap<PartitionKey, i64>, StoreError> {
     let mut offsets = BTreeMap::new();
     if let Ok(stored) = document.get_document("offsets") {
         for (name, value) in stored {
@@ -38,7 +40,64 @@ fn tally_from(document: &Document) -> Result<(String, Tally), StoreError> {
             offsets.insert(partition, offset);
         }
     }
-    Ok((id.to_owned(), Tally { counted, offsets }))
+    Ok(offsets)
+}
+
+fn tally_from(document: &Document) -> Result<Tally, StoreError> {
+    let counted = document
+        .get("counted")
+        .and_then(super::integer)
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| malformed("counted"))?;
+    Ok(Tally {
+        counted,
+        offsets: offsets_from(document)?,
+    })
+}
+
+fn key_state_from(document: &Document) -> Result<KeyState, StoreError> {
+    let mut keys = Vec::new();
+    if let Ok(stored) = document.get_array("keys") {
+        for entry in stored {
+            let Bson::Document(entry) = entry else {
+                return Err(malformed("keys"));
+            };
+            let number = |name: &str| entry.get(name).and_then(super::integer);
+            let items = match entry.get("i") {
+                Some(Bson::Binary(binary)) => binary.bytes.clone(),
+                _ => return Err(malformed("keys.i")),
+            };
+            keys.push(SeenKey {
+                key: number("k").ok_or_else(|| malformed("keys.k"))?,
+                body: number("b").ok_or_else(|| malformed("keys.b"))?,
+                items,
+            });
+        }
+    }
+    Ok(KeyState {
+        offsets: offsets_from(document)?,
+        keys,
+    })
+}
+
+fn keys_bson(keys: &[SeenKey]) -> Vec<Bson> {
+    keys.iter()
+        .map(|seen| {
+            Bson::Document(doc! {
+                "k": seen.key,
+                "b": seen.body,
+                "i": Binary { subtype: BinarySubtype::Generic, bytes: seen.items.clone() },
+            })
+        })
+        .collect()
+}
+
+/// What a batch's viewers have stored: tallies and key states, by document id (absent ones have
+/// counted nothing yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerState {
+    pub tallies: BTreeMap<String, Tally>,
+    pub keys: BTreeMap<String, KeyState>,
 }
 
 impl ViewerTapStore {
@@ -61,29 +120,59 @@ impl ViewerTapStore {
         Ok(())
     }
 
-    /// The stored tallies among `ids` (absent ids have counted nothing yet).
-    pub async fn read(&self, ids: &[String]) -> Result<BTreeMap<String, Tally>, StoreError> {
+    /// The stored tallies and key states among `ids` (tally and key state ids alike), in one
+    /// `find`; none when `ids` is empty.
+    pub async fn read(&self, ids: &[String]) -> Result<ViewerState, StoreError> {
+        let mut state = ViewerState::default();
         if ids.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(state);
         }
         let documents = super::find_all(&self.collection, doc! { "_id": { "$in": ids } }).await?;
-        documents.iter().map(tally_from).collect()
+        for document in &documents {
+            let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
+            if is_key_state_id(id) {
+                state.keys.insert(id.to_owned(), key_state_from(document)?);
+            } else {
+                state.tallies.insert(id.to_owned(), tally_from(document)?);
+            }
+        }
+        Ok(state)
     }
 
-    /// Stores a batch's tallies in one unordered `update`, each only over a tally that
-    /// accounts for less of its partition. A tally that already accounts for as much (an
-    /// earlier or a wider delivery of the same records) fails that condition (its insert then
-    /// hits the unique `_id`) and is left as it is. Returns the number of statements sent.
+    /// Stores a batch's tallies and key states in one unordered `update`, each only over a
+    /// document that accounts for less of its partition. One that already accounts for as much
+    /// (an earlier or a wider delivery of the same records) fails that condition (its insert
+    /// then hits the unique `_id`) and is left as it is. Returns the number of statements sent.
     pub async fn write(
         &self,
         writes: &[TallyWrite],
+        keys: &[KeyStateWrite],
         width: WindowWidth,
         times: WriteTimes,
     ) -> Result<usize, StoreError> {
-        if writes.is_empty() {
+        if writes.is_empty() && keys.is_empty() {
             return Ok(0);
         }
         let retention_ms = crate::clock::duration_ms(times.retention);
+        let keys_expire = DateTime::from_millis(
+            times
+                .now_ms
+                .saturating_add(crate::clock::duration_ms(KEY_MEMORY)),
+        );
+        let key_statements = keys.iter().map(|write| {
+            let path = offset_path(&write.partition);
+            doc! {
+                // As for tallies below: the write reaching furthest into the partition wins.
+                "q": { "_id": &write.id, path.clone(): { "$not": { "$gte": write.offset } } },
+                "u": { "$set": {
+                    "keys": keys_bson(&write.keys),
+                    path: write.offset,
+                    "expires_at": keys_expire,
+                } },
+                "upsert": true,
+                "multi": false,
+            }
+        });
         let statements: Vec<Document> = writes
             .iter()
             .map(|write| {
@@ -107,6 +196,7 @@ impl ViewerTapStore {
                     "multi": false,
                 }
             })
+            .chain(key_statements)
             .collect();
         let sent = statements.len();
         let update = |statements| {
