@@ -47,6 +47,7 @@ const client = {
   emojis: [], // [{name, glyph}]
   book: new WindowBook(HISTORY_WINDOWS),
   batcher: new TapBatcher(),
+  flushing: false, // a send is waiting for its answer
   echo: new LocalEcho(),
   localFloats: new Map(), // emoji -> floats already released for own taps
   socket: null,
@@ -234,15 +235,27 @@ function onKey(event) {
 }
 
 async function flush() {
-  const body = client.batcher.flush(client.userId);
-  if (!body) return;
-  const taps = body.reactions.reduce((sum, r) => sum + r.count, 0);
-  const headers = { "content-type": "application/json" };
+  // One request at a time: a slow answer is not overtaken by a second send of the same key.
+  if (client.flushing) return;
+  client.flushing = true;
+  try {
+    await sendTaps();
+  } finally {
+    client.flushing = false;
+  }
+}
+
+/** Sends the outstanding request (or a new one) with its idempotency key; anything short of an
+ *  answer for good leaves it outstanding, to be sent again, unchanged, at the next flush. */
+async function sendTaps() {
+  const request = client.batcher.next(client.userId);
+  if (!request) return;
+  const taps = request.body.reactions.reduce((sum, r) => sum + r.count, 0);
+  const headers = { "content-type": "application/json", "idempotency-key": request.key };
   if (client.identity.enabled) {
     try {
       headers.authorization = `Bearer ${await client.identity.token()}`;
     } catch (error) {
-      client.batcher.restore(body);
       $("sent").textContent = `Cannot sign in (${error.message}); your taps will be resent.`;
       return;
     }
@@ -251,25 +264,25 @@ async function flush() {
     const response = await fetch(`${client.config.apiUrl}/reactions`, {
       method: "POST",
       headers,
-      body: JSON.stringify(body),
+      body: JSON.stringify(request.body),
     });
     if (response.status === 401 && client.identity.enabled) {
-      // The token lapsed or was revoked: sign in again and resend with the next batch.
+      // The token lapsed or was revoked: sign in again and resend.
       client.identity.forgetToken();
-      client.batcher.restore(body);
       $("sent").textContent = "Signing in again; your taps will be resent.";
     } else if (response.status === 202) {
+      client.batcher.settle(request);
       client.sentTaps += taps;
       $("sent").textContent = `${client.sentTaps} taps sent.`;
     } else if (response.status >= 500 || response.status === 429) {
-      client.batcher.restore(body); // not accepted: try again with the next batch
+      // Part of it may be counted already: the retry, with the same key, counts the rest once.
       $("sent").textContent = `The server is busy (${response.status}); your taps will be resent.`;
     } else {
+      client.batcher.settle(request);
       const error = await response.json().catch(() => ({}));
       $("sent").textContent = `Taps refused: ${error.message || response.status}`;
     }
   } catch {
-    client.batcher.restore(body);
     // API Gateway's own 401 (the JWT authorizer's) carries no CORS headers, so the browser
     // reports it as a network error: with identity on, sign in again before the next send.
     if (client.identity.enabled) client.identity.forgetToken();

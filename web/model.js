@@ -47,13 +47,29 @@ export class WindowBook {
   }
 }
 
-/** Gathers taps and turns them into one request body per flush: one reaction per stream and
- *  emoji with its count, split so no reaction's count exceeds `maxCount`. Each tap keeps the
- *  stream it was made on, so taps made before the viewer switched streams still go to theirs. */
+/** A random session id for idempotency keys: 16 base64url characters (96 bits). Uses
+ *  getRandomValues, which pages outside secure contexts have too (randomUUID is not). */
+export function randomSession() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_");
+}
+
+/** Gathers taps and turns them into one request per flush: one reaction per stream and emoji
+ *  with its count, split so no reaction's count exceeds `maxCount`. Each tap keeps the stream it
+ *  was made on, so taps made before the viewer switched streams still go to theirs.
+ *
+ *  Each request carries an idempotency key, `<session>:<sequence>`, and one request is
+ *  outstanding at a time: until it is answered 202 (or refused), every flush sends it again,
+ *  same key and same body, so the server counts it once whatever became of earlier attempts
+ *  (a 503 after part of it was written, a lost answer, a reset connection). Taps made meanwhile
+ *  wait for the next request. */
 export class TapBatcher {
-  constructor(maxCount = 100) {
+  constructor(maxCount = 100, session = randomSession()) {
     this.maxCount = maxCount;
     this.pending = new Map(); // stream -> (emoji -> taps)
+    this.session = session;
+    this.sequence = 0;
+    this.outstanding = null; // { key, body } sent but not settled
   }
 
   tap(stream, emoji, times = 1) {
@@ -68,8 +84,10 @@ export class TapBatcher {
     return total;
   }
 
-  /** The request body for what was tapped since the last flush, or null; empties the batch. */
-  flush(userId) {
+  /** The request to send now: the outstanding one again, or a new one (with a new key) for what
+   *  was tapped since the last, or null when there is nothing to send. */
+  next(userId) {
+    if (this.outstanding) return this.outstanding;
     if (this.pending.size === 0) return null;
     const reactions = [];
     for (const [stream, taps] of this.pending) {
@@ -80,12 +98,15 @@ export class TapBatcher {
       }
     }
     this.pending.clear();
-    return { reactions };
+    this.sequence += 1;
+    this.outstanding = { key: `${this.session}:${this.sequence}`, body: { reactions } };
+    return this.outstanding;
   }
 
-  /** Puts a body that could not be sent back, so its taps go with the next flush. */
-  restore(body) {
-    for (const r of body.reactions) this.tap(r.stream_id, r.emoji, r.count);
+  /** The request was answered for good (accepted, or refused as it stands): the next flush
+   *  sends new taps. */
+  settle(request) {
+    if (this.outstanding === request) this.outstanding = null;
   }
 }
 

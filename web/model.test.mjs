@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import {
   WindowBook,
   TapBatcher,
+  randomSession,
   LocalEcho,
   reconnectDelay,
   renewalDelay,
@@ -38,36 +39,51 @@ test("forgets the oldest windows beyond its limit", () => {
   assert.deepEqual(book.ordered().map((s) => s.start_ms), [4000, 6000, 8000]);
 });
 
-test("batches taps into one body with counts, split at the maximum count", () => {
-  const batcher = new TapBatcher(100);
-  assert.equal(batcher.flush("u"), null);
+test("batches taps into one request with counts, split at the maximum count", () => {
+  const batcher = new TapBatcher(100, "session-a");
+  assert.equal(batcher.next("u"), null);
   batcher.tap("m", "fire");
   batcher.tap("m", "fire");
   batcher.tap("m", "clap", 250);
   assert.equal(batcher.size, 252);
-  const body = batcher.flush("u");
-  assert.deepEqual(body.reactions, [
+  const request = batcher.next("u");
+  assert.equal(request.key, "session-a:1");
+  assert.deepEqual(request.body.reactions, [
     { stream_id: "m", user_id: "u", emoji: "fire", count: 2 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 100 },
     { stream_id: "m", user_id: "u", emoji: "clap", count: 50 },
   ]);
-  assert.equal(batcher.flush("u"), null);
-  batcher.restore(body);
-  assert.equal(batcher.size, 252);
+  assert.equal(batcher.size, 0);
 });
 
-test("taps go to the stream they were made on, even after a switch", () => {
-  const batcher = new TapBatcher(100);
+test("an unanswered request is sent again with its key and body until settled", () => {
+  const batcher = new TapBatcher(100, "s");
   batcher.tap("semi", "fire", 2);
   batcher.tap("final", "fire");
-  const body = batcher.flush("u");
-  assert.deepEqual(body.reactions, [
+  const first = batcher.next("u");
+  assert.deepEqual(first.body.reactions, [
     { stream_id: "semi", user_id: "u", emoji: "fire", count: 2 },
     { stream_id: "final", user_id: "u", emoji: "fire", count: 1 },
   ]);
-  batcher.restore(body);
-  assert.deepEqual(batcher.flush("u"), body, "a resent batch keeps its streams");
+  // Taps made while it is outstanding wait for the next request.
+  batcher.tap("final", "clap");
+  assert.equal(batcher.next("u"), first, "the retry is the same request");
+  batcher.settle(first);
+  const second = batcher.next("u");
+  assert.equal(second.key, "s:2");
+  assert.deepEqual(second.body.reactions, [{ stream_id: "final", user_id: "u", emoji: "clap", count: 1 }]);
+  batcher.settle(first); // a late answer to the first changes nothing
+  assert.equal(batcher.next("u"), second);
+  batcher.settle(second);
+  assert.equal(batcher.next("u"), null);
+});
+
+test("sessions are random base64url ids", () => {
+  const [a, b] = [randomSession(), randomSession()];
+  assert.match(a, /^[A-Za-z0-9_-]{16}$/);
+  assert.notEqual(a, b);
+  assert.notEqual(new TapBatcher().session, new TapBatcher().session);
 });
 
 test("reconnect delays grow, are capped and jittered", () => {

@@ -119,6 +119,10 @@ struct Cli {
     /// Most requests in flight.
     #[arg(long, default_value_t = 256)]
     max_in_flight: usize,
+    /// How long a viewer keeps sending, with its idempotency key, a request that got no answer,
+    /// 429 or 5xx (every --batch-ms, like the web page), in seconds; 0 sends each once.
+    #[arg(long, default_value_t = 60)]
+    retry_for_s: u64,
     /// How long to wait after sending for the counts to settle, in seconds.
     #[arg(long, default_value_t = 60)]
     settle_timeout: u64,
@@ -296,6 +300,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listeners_per_stream: cli.listeners,
         batch_interval: Duration::from_millis(cli.batch_ms),
         max_in_flight: cli.max_in_flight,
+        retry_for: Duration::from_secs(cli.retry_for_s),
         settle_timeout: Duration::from_secs(cli.settle_timeout),
         run_id: cli
             .run_id
@@ -401,12 +406,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cost = project(rates, cli.audience.unwrap_or(cli.viewers as u64));
 
     println!(
-        "accepted reactions     {:.0}/s over the measured {:.0} s ({} in all, with {:.0} s of warm-up); {} requests, {} failed",
+        "accepted reactions     {:.0}/s over the measured {:.0} s ({} in all, with {:.0} s of warm-up); {} requests ({} sent again with their key), {} failed",
         report.accepted_per_s,
         report.duration_s,
         report.accepted_reactions,
         report.warmup_s,
         report.requests,
+        report.retried_requests,
         report.failed_requests
     );
     println!(

@@ -7,7 +7,7 @@ use crate::per_stream::{StreamLatency, measured_listeners, stream_latencies, wor
 use crate::profile::Profile;
 use crate::report::{Percentiles, Sent, tap_to_screen, weighted_percentiles};
 use crate::verify::{Counts, differences, stored_counts};
-use crate::viewers::{Batch, Outcome, pick_emojis, send};
+use crate::viewers::{Batch, Outcome, Retries, pick_emojis, send};
 use emostream_local::demo_issuer::DemoIssuer;
 use futures::StreamExt;
 use http_body_util::Full;
@@ -43,6 +43,9 @@ pub struct RunPlan {
     pub listeners_per_stream: usize,
     pub batch_interval: Duration,
     pub max_in_flight: usize,
+    /// How long a viewer keeps sending a request that was not accepted (see
+    /// [`crate::viewers::Retries`]); retries go every `batch_interval`.
+    pub retry_for: Duration,
     pub settle_timeout: Duration,
     /// Prefix of the stream ids, unique per run so runs never mix.
     pub run_id: String,
@@ -63,6 +66,8 @@ pub struct RunReport {
     pub listeners: usize,
     pub requests: u64,
     pub failed_requests: u64,
+    /// Requests sent more than once (with their idempotency key) before their last answer.
+    pub retried_requests: u64,
     pub accepted_reactions: u64,
     pub accepted_per_s: f64,
     pub ingest_latency_ms: Percentiles,
@@ -341,6 +346,14 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     let phases = 10u32;
     let tick = plan.batch_interval / phases;
     let mut owed = vec![0.0f64; plan.viewers];
+    // Like the page, a viewer sends nothing new while its own request is unanswered (its taps
+    // wait), and numbers its requests for their idempotency keys.
+    let mut waiting = vec![false; plan.viewers];
+    let mut sequence = vec![0u64; plan.viewers];
+    let retries = Retries {
+        every: plan.batch_interval,
+        for_at_most: plan.retry_for,
+    };
     let mut rng = rand::rng();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let send_started = Instant::now();
@@ -359,6 +372,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         let per_viewer = rate * plan.batch_interval.as_secs_f64() / plan.viewers as f64;
         for viewer in (phase as usize..plan.viewers).step_by(phases as usize) {
             owed[viewer] += per_viewer;
+            if waiting[viewer] {
+                continue;
+            }
             let mut taps = owed[viewer].floor();
             if rng.random::<f64>() < owed[viewer] - taps {
                 taps += 1.0;
@@ -368,7 +384,11 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                 continue;
             }
             let stream = viewer_streams[viewer];
+            sequence[viewer] += 1;
+            waiting[viewer] = true;
             let batch = Batch {
+                viewer,
+                key: format!("{}-v{viewer}:{}", plan.run_id, sequence[viewer]),
                 stream,
                 stream_id: stream_id(plan, stream),
                 user_id: viewer_user_id(viewer),
@@ -384,12 +404,13 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                 .map_err(|e| e.to_string())?;
             let (client, api, tx) = (Arc::clone(&client), Arc::clone(&api), outcomes_tx.clone());
             tokio::spawn(async move {
-                let outcome = send(client, api, batch, started).await;
+                let outcome = send(client, api, batch, started, retries).await;
                 drop(permit);
                 tx.send(outcome).ok();
             });
         }
         while let Ok(outcome) = outcomes_rx.try_recv() {
+            waiting[outcome.batch.viewer] = false;
             if outcome.status == 202 {
                 accepted_so_far += outcome.sent.taps;
             }
@@ -525,6 +546,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         listeners: observed.len(),
         requests: outcomes.len() as u64,
         failed_requests: outcomes.iter().filter(|o| o.status != 202).count() as u64,
+        retried_requests: outcomes.iter().filter(|o| o.attempts > 1).count() as u64,
         accepted_reactions,
         accepted_per_s: measured_accepted as f64 / send_seconds,
         ingest_latency_ms: weighted_percentiles(

@@ -1,5 +1,8 @@
 //! Viewers: each taps at its share of the profile's rate and, like the web page, sends what it
-//! tapped as one `POST /reactions` every batching interval, each viewer on its own phase.
+//! tapped as one `POST /reactions` every batching interval, each viewer on its own phase. Like
+//! the page, every request carries an idempotency key (the viewer's session and a sequence
+//! number), a request not accepted is sent again with the same key and body, and a viewer sends
+//! nothing new while a request of its own is unanswered.
 
 use crate::report::Sent;
 use http_body_util::{BodyExt, Full};
@@ -9,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Emojis and how often viewers pick them.
 pub const EMOJIS: [(&str, u32); 6] = [
@@ -30,6 +33,10 @@ pub struct Batch {
     pub taps: BTreeMap<&'static str, u64>,
     /// The viewer's bearer token, when viewer identity is on.
     pub token: Option<Arc<str>>,
+    /// Which viewer of the run sends it.
+    pub viewer: usize,
+    /// The request's `Idempotency-Key`: `<session>:<sequence>`, as the page sends it.
+    pub key: String,
 }
 
 impl Batch {
@@ -74,42 +81,70 @@ pub fn pick_emojis(taps: u64, rng: &mut impl Rng) -> BTreeMap<&'static str, u64>
     picked
 }
 
-/// The outcome of one request.
+/// The outcome of one request, after its retries.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub sent: Sent,
-    /// HTTP status, or 0 when the request failed without an answer.
+    /// The last HTTP status, or 0 when the last attempt failed without an answer.
     pub status: u16,
+    /// From the first attempt to the last answer.
     pub latency_ms: f64,
+    /// Times the request was sent.
+    pub attempts: u32,
     pub batch: Batch,
 }
 
-/// Sends one batch; never fails (a failure is an outcome).
-pub async fn send(
-    client: Arc<Client<HttpConnector, Full<Bytes>>>,
-    api: Arc<String>,
-    batch: Batch,
-    started: Instant,
-) -> Outcome {
-    let at = Instant::now();
-    let body = batch.body().to_string();
-    let mut request =
-        hyper::Request::post(format!("{api}/reactions")).header("content-type", "application/json");
+/// How a viewer sends a request again that was not accepted (no answer, 429 or 5xx), like the
+/// page: the same key and body, every `every`, while the first attempt is less than `for_at_most`
+/// ago.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    pub every: Duration,
+    pub for_at_most: Duration,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+async fn attempt(client: &HttpClient, api: &str, batch: &Batch, body: &str) -> u16 {
+    let mut request = hyper::Request::post(format!("{api}/reactions"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", batch.key.as_str());
     if let Some(token) = &batch.token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let request = request.body(Full::new(Bytes::from(body)));
-    let status = match request {
-        Ok(request) => match client.request(request).await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                // Read the body so the connection can be reused.
-                response.into_body().collect().await.ok();
-                status
-            }
-            Err(_) => 0,
-        },
+    let Ok(request) = request.body(Full::new(Bytes::from(body.to_owned()))) else {
+        return 0;
+    };
+    match client.request(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            // Read the body so the connection can be reused.
+            response.into_body().collect().await.ok();
+            status
+        }
         Err(_) => 0,
+    }
+}
+
+/// Sends one batch, retried as `retries` says; never fails (a failure is an outcome).
+pub async fn send(
+    client: Arc<HttpClient>,
+    api: Arc<String>,
+    batch: Batch,
+    started: Instant,
+    retries: Retries,
+) -> Outcome {
+    let at = Instant::now();
+    let body = batch.body().to_string();
+    let mut attempts = 0;
+    let status = loop {
+        attempts += 1;
+        let status = attempt(&client, &api, &batch, &body).await;
+        let retryable = status == 0 || status == 429 || status >= 500;
+        if !retryable || at.elapsed() + retries.every > retries.for_at_most {
+            break status;
+        }
+        tokio::time::sleep(retries.every).await;
     };
     Outcome {
         sent: Sent {
@@ -119,6 +154,7 @@ pub async fn send(
         },
         status,
         latency_ms: at.elapsed().as_secs_f64() * 1_000.0,
+        attempts,
         batch,
     }
 }
@@ -140,6 +176,8 @@ mod tests {
             user_id: "u".into(),
             taps: BTreeMap::from([("fire", 250), ("clap", 3)]),
             token: None,
+            viewer: 0,
+            key: "s:1".into(),
         };
         let body = batch.body();
         let counts: Vec<u64> = body["reactions"]

@@ -61,6 +61,7 @@ async fn small_run(delivery: &str, identity: bool) {
         listeners_per_stream: 3,
         batch_interval: Duration::from_millis(500),
         max_in_flight: 32,
+        retry_for: Duration::from_secs(60),
         settle_timeout: Duration::from_secs(60),
         run_id: emostream_tests::unique_name("load"),
         viewer_tokens,
