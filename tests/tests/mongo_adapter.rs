@@ -511,7 +511,12 @@ async fn key_states_are_read_beside_tallies_and_the_furthest_write_wins() {
     // narrower one after it changes nothing.
     let wide = vec![seen(i64::MIN, vec![0b101, 0xff]), seen(9, vec![1])];
     let sent = store
-        .write(&[tally.clone()], &[write(20, wide.clone())], WIDTH, times())
+        .write(
+            std::slice::from_ref(&tally),
+            &[write(20, wide.clone())],
+            WIDTH,
+            times(),
+        )
         .await
         .unwrap();
     assert_eq!(sent, 2);
