@@ -7,15 +7,16 @@ use emostream_tests::patience::assert_bounded;
 use emostream_tests::{closed_port, servers};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
-use reactions::fair_use::TallyWrite;
-use reactions::idempotency::{KeyStateWrite, SeenKey, key_state_id};
+use reactions::idempotency::SeenKey;
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{
     MongoSettings, StoreError, ViewerTapStore, WindowStore, WriteTimes, connect, is_duplicate_key,
 };
+use reactions::viewer_state::{ViewerState, ViewerStateWrite, viewer_state_id};
 use reactions::window_delta::PartitionKey;
 use reactions::window_delta::window_deltas;
 use reactions::{Reaction, WindowCounts, WindowWidth, count_batch};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const WIDTH: WindowWidth = WindowWidth::DEFAULT;
@@ -389,21 +390,18 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
         .apply_and_read(&narrow_deltas, WIDTH, times())
         .await;
     assert!(is_not_durable(&failed), "{failed:?}");
-    // Fair use's tallies.
-    let tally = TallyWrite {
-        id: "live-0:0:viewer-1".into(),
-        start_ms: 0,
+    // Viewers' states (fair use and idempotency keys).
+    let state = ViewerStateWrite {
+        id: "live-0/viewer-1".into(),
         partition: PartitionKey {
             topic: "emoji-reaction-topic".into(),
             partition: 0,
             generation: 0,
         },
         offset: 1_000,
-        counted: 3,
+        state: counted_in_window_0(3),
     };
-    let failed = ViewerTapStore::new(&shaky)
-        .write(&[tally], &[], WIDTH, times())
-        .await;
+    let failed = ViewerTapStore::new(&shaky).write(&[state], times()).await;
     assert!(is_not_durable(&failed), "{failed:?}");
 
     // The primary did apply those writes. The event source retries the failed batches; the
@@ -422,53 +420,58 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
     database.drop().await.unwrap();
 }
 
+/// A viewer state that counted `counted` taps in the window starting at 0.
+fn counted_in_window_0(counted: u64) -> ViewerState {
+    ViewerState {
+        windows: BTreeMap::from([(0, counted)]),
+        ..ViewerState::default()
+    }
+}
+
 #[tokio::test]
-async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
-    let (database, _) = fresh_store("tallies").await;
-    let tallies = ViewerTapStore::new(&database);
-    tallies.ensure_indexes().await.unwrap();
+async fn overlapping_viewer_state_writes_keep_the_one_that_accounts_for_the_most() {
+    let (database, _) = fresh_store("viewer-states").await;
+    let states = ViewerTapStore::new(&database);
+    states.ensure_indexes().await.unwrap();
     let partition = PartitionKey {
         topic: "emoji-reaction-topic".into(),
         partition: 0,
         generation: 0,
     };
     // Two deliveries of one partition's records that overlap with different extents (a retry
-    // while the first is still running), both computed from the same stored tally: one counted
+    // while the first is still running), both computed from the same stored state: one counted
     // offsets up to 10, the other up to 20.
-    let write = |id: &str, offset: i64, counted: u64| TallyWrite {
+    let write = |id: &str, offset: i64, counted: u64| ViewerStateWrite {
         id: id.into(),
-        start_ms: 0,
         partition: partition.clone(),
         offset,
-        counted,
+        state: counted_in_window_0(counted),
     };
     for (id, order) in [("narrow-first", [10, 20]), ("wide-first", [20, 10])] {
         for offset in order {
             let counted = if offset == 10 { 5 } else { 9 };
-            tallies
-                .write(&[write(id, offset, counted)], &[], WIDTH, times())
+            states
+                .write(&[write(id, offset, counted)], times())
                 .await
                 .unwrap();
         }
-        let stored = &tallies.read(&[id.to_owned()]).await.unwrap().tallies[id];
-        assert_eq!(stored.counted, 9, "{id}");
+        let stored = &states.read(&[id.to_owned()]).await.unwrap()[id];
+        assert_eq!(stored.windows[&0], 9, "{id}");
         assert_eq!(stored.offsets[&partition], 20, "{id}");
     }
-    // Both at once, inserting a tally neither found: the wider one still wins.
+    // Both at once, inserting a state neither found: the wider one still wins.
     let ids: Vec<String> = (0..40).map(|i| format!("racing-{i}")).collect();
     for id in &ids {
         let (narrow, wide) = ([write(id, 10, 5)], [write(id, 20, 9)]);
-        let (narrow, wide) = tokio::join!(
-            tallies.write(&narrow, &[], WIDTH, times()),
-            tallies.write(&wide, &[], WIDTH, times())
-        );
+        let (narrow, wide) =
+            tokio::join!(states.write(&narrow, times()), states.write(&wide, times()));
         narrow.unwrap();
         wide.unwrap();
     }
-    let stored = tallies.read(&ids).await.unwrap().tallies;
+    let stored = states.read(&ids).await.unwrap();
     for id in &ids {
         assert_eq!(
-            (stored[id].counted, stored[id].offsets[&partition]),
+            (stored[id].windows[&0], stored[id].offsets[&partition]),
             (9, 20),
             "{id}"
         );
@@ -477,8 +480,8 @@ async fn overlapping_tally_writes_keep_the_one_that_accounts_for_the_most() {
 }
 
 #[tokio::test]
-async fn key_states_are_read_beside_tallies_and_the_furthest_write_wins() {
-    let (database, _) = fresh_store("keys").await;
+async fn a_viewer_state_round_trips_with_its_windows_keys_and_offsets() {
+    let (database, _) = fresh_store("viewer-state-shape").await;
     let store = ViewerTapStore::new(&database);
     store.ensure_indexes().await.unwrap();
     let partition = PartitionKey {
@@ -488,53 +491,52 @@ async fn key_states_are_read_beside_tallies_and_the_furthest_write_wins() {
     };
     let stream = reactions::StreamId::parse("s", "live-0").unwrap();
     let viewer = reactions::UserId::parse("u", "viewer-1").unwrap();
-    let id = key_state_id(&stream, &viewer);
-    let seen = |key: i64, items: Vec<u8>| SeenKey {
-        key,
-        body: -key,
-        items,
+    let id = viewer_state_id(&stream, &viewer);
+    let state = ViewerState {
+        offsets: BTreeMap::new(),
+        windows: BTreeMap::from([(1_767_225_600_000, 40), (1_767_225_602_000, 3)]),
+        keys: vec![
+            SeenKey {
+                key: i64::MIN,
+                body: i64::MAX,
+                items: vec![0b101, 0xff],
+            },
+            SeenKey {
+                key: 9,
+                body: -9,
+                items: vec![1],
+            },
+        ],
     };
-    let write = |offset: i64, keys: Vec<SeenKey>| KeyStateWrite {
+    let write = |offset: i64, state: ViewerState| ViewerStateWrite {
         id: id.clone(),
         partition: partition.clone(),
         offset,
-        keys,
+        state,
     };
-    let tally = TallyWrite {
-        id: reactions::fair_use::tally_id(&stream, 0, &viewer),
-        start_ms: 0,
-        partition: partition.clone(),
-        offset: 7,
-        counted: 4,
-    };
-    // One update carries both kinds; the wider delivery (offset 20) is written first, and the
-    // narrower one after it changes nothing.
-    let wide = vec![seen(i64::MIN, vec![0b101, 0xff]), seen(9, vec![1])];
-    let sent = store
-        .write(
-            std::slice::from_ref(&tally),
-            &[write(20, wide.clone())],
-            WIDTH,
-            times(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(sent, 2);
     store
-        .write(&[], &[write(10, vec![seen(1, vec![1])])], WIDTH, times())
-        .await
-        .unwrap();
-    let read = store.read(&[id.clone(), tally.id.clone()]).await.unwrap();
-    assert_eq!(read.tallies[&tally.id].counted, 4);
-    assert_eq!(read.keys[&id].keys, wide);
-    assert_eq!(read.keys[&id].offsets[&partition], 20);
-    // A further one replaces the keys.
-    store
-        .write(&[], &[write(21, vec![seen(2, vec![2])])], WIDTH, times())
+        .write(&[write(20, state.clone())], times())
         .await
         .unwrap();
     let read = store.read(std::slice::from_ref(&id)).await.unwrap();
-    assert_eq!(read.keys[&id].keys, [seen(2, vec![2])]);
-    assert!(read.tallies.is_empty());
+    let mut expected = state.clone();
+    expected.offsets.insert(partition.clone(), 20);
+    assert_eq!(read[&id], expected);
+    // A narrower delivery afterwards changes nothing; a further one replaces the state.
+    store
+        .write(&[write(10, ViewerState::default())], times())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read(std::slice::from_ref(&id)).await.unwrap()[&id],
+        expected
+    );
+    store
+        .write(&[write(21, ViewerState::default())], times())
+        .await
+        .unwrap();
+    let read = store.read(std::slice::from_ref(&id)).await.unwrap();
+    assert!(read[&id].windows.is_empty() && read[&id].keys.is_empty());
+    assert_eq!(read[&id].offsets[&partition], 21);
     database.drop().await.unwrap();
 }

@@ -125,7 +125,17 @@ async fn only_a_valid_token_posts_and_its_subject_is_the_viewer() {
         "{answer}"
     );
 
-    // The taps are counted as ann's: her fair-use tally holds all three.
+    // A key is the viewer's own: ann and carol using the same key for different taps are both
+    // counted (one viewer's key never refuses or stands for another's taps).
+    let key = [("idempotency-key", "shared-session:1")];
+    for (token, emoji) in [(&ann, "party"), (&carol, "joy")] {
+        let headers = [key[0], ("authorization", token.as_str())];
+        let body = json!({"stream_id": "final", "emoji": emoji});
+        let (status, answer) = client.post_with(&url, &headers, &body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+
+    // The taps are counted as ann's: her fair-use counts hold all four.
     let mongo = reactions::mongo::connect(&test.mongo(), "identity-test")
         .await
         .unwrap();
@@ -142,15 +152,21 @@ async fn only_a_valid_token_posts_and_its_subject_is_the_viewer() {
             let counted_for = |viewer: &str| -> i64 {
                 seen.iter()
                     .filter(|d| d.get_str("_id").is_ok_and(|id| id.ends_with(viewer)))
-                    .filter_map(|d| match d.get("counted") {
-                        Some(mongodb::bson::Bson::Int64(n)) => Some(*n),
-                        Some(mongodb::bson::Bson::Int32(n)) => Some(i64::from(*n)),
-                        _ => None,
+                    .filter_map(|d| d.get_document("windows").ok())
+                    .flat_map(|windows| {
+                        windows
+                            .values()
+                            .filter_map(|n| match n {
+                                mongodb::bson::Bson::Int64(n) => Some(*n),
+                                mongodb::bson::Bson::Int32(n) => Some(i64::from(*n)),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>()
                     })
                     .sum()
             };
             let (ann, carol) = (counted_for("/viewer:ann"), counted_for(carol_id.as_str()));
-            if ann == 3 && carol == 3 && seen.len() <= 4 {
+            if ann == 4 && carol == 4 && seen.len() <= 2 {
                 Ok(())
             } else {
                 Err(format!("{seen:?}"))

@@ -4,23 +4,20 @@
 //!
 //! ingest stamps each reaction with the key's id, its index in the request and a fingerprint
 //! of the whole request; the retry's records are new Kafka records (new offsets, a new `at_ms`).
-//! aggregate remembers, per (stream, viewer), the viewer's most recent keys with the items of
-//! each already counted, in one document beside the viewer's fair-use tallies: read in the same
-//! `find` and written in the same `update` (see `mongo::viewer_taps`), so keys cost no round
-//! trip. The document keeps, per partition, the highest offset it accounts for, exactly like a
-//! tally, so a redelivered or overlapping batch finds either the state it was computed from
-//! (and makes the same decisions, which the windows' own offsets then skip) or a newer one
-//! (and skips what that accounts for). A viewer's reactions to a stream share one Kafka key,
-//! hence one partition, so the first attempt's records come before the retry's.
+//! aggregate remembers the viewer's most recent keys on the stream, with the items of each
+//! already counted, in the viewer's state beside fair use's counts (see `viewer_state`): the
+//! same document, read by the same `find` and written by the same statement, so keys cost no
+//! round trip and no statement when fair use is on. A redelivered or overlapping batch is exact
+//! for the same reason fair use is. A viewer's reactions to a stream share one Kafka key, hence
+//! one partition, so the first attempt's records come before the retry's.
 //!
 //! A key reused with a different body is refused: by ingest with 422 when the first use is
 //! already counted, and by aggregate (dead letter `idempotency_key_reused`) when the two race.
 
-use crate::ids::{StreamId, UserId};
 use crate::kafka_event::RecordPosition;
 use crate::reaction::Reaction;
 use crate::validation::{Rule, ValidationError};
-use crate::window_delta::PartitionKey;
+use crate::viewer_state::{StateChanges, ViewerState, in_offset_order, viewer_state_id};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -151,17 +148,6 @@ pub fn stamp(reactions: &mut [Reaction], key: &IdempotencyKey) {
     }
 }
 
-/// The document holding a viewer's keys on a stream: `stream/keys/viewer` (a tally's id has a
-/// window start, digits, where this has `keys`, so the two never collide).
-pub fn key_state_id(stream: &StreamId, user: &UserId) -> String {
-    format!("{}/keys/{}", stream.as_str(), user.as_str())
-}
-
-/// Whether a `viewer_taps` document id is a key state's (and not a tally's).
-pub fn is_key_state_id(id: &str) -> bool {
-    id.split('/').nth(1) == Some("keys")
-}
-
 /// A request whose key a viewer used, and which of its items are counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenKey {
@@ -186,32 +172,12 @@ impl SeenKey {
     }
 }
 
-/// A viewer's keys on one stream, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyState {
-    /// Per partition, the highest offset this state accounts for.
-    pub offsets: BTreeMap<PartitionKey, i64>,
-    /// The most recent keys, oldest first, at most [`REMEMBERED_KEYS`].
-    pub keys: Vec<SeenKey>,
-}
-
-impl KeyState {
-    /// Whether `key` was used for a request other than the one fingerprinted `body`.
-    pub fn reused_for_another_body(&self, key: i64, body: i64) -> bool {
-        self.keys
-            .iter()
-            .any(|seen| seen.key == key && seen.body != body)
-    }
-}
-
-/// A key state to store after the windows were written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyStateWrite {
-    pub id: String,
-    pub partition: PartitionKey,
-    /// The highest offset now accounted for.
-    pub offset: i64,
-    pub keys: Vec<SeenKey>,
+/// Whether `state` holds `key` used for a request other than the one fingerprinted `body`.
+pub fn reused_for_another_body(state: &ViewerState, key: i64, body: i64) -> bool {
+    state
+        .keys
+        .iter()
+        .any(|seen| seen.key == key && seen.body != body)
 }
 
 /// A batch with retries taken out.
@@ -220,60 +186,37 @@ pub struct Deduplicated {
     /// The reactions to count. A retried reaction, and one a stored state already accounts for,
     /// stays with a count of 0: it adds nothing but moves its window's offsets like any other.
     pub reactions: Vec<(RecordPosition, Reaction)>,
-    /// The key states to store, one per (state, partition) the batch touched afresh.
-    pub writes: Vec<KeyStateWrite>,
+    /// The viewer states whose keys the batch changed.
+    pub changes: StateChanges,
     /// Taps of retried requests already counted, not counted again.
     pub retried_taps: u64,
     /// Reactions whose key an earlier request used with another body: to dead-letter.
     pub reused: Vec<(RecordPosition, Reaction)>,
 }
 
-/// The key state ids a batch needs read.
-pub fn key_state_ids(reactions: &[(RecordPosition, Reaction)]) -> Vec<String> {
-    let mut ids: Vec<String> = reactions
-        .iter()
-        .filter(|(_, r)| r.key.is_some())
-        .map(|(_, r)| key_state_id(&r.stream, &r.user))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// Takes out of `reactions` (one batch, any order) the items of retried requests already
-/// counted, given the `stored` key states by id, in offset order.
+/// counted, given the `stored` viewer states by id, in offset order.
 pub fn skip_retries(
     mut reactions: Vec<(RecordPosition, Reaction)>,
-    stored: &BTreeMap<String, KeyState>,
+    stored: &BTreeMap<String, ViewerState>,
 ) -> Deduplicated {
-    reactions.sort_by(|(a, _), (b, _)| {
-        (a.topic.as_str(), a.partition, a.offset).cmp(&(b.topic.as_str(), b.partition, b.offset))
-    });
-    let mut states: BTreeMap<String, KeyState> = BTreeMap::new();
-    let mut offsets: BTreeMap<(String, PartitionKey), i64> = BTreeMap::new();
+    in_offset_order(&mut reactions);
     let mut out = Deduplicated::default();
     for (position, mut reaction) in reactions {
         let Some(tap) = reaction.key else {
             out.reactions.push((position, reaction));
             continue;
         };
-        let id = key_state_id(&reaction.stream, &reaction.user);
-        let partition = PartitionKey::of(&position);
-        let accounted = stored
-            .get(&id)
-            .and_then(|state| state.offsets.get(&partition))
-            .is_some_and(|&offset| position.offset <= offset);
-        if accounted {
+        let id = viewer_state_id(&reaction.stream, &reaction.user);
+        if stored.get(&id).is_some_and(|s| s.accounts_for(&position)) {
             // Counted, skipped or dead-lettered by an earlier delivery of this record.
             reaction.count = 0;
             out.reactions.push((position, reaction));
             continue;
         }
-        let state = states
-            .entry(id.clone())
-            .or_insert_with(|| stored.get(&id).cloned().unwrap_or_default());
-        offsets.insert((id, partition), position.offset);
-        match state.keys.iter_mut().find(|seen| seen.key == tap.key) {
+        out.changes.decided(&id, &position);
+        let keys = &mut out.changes.state(&id, stored).keys;
+        match keys.iter_mut().find(|seen| seen.key == tap.key) {
             Some(seen) if seen.body != tap.body => {
                 out.reused.push((position, reaction));
                 continue;
@@ -290,22 +233,13 @@ pub fn skip_retries(
                     items: Vec::new(),
                 };
                 seen.set(tap.item);
-                state.keys.push(seen);
-                let excess = state.keys.len().saturating_sub(REMEMBERED_KEYS);
-                state.keys.drain(..excess);
+                keys.push(seen);
+                let excess = keys.len().saturating_sub(REMEMBERED_KEYS);
+                keys.drain(..excess);
             }
         }
         out.reactions.push((position, reaction));
     }
-    out.writes = offsets
-        .into_iter()
-        .map(|((id, partition), offset)| KeyStateWrite {
-            keys: states.get(&id).map(|s| s.keys.clone()).unwrap_or_default(),
-            id,
-            partition,
-            offset,
-        })
-        .collect();
     out
 }
 
@@ -313,6 +247,7 @@ pub fn skip_retries(
 mod tests {
     use super::*;
     use crate::emoji::EmojiName;
+    use crate::ids::{StreamId, UserId};
     use proptest::prelude::*;
 
     fn key(text: &str) -> IdempotencyKey {
@@ -353,12 +288,11 @@ mod tests {
             .collect()
     }
 
-    fn store(stored: &mut BTreeMap<String, KeyState>, writes: &[KeyStateWrite]) {
-        for write in writes {
-            let state = stored.entry(write.id.clone()).or_default();
-            state.keys = write.keys.clone();
-            state.offsets.insert(write.partition.clone(), write.offset);
-        }
+    /// Stores what `done` changed, as aggregate does (with fair use off).
+    fn store(stored: &mut BTreeMap<String, ViewerState>, done: &Deduplicated) {
+        let writes =
+            crate::viewer_state::writes(stored, done.changes.clone(), StateChanges::default());
+        crate::viewer_state::store(stored, &writes);
     }
 
     fn counts(reactions: &[(RecordPosition, Reaction)]) -> Vec<u32> {
@@ -406,17 +340,17 @@ mod tests {
         let batch = at(0.., delivered);
         let done = skip_retries(batch, &stored);
         assert_eq!(counts(&done.reactions), [2, 4]);
-        store(&mut stored, &done.writes);
+        store(&mut stored, &done);
         let retry = skip_retries(at(2.., first.clone()), &stored);
         assert_eq!(counts(&retry.reactions), [0, 1, 0]);
         assert_eq!(retry.retried_taps, 6);
-        store(&mut stored, &retry.writes);
+        store(&mut stored, &retry);
         // The whole log redelivered from the start changes nothing.
         let mut log = at(0.., vec![first[0].clone(), first[2].clone()]);
         log.extend(at(2.., first));
         let again = skip_retries(log, &stored);
         assert!(again.reactions.iter().all(|(_, r)| r.count == 0));
-        assert!(again.writes.is_empty());
+        assert!(again.changes.offsets.is_empty());
     }
 
     #[test]
@@ -431,11 +365,12 @@ mod tests {
         assert_eq!(done.reused.len(), 1);
         assert_eq!(done.reused[0].0.offset, 1);
         let mut stored = BTreeMap::new();
-        store(&mut stored, &done.writes);
-        let state = &stored[&key_state_id(&done.reactions[0].1.stream, &done.reactions[0].1.user)];
+        store(&mut stored, &done);
+        let state =
+            &stored[&viewer_state_id(&done.reactions[0].1.stream, &done.reactions[0].1.user)];
         let first = done.reactions[0].1.key.unwrap();
-        assert!(state.reused_for_another_body(first.key, first.body ^ 1));
-        assert!(!state.reused_for_another_body(first.key, first.body));
+        assert!(reused_for_another_body(state, first.key, first.body ^ 1));
+        assert!(!reused_for_another_body(state, first.key, first.body));
     }
 
     #[test]
@@ -445,8 +380,8 @@ mod tests {
             log.extend(request("v", &[("fire", 1)], &format!("s:{n}")));
         }
         let done = skip_retries(at(0.., log), &BTreeMap::new());
-        assert_eq!(done.writes.len(), 1);
-        let keys = &done.writes[0].keys;
+        assert_eq!(done.changes.states.len(), 1);
+        let keys = &done.changes.states["match/v"].keys;
         assert_eq!(keys.len(), REMEMBERED_KEYS);
         assert_eq!(keys[0].key, key("s:1").id());
     }
@@ -500,7 +435,7 @@ mod tests {
                 if redelivery {
                     continue;
                 }
-                store(&mut stored, &done.writes);
+                store(&mut stored, &done);
                 start = end;
             }
             prop_assert_eq!(counted, expected);

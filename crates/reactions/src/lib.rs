@@ -21,6 +21,7 @@ pub mod swarm;
 pub mod telemetry;
 pub mod topic_generation;
 pub mod validation;
+pub mod viewer_state;
 pub mod window;
 pub mod window_delta;
 

@@ -9,7 +9,9 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reactions::DomainConfig;
 use reactions::fair_use::cap_batch;
+use reactions::idempotency::skip_retries;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
+use reactions::viewer_state;
 use reactions::window_delta::window_deltas;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -54,13 +56,23 @@ fn aggregate(c: &mut Criterion) {
             };
             let batch = prepare_batch(&event, range);
             assert_eq!(batch.reactions.len(), RECORDS);
-            // Fair use at its default, against no stored tallies (each batch's first read).
-            let capped = cap_batch(batch.reactions, config.window_width, 40, &BTreeMap::new());
+            // Retries taken out and fair use at its default, against no stored viewer states
+            // (each batch's first read).
+            let stored = BTreeMap::new();
+            let deduplicated = skip_retries(batch.reactions, &stored);
+            let capped = cap_batch(
+                deduplicated.reactions,
+                config.window_width,
+                40,
+                8_000,
+                &stored,
+            );
             let deltas = window_deltas(
                 capped.reactions.iter().map(|(p, r)| (p, r)),
                 config.window_width,
             );
-            black_box((deltas.len(), capped.writes.len()))
+            let writes = viewer_state::writes(&stored, deduplicated.changes, capped.changes);
+            black_box((deltas.len(), writes.len()))
         })
     });
     group.finish();

@@ -18,8 +18,8 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{AtMsRange, PreparedBatch, prepare_batch, take_expired};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
-use reactions::fair_use::{cap_batch, tally_ids};
-use reactions::idempotency::{key_state_ids, skip_retries};
+use reactions::fair_use::cap_batch;
+use reactions::idempotency::skip_retries;
 use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
@@ -27,6 +27,7 @@ use reactions::mongo::{
     DeadLetterMarks, FinalizeTurns, IndexesOnce, StoreError, StoredWindow, ViewerTapStore,
     WindowStore, WriteTimes,
 };
+use reactions::viewer_state::{self, viewer_state_ids};
 use reactions::window_delta::window_deltas;
 use serde::Serialize;
 use std::sync::Arc;
@@ -102,9 +103,9 @@ pub struct BatchSummary {
     /// Taps of retried requests that an earlier attempt delivered, not counted again (see
     /// `reactions::idempotency`).
     pub retried_taps: u64,
-    /// Viewer state statements written: fair-use tallies and idempotency keys (one per
-    /// document and partition the batch touched afresh).
-    pub tally_statements: usize,
+    /// Viewer state statements written: fair use's counts and idempotency keys (one per viewer,
+    /// stream and partition the batch touched afresh).
+    pub viewer_state_statements: usize,
     /// Windows this batch's pass found final and published as such.
     pub windows_finalized: usize,
 }
@@ -129,7 +130,7 @@ impl DatabasePreparation {
 pub struct Aggregate {
     config: AggregateConfig,
     store: WindowStore,
-    tallies: ViewerTapStore,
+    viewer_states: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
     progress: known_progress::KnownProgress,
     /// Which container's `final` pass runs now (see `finalize`).
@@ -158,7 +159,7 @@ impl Aggregate {
                 })?;
         let aggregate = Self {
             store: WindowStore::new(&database),
-            tallies: ViewerTapStore::new(&database),
+            viewer_states: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
             progress: known_progress::KnownProgress::new(&database),
             finalize_turns: FinalizeTurns::new(&database),
@@ -338,6 +339,18 @@ impl Aggregate {
         }
     }
 
+    /// How far before a viewer's newest window fair use keeps counting its windows: the latest
+    /// a new record's `at_ms` can be (the allowed lateness and clock skew), and a window.
+    fn fair_use_horizon_ms(&self) -> i64 {
+        let late = self
+            .config
+            .allowed_lateness_ms
+            .saturating_add(self.config.max_clock_skew_ms);
+        i64::try_from(late)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.config.domain.window_width.millis())
+    }
+
     /// Whether a `final` pass started now could finish before `stop`: it may hold its turn
     /// for as long as its lease (see `finalize`), so it needs that much.
     pub(crate) fn time_for_a_pass(&self, stop: Option<Instant>) -> bool {
@@ -401,19 +414,18 @@ impl Aggregate {
         }
         let reaction_count = reactions.len();
         let write_started = Instant::now();
-        // The viewers' stored state, fair use's tallies and their idempotency keys, in one read.
-        // Retries are taken out and the rest capped against it, the windows written, then the
-        // state (the order that makes a redelivery exact; see `reactions::fair_use` and
-        // `reactions::idempotency`).
+        // The viewers' stored states, fair use's counts and their idempotency keys, in one read.
+        // Retries are taken out and the rest capped against them, the windows written, then the
+        // states (the order that makes a redelivery exact; see `reactions::viewer_state`).
         let limit = self.config.max_taps_per_viewer;
-        let mut ids = if limit > 0 {
-            tally_ids(&reactions, width)
-        } else {
-            Vec::new()
-        };
-        ids.extend(key_state_ids(&reactions));
-        let stored = self.tallies.read(&ids).await?;
-        let deduplicated = skip_retries(reactions, &stored.keys);
+        let ids = viewer_state_ids(
+            reactions
+                .iter()
+                .map(|(_, r)| r)
+                .filter(|r| limit > 0 || r.key.is_some()),
+        );
+        let stored = self.viewer_states.read(&ids).await?;
+        let deduplicated = skip_retries(reactions, &stored);
         dead_letters.extend(
             deduplicated
                 .reused
@@ -431,15 +443,19 @@ impl Aggregate {
             );
         }
         let dead_letters_already_sent = self.dead_letter(&dead_letters).await?;
-        let capped = cap_batch(deduplicated.reactions, width, limit, &stored.tallies);
+        let capped = cap_batch(
+            deduplicated.reactions,
+            width,
+            limit,
+            self.fair_use_horizon_ms(),
+            &stored,
+        );
+        let state_writes = viewer_state::writes(&stored, deduplicated.changes, capped.changes);
         let deltas = window_deltas(capped.reactions.iter().map(|(p, r)| (p, r)), width);
         let (report, windows) = self.store.apply_and_read(&deltas, width, times).await?;
-        let tally_statements = self
-            .tallies
-            .write(&capped.writes, &deduplicated.writes, width, times)
-            .await?;
+        let state_statements = self.viewer_states.write(&state_writes, times).await?;
         // `read` and `write` skip the round trip when they have nothing to do.
-        let tally_round_trips = usize::from(!ids.is_empty()) + usize::from(tally_statements > 0);
+        let state_round_trips = usize::from(!ids.is_empty()) + usize::from(state_statements > 0);
         let write_ms = elapsed_ms(write_started);
 
         let states = self.state_records(&windows, now);
@@ -476,10 +492,10 @@ impl Aggregate {
             replays_skipped: report.replays_skipped,
             expired_skipped: expired,
             states_published: states.len(),
-            mongo_round_trips: report.round_trips + tally_round_trips,
+            mongo_round_trips: report.round_trips + state_round_trips,
             taps_over_limit: capped.taps_over_limit,
             retried_taps: deduplicated.retried_taps,
-            tally_statements,
+            viewer_state_statements: state_statements,
             windows_finalized,
         };
         tracing::info!(
@@ -492,7 +508,7 @@ impl Aggregate {
             taps_applied = report.taps_applied,
             mongo_round_trips = summary.mongo_round_trips,
             window_statements = report.windows,
-            tally_statements,
+            viewer_state_statements = state_statements,
             taps_over_limit = summary.taps_over_limit,
             retried_taps = summary.retried_taps,
             windows_finalized,
@@ -510,7 +526,7 @@ impl Aggregate {
             .count("ReplaysSkipped", report.replays_skipped as u64)
             .count("ExpiredSkipped", expired as u64)
             .count("MongoRoundTrips", summary.mongo_round_trips as u64)
-            .count("TallyStatements", tally_statements as u64)
+            .count("ViewerStateStatements", state_statements as u64)
             .count("TapsOverLimit", summary.taps_over_limit)
             .count("RetriedTaps", summary.retried_taps)
             .count("WindowsFinalized", windows_finalized as u64)

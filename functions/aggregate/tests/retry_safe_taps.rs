@@ -134,4 +134,25 @@ async fn a_retried_request_counts_once_and_a_reused_key_is_dead_lettered() {
     assert_eq!(header("dlq.offset").as_deref(), Some("10"));
     let value = String::from_utf8_lossy(letters[0].payload().unwrap()).into_owned();
     assert!(value.contains(r#""emoji":"wow","count":7"#), "{value}");
+
+    // Keys cost no MongoDB round trip: the same first delivery on fresh streams, with and
+    // without keys, waits for as many (the keys ride on fair use's tally read and write).
+    let fresh = |stream: &str, keyed: bool, offset: i64| -> Vec<(RecordPosition, Reaction)> {
+        log.iter()
+            .map(|(position, reaction)| {
+                let mut reaction = reaction.clone();
+                reaction.stream = StreamId::parse("s", stream).unwrap();
+                if !keyed {
+                    reaction.key = None;
+                }
+                let mut position = position.clone();
+                position.offset += offset;
+                (position, reaction)
+            })
+            .collect()
+    };
+    let keyed = handle(&setup, &fresh("keyed", true, 100)).await;
+    let plain = handle(&setup, &fresh("plain", false, 200)).await;
+    assert_eq!(keyed.mongo_round_trips, plain.mongo_round_trips);
+    assert_eq!(keyed.retried_taps, 3 + 5 + 3 + 1 + 5);
 }

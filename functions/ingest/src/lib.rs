@@ -25,6 +25,7 @@ use reactions::idempotency::{self, IdempotencyKey};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{IndexesOnce, StoreError, StreamStore, ViewerTapStore, WindowStore};
 use reactions::stream_registry::Transition;
+use reactions::viewer_state::viewer_state_ids;
 use reactions::{Catalogues, EmojiCatalogue, Reaction, StreamEntry, StreamId};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -372,12 +373,7 @@ impl Ingest {
         let Some(tap) = reactions.first().and_then(|r| r.key) else {
             return Ok(());
         };
-        let mut ids: Vec<String> = reactions
-            .iter()
-            .map(|r| idempotency::key_state_id(&r.stream, &r.user))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = viewer_state_ids(reactions.iter());
         let read = reactions::mongo::within(
             KEY_CHECK_LIMIT,
             "reading the viewer's idempotency keys",
@@ -386,10 +382,9 @@ impl Ingest {
         .await;
         match read {
             Ok(stored)
-                if stored
-                    .keys
-                    .values()
-                    .any(|state| state.reused_for_another_body(tap.key, tap.body)) =>
+                if stored.values().any(|state| {
+                    idempotency::reused_for_another_body(state, tap.key, tap.body)
+                }) =>
             {
                 Err(ApiError::KeyReused {
                     field: idempotency::HEADER,

@@ -10,6 +10,7 @@ use emostream_local::lambda::environment::LocalValues;
 use emostream_local::lambda::{FunctionPool, Runner};
 use emostream_local::template::StackTemplate;
 use indicatif::ProgressBar;
+use reactions::idempotency::{IdempotencyKey, TapKey};
 use reactions::kafka::{AckedProducer, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics};
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::mongo::{MongoSettings, WindowStore, connect};
@@ -39,6 +40,9 @@ pub struct DrainPlan {
     pub event_rate: u64,
     /// Fair use's limit for the function (`MAX_TAPS_PER_VIEWER_PER_WINDOW`; 0: off).
     pub max_taps_per_viewer: u64,
+    /// Whether each record carries an idempotency key (a request of its own, as the page
+    /// sends them), so aggregate keeps the viewers' keys too.
+    pub keyed: bool,
     /// Where the function's output goes.
     pub logs: PathBuf,
 }
@@ -51,6 +55,8 @@ pub struct DrainReport {
     pub partitions: i32,
     pub stream_shards: u16,
     pub batch_size: usize,
+    /// Whether the records carried idempotency keys.
+    pub keyed: bool,
     pub produce_seconds: f64,
     /// From the first committed batch to the last.
     pub drain_seconds: f64,
@@ -60,8 +66,9 @@ pub struct DrainReport {
     pub mongo_round_trips_per_batch: f64,
     /// Window update statements per batch (one per window touched).
     pub window_statements_per_batch: f64,
-    /// Fair use's tally update statements per batch (one per stream, window and viewer).
-    pub tally_statements_per_batch: f64,
+    /// Viewer state update statements per batch (fair use's counts and the idempotency keys;
+    /// one per stream and viewer).
+    pub viewer_state_statements_per_batch: f64,
     /// Means over the batches, as the function measured them.
     pub function_ms_per_batch: f64,
     pub mongo_ms_per_batch: f64,
@@ -109,7 +116,14 @@ fn backlog_record(
             .expect("catalogue names are valid"),
         count,
         at_ms,
-        key: None,
+        // Each record a request of its own: the most keys per viewer for the records.
+        key: plan.keyed.then(|| TapKey {
+            key: IdempotencyKey::parse(format!("drain:{i}").as_bytes())
+                .map(|key| key.id())
+                .unwrap_or_default(),
+            item: 0,
+            body: i as i64,
+        }),
     };
     // Keyed and partitioned as ingest does it.
     let shards = StreamShards::new(plan.shards);
@@ -134,7 +148,7 @@ struct BatchLines {
     batches: u64,
     round_trips: f64,
     window_statements: f64,
-    tally_statements: f64,
+    viewer_state_statements: f64,
     function_ms: f64,
     mongo_ms: f64,
     publish_ms: f64,
@@ -154,7 +168,7 @@ fn read_batch_lines(log: &Path) -> BatchLines {
         lines.batches += 1;
         lines.round_trips += number("mongo_round_trips");
         lines.window_statements += number("window_statements");
-        lines.tally_statements += number("tally_statements");
+        lines.viewer_state_statements += number("viewer_state_statements");
         lines.function_ms += number("batch_ms");
         lines.mongo_ms += number("mongo_ms");
         lines.publish_ms += number("publish_ms");
@@ -164,7 +178,7 @@ fn read_batch_lines(log: &Path) -> BatchLines {
         batches: lines.batches,
         round_trips: lines.round_trips / n,
         window_statements: lines.window_statements / n,
-        tally_statements: lines.tally_statements / n,
+        viewer_state_statements: lines.viewer_state_statements / n,
         function_ms: lines.function_ms / n,
         mongo_ms: lines.mongo_ms / n,
         publish_ms: lines.publish_ms / n,
@@ -357,6 +371,7 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
         partitions: plan.partitions,
         stream_shards: plan.shards,
         batch_size: plan.batch_size,
+        keyed: plan.keyed,
         produce_seconds,
         drain_seconds,
         records_per_second: (plan.records - first_records) as f64 / drain_seconds.max(1e-9),
@@ -364,7 +379,7 @@ pub async fn drain(plan: &DrainPlan) -> Result<DrainReport, DrainError> {
         peak_concurrent_invocations: stats.peak_in_flight.load(Ordering::Relaxed),
         mongo_round_trips_per_batch: lines.round_trips,
         window_statements_per_batch: lines.window_statements,
-        tally_statements_per_batch: lines.tally_statements,
+        viewer_state_statements_per_batch: lines.viewer_state_statements,
         function_ms_per_batch: lines.function_ms,
         mongo_ms_per_batch: lines.mongo_ms,
         publish_ms_per_batch: lines.publish_ms,
@@ -378,8 +393,17 @@ impl std::fmt::Display for DrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "drained {} records of {} stream(s) over {} partition(s), STREAM_SHARDS {}, BatchSize {}",
-            self.records, self.streams, self.partitions, self.stream_shards, self.batch_size
+            "drained {} records of {} stream(s) over {} partition(s), STREAM_SHARDS {}, BatchSize {}, {}",
+            self.records,
+            self.streams,
+            self.partitions,
+            self.stream_shards,
+            self.batch_size,
+            if self.keyed {
+                "each record with an idempotency key"
+            } else {
+                "no idempotency keys"
+            }
         )?;
         writeln!(
             f,
@@ -393,10 +417,10 @@ impl std::fmt::Display for DrainReport {
         )?;
         writeln!(
             f,
-            "  per batch:   {:.2} MongoDB round trips, {:.1} window and {:.1} fair-use tally update statements; in the function {:.2} ms, of which MongoDB {:.2} ms and publishing {:.2} ms",
+            "  per batch:   {:.2} MongoDB round trips, {:.1} window and {:.1} viewer state (fair use and keys) update statements; in the function {:.2} ms, of which MongoDB {:.2} ms and publishing {:.2} ms",
             self.mongo_round_trips_per_batch,
             self.window_statements_per_batch,
-            self.tally_statements_per_batch,
+            self.viewer_state_statements_per_batch,
             self.function_ms_per_batch,
             self.mongo_ms_per_batch,
             self.publish_ms_per_batch

@@ -1,15 +1,13 @@
-//! The `viewer_taps` collection: what aggregate keeps per viewer. Fair use's tallies, one
-//! document per (stream, window, viewer) with the taps counted so far (see `fair_use`), and the
-//! viewer's recent idempotency keys, one document per (stream, viewer) (see `idempotency`);
-//! each keeps, per partition, the highest offset it accounts for. aggregate reads a batch's
-//! documents of both kinds in one `find` before it writes the windows, and writes them back in
-//! one `update` after. Tallies expire with their window, keys [`KEY_MEMORY`] after their last
-//! use.
+//! The `viewer_taps` collection: each viewer's state on each stream (see `viewer_state`), one
+//! document per (stream, viewer): fair use's taps counted per recent window, the viewer's
+//! recent idempotency keys and, per partition, the highest offset the state accounts for.
+//! aggregate reads a batch's states in one `find` before it writes the windows, and writes them
+//! back in one `update` after; ingest reads them to refuse a reused key. A document expires
+//! [`KEY_MEMORY`] after its last write.
 
 use super::{StoreError, WriteTimes, server};
-use crate::fair_use::{Tally, TallyWrite};
-use crate::idempotency::{KEY_MEMORY, KeyState, KeyStateWrite, SeenKey, is_key_state_id};
-use crate::window::WindowWidth;
+use crate::idempotency::{KEY_MEMORY, SeenKey};
+use crate::viewer_state::{ViewerState, ViewerStateWrite};
 use crate::window_delta::PartitionKey;
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{Binary, Bson, DateTime, Document, doc};
@@ -31,53 +29,53 @@ fn malformed(what: &str) -> StoreError {
     StoreError::Malformed(format!("viewer_taps document: {what}"))
 }
 
-fn offsets_from(document: &Document) -> Result<BTreeMap<PartitionKey, i64>, StoreError> {
-    let mut offsets = BTreeMap::new();
+fn state_from(document: &Document) -> Result<ViewerState, StoreError> {
+    let mut state = ViewerState::default();
     if let Ok(stored) = document.get_document("offsets") {
         for (name, value) in stored {
             let partition = PartitionKey::from_field_name(name).ok_or_else(|| malformed(name))?;
             let offset = super::integer(value).ok_or_else(|| malformed(name))?;
-            offsets.insert(partition, offset);
+            state.offsets.insert(partition, offset);
         }
     }
-    Ok(offsets)
-}
-
-fn tally_from(document: &Document) -> Result<Tally, StoreError> {
-    let counted = document
-        .get("counted")
-        .and_then(super::integer)
-        .and_then(|v| u64::try_from(v).ok())
-        .ok_or_else(|| malformed("counted"))?;
-    Ok(Tally {
-        counted,
-        offsets: offsets_from(document)?,
-    })
-}
-
-fn key_state_from(document: &Document) -> Result<KeyState, StoreError> {
-    let mut keys = Vec::new();
+    if let Ok(stored) = document.get_document("windows") {
+        for (start, counted) in stored {
+            let start: i64 = start.parse().map_err(|_| malformed("windows"))?;
+            let counted = super::integer(counted)
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| malformed("windows"))?;
+            state.windows.insert(start, counted);
+        }
+    }
     if let Ok(stored) = document.get_array("keys") {
         for entry in stored {
             let Bson::Document(entry) = entry else {
                 return Err(malformed("keys"));
             };
             let number = |name: &str| entry.get(name).and_then(super::integer);
-            let items = match entry.get("i") {
-                Some(Bson::Binary(binary)) => binary.bytes.clone(),
-                _ => return Err(malformed("keys.i")),
+            let Some(Bson::Binary(items)) = entry.get("i") else {
+                return Err(malformed("keys.i"));
             };
-            keys.push(SeenKey {
+            state.keys.push(SeenKey {
                 key: number("k").ok_or_else(|| malformed("keys.k"))?,
                 body: number("b").ok_or_else(|| malformed("keys.b"))?,
-                items,
+                items: items.bytes.clone(),
             });
         }
     }
-    Ok(KeyState {
-        offsets: offsets_from(document)?,
-        keys,
-    })
+    Ok(state)
+}
+
+fn windows_bson(windows: &BTreeMap<i64, u64>) -> Document {
+    windows
+        .iter()
+        .map(|(start, counted)| {
+            (
+                start.to_string(),
+                Bson::Int64(i64::try_from(*counted).unwrap_or(i64::MAX)),
+            )
+        })
+        .collect()
 }
 
 fn keys_bson(keys: &[SeenKey]) -> Vec<Bson> {
@@ -90,14 +88,6 @@ fn keys_bson(keys: &[SeenKey]) -> Vec<Bson> {
             })
         })
         .collect()
-}
-
-/// What a batch's viewers have stored: tallies and key states, by document id (absent ones have
-/// counted nothing yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ViewerState {
-    pub tallies: BTreeMap<String, Tally>,
-    pub keys: BTreeMap<String, KeyState>,
 }
 
 impl ViewerTapStore {
@@ -120,83 +110,62 @@ impl ViewerTapStore {
         Ok(())
     }
 
-    /// The stored tallies and key states among `ids` (tally and key state ids alike), in one
-    /// `find`; none when `ids` is empty.
-    pub async fn read(&self, ids: &[String]) -> Result<ViewerState, StoreError> {
-        let mut state = ViewerState::default();
+    /// The stored states among `ids`, in one `find` (none when `ids` is empty; absent ones
+    /// have counted nothing yet).
+    pub async fn read(&self, ids: &[String]) -> Result<BTreeMap<String, ViewerState>, StoreError> {
         if ids.is_empty() {
-            return Ok(state);
+            return Ok(BTreeMap::new());
         }
         let documents = super::find_all(&self.collection, doc! { "_id": { "$in": ids } }).await?;
-        for document in &documents {
-            let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
-            if is_key_state_id(id) {
-                state.keys.insert(id.to_owned(), key_state_from(document)?);
-            } else {
-                state.tallies.insert(id.to_owned(), tally_from(document)?);
-            }
-        }
-        Ok(state)
+        documents
+            .iter()
+            .map(|document| {
+                let id = document.get_str("_id").map_err(|_| malformed("_id"))?;
+                Ok((id.to_owned(), state_from(document)?))
+            })
+            .collect()
     }
 
-    /// Stores a batch's tallies and key states in one unordered `update`, each only over a
-    /// document that accounts for less of its partition. One that already accounts for as much
-    /// (an earlier or a wider delivery of the same records) fails that condition (its insert
-    /// then hits the unique `_id`) and is left as it is. Returns the number of statements sent.
+    /// Stores a batch's states in one unordered `update`, each only over a state that accounts
+    /// for less of its partition. One that already accounts for as much (an earlier or a wider
+    /// delivery of the same records) fails that condition (its insert then hits the unique
+    /// `_id`) and is left as it is. Returns the number of statements sent.
     pub async fn write(
         &self,
-        writes: &[TallyWrite],
-        keys: &[KeyStateWrite],
-        width: WindowWidth,
+        writes: &[ViewerStateWrite],
         times: WriteTimes,
     ) -> Result<usize, StoreError> {
-        if writes.is_empty() && keys.is_empty() {
+        if writes.is_empty() {
             return Ok(0);
         }
-        let retention_ms = crate::clock::duration_ms(times.retention);
-        let keys_expire = DateTime::from_millis(
+        let expires_at = DateTime::from_millis(
             times
                 .now_ms
                 .saturating_add(crate::clock::duration_ms(KEY_MEMORY)),
         );
-        let key_statements = keys.iter().map(|write| {
-            let path = offset_path(&write.partition);
-            doc! {
-                // As for tallies below: the write reaching furthest into the partition wins.
-                "q": { "_id": &write.id, path.clone(): { "$not": { "$gte": write.offset } } },
-                "u": { "$set": {
-                    "keys": keys_bson(&write.keys),
-                    path: write.offset,
-                    "expires_at": keys_expire,
-                } },
-                "upsert": true,
-                "multi": false,
-            }
-        });
         let statements: Vec<Document> = writes
             .iter()
             .map(|write| {
                 let path = offset_path(&write.partition);
-                let end_ms = write.start_ms.saturating_add(width.millis());
                 doc! {
-                    // A write only raises the tally's offset for its partition, so of two
+                    // A write only raises the state's offset for its partition, so of two
                     // overlapping deliveries the one reaching further wins. It accounts for the
-                    // other's reactions too: it was computed from the same tally or a newer one,
-                    // and reactions a tally already accounts for are not counted again.
+                    // other's reactions too: it was computed from the same state or a newer one,
+                    // and reactions a state already accounts for are not counted again.
                     // Below the write's offset or absent, said without `$or`, which the local
                     // MongoDB-wire server answers by scanning the collection (807 ms against
-                    // 5 ms per 60 statements over 40,000 tallies).
+                    // 5 ms per 60 statements over 40,000 documents).
                     "q": { "_id": &write.id, path.clone(): { "$not": { "$gte": write.offset } } },
                     "u": { "$set": {
-                        "counted": i64::try_from(write.counted).unwrap_or(i64::MAX),
+                        "windows": windows_bson(&write.state.windows),
+                        "keys": keys_bson(&write.state.keys),
                         path: write.offset,
-                        "expires_at": DateTime::from_millis(end_ms.saturating_add(retention_ms)),
+                        "expires_at": expires_at,
                     } },
                     "upsert": true,
                     "multi": false,
                 }
             })
-            .chain(key_statements)
             .collect();
         let sent = statements.len();
         let update = |statements| {
@@ -204,15 +173,15 @@ impl ViewerTapStore {
                 &self.database,
                 Self::COLLECTION,
                 statements,
-                "viewer tally update",
+                "viewer state update",
             )
         };
         let raced = update(statements.clone()).await?.duplicates;
         if !raced.is_empty() {
-            // A duplicate key: the tally exists, and either accounts for as much of the
+            // A duplicate key: the state exists, and either accounts for as much of the
             // partition already, or was inserted by an overlapping delivery since this one
             // read it (MongoDB retries such an upsert only for a plain `_id` filter). Sent
-            // again as an update of the existing tally, the condition decides.
+            // again as an update of the existing state, the condition decides.
             let again: Vec<Document> = raced
                 .into_iter()
                 .map(|index| {

@@ -35,6 +35,9 @@ struct Cli {
     /// The aggregate function's MAX_TAPS_PER_VIEWER_PER_WINDOW (fair use; 0 turns it off).
     #[arg(long, default_value_t = 40)]
     max_taps_per_viewer: u64,
+    /// Records without idempotency keys (by default each carries one, as the page sends them).
+    #[arg(long)]
+    unkeyed: bool,
     #[arg(long, default_value = "template.yaml")]
     template: PathBuf,
     /// Where the release function binaries are.
@@ -74,6 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         viewers: cli.viewers,
         event_rate: cli.event_rate,
         max_taps_per_viewer: cli.max_taps_per_viewer,
+        keyed: !cli.unkeyed,
         logs: PathBuf::from("target/drain-logs"),
     };
     let report = drain(&plan).await?;

@@ -1,0 +1,156 @@
+//! What aggregate keeps per viewer and stream, beside the windows: fair use's taps counted per
+//! window (see `fair_use`) and the viewer's recent idempotency keys (see `idempotency`), in one
+//! document, with per partition the highest offset it accounts for. One document per viewer
+//! and stream, not one per window, so a batch reads and writes one statement per viewer it
+//! touches whatever it counts there: the keys add nothing to fair use's read, write or
+//! statements.
+//!
+//! A batch reads its viewers' states in one `find`, takes retries out and caps the rest
+//! against them, writes the windows, then writes the new states in one `update`, each only
+//! over a state that accounts for less of its partition. A redelivered batch therefore finds
+//! either the state it was computed from (and decides the same, which the windows' own offsets
+//! then skip) or a newer one (which accounts for its reactions: they add nothing). Of two
+//! deliveries that overlap with different extents, the one reaching further into the partition
+//! wins; it was computed from the same state or a newer one, so it holds the other's effects.
+
+use crate::idempotency::SeenKey;
+use crate::ids::{StreamId, UserId};
+use crate::kafka_event::RecordPosition;
+use crate::reaction::Reaction;
+use crate::window_delta::PartitionKey;
+use std::collections::BTreeMap;
+
+/// A viewer's state on one stream, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewerState {
+    /// Per partition, the highest offset this state accounts for.
+    pub offsets: BTreeMap<PartitionKey, i64>,
+    /// Fair use: taps counted per window start, for the windows that can still get taps.
+    pub windows: BTreeMap<i64, u64>,
+    /// The most recent idempotency keys, oldest first.
+    pub keys: Vec<SeenKey>,
+}
+
+impl ViewerState {
+    /// Whether a reaction at `position` is accounted for: counted, cut or skipped by an earlier
+    /// delivery of its record.
+    pub fn accounts_for(&self, position: &RecordPosition) -> bool {
+        self.offsets
+            .get(&PartitionKey::of(position))
+            .is_some_and(|&offset| position.offset <= offset)
+    }
+}
+
+/// The document holding `user`'s state on `stream`: `stream/user` (neither id may contain `/`).
+pub fn viewer_state_id(stream: &StreamId, user: &UserId) -> String {
+    format!("{}/{}", stream.as_str(), user.as_str())
+}
+
+/// The ids of the states of `reactions`' viewers, each once.
+pub fn viewer_state_ids<'a>(reactions: impl IntoIterator<Item = &'a Reaction>) -> Vec<String> {
+    let mut ids: Vec<String> = reactions
+        .into_iter()
+        .map(|r| viewer_state_id(&r.stream, &r.user))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Sorts a batch in offset order, per partition: the order its reactions are decided in.
+pub(crate) fn in_offset_order(reactions: &mut [(RecordPosition, Reaction)]) {
+    reactions.sort_by(|(a, _), (b, _)| {
+        (a.topic.as_str(), a.partition, a.offset).cmp(&(b.topic.as_str(), b.partition, b.offset))
+    });
+}
+
+/// What one step of a batch (fair use, or taking retries out) changed in the states it touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    /// The touched states as they are after the step, by id.
+    pub states: BTreeMap<String, ViewerState>,
+    /// Per touched (state, partition), the highest offset the step decided.
+    pub offsets: BTreeMap<(String, PartitionKey), i64>,
+}
+
+impl StateChanges {
+    /// The state `id` as the step found it: changed by it already, or as stored.
+    pub(crate) fn state(
+        &mut self,
+        id: &str,
+        stored: &BTreeMap<String, ViewerState>,
+    ) -> &mut ViewerState {
+        self.states
+            .entry(id.to_owned())
+            .or_insert_with(|| stored.get(id).cloned().unwrap_or_default())
+    }
+
+    /// Records that the step decided the reaction at `position` of state `id`.
+    pub(crate) fn decided(&mut self, id: &str, position: &RecordPosition) {
+        self.offsets
+            .insert((id.to_owned(), PartitionKey::of(position)), position.offset);
+    }
+}
+
+/// A state to store after the windows were written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerStateWrite {
+    pub id: String,
+    pub partition: PartitionKey,
+    /// The highest offset of `partition` now accounted for.
+    pub offset: i64,
+    pub state: ViewerState,
+}
+
+/// The states to write after a batch: `keys`' changes (taking retries out, which runs first)
+/// and `fair_use`'s (which ran on its output), one write per (state, partition) either
+/// touched, each with the whole new state.
+pub fn writes(
+    stored: &BTreeMap<String, ViewerState>,
+    keys: StateChanges,
+    fair_use: StateChanges,
+) -> Vec<ViewerStateWrite> {
+    let mut offsets = keys.offsets;
+    for (at, offset) in fair_use.offsets {
+        let highest = offsets.entry(at).or_insert(offset);
+        *highest = (*highest).max(offset);
+    }
+    offsets
+        .into_iter()
+        .map(|((id, partition), offset)| {
+            let mut state = stored.get(&id).cloned().unwrap_or_default();
+            if let Some(changed) = keys.states.get(&id) {
+                state.keys = changed.keys.clone();
+            }
+            if let Some(changed) = fair_use.states.get(&id) {
+                state.windows = changed.windows.clone();
+            }
+            ViewerStateWrite {
+                id,
+                partition,
+                offset,
+                state,
+            }
+        })
+        .collect()
+}
+
+/// Applies `writes` as the store does (each only over a state that accounts for less of its
+/// partition): for the property tests of the steps.
+#[cfg(test)]
+pub(crate) fn store(stored: &mut BTreeMap<String, ViewerState>, writes: &[ViewerStateWrite]) {
+    for write in writes {
+        let state = stored.entry(write.id.clone()).or_default();
+        if state
+            .offsets
+            .get(&write.partition)
+            .is_some_and(|&offset| offset >= write.offset)
+        {
+            continue;
+        }
+        let mut offsets = std::mem::take(&mut state.offsets);
+        *state = write.state.clone();
+        offsets.insert(write.partition.clone(), write.offset);
+        state.offsets = offsets;
+    }
+}
