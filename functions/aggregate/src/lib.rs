@@ -342,12 +342,9 @@ impl Aggregate {
     /// How far before a viewer's newest window fair use keeps counting its windows: the latest
     /// a new record's `at_ms` can be (the allowed lateness and clock skew), and a window.
     fn fair_use_horizon_ms(&self) -> i64 {
-        let late = self
-            .config
+        self.config
             .allowed_lateness_ms
-            .saturating_add(self.config.max_clock_skew_ms);
-        i64::try_from(late)
-            .unwrap_or(i64::MAX)
+            .saturating_add(self.config.max_clock_skew_ms)
             .saturating_add(self.config.domain.window_width.millis())
     }
 
