@@ -5,12 +5,13 @@
 #   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
 #   make load   the load test; make load-identity: identity off vs on; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
+#   make chaos  the fault run: 10 minutes at 1,000 taps/s while functions, broker and MongoDB fail
 
 CARGO ?= cargo
 DELIVERY ?= WebSocketApi
 IDENTITY ?= on
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load load-identity drain crowd toolchain fmt-check clippy unit-and-integration bench figures stress
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load load-identity drain chaos crowd toolchain fmt-check clippy unit-and-integration bench figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -73,6 +74,14 @@ bench:
 load: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
 	local/servers.sh run -- target/release/emostream-load --start-stack --json target/load.json --plot target/load.png $(LOAD_ARGS)
+
+# The fault run (docs/load-and-benchmarks.md#the-fault-run): the load test at 1,000 taps/s for
+# 10 minutes with viewers retrying like the page, a fault every 30 s (function instances killed,
+# broker and MongoDB restarted or frozen, MongoDB connections stalled, slowed and cut); fails
+# unless every stream's counted taps equal its sent taps (CHAOS_ARGS adds options).
+chaos: deps
+	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
+	local/servers.sh run -- target/release/emostream-load --start-stack --chaos --rate 1000 --viewers 400 --streams 4 --duration 600 --settle-timeout 180 --json target/chaos.json $(CHAOS_ARGS)
 
 # Viewer identity's cost: the load test twice through fresh stacks on the same servers, with
 # identity off, then on (demo issuer; every viewer posts and every listener connects with a

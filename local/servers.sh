@@ -11,6 +11,11 @@
 #       docs/local-stack.md). With --owner-pid, they are stopped automatically once that
 #       process exits.
 #   local/servers.sh stop STATE_DIR
+#   local/servers.sh restart STATE_DIR kafka|mongo [--freeze SECONDS]
+#       stop one server (SIGTERM, as an operator or a maintenance event does, so it keeps what
+#       it acknowledged) and start it again on the same port and data, waiting until it
+#       answers; with --freeze, stop it with SIGSTOP instead and let it go on after SECONDS
+#       (connections stay open and nothing answers: a hung server or a partitioned network).
 #   local/servers.sh run -- COMMAND [ARGS...]
 #       run COMMAND with KAFKA_BROKERS and MONGODB_URI set; servers are started for it unless
 #       both variables are already set (then the given servers are reused), and stopped after.
@@ -61,6 +66,56 @@ stop_servers() {
   rm -rf "$state"
 }
 
+# Starts server $2 (kafka or mongo) of state directory $1 in its own process group, on the port
+# and data directory recorded there; sets LAUNCHED to its pid.
+launch_server() {
+  local state="$1" name="$2" binary port
+  binary="$(cat "$state/$name.bin")"
+  port="$(cat "$state/$name.port")"
+  case "$name" in
+    mongo)
+      setsid "$binary" --config "$state/secantusd.toml" --host 127.0.0.1 --port "$port" \
+        --storage-path "$state/mongo-data" --cache-size 256M --log-file-max 16MB --log-level WARNING \
+        >>"$state/mongo.log" 2>&1 </dev/null &
+      ;;
+    kafka)
+      setsid "$binary" start --only kafka --host 127.0.0.1 --kafka-port "$port" \
+        --data-dir "$state/kafka-data" >>"$state/kafka.log" 2>&1 </dev/null &
+      ;;
+  esac
+  LAUNCHED=$!
+}
+
+# The pids file holds the MongoDB server's pid on line 1 and the broker's on line 2.
+server_line() { if [[ "$1" == mongo ]]; then echo 1; else echo 2; fi; }
+
+restart_server() {
+  local state="$1" name="$2" freeze=""
+  [[ "${3:-}" == "--freeze" ]] && freeze="$4"
+  [[ -f "$state/$name.port" ]] || { say "no $name server recorded in $state"; return 2; }
+  local line pid port
+  line="$(server_line "$name")"
+  pid="$(sed -n "${line}p" "$state/pids")"
+  port="$(cat "$state/$name.port")"
+  if [[ -n "$freeze" ]]; then
+    kill -STOP -- "-$pid"
+    sleep "$freeze"
+    kill -CONT -- "-$pid"
+    say "$name was frozen for $freeze s"
+    return 0
+  fi
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  launch_server "$state" "$name"
+  sed -i "${line}s/.*/$LAUNCHED/" "$state/pids"
+  wait_for_port "$LAUNCHED" "$port" "$name" "$state/$name.log"
+  say "$name restarted on port $port"
+}
+
 start_servers() {
   local owner=""
   if [[ "${1:-}" == "--owner-pid" ]]; then owner="$2"; fi
@@ -79,13 +134,14 @@ start_servers() {
 
   # An empty config file stops secantusd-rs from reading a user's ~/.secantus settings.
   : >"$state/secantusd.toml"
-  setsid "$secantusd" --config "$state/secantusd.toml" --host 127.0.0.1 --port "$mongo_port" \
-    --storage-path "$state/mongo-data" --cache-size 256M --log-file-max 16MB --log-level WARNING \
-    >"$state/mongo.log" 2>&1 </dev/null &
-  echo $! >>"$state/pids"
-  setsid "$noida" start --only kafka --host 127.0.0.1 --kafka-port "$kafka_port" \
-    --data-dir "$state/kafka-data" >"$state/kafka.log" 2>&1 </dev/null &
-  echo $! >>"$state/pids"
+  printf '%s\n' "$secantusd" >"$state/mongo.bin"
+  printf '%s\n' "$noida" >"$state/kafka.bin"
+  printf '%s\n' "$mongo_port" >"$state/mongo.port"
+  printf '%s\n' "$kafka_port" >"$state/kafka.port"
+  launch_server "$state" mongo
+  echo "$LAUNCHED" >>"$state/pids"
+  launch_server "$state" kafka
+  echo "$LAUNCHED" >>"$state/pids"
 
   local mongo_pid kafka_pid
   mongo_pid="$(sed -n 1p "$state/pids")"
@@ -116,6 +172,11 @@ case "${1:-}" in
     [[ -n "${2:-}" ]] || { echo "usage: local/servers.sh stop STATE_DIR" >&2; exit 2; }
     stop_servers "$2"
     ;;
+  restart)
+    [[ -n "${2:-}" && "${3:-}" =~ ^(kafka|mongo)$ ]] ||
+      { echo "usage: local/servers.sh restart STATE_DIR kafka|mongo [--freeze SECONDS]" >&2; exit 2; }
+    restart_server "$2" "$3" "${4:-}" "${5:-}"
+    ;;
   run)
     shift
     [[ "${1:-}" == "--" ]] && shift
@@ -132,7 +193,7 @@ case "${1:-}" in
     "$@"
     ;;
   *)
-    sed -n '2,17p' "$SELF" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "$SELF" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -11,7 +11,8 @@
 //! (principals, policy evaluation and SigV4, called by every other service), [`secrets`]
 //! (Secrets Manager and SSM Parameter Store), [`schedule`] (EventBridge schedules) and
 //! [`template`] (the SAM template as CloudFormation reads it). [`stack`] puts them together;
-//! [`demo_issuer`] stands in for an OpenID Connect identity provider.
+//! [`demo_issuer`] stands in for an OpenID Connect identity provider, and [`network`] for the
+//! network between the functions and a server, with faults on demand.
 
 pub mod api_gateway;
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod event_api;
 pub mod event_source;
 pub mod iam;
 pub mod lambda;
+pub mod network;
 pub mod schedule;
 pub mod secrets;
 pub mod stack;

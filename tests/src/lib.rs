@@ -13,7 +13,6 @@ pub mod iam_reference;
 pub mod live_counts;
 pub mod local_stack;
 pub mod patience;
-pub mod stalling_proxy;
 pub mod topic_admin;
 pub mod topic_reader;
 

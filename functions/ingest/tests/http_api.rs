@@ -1,9 +1,9 @@
 //! The ingest handler against the real Kafka-wire broker and MongoDB-wire server: every route,
 //! every kind of bad input, CORS, and what happens while the broker or MongoDB is down.
 
+use emostream_local::network::FaultProxy;
 use emostream_tests::broker_process::BrokerProcess;
 use emostream_tests::patience::{PATIENCE, assert_bounded};
-use emostream_tests::stalling_proxy::StallingProxy;
 use emostream_tests::topic_reader::{key_text, read_records, record_count};
 use emostream_tests::{closed_port, servers};
 use ingest::Ingest;
@@ -544,7 +544,9 @@ async fn each_a_quick_503(
 async fn a_mongodb_that_stops_answering_mid_connection_gives_503_within_the_read_limit() {
     // The registry and the windows behind a proxy that goes silent once the container's
     // connections are open: no error, no answer (a hung server, a failover in progress).
-    let (proxy, uri) = StallingProxy::for_mongodb(&servers().mongodb_uri).await;
+    let (proxy, uri) = FaultProxy::for_mongodb(&servers().mongodb_uri)
+        .await
+        .unwrap();
     let Setup {
         ingest,
         topic,
@@ -557,7 +559,7 @@ async fn a_mongodb_that_stops_answering_mid_connection_gives_503_within_the_read
         .await;
     assert_eq!(warm.status(), 200);
 
-    proxy.stall();
+    proxy.stall(true);
     let requests = [
         request("GET", "/streams/m/windows", None, Body::Empty),
         request("GET", "/streams/m", None, Body::Empty),

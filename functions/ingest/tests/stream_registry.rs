@@ -6,9 +6,9 @@
 mod common;
 
 use common::*;
+use emostream_local::network::FaultProxy;
 use emostream_tests::patience::assert_bounded;
 use emostream_tests::servers;
-use emostream_tests::stalling_proxy::StallingProxy;
 use emostream_tests::topic_reader::record_count;
 use lambda_http::{Body, Request};
 use mongodb::bson::doc;
@@ -325,12 +325,14 @@ async fn a_flood_of_made_up_stream_ids_is_refused_with_bounded_reads_and_no_writ
 
 #[tokio::test]
 async fn admin_writes_to_a_mongodb_that_stops_answering_get_503_within_the_write_limit() {
-    let (proxy, uri) = StallingProxy::for_mongodb(&servers().mongodb_uri).await;
+    let (proxy, uri) = FaultProxy::for_mongodb(&servers().mongodb_uri)
+        .await
+        .unwrap();
     let setup = setup_on(&servers().kafka_brokers, &uri, &[]).await;
     let (status, _) = call(&setup, admin_request("GET", "/admin/streams", None)).await;
     assert_eq!(status, 200, "connected and answering");
 
-    proxy.stall();
+    proxy.stall(true);
     let writes = [
         admin_request(
             "PUT",

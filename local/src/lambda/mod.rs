@@ -59,6 +59,8 @@ pub enum Runner {
 pub struct PoolStats {
     pub invocations: AtomicU64,
     pub errors: AtomicU64,
+    /// Invocations that ran into the function's timeout (Lambda's `Task timed out`).
+    pub timeouts: AtomicU64,
     pub cold_starts: AtomicU64,
     pub in_flight: AtomicUsize,
     /// The longest init seen: process start to its first poll of the Runtime API, in µs.
@@ -139,6 +141,9 @@ impl FunctionPool {
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Err(error) = &result {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            if matches!(error, InvokeError::Timeout(_)) {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::warn!(function = self.name, %error, "invocation failed");
         }
         result

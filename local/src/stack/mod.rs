@@ -440,7 +440,8 @@ impl LocalStack {
         true
     }
 
-    /// One line per function: invocations, errors, cold starts, longest init, peak memory.
+    /// One line per function: invocations, errors (timeouts among them), cold starts, longest
+    /// init, peak memory.
     pub fn summary(&self) -> Vec<String> {
         self.functions
             .iter()
@@ -448,9 +449,10 @@ impl LocalStack {
                 pool.sample_memory();
                 let s = &pool.stats;
                 format!(
-                    "{id}: {} invocations, {} errors, {} cold starts, longest init {:.1} ms, peak RSS {:.1} MB",
+                    "{id}: {} invocations, {} errors ({} timed out), {} cold starts, longest init {:.1} ms, peak RSS {:.1} MB",
                     s.invocations.load(std::sync::atomic::Ordering::Relaxed),
                     s.errors.load(std::sync::atomic::Ordering::Relaxed),
+                    s.timeouts.load(std::sync::atomic::Ordering::Relaxed),
                     s.cold_starts.load(std::sync::atomic::Ordering::Relaxed),
                     s.max_init_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_000.0,
                     s.peak_rss_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1_024.0,

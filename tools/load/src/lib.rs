@@ -7,6 +7,7 @@
 //! itself, the notify trigger's lag once a second.
 
 pub mod audiences;
+pub mod chaos;
 pub mod cost;
 pub mod drain;
 pub mod lag;

@@ -40,6 +40,9 @@ pub struct Observed {
     /// Pushes found missing (a push number skipped), and the repairs made for them.
     pub gaps: u64,
     pub repairs: u64,
+    /// States of a window with a larger total than a `final` state of it seen before: a
+    /// window that grew after it was published final.
+    pub grown_after_final: u64,
 }
 
 /// Where listeners get live updates.
@@ -65,6 +68,8 @@ struct Recorder {
     started: Instant,
     shown: Arc<AtomicU64>,
     windows: HashMap<i64, u64>,
+    /// The total of each window's first `final` state seen.
+    finals: HashMap<i64, u64>,
     cumulative: u64,
     observed: Observed,
     repair: RepairClock,
@@ -95,6 +100,8 @@ struct Push<'a> {
 struct WindowTotal {
     start_ms: Option<i64>,
     total: Option<u64>,
+    #[serde(default, rename = "final")]
+    is_final: bool,
 }
 
 impl Recorder {
@@ -112,6 +119,7 @@ impl Recorder {
             "window" => vec![WindowTotal {
                 start_ms: push.start_ms,
                 total: push.total,
+                is_final: false,
             }],
             "snapshot" => {
                 self.take_states(push.windows);
@@ -151,6 +159,13 @@ impl Recorder {
             let (Some(start), Some(total)) = (state.start_ms, state.total) else {
                 continue;
             };
+            match self.finals.get(&start) {
+                Some(&final_total) if total > final_total => self.observed.grown_after_final += 1,
+                None if state.is_final => {
+                    self.finals.insert(start, total);
+                }
+                _ => {}
+            }
             let kept = self.windows.entry(start).or_insert(0);
             if total > *kept {
                 self.cumulative += total - *kept;
@@ -288,6 +303,7 @@ pub async fn listen(
         started,
         shown: Arc::clone(&shown),
         windows: HashMap::new(),
+        finals: HashMap::new(),
         cumulative: 0,
         observed: Observed {
             stream,
@@ -385,6 +401,7 @@ mod tests {
             started: Instant::now(),
             shown: Arc::new(AtomicU64::new(0)),
             windows: HashMap::new(),
+            finals: HashMap::new(),
             cumulative: 0,
             observed: Observed::default(),
             repair: RepairClock::default(),
@@ -409,6 +426,25 @@ mod tests {
         assert_eq!(recorder.observed.delivery_ms.len(), 3);
         let seen: Vec<u64> = recorder.observed.seen.iter().map(|(_, n)| *n).collect();
         assert_eq!(seen, [3, 5]);
+    }
+
+    #[test]
+    fn a_window_that_grows_after_its_final_state_is_counted() {
+        let mut recorder = recorder_of("s");
+        let state = |total: u64, is_final: bool| {
+            format!(
+                r#"{{"type":"windows","stream":"s","windows":[{{"start_ms":0,"total":{total},"final":{is_final}}}]}}"#
+            )
+        };
+        recorder.record(&state(3, false));
+        recorder.record(&state(5, true));
+        // The same final state again, and an older one, are not growth.
+        recorder.record(&state(5, true));
+        recorder.record(&state(3, false));
+        assert_eq!(recorder.observed.grown_after_final, 0);
+        recorder.record(&state(6, false));
+        recorder.record(&state(7, true));
+        assert_eq!(recorder.observed.grown_after_final, 2);
     }
 
     #[test]

@@ -6,8 +6,10 @@ use clap::{CommandFactory, Parser};
 use emostream_local::api_gateway::quotas::QuotaSettings;
 use emostream_local::event_api::client::EventCredential;
 use emostream_local::event_source::MappingOptions;
+use emostream_local::network::FaultProxy;
 use emostream_local::stack::{DemoIssuerOptions, LocalStack, StackOptions};
 use load::audiences::{Audiences, StreamAudiences};
+use load::chaos;
 use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
 use load::lag::{LagSampler, NOTIFY_FUNCTION};
 use load::listeners::LiveUpdates;
@@ -77,6 +79,16 @@ struct Cli {
     /// (faster than AWS: such figures flatter it).
     #[arg(long)]
     no_aws_quotas: bool,
+    /// With --start-stack (under local/servers.sh run): the fault run. Faults are applied
+    /// every --fault-every-s seconds while the viewers tap (see `load::chaos`), MongoDB is
+    /// reached through a fault proxy, and the run fails unless every stream's counted taps
+    /// equal its sent taps, no window grows after its final state, ingest answers no 5xx but
+    /// 503 and no invocation times out.
+    #[arg(long, requires = "start_stack")]
+    chaos: bool,
+    /// With --chaos: seconds between faults.
+    #[arg(long, default_value_t = 30)]
+    fault_every_s: u64,
     /// The watching viewers the run's traffic stands for, over whom the shared costs (HTTP API,
     /// Lambda) are spread in the cost per viewer-hour; default: --viewers.
     #[arg(long)]
@@ -169,17 +181,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let appsync = cli.delivery == "AppSyncEvents";
     let mut stack = None;
+    let mut chaos_proxy = None;
     let mut viewer_tokens = None;
     let (api, live) = if cli.start_stack {
         let env = |name: &str| {
             std::env::var(name)
                 .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
         };
+        let mut mongodb_uri = env("MONGODB_URI")?;
+        if cli.chaos {
+            let (proxy, proxied) = FaultProxy::for_mongodb(&mongodb_uri).await?;
+            mongodb_uri = proxied;
+            chaos_proxy = Some(proxy);
+        }
         let mut options = StackOptions::new(
             cli.template.clone(),
             cli.binaries.clone(),
             &env("KAFKA_BROKERS")?,
-            &env("MONGODB_URI")?,
+            &mongodb_uri,
         );
         options.concurrency = cli.instances;
         options.mapping = MappingOptions {
@@ -370,7 +389,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|stats| {
             LagSampler::start(move || stats.iter().map(|s| s.records_behind()).sum::<u64>())
         });
-    let report = run(&plan).await;
+    let (report, faults) = match (&stack, &chaos_proxy) {
+        (Some(stack), Some(mongo)) => {
+            let targets = chaos::Targets {
+                stack,
+                mongo,
+                servers_script: PathBuf::from("local/servers.sh"),
+                servers_state: std::env::var_os("EMOSTREAM_SERVERS")
+                    .map(PathBuf::from)
+                    .ok_or("--chaos needs EMOSTREAM_SERVERS (run under local/servers.sh run)")?,
+            };
+            let faults = chaos::schedule(
+                plan.warmup + plan.duration,
+                Duration::from_secs(cli.fault_every_s),
+            );
+            let (report, faults) =
+                tokio::join!(run(&plan), targets.run(&faults, std::time::Instant::now()));
+            (report, Some(faults))
+        }
+        _ => (run(&plan).await, None),
+    };
     let notify_lag = match sampler {
         Some(sampler) => sampler.finish().await,
         None => Vec::new(),
@@ -511,8 +549,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {difference}");
         }
     }
+    let verdict = match (faults, &stack) {
+        (Some(faults), Some(stack)) => Some(chaos::Verdict::of(&report, faults, stack)),
+        _ => None,
+    };
+    if let Some(verdict) = &verdict {
+        verdict.print();
+    }
     if let Some(path) = &cli.json {
         let mut value = serde_json::to_value(&report)?;
+        value["chaos"] = serde_json::json!(verdict);
         value["functions"] = serde_json::json!(functions);
         value["aws_quotas_refused"] = serde_json::json!(refusals);
         value["notify_lag"] = serde_json::json!(notify_lag);
@@ -544,7 +590,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             report.listeners_short_of_final
         );
     }
-    if !report.exact || report.listeners_short_of_final > 0 {
+    let faults_missed = verdict.is_some_and(|v| !v.missed().is_empty());
+    if !report.exact || report.listeners_short_of_final > 0 || faults_missed {
         std::process::exit(1);
     }
     Ok(())

@@ -53,6 +53,14 @@ pub struct RunPlan {
     pub viewer_tokens: Option<Arc<Vec<Arc<str>>>>,
 }
 
+/// A stream's taps: sent (accepted) and counted (stored).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamTaps {
+    pub stream: usize,
+    pub sent: u64,
+    pub counted: u64,
+}
+
 /// The figures of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -68,6 +76,9 @@ pub struct RunReport {
     pub failed_requests: u64,
     /// Requests sent more than once (with their idempotency key) before their last answer.
     pub retried_requests: u64,
+    /// When attempts were answered with a 5xx other than 503 (API Gateway's 500 for a crashed
+    /// or timed-out invocation), ms since the epoch.
+    pub answers_5xx_not_503_at_ms: Vec<i64>,
     pub accepted_reactions: u64,
     pub accepted_per_s: f64,
     pub ingest_latency_ms: Percentiles,
@@ -90,6 +101,9 @@ pub struct RunReport {
     /// (a `sync`, or a read of the stored windows), as the web page does.
     pub pushes_missed: u64,
     pub repairs: u64,
+    /// Window states seen with a larger total than a `final` state of the same window seen
+    /// before, over every listener: windows that grew after they were published final.
+    pub windows_grown_after_final: u64,
     pub updates_per_listener_min: u64,
     pub updates_per_listener_mean: f64,
     pub updates_per_listener_max: u64,
@@ -100,6 +114,9 @@ pub struct RunReport {
     /// Stored counts equal accepted reactions for every stream and emoji.
     pub exact: bool,
     pub differences: Vec<String>,
+    /// Per stream, the taps the viewers consider sent (answered 202, retries included once)
+    /// and the taps counted.
+    pub stream_taps: Vec<StreamTaps>,
     /// Tap-to-screen p50 and p99 per second of the measured part, for plotting.
     pub latency_over_time: Vec<SecondLatency>,
     /// How the audience was spread over the streams: `uniform` or `zipf:S`.
@@ -450,6 +467,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     settle.set_message("waiting for the stored counts to settle...");
     let deadline = Instant::now() + plan.settle_timeout;
     let mut diffs = Vec::new();
+    let mut stream_taps = Vec::new();
+    // Every stream gets until the same deadline; one still different then is read once more
+    // and reported, so each stream's figures are known.
     for (stream, expected) in accepted.iter().enumerate() {
         loop {
             let stored = stored_counts(
@@ -459,17 +479,20 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                 wall_start_ms - 60_000,
             )
             .await?;
-            diffs = differences(expected, &stored)
+            let found: Vec<String> = differences(expected, &stored)
                 .into_iter()
                 .map(|d| format!("{}: {d}", stream_id(plan, stream)))
                 .collect();
-            if diffs.is_empty() || Instant::now() > deadline {
+            if found.is_empty() || Instant::now() > deadline {
+                stream_taps.push(StreamTaps {
+                    stream,
+                    sent: accepted_total[stream],
+                    counted: stored.values().sum(),
+                });
+                diffs.extend(found);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        if !diffs.is_empty() {
-            break;
         }
     }
     settle.set_message("waiting for the listeners to show the last counts...");
@@ -547,6 +570,10 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         requests: outcomes.len() as u64,
         failed_requests: outcomes.iter().filter(|o| o.status != 202).count() as u64,
         retried_requests: outcomes.iter().filter(|o| o.attempts > 1).count() as u64,
+        answers_5xx_not_503_at_ms: outcomes
+            .iter()
+            .flat_map(|o| o.answers_5xx_not_503_at_ms.iter().copied())
+            .collect(),
         accepted_reactions,
         accepted_per_s: measured_accepted as f64 / send_seconds,
         ingest_latency_ms: weighted_percentiles(
@@ -563,6 +590,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         listener_connects_throttled,
         pushes_missed: observed.iter().map(|o| o.gaps).sum(),
         repairs: observed.iter().map(|o| o.repairs).sum(),
+        windows_grown_after_final: observed.iter().map(|o| o.grown_after_final).sum(),
         updates_per_listener_min: updates.iter().copied().min().unwrap_or(0),
         updates_per_listener_mean: updates.iter().sum::<u64>() as f64 / updates.len().max(1) as f64,
         updates_per_listener_max: updates.iter().copied().max().unwrap_or(0),
@@ -574,6 +602,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
             / send_seconds.max(0.001),
         exact: diffs.is_empty(),
         differences: diffs,
+        stream_taps,
         latency_over_time: by_second
             .into_iter()
             .map(|(second, samples)| {

@@ -91,6 +91,8 @@ pub struct Outcome {
     pub latency_ms: f64,
     /// Times the request was sent.
     pub attempts: u32,
+    /// When attempts were answered with a 5xx other than 503, ms since the epoch.
+    pub answers_5xx_not_503_at_ms: Vec<i64>,
     pub batch: Batch,
 }
 
@@ -137,9 +139,13 @@ pub async fn send(
     let at = Instant::now();
     let body = batch.body().to_string();
     let mut attempts = 0;
+    let mut answers_5xx_not_503_at_ms = Vec::new();
     let status = loop {
         attempts += 1;
         let status = attempt(&client, &api, &batch, &body).await;
+        if status >= 500 && status != 503 {
+            answers_5xx_not_503_at_ms.push(reactions::clock::now_ms());
+        }
         let retryable = status == 0 || status == 429 || status >= 500;
         if !retryable || at.elapsed() + retries.every > retries.for_at_most {
             break status;
@@ -155,6 +161,7 @@ pub async fn send(
         status,
         latency_ms: at.elapsed().as_secs_f64() * 1_000.0,
         attempts,
+        answers_5xx_not_503_at_ms,
         batch,
     }
 }
