@@ -8,8 +8,8 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use reactions::kafka::{
-    AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics,
-    ensure_topics_with, is_unknown_partition,
+    AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, RenewingProducer, TopicSpec,
+    ensure_topics, ensure_topics_with, is_unknown_partition,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -302,6 +302,68 @@ async fn first_acknowledgement_cold_and_after_warm_up() {
             } else {
                 "cold producer".to_owned()
             }
+        );
+    }
+}
+
+/// A producer whose broker lost its sequence state (a restarted or replaced broker:
+/// `OutOfOrderSequenceNumber`) turns fatal and from then on fails every record. The renewing
+/// producer replaces it after the failed produce, and producing goes on; a broker restarted
+/// under a producing one is recovered from the same way, whether or not it turned fatal.
+#[tokio::test]
+async fn a_fatal_producer_is_replaced_and_production_goes_on_after_a_broker_restart() {
+    let mut broker = emostream_tests::broker_process::BrokerProcess::start();
+    let settings = KafkaSettings::new(broker.address(), "renewing-test");
+    let topic = unique_name("renewing");
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+    };
+    ensure_topics(&settings, &[spec], PATIENCE).await.unwrap();
+    let producers =
+        RenewingProducer::new(&settings, Duration::from_secs(2), Duration::ZERO).unwrap();
+    let record = |n: usize| OutgoingRecord::new("k", format!("record {n}"));
+    let first: Vec<OutgoingRecord> = (0..20).map(record).collect();
+    let producer = producers.current();
+    producer
+        .produce_all(&topic, &first, PATIENCE)
+        .await
+        .unwrap();
+    assert!(
+        !producers.renew_if_fatal(&producer).unwrap(),
+        "not fatal: kept"
+    );
+
+    producer.make_fatal_for_tests();
+    let failed = producer.produce_all(&topic, &[record(20)], PATIENCE).await;
+    assert!(failed.is_err(), "a fatal producer delivers nothing");
+    assert!(producers.renew_if_fatal(&producer).unwrap(), "replaced");
+    assert!(
+        !producers.renew_if_fatal(&producer).unwrap(),
+        "replaced once"
+    );
+    producers
+        .current()
+        .produce_all(&topic, &[record(21)], PATIENCE)
+        .await
+        .unwrap();
+
+    broker.restart();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 22;
+    loop {
+        let producer = producers.current();
+        n += 1;
+        let sent = producer
+            .produce_all(&topic, &[record(n)], Duration::from_secs(2))
+            .await;
+        if sent.is_ok() {
+            break;
+        }
+        producers.renew_if_fatal(&producer).unwrap();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no produce succeeded after the restart"
         );
     }
 }

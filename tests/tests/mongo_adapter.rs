@@ -391,14 +391,14 @@ async fn writes_the_server_cannot_confirm_fail_the_batch_and_the_retry_counts_on
         .await;
     assert!(is_not_durable(&failed), "{failed:?}");
     // Viewers' states (fair use and idempotency keys).
+    let partition = PartitionKey {
+        topic: "emoji-reaction-topic".into(),
+        partition: 0,
+        generation: 0,
+    };
     let state = ViewerStateWrite {
         id: "live-0/viewer-1".into(),
-        partition: PartitionKey {
-            topic: "emoji-reaction-topic".into(),
-            partition: 0,
-            generation: 0,
-        },
-        offset: 1_000,
+        offsets: BTreeMap::from([(partition, 1_000)]),
         state: counted_in_window_0(3),
     };
     let failed = ViewerTapStore::new(&shaky).write(&[state], times()).await;
@@ -429,49 +429,132 @@ fn counted_in_window_0(counted: u64) -> ViewerState {
 }
 
 #[tokio::test]
-async fn overlapping_viewer_state_writes_keep_the_one_that_accounts_for_the_most() {
+async fn a_viewer_state_is_written_only_over_the_revision_it_was_computed_from() {
     let (database, _) = fresh_store("viewer-states").await;
     let states = ViewerTapStore::new(&database);
     states.ensure_indexes().await.unwrap();
-    let partition = PartitionKey {
+    let partition = |n: i32| PartitionKey {
         topic: "emoji-reaction-topic".into(),
-        partition: 0,
+        partition: n,
         generation: 0,
     };
-    // Two deliveries of one partition's records that overlap with different extents (a retry
-    // while the first is still running), both computed from the same stored state: one counted
-    // offsets up to 10, the other up to 20.
-    let write = |id: &str, offset: i64, counted: u64| ViewerStateWrite {
-        id: id.into(),
-        partition: partition.clone(),
-        offset,
-        state: counted_in_window_0(counted),
+    // A write computed from `read`: offsets up to `offset` of partition `on`, `counted` taps.
+    let write = |id: &str, read: &ViewerState, on: i32, offset: i64, counted: u64| {
+        let mut state = read.clone();
+        state.windows = BTreeMap::from([(0, counted)]);
+        ViewerStateWrite {
+            id: id.into(),
+            offsets: BTreeMap::from([(partition(on), offset)]),
+            state,
+        }
     };
-    for (id, order) in [("narrow-first", [10, 20]), ("wide-first", [20, 10])] {
-        for offset in order {
-            let counted = if offset == 10 { 5 } else { 9 };
+    let read = |id: &str| {
+        let states = states.clone();
+        let id = id.to_owned();
+        async move {
             states
-                .write(&[write(id, offset, counted)], times())
+                .read(std::slice::from_ref(&id))
+                .await
+                .unwrap()
+                .remove(&id)
+                .unwrap_or_default()
+        }
+    };
+    let fresh = ViewerState::default();
+    // Two deliveries of one partition that overlap with different extents (a retry while the
+    // first still runs), both computed from the same (absent) state: up to offset 10 counting
+    // 5, and up to 20 counting 9.
+    // The wider first: the narrower finds its work accounted for and changes nothing.
+    states
+        .write(&[write("wide-first", &fresh, 0, 20, 9)], times())
+        .await
+        .unwrap();
+    states
+        .write(&[write("wide-first", &fresh, 0, 10, 5)], times())
+        .await
+        .unwrap();
+    let stored = read("wide-first").await;
+    assert_eq!(
+        (
+            stored.windows[&0],
+            stored.offsets[&partition(0)],
+            stored.rev
+        ),
+        (9, 20, 1)
+    );
+    // The narrower first: the wider finds a revision it did not read and is refused (its batch
+    // is retried), then, computed again from what is stored, written.
+    states
+        .write(&[write("narrow-first", &fresh, 0, 10, 5)], times())
+        .await
+        .unwrap();
+    let refused = states
+        .write(&[write("narrow-first", &fresh, 0, 20, 9)], times())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Raced { count: 1, .. })),
+        "{refused:?}"
+    );
+    let now = read("narrow-first").await;
+    states
+        .write(&[write("narrow-first", &now, 0, 20, 9)], times())
+        .await
+        .unwrap();
+    let stored = read("narrow-first").await;
+    assert_eq!(
+        (
+            stored.windows[&0],
+            stored.offsets[&partition(0)],
+            stored.rev
+        ),
+        (9, 20, 2)
+    );
+    // One viewer's records on two partitions (after a change of partition count), decided by two
+    // invocations from the same state: the second is refused instead of erasing the first's.
+    states
+        .write(&[write("two-partitions", &fresh, 0, 7, 3)], times())
+        .await
+        .unwrap();
+    let refused = states
+        .write(&[write("two-partitions", &fresh, 1, 4, 2)], times())
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Raced { .. })),
+        "{refused:?}"
+    );
+    let now = read("two-partitions").await;
+    states
+        .write(&[write("two-partitions", &now, 1, 4, 5)], times())
+        .await
+        .unwrap();
+    let stored = read("two-partitions").await;
+    assert_eq!(
+        (
+            stored.windows[&0],
+            stored.offsets[&partition(0)],
+            stored.offsets[&partition(1)]
+        ),
+        (5, 7, 4)
+    );
+    // Both at once, inserting a state neither found: one is written, and the other is either
+    // accounted for or refused; retried from what is stored, the wider one's effect stands.
+    for i in 0..40 {
+        let id = format!("racing-{i}");
+        let (narrow, wide) = (
+            [write(&id, &fresh, 0, 10, 5)],
+            [write(&id, &fresh, 0, 20, 9)],
+        );
+        let (_, wide) = tokio::join!(states.write(&narrow, times()), states.write(&wide, times()));
+        if wide.is_err() {
+            let now = read(&id).await;
+            states
+                .write(&[write(&id, &now, 0, 20, 9)], times())
                 .await
                 .unwrap();
         }
-        let stored = &states.read(&[id.to_owned()]).await.unwrap()[id];
-        assert_eq!(stored.windows[&0], 9, "{id}");
-        assert_eq!(stored.offsets[&partition], 20, "{id}");
-    }
-    // Both at once, inserting a state neither found: the wider one still wins.
-    let ids: Vec<String> = (0..40).map(|i| format!("racing-{i}")).collect();
-    for id in &ids {
-        let (narrow, wide) = ([write(id, 10, 5)], [write(id, 20, 9)]);
-        let (narrow, wide) =
-            tokio::join!(states.write(&narrow, times()), states.write(&wide, times()));
-        narrow.unwrap();
-        wide.unwrap();
-    }
-    let stored = states.read(&ids).await.unwrap();
-    for id in &ids {
+        let stored = read(&id).await;
         assert_eq!(
-            (stored[id].windows[&0], stored[id].offsets[&partition]),
+            (stored.windows[&0], stored.offsets[&partition(0)]),
             (9, 20),
             "{id}"
         );
@@ -493,6 +576,7 @@ async fn a_viewer_state_round_trips_with_its_windows_keys_and_offsets() {
     let viewer = reactions::UserId::parse("u", "viewer-1").unwrap();
     let id = viewer_state_id(&stream, &viewer);
     let state = ViewerState {
+        rev: 0,
         offsets: BTreeMap::new(),
         windows: BTreeMap::from([(1_767_225_600_000, 40), (1_767_225_602_000, 3)]),
         keys: vec![
@@ -508,35 +592,19 @@ async fn a_viewer_state_round_trips_with_its_windows_keys_and_offsets() {
             },
         ],
     };
-    let write = |offset: i64, state: ViewerState| ViewerStateWrite {
+    let write = ViewerStateWrite {
         id: id.clone(),
-        partition: partition.clone(),
-        offset,
-        state,
+        offsets: BTreeMap::from([(partition.clone(), 20)]),
+        state: state.clone(),
     };
     store
-        .write(&[write(20, state.clone())], times())
+        .write(std::slice::from_ref(&write), times())
         .await
         .unwrap();
     let read = store.read(std::slice::from_ref(&id)).await.unwrap();
     let mut expected = state.clone();
     expected.offsets.insert(partition.clone(), 20);
+    expected.rev = 1;
     assert_eq!(read[&id], expected);
-    // A narrower delivery afterwards changes nothing; a further one replaces the state.
-    store
-        .write(&[write(10, ViewerState::default())], times())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.read(std::slice::from_ref(&id)).await.unwrap()[&id],
-        expected
-    );
-    store
-        .write(&[write(21, ViewerState::default())], times())
-        .await
-        .unwrap();
-    let read = store.read(std::slice::from_ref(&id)).await.unwrap();
-    assert!(read[&id].windows.is_empty() && read[&id].keys.is_empty());
-    assert_eq!(read[&id].offsets[&partition], 21);
     database.drop().await.unwrap();
 }

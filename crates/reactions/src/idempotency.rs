@@ -40,6 +40,11 @@ pub const REMEMBERED_KEYS: usize = 16;
 /// later than that, or after [`REMEMBERED_KEYS`] newer requests, is counted again.
 pub const KEY_MEMORY: Duration = Duration::from_secs(24 * 3_600);
 
+/// The most items a keyed request may have (its records' `item` is below this): bounds the
+/// bitset a key keeps of its items counted (8 KiB at most). ingest refuses a keyed request with
+/// more (`MAX_BATCH_SIZE` is 500 by default).
+pub const MAX_KEYED_ITEMS: u32 = 65_536;
+
 /// The reason code of a record dead-lettered because its key was used for another body.
 pub const KEY_REUSED: &str = "idempotency_key_reused";
 

@@ -3,7 +3,7 @@
 //! and the format can evolve while old records are still in the log.
 
 use crate::emoji::EmojiName;
-use crate::idempotency::TapKey;
+use crate::idempotency::{MAX_KEYED_ITEMS, TapKey};
 use crate::ids::{StreamId, UserId};
 use crate::reaction::Reaction;
 use crate::swarm::Swarm;
@@ -140,14 +140,25 @@ impl VersionedMessage for ReactionRecord {
         if self.count == 0 {
             return Err(RecordError::Invalid("count must be at least 1".into()));
         }
-        Ok(())
+        match self.key {
+            Some(_) if self.v < 2 => Err(RecordError::Invalid(
+                "key needs version 2 (version 1 records carry none)".into(),
+            )),
+            Some(key) if key.item >= MAX_KEYED_ITEMS => Err(RecordError::Invalid(format!(
+                "key.item is {}; a keyed request has at most {MAX_KEYED_ITEMS} items",
+                key.item
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
 impl From<&Reaction> for ReactionRecord {
+    /// A reaction without a key is written as version 1, which every aggregate reads: only keyed
+    /// records need a reader of version 2 (see docs/deploying-and-operating.md).
     fn from(r: &Reaction) -> Self {
         Self {
-            v: Self::VERSION,
+            v: if r.key.is_some() { Self::VERSION } else { 1 },
             stream: r.stream.clone(),
             user: r.user.clone(),
             emoji: r.emoji.clone(),
@@ -223,7 +234,7 @@ mod tests {
 
     fn reaction_record() -> ReactionRecord {
         ReactionRecord {
-            v: ReactionRecord::VERSION,
+            v: 1,
             stream: StreamId::parse("s", "match-1").unwrap(),
             user: UserId::parse("u", "viewer-9").unwrap(),
             emoji: EmojiName::parse("fire").unwrap(),
@@ -257,7 +268,7 @@ mod tests {
         let bytes = record.encode();
         assert_eq!(
             String::from_utf8(bytes.clone()).unwrap(),
-            r#"{"v":2,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#
+            r#"{"v":1,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#
         );
         assert_eq!(ReactionRecord::decode(&bytes).unwrap(), record);
         let reaction = Reaction::from(record.clone());
@@ -267,11 +278,16 @@ mod tests {
     #[test]
     fn keyed_records_carry_their_key_and_version_1_records_are_still_read() {
         let mut record = reaction_record();
+        record.v = ReactionRecord::VERSION;
         record.key = Some(TapKey {
             key: -5,
             item: 2,
             body: 77,
         });
+        assert_eq!(
+            ReactionRecord::from(&Reaction::from(record.clone())),
+            record
+        );
         let bytes = record.encode();
         assert!(
             String::from_utf8(bytes.clone())
@@ -282,6 +298,14 @@ mod tests {
         let old = br#"{"v":1,"stream":"match-1","user":"viewer-9","emoji":"fire","count":3,"at_ms":1700000000000}"#;
         let read = ReactionRecord::decode(old).unwrap();
         assert_eq!((read.v, read.key), (1, None));
+        // A key beyond what a request can hold (its bitset would be huge), or on version 1.
+        for bad in [
+            r#"{"v":2,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"key":{"key":1,"item":4294967295,"body":2}}"#,
+            r#"{"v":1,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"key":{"key":1,"item":0,"body":2}}"#,
+        ] {
+            let refused = ReactionRecord::decode(bad.as_bytes()).unwrap_err();
+            assert_eq!(refused.code(), "invalid", "{bad}");
+        }
     }
 
     #[test]

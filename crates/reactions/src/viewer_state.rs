@@ -7,11 +7,14 @@
 //!
 //! A batch reads its viewers' states in one `find`, takes retries out and caps the rest
 //! against them, writes the windows, then writes the new states in one `update`, each only
-//! over a state that accounts for less of its partition. A redelivered batch therefore finds
-//! either the state it was computed from (and decides the same, which the windows' own offsets
-//! then skip) or a newer one (which accounts for its reactions: they add nothing). Of two
-//! deliveries that overlap with different extents, the one reaching further into the partition
-//! wins; it was computed from the same state or a newer one, so it holds the other's effects.
+//! over the revision it read. A redelivered batch therefore finds either the state it was
+//! computed from (and decides the same, which the windows' own offsets then skip) or a newer
+//! one (which accounts for its reactions: they add nothing). A state written by someone else
+//! since the read fails its statement: when that write accounts for everything this batch
+//! decided (an earlier or wider delivery of the same records), nothing is lost; otherwise (the
+//! viewer's records on another partition, after a change of partition count or
+//! `STREAM_SHARDS`, or a narrower delivery that wrote first) the batch fails and is retried
+//! against the new state, rather than one write erasing the other's counts and keys.
 
 use crate::idempotency::SeenKey;
 use crate::ids::{StreamId, UserId};
@@ -23,6 +26,8 @@ use std::collections::BTreeMap;
 /// A viewer's state on one stream, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ViewerState {
+    /// Raised by every write; 0 for a state not stored yet.
+    pub rev: i64,
     /// Per partition, the highest offset this state accounts for.
     pub offsets: BTreeMap<PartitionKey, i64>,
     /// Fair use: taps counted per window start, for the windows that can still get taps.
@@ -92,32 +97,49 @@ impl StateChanges {
     }
 }
 
-/// A state to store after the windows were written.
+/// A state to store after the windows were written: the whole new state, over the revision
+/// read (`state.rev`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewerStateWrite {
     pub id: String,
-    pub partition: PartitionKey,
-    /// The highest offset of `partition` now accounted for.
-    pub offset: i64,
+    /// Per partition the batch decided reactions of, the highest offset decided.
+    pub offsets: BTreeMap<PartitionKey, i64>,
     pub state: ViewerState,
 }
 
+impl ViewerStateWrite {
+    /// Whether `stored` already accounts for everything this write decided (an earlier or a
+    /// wider delivery of the same records wrote it).
+    pub fn accounted_by(&self, stored: &ViewerState) -> bool {
+        self.offsets.iter().all(|(partition, offset)| {
+            stored
+                .offsets
+                .get(partition)
+                .is_some_and(|stored| stored >= offset)
+        })
+    }
+}
+
 /// The states to write after a batch: `keys`' changes (taking retries out, which runs first)
-/// and `fair_use`'s (which ran on its output), one write per (state, partition) either
-/// touched, each with the whole new state.
+/// and `fair_use`'s (which ran on its output), one write per state either touched, each with
+/// the whole new state.
 pub fn writes(
     stored: &BTreeMap<String, ViewerState>,
     keys: StateChanges,
     fair_use: StateChanges,
 ) -> Vec<ViewerStateWrite> {
-    let mut offsets = keys.offsets;
-    for (at, offset) in fair_use.offsets {
-        let highest = offsets.entry(at).or_insert(offset);
+    let mut decided: BTreeMap<String, BTreeMap<PartitionKey, i64>> = BTreeMap::new();
+    for ((id, partition), offset) in keys.offsets.into_iter().chain(fair_use.offsets) {
+        let highest = decided
+            .entry(id)
+            .or_default()
+            .entry(partition)
+            .or_insert(offset);
         *highest = (*highest).max(offset);
     }
-    offsets
+    decided
         .into_iter()
-        .map(|((id, partition), offset)| {
+        .map(|(id, offsets)| {
             let mut state = stored.get(&id).cloned().unwrap_or_default();
             if let Some(changed) = keys.states.get(&id) {
                 state.keys = changed.keys.clone();
@@ -125,32 +147,24 @@ pub fn writes(
             if let Some(changed) = fair_use.states.get(&id) {
                 state.windows = changed.windows.clone();
             }
-            ViewerStateWrite {
-                id,
-                partition,
-                offset,
-                state,
-            }
+            ViewerStateWrite { id, offsets, state }
         })
         .collect()
 }
 
-/// Applies `writes` as the store does (each only over a state that accounts for less of its
-/// partition): for the property tests of the steps.
+/// Applies `writes` as the store does (each only over the revision it read; one that finds
+/// another is left out, as the batch it came from fails): for the property tests of the steps.
 #[cfg(test)]
 pub(crate) fn store(stored: &mut BTreeMap<String, ViewerState>, writes: &[ViewerStateWrite]) {
     for write in writes {
         let state = stored.entry(write.id.clone()).or_default();
-        if state
-            .offsets
-            .get(&write.partition)
-            .is_some_and(|&offset| offset >= write.offset)
-        {
+        if state.rev != write.state.rev {
             continue;
         }
         let mut offsets = std::mem::take(&mut state.offsets);
         *state = write.state.clone();
-        offsets.insert(write.partition.clone(), write.offset);
+        offsets.extend(write.offsets.clone());
         state.offsets = offsets;
+        state.rev += 1;
     }
 }

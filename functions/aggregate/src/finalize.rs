@@ -168,8 +168,8 @@ impl Aggregate {
         // added since holds some of its taps. (Stored progress does not add partitions: a topic
         // created again with fewer keeps the progress of those it lost, which would then hold
         // every window back.)
-        let partitions = self
-            .producer
+        let producer = self.producer.current();
+        let partitions = producer
             .fresh_partition_count(topic, timeout)
             .await
             .ok_or_else(|| AggregateError::Finalize {
@@ -188,8 +188,7 @@ impl Aggregate {
             .collect();
         let logs: BTreeMap<i32, (i64, i64)> = match unsure.is_empty() {
             true => BTreeMap::new(),
-            false => self
-                .producer
+            false => producer
                 .log_ends(topic, &unsure, timeout)
                 .await
                 .map_err(|source| AggregateError::Kafka {

@@ -20,7 +20,7 @@ use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::fair_use::cap_batch;
 use reactions::idempotency::skip_retries;
-use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord};
+use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord, RenewingProducer};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
@@ -136,7 +136,7 @@ pub struct Aggregate {
     /// Which container's `final` pass runs now (see `finalize`).
     finalize_turns: FinalizeTurns,
     database: reactions::mongo::Database,
-    producer: AckedProducer,
+    producer: RenewingProducer,
     indexes: Arc<IndexesOnce>,
     /// When this container last looked for windows that became final (see `finalize`).
     last_finalize_ms: AtomicI64,
@@ -151,12 +151,11 @@ impl Aggregate {
     /// indexes and fails (to be retried) if still down.
     pub async fn new(config: AggregateConfig) -> Result<Self, AggregateError> {
         let database = reactions::mongo::open(&config.mongo, "emostream-aggregate").await?;
-        let producer =
-            AckedProducer::with_linger(&config.kafka, config.produce_timeout, Duration::ZERO)
-                .map_err(|source| AggregateError::Kafka {
-                    what: "building the producer",
-                    source,
-                })?;
+        let producer = RenewingProducer::new(&config.kafka, config.produce_timeout, Duration::ZERO)
+            .map_err(|source| AggregateError::Kafka {
+                what: "building the producer",
+                source,
+            })?;
         let aggregate = Self {
             store: WindowStore::new(&database),
             viewer_states: ViewerTapStore::new(&database),
@@ -171,7 +170,7 @@ impl Aggregate {
         };
         let prepare = aggregate.database_preparation();
         aggregate.indexes.start_in_background(move || prepare.run());
-        aggregate.producer.start_warm_up(
+        aggregate.producer.current().start_warm_up(
             &aggregate.config.output_topic,
             aggregate.config.produce_timeout,
         );
@@ -218,11 +217,25 @@ impl Aggregate {
         if records.is_empty() {
             return Ok(());
         }
-        self.producer
+        let producer = self.producer.current();
+        let produced = producer
             .produce_all(topic, records, self.config.produce_timeout)
-            .await
+            .await;
+        if produced.is_err() {
+            self.renew_producer(&producer);
+        }
+        produced
             .map(|_| ())
             .map_err(|source| AggregateError::Kafka { what, source })
+    }
+
+    /// After a failed produce with `used`: replaces the producer if it hit a fatal error (a
+    /// broker that lost its sequence state), so the retried batch can succeed. A replacement
+    /// that cannot be built is logged; the next failure tries again.
+    fn renew_producer(&self, used: &AckedProducer) {
+        if let Err(error) = self.producer.renew_if_fatal(used) {
+            tracing::error!(%error, "building a new Kafka producer failed");
+        }
     }
 
     /// Produces the dead letters an earlier delivery of the batch did not, then marks them
@@ -252,8 +265,8 @@ impl Aggregate {
         };
         // A missing topic would hold each record for the whole produce timeout before failing
         // with a less helpful error; the partition count is cached once the topic is found.
-        if self
-            .producer
+        let producer = self.producer.current();
+        if producer
             .partition_count(topic, self.config.produce_timeout)
             .await
             .is_none()
@@ -261,10 +274,13 @@ impl Aggregate {
             return Err(refused(UNKNOWN_TOPIC.into()));
         }
         let records: Vec<OutgoingRecord> = letters.iter().map(|d| d.to_record()).collect();
-        self.producer
+        if let Err(error) = producer
             .produce_all(topic, &records, self.config.produce_timeout)
             .await
-            .map_err(|error| refused(error.to_string()))?;
+        {
+            self.renew_producer(&producer);
+            return Err(refused(error.to_string()));
+        }
         self.dead_letter_marks.advance(&highest).await?;
         Ok(found.len() - letters.len())
     }

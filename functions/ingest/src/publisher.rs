@@ -11,11 +11,10 @@
 
 use reactions::clock::now_ms;
 use reactions::kafka::{
-    AckedProducer, KafkaAdapterError, KafkaSettings, OutgoingRecord, is_unknown_partition,
+    KafkaAdapterError, KafkaSettings, OutgoingRecord, RenewingProducer, is_unknown_partition,
 };
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::{Reaction, StreamShards};
-use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 /// Less than this left of the produce budget after the metadata step and nothing is produced:
@@ -40,13 +39,13 @@ pub enum PublishError {
     Kafka(#[from] KafkaAdapterError),
 }
 
-/// The producer of `emoji-reaction-topic`, built once per container.
+/// The producer of `emoji-reaction-topic`, built once per container (and again after a fatal
+/// error).
 pub struct ReactionPublisher {
-    settings: KafkaSettings,
     topic: String,
     timeout: Duration,
     shards: StreamShards,
-    producer: RwLock<AckedProducer>,
+    producer: RenewingProducer,
 }
 
 /// The records of `reactions`, stamped `at_ms` and with the partitions their shards take on a
@@ -85,31 +84,26 @@ impl ReactionPublisher {
         timeout: Duration,
         shards: StreamShards,
     ) -> Result<Self, KafkaAdapterError> {
-        let producer = AckedProducer::new(&settings, timeout)?;
+        // Concurrent requests share produce requests within 2 ms.
+        let producer = RenewingProducer::new(&settings, timeout, Duration::from_millis(2))?;
         Ok(Self {
-            settings,
             topic,
             timeout,
             shards,
-            producer: RwLock::new(producer),
+            producer,
         })
     }
 
-    /// Starts connecting in the background (see [`AckedProducer::start_warm_up`]).
+    /// Starts connecting in the background (see [`reactions::kafka::AckedProducer::start_warm_up`]).
     pub fn start_warm_up(&self) {
-        self.current().start_warm_up(&self.topic, self.timeout);
+        self.producer
+            .current()
+            .start_warm_up(&self.topic, self.timeout);
     }
 
     /// The topic written to.
     pub fn topic(&self) -> &str {
         &self.topic
-    }
-
-    fn current(&self) -> AckedProducer {
-        match self.producer.read() {
-            Ok(producer) => producer.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
     }
 
     /// Stamps every reaction with the time it is handed to the producer, produces them, and
@@ -120,7 +114,7 @@ impl ReactionPublisher {
     /// forever.
     pub async fn publish(&self, reactions: &[Reaction]) -> Result<i64, PublishError> {
         let started = Instant::now();
-        let producer = self.current();
+        let producer = self.producer.current();
         // Known after the warm-up (and for a minute after each fetch); a request that has to
         // ask spends its own budget on it.
         let partitions = if self.shards.get() > 1 {
@@ -142,14 +136,7 @@ impl ReactionPublisher {
             if is_unknown_partition(error) {
                 producer.forget_partition_count(&self.topic);
             }
-            if let Some(fatal) = producer.fatal_error() {
-                tracing::error!(fatal, "Kafka producer hit a fatal error; rebuilding it");
-                let fresh = AckedProducer::new(&self.settings, self.timeout)?;
-                match self.producer.write() {
-                    Ok(mut slot) => *slot = fresh,
-                    Err(poisoned) => *poisoned.into_inner() = fresh,
-                }
-            }
+            self.producer.renew_if_fatal(&producer)?;
         }
         result?;
         Ok(at_ms)

@@ -40,6 +40,24 @@ pub enum Fault {
     SlowMongo { delay: Duration, lasting: Duration },
 }
 
+impl Fault {
+    /// The fault's short name, for `--faults`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::KillFunction("AggregateFunction") => "kill-aggregate",
+            Fault::KillFunction("IngestFunction") => "kill-ingest",
+            Fault::KillFunction(_) => "kill-notify",
+            Fault::KillAllFunctions => "kill-all",
+            Fault::RestartBroker => "restart-broker",
+            Fault::FreezeBroker(_) => "freeze-broker",
+            Fault::RestartMongo => "restart-mongo",
+            Fault::StallMongo(_) => "stall-mongo",
+            Fault::CutMongoConnections => "cut-mongo",
+            Fault::SlowMongo { .. } => "slow-mongo",
+        }
+    }
+}
+
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -77,17 +95,21 @@ pub const CYCLE: [Fault; 10] = [
     Fault::KillAllFunctions,
 ];
 
-/// The run's faults: one every `every`, from `every` on, cycling through [`CYCLE`], the last
-/// at least `every` before `duration` ends (so the pipeline has that long to recover while
-/// still under load).
-pub fn schedule(duration: Duration, every: Duration) -> Vec<(Duration, Fault)> {
+/// The run's faults: one every `every`, from `every` on, cycling through the faults of
+/// [`CYCLE`] named in `only` (all when empty), the last at least `every` before `duration`
+/// ends (so the pipeline has that long to recover while still under load).
+pub fn schedule(duration: Duration, every: Duration, only: &[String]) -> Vec<(Duration, Fault)> {
+    let cycle: Vec<&Fault> = CYCLE
+        .iter()
+        .filter(|fault| only.is_empty() || only.iter().any(|name| name == fault.name()))
+        .collect();
     let mut faults = Vec::new();
-    if every.is_zero() {
+    if every.is_zero() || cycle.is_empty() {
         return faults;
     }
     let mut at = every;
     while at + every <= duration {
-        faults.push((at, CYCLE[faults.len() % CYCLE.len()].clone()));
+        faults.push((at, cycle[faults.len() % cycle.len()].clone()));
         at += every;
     }
     faults
@@ -346,13 +368,22 @@ mod tests {
 
     #[test]
     fn faults_cycle_every_interval_and_stop_before_the_end() {
-        let faults = schedule(Duration::from_secs(600), Duration::from_secs(30));
+        let faults = schedule(Duration::from_secs(600), Duration::from_secs(30), &[]);
         assert_eq!(faults.len(), 19);
         assert_eq!(faults[0], (Duration::from_secs(30), CYCLE[0].clone()));
         assert_eq!(faults[10].1, CYCLE[0]);
         assert_eq!(faults[18].0, Duration::from_secs(570));
-        assert!(schedule(Duration::from_secs(10), Duration::from_secs(30)).is_empty());
-        assert!(schedule(Duration::from_secs(10), Duration::ZERO).is_empty());
+        assert!(schedule(Duration::from_secs(10), Duration::from_secs(30), &[]).is_empty());
+        assert!(schedule(Duration::from_secs(10), Duration::ZERO, &[]).is_empty());
+        let only = ["restart-broker".to_owned(), "slow-mongo".to_owned()];
+        let chosen = schedule(Duration::from_secs(130), Duration::from_secs(30), &only);
+        let names: Vec<&str> = chosen.iter().map(|(_, f)| f.name()).collect();
+        assert_eq!(names, ["restart-broker", "slow-mongo", "restart-broker"]);
+        let names: Vec<&str> = CYCLE.iter().map(Fault::name).collect();
+        let mut distinct = names.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), CYCLE.len(), "{names:?}");
         assert_eq!(
             Fault::SlowMongo {
                 delay: Duration::from_millis(200),

@@ -109,7 +109,11 @@ fn backlog_record(
     let count = 1 + (i % 5) as u32;
     let at_ms = start_ms + (i * 1_000 / plan.event_rate.max(1)) as i64;
     let record = ReactionRecord {
-        v: ReactionRecord::VERSION,
+        v: if plan.keyed {
+            ReactionRecord::VERSION
+        } else {
+            1
+        },
         stream: stream.clone(),
         user: user.clone(),
         emoji: EmojiName::parse(EMOJIS[(i % EMOJIS.len() as u64) as usize])

@@ -89,6 +89,11 @@ struct Cli {
     /// With --chaos: seconds between faults.
     #[arg(long, default_value_t = 30)]
     fault_every_s: u64,
+    /// With --chaos: only these faults, comma-separated (kill-aggregate, restart-broker,
+    /// kill-ingest, stall-mongo, kill-notify, restart-mongo, cut-mongo, freeze-broker,
+    /// slow-mongo, kill-all); all by default.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
     /// The watching viewers the run's traffic stands for, over whom the shared costs (HTTP API,
     /// Lambda) are spread in the cost per viewer-hour; default: --viewers.
     #[arg(long)]
@@ -189,6 +194,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
         };
         let mut mongodb_uri = env("MONGODB_URI")?;
+        let known: Vec<&str> = chaos::CYCLE.iter().map(chaos::Fault::name).collect();
+        if let Some(unknown) = cli.faults.iter().find(|n| !known.contains(&n.as_str())) {
+            return Err(format!(
+                "--faults: no fault is named {unknown:?}; the faults are {}",
+                known.join(", ")
+            )
+            .into());
+        }
         if cli.chaos {
             let (proxy, proxied) = FaultProxy::for_mongodb(&mongodb_uri).await?;
             mongodb_uri = proxied;
@@ -402,6 +415,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let faults = chaos::schedule(
                 plan.warmup + plan.duration,
                 Duration::from_secs(cli.fault_every_s),
+                &cli.faults,
             );
             let (report, faults) =
                 tokio::join!(run(&plan), targets.run(&faults, std::time::Instant::now()));

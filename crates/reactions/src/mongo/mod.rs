@@ -84,6 +84,12 @@ pub enum StoreError {
     /// A stored document does not have the expected shape.
     #[error("stored document is malformed: {0}")]
     Malformed(String),
+    /// Documents this batch read were written by another delivery since, which did not
+    /// account for all this batch decided: the batch fails, to be retried against them.
+    #[error(
+        "{count} {what} changed since this batch read them (another delivery wrote them first); the batch is retried"
+    )]
+    Raced { what: &'static str, count: usize },
 }
 
 /// Reads from the primary whatever the URI prefers, for reads that must see the writes just

@@ -30,7 +30,10 @@ fn malformed(what: &str) -> StoreError {
 }
 
 fn state_from(document: &Document) -> Result<ViewerState, StoreError> {
-    let mut state = ViewerState::default();
+    let mut state = ViewerState {
+        rev: document.get("rev").and_then(super::integer).unwrap_or(0),
+        ..ViewerState::default()
+    };
     if let Ok(stored) = document.get_document("offsets") {
         for (name, value) in stored {
             let partition = PartitionKey::from_field_name(name).ok_or_else(|| malformed(name))?;
@@ -126,10 +129,12 @@ impl ViewerTapStore {
             .collect()
     }
 
-    /// Stores a batch's states in one unordered `update`, each only over a state that accounts
-    /// for less of its partition. One that already accounts for as much (an earlier or a wider
-    /// delivery of the same records) fails that condition (its insert then hits the unique
-    /// `_id`) and is left as it is. Returns the number of statements sent.
+    /// Stores a batch's states in one unordered `update`, each only over the revision it was
+    /// computed from. A statement that finds another revision (its insert, or its update's
+    /// miss, hits the unique `_id`) has its state read again: one that accounts for everything
+    /// the write decided (an earlier or a wider delivery of the same records) is left as it is;
+    /// any other fails the batch with [`StoreError::Raced`], to be retried against the new
+    /// state. Returns the number of statements sent.
     pub async fn write(
         &self,
         writes: &[ViewerStateWrite],
@@ -146,51 +151,57 @@ impl ViewerTapStore {
         let statements: Vec<Document> = writes
             .iter()
             .map(|write| {
-                let path = offset_path(&write.partition);
+                // The revision read, or none stored (an equality and `$exists`, beside `_id`:
+                // the local MongoDB-wire server answers an `$or` there by scanning).
+                let read = match write.state.rev {
+                    0 => Bson::Document(doc! { "$exists": false }),
+                    rev => Bson::Int64(rev),
+                };
+                let mut set = doc! {
+                    "rev": write.state.rev + 1,
+                    "windows": windows_bson(&write.state.windows),
+                    "keys": keys_bson(&write.state.keys),
+                    "expires_at": expires_at,
+                };
+                for (partition, offset) in &write.offsets {
+                    set.insert(offset_path(partition), *offset);
+                }
                 doc! {
-                    // A write only raises the state's offset for its partition, so of two
-                    // overlapping deliveries the one reaching further wins. It accounts for the
-                    // other's reactions too: it was computed from the same state or a newer one,
-                    // and reactions a state already accounts for are not counted again.
-                    // Below the write's offset or absent, said without `$or`, which the local
-                    // MongoDB-wire server answers by scanning the collection (807 ms against
-                    // 5 ms per 60 statements over 40,000 documents).
-                    "q": { "_id": &write.id, path.clone(): { "$not": { "$gte": write.offset } } },
-                    "u": { "$set": {
-                        "windows": windows_bson(&write.state.windows),
-                        "keys": keys_bson(&write.state.keys),
-                        path: write.offset,
-                        "expires_at": expires_at,
-                    } },
+                    "q": { "_id": &write.id, "rev": read },
+                    "u": { "$set": set },
                     "upsert": true,
                     "multi": false,
                 }
             })
             .collect();
         let sent = statements.len();
-        let update = |statements| {
-            super::update_command::unordered_update(
-                &self.database,
-                Self::COLLECTION,
-                statements,
-                "viewer state update",
-            )
-        };
-        let raced = update(statements.clone()).await?.duplicates;
-        if !raced.is_empty() {
-            // A duplicate key: the state exists, and either accounts for as much of the
-            // partition already, or was inserted by an overlapping delivery since this one
-            // read it (MongoDB retries such an upsert only for a plain `_id` filter). Sent
-            // again as an update of the existing state, the condition decides.
-            let again: Vec<Document> = raced
-                .into_iter()
-                .map(|index| {
-                    let mut statement = statements[index].clone();
-                    statement.insert("upsert", false);
-                    statement
-                })
-                .collect();
-            update(again).await?;
+        let raced = super::update_command::unordered_update(
+            &self.database,
+            Self::COLLECTION,
+            statements,
+            "viewer state update",
+        )
+        .await?
+        .duplicates;
+        if raced.is_empty() {
+            return Ok(sent);
+        }
+        let ids: Vec<String> = raced.iter().map(|&i| writes[i].id.clone()).collect();
+        let stored = self.read(&ids).await?;
+        let lost = raced
+            .iter()
+            .filter(|&&i| {
+                let write = &writes[i];
+                !stored
+                    .get(&write.id)
+                    .is_some_and(|state| write.accounted_by(state))
+            })
+            .count();
+        if lost > 0 {
+            return Err(StoreError::Raced {
+                what: "viewer states",
+                count: lost,
+            });
         }
         Ok(sent)
     }

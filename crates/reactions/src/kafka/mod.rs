@@ -2,6 +2,7 @@
 //! rdkafka (bundled librdkafka). Functions use it to publish; tests and the local stack use it to
 //! create topics with the partition counts the design needs (auto-created topics get one).
 
+mod renewing;
 use futures::future::join_all;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -10,6 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+pub use renewing::RenewingProducer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -696,6 +698,23 @@ impl AckedProducer {
     pub fn start_warm_up(&self, topic: &str, timeout: Duration) {
         let (producer, topic) = (self.clone(), topic.to_owned());
         tokio::spawn(async move { producer.warm_up(&topic, timeout).await });
+    }
+
+    /// Turns this producer fatal as a broker that lost its sequence state does
+    /// (`OutOfOrderSequenceNumber`), with librdkafka's own test hook: for tests of what a
+    /// function does next, which a real broker does not do on demand.
+    #[doc(hidden)]
+    pub fn make_fatal_for_tests(&self) {
+        let client = self.producer.client();
+        // SAFETY: the handle is live while `self.producer` is, and the reason is a C string
+        // literal librdkafka copies.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                client.native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"made fatal by a test".as_ptr(),
+            );
+        }
     }
 
     /// A fatal producer error (e.g. the idempotence state was lost), after which this producer

@@ -1,0 +1,67 @@
+//! A producer that replaces itself after a fatal error. librdkafka's idempotent producer turns
+//! fatal when the broker lost its sequence state (a broker restarted or replaced, a partition's
+//! leader moved with unreplicated state: `OutOfOrderSequenceNumber`), and from then on fails
+//! every record: a warm container would fail every request or batch until Lambda recycled it.
+//! The functions hold this instead and, after a failed produce, call
+//! [`RenewingProducer::renew_if_fatal`].
+
+use super::{AckedProducer, KafkaAdapterError, KafkaSettings};
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// The function's producer, built again after a fatal error.
+pub struct RenewingProducer {
+    settings: KafkaSettings,
+    delivery_timeout: Duration,
+    linger: Duration,
+    current: RwLock<AckedProducer>,
+}
+
+impl RenewingProducer {
+    /// Builds the first producer (see [`AckedProducer::with_linger`]).
+    pub fn new(
+        settings: &KafkaSettings,
+        delivery_timeout: Duration,
+        linger: Duration,
+    ) -> Result<Self, KafkaAdapterError> {
+        Ok(Self {
+            current: RwLock::new(AckedProducer::with_linger(
+                settings,
+                delivery_timeout,
+                linger,
+            )?),
+            settings: settings.clone(),
+            delivery_timeout,
+            linger,
+        })
+    }
+
+    /// The producer to use now (a cheap handle; one replaced meanwhile finishes what it has).
+    pub fn current(&self) -> AckedProducer {
+        match self.current.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// After a failed produce with `used`: when it hit a fatal error, it is replaced by a new
+    /// producer (unless another caller replaced it already). Returns whether it was.
+    pub fn renew_if_fatal(&self, used: &AckedProducer) -> Result<bool, KafkaAdapterError> {
+        let Some(fatal) = used.fatal_error() else {
+            return Ok(false);
+        };
+        let mut slot = match self.current.write() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if slot.fatal_error().is_none() {
+            return Ok(false); // replaced by another caller since
+        }
+        tracing::error!(
+            fatal,
+            "Kafka producer hit a fatal error; building a new one"
+        );
+        *slot = AckedProducer::with_linger(&self.settings, self.delivery_timeout, self.linger)?;
+        Ok(true)
+    }
+}
