@@ -109,7 +109,15 @@ restart_server() {
     kill -0 -- "-$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    # Said, because a killed server may lose what it acknowledged.
+    say "$name did not stop within 10 s of SIGTERM; killing it (SIGKILL)"
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 -- "-$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   launch_server "$state" "$name"
   sed -i "${line}s/.*/$LAUNCHED/" "$state/pids"
   wait_for_port "$LAUNCHED" "$port" "$name" "$state/$name.log"

@@ -89,9 +89,10 @@ struct Cli {
     /// With --chaos: seconds between faults.
     #[arg(long, default_value_t = 30)]
     fault_every_s: u64,
-    /// With --chaos: only these faults, comma-separated (kill-aggregate, restart-broker,
-    /// kill-ingest, stall-mongo, kill-notify, restart-mongo, cut-mongo, freeze-broker,
-    /// slow-mongo, kill-all); all by default.
+    /// With --chaos: only these faults, comma-separated (kill-aggregate, freeze-broker,
+    /// kill-ingest, stall-mongo, kill-notify, restart-mongo, cut-mongo, slow-mongo, kill-all;
+    /// and restart-broker, which only runs when named: see `load::chaos::EXTRA`); all but
+    /// restart-broker by default.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// The watching viewers the run's traffic stands for, over whom the shared costs (HTTP API,
@@ -194,7 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
         };
         let mut mongodb_uri = env("MONGODB_URI")?;
-        let known: Vec<&str> = chaos::CYCLE.iter().map(chaos::Fault::name).collect();
+        let known: Vec<&str> = chaos::all_faults().map(chaos::Fault::name).collect();
         if let Some(unknown) = cli.faults.iter().find(|n| !known.contains(&n.as_str())) {
             return Err(format!(
                 "--faults: no fault is named {unknown:?}; the faults are {}",
@@ -407,7 +408,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let targets = chaos::Targets {
                 stack,
                 mongo,
-                servers_script: PathBuf::from("local/servers.sh"),
+                servers_script: std::fs::canonicalize("local/servers.sh").map_err(|e| {
+                    format!("--chaos runs from the repository root (local/servers.sh: {e})")
+                })?,
                 servers_state: std::env::var_os("EMOSTREAM_SERVERS")
                     .map(PathBuf::from)
                     .ok_or("--chaos needs EMOSTREAM_SERVERS (run under local/servers.sh run)")?,

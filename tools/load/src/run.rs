@@ -59,6 +59,10 @@ pub struct StreamTaps {
     pub stream: usize,
     pub sent: u64,
     pub counted: u64,
+    /// Taps of requests given up unanswered or answered 5xx or 429 to the last (after
+    /// `retry_for`): part of them may be counted, so counted lies between `sent` and `sent`
+    /// plus these.
+    pub abandoned: u64,
 }
 
 /// The figures of a run.
@@ -415,14 +419,12 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                     .as_ref()
                     .and_then(|tokens| tokens.get(viewer).cloned()),
             };
-            let permit = Arc::clone(&limiter)
-                .acquire_owned()
-                .await
-                .map_err(|e| e.to_string())?;
+            // Each attempt takes one of the in-flight permits; a request waiting to be sent
+            // again holds none, so the viewers' pacing goes on during an outage.
             let (client, api, tx) = (Arc::clone(&client), Arc::clone(&api), outcomes_tx.clone());
+            let limiter = Arc::clone(&limiter);
             tokio::spawn(async move {
-                let outcome = send(client, api, batch, started, retries).await;
-                drop(permit);
+                let outcome = send(client, api, batch, started, retries, limiter).await;
                 tx.send(outcome).ok();
             });
         }
@@ -462,6 +464,13 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         accepted_total[outcome.batch.stream] += outcome.batch.total();
     }
 
+    let mut abandoned = vec![0u64; plan.streams];
+    for outcome in &outcomes {
+        if outcome.status == 0 || outcome.status == 429 || outcome.status >= 500 {
+            abandoned[outcome.batch.stream] += outcome.batch.total();
+        }
+    }
+
     let settle = ProgressBar::new_spinner();
     settle.enable_steady_tick(Duration::from_millis(120));
     settle.set_message("waiting for the stored counts to settle...");
@@ -488,6 +497,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
                     stream,
                     sent: accepted_total[stream],
                     counted: stored.values().sum(),
+                    abandoned: abandoned[stream],
                 });
                 diffs.extend(found);
                 break;

@@ -96,6 +96,10 @@ pub struct Outcome {
     pub batch: Batch,
 }
 
+/// How long one attempt may take before it counts as unanswered (API Gateway's own integration
+/// timeout is 30 s).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How a viewer sends a request again that was not accepted (no answer, 429 or 5xx), like the
 /// page: the same key and body, every `every`, while the first attempt is less than `for_at_most`
 /// ago.
@@ -128,13 +132,15 @@ async fn attempt(client: &HttpClient, api: &str, batch: &Batch, body: &str) -> u
     }
 }
 
-/// Sends one batch, retried as `retries` says; never fails (a failure is an outcome).
+/// Sends one batch, retried as `retries` says, each attempt holding one of the `in_flight`
+/// permits; never fails (a failure is an outcome).
 pub async fn send(
     client: Arc<HttpClient>,
     api: Arc<String>,
     batch: Batch,
     started: Instant,
     retries: Retries,
+    in_flight: Arc<tokio::sync::Semaphore>,
 ) -> Outcome {
     let at = Instant::now();
     let body = batch.body().to_string();
@@ -142,7 +148,14 @@ pub async fn send(
     let mut answers_5xx_not_503_at_ms = Vec::new();
     let status = loop {
         attempts += 1;
-        let status = attempt(&client, &api, &batch, &body).await;
+        let status = match in_flight.acquire().await {
+            Ok(_permit) => {
+                tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(&client, &api, &batch, &body))
+                    .await
+                    .unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
         if status >= 500 && status != 503 {
             answers_5xx_not_503_at_ms.push(reactions::clock::now_ms());
         }
