@@ -24,6 +24,7 @@ import {
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
 // request counts against the account's API throttle, shared by every viewer.
 const FLUSH_EVERY_MS = 1000;
+const SEND_TIMEOUT_MS = 10000; // a request unanswered this long is sent again
 const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
 const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
 const WATCHDOG_EVERY_MS = 5000;
@@ -48,6 +49,8 @@ const client = {
   book: new WindowBook(HISTORY_WINDOWS),
   batcher: new TapBatcher(),
   flushing: false, // a send is waiting for its answer
+  sendFailures: 0, // sends in a row that were not answered for good
+  resendAt: 0, // no send before this time (ms) after failures
   echo: new LocalEcho(),
   localFloats: new Map(), // emoji -> floats already released for own taps
   socket: null,
@@ -236,40 +239,54 @@ function onKey(event) {
 
 async function flush() {
   // One request at a time: a slow answer is not overtaken by a second send of the same key.
-  if (client.flushing) return;
+  // After failures, sends wait longer (up to 30 s), so a server in trouble is not pressed.
+  if (client.flushing || Date.now() < client.resendAt) return;
   client.flushing = true;
   try {
-    await sendTaps();
+    const failed = await sendTaps();
+    client.sendFailures = failed ? client.sendFailures + 1 : 0;
+    client.resendAt = failed ? Date.now() + reconnectDelay(client.sendFailures) : 0;
   } finally {
     client.flushing = false;
   }
 }
 
+/** The headers of a request with `key`, with the viewer's token if one is at hand. */
+function tapHeaders(key, token) {
+  const headers = { "content-type": "application/json", "idempotency-key": key };
+  if (token) headers.authorization = `Bearer ${token}`;
+  return headers;
+}
+
 /** Sends the outstanding request (or a new one) with its idempotency key; anything short of an
- *  answer for good leaves it outstanding, to be sent again, unchanged, at the next flush. */
+ *  answer for good leaves it outstanding, to be sent again, unchanged, at a later flush.
+ *  Returns whether it failed that way. */
 async function sendTaps() {
   const request = client.batcher.next(client.userId);
-  if (!request) return;
+  if (!request) return false;
   const taps = request.body.reactions.reduce((sum, r) => sum + r.count, 0);
-  const headers = { "content-type": "application/json", "idempotency-key": request.key };
+  let token = null;
   if (client.identity.enabled) {
     try {
-      headers.authorization = `Bearer ${await client.identity.token()}`;
+      token = await client.identity.token();
     } catch (error) {
       $("sent").textContent = `Cannot sign in (${error.message}); your taps will be resent.`;
-      return;
+      return true;
     }
   }
   try {
     const response = await fetch(`${client.config.apiUrl}/reactions`, {
       method: "POST",
-      headers,
+      headers: tapHeaders(request.key, token),
       body: JSON.stringify(request.body),
+      // An answer that never comes is a failure like any other: the retry has the same key.
+      signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
     });
     if (response.status === 401 && client.identity.enabled) {
       // The token lapsed or was revoked: sign in again and resend.
       client.identity.forgetToken();
       $("sent").textContent = "Signing in again; your taps will be resent.";
+      return true;
     } else if (response.status === 202) {
       client.batcher.settle(request);
       client.sentTaps += taps;
@@ -277,16 +294,41 @@ async function sendTaps() {
     } else if (response.status >= 500 || response.status === 429) {
       // Part of it may be counted already: the retry, with the same key, counts the rest once.
       $("sent").textContent = `The server is busy (${response.status}); your taps will be resent.`;
+      return true;
     } else {
       client.batcher.settle(request);
       const error = await response.json().catch(() => ({}));
       $("sent").textContent = `Taps refused: ${error.message || response.status}`;
     }
-  } catch {
+  } catch (error) {
     // API Gateway's own 401 (the JWT authorizer's) carries no CORS headers, so the browser
-    // reports it as a network error: with identity on, sign in again before the next send.
-    if (client.identity.enabled) client.identity.forgetToken();
-    $("sent").textContent = "Offline; your taps will be resent.";
+    // reports it as a network error: with identity on, sign in again before the next send. An
+    // answer that was only slow says nothing about the token.
+    const slow = error && error.name === "TimeoutError";
+    if (client.identity.enabled && !slow) client.identity.forgetToken();
+    $("sent").textContent = slow ? "No answer yet; your taps will be resent." : "Offline; your taps will be resent.";
+    return true;
+  }
+  return false;
+}
+
+/** The page is going away: the outstanding request and the taps since go now, as `keepalive`
+ *  requests the browser finishes after the page is gone (with the token at hand, if any). A
+ *  page kept in the back/forward cache (`persisted`) may come back, so it keeps its taps and
+ *  sends them as usual then. */
+function sendBeforeLeaving(event) {
+  if (event && event.persisted) return;
+  const token = client.identity.enabled ? client.identity.session?.token : null;
+  const requests = [client.batcher.outstanding];
+  if (requests[0]) client.batcher.settle(requests[0]);
+  requests.push(client.batcher.next(client.userId));
+  for (const request of requests.filter(Boolean)) {
+    fetch(`${client.config.apiUrl}/reactions`, {
+      method: "POST",
+      headers: tapHeaders(request.key, token),
+      body: JSON.stringify(request.body),
+      keepalive: true,
+    }).catch(() => {});
   }
 }
 
@@ -786,7 +828,7 @@ async function start() {
   const initial = client.config.stream && validStreamId(client.config.stream) ? client.config.stream : input.value;
   input.value = initial;
   setInterval(flush, client.config.flushMs);
-  window.addEventListener("pagehide", flush);
+  window.addEventListener("pagehide", sendBeforeLeaving);
   watch(initial);
   document.body.dataset.ready = "true";
 }

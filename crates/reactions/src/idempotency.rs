@@ -9,7 +9,8 @@
 //! same document, read by the same `find` and written by the same statement, so keys cost no
 //! round trip and no statement when fair use is on. A redelivered or overlapping batch is exact
 //! for the same reason fair use is. A viewer's reactions to a stream share one Kafka key, hence
-//! one partition, so the first attempt's records come before the retry's.
+//! one partition: whichever of two attempts' records comes first in it is counted, and the
+//! other's items are skipped (an attempt given up by ingest may still land after its retry).
 //!
 //! A key reused with a different body is refused: by ingest with 422 when the first use is
 //! already counted, and by aggregate (dead letter `idempotency_key_reused`) when the two race.
@@ -29,15 +30,16 @@ pub const HEADER: &str = "Idempotency-Key";
 /// Longest key accepted, in characters (the draft leaves it to the server; Stripe takes 255).
 pub const MAX_KEY_LEN: usize = 255;
 
-/// How many of a viewer's most recent keys per stream are remembered. A retry of an older key
-/// would be counted again, so this bounds how far behind a client's retries may fall: the page
-/// and the load generator keep one request in flight and retry it before sending the next, so
-/// they need one; 16 leaves room for clients that pipeline.
+/// How many of a viewer's most recent keys per stream are remembered (a key used again is
+/// recent again). A retry of an older key would be counted again, so this bounds how far
+/// behind a client's retries may fall: the page and the load generator keep one request in
+/// flight and retry it before sending the next, so a viewer needs one per tab; 16 leaves room
+/// for several tabs and for clients that pipeline.
 pub const REMEMBERED_KEYS: usize = 16;
 
-/// How long a viewer's keys on a stream are kept after the viewer's last keyed tap there (the
-/// document's expiry; the IETF draft and Stripe keep keys for 24 hours). A client retrying
-/// later than that, or after [`REMEMBERED_KEYS`] newer requests, is counted again.
+/// How long a viewer's keys on a stream are kept after the viewer's state there was last
+/// written (any keyed tap; with fair use on, any tap): the document's expiry. The IETF draft
+/// and Stripe keep keys for 24 hours. A client retrying later than that, or after [`REMEMBERED_KEYS`] newer requests, is counted again.
 pub const KEY_MEMORY: Duration = Duration::from_secs(24 * 3_600);
 
 /// The most items a keyed request may have (its records' `item` is below this): bounds the
@@ -221,16 +223,22 @@ pub fn skip_retries(
         }
         out.changes.decided(&id, &position);
         let keys = &mut out.changes.state(&id, stored).keys;
-        match keys.iter_mut().find(|seen| seen.key == tap.key) {
-            Some(seen) if seen.body != tap.body => {
+        match keys.iter().position(|seen| seen.key == tap.key) {
+            Some(at) if keys[at].body != tap.body => {
                 out.reused.push((position, reaction));
                 continue;
             }
-            Some(seen) if seen.has(tap.item) => {
-                out.retried_taps += u64::from(reaction.count);
-                reaction.count = 0;
+            Some(at) => {
+                // A key used again is recent again: a client still retrying it keeps it.
+                let mut seen = keys.remove(at);
+                if seen.has(tap.item) {
+                    out.retried_taps += u64::from(reaction.count);
+                    reaction.count = 0;
+                } else {
+                    seen.set(tap.item);
+                }
+                keys.push(seen);
             }
-            Some(seen) => seen.set(tap.item),
             None => {
                 let mut seen = SeenKey {
                     key: tap.key,
@@ -379,16 +387,25 @@ mod tests {
     }
 
     #[test]
-    fn only_the_most_recent_keys_are_remembered() {
+    fn only_the_most_recent_keys_are_remembered_and_a_key_used_again_is_recent() {
         let mut log = Vec::new();
-        for n in 0..=REMEMBERED_KEYS {
+        for n in 0..REMEMBERED_KEYS {
             log.extend(request("v", &[("fire", 1)], &format!("s:{n}")));
         }
+        // The oldest key is sent again (a retry still going on), then one more new key comes.
+        log.extend(request("v", &[("fire", 1)], "s:0"));
+        log.extend(request(
+            "v",
+            &[("fire", 1)],
+            &format!("s:{REMEMBERED_KEYS}"),
+        ));
         let done = skip_retries(at(0.., log), &BTreeMap::new());
         assert_eq!(done.changes.states.len(), 1);
         let keys = &done.changes.states["match/v"].keys;
         assert_eq!(keys.len(), REMEMBERED_KEYS);
-        assert_eq!(keys[0].key, key("s:1").id());
+        assert_eq!(keys[0].key, key("s:2").id(), "s:1 was the least recent");
+        assert!(keys.iter().any(|seen| seen.key == key("s:0").id()));
+        assert_eq!(done.retried_taps, 1);
     }
 
     proptest! {

@@ -301,17 +301,32 @@ impl Verdict {
 
     /// The goals missed, each said in a line.
     pub fn missed(&self) -> Vec<String> {
-        let mut missed: Vec<String> = self
-            .streams
-            .iter()
-            .filter(|s| s.sent != s.counted || s.abandoned > 0)
-            .map(|s| {
-                format!(
-                    "stream {}: {} taps sent, {} counted, {} in requests given up unanswered",
-                    s.stream, s.sent, s.counted, s.abandoned
-                )
-            })
-            .collect();
+        let mut missed = Vec::new();
+        for s in &self.streams {
+            if s.counted < s.sent {
+                missed.push(format!(
+                    "stream {}: {} taps LOST ({} sent, {} counted)",
+                    s.stream,
+                    s.sent - s.counted,
+                    s.sent,
+                    s.counted
+                ));
+            } else if s.counted > s.sent + s.abandoned {
+                missed.push(format!(
+                    "stream {}: {} taps COUNTED TWICE ({} sent, {} in requests given up, {} counted)",
+                    s.stream,
+                    s.counted - s.sent - s.abandoned,
+                    s.sent,
+                    s.abandoned,
+                    s.counted
+                ));
+            } else if s.abandoned > 0 {
+                missed.push(format!(
+                    "stream {}: {} taps in requests given up unanswered: whether they are counted cannot be told",
+                    s.stream, s.abandoned
+                ));
+            }
+        }
         let mut count = |n: u64, what: &str| {
             if n > 0 {
                 missed.push(format!("{n} {what}"));

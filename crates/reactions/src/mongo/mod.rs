@@ -276,12 +276,17 @@ fn integer(value: &Bson) -> Option<i64> {
 }
 
 /// Every document of `collection` matching `filter`, read through one cursor.
+/// Every document `filter` matches, read from the primary whatever the URI prefers (a
+/// DocumentDB connection string often says `secondaryPreferred`): these reads decide what a
+/// batch counts, and a secondary's older state would have it count a retry or a cut reaction
+/// again before its conditional write found out.
 async fn find_all(
     collection: &Collection<Document>,
     filter: Document,
 ) -> Result<Vec<Document>, StoreError> {
     collection
         .find(filter)
+        .selection_criteria(primary())
         .await
         .map_err(server("find"))?
         .try_collect()

@@ -30,8 +30,12 @@ fn malformed(what: &str) -> StoreError {
 }
 
 fn state_from(document: &Document) -> Result<ViewerState, StoreError> {
+    let rev = match document.get("rev") {
+        None => 0,
+        Some(rev) => super::integer(rev).ok_or_else(|| malformed("rev"))?,
+    };
     let mut state = ViewerState {
-        rev: document.get("rev").and_then(super::integer).unwrap_or(0),
+        rev,
         ..ViewerState::default()
     };
     if let Ok(stored) = document.get_document("offsets") {
