@@ -170,10 +170,7 @@ impl Aggregate {
         };
         let prepare = aggregate.database_preparation();
         aggregate.indexes.start_in_background(move || prepare.run());
-        aggregate.producer.current().start_warm_up(
-            &aggregate.config.output_topic,
-            aggregate.config.produce_timeout,
-        );
+        aggregate.producer.start_warm_up();
         Ok(aggregate)
     }
 
@@ -466,7 +463,15 @@ impl Aggregate {
         let state_writes = viewer_state::writes(&stored, deduplicated.changes, capped.changes);
         let deltas = window_deltas(capped.reactions.iter().map(|(p, r)| (p, r)), width);
         let (report, windows) = self.store.apply_and_read(&deltas, width, times).await?;
-        let state_statements = self.viewer_states.write(&state_writes, times).await?;
+        let state_statements = match self.viewer_states.write(&state_writes, times).await {
+            Err(raced @ StoreError::Raced { .. }) => {
+                MetricsLine::new("aggregate")
+                    .count("ViewerStateRaces", 1)
+                    .emit();
+                return Err(raced.into());
+            }
+            written => written?,
+        };
         // `read` and `write` skip the round trip when they have nothing to do.
         let state_round_trips = usize::from(!ids.is_empty()) + usize::from(state_statements > 0);
         let write_ms = elapsed_ms(write_started);

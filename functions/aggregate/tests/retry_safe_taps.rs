@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use emostream_tests::patience::PATIENCE;
-use emostream_tests::servers;
 use emostream_tests::topic_reader::read_records;
 use rdkafka::message::{Headers, Message};
 use reactions::idempotency::{IdempotencyKey, KEY_REUSED, stamp};
@@ -56,14 +55,7 @@ fn positioned(reactions: Vec<Reaction>) -> Vec<(RecordPosition, Reaction)> {
 
 #[tokio::test]
 async fn a_retried_request_counts_once_and_a_reused_key_is_dead_lettered() {
-    let database = servers().mongo("retry-safe").database;
-    let setup = build(&settings(
-        &servers().kafka_brokers,
-        &servers().mongodb_uri,
-        &database,
-        &[],
-    ))
-    .await;
+    let setup = setup_named("retry-safe", &[]).await;
     let first = request("v", &[("fire", 3), ("clap", 1), ("joy", 5)], "s:1", BASE_MS);
     let retry = request(
         "v",

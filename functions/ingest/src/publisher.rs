@@ -85,7 +85,8 @@ impl ReactionPublisher {
         shards: StreamShards,
     ) -> Result<Self, KafkaAdapterError> {
         // Concurrent requests share produce requests within 2 ms.
-        let producer = RenewingProducer::new(&settings, timeout, Duration::from_millis(2))?;
+        let producer = RenewingProducer::new(&settings, timeout, Duration::from_millis(2))?
+            .warming_up_on(&topic);
         Ok(Self {
             topic,
             timeout,
@@ -94,11 +95,9 @@ impl ReactionPublisher {
         })
     }
 
-    /// Starts connecting in the background (see [`reactions::kafka::AckedProducer::start_warm_up`]).
+    /// Starts connecting in the background (see [`RenewingProducer::start_warm_up`]).
     pub fn start_warm_up(&self) {
-        self.producer
-            .current()
-            .start_warm_up(&self.topic, self.timeout);
+        self.producer.start_warm_up();
     }
 
     /// The topic written to.

@@ -14,6 +14,8 @@ pub struct RenewingProducer {
     settings: KafkaSettings,
     delivery_timeout: Duration,
     linger: Duration,
+    /// The topic a new producer warms up on (see [`AckedProducer::start_warm_up`]).
+    warm_up_topic: Option<String>,
     current: RwLock<AckedProducer>,
 }
 
@@ -33,7 +35,24 @@ impl RenewingProducer {
             settings: settings.clone(),
             delivery_timeout,
             linger,
+            warm_up_topic: None,
         })
+    }
+
+    /// Each replacement warms up on `topic` in the background (see
+    /// [`RenewingProducer::start_warm_up`]), so the request or batch after it does not pay for
+    /// the connection and the topic's metadata.
+    pub fn warming_up_on(mut self, topic: &str) -> Self {
+        self.warm_up_topic = Some(topic.to_owned());
+        self
+    }
+
+    /// Starts connecting the current producer and reading the warm-up topic's metadata in the
+    /// background (see [`AckedProducer::start_warm_up`]); nothing without a warm-up topic.
+    pub fn start_warm_up(&self) {
+        if let Some(topic) = &self.warm_up_topic {
+            self.current().start_warm_up(topic, self.delivery_timeout);
+        }
     }
 
     /// The producer to use now (a cheap handle; one replaced meanwhile finishes what it has).

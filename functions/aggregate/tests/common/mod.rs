@@ -82,6 +82,18 @@ pub async fn build(settings: &HashMap<String, String>) -> Setup {
     }
 }
 
+/// A handler on a database of its own named after `name`, with `extra` settings.
+pub async fn setup_named(name: &str, extra: &[(&str, &str)]) -> Setup {
+    let database = servers().mongo(name).database;
+    build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        extra,
+    ))
+    .await
+}
+
 pub async fn setup() -> Setup {
     let database = servers().mongo("aggregate").database;
     build(&settings(
