@@ -61,3 +61,14 @@ pub fn record_count(settings: &KafkaSettings, topic: &str) -> i64 {
 pub fn key_text(message: &OwnedMessage) -> String {
     String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned()
 }
+
+/// A record's header `name` as text, if it has one.
+pub fn header_text(message: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}

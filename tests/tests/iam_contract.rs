@@ -213,7 +213,7 @@ fn every_call_in_the_code_is_in_the_table_and_every_row_is_in_the_code() {
     for expected in [
         "crates/reactions/src/secrets.rs: get_secret_value",
         "functions/notify/src/management.rs: post_to_connection",
-        "crates/reactions/src/kafka.rs: enable.idempotence",
+        "crates/reactions/src/kafka/mod.rs: enable.idempotence",
         "functions/notify/src/event_api.rs: signature_headers",
     ] {
         assert!(calls.contains(expected), "the scan misses {expected}");

@@ -8,8 +8,8 @@ mod common;
 
 use common::*;
 use emostream_tests::patience::PATIENCE;
-use emostream_tests::topic_reader::read_records;
-use rdkafka::message::{Headers, Message};
+use emostream_tests::topic_reader::{header_text, read_records};
+use rdkafka::message::Message;
 use reactions::idempotency::{IdempotencyKey, KEY_REUSED, stamp};
 use reactions::kafka_event::RecordPosition;
 use reactions::{EmojiName, Reaction, StreamId, UserId};
@@ -114,21 +114,14 @@ async fn a_retried_request_counts_once_and_a_reused_key_is_dead_lettered() {
     )
     .await;
     assert_eq!(letters.len(), 1);
-    let headers = letters[0].headers().unwrap();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let header = |name: &str| header_text(&letters[0], name);
     assert_eq!(header("dlq.reason").as_deref(), Some(KEY_REUSED));
     assert_eq!(header("dlq.offset").as_deref(), Some("10"));
     let value = String::from_utf8_lossy(letters[0].payload().unwrap()).into_owned();
     assert!(value.contains(r#""emoji":"wow","count":7"#), "{value}");
 
     // Keys cost no MongoDB round trip: the same first delivery on fresh streams, with and
-    // without keys, waits for as many (the keys ride on fair use's tally read and write).
+    // without keys, waits for as many (the keys ride on fair use's read and write of the viewer's state).
     let fresh = |stream: &str, keyed: bool, offset: i64| -> Vec<(RecordPosition, Reaction)> {
         log.iter()
             .map(|(position, reaction)| {
