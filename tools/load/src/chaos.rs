@@ -106,6 +106,18 @@ pub fn all_faults() -> impl Iterator<Item = &'static Fault> {
     CYCLE.iter().chain(EXTRA.iter())
 }
 
+/// Refuses fault names that are not [`Fault::name`]s, saying which there are.
+pub fn check_names(names: &[String]) -> Result<(), String> {
+    let known: Vec<&str> = all_faults().map(Fault::name).collect();
+    match names.iter().find(|name| !known.contains(&name.as_str())) {
+        Some(unknown) => Err(format!(
+            "--faults: no fault is named {unknown:?}; the faults are {}",
+            known.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The run's faults: one every `every`, from `every` on, cycling through [`CYCLE`], or through
 /// the faults named in `only` when it names any, the last at least `every` before `duration`
 /// ends (so the pipeline has that long to recover while still under load).
@@ -160,7 +172,22 @@ pub struct Targets<'a> {
     pub servers_state: PathBuf,
 }
 
-impl Targets<'_> {
+impl<'a> Targets<'a> {
+    /// The targets of a run started from the repository root under `local/servers.sh run`
+    /// (whose state directory `EMOSTREAM_SERVERS` names).
+    pub fn of_this_run(stack: &'a LocalStack, mongo: &'a FaultProxy) -> Result<Self, String> {
+        Ok(Self {
+            stack,
+            mongo,
+            servers_script: std::fs::canonicalize("local/servers.sh").map_err(|e| {
+                format!("--chaos runs from the repository root (local/servers.sh: {e})")
+            })?,
+            servers_state: std::env::var_os("EMOSTREAM_SERVERS")
+                .map(PathBuf::from)
+                .ok_or("--chaos needs EMOSTREAM_SERVERS (run under local/servers.sh run)")?,
+        })
+    }
+
     /// Applies `schedule`, each fault at its time from `started`; returns what each did.
     pub async fn run(&self, schedule: &[(Duration, Fault)], started: Instant) -> Vec<FaultRecord> {
         let mut records = Vec::new();

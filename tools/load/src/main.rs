@@ -195,14 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_err(|_| format!("--start-stack needs {name} (run under local/servers.sh run)"))
         };
         let mut mongodb_uri = env("MONGODB_URI")?;
-        let known: Vec<&str> = chaos::all_faults().map(chaos::Fault::name).collect();
-        if let Some(unknown) = cli.faults.iter().find(|n| !known.contains(&n.as_str())) {
-            return Err(format!(
-                "--faults: no fault is named {unknown:?}; the faults are {}",
-                known.join(", ")
-            )
-            .into());
-        }
+        chaos::check_names(&cli.faults)?;
         if cli.chaos {
             let (proxy, proxied) = FaultProxy::for_mongodb(&mongodb_uri).await?;
             mongodb_uri = proxied;
@@ -405,21 +398,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     let (report, faults) = match (&stack, &chaos_proxy) {
         (Some(stack), Some(mongo)) => {
-            let targets = chaos::Targets {
-                stack,
-                mongo,
-                servers_script: std::fs::canonicalize("local/servers.sh").map_err(|e| {
-                    format!("--chaos runs from the repository root (local/servers.sh: {e})")
-                })?,
-                servers_state: std::env::var_os("EMOSTREAM_SERVERS")
-                    .map(PathBuf::from)
-                    .ok_or("--chaos needs EMOSTREAM_SERVERS (run under local/servers.sh run)")?,
-            };
-            let faults = chaos::schedule(
-                plan.warmup + plan.duration,
-                Duration::from_secs(cli.fault_every_s),
-                &cli.faults,
-            );
+            let every = Duration::from_secs(cli.fault_every_s);
+            let faults = chaos::schedule(plan.warmup + plan.duration, every, &cli.faults);
+            let targets = chaos::Targets::of_this_run(stack, mongo)?;
             let (report, faults) =
                 tokio::join!(run(&plan), targets.run(&faults, std::time::Instant::now()));
             (report, Some(faults))
