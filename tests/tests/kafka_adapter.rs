@@ -347,20 +347,34 @@ async fn a_fatal_producer_is_replaced_and_production_goes_on_after_a_broker_rest
         .produce_all(&topic, &[record(21)], PATIENCE)
         .await
         .unwrap();
+    // Producing through the renewing producer, as the functions do, replaces it by itself.
+    let producer = producers.current();
+    producer.make_fatal_for_tests();
+    let failed = producers
+        .produce_all(&producer, &topic, &[record(22)], PATIENCE)
+        .await;
+    assert!(failed.is_err(), "a fatal producer delivers nothing");
+    assert!(
+        producers.current().fatal_error().is_none(),
+        "replaced after the failed produce"
+    );
 
     broker.restart();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut n = 22;
+    let mut n = 23;
     loop {
-        let producer = producers.current();
         n += 1;
-        let sent = producer
-            .produce_all(&topic, &[record(n)], Duration::from_secs(2))
+        let sent = producers
+            .produce_all(
+                &producers.current(),
+                &topic,
+                &[record(n)],
+                Duration::from_secs(2),
+            )
             .await;
         if sent.is_ok() {
             break;
         }
-        producers.renew_if_fatal(&producer).unwrap();
         assert!(
             tokio::time::Instant::now() < deadline,
             "no produce succeeded after the restart"

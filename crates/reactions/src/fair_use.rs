@@ -16,7 +16,7 @@
 
 use crate::kafka_event::RecordPosition;
 use crate::reaction::Reaction;
-use crate::viewer_state::{StateChanges, ViewerState, in_offset_order, viewer_state_id};
+use crate::viewer_state::{StateChanges, ViewerState, in_offset_order};
 use crate::window::WindowWidth;
 use std::collections::BTreeMap;
 
@@ -53,15 +53,12 @@ pub fn cap_batch(
     in_offset_order(&mut reactions);
     let mut capped = Capped::default();
     for (position, mut reaction) in reactions {
-        let id = viewer_state_id(&reaction.stream, &reaction.user);
-        if stored.get(&id).is_some_and(|s| s.accounts_for(&position)) {
+        let Some(state) = capped.changes.deciding(&position, &reaction, stored) else {
             // Counted (and written to its window) by an earlier delivery.
             reaction.count = 0;
             capped.reactions.push((position, reaction));
             continue;
-        }
-        capped.changes.decided(&id, &position);
-        let state = capped.changes.state(&id, stored);
+        };
         let counted = state
             .windows
             .entry(width.start_of(reaction.at_ms))

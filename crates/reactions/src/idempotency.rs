@@ -18,7 +18,7 @@
 use crate::kafka_event::RecordPosition;
 use crate::reaction::Reaction;
 use crate::validation::{Rule, ValidationError};
-use crate::viewer_state::{StateChanges, ViewerState, in_offset_order, viewer_state_id};
+use crate::viewer_state::{StateChanges, ViewerState, in_offset_order};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -142,8 +142,17 @@ pub fn body_fingerprint(reactions: &[Reaction]) -> i64 {
     }))
 }
 
-/// Stamps every reaction of one request with `key`, its index and the request's fingerprint.
-pub fn stamp(reactions: &mut [Reaction], key: &IdempotencyKey) {
+/// Stamps every reaction of one request with `key`, its index and the request's fingerprint;
+/// refuses (naming the header) a request of more than [`MAX_KEYED_ITEMS`] reactions.
+pub fn stamp(reactions: &mut [Reaction], key: &IdempotencyKey) -> Result<(), ValidationError> {
+    let max = MAX_KEYED_ITEMS as usize;
+    if reactions.len() > max {
+        let rule = Rule::BatchTooLarge {
+            max,
+            len: reactions.len(),
+        };
+        return Err(ValidationError::new(HEADER, rule));
+    }
     let body = body_fingerprint(reactions);
     let key = key.id();
     for (index, reaction) in reactions.iter_mut().enumerate() {
@@ -153,6 +162,7 @@ pub fn stamp(reactions: &mut [Reaction], key: &IdempotencyKey) {
             body,
         });
     }
+    Ok(())
 }
 
 /// A request whose key a viewer used, and which of its items are counted.
@@ -214,15 +224,13 @@ pub fn skip_retries(
             out.reactions.push((position, reaction));
             continue;
         };
-        let id = viewer_state_id(&reaction.stream, &reaction.user);
-        if stored.get(&id).is_some_and(|s| s.accounts_for(&position)) {
+        let Some(state) = out.changes.deciding(&position, &reaction, stored) else {
             // Counted, skipped or dead-lettered by an earlier delivery of this record.
             reaction.count = 0;
             out.reactions.push((position, reaction));
             continue;
-        }
-        out.changes.decided(&id, &position);
-        let keys = &mut out.changes.state(&id, stored).keys;
+        };
+        let keys = &mut state.keys;
         match keys.iter().position(|seen| seen.key == tap.key) {
             Some(at) if keys[at].body != tap.body => {
                 out.reused.push((position, reaction));
@@ -261,6 +269,7 @@ mod tests {
     use super::*;
     use crate::emoji::EmojiName;
     use crate::ids::{StreamId, UserId};
+    use crate::viewer_state::viewer_state_id;
     use proptest::prelude::*;
 
     fn key(text: &str) -> IdempotencyKey {
@@ -279,7 +288,7 @@ mod tests {
                 key: None,
             })
             .collect();
-        stamp(&mut reactions, &key(with));
+        stamp(&mut reactions, &key(with)).unwrap();
         reactions
     }
 
@@ -342,6 +351,11 @@ mod tests {
             assert_ne!(body_fingerprint(&one), body_fingerprint(other));
         }
         assert_eq!(one[1].key.unwrap().item, 1);
+        // A keyed request's items are bounded (their bitset would grow with them).
+        let mut huge = vec![one[0].clone(); MAX_KEYED_ITEMS as usize + 1];
+        let refused = stamp(&mut huge, &key("k")).unwrap_err();
+        assert_eq!(refused.field, HEADER);
+        assert!(matches!(refused.rule, Rule::BatchTooLarge { .. }));
     }
 
     #[test]

@@ -79,21 +79,27 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
-    /// The state `id` as the step found it: changed by it already, or as stored.
-    pub(crate) fn state(
+    /// The state of `reaction`'s viewer to decide it against (changed by this step already, or
+    /// as stored), with the decision recorded at `position`; `None` when a stored state already
+    /// accounts for it (an earlier delivery of its record decided it).
+    pub(crate) fn deciding(
         &mut self,
-        id: &str,
+        position: &RecordPosition,
+        reaction: &Reaction,
         stored: &BTreeMap<String, ViewerState>,
-    ) -> &mut ViewerState {
-        self.states
-            .entry(id.to_owned())
-            .or_insert_with(|| stored.get(id).cloned().unwrap_or_default())
-    }
-
-    /// Records that the step decided the reaction at `position` of state `id`.
-    pub(crate) fn decided(&mut self, id: &str, position: &RecordPosition) {
+    ) -> Option<&mut ViewerState> {
+        let id = viewer_state_id(&reaction.stream, &reaction.user);
+        let state = stored.get(&id);
+        if state.is_some_and(|s| s.accounts_for(position)) {
+            return None;
+        }
         self.offsets
-            .insert((id.to_owned(), PartitionKey::of(position)), position.offset);
+            .insert((id.clone(), PartitionKey::of(position)), position.offset);
+        Some(
+            self.states
+                .entry(id)
+                .or_insert_with(|| state.cloned().unwrap_or_default()),
+        )
     }
 }
 

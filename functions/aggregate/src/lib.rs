@@ -20,7 +20,7 @@ use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::fair_use::cap_batch;
 use reactions::idempotency::skip_retries;
-use reactions::kafka::{AckedProducer, KafkaAdapterError, OutgoingRecord, RenewingProducer};
+use reactions::kafka::{KafkaAdapterError, OutgoingRecord, RenewingProducer};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
@@ -214,25 +214,16 @@ impl Aggregate {
         if records.is_empty() {
             return Ok(());
         }
-        let producer = self.producer.current();
-        let produced = producer
-            .produce_all(topic, records, self.config.produce_timeout)
-            .await;
-        if produced.is_err() {
-            self.renew_producer(&producer);
-        }
-        produced
+        self.producer
+            .produce_all(
+                &self.producer.current(),
+                topic,
+                records,
+                self.config.produce_timeout,
+            )
+            .await
             .map(|_| ())
             .map_err(|source| AggregateError::Kafka { what, source })
-    }
-
-    /// After a failed produce with `used`: replaces the producer if it hit a fatal error (a
-    /// broker that lost its sequence state), so the retried batch can succeed. A replacement
-    /// that cannot be built is logged; the next failure tries again.
-    fn renew_producer(&self, used: &AckedProducer) {
-        if let Err(error) = self.producer.renew_if_fatal(used) {
-            tracing::error!(%error, "building a new Kafka producer failed");
-        }
     }
 
     /// Produces the dead letters an earlier delivery of the batch did not, then marks them
@@ -271,13 +262,10 @@ impl Aggregate {
             return Err(refused(UNKNOWN_TOPIC.into()));
         }
         let records: Vec<OutgoingRecord> = letters.iter().map(|d| d.to_record()).collect();
-        if let Err(error) = producer
-            .produce_all(topic, &records, self.config.produce_timeout)
+        self.producer
+            .produce_all(&producer, topic, &records, self.config.produce_timeout)
             .await
-        {
-            self.renew_producer(&producer);
-            return Err(refused(error.to_string()));
-        }
+            .map_err(|error| refused(error.to_string()))?;
         self.dead_letter_marks.advance(&highest).await?;
         Ok(found.len() - letters.len())
     }

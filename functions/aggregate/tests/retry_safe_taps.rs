@@ -32,7 +32,8 @@ fn request(user: &str, emojis: &[(&str, u32)], key: &str, at_ms: i64) -> Vec<Rea
         stamp(
             &mut reactions,
             &IdempotencyKey::parse(key.as_bytes()).unwrap(),
-        );
+        )
+        .unwrap();
     }
     reactions
 }

@@ -428,16 +428,8 @@ impl Ingest {
         let live = self.live_streams(&body.stream_ids()).await?;
         let mut reactions = body.validate(&self.config.domain, &live, now_ms())?;
         if let Some(key) = &key {
-            let max = idempotency::MAX_KEYED_ITEMS as usize;
-            if reactions.len() > max {
-                let rule = reactions::Rule::BatchTooLarge {
-                    max,
-                    len: reactions.len(),
-                };
-                let error = reactions::ValidationError::new(idempotency::HEADER, rule);
-                return Err(ApiError::Invalid(vec![error]));
-            }
-            idempotency::stamp(&mut reactions, key);
+            idempotency::stamp(&mut reactions, key)
+                .map_err(|error| ApiError::Invalid(vec![error]))?;
             self.refuse_reused_key(&reactions).await?;
         }
         let started = Instant::now();

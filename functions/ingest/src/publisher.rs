@@ -130,12 +130,14 @@ impl ReactionPublisher {
         }
         let at_ms = now_ms();
         let records = records_of(reactions, self.shards, partitions, at_ms, &self.topic)?;
-        let result = producer.produce_all(&self.topic, &records, left).await;
-        if let Err(error) = &result {
-            if is_unknown_partition(error) {
-                producer.forget_partition_count(&self.topic);
-            }
-            self.producer.renew_if_fatal(&producer)?;
+        let result = self
+            .producer
+            .produce_all(&producer, &self.topic, &records, left)
+            .await;
+        if let Err(error) = &result
+            && is_unknown_partition(error)
+        {
+            producer.forget_partition_count(&self.topic);
         }
         result?;
         Ok(at_ms)

@@ -14,7 +14,7 @@ use reactions::idempotency::{IdempotencyKey, TapKey};
 use reactions::kafka::{AckedProducer, KafkaSettings, OutgoingRecord, TopicSpec, ensure_topics};
 use reactions::message::{ReactionRecord, VersionedMessage};
 use reactions::mongo::{MongoSettings, WindowStore, connect};
-use reactions::{EmojiName, StreamId, StreamShards, UserId};
+use reactions::{EmojiName, Reaction, StreamId, StreamShards, UserId};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,12 +108,7 @@ fn backlog_record(
     .expect("generated viewer ids are valid");
     let count = 1 + (i % 5) as u32;
     let at_ms = start_ms + (i * 1_000 / plan.event_rate.max(1)) as i64;
-    let record = ReactionRecord {
-        v: if plan.keyed {
-            ReactionRecord::VERSION
-        } else {
-            1
-        },
+    let reaction = Reaction {
         stream: stream.clone(),
         user: user.clone(),
         emoji: EmojiName::parse(EMOJIS[(i % EMOJIS.len() as u64) as usize])
@@ -129,6 +124,8 @@ fn backlog_record(
             body: i as i64,
         }),
     };
+    // Encoded as ingest encodes it (the record version follows the key).
+    let record = ReactionRecord::from(&reaction);
     // Keyed and partitioned as ingest does it.
     let shards = StreamShards::new(plan.shards);
     let mut outgoing = OutgoingRecord::new(shards.key(stream, &user), record.encode());

@@ -2,10 +2,10 @@
 //! fatal when the broker lost its sequence state (a broker restarted or replaced, a partition's
 //! leader moved with unreplicated state: `OutOfOrderSequenceNumber`), and from then on fails
 //! every record: a warm container would fail every request or batch until Lambda recycled it.
-//! The functions hold this instead and, after a failed produce, call
-//! [`RenewingProducer::renew_if_fatal`].
+//! The functions hold this instead and produce through [`RenewingProducer::produce_all`], which
+//! replaces a producer that turned fatal.
 
-use super::{AckedProducer, KafkaAdapterError, KafkaSettings};
+use super::{AckedProducer, Delivered, KafkaAdapterError, KafkaSettings, OutgoingRecord};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -61,6 +61,26 @@ impl RenewingProducer {
             Ok(producer) => producer.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// [`AckedProducer::produce_all`] with `producer` (one [`RenewingProducer::current`] gave,
+    /// so that what was read with it, a partition count, goes with the records); when the
+    /// produce fails because the producer turned fatal, it is replaced for the next caller (a
+    /// replacement that cannot be built is logged, and tried again after the next failure).
+    pub async fn produce_all(
+        &self,
+        producer: &AckedProducer,
+        topic: &str,
+        records: &[OutgoingRecord],
+        deadline: Duration,
+    ) -> Result<Vec<Delivered>, KafkaAdapterError> {
+        let produced = producer.produce_all(topic, records, deadline).await;
+        if produced.is_err()
+            && let Err(error) = self.renew_if_fatal(producer)
+        {
+            tracing::error!(%error, "building a new Kafka producer failed");
+        }
+        produced
     }
 
     /// After a failed produce with `used`: when it hit a fatal error, it is replaced by a new
