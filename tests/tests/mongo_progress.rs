@@ -6,6 +6,7 @@ use emostream_tests::servers;
 use reactions::event_time::PartitionProgress;
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{PartitionProgressStore, WindowStore, WriteTimes, connect};
+use reactions::topic_generation::AheadRecords;
 use reactions::window_delta::window_deltas;
 use reactions::{Reaction, WindowWidth};
 
@@ -18,6 +19,7 @@ fn progress(partition: i32, generation: u32, offset: i64, max: i64) -> Partition
         generation,
         offset,
         max_timestamp_ms: max,
+        ahead: AheadRecords::default(),
     }
 }
 
@@ -60,6 +62,101 @@ async fn progress_only_grows_within_a_generation_and_a_newer_generation_replaces
         [progress(0, 1, 3, 9_000), progress(1, 0, 7, 4_000)]
     );
     assert!(store.read("other-topic").await.unwrap().is_empty());
+}
+
+fn with_ahead(
+    mut progress: PartitionProgress,
+    listed: &[(i64, i64)],
+    unlisted: i64,
+) -> PartitionProgress {
+    progress.ahead = AheadRecords {
+        listed: listed.to_vec(),
+        unlisted_max_ms: unlisted,
+    };
+    progress
+}
+
+#[tokio::test]
+async fn capped_records_are_kept_until_the_counted_timestamp_passes_them() {
+    let database = connect(&servers().mongo("progress-ahead"), "progress-test")
+        .await
+        .unwrap();
+    let store = PartitionProgressStore::new(&database);
+    let topic = "emoji.reactions";
+    let read = |store: PartitionProgressStore| async move {
+        let mut all = store.read(topic).await.unwrap();
+        all.sort_by_key(|p| p.partition);
+        for p in &mut all {
+            p.ahead.listed.sort_unstable();
+        }
+        all
+    };
+    // Two overlapping deliveries of one batch each list theirs: the union is kept.
+    store
+        .advance(
+            &[with_ahead(
+                progress(0, 0, 10, 5_000),
+                &[(4, 90_000)],
+                i64::MIN,
+            )],
+            1,
+        )
+        .await
+        .unwrap();
+    store
+        .advance(
+            &[with_ahead(
+                progress(0, 0, 12, 5_000),
+                &[(4, 90_000), (11, 80_000)],
+                70_000,
+            )],
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read(store.clone()).await,
+        [with_ahead(
+            progress(0, 0, 12, 5_000),
+            &[(4, 90_000), (11, 80_000)],
+            70_000
+        )]
+    );
+    // The counted timestamp passes one of them: it is dropped, the other stays.
+    let passing = progress(0, 0, 20, 85_000);
+    store
+        .advance(std::slice::from_ref(&passing), 3)
+        .await
+        .unwrap();
+    store.drop_passed_ahead(&[passing]).await.unwrap();
+    assert_eq!(
+        read(store.clone()).await,
+        [with_ahead(
+            progress(0, 0, 20, 85_000),
+            &[(4, 90_000)],
+            70_000
+        )]
+    );
+    // A new generation starts with its own list.
+    store
+        .advance(
+            &[with_ahead(
+                progress(0, 1, 2, 9_000),
+                &[(1, 50_000)],
+                i64::MIN,
+            )],
+            4,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read(store.clone()).await,
+        [with_ahead(
+            progress(0, 1, 2, 9_000),
+            &[(1, 50_000)],
+            i64::MIN
+        )]
+    );
 }
 
 fn reaction_at(offset: i64, at_ms: i64) -> (RecordPosition, Reaction) {

@@ -21,6 +21,8 @@
 //! The topic is complete before the smallest of those times over all its partitions, and a
 //! window ending at or before it is final.
 
+use crate::topic_generation::AheadRecords;
+
 /// How far one partition has been counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionProgress {
@@ -31,8 +33,20 @@ pub struct PartitionProgress {
     pub generation: u32,
     /// The highest offset of a batch that was counted.
     pub offset: i64,
-    /// The latest record timestamp among the counted records.
+    /// The latest record timestamp among the counted records, each capped at
+    /// [`timestamp_ceiling`] when it was counted.
     pub max_timestamp_ms: i64,
+    /// The counted records whose timestamps were capped (see `crate::topic_generation`).
+    pub ahead: AheadRecords,
+}
+
+/// The latest record timestamp a batch counted at `now_ms` believes: a record is produced
+/// before it is counted, so a later timestamp is the producer's clock running ahead (by more
+/// than the allowed `skew_ms` when past this) or not a clock at all. Taken as it is, one such
+/// record would tell `final` that its partition is complete for hours or years to come, and
+/// hide a recreated topic on it; so progress counts it at this ceiling instead.
+pub fn timestamp_ceiling(now_ms: i64, skew_ms: i64) -> i64 {
+    now_ms.saturating_add(skew_ms)
 }
 
 /// What is known of one partition when deciding `final`.

@@ -1,19 +1,16 @@
-//! The partitions' progress as a container knows it: the `partition_progress` collection, with
-//! what this container last wrote or read of each partition kept in memory, so a warm container
-//! spends no round trip reading it before each batch.
-//!
-//! A remembered figure may lag the stored one (another container counted later batches of the
-//! partition meanwhile). That is safe for telling a recreated topic (`progress::batch_progress`):
-//! every record at or below a remembered offset was counted, with a timestamp at or below the
-//! remembered one, so a lagging figure never takes a redelivery for a new topic; it can only see
-//! a restart, and a seen restart is checked against the store before it is believed.
+//! The partitions' progress as a batch needs it: the `partition_progress` collection, read
+//! afresh for every batch. A container's memory of it would be cheaper but could be stale in
+//! the one way that matters: after another container saw the topic recreated and counted the
+//! new topic's first batches, a container remembering the old topic would take the new
+//! topic's next records, above the offsets it remembers, for the old topic's and count them
+//! under the old generation, where their redelivery would count them again. The read goes
+//! out with the viewers' states, so a batch waits for no extra round trip.
 
-use crate::progress::{batch_progress, merged};
+use crate::progress::batch_progress;
 use reactions::event_time::PartitionProgress;
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{Database, PartitionProgressStore, StoreError};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 
 /// One batch's progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,22 +19,23 @@ pub struct BatchProgress {
     pub counted: Vec<PartitionProgress>,
     /// The partitions seen recreated by this batch, with what had been counted before.
     pub restarted: Vec<(PartitionProgress, PartitionProgress)>,
-    /// What the batch's partitions were known at before it.
-    known: Vec<PartitionProgress>,
+    /// Records whose timestamps were capped (ahead of the clock by more than the skew).
+    pub capped: usize,
+    /// Partitions whose stored capped records this batch's timestamps pass (dropped once the
+    /// batch is counted).
+    passed_ahead: Vec<PartitionProgress>,
 }
 
-/// The store, and what this container knows of it.
+/// The store of the partitions' progress.
 #[derive(Debug)]
 pub struct KnownProgress {
     store: PartitionProgressStore,
-    remembered: Mutex<BTreeMap<(String, i32), PartitionProgress>>,
 }
 
 impl KnownProgress {
     pub fn new(database: &Database) -> Self {
         Self {
             store: PartitionProgressStore::new(database),
-            remembered: Mutex::default(),
         }
     }
 
@@ -46,69 +44,65 @@ impl KnownProgress {
         self.store.read(topic).await
     }
 
-    /// The batch's progress, judged against what is remembered of its partitions, or read when
-    /// a partition is not remembered or seems recreated.
+    /// The batch's progress, judged against the stored progress of its partitions, with
+    /// timestamps capped at `ceiling_ms`.
     pub async fn of_batch(
         &self,
         record_times: &[(RecordPosition, i64)],
+        ceiling_ms: i64,
     ) -> Result<BatchProgress, StoreError> {
-        let partitions: BTreeSet<(&str, i32)> = record_times
-            .iter()
-            .map(|(p, _)| (p.topic.as_str(), p.partition))
-            .collect();
-        let remembered: Vec<PartitionProgress> = self
-            .remembered
-            .lock()
-            .map(|known| {
-                partitions
-                    .iter()
-                    .filter_map(|(topic, partition)| {
-                        known.get(&((*topic).to_owned(), *partition)).cloned()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if remembered.len() == partitions.len() {
-            let batch = judge(record_times, remembered);
-            if batch.restarted.is_empty() {
-                return Ok(batch);
-            }
-        }
-        let topics: BTreeSet<&str> = partitions.iter().map(|(topic, _)| *topic).collect();
+        let topics: BTreeSet<&str> = record_times.iter().map(|(p, _)| p.topic.as_str()).collect();
         let mut stored = Vec::new();
         for topic in topics {
             stored.extend(self.store.read(topic).await?);
         }
-        Ok(judge(record_times, stored))
+        Ok(judge(record_times, &stored, ceiling_ms))
     }
 
-    /// Records the batch as counted, in the store and then in memory.
+    /// Records the batch as counted.
     pub async fn advance(&self, batch: &BatchProgress, now_ms: i64) -> Result<(), StoreError> {
         self.store.advance(&batch.counted, now_ms).await?;
-        if let Ok(mut known) = self.remembered.lock() {
-            for progress in merged(&batch.known, &batch.counted) {
-                known.insert((progress.topic.clone(), progress.partition), progress);
-            }
-        }
-        Ok(())
+        self.store.drop_passed_ahead(&batch.passed_ahead).await
     }
 }
 
-fn judge(record_times: &[(RecordPosition, i64)], known: Vec<PartitionProgress>) -> BatchProgress {
-    let counted = batch_progress(record_times, &known);
+fn judge(
+    record_times: &[(RecordPosition, i64)],
+    stored: &[PartitionProgress],
+    ceiling_ms: i64,
+) -> BatchProgress {
+    let counted = batch_progress(record_times, stored, ceiling_ms);
+    let before = |now: &PartitionProgress| {
+        stored
+            .iter()
+            .find(|before| before.topic == now.topic && before.partition == now.partition)
+    };
     let restarted = counted
         .iter()
         .filter_map(|now| {
-            known
-                .iter()
-                .find(|before| before.topic == now.topic && before.partition == now.partition)
+            before(now)
                 .filter(|before| before.generation < now.generation)
                 .map(|before| (before.clone(), now.clone()))
         })
         .collect();
+    let passed_ahead = counted
+        .iter()
+        .filter(|now| {
+            before(now).is_some_and(|before| {
+                before.generation == now.generation
+                    && before
+                        .ahead
+                        .listed
+                        .iter()
+                        .any(|(_, t)| *t <= now.max_timestamp_ms)
+            })
+        })
+        .cloned()
+        .collect();
     BatchProgress {
         counted,
         restarted,
-        known,
+        capped: record_times.iter().filter(|(_, t)| *t > ceiling_ms).count(),
+        passed_ahead,
     }
 }

@@ -18,6 +18,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use batch::{AtMsRange, PreparedBatch, prepare_batch, take_expired};
 use config::AggregateConfig;
 use reactions::clock::{elapsed_ms, now_ms};
+use reactions::event_time::timestamp_ceiling;
 use reactions::fair_use::cap_batch;
 use reactions::idempotency::skip_retries;
 use reactions::kafka::{KafkaAdapterError, OutgoingRecord, RenewingProducer};
@@ -108,6 +109,9 @@ pub struct BatchSummary {
     pub viewer_state_statements: usize,
     /// Windows this batch's pass found final and published as such.
     pub windows_finalized: usize,
+    /// Records stamped ahead of the clock by more than `MAX_CLOCK_SKEW_MS`, whose timestamps
+    /// the partitions' progress caps (see `reactions::event_time::timestamp_ceiling`).
+    pub timestamps_capped: usize,
 }
 
 /// What a container does once before its first write: the indexes, and the claim on the
@@ -378,7 +382,39 @@ impl Aggregate {
             skew_ms: self.config.max_clock_skew_ms,
         };
         let mut batch = prepare_batch(event, range);
-        let progress = self.progress.of_batch(&batch.record_times).await?;
+        let now = now_ms();
+        let times = WriteTimes {
+            now_ms: now,
+            retention: self.config.retention,
+        };
+        let width = self.config.domain.window_width;
+        let expired = take_expired(&mut batch.reactions, width, self.config.retention, now);
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                retention_hours = self.config.retention.as_secs() / 3_600,
+                "reactions to windows past their retention skipped: their windows are not created again"
+            );
+        }
+        let write_started = Instant::now();
+        // The partitions' progress, and the viewers' stored states (fair use's counts and their
+        // idempotency keys), read at once. Retries are taken out and the rest capped against
+        // the states, the windows written, then the states (the order that makes a redelivery
+        // exact; see `reactions::viewer_state`).
+        let limit = self.config.max_taps_per_viewer;
+        let ids = viewer_state_ids(
+            batch
+                .reactions
+                .iter()
+                .map(|(_, r)| r)
+                .filter(|r| limit > 0 || r.key.is_some()),
+        );
+        let ceiling = timestamp_ceiling(now, self.config.max_clock_skew_ms);
+        let (progress, stored) = tokio::join!(
+            self.progress.of_batch(&batch.record_times, ceiling),
+            self.viewer_states.read(&ids)
+        );
+        let (progress, stored) = (progress?, stored?);
         for (before, now) in &progress.restarted {
             tracing::warn!(
                 topic = %now.topic,
@@ -388,41 +424,21 @@ impl Aggregate {
                 "the partition's offsets restarted below what was counted, with later timestamps: the topic was recreated; counting its records afresh"
             );
         }
+        if progress.capped > 0 {
+            tracing::warn!(
+                records = progress.capped,
+                max_clock_skew_ms = self.config.max_clock_skew_ms,
+                "records stamped ahead of the clock by more than the allowed skew: their timestamps are capped at it in the partitions' progress"
+            );
+        }
         progress::assign_generations(&mut batch, &progress.counted);
         let PreparedBatch {
             records,
-            mut reactions,
+            reactions,
             mut dead_letters,
-            record_times: _,
+            record_times,
         } = batch;
-
-        let now = now_ms();
-        let times = WriteTimes {
-            now_ms: now,
-            retention: self.config.retention,
-        };
-        let width = self.config.domain.window_width;
-        let expired = take_expired(&mut reactions, width, self.config.retention, now);
-        if expired > 0 {
-            tracing::warn!(
-                expired,
-                retention_hours = self.config.retention.as_secs() / 3_600,
-                "reactions to windows past their retention skipped: their windows are not created again"
-            );
-        }
         let reaction_count = reactions.len();
-        let write_started = Instant::now();
-        // The viewers' stored states, fair use's counts and their idempotency keys, in one read.
-        // Retries are taken out and the rest capped against them, the windows written, then the
-        // states (the order that makes a redelivery exact; see `reactions::viewer_state`).
-        let limit = self.config.max_taps_per_viewer;
-        let ids = viewer_state_ids(
-            reactions
-                .iter()
-                .map(|(_, r)| r)
-                .filter(|r| limit > 0 || r.key.is_some()),
-        );
-        let stored = self.viewer_states.read(&ids).await?;
         let deduplicated = skip_retries(reactions, &stored);
         dead_letters.extend(
             deduplicated
@@ -460,8 +476,9 @@ impl Aggregate {
             }
             written => written?,
         };
-        // `read` and `write` skip the round trip when they have nothing to do.
-        let state_round_trips = usize::from(!ids.is_empty()) + usize::from(state_statements > 0);
+        // The reads go out together; `write` skips the round trip when it has nothing to do.
+        let state_round_trips = usize::from(!ids.is_empty() || !record_times.is_empty())
+            + usize::from(state_statements > 0);
         let write_ms = elapsed_ms(write_started);
 
         let states = self.state_records(&windows, now);
@@ -503,6 +520,7 @@ impl Aggregate {
             retried_taps: deduplicated.retried_taps,
             viewer_state_statements: state_statements,
             windows_finalized,
+            timestamps_capped: progress.capped,
         };
         tracing::info!(
             records,
@@ -536,6 +554,7 @@ impl Aggregate {
             .count("TapsOverLimit", summary.taps_over_limit)
             .count("RetriedTaps", summary.retried_taps)
             .count("WindowsFinalized", windows_finalized as u64)
+            .count("TimestampsCapped", progress.capped as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
             .millis("BatchLatency", elapsed_ms(started))

@@ -5,14 +5,16 @@
 use crate::batch::PreparedBatch;
 use reactions::event_time::PartitionProgress;
 use reactions::kafka_event::RecordPosition;
-use reactions::topic_generation::generation_of;
+use reactions::topic_generation::{AheadRecords, generation_of};
 use std::collections::BTreeMap;
 
 /// For each partition of the batch: its generation, judged against `stored` (the progress
-/// read before the batch), and its highest offset and latest timestamp in the batch.
+/// read before the batch), its highest offset, its latest timestamp capped at `ceiling_ms`
+/// (see `reactions::event_time::timestamp_ceiling`) and the records that were capped.
 pub fn batch_progress(
     record_times: &[(RecordPosition, i64)],
     stored: &[PartitionProgress],
+    ceiling_ms: i64,
 ) -> Vec<PartitionProgress> {
     let mut by_partition: BTreeMap<(&str, i32), Vec<(i64, i64)>> = BTreeMap::new();
     for (position, timestamp) in record_times {
@@ -27,12 +29,30 @@ pub fn batch_progress(
             let known = stored
                 .iter()
                 .find(|p| p.topic == topic && p.partition == partition);
+            let generation = generation_of(known, records.iter().copied());
+            let max_timestamp_ms = records
+                .iter()
+                .map(|r| r.1.min(ceiling_ms))
+                .max()
+                .unwrap_or(i64::MIN);
+            let capped = records
+                .iter()
+                .filter(|r| r.1 > ceiling_ms)
+                .copied()
+                .collect();
+            let same_generation = known.filter(|k| k.generation == generation);
+            let none = AheadRecords::default();
+            let (stored_ahead, counted_ms) = match same_generation {
+                Some(k) => (&k.ahead, k.max_timestamp_ms.max(max_timestamp_ms)),
+                None => (&none, max_timestamp_ms),
+            };
             PartitionProgress {
                 topic: topic.to_owned(),
                 partition,
-                generation: generation_of(known, records.iter().copied()),
+                generation,
                 offset: records.iter().map(|r| r.0).max().unwrap_or(-1),
-                max_timestamp_ms: records.iter().map(|r| r.1).max().unwrap_or(i64::MIN),
+                max_timestamp_ms,
+                ahead: AheadRecords::of_batch(capped, stored_ahead, counted_ms),
             }
         })
         .collect()
@@ -55,29 +75,6 @@ pub fn assign_generations(batch: &mut PreparedBatch, progress: &[PartitionProgre
     }
 }
 
-/// `stored` with the batch's progress applied as the store applies it: a newer generation
-/// replaces the partition's figures, the same one raises them.
-pub fn merged(stored: &[PartitionProgress], batch: &[PartitionProgress]) -> Vec<PartitionProgress> {
-    let mut all: BTreeMap<(String, i32), PartitionProgress> = stored
-        .iter()
-        .map(|p| ((p.topic.clone(), p.partition), p.clone()))
-        .collect();
-    for counted in batch {
-        let key = (counted.topic.clone(), counted.partition);
-        match all.get_mut(&key) {
-            Some(known) if known.generation == counted.generation => {
-                known.offset = known.offset.max(counted.offset);
-                known.max_timestamp_ms = known.max_timestamp_ms.max(counted.max_timestamp_ms);
-            }
-            Some(known) if known.generation > counted.generation => {}
-            _ => {
-                all.insert(key, counted.clone());
-            }
-        }
-    }
-    all.into_values().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,8 +95,11 @@ mod tests {
             generation,
             offset,
             max_timestamp_ms: max,
+            ahead: AheadRecords::default(),
         }
     }
+
+    const NO_CEILING: i64 = i64::MAX;
 
     #[test]
     fn each_partition_gets_its_generation_and_its_highest_offset_and_timestamp() {
@@ -114,31 +114,37 @@ mod tests {
             // Partition 2 never counted.
             (at(2, 5), 1_000),
         ];
-        let batch = batch_progress(&records, &stored);
         assert_eq!(
-            batch,
+            batch_progress(&records, &stored, NO_CEILING),
             [
                 progress(0, 1, 1, 60_000),
                 progress(1, 0, 12, 61_000),
                 progress(2, 0, 5, 1_000)
             ]
         );
+    }
+
+    #[test]
+    fn timestamps_ahead_of_the_clock_are_capped_and_listed() {
+        let stored = [progress(0, 0, 10, 50_000)];
+        let records = [(at(0, 11), 60_000), (at(0, 12), 9_000_000)];
+        let mut expected = progress(0, 0, 12, 70_000);
+        expected.ahead.listed = vec![(12, 9_000_000)];
+        let batch = batch_progress(&records, &stored, 70_000);
+        assert_eq!(batch, [expected.clone()]);
+
+        // Redelivered once that is stored, even with the clock further on: no new topic, and
+        // the listed record is not listed again.
+        let mut counted = progress(0, 0, 12, 70_000);
+        counted.ahead.listed = vec![(12, 9_000_000)];
+        let again = batch_progress(&records, &[counted], 80_000);
+        assert_eq!(again[0].generation, 0);
+        assert_eq!(again[0].max_timestamp_ms, 80_000);
+        assert!(again[0].ahead.listed.is_empty());
+        // Without the list, the capped record would have been taken for a new topic.
         assert_eq!(
-            merged(&stored, &batch),
-            [
-                progress(0, 1, 1, 60_000),
-                progress(1, 0, 12, 61_000),
-                progress(2, 0, 5, 1_000)
-            ]
-        );
-        // An older generation changes nothing; the same one only raises.
-        assert_eq!(
-            merged(&[progress(0, 2, 7, 9)], &[progress(0, 1, 100, 100)]),
-            [progress(0, 2, 7, 9)]
-        );
-        assert_eq!(
-            merged(&[progress(0, 1, 7, 9)], &[progress(0, 1, 5, 100)]),
-            [progress(0, 1, 7, 100)]
+            batch_progress(&records, &[progress(0, 0, 12, 70_000)], 80_000)[0].generation,
+            1
         );
     }
 }

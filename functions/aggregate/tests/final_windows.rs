@@ -451,7 +451,7 @@ async fn handle_at(setup: &Setup, records: &[(RecordPosition, Reaction)], at: i6
 }
 
 #[tokio::test]
-async fn containers_that_remember_older_progress_count_exactly_and_see_no_recreated_topic() {
+async fn containers_that_counted_different_batches_count_exactly_and_see_no_recreated_topic() {
     let topic = unique_name("input");
     let database = servers().mongo("final").database;
     let settings = settings(
@@ -471,7 +471,7 @@ async fn containers_that_remember_older_progress_count_exactly_and_see_no_recrea
         handle_at(&second, two, now + 10).await.taps_applied,
         total(two)
     );
-    // The first container remembers only the first batch: the second one, redelivered to it,
+    // The first container counted only the first batch: the second one, redelivered to it,
     // adds nothing (and is no recreated topic), and the third counts once.
     let again = handle_at(&first, two, now + 10).await;
     assert_eq!(again.taps_applied, 0);
@@ -486,6 +486,112 @@ async fn containers_that_remember_older_progress_count_exactly_and_see_no_recrea
         .unwrap()
         .unwrap();
     assert_eq!(stored.total, total(&log));
+}
+
+#[tokio::test]
+async fn a_container_that_counted_the_old_topic_counts_the_recreated_one_in_its_generation() {
+    let topic = unique_name("input");
+    let database = servers().mongo("final").database;
+    let settings = settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("FINALIZE_EVERY_MS", "0"), ("REACTION_TOPIC", &topic)],
+    );
+    let first = build(&settings).await;
+    let second = build(&settings).await;
+    let now = now_ms();
+    let old = reactions(&topic, 0, 0, 10, now);
+    assert_eq!(handle_at(&first, &old, now).await.taps_applied, total(&old));
+
+    // The topic is recreated. Another container sees it and counts the new topic's first
+    // batch; the first container, which counted only the old topic, gets the next one, whose
+    // offsets lie above all it counted.
+    let recreated = reactions(&topic, 0, 0, 30, now);
+    let (early, next) = recreated.split_at(20);
+    assert_eq!(
+        handle_at(&second, early, now + 1_000).await.taps_applied,
+        total(early)
+    );
+    assert_eq!(
+        handle_at(&first, next, now + 1_000).await.taps_applied,
+        total(next)
+    );
+    // Redelivered to the other container, that batch adds nothing: it was counted in the new
+    // topic's generation, not the old one's.
+    let again = handle_at(&second, next, now + 1_000).await;
+    assert_eq!(again.taps_applied, 0);
+    let stored = store(&first.config)
+        .await
+        .find_window(&window_of(&old))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, total(&old) + total(&recreated));
+}
+
+#[tokio::test]
+async fn a_record_stamped_ahead_of_the_clock_neither_finalizes_early_nor_hides_a_recreated_topic() {
+    let topic = unique_name("input");
+    let setup = setup_on(&topic, 1).await;
+    let now = now_ms();
+    // A live window's reactions, and a record of another producer stamped a day ahead.
+    let live = reactions(&topic, 0, 0, 4, now);
+    let mut json = records_json(&live, now);
+    let ahead = RecordPosition {
+        offset: 4,
+        ..live[0].0.clone()
+    };
+    json.push(lambda_kafka_record_json(
+        &ahead,
+        now + 86_400_000,
+        Some(b"s"),
+        Some(b"{not a reaction"),
+        &[],
+    ));
+    let batch = kafka_event(json);
+    let summary = setup.aggregate.handle(&batch).await.unwrap();
+    assert_eq!(summary.taps_applied, total(&live));
+    assert_eq!(summary.timestamps_capped, 1);
+    // Taken as it is, the timestamp would say every window up to tomorrow is complete.
+    assert_eq!(summary.windows_finalized, 0);
+    let window = store(&setup.config)
+        .await
+        .find_window(&window_of(&live))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!window.is_final, "the window has not even ended");
+
+    // Redelivered: the capped record's own timestamp, later than the capped one, does not
+    // make the batch look like a recreated topic's.
+    let again = setup.aggregate.handle(&batch).await.unwrap();
+    assert_eq!(
+        (again.taps_applied, again.dead_letters_already_sent),
+        (0, 1)
+    );
+
+    // The topic is recreated: its records, stamped after everything counted (the clock has
+    // passed the cap), are seen as a new topic's and counted.
+    let progress = reactions::mongo::PartitionProgressStore::new(
+        &connect(&setup.config.mongo, "progress").await.unwrap(),
+    );
+    let capped = progress.read(&topic).await.unwrap()[0].max_timestamp_ms;
+    let later = eventually("the clock passes the capped timestamp", || async {
+        let now = now_ms();
+        match now > capped {
+            true => Ok(now),
+            false => Err(format!("{now} <= {capped}")),
+        }
+    })
+    .await;
+    let recreated = reactions(&topic, 0, 0, 3, later);
+    let counted = handle_at(&setup, &recreated, later).await;
+    assert_eq!(
+        counted.taps_applied,
+        total(&recreated),
+        "not taken for replays"
+    );
 }
 
 #[tokio::test]

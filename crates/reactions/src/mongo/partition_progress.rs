@@ -6,9 +6,10 @@
 
 use super::{StoreError, update_command::unordered_update};
 use crate::event_time::PartitionProgress;
+use crate::topic_generation::AheadRecords;
 use crate::window_delta::PartitionKey;
 use futures::TryStreamExt;
-use mongodb::bson::{DateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 
 /// The document id: the partition's key without its generation, so one document follows the
@@ -38,7 +39,34 @@ fn parse(document: &Document) -> Result<PartitionProgress, StoreError> {
             .ok_or_else(malformed)?,
         offset: integer("offset").ok_or_else(malformed)?,
         max_timestamp_ms: integer("max_timestamp_ms").ok_or_else(malformed)?,
+        ahead: AheadRecords {
+            listed: match document.get("ahead") {
+                None => Vec::new(),
+                Some(Bson::Array(entries)) => entries
+                    .iter()
+                    .map(|entry| {
+                        let entry = entry.as_document()?;
+                        let field = |name| entry.get(name).and_then(super::integer);
+                        Some((field("offset")?, field("timestamp_ms")?))
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(malformed)?,
+                Some(_) => return Err(malformed()),
+            },
+            unlisted_max_ms: match document.get("ahead_unlisted_ms") {
+                None => i64::MIN,
+                Some(value) => super::integer(value).ok_or_else(malformed)?,
+            },
+        },
     })
+}
+
+fn ahead_entries(ahead: &AheadRecords) -> Vec<Document> {
+    ahead
+        .listed
+        .iter()
+        .map(|(offset, timestamp)| doc! { "offset": offset, "timestamp_ms": timestamp })
+        .collect()
 }
 
 /// The `partition_progress` collection.
@@ -88,13 +116,25 @@ impl PartitionProgressStore {
         }
         let updated_at = DateTime::from_millis(now_ms);
         let same_generation = |p: &PartitionProgress| {
+            let mut highest = doc! { "offset": p.offset, "max_timestamp_ms": p.max_timestamp_ms };
+            let mut update = doc! {
+                "$set": { "updated_at": updated_at },
+                "$setOnInsert": { "topic": p.topic.as_str(), "partition": p.partition },
+            };
+            if p.ahead.unlisted_max_ms > i64::MIN {
+                highest.insert("ahead_unlisted_ms", p.ahead.unlisted_max_ms);
+            }
+            if !p.ahead.listed.is_empty() {
+                // A union: overlapping deliveries of one batch each add theirs.
+                update.insert(
+                    "$addToSet",
+                    doc! { "ahead": { "$each": ahead_entries(&p.ahead) } },
+                );
+            }
+            update.insert("$max", highest);
             doc! {
                 "q": { "_id": id(&p.topic, p.partition), "generation": i64::from(p.generation) },
-                "u": {
-                    "$max": { "offset": p.offset, "max_timestamp_ms": p.max_timestamp_ms },
-                    "$set": { "updated_at": updated_at },
-                    "$setOnInsert": { "topic": p.topic.as_str(), "partition": p.partition },
-                },
+                "u": update,
                 "upsert": true,
                 "multi": false,
             }
@@ -114,6 +154,8 @@ impl PartitionProgressStore {
                     "generation": i64::from(p.generation),
                     "offset": p.offset,
                     "max_timestamp_ms": p.max_timestamp_ms,
+                    "ahead": ahead_entries(&p.ahead),
+                    "ahead_unlisted_ms": p.ahead.unlisted_max_ms,
                     "updated_at": updated_at,
                 } },
                 "upsert": false,
@@ -130,6 +172,28 @@ impl PartitionProgressStore {
                 .collect(),
         )
         .await?;
+        Ok(())
+    }
+
+    /// Drops the capped records that `counted`'s timestamps have passed: they tell nothing
+    /// any more, and the list stays short. Only entries at or below the figure just written
+    /// go, so a concurrent delivery's entries are kept whatever the order.
+    pub async fn drop_passed_ahead(&self, counted: &[PartitionProgress]) -> Result<(), StoreError> {
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let statements = counted
+            .iter()
+            .map(|p| {
+                doc! {
+                    "q": { "_id": id(&p.topic, p.partition), "generation": i64::from(p.generation) },
+                    "u": { "$pull": { "ahead": { "timestamp_ms": { "$lte": p.max_timestamp_ms } } } },
+                    "upsert": false,
+                    "multi": false,
+                }
+            })
+            .collect();
+        unordered_update(&self.database, Self::COLLECTION, statements, "progress").await?;
         Ok(())
     }
 }
