@@ -43,14 +43,54 @@ pub struct Observed {
     /// States of a window with a larger total than a `final` state of it seen before: a
     /// window that grew after it was published final.
     pub grown_after_final: u64,
+    /// Times the connection closed under the listener and it connected again.
+    pub reconnects: u64,
+}
+
+/// How often the page pings (`KEEPALIVE_MS` in web/app.js):
+/// API Gateway closes a connection after 10 minutes without a message from the client
+/// (<https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html>, "Idle Connection
+/// Timeout for WebSocket APIs"), and pushes to it do not count.
+pub const PAGE_KEEPALIVE: Duration = Duration::from_secs(5 * 60);
+
+/// Connects a closed listener again, with a growing pause between attempts, until it is in or
+/// the run stops.
+async fn reconnect(
+    url: &str,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>>> {
+    for attempt in 0u64.. {
+        if *stop.borrow() {
+            return None;
+        }
+        let give_up = Instant::now() + Duration::from_secs(30);
+        tokio::select! {
+            connected = connect_throttled(url, give_up) => {
+                if let Ok((socket, _)) = connected {
+                    return Some(socket);
+                }
+            }
+            _ = stop.changed() => return None,
+        }
+        tokio::select! {
+            () = connect_backoff(attempt) => {}
+            _ = stop.changed() => return None,
+        }
+    }
+    None
 }
 
 /// Where listeners get live updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LiveUpdates {
-    /// The WebSocket API's URL (without `?stream=`), and the viewer token its connects carry
-    /// when viewer identity is on.
-    WebSocketApi { url: String, token: Option<String> },
+    /// The WebSocket API's URL (without `?stream=`), the viewer token its connects carry
+    /// when viewer identity is on, and how often a listener pings ([`PAGE_KEEPALIVE`], as the
+    /// page does).
+    WebSocketApi {
+        url: String,
+        token: Option<String>,
+        keepalive: Duration,
+    },
     /// An AppSync Events API: its real-time URL, HTTP host, what subscribers authorize with
     /// (the API key, or a viewer token when viewer identity is on) and namespace.
     AppSyncEvents {
@@ -312,13 +352,19 @@ pub async fn listen(
         repair: RepairClock::default(),
     };
     let (task, throttled_connects) = match live {
-        LiveUpdates::WebSocketApi { url, token } => {
+        LiveUpdates::WebSocketApi {
+            url,
+            token,
+            keepalive,
+        } => {
+            let keepalive = *keepalive;
             let url = match token {
                 Some(token) => format!("{url}?stream={stream_id}&token={token}"),
                 None => format!("{url}?stream={stream_id}"),
             };
             let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
             let task = tokio::spawn(async move {
+                let mut ping_at = tokio::time::Instant::now() + keepalive;
                 loop {
                     let repair_at = recorder.repair.due().map(tokio::time::Instant::from_std);
                     let message = tokio::select! {
@@ -328,16 +374,34 @@ pub async fn listen(
                             if recorder.repair.take(Instant::now()) {
                                 let sync = Message::text(r#"{"action":"sync"}"#);
                                 if socket.send(sync).await.is_err() {
-                                    break;
+                                    recorder.repair.refused();
                                 }
                             }
+                            continue;
+                        }
+                        () = tokio::time::sleep_until(ping_at) => {
+                            ping_at = tokio::time::Instant::now() + keepalive;
+                            socket.send(Message::text(r#"{"action":"ping"}"#)).await.ok();
                             continue;
                         }
                     };
                     match message {
                         Some(Ok(Message::Text(text))) => recorder.record(&text),
                         Some(Ok(_)) => {}
-                        None | Some(Err(_)) => break,
+                        None | Some(Err(_)) => {
+                            // Closed (API Gateway's two-hour limit, a fault on the way): like
+                            // the page, connect again and catch up with a `sync`.
+                            match reconnect(&url, &mut stop).await {
+                                Some(again) => {
+                                    socket = again;
+                                    recorder.observed.reconnects += 1;
+                                    ping_at = tokio::time::Instant::now() + keepalive;
+                                    let sync = Message::text(r#"{"action":"sync"}"#);
+                                    socket.send(sync).await.ok();
+                                }
+                                None => break,
+                            }
+                        }
                     }
                 }
                 recorder.finish()

@@ -12,7 +12,7 @@ use load::audiences::{Audiences, StreamAudiences};
 use load::chaos;
 use load::cost::{DeliveryPricing, MeasuredRates, PRICES_SOURCE, project};
 use load::lag::{LagSampler, NOTIFY_FUNCTION};
-use load::listeners::LiveUpdates;
+use load::listeners::{LiveUpdates, PAGE_KEEPALIVE};
 use load::plot::write_latency_plot;
 use load::profile::Profile;
 use load::run::{RunPlan, listen_only, run};
@@ -272,6 +272,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .demo_issuer
                     .as_ref()
                     .map(|issuer| issuer.token_for("load-listener")),
+                keepalive: PAGE_KEEPALIVE,
             },
         };
         let urls = (started.http_url.clone(), live);
@@ -310,6 +311,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             LiveUpdates::WebSocketApi {
                 url: cli.ws.clone(),
                 token: None,
+                keepalive: PAGE_KEEPALIVE,
             },
         )
     };
@@ -499,10 +501,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.updates_per_listener_max
     );
     println!(
-        "listeners              {}: {} short of the final counts, {} connects throttled (429) and retried, latency measured on {}",
+        "listeners              {}: {} short of the final counts, {} connects throttled (429) and retried, {} reconnects, latency measured on {}",
         report.listeners,
         report.listeners_short_of_final,
         report.listener_connects_throttled,
+        report.listener_reconnects,
         report.latency_listeners
     );
     println!(

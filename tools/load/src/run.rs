@@ -101,6 +101,8 @@ pub struct RunReport {
     pub listeners_short_of_final: usize,
     /// Listener connects refused with 429 and tried again.
     pub listener_connects_throttled: u64,
+    /// Times a listener's connection closed under it and it connected again (and synced).
+    pub listener_reconnects: u64,
     /// Pushes listeners found missing (a push number skipped) and the repairs they made
     /// (a `sync`, or a read of the stored windows), as the web page does.
     pub pushes_missed: u64,
@@ -598,6 +600,7 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         latency_listeners: seen.len(),
         listeners_short_of_final,
         listener_connects_throttled,
+        listener_reconnects: observed.iter().map(|o| o.reconnects).sum(),
         pushes_missed: observed.iter().map(|o| o.gaps).sum(),
         repairs: observed.iter().map(|o| o.repairs).sum(),
         windows_grown_after_final: observed.iter().map(|o| o.grown_after_final).sum(),

@@ -4,15 +4,23 @@
 //! The WebSocket API run has viewer identity on: every viewer posts and every listener
 //! connects with a token from the stack's demo issuer.
 
+use emostream_local::api_gateway::websocket::Limits;
 use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
 use load::audiences::Audiences;
-use load::listeners::LiveUpdates;
+use load::listeners::{LiveUpdates, PAGE_KEEPALIVE};
 use load::profile::Profile;
 use load::run::{RunPlan, run, viewer_tokens};
 use std::time::Duration;
 
-async fn small_run(delivery: &str, identity: bool) {
+/// API Gateway's idle limit, shortened, and how often the listeners ping.
+struct Idle {
+    limit: Duration,
+    keepalive: Duration,
+}
+
+async fn small_run(delivery: &str, identity: bool, idle: Option<Idle>) -> load::run::RunReport {
+    let idle_limit = idle.as_ref().map(|idle| idle.limit);
     let test = TestStack::start(&format!("load-{delivery}"), |options| {
         options
             .local
@@ -20,6 +28,12 @@ async fn small_run(delivery: &str, identity: bool) {
             .insert("Delivery".into(), delivery.into());
         if identity {
             options.demo_issuer = Some(DemoIssuerOptions::default());
+        }
+        if let Some(limit) = idle_limit {
+            options.limits = Limits {
+                idle: limit,
+                ..Limits::default()
+            };
         }
     })
     .await;
@@ -42,6 +56,7 @@ async fn small_run(delivery: &str, identity: bool) {
                 .demo_issuer
                 .as_ref()
                 .map(|issuer| issuer.token_for("listener")),
+            keepalive: idle.as_ref().map_or(PAGE_KEEPALIVE, |idle| idle.keepalive),
         },
     };
     assert_eq!(
@@ -54,7 +69,11 @@ async fn small_run(delivery: &str, identity: bool) {
         viewers,
         streams: 2,
         rate: 200.0,
-        duration: Duration::from_secs(3),
+        // Past the idle limit when one is set, so listeners live through it.
+        duration: Duration::from_secs(match idle_limit {
+            Some(_) => 6,
+            None => 3,
+        }),
         warmup: Duration::from_secs(1),
         profile: Profile::Steady,
         audiences: Audiences::Uniform,
@@ -87,14 +106,42 @@ async fn small_run(delivery: &str, identity: bool) {
     assert!(test.stack.records_behind("NotifyFunction").is_some());
     assert_eq!(test.stack.records_behind("NoSuchFunction"), None);
     test.stack.stop().await;
+    report
 }
 
 #[tokio::test]
 async fn a_load_run_over_the_websocket_api_is_exact() {
-    small_run("WebSocketApi", true).await;
+    small_run("WebSocketApi", true, None).await;
 }
 
 #[tokio::test]
 async fn a_load_run_over_appsync_events_is_exact() {
-    small_run("AppSyncEvents", false).await;
+    small_run("AppSyncEvents", false, None).await;
+}
+
+#[tokio::test]
+async fn listeners_that_ping_like_the_page_outlive_the_idle_limit() {
+    // A run twice as long as the idle limit; pings six times as often.
+    let idle = Idle {
+        limit: Duration::from_secs(3),
+        keepalive: Duration::from_millis(500),
+    };
+    let report = small_run("WebSocketApi", false, Some(idle)).await;
+    assert_eq!(report.listener_reconnects, 0);
+}
+
+#[tokio::test]
+async fn listeners_whose_connection_closes_connect_again_and_catch_up() {
+    // No ping before the idle limit closes the connections: every listener is closed under it
+    // at least once, connects again and syncs, and still shows its stream's final counts.
+    let idle = Idle {
+        limit: Duration::from_secs(3),
+        keepalive: Duration::from_secs(3_600),
+    };
+    let report = small_run("WebSocketApi", false, Some(idle)).await;
+    assert!(
+        report.listener_reconnects >= 6,
+        "{}",
+        report.listener_reconnects
+    );
 }
