@@ -6,7 +6,7 @@ use emostream_tests::servers;
 use reactions::event_time::PartitionProgress;
 use reactions::kafka_event::RecordPosition;
 use reactions::mongo::{PartitionProgressStore, WindowStore, WriteTimes, connect};
-use reactions::topic_generation::AheadRecords;
+use reactions::topic_generation::{AheadRecords, UnlistedAhead};
 use reactions::window_delta::window_deltas;
 use reactions::{Reaction, WindowWidth};
 
@@ -67,11 +67,15 @@ async fn progress_only_grows_within_a_generation_and_a_newer_generation_replaces
 fn with_ahead(
     mut progress: PartitionProgress,
     listed: &[(i64, i64)],
-    unlisted: i64,
+    unlisted: Option<(i64, i64, i64)>,
 ) -> PartitionProgress {
     progress.ahead = AheadRecords {
         listed: listed.to_vec(),
-        unlisted_max_ms: unlisted,
+        unlisted: unlisted.map(|(first, last, max)| UnlistedAhead {
+            first_offset: first,
+            last_offset: last,
+            max_timestamp_ms: max,
+        }),
     };
     progress
 }
@@ -91,35 +95,26 @@ async fn capped_records_are_kept_until_the_counted_timestamp_passes_them() {
         }
         all
     };
-    // Two overlapping deliveries of one batch each list theirs: the union is kept.
-    store
-        .advance(
-            &[with_ahead(
-                progress(0, 0, 10, 5_000),
-                &[(4, 90_000)],
-                i64::MIN,
-            )],
-            1,
-        )
-        .await
-        .unwrap();
-    store
-        .advance(
-            &[with_ahead(
-                progress(0, 0, 12, 5_000),
-                &[(4, 90_000), (11, 80_000)],
-                70_000,
-            )],
-            2,
-        )
-        .await
-        .unwrap();
+    // Two overlapping deliveries of one batch each list theirs: the union is kept, and the
+    // unlisted ranges are joined.
+    let first = with_ahead(
+        progress(0, 0, 10, 5_000),
+        &[(4, 90_000)],
+        Some((7, 8, 60_000)),
+    );
+    store.advance(&[first], 1).await.unwrap();
+    let second = with_ahead(
+        progress(0, 0, 12, 5_000),
+        &[(4, 90_000), (11, 80_000)],
+        Some((9, 12, 70_000)),
+    );
+    store.advance(&[second], 2).await.unwrap();
     assert_eq!(
         read(store.clone()).await,
         [with_ahead(
             progress(0, 0, 12, 5_000),
             &[(4, 90_000), (11, 80_000)],
-            70_000
+            Some((7, 12, 70_000))
         )]
     );
     // The counted timestamp passes one of them: it is dropped, the other stays.
@@ -134,28 +129,20 @@ async fn capped_records_are_kept_until_the_counted_timestamp_passes_them() {
         [with_ahead(
             progress(0, 0, 20, 85_000),
             &[(4, 90_000)],
-            70_000
+            Some((7, 12, 70_000))
         )]
     );
-    // A new generation starts with its own list.
+    // A new generation starts with its own list, and nothing unlisted.
     store
         .advance(
-            &[with_ahead(
-                progress(0, 1, 2, 9_000),
-                &[(1, 50_000)],
-                i64::MIN,
-            )],
+            &[with_ahead(progress(0, 1, 2, 9_000), &[(1, 50_000)], None)],
             4,
         )
         .await
         .unwrap();
     assert_eq!(
         read(store.clone()).await,
-        [with_ahead(
-            progress(0, 1, 2, 9_000),
-            &[(1, 50_000)],
-            i64::MIN
-        )]
+        [with_ahead(progress(0, 1, 2, 9_000), &[(1, 50_000)], None)]
     );
 }
 

@@ -22,33 +22,49 @@
 
 use crate::event_time::PartitionProgress;
 
-/// How many capped records a partition lists; beyond, only their latest timestamp is kept.
+/// How many capped records a partition lists; beyond, only the range of their offsets and
+/// their latest timestamp are kept.
 pub const AHEAD_LISTED: usize = 32;
 
 /// The counted records of one partition whose timestamps were ahead of the clock, and so
 /// capped in its progress: `(offset, timestamp)` as the record carries them. A record listed
-/// here, or stamped at or before `unlisted_max_ms` (those beyond [`AHEAD_LISTED`]), is no
-/// evidence of a new topic. An entry at or below the partition's counted timestamp says
-/// nothing more and may be dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// here, or within [`UnlistedAhead`] (those beyond [`AHEAD_LISTED`]), is no evidence of a new
+/// topic. An entry at or below the partition's counted timestamp says nothing more and may
+/// be dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AheadRecords {
     pub listed: Vec<(i64, i64)>,
-    pub unlisted_max_ms: i64,
+    pub unlisted: Option<UnlistedAhead>,
 }
 
-impl Default for AheadRecords {
-    fn default() -> Self {
-        Self {
-            listed: Vec::new(),
-            unlisted_max_ms: i64::MIN,
-        }
+/// Capped records beyond the list: the first and last of their offsets, and their latest
+/// timestamp. A record in that range stamped no later may be one of them; one outside it, at
+/// a lower offset (a recreated topic starts at 0), is still seen for what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnlistedAhead {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+}
+
+impl UnlistedAhead {
+    fn of(records: &[(i64, i64)]) -> Option<Self> {
+        Some(Self {
+            first_offset: records.iter().map(|r| r.0).min()?,
+            last_offset: records.iter().map(|r| r.0).max()?,
+            max_timestamp_ms: records.iter().map(|r| r.1).max()?,
+        })
     }
 }
 
 impl AheadRecords {
     /// Whether the record `(offset, timestamp)` may be one of these, already counted.
     pub fn may_hold(&self, offset: i64, timestamp: i64) -> bool {
-        timestamp <= self.unlisted_max_ms || self.listed.contains(&(offset, timestamp))
+        self.listed.contains(&(offset, timestamp))
+            || self.unlisted.is_some_and(|u| {
+                (u.first_offset..=u.last_offset).contains(&offset)
+                    && timestamp <= u.max_timestamp_ms
+            })
     }
 
     /// The entries that still say something once the counted timestamp is `counted_ms`.
@@ -57,7 +73,7 @@ impl AheadRecords {
     }
 
     /// The batch's own capped records, split between the list (while fewer than
-    /// [`AHEAD_LISTED`] of `stored`'s stay live) and the unlisted maximum.
+    /// [`AHEAD_LISTED`] of `stored`'s stay live) and the unlisted range.
     pub fn of_batch(mut found: Vec<(i64, i64)>, stored: &Self, counted_ms: i64) -> Self {
         found.sort_unstable();
         found.dedup();
@@ -66,7 +82,7 @@ impl AheadRecords {
         let unlisted = found.split_off(room.min(found.len()));
         Self {
             listed: found,
-            unlisted_max_ms: unlisted.iter().map(|(_, t)| *t).max().unwrap_or(i64::MIN),
+            unlisted: UnlistedAhead::of(&unlisted),
         }
     }
 }
@@ -146,12 +162,18 @@ mod tests {
         let mut progress = stored(0, 500, 90_000);
         progress.ahead = AheadRecords {
             listed: vec![(480, 10_000_000)],
-            unlisted_max_ms: 95_000,
+            unlisted: Some(UnlistedAhead {
+                first_offset: 485,
+                last_offset: 495,
+                max_timestamp_ms: 95_000,
+            }),
         };
         assert_eq!(generation_of(Some(&progress), [(480, 10_000_000)]), 0);
         assert_eq!(generation_of(Some(&progress), [(490, 94_000)]), 0);
-        // A record at an offset already counted, later than all of that: a new topic.
-        assert_eq!(generation_of(Some(&progress), [(3, 96_000)]), 1);
+        // A record at an offset already counted, later than all of that, or outside the
+        // unlisted range: a new topic.
+        assert_eq!(generation_of(Some(&progress), [(490, 96_000)]), 1);
+        assert_eq!(generation_of(Some(&progress), [(3, 94_000)]), 1);
         assert_eq!(generation_of(Some(&progress), [(480, 9_000_000)]), 1);
     }
 
@@ -160,20 +182,34 @@ mod tests {
         let none = AheadRecords::default();
         let batch = AheadRecords::of_batch(vec![(7, 900), (5, 800), (7, 900)], &none, 100);
         assert_eq!(batch.listed, [(5, 800), (7, 900)]);
-        assert_eq!(batch.unlisted_max_ms, i64::MIN);
+        assert_eq!(batch.unlisted, None);
 
         // A full list of live entries: the next ones only raise the unlisted maximum. Entries
         // the counted timestamp has passed leave room.
         let full = AheadRecords {
             listed: (0..AHEAD_LISTED as i64).map(|o| (o, 1_000 + o)).collect(),
-            unlisted_max_ms: i64::MIN,
+            unlisted: None,
         };
         let batch = AheadRecords::of_batch(vec![(100, 5_000), (101, 4_000)], &full, 100);
         assert!(batch.listed.is_empty());
-        assert_eq!(batch.unlisted_max_ms, 5_000);
+        assert_eq!(
+            batch.unlisted,
+            Some(UnlistedAhead {
+                first_offset: 100,
+                last_offset: 101,
+                max_timestamp_ms: 5_000
+            })
+        );
         let batch = AheadRecords::of_batch(vec![(100, 5_000), (101, 4_000)], &full, 1_000);
         assert_eq!(batch.listed, [(100, 5_000)]);
-        assert_eq!(batch.unlisted_max_ms, 4_000);
+        assert_eq!(
+            batch.unlisted,
+            Some(UnlistedAhead {
+                first_offset: 101,
+                last_offset: 101,
+                max_timestamp_ms: 4_000
+            })
+        );
         // An entry listed already is not listed twice (a redelivered batch).
         let again = AheadRecords::of_batch(vec![(3, 1_003)], &full, 100);
         assert_eq!(again, AheadRecords::default());

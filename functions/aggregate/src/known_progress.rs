@@ -59,10 +59,14 @@ impl KnownProgress {
         Ok(judge(record_times, &stored, ceiling_ms))
     }
 
-    /// Records the batch as counted.
+    /// Records the batch as counted. Dropping the capped records its timestamps pass only
+    /// keeps their list short: a failure is logged, and a later batch drops them.
     pub async fn advance(&self, batch: &BatchProgress, now_ms: i64) -> Result<(), StoreError> {
         self.store.advance(&batch.counted, now_ms).await?;
-        self.store.drop_passed_ahead(&batch.passed_ahead).await
+        if let Err(error) = self.store.drop_passed_ahead(&batch.passed_ahead).await {
+            tracing::warn!(%error, "cannot drop capped records the counted timestamps passed; a later batch will");
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use reactions::kafka::{AckedProducer, OutgoingRecord, TopicSpec, ensure_topics};
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
 use reactions::message::{ReactionRecord, VersionedMessage, WindowStateRecord};
 use reactions::mongo::{FinalizeTurns, connect};
+use reactions::topic_generation::AHEAD_LISTED;
 use reactions::{Reaction, WindowKey};
 use std::collections::HashMap;
 
@@ -533,46 +534,61 @@ async fn a_container_that_counted_the_old_topic_counts_the_recreated_one_in_its_
 #[tokio::test]
 async fn a_record_stamped_ahead_of_the_clock_neither_finalizes_early_nor_hides_a_recreated_topic() {
     let topic = unique_name("input");
-    let setup = setup_on(&topic, 1).await;
+    // A lateness of a minute: the live window cannot become final while the test runs,
+    // however slow the machine.
+    let setup = setup_with_lateness(&topic, 1, "60000", "1000").await;
     let now = now_ms();
-    // A live window's reactions, and a record of another producer stamped a day ahead.
-    let live = reactions(&topic, 0, 0, 4, now);
-    let mut json = records_json(&live, now);
-    let ahead = RecordPosition {
-        offset: 4,
-        ..live[0].0.clone()
-    };
-    json.push(lambda_kafka_record_json(
-        &ahead,
-        now + 86_400_000,
-        Some(b"s"),
-        Some(b"{not a reaction"),
-        &[],
-    ));
+    // A window that ended three minutes ago (so the pass runs and finalizes it), a live
+    // window's reactions, and records of another producer stamped a day ahead: more than the
+    // progress lists one by one.
+    let old_at = now - 180_000;
+    let old = reactions(&topic, 0, 0, 2, old_at);
+    let live = reactions(&topic, 0, 2, 4, now);
+    let mut json = records_json(&old, old_at);
+    json.extend(records_json(&live, now));
+    let capped_records = AHEAD_LISTED + 8;
+    for offset in 6..6 + capped_records as i64 {
+        let ahead = RecordPosition {
+            offset,
+            ..live[0].0.clone()
+        };
+        json.push(lambda_kafka_record_json(
+            &ahead,
+            now + 86_400_000 + offset,
+            Some(b"s"),
+            Some(b"{not a reaction"),
+            &[],
+        ));
+    }
     let batch = kafka_event(json);
     let summary = setup.aggregate.handle(&batch).await.unwrap();
-    assert_eq!(summary.taps_applied, total(&live));
-    assert_eq!(summary.timestamps_capped, 1);
+    assert_eq!(summary.taps_applied, total(&old) + total(&live));
+    assert_eq!(summary.timestamps_capped, capped_records);
     // Taken as it is, the timestamp would say every window up to tomorrow is complete.
-    assert_eq!(summary.windows_finalized, 0);
-    let window = store(&setup.config)
-        .await
-        .find_window(&window_of(&live))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!window.is_final, "the window has not even ended");
+    assert_eq!(summary.windows_finalized, 1, "the old window only");
+    let store = store(&setup.config).await;
+    assert!(
+        store
+            .find_window(&window_of(&old))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_final
+    );
+    let window = store.find_window(&window_of(&live)).await.unwrap().unwrap();
+    assert!(!window.is_final, "the live window has not even ended");
 
-    // Redelivered: the capped record's own timestamp, later than the capped one, does not
-    // make the batch look like a recreated topic's.
+    // Redelivered: the capped records' own timestamps, later than the capped one, do not
+    // make the batch look like a recreated topic's, listed or not.
     let again = setup.aggregate.handle(&batch).await.unwrap();
     assert_eq!(
         (again.taps_applied, again.dead_letters_already_sent),
-        (0, 1)
+        (0, capped_records)
     );
 
     // The topic is recreated: its records, stamped after everything counted (the clock has
-    // passed the cap), are seen as a new topic's and counted.
+    // passed the cap) and at offsets below the capped ones, are seen as a new topic's and
+    // counted.
     let progress = reactions::mongo::PartitionProgressStore::new(
         &connect(&setup.config.mongo, "progress").await.unwrap(),
     );

@@ -53,13 +53,28 @@ pub struct Observed {
 /// Timeout for WebSocket APIs"), and pushes to it do not count.
 pub const PAGE_KEEPALIVE: Duration = Duration::from_secs(5 * 60);
 
-/// Connects a closed listener again, with a growing pause between attempts, until it is in or
-/// the run stops.
+/// How long a connection must have lived for its close to restart the backoff.
+const LIVED: Duration = Duration::from_secs(30);
+
+/// How long a listener's own message may take to go out before it is given up.
+const SEND_WITHIN: Duration = Duration::from_secs(5);
+
+/// Connects a closed listener again, until it is in or the run stops. `quick_closes` counts
+/// the connections in a row that closed within [`LIVED`]: the pause before the attempt grows
+/// with it (and with failed attempts), so a server that closes every connection at once is
+/// not hammered.
 async fn reconnect(
     url: &str,
+    quick_closes: u64,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>>> {
-    for attempt in 0u64.. {
+    for attempt in quick_closes.. {
+        if attempt > 0 {
+            tokio::select! {
+                () = connect_backoff(attempt) => {}
+                _ = stop.changed() => return None,
+            }
+        }
         if *stop.borrow() {
             return None;
         }
@@ -70,10 +85,6 @@ async fn reconnect(
                     return Some(socket);
                 }
             }
-            _ = stop.changed() => return None,
-        }
-        tokio::select! {
-            () = connect_backoff(attempt) => {}
             _ = stop.changed() => return None,
         }
     }
@@ -365,6 +376,7 @@ pub async fn listen(
             let (mut socket, throttled) = connect_throttled(&url, give_up).await?;
             let task = tokio::spawn(async move {
                 let mut ping_at = tokio::time::Instant::now() + keepalive;
+                let (mut connected_at, mut quick_closes) = (Instant::now(), 0u64);
                 loop {
                     let repair_at = recorder.repair.due().map(tokio::time::Instant::from_std);
                     let message = tokio::select! {
@@ -373,7 +385,8 @@ pub async fn listen(
                         () = sleep_until_some(repair_at) => {
                             if recorder.repair.take(Instant::now()) {
                                 let sync = Message::text(r#"{"action":"sync"}"#);
-                                if socket.send(sync).await.is_err() {
+                                let sent = tokio::time::timeout(SEND_WITHIN, socket.send(sync)).await;
+                                if !matches!(sent, Ok(Ok(()))) {
                                     recorder.repair.refused();
                                 }
                             }
@@ -381,7 +394,8 @@ pub async fn listen(
                         }
                         () = tokio::time::sleep_until(ping_at) => {
                             ping_at = tokio::time::Instant::now() + keepalive;
-                            socket.send(Message::text(r#"{"action":"ping"}"#)).await.ok();
+                            let ping = Message::text(r#"{"action":"ping"}"#);
+                            tokio::time::timeout(SEND_WITHIN, socket.send(ping)).await.ok();
                             continue;
                         }
                     };
@@ -391,16 +405,18 @@ pub async fn listen(
                         None | Some(Err(_)) => {
                             // Closed (API Gateway's two-hour limit, a fault on the way): like
                             // the page, connect again and catch up with a `sync`.
-                            match reconnect(&url, &mut stop).await {
-                                Some(again) => {
-                                    socket = again;
-                                    recorder.observed.reconnects += 1;
-                                    ping_at = tokio::time::Instant::now() + keepalive;
-                                    let sync = Message::text(r#"{"action":"sync"}"#);
-                                    socket.send(sync).await.ok();
-                                }
-                                None => break,
-                            }
+                            quick_closes = match connected_at.elapsed() < LIVED {
+                                true => quick_closes + 1,
+                                false => 0,
+                            };
+                            let Some(again) = reconnect(&url, quick_closes, &mut stop).await else {
+                                break;
+                            };
+                            socket = again;
+                            connected_at = Instant::now();
+                            recorder.observed.reconnects += 1;
+                            recorder.repair.reconnected();
+                            ping_at = tokio::time::Instant::now() + keepalive;
                         }
                     }
                 }

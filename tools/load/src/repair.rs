@@ -54,6 +54,14 @@ impl RepairClock {
         self.repairs = self.repairs.saturating_sub(1);
     }
 
+    /// The listener connected again: what it missed meanwhile is no push lost on the way,
+    /// and the new connection catches up with a repair at once.
+    pub fn reconnected(&mut self) {
+        self.last_seq = None;
+        self.last_repair = None;
+        self.pending = true;
+    }
+
     /// Whether a repair is wanted and allowed now; if so, it counts as made.
     pub fn take(&mut self, now: Instant) -> bool {
         let allowed = self.last_repair.is_none_or(|at| at + REPAIR_EVERY <= now);

@@ -71,7 +71,7 @@ async fn small_run(delivery: &str, identity: bool, idle: Option<Idle>) -> load::
         rate: 200.0,
         // Past the idle limit when one is set, so listeners live through it.
         duration: Duration::from_secs(match idle_limit {
-            Some(_) => 6,
+            Some(_) => 7,
             None => 3,
         }),
         warmup: Duration::from_secs(1),
@@ -90,6 +90,9 @@ async fn small_run(delivery: &str, identity: bool, idle: Option<Idle>) -> load::
     assert!(report.accepted_reactions > 0);
     assert_eq!(report.listeners, 6);
     assert_eq!(report.listeners_short_of_final, 0);
+    if idle_limit.is_none() {
+        assert_eq!(report.listener_reconnects, 0, "no connection closed");
+    }
     assert!(report.updates_per_listener_min > 0);
     // Uniform audiences: both streams alike, each with its own figures.
     assert_eq!(report.audiences, "uniform");
@@ -121,10 +124,10 @@ async fn a_load_run_over_appsync_events_is_exact() {
 
 #[tokio::test]
 async fn listeners_that_ping_like_the_page_outlive_the_idle_limit() {
-    // A run twice as long as the idle limit; pings six times as often.
+    // A run longer than the idle limit; pings ten times as often.
     let idle = Idle {
-        limit: Duration::from_secs(3),
-        keepalive: Duration::from_millis(500),
+        limit: Duration::from_secs(4),
+        keepalive: Duration::from_millis(400),
     };
     let report = small_run("WebSocketApi", false, Some(idle)).await;
     assert_eq!(report.listener_reconnects, 0);
@@ -135,7 +138,7 @@ async fn listeners_whose_connection_closes_connect_again_and_catch_up() {
     // No ping before the idle limit closes the connections: every listener is closed under it
     // at least once, connects again and syncs, and still shows its stream's final counts.
     let idle = Idle {
-        limit: Duration::from_secs(3),
+        limit: Duration::from_secs(4),
         keepalive: Duration::from_secs(3_600),
     };
     let report = small_run("WebSocketApi", false, Some(idle)).await;

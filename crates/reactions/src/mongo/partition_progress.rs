@@ -6,7 +6,7 @@
 
 use super::{StoreError, update_command::unordered_update};
 use crate::event_time::PartitionProgress;
-use crate::topic_generation::AheadRecords;
+use crate::topic_generation::{AheadRecords, UnlistedAhead};
 use crate::window_delta::PartitionKey;
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
@@ -53,9 +53,18 @@ fn parse(document: &Document) -> Result<PartitionProgress, StoreError> {
                     .ok_or_else(malformed)?,
                 Some(_) => return Err(malformed()),
             },
-            unlisted_max_ms: match document.get("ahead_unlisted_ms") {
-                None => i64::MIN,
-                Some(value) => super::integer(value).ok_or_else(malformed)?,
+            unlisted: match (
+                document.get("ahead_unlisted_from"),
+                document.get("ahead_unlisted_to"),
+                document.get("ahead_unlisted_ms"),
+            ) {
+                (None, None, None) => None,
+                (Some(from), Some(to), Some(max)) => Some(UnlistedAhead {
+                    first_offset: super::integer(from).ok_or_else(malformed)?,
+                    last_offset: super::integer(to).ok_or_else(malformed)?,
+                    max_timestamp_ms: super::integer(max).ok_or_else(malformed)?,
+                }),
+                _ => return Err(malformed()),
             },
         },
     })
@@ -121,8 +130,13 @@ impl PartitionProgressStore {
                 "$set": { "updated_at": updated_at },
                 "$setOnInsert": { "topic": p.topic.as_str(), "partition": p.partition },
             };
-            if p.ahead.unlisted_max_ms > i64::MIN {
-                highest.insert("ahead_unlisted_ms", p.ahead.unlisted_max_ms);
+            if let Some(unlisted) = p.ahead.unlisted {
+                highest.insert("ahead_unlisted_to", unlisted.last_offset);
+                highest.insert("ahead_unlisted_ms", unlisted.max_timestamp_ms);
+                update.insert(
+                    "$min",
+                    doc! { "ahead_unlisted_from": unlisted.first_offset },
+                );
             }
             if !p.ahead.listed.is_empty() {
                 // A union: overlapping deliveries of one batch each add theirs.
@@ -148,16 +162,31 @@ impl PartitionProgressStore {
             return Ok(());
         }
         let newer = |p: &PartitionProgress| {
+            let mut figures = doc! {
+                "generation": i64::from(p.generation),
+                "offset": p.offset,
+                "max_timestamp_ms": p.max_timestamp_ms,
+                "ahead": ahead_entries(&p.ahead),
+                "updated_at": updated_at,
+            };
+            let mut update = doc! {};
+            match p.ahead.unlisted {
+                Some(unlisted) => {
+                    figures.insert("ahead_unlisted_from", unlisted.first_offset);
+                    figures.insert("ahead_unlisted_to", unlisted.last_offset);
+                    figures.insert("ahead_unlisted_ms", unlisted.max_timestamp_ms);
+                }
+                None => {
+                    update.insert(
+                        "$unset",
+                        doc! { "ahead_unlisted_from": "", "ahead_unlisted_to": "", "ahead_unlisted_ms": "" },
+                    );
+                }
+            }
+            update.insert("$set", figures);
             doc! {
                 "q": { "_id": id(&p.topic, p.partition), "generation": { "$lt": i64::from(p.generation) } },
-                "u": { "$set": {
-                    "generation": i64::from(p.generation),
-                    "offset": p.offset,
-                    "max_timestamp_ms": p.max_timestamp_ms,
-                    "ahead": ahead_entries(&p.ahead),
-                    "ahead_unlisted_ms": p.ahead.unlisted_max_ms,
-                    "updated_at": updated_at,
-                } },
+                "u": update,
                 "upsert": false,
                 "multi": false,
             }
