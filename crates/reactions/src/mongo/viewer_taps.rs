@@ -54,21 +54,29 @@ fn state_from(document: &Document) -> Result<ViewerState, StoreError> {
             state.windows.insert(start, counted);
         }
     }
-    if let Ok(stored) = document.get_array("keys") {
-        for entry in stored {
-            let Bson::Document(entry) = entry else {
-                return Err(malformed("keys"));
-            };
-            let number = |name: &str| entry.get(name).and_then(super::integer);
-            let Some(Bson::Binary(items)) = entry.get("i") else {
-                return Err(malformed("keys.i"));
-            };
-            state.keys.push(SeenKey {
-                key: number("k").ok_or_else(|| malformed("keys.k"))?,
-                body: number("b").ok_or_else(|| malformed("keys.b"))?,
-                items: items.bytes.clone(),
-            });
+    match document.get("keys") {
+        None => {}
+        Some(Bson::Binary(packed)) => {
+            state.keys = unpack_keys(&packed.bytes).ok_or_else(|| malformed("keys"))?;
         }
+        // As the first release with keys wrote them: one subdocument per key.
+        Some(Bson::Array(stored)) => {
+            for entry in stored {
+                let Bson::Document(entry) = entry else {
+                    return Err(malformed("keys"));
+                };
+                let number = |name: &str| entry.get(name).and_then(super::integer);
+                let Some(Bson::Binary(items)) = entry.get("i") else {
+                    return Err(malformed("keys.i"));
+                };
+                state.keys.push(SeenKey {
+                    key: number("k").ok_or_else(|| malformed("keys.k"))?,
+                    body: number("b").ok_or_else(|| malformed("keys.b"))?,
+                    items: items.bytes.clone(),
+                });
+            }
+        }
+        Some(_) => return Err(malformed("keys")),
     }
     Ok(state)
 }
@@ -85,16 +93,46 @@ fn windows_bson(windows: &BTreeMap<i64, u64>) -> Document {
         .collect()
 }
 
-fn keys_bson(keys: &[SeenKey]) -> Vec<Bson> {
-    keys.iter()
-        .map(|seen| {
-            Bson::Document(doc! {
-                "k": seen.key,
-                "b": seen.body,
-                "i": Binary { subtype: BinarySubtype::Generic, bytes: seen.items.clone() },
-            })
-        })
-        .collect()
+/// The keys packed in one binary value: per key its id and body fingerprint (8 bytes each,
+/// little-endian), the length of its item bitset (2 bytes) and the bitset. One value instead of
+/// a subdocument of three fields per key: the state is read and written whole by every batch
+/// that touches the viewer, and the server's work grows with the elements it parses.
+fn pack_keys(keys: &[SeenKey]) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(keys.iter().map(|k| 18 + k.items.len()).sum());
+    for seen in keys {
+        packed.extend_from_slice(&seen.key.to_le_bytes());
+        packed.extend_from_slice(&seen.body.to_le_bytes());
+        // `idempotency::stamp` bounds a key's items far below 2^16 bytes of bitset.
+        let length = u16::try_from(seen.items.len()).unwrap_or(u16::MAX);
+        packed.extend_from_slice(&length.to_le_bytes());
+        packed.extend_from_slice(&seen.items[..usize::from(length)]);
+    }
+    packed
+}
+
+/// The keys of [`pack_keys`]; `None` when the bytes are not such a packing.
+fn unpack_keys(mut packed: &[u8]) -> Option<Vec<SeenKey>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
+    }
+    let mut keys = Vec::new();
+    while !packed.is_empty() {
+        let key = i64::from_le_bytes(take(&mut packed, 8)?.try_into().ok()?);
+        let body = i64::from_le_bytes(take(&mut packed, 8)?.try_into().ok()?);
+        let length = u16::from_le_bytes(take(&mut packed, 2)?.try_into().ok()?);
+        let items = take(&mut packed, usize::from(length))?.to_vec();
+        keys.push(SeenKey { key, body, items });
+    }
+    Some(keys)
+}
+
+fn keys_bson(keys: &[SeenKey]) -> Bson {
+    Bson::Binary(Binary {
+        subtype: BinarySubtype::Generic,
+        bytes: pack_keys(keys),
+    })
 }
 
 impl ViewerTapStore {
@@ -208,5 +246,60 @@ impl ViewerTapStore {
             });
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_survive_packing_and_a_cut_packing_is_refused() {
+        let keys = vec![
+            SeenKey {
+                key: -7,
+                body: i64::MAX,
+                items: vec![0b101],
+            },
+            SeenKey {
+                key: 42,
+                body: 0,
+                items: vec![0xff; 300],
+            },
+            SeenKey {
+                key: i64::MIN,
+                body: 1,
+                items: Vec::new(),
+            },
+        ];
+        let packed = pack_keys(&keys);
+        assert_eq!(packed.len(), 3 * 18 + 1 + 300);
+        assert_eq!(unpack_keys(&packed), Some(keys));
+        assert_eq!(unpack_keys(&[]), Some(Vec::new()));
+        assert_eq!(unpack_keys(&packed[..packed.len() - 1]), None);
+        assert_eq!(unpack_keys(&packed[..17]), None);
+    }
+
+    #[test]
+    fn states_written_by_the_first_release_with_keys_are_read() {
+        let document = doc! {
+            "_id": "s/v",
+            "rev": 3_i64,
+            "keys": [
+                { "k": 5_i64, "b": 6_i64, "i": Binary { subtype: BinarySubtype::Generic, bytes: vec![1] } },
+            ],
+        };
+        let state = state_from(&document).unwrap();
+        assert_eq!(
+            state.keys,
+            [SeenKey {
+                key: 5,
+                body: 6,
+                items: vec![1]
+            }]
+        );
+        let packed = doc! { "_id": "s/v", "rev": 4_i64, "keys": keys_bson(&state.keys) };
+        assert_eq!(state_from(&packed).unwrap().keys, state.keys);
+        assert!(state_from(&doc! { "_id": "s/v", "keys": "x" }).is_err());
     }
 }
