@@ -59,6 +59,21 @@ const LIVED: Duration = Duration::from_secs(30);
 /// How long a listener's own message may take to go out before it is given up.
 const SEND_WITHIN: Duration = Duration::from_secs(5);
 
+/// Sends a `sync` when the repair clock wants one and allows it; one that does not go out is
+/// wanted again.
+async fn sync_if_due(
+    socket: &mut tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>>,
+    repair: &mut RepairClock,
+) {
+    if repair.take(Instant::now()) {
+        let sync = Message::text(r#"{"action":"sync"}"#);
+        let sent = tokio::time::timeout(SEND_WITHIN, socket.send(sync)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            repair.refused();
+        }
+    }
+}
+
 /// Connects a closed listener again, until it is in or the run stops. `quick_closes` counts
 /// the connections in a row that closed within [`LIVED`]: the pause before the attempt grows
 /// with it (and with failed attempts), so a server that closes every connection at once is
@@ -383,13 +398,7 @@ pub async fn listen(
                         message = socket.next() => message,
                         _ = stop.changed() => break,
                         () = sleep_until_some(repair_at) => {
-                            if recorder.repair.take(Instant::now()) {
-                                let sync = Message::text(r#"{"action":"sync"}"#);
-                                let sent = tokio::time::timeout(SEND_WITHIN, socket.send(sync)).await;
-                                if !matches!(sent, Ok(Ok(()))) {
-                                    recorder.repair.refused();
-                                }
-                            }
+                            sync_if_due(&mut socket, &mut recorder.repair).await;
                             continue;
                         }
                         () = tokio::time::sleep_until(ping_at) => {
@@ -417,6 +426,7 @@ pub async fn listen(
                             recorder.observed.reconnects += 1;
                             recorder.repair.reconnected();
                             ping_at = tokio::time::Instant::now() + keepalive;
+                            sync_if_due(&mut socket, &mut recorder.repair).await;
                         }
                     }
                 }

@@ -93,16 +93,26 @@ fn windows_bson(windows: &BTreeMap<i64, u64>) -> Document {
         .collect()
 }
 
-/// The keys packed in one binary value: per key its id and body fingerprint (8 bytes each,
-/// little-endian), the length of its item bitset (2 bytes) and the bitset. One value instead of
-/// a subdocument of three fields per key: the state is read and written whole by every batch
-/// that touches the viewer, and the server's work grows with the elements it parses.
+/// The layout [`pack_keys`] writes, its first byte: a later layout can be told apart.
+const PACKED_KEYS_LAYOUT: u8 = 1;
+
+/// The keys packed in one binary value: the layout (1 byte) and the number of keys (2 bytes,
+/// little-endian), then per key its id and body fingerprint (8 bytes each, little-endian), the
+/// length of its item bitset (2 bytes) and the bitset. One value instead of a subdocument of
+/// three fields per key: the state is read and written whole by every batch that touches the
+/// viewer, and the server's work grows with the elements it parses.
 fn pack_keys(keys: &[SeenKey]) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(keys.iter().map(|k| 18 + k.items.len()).sum());
-    for seen in keys {
+    let mut packed = Vec::with_capacity(3 + keys.iter().map(|k| 18 + k.items.len()).sum::<usize>());
+    packed.push(PACKED_KEYS_LAYOUT);
+    // At most `REMEMBERED_KEYS` (16) keys are kept.
+    let count = u16::try_from(keys.len()).unwrap_or(u16::MAX);
+    packed.extend_from_slice(&count.to_le_bytes());
+    for seen in &keys[..usize::from(count)] {
         packed.extend_from_slice(&seen.key.to_le_bytes());
         packed.extend_from_slice(&seen.body.to_le_bytes());
-        // `idempotency::stamp` bounds a key's items far below 2^16 bytes of bitset.
+        // A reaction record's item is below 65,536 (`ReactionRecord::check`), so a bitset
+        // holds at most 8,192 bytes.
+        debug_assert!(seen.items.len() <= usize::from(u16::MAX));
         let length = u16::try_from(seen.items.len()).unwrap_or(u16::MAX);
         packed.extend_from_slice(&length.to_le_bytes());
         packed.extend_from_slice(&seen.items[..usize::from(length)]);
@@ -110,22 +120,27 @@ fn pack_keys(keys: &[SeenKey]) -> Vec<u8> {
     packed
 }
 
-/// The keys of [`pack_keys`]; `None` when the bytes are not such a packing.
+/// The keys of [`pack_keys`]; `None` when the bytes are not such a packing (another layout,
+/// another number of keys than announced, bytes left over).
 fn unpack_keys(mut packed: &[u8]) -> Option<Vec<SeenKey>> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = bytes.split_at_checked(n)?;
         *bytes = rest;
         Some(head)
     }
-    let mut keys = Vec::new();
-    while !packed.is_empty() {
+    if take(&mut packed, 1)? != [PACKED_KEYS_LAYOUT] {
+        return None;
+    }
+    let count = u16::from_le_bytes(take(&mut packed, 2)?.try_into().ok()?);
+    let mut keys = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
         let key = i64::from_le_bytes(take(&mut packed, 8)?.try_into().ok()?);
         let body = i64::from_le_bytes(take(&mut packed, 8)?.try_into().ok()?);
         let length = u16::from_le_bytes(take(&mut packed, 2)?.try_into().ok()?);
         let items = take(&mut packed, usize::from(length))?.to_vec();
         keys.push(SeenKey { key, body, items });
     }
-    Some(keys)
+    packed.is_empty().then_some(keys)
 }
 
 fn keys_bson(keys: &[SeenKey]) -> Bson {
@@ -273,11 +288,37 @@ mod tests {
             },
         ];
         let packed = pack_keys(&keys);
-        assert_eq!(packed.len(), 3 * 18 + 1 + 300);
+        assert_eq!(packed.len(), 3 + 3 * 18 + 1 + 300);
         assert_eq!(unpack_keys(&packed), Some(keys));
-        assert_eq!(unpack_keys(&[]), Some(Vec::new()));
-        assert_eq!(unpack_keys(&packed[..packed.len() - 1]), None);
-        assert_eq!(unpack_keys(&packed[..17]), None);
+        assert_eq!(unpack_keys(&pack_keys(&[])), Some(Vec::new()));
+        // Cut inside a key, at a key's end, or before the count; another layout; bytes left.
+        for cut in [packed.len() - 1, 3 + 19, 3 + 18 + 3, 2, 0] {
+            assert_eq!(unpack_keys(&packed[..cut]), None, "cut at {cut}");
+        }
+        let mut other = packed.clone();
+        other[0] = 2;
+        assert_eq!(unpack_keys(&other), None);
+        let mut longer = packed;
+        longer.push(0);
+        assert_eq!(unpack_keys(&longer), None);
+    }
+
+    #[test]
+    fn the_packed_layout_is_the_documented_one() {
+        let packed = pack_keys(&[SeenKey {
+            key: 0x0102_0304_0506_0708,
+            body: -2,
+            items: vec![0b1001],
+        }]);
+        assert_eq!(
+            packed,
+            [
+                1, 1, 0, // layout 1, one key
+                8, 7, 6, 5, 4, 3, 2, 1, // key, little-endian
+                0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // body -2
+                1, 0, 0b1001, // one byte of items
+            ]
+        );
     }
 
     #[test]
