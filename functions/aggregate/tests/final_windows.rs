@@ -451,19 +451,23 @@ async fn handle_at(setup: &Setup, records: &[(RecordPosition, Reaction)], at: i6
         .unwrap()
 }
 
-#[tokio::test]
-async fn containers_that_counted_different_batches_count_exactly_and_see_no_recreated_topic() {
-    let topic = unique_name("input");
+/// Two containers of an aggregate reading `topic`, each deciding `final` after every batch.
+async fn two_containers(topic: &str) -> (Setup, Setup) {
     let database = servers().mongo("final").database;
     let settings = settings(
         &servers().kafka_brokers,
         &servers().mongodb_uri,
         &database,
-        &[("FINALIZE_EVERY_MS", "0"), ("REACTION_TOPIC", &topic)],
+        &[("FINALIZE_EVERY_MS", "0"), ("REACTION_TOPIC", topic)],
     );
+    (build(&settings).await, build(&settings).await)
+}
+
+#[tokio::test]
+async fn containers_that_counted_different_batches_count_exactly_and_see_no_recreated_topic() {
+    let topic = unique_name("input");
     // Two containers of the function, on the same partition one after the other.
-    let first = build(&settings).await;
-    let second = build(&settings).await;
+    let (first, second) = two_containers(&topic).await;
     let now = now_ms();
     let log = reactions(&topic, 0, 0, 30, now);
     let (one, two, three) = (&log[..10], &log[10..20], &log[20..]);
@@ -492,15 +496,7 @@ async fn containers_that_counted_different_batches_count_exactly_and_see_no_recr
 #[tokio::test]
 async fn a_container_that_counted_the_old_topic_counts_the_recreated_one_in_its_generation() {
     let topic = unique_name("input");
-    let database = servers().mongo("final").database;
-    let settings = settings(
-        &servers().kafka_brokers,
-        &servers().mongodb_uri,
-        &database,
-        &[("FINALIZE_EVERY_MS", "0"), ("REACTION_TOPIC", &topic)],
-    );
-    let first = build(&settings).await;
-    let second = build(&settings).await;
+    let (first, second) = two_containers(&topic).await;
     let now = now_ms();
     let old = reactions(&topic, 0, 0, 10, now);
     assert_eq!(handle_at(&first, &old, now).await.taps_applied, total(&old));
