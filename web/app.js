@@ -19,6 +19,7 @@ import {
   eventSubprotocols,
   eventFrames,
   overrideAllowed,
+  sendingEvery,
 } from "./model.js";
 
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
@@ -828,6 +829,8 @@ async function start() {
   const initial = client.config.stream && validStreamId(client.config.stream) ? client.config.stream : input.value;
   input.value = initial;
   setInterval(flush, client.config.flushMs);
+  const sending = document.getElementById("sending-every");
+  if (sending) sending.textContent = sendingEvery(client.config.flushMs);
   window.addEventListener("pagehide", sendBeforeLeaving);
   watch(initial);
   document.body.dataset.ready = "true";

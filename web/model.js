@@ -158,6 +158,13 @@ export class LocalEcho {
  *  ceiling that doubles from 1 s up to 30 s. Every retry, the first included, is spread over
  *  its whole range, so an audience dropped at once (an outage, a deploy) comes back spread out
  *  rather than in waves against API Gateway's new-connection rate. */
+/** How often taps go out, in the help text's words ("every second", "every 250 ms"). */
+export function sendingEvery(flushMs) {
+  if (flushMs === 1000) return "every second";
+  if (flushMs < 1000) return `every ${Math.round(flushMs)} ms`;
+  return `every ${Math.round(flushMs / 100) / 10} s`;
+}
+
 export function reconnectDelay(attempt, random = Math.random) {
   const ceiling = Math.min(30000, 1000 * 2 ** Math.min(attempt, 15));
   return Math.max(100, Math.round(random() * ceiling));

@@ -16,6 +16,7 @@ import {
   eventFrames,
   isLoopbackHost,
   overrideAllowed,
+  sendingEvery,
 } from "./model.js";
 
 const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
@@ -173,4 +174,11 @@ test("URL overrides of the APIs only on this machine or for listed origins", () 
   assert.ok(overrideAllowed("wss://ws.example.com/live", "live.example.com", ["wss://ws.example.com"]));
   assert.ok(!overrideAllowed("not a url", "127.0.0.1"));
   assert.ok(!overrideAllowed("https://api.example.com", "live.example.com", "https://api.example.com"));
+});
+
+test("the help text says how often taps go out", () => {
+  assert.equal(sendingEvery(1000), "every second");
+  assert.equal(sendingEvery(250), "every 250 ms");
+  assert.equal(sendingEvery(2000), "every 2 s");
+  assert.equal(sendingEvery(1500), "every 1.5 s");
 });

@@ -375,6 +375,8 @@ try {
   // The pad is labelled for screen readers and reachable by keyboard.
   const fire = tapper.getByRole("button", { name: /React with fire/ });
   await fire.waitFor({ timeout: TIMEOUT });
+  // The help says how often taps really go out.
+  assert.equal(await tapper.locator("#sending-every").textContent(), "every second");
   const firstKey = await tapper.locator("#pad button").first().getAttribute("data-emoji");
 
   // The viewer's own tap shows at once (local echo), long before the next flush could send it.

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod kafka_event;
 pub mod message;
 pub mod metrics;
+pub mod moments;
 pub mod reaction;
 pub mod stream_registry;
 pub mod stream_shards;
