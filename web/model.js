@@ -154,10 +154,6 @@ export class LocalEcho {
   }
 }
 
-/** Reconnect delay for attempt n (0-based), with "full jitter": uniform between 100 ms and a
- *  ceiling that doubles from 1 s up to 30 s. Every retry, the first included, is spread over
- *  its whole range, so an audience dropped at once (an outage, a deploy) comes back spread out
- *  rather than in waves against API Gateway's new-connection rate. */
 /** How often taps go out, in the help text's words ("every second", "every 250 ms"). */
 export function sendingEvery(flushMs) {
   if (flushMs === 1000) return "every second";
@@ -165,6 +161,10 @@ export function sendingEvery(flushMs) {
   return `every ${Math.round(flushMs / 100) / 10} s`;
 }
 
+/** Reconnect delay for attempt n (0-based), with "full jitter": uniform between 100 ms and a
+ *  ceiling that doubles from 1 s up to 30 s. Every retry, the first included, is spread over
+ *  its whole range, so an audience dropped at once (an outage, a deploy) comes back spread out
+ *  rather than in waves against API Gateway's new-connection rate. */
 export function reconnectDelay(attempt, random = Math.random) {
   const ceiling = Math.min(30000, 1000 * 2 ** Math.min(attempt, 15));
   return Math.max(100, Math.round(random() * ceiling));

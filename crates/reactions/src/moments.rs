@@ -39,12 +39,14 @@ pub struct MomentRule {
 impl MomentRule {
     /// The recommended rule. `z = (x − μ) / √(max(σ², μ) + 1)` treats counts as at
     /// least Poisson-noisy (variance no smaller than the mean), so a quiet stream going from 0
-    /// to 3 taps a second is not 3σ; 20 taps a second and twice the mean keep a slowly
-    /// rising stream from firing on noise; spikes enter the baseline at a tenth of the weight.
+    /// to 3 taps a second is not 3σ; twice the mean keeps a slowly rising stream from firing
+    /// on noise; spikes enter the baseline at a tenth of the weight. The least rate is 30 taps
+    /// a second rather than the 20: fair use lets one viewer count 40 taps per 2 s
+    /// window, 20 a second, and one viewer alone is no crowd reacting.
     pub const DEFAULT: Self = Self {
         horizon_s: 60.0,
         z_at_least: 4.0,
-        rate_at_least: 20.0,
+        rate_at_least: 30.0,
         ratio_at_least: 2.0,
         spike_weight: 0.1,
         warm_up_s: 20.0,
@@ -172,36 +174,66 @@ impl MomentDetector {
         if width_ms <= 0 || self.next_start_ms.is_some_and(|next| start_ms < next) {
             return Vec::new();
         }
-        let mut changed = Vec::new();
-        if let Some(next) = self.next_start_ms {
-            let missing = (start_ms - next) / width_ms;
-            // Silent for a whole horizon: the stream starts over, its first taps a baseline
-            // again, not a moment.
-            if (missing * width_ms) as f64 >= self.rule.horizon_s * 1_000.0 {
-                changed.extend(self.close());
-                self.baseline = Baseline::default();
-            } else {
-                for i in 0..missing {
-                    changed.extend(self.take(next + i * width_ms, width_ms, &BTreeMap::new()));
-                }
-            }
-        }
+        let mut changed = self.silence_until(start_ms, width_ms);
         changed.extend(self.take(start_ms, width_ms, counts));
         self.next_start_ms = Some(start_ms + width_ms);
-        // One change per moment: the latest.
-        let mut latest: Vec<Moment> = Vec::new();
-        for moment in changed {
-            match latest
-                .iter_mut()
-                .find(|m| m.detected_from_ms == moment.detected_from_ms)
-            {
-                Some(known) => *known = moment,
-                None => latest.push(moment),
-            }
-        }
-        latest
+        latest_of_each(changed)
     }
 
+    /// Takes every window ending by `end_ms` that was not observed as silent: they are final
+    /// with no taps, so a moment whose stream went quiet ends without waiting for a window
+    /// with taps. Returns the moments that changed, as [`MomentDetector::observe`].
+    pub fn advance_to(&mut self, end_ms: i64, width_ms: i64) -> Vec<Moment> {
+        let Some(next) = self.next_start_ms else {
+            return Vec::new();
+        };
+        if width_ms <= 0 || end_ms < next + width_ms {
+            return Vec::new();
+        }
+        let until = next + (end_ms - next) / width_ms * width_ms;
+        let changed = self.silence_until(until, width_ms);
+        self.next_start_ms = Some(until);
+        latest_of_each(changed)
+    }
+
+    /// Feeds the silent windows from the next expected one up to `start_ms` (after a silence as
+    /// long as the horizon, starts the stream over instead).
+    fn silence_until(&mut self, start_ms: i64, width_ms: i64) -> Vec<Moment> {
+        let mut changed = Vec::new();
+        let Some(next) = self.next_start_ms else {
+            return changed;
+        };
+        let missing = (start_ms - next) / width_ms;
+        // Silent for a whole horizon: the stream starts over, its first taps a baseline again,
+        // not a moment.
+        if (missing * width_ms) as f64 >= self.rule.horizon_s * 1_000.0 {
+            changed.extend(self.close());
+            self.baseline = Baseline::default();
+        } else {
+            for i in 0..missing {
+                changed.extend(self.take(next + i * width_ms, width_ms, &BTreeMap::new()));
+            }
+        }
+        changed
+    }
+}
+
+/// One change per moment: the latest.
+fn latest_of_each(changed: Vec<Moment>) -> Vec<Moment> {
+    let mut latest: Vec<Moment> = Vec::new();
+    for moment in changed {
+        match latest
+            .iter_mut()
+            .find(|m| m.detected_from_ms == moment.detected_from_ms)
+        {
+            Some(known) => *known = moment,
+            None => latest.push(moment),
+        }
+    }
+    latest
+}
+
+impl MomentDetector {
     fn take(
         &mut self,
         start_ms: i64,
@@ -429,6 +461,37 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(detector.next_start_ms(), Some(later + WIDTH));
+    }
+
+    #[test]
+    fn one_viewer_at_the_fair_use_limit_is_no_moment() {
+        let mut windows = vec![counts(&[("clap", 2)]); 30];
+        windows.extend(vec![counts(&[("fire", 40)]); 10]);
+        assert!(run(&windows).is_empty());
+    }
+
+    #[test]
+    fn a_moment_ends_when_its_stream_goes_quiet_without_another_tap() {
+        let mut detector = MomentDetector::new(MomentRule::DEFAULT);
+        for i in 0..30 {
+            detector.observe(i * WIDTH, WIDTH, &counts(&[("clap", 60)]));
+        }
+        let started = detector.observe(30 * WIDTH, WIDTH, &counts(&[("wow", 600)]));
+        assert_eq!(started.len(), 1);
+        assert!(!started[0].ended);
+        // Final and empty up to 4 s after the spike: within the merge gap, still open.
+        assert!(detector.advance_to(33 * WIDTH, WIDTH).is_empty());
+        let ended = detector.advance_to(34 * WIDTH + 1_000, WIDTH);
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        assert!(ended[0].ended);
+        assert_eq!(ended[0].end_ms, 31 * WIDTH + 5_000);
+        assert_eq!(detector.next_start_ms(), Some(34 * WIDTH));
+        // Windows already taken as silent are not taken again.
+        assert!(
+            detector
+                .observe(32 * WIDTH, WIDTH, &counts(&[("wow", 600)]))
+                .is_empty()
+        );
     }
 
     #[test]
