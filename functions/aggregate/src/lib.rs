@@ -159,7 +159,8 @@ impl Aggregate {
             .map_err(|source| AggregateError::Kafka {
                 what: "building the producer",
                 source,
-            })?;
+            })?
+            .warming_up_on(&config.output_topic);
         let aggregate = Self {
             store: WindowStore::new(&database),
             viewer_states: ViewerTapStore::new(&database),

@@ -50,8 +50,12 @@ impl RenewingProducer {
     /// Starts connecting the current producer and reading the warm-up topic's metadata in the
     /// background (see [`AckedProducer::start_warm_up`]); nothing without a warm-up topic.
     pub fn start_warm_up(&self) {
+        self.warm_up(&self.current());
+    }
+
+    fn warm_up(&self, producer: &AckedProducer) {
         if let Some(topic) = &self.warm_up_topic {
-            self.current().start_warm_up(topic, self.delivery_timeout);
+            producer.start_warm_up(topic, self.delivery_timeout);
         }
     }
 
@@ -101,6 +105,7 @@ impl RenewingProducer {
             "Kafka producer hit a fatal error; building a new one"
         );
         *slot = AckedProducer::with_linger(&self.settings, self.delivery_timeout, self.linger)?;
+        self.warm_up(&slot);
         Ok(true)
     }
 }
