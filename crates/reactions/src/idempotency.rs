@@ -39,7 +39,8 @@ pub const REMEMBERED_KEYS: usize = 16;
 
 /// How long a viewer's keys on a stream are kept after the viewer's state there was last
 /// written (any keyed tap; with fair use on, any tap): the document's expiry. The IETF draft
-/// and Stripe keep keys for 24 hours. A client retrying later than that, or after [`REMEMBERED_KEYS`] newer requests, is counted again.
+/// and Stripe keep keys for 24 hours. A client retrying later than that, or after
+/// [`REMEMBERED_KEYS`] newer requests, is counted again.
 pub const KEY_MEMORY: Duration = Duration::from_secs(24 * 3_600);
 
 /// The most items a keyed request may have (its records' `item` is below this): bounds the
