@@ -43,7 +43,7 @@ pub use config::{ConfigError, DomainConfig};
 pub use emoji::{Emoji, EmojiCatalogue, EmojiName};
 pub use ids::{StreamId, UserId};
 pub use kafka_event::{DecodedRecord, RecordPosition, decode_kafka_event};
-pub use message::{ReactionRecord, RecordError, WindowStateRecord};
+pub use message::{MomentRecord, ReactionRecord, RecordError, WindowStateRecord};
 pub use reaction::{Catalogues, RawReaction, Reaction, ReactionLimits, validate_batch};
 pub use stream_registry::{StreamEntry, StreamStatus};
 pub use stream_shards::StreamShards;

@@ -5,6 +5,7 @@
 use crate::emoji::EmojiName;
 use crate::idempotency::{MAX_KEYED_ITEMS, TapKey};
 use crate::ids::{StreamId, UserId};
+use crate::moments::{Moment, MomentStatus};
 use crate::reaction::Reaction;
 use crate::swarm::Swarm;
 use crate::window::EmojiCounts;
@@ -228,6 +229,47 @@ impl VersionedMessage for WindowStateRecord {
     }
 }
 
+/// A moment of a stream on `emoji-output-topic`, keyed by stream id, beside the window states
+/// (an older notify, which reads window states only, skips it as not one). Published when a
+/// moment appears, grows, ends, is confirmed or is withdrawn; the same change may be published
+/// twice, so consumers keep per moment (`stream`, `moment.detected_from_ms`) the record with
+/// the highest `revision`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MomentRecord {
+    /// Format version, always [`MomentRecord::VERSION`] when written by this build.
+    pub v: u32,
+    pub stream: StreamId,
+    pub moment: Moment,
+    pub status: MomentStatus,
+    /// Grows with every change of the moment: the end of the last final window the change
+    /// was computed from (0 for a provisional moment, which a window still counting made).
+    pub revision: i64,
+}
+
+impl VersionedMessage for MomentRecord {
+    const VERSION: u32 = 1;
+
+    fn version(&self) -> u32 {
+        self.v
+    }
+
+    fn check(&self) -> Result<(), RecordError> {
+        let m = &self.moment;
+        if m.end_ms <= m.start_ms || !(m.start_ms..m.end_ms).contains(&m.detected_from_ms) {
+            return Err(RecordError::Invalid(
+                "a moment runs from start_ms to end_ms, with detected_from_ms in between".into(),
+            ));
+        }
+        if !m.peak_rate.is_finite() || m.peak_rate < 0.0 {
+            return Err(RecordError::Invalid(
+                "peak_rate must be a finite rate".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +357,42 @@ mod tests {
         assert_eq!(json["final"], false);
         assert_eq!(json["swarm"]["fire"], 3);
         assert_eq!(WindowStateRecord::decode(&record.encode()).unwrap(), record);
+    }
+
+    #[test]
+    fn moment_records_round_trip_and_are_no_window_states() {
+        let record = MomentRecord {
+            v: MomentRecord::VERSION,
+            stream: StreamId::parse("s", "match-1").unwrap(),
+            moment: Moment {
+                detected_from_ms: 60_000,
+                start_ms: 50_000,
+                end_ms: 71_000,
+                peak_rate: 212.5,
+                emoji: "fire".into(),
+                ended: true,
+            },
+            status: MomentStatus::Confirmed,
+            revision: 72_000,
+        };
+        let bytes = record.encode();
+        assert_eq!(MomentRecord::decode(&bytes).unwrap(), record);
+        assert_eq!(
+            WindowStateRecord::decode(&bytes).unwrap_err().code(),
+            "bad_json"
+        );
+        assert_eq!(
+            MomentRecord::decode(&window_record().encode())
+                .unwrap_err()
+                .code(),
+            "bad_json"
+        );
+        let mut outside = record.clone();
+        outside.moment.detected_from_ms = 80_000;
+        assert_eq!(
+            MomentRecord::decode(&outside.encode()).unwrap_err().code(),
+            "invalid"
+        );
     }
 
     #[test]

@@ -84,6 +84,39 @@ pub struct Moment {
     pub ended: bool,
 }
 
+/// Where a moment stands. A window still being counted can show a moment early
+/// (`provisional`, see [`MomentDetector::provisional`]); the final windows confirm it, or
+/// make another moment in its place and withdraw it. Clients keep, per moment, the change with
+/// the highest revision, and drop a withdrawn one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MomentStatus {
+    Provisional,
+    Confirmed,
+    Withdrawn,
+}
+
+impl MomentStatus {
+    /// The stored and published name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MomentStatus::Provisional => "provisional",
+            MomentStatus::Confirmed => "confirmed",
+            MomentStatus::Withdrawn => "withdrawn",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "provisional" => Some(MomentStatus::Provisional),
+            "confirmed" => Some(MomentStatus::Confirmed),
+            "withdrawn" => Some(MomentStatus::Withdrawn),
+            _ => None,
+        }
+    }
+}
+
 /// A stream's baseline: exponentially weighted mean and variance of its rate, and per emoji
 /// the mean rate (to tell which rose).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -178,6 +211,54 @@ impl MomentDetector {
         changed.extend(self.take(start_ms, width_ms, counts));
         self.next_start_ms = Some(start_ms + width_ms);
         latest_of_each(changed)
+    }
+
+    /// Whether a window still being counted already stands out as a moment's start: its taps
+    /// so far (`counts`, which only grow) make a spike against the baseline as it stands, and
+    /// no open moment would take it in. Viewers then see the moment within a window of its
+    /// start, without waiting for the window to be final; the moment the final windows make
+    /// (from [`MomentDetector::observe`]) confirms it or replaces it. Returns the provisional
+    /// moment, its first spike this window.
+    pub fn provisional(
+        &self,
+        start_ms: i64,
+        width_ms: i64,
+        counts: &BTreeMap<String, u64>,
+    ) -> Option<Moment> {
+        if width_ms <= 0 || self.next_start_ms.is_none_or(|next| start_ms < next) {
+            return None;
+        }
+        let gap_ms = (self.rule.merge_gap_s * 1_000.0) as i64;
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|open| start_ms - open.last_spike_end_ms <= gap_ms)
+        {
+            return None;
+        }
+        let width_s = width_ms as f64 / 1_000.0;
+        let rate = counts.values().sum::<u64>() as f64 / width_s;
+        if !self.rule.is_spike(&self.baseline, rate) {
+            return None;
+        }
+        let mut open = OpenMoment {
+            first_spike_ms: start_ms,
+            last_spike_end_ms: start_ms + width_ms,
+            peak_rate: rate,
+            rise: BTreeMap::new(),
+        };
+        for (emoji, n) in counts {
+            let usual = self.baseline.emoji_means.get(emoji).copied().unwrap_or(0.0);
+            open.rise.insert(emoji.clone(), *n as f64 - usual * width_s);
+        }
+        Some(moment_of(&open, &self.rule, false))
+    }
+
+    /// Whether a moment is open (its stream has spiked within the merge gap of the last
+    /// window observed): such a stream's detector must be moved on through silent windows
+    /// ([`MomentDetector::advance_to`]) for its moment to end.
+    pub fn has_open_moment(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Takes every window ending by `end_ms` that was not observed as silent: they are final
@@ -491,6 +572,48 @@ mod tests {
             detector
                 .observe(32 * WIDTH, WIDTH, &counts(&[("wow", 600)]))
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_window_still_counting_is_a_provisional_moment_once_its_taps_so_far_are_a_spike() {
+        let base = || counts(&[("clap", 60)]);
+        let mut detector = MomentDetector::new(MomentRule::DEFAULT);
+        for i in 0..30 {
+            assert!(detector.observe(i * WIDTH, WIDTH, &base()).is_empty());
+        }
+        let live = 30 * WIDTH;
+        // Nothing before the detector's next window, nor while the taps so far are ordinary.
+        assert_eq!(
+            detector.provisional(29 * WIDTH, WIDTH, &counts(&[("wow", 900)])),
+            None
+        );
+        assert_eq!(
+            detector.provisional(live, WIDTH, &counts(&[("clap", 70)])),
+            None
+        );
+        // Part of the window's taps in, already far above: the moment the final window makes.
+        let so_far = counts(&[("clap", 30), ("wow", 200)]);
+        let provisional = detector.provisional(live, WIDTH, &so_far).expect("a spike");
+        let confirmed = detector.observe(live, WIDTH, &counts(&[("clap", 60), ("wow", 500)]));
+        assert_eq!(confirmed.len(), 1);
+        assert_eq!(provisional.detected_from_ms, confirmed[0].detected_from_ms);
+        assert_eq!(
+            (provisional.emoji.as_str(), provisional.start_ms),
+            ("wow", confirmed[0].start_ms)
+        );
+        assert!(detector.has_open_moment());
+        // A spike within the merge gap belongs to the open moment: no second one.
+        let later = live + 2 * WIDTH;
+        assert_eq!(
+            detector.provisional(later, WIDTH, &counts(&[("wow", 500)])),
+            None
+        );
+        // A detector that saw no window yet has no baseline to stand out from.
+        let fresh = MomentDetector::new(MomentRule::DEFAULT);
+        assert_eq!(
+            fresh.provisional(live, WIDTH, &counts(&[("wow", 5_000)])),
+            None
         );
     }
 

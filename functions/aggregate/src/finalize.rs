@@ -125,7 +125,11 @@ impl Aggregate {
     /// The pass. `now` is read before the partitions' ends are (see `event_time`).
     async fn finalize(&self, topic: &str, now: i64) -> Result<usize, AggregateError> {
         let lateness = self.config.allowed_lateness_ms;
-        let Some(earliest) = self.store.earliest_open_end().await? else {
+        // A stream gone quiet in a moment has no window to finalize, but its moment ends only
+        // when a pass moves its detector on.
+        let (open_windows, open_moments) =
+            tokio::join!(self.store.earliest_open_end(), self.open_moments_end());
+        let Some(earliest) = [open_windows?, open_moments?].into_iter().flatten().min() else {
             return Ok(0);
         };
         if earliest > now.saturating_sub(lateness) {
@@ -220,6 +224,15 @@ impl Aggregate {
             "publishing final window states",
         )
         .await?;
+        // Before the windows are marked final: a pass stopped in between publishes them again
+        // and their moments are redone from the detectors as they were.
+        let times = reactions::mongo::WriteTimes {
+            now_ms: now,
+            retention: self.config.retention,
+        };
+        let every_window = windows.len() < FINALS_PER_PASS;
+        self.confirm_moments(&windows, every_window.then_some(complete), times)
+            .await?;
         // Only the windows published: a reaction later than the allowed lateness may have
         // opened another one ending by `complete` since they were read.
         let keys: Vec<WindowKey> = windows.iter().map(|w| w.key.clone()).collect();

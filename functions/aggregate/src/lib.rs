@@ -12,6 +12,7 @@ pub mod dead_letters;
 mod finalize;
 pub mod invocation;
 pub mod known_progress;
+mod moments;
 pub mod progress;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
@@ -25,8 +26,8 @@ use reactions::kafka::{KafkaAdapterError, OutgoingRecord, RenewingProducer};
 use reactions::message::{VersionedMessage, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{
-    DeadLetterMarks, FinalizeTurns, IndexesOnce, StoreError, StoredWindow, ViewerTapStore,
-    WindowStore, WriteTimes,
+    DeadLetterMarks, FinalizeTurns, IndexesOnce, MomentStore, StoreError, StoredWindow,
+    ViewerTapStore, WindowStore, WriteTimes,
 };
 use reactions::viewer_state::{self, viewer_state_ids};
 use reactions::window_delta::window_deltas;
@@ -112,6 +113,8 @@ pub struct BatchSummary {
     /// Records stamped ahead of the clock by more than `MAX_CLOCK_SKEW_MS`, whose timestamps
     /// the partitions' progress caps (see `reactions::event_time::timestamp_ceiling`).
     pub timestamps_capped: usize,
+    /// Provisional moments this batch's windows proposed (see `moments`).
+    pub moments_proposed: usize,
 }
 
 /// What a container does once before its first write: the indexes, and the claim on the
@@ -126,6 +129,7 @@ impl DatabasePreparation {
     async fn run(self) -> Result<(), StoreError> {
         WindowStore::new(&self.database).ensure_indexes().await?;
         ViewerTapStore::new(&self.database).ensure_indexes().await?;
+        MomentStore::new(&self.database).ensure_indexes().await?;
         reactions::mongo::claim_window_width(&self.database, self.width).await
     }
 }
@@ -136,6 +140,8 @@ pub struct Aggregate {
     store: WindowStore,
     viewer_states: ViewerTapStore,
     dead_letter_marks: DeadLetterMarks,
+    /// Streams' moment detectors and their moments (see `moments`).
+    moments: MomentStore,
     progress: known_progress::KnownProgress,
     /// Which container's `final` pass runs now (see `finalize`).
     finalize_turns: FinalizeTurns,
@@ -165,6 +171,7 @@ impl Aggregate {
             store: WindowStore::new(&database),
             viewer_states: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
+            moments: MomentStore::new(&database),
             progress: known_progress::KnownProgress::new(&database),
             finalize_turns: FinalizeTurns::new(&database),
             database,
@@ -486,13 +493,14 @@ impl Aggregate {
         // The progress is recorded while the states go out: it says what is counted, which the
         // windows already hold. A failed publish fails the batch all the same.
         let publish_started = Instant::now();
-        let (published, recorded) = tokio::join!(
+        let (published, recorded, moments_proposed) = tokio::join!(
             self.produce(
                 &self.config.output_topic,
                 &states,
                 "publishing window states",
             ),
-            self.progress.advance(&progress, now)
+            self.progress.advance(&progress, now),
+            self.propose_moments(&windows, times)
         );
         published?;
         recorded?;
@@ -522,6 +530,7 @@ impl Aggregate {
             viewer_state_statements: state_statements,
             windows_finalized,
             timestamps_capped: progress.capped,
+            moments_proposed,
         };
         tracing::info!(
             records,
@@ -556,6 +565,7 @@ impl Aggregate {
             .count("RetriedTaps", summary.retried_taps)
             .count("WindowsFinalized", windows_finalized as u64)
             .count("TimestampsCapped", progress.capped as u64)
+            .count("MomentsProposed", moments_proposed as u64)
             .millis("MongoLatency", write_ms)
             .millis("PublishLatency", publish_ms)
             .millis("BatchLatency", elapsed_ms(started))

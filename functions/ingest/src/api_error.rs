@@ -68,6 +68,12 @@ pub enum ApiError {
         "the {field} was used before for a request with other reactions; nothing was accepted. Send new taps with a new key, and a retry with exactly the body of its first attempt"
     )]
     KeyReused { field: &'static str },
+    /// Chapters were asked of a stream that never went live, without an `origin` to count
+    /// their times from.
+    #[error(
+        "stream {stream:?} has not gone live, so its chapters have no start to count from; pass origin (ms since the epoch)"
+    )]
+    NoOrigin { stream: String },
     /// A dependency (Kafka, MongoDB) did not answer in time; the client should retry.
     #[error("{service} is unavailable; retry in a moment")]
     Unavailable { service: &'static str },
@@ -81,7 +87,9 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::UnknownStream { .. } => StatusCode::NOT_FOUND,
-            ApiError::StreamNotLive { .. } | ApiError::TransitionRefused(_) => StatusCode::CONFLICT,
+            ApiError::StreamNotLive { .. }
+            | ApiError::TransitionRefused(_)
+            | ApiError::NoOrigin { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden | ApiError::ViewerMismatch { .. } => StatusCode::FORBIDDEN,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -101,6 +109,7 @@ impl ApiError {
             ApiError::UnknownStream { .. } => "unknown_stream",
             ApiError::StreamNotLive { .. } => "stream_not_live",
             ApiError::TransitionRefused(_) => "transition_refused",
+            ApiError::NoOrigin { .. } => "no_origin",
             ApiError::Forbidden => "forbidden",
             ApiError::Unauthorized => "unauthorized",
             ApiError::ViewerMismatch { .. } => "user_id_mismatch",
@@ -114,7 +123,9 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
-            ApiError::UnknownStream { stream } => body["stream_id"] = json!(stream),
+            ApiError::UnknownStream { stream } | ApiError::NoOrigin { stream } => {
+                body["stream_id"] = json!(stream)
+            }
             ApiError::ViewerMismatch { field, .. } => body["field"] = json!(field),
             ApiError::KeyReused { field } => body["field"] = json!(field),
             ApiError::StreamNotLive { stream, status } => {

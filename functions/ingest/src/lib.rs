@@ -8,6 +8,7 @@
 pub mod api_error;
 pub mod config;
 pub mod cors;
+pub mod moments_route;
 pub mod publisher;
 pub mod query_string;
 pub mod reactions_body;
@@ -23,7 +24,9 @@ use publisher::ReactionPublisher;
 use reactions::clock::{elapsed_ms, now_ms};
 use reactions::idempotency::{self, IdempotencyKey};
 use reactions::metrics::MetricsLine;
-use reactions::mongo::{IndexesOnce, StoreError, StreamStore, ViewerTapStore, WindowStore};
+use reactions::mongo::{
+    IndexesOnce, MomentStore, StoreError, StreamStore, ViewerTapStore, WindowStore,
+};
 use reactions::stream_registry::Transition;
 use reactions::viewer_state::viewer_state_ids;
 use reactions::{Catalogues, EmojiCatalogue, Reaction, StreamEntry, StreamId};
@@ -47,13 +50,14 @@ pub enum InitError {
 
 /// The routes this function answers (`METHOD /path`, with `{id}` for the stream id; `OPTIONS`
 /// preflights too). template.yaml's HttpApi events must list exactly these, which a test checks.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "POST /reactions",
     "OPTIONS /reactions",
     "GET /emojis",
     "GET /streams",
     "GET /streams/{id}",
     "GET /streams/{id}/windows",
+    "GET /streams/{id}/moments",
     "GET /health",
     "GET /admin/streams",
     "PUT /admin/streams/{id}",
@@ -79,6 +83,8 @@ pub struct Ingest {
     stream_indexes: IndexesOnce,
     /// The viewers' idempotency keys as aggregate stores them (read only).
     viewer_taps: ViewerTapStore,
+    /// The streams' moments as aggregate stores them (read only).
+    moments: MomentStore,
 }
 
 /// What one request did, for its log line and metrics line.
@@ -174,6 +180,7 @@ impl Ingest {
         Ok(Self {
             windows: WindowStore::new(&database),
             viewer_taps: ViewerTapStore::new(&database),
+            moments: MomentStore::new(&database),
             directory: StreamDirectory::new(streams.clone(), config.stream_cache_ttl),
             streams,
             stream_indexes: IndexesOnce::default(),
@@ -297,6 +304,16 @@ impl Ingest {
                 .await?;
                 ok(body)
             }
+            (["streams", stream, "moments"], &Method::GET) => {
+                let origin = moments_route::parse_origin(request.uri().query())?;
+                let format = moments_route::MomentsFormat::from_accept(
+                    request
+                        .headers()
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                self.moments_answer(&registry, stream, origin, format).await
+            }
             (["admin", "streams"], &Method::GET) => {
                 ok(streams_route::admin_list(&registry, request.uri().query()).await?)
             }
@@ -327,6 +344,7 @@ impl Ingest {
                 | ["streams"]
                 | ["streams", _]
                 | ["streams", _, "windows"]
+                | ["streams", _, "moments"]
                 | ["admin", "streams"],
                 _,
             ) => Err(not_allowed("GET")),
@@ -396,6 +414,54 @@ impl Ingest {
                 Ok(())
             }
         }
+    }
+
+    /// `GET /streams/{id}/moments`, as JSON or WebVTT chapters (see `moments_route`). An
+    /// ended stream whose moments are all confirmed and over answers the same from now on, so
+    /// a CDN may keep it for longer.
+    async fn moments_answer(
+        &self,
+        registry: &Registry<'_>,
+        stream: &str,
+        origin: Option<i64>,
+        format: moments_route::MomentsFormat,
+    ) -> Result<Response<Body>, ApiError> {
+        let entry = streams_route::entry(registry, stream).await?;
+        let moments = moments_route::read(&self.moments, &entry).await?;
+        let settled = entry.status == reactions::StreamStatus::Ended
+            && moments
+                .iter()
+                .all(|m| m.moment.ended && m.status == reactions::moments::MomentStatus::Confirmed);
+        let mut response = match format {
+            moments_route::MomentsFormat::Json => json_response(
+                StatusCode::OK,
+                &moments_route::to_json(&entry, &moments, origin),
+            ),
+            moments_route::MomentsFormat::WebVtt => {
+                let origin = origin
+                    .or(entry.started_ms)
+                    .ok_or_else(|| ApiError::NoOrigin {
+                        stream: entry.id.as_str().to_owned(),
+                    })?;
+                let mut response = Response::new(Body::Text(moments_route::to_webvtt(
+                    &entry, &moments, origin,
+                )));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/vtt; charset=utf-8"),
+                );
+                response
+            }
+        };
+        let cache = if settled {
+            "public, max-age=3600"
+        } else {
+            "public, max-age=5"
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+        headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+        Ok(response)
     }
 
     async fn post_reactions(

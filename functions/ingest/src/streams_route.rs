@@ -51,16 +51,24 @@ pub async fn list_live(registry: &Registry<'_>) -> Result<Value, ApiError> {
     Ok(listing(&live))
 }
 
-/// `GET /streams/{id}`, from the container's cache like ingest's own checks, so a page shows
-/// what `POST /reactions` will accept.
-pub async fn get_stream(registry: &Registry<'_>, id: &str) -> Result<Value, ApiError> {
+/// The registered stream `id`, from the container's cache (404 when unknown).
+pub async fn entry(
+    registry: &Registry<'_>,
+    id: &str,
+) -> Result<std::sync::Arc<StreamEntry>, ApiError> {
     let id = stream_id(id)?;
     match registry.directory.get(&id).await.map_err(unavailable)? {
-        Some(entry) => Ok(entry.to_json()),
+        Some(entry) => Ok(entry),
         None => Err(ApiError::UnknownStream {
             stream: id.as_str().to_owned(),
         }),
     }
+}
+
+/// `GET /streams/{id}`, from the container's cache like ingest's own checks, so a page shows
+/// what `POST /reactions` will accept.
+pub async fn get_stream(registry: &Registry<'_>, id: &str) -> Result<Value, ApiError> {
+    Ok(entry(registry, id).await?.to_json())
 }
 
 /// `GET /admin/streams[?status=scheduled|live|ended]`: every stream, straight from MongoDB.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod event_api;
 pub mod fanout;
 pub mod management;
+pub mod moment_push;
 pub mod protocol;
 pub mod publish;
 pub mod push;
@@ -28,7 +29,7 @@ use management::ConnectionsApi;
 use push::{PushPolicy, PushTargets, push_batch};
 use reactions::clock::elapsed_ms;
 use reactions::decode_kafka_event;
-use reactions::message::WindowStateRecord;
+use reactions::message::{MomentRecord, WindowStateRecord};
 use reactions::metrics::MetricsLine;
 use reactions::mongo::{ConnectionStore, IndexesOnce, PushSlots, StoreError, WindowStore};
 use reactions::viewer_identity::TokenVerifier;
@@ -107,7 +108,9 @@ pub enum NotifyError {
 pub struct BatchSummary {
     /// Valid window states in the batch.
     pub window_states: usize,
-    /// Records that were not valid window states (logged and skipped).
+    /// Moment changes in the batch (see `moment_push`).
+    pub moments: usize,
+    /// Records that were neither window states nor moments (logged and skipped).
     pub malformed: usize,
     /// Distinct (stream, window) states after coalescing.
     pub coalesced: usize,
@@ -236,32 +239,57 @@ impl Notify {
         let started = Instant::now();
         let decoded = decode_kafka_event::<WindowStateRecord>(event);
         let total = decoded.len();
+        // Moments share the topic; they are decoded only when some record is not a window.
+        let as_moments = match decoded.iter().any(|r| r.message.is_err()) {
+            true => decode_kafka_event::<MomentRecord>(event),
+            false => Vec::new(),
+        };
         let mut valid = Vec::with_capacity(total);
-        for record in decoded {
-            match record.message {
-                Ok(state) => valid.push(state),
-                Err(error) => tracing::warn!(
+        let mut moments = Vec::new();
+        for (i, record) in decoded.into_iter().enumerate() {
+            let error = match record.message {
+                Ok(state) => {
+                    valid.push(state);
+                    continue;
+                }
+                Err(error) => error,
+            };
+            match as_moments.get(i).map(|m| &m.message) {
+                Some(Ok(moment)) => moments.push(moment.clone()),
+                _ => tracing::warn!(
                     topic = %record.position.topic,
                     partition = record.position.partition,
                     offset = record.position.offset,
                     reason = error.code(),
-                    "skipping record that is not a window state: {error}"
+                    "skipping record that is neither a window state nor a moment: {error}"
                 ),
             }
         }
         let window_states = valid.len();
+        let moment_count = moments.len();
         let streams = fanout::by_stream(valid);
         let coalesced = streams.iter().map(|(_, windows)| windows.len()).sum();
+        let policy = self.push_policy();
+        let mut fanout = push_batch(streams, &self.push_targets(), policy, started).await?;
+        if !moments.is_empty() {
+            let deadline = Instant::now() + policy.deadline;
+            let pushed =
+                moment_push::push_moments(moments, &self.push_targets(), policy.post, deadline)
+                    .await?;
+            fanout.add(&pushed);
+        }
         let summary = BatchSummary {
             window_states,
-            malformed: total - window_states,
+            moments: moment_count,
+            malformed: total - window_states - moment_count,
             coalesced,
-            fanout: push_batch(streams, &self.push_targets(), self.push_policy(), started).await?,
+            fanout,
         };
         let report = &summary.fanout;
         tracing::info!(
             records = total,
             malformed = summary.malformed,
+            moments = summary.moments,
             coalesced,
             streams = report.streams,
             windows = report.windows,
@@ -281,6 +309,7 @@ impl Notify {
         fanout_metrics(report)
             .count("Records", total as u64)
             .count("Malformed", summary.malformed as u64)
+            .count("Moments", summary.moments as u64)
             .millis("FanoutLatency", elapsed_ms(started.into_std()))
             .emit();
         Ok(summary)

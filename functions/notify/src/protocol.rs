@@ -4,6 +4,7 @@
 //! tagged by `type`. Anything a browser sends that is not a valid action gets an `error` message
 //! naming what was wrong; nothing a client sends can fail the function.
 
+use reactions::moments::{Moment, MomentStatus};
 use reactions::{StreamId, WindowStateRecord};
 use serde::Serialize;
 use serde_json::Value;
@@ -136,6 +137,16 @@ pub enum ServerMessage {
         /// measured from, whichever way the push travelled.
         sent_at_ms: i64,
         windows: Vec<WindowStateRecord>,
+    },
+    /// A moment of the watched stream appeared, changed, was confirmed or was withdrawn (see
+    /// `reactions::moments`): sent when it happens, outside the push schedule (a stream has
+    /// a few an hour). A client keeps, per `moment.detected_from_ms`, the frame with the
+    /// highest `revision`, and drops a withdrawn moment.
+    Moment {
+        stream: StreamId,
+        moment: Moment,
+        status: MomentStatus,
+        revision: i64,
     },
     /// The latest windows of a stream, oldest first, answering `sync`.
     Snapshot {

@@ -54,15 +54,29 @@ pub async fn publish_push(
     throttle_budget: Duration,
     deadline: Instant,
 ) -> FanoutReport {
-    let channel = stream_channel(&target.namespace, stream);
-    let mut report = FanoutReport {
+    let report = FanoutReport {
         streams: 1,
         windows: windows.len(),
         ..FanoutReport::default()
     };
-    let (publishes, too_large) = into_publishes(push_events(stream, seq, windows));
+    let events = push_events(stream, seq, windows);
+    publish_events(stream, events, target, throttle_budget, deadline, report).await
+}
+
+/// Publishes `events` (frames as text) to `stream`'s channel, adding to `report` what became of
+/// them.
+pub async fn publish_events(
+    stream: &StreamId,
+    events: Vec<String>,
+    target: &EventTarget,
+    throttle_budget: Duration,
+    deadline: Instant,
+    mut report: FanoutReport,
+) -> FanoutReport {
+    let channel = stream_channel(&target.namespace, stream);
+    let (publishes, too_large) = into_publishes(events);
     if !too_large.is_empty() {
-        tracing::warn!(%stream, events = too_large.len(), "window state larger than an AppSync event: not published");
+        tracing::warn!(%stream, events = too_large.len(), "frame larger than an AppSync event: not published");
         report.failed += too_large.len();
     }
     let retry_until = (Instant::now() + throttle_budget).min(deadline);

@@ -1,6 +1,6 @@
 //! notify against a real MongoDB-wire server and a test `@connections` server: connection
 //! bookkeeping, viewer tokens, subscribe and sync, malformed client messages, and fan-out to 1,000
-//! connections with some gone and some throttled.
+//! connections with some gone and some throttled, and moments to every viewer of their stream.
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use emostream_local::api_gateway::websocket_event::{connect_event, disconnect_event};
@@ -13,6 +13,7 @@ use notify::{BatchSummary, Notify, NotifyError};
 use reactions::WindowStateRecord;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_record_json};
 use reactions::message::VersionedMessage;
+use reactions::moments::MomentStatus;
 use reactions::mongo::connect;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -517,4 +518,68 @@ async fn malformed_records_are_skipped_and_mongodb_outages_fail_the_batch() {
         connect.is_err(),
         "a connect that cannot be recorded must fail"
     );
+}
+
+#[tokio::test]
+async fn moments_reach_every_viewer_of_their_stream_once_per_change() {
+    let f = Fixture::start(&[("PUSH_INTERVAL_MS", "0")]).await;
+    let store = f.connections().await;
+    for id in ["live-a", "live-b", "live-c"] {
+        store
+            .register(id, &stream("live"), a_minute_ago())
+            .await
+            .unwrap();
+    }
+    store
+        .register("other-a", &stream("other"), a_minute_ago())
+        .await
+        .unwrap();
+    // The moment proposed, then confirmed, in one batch; another stream's; a window state;
+    // and a record that is neither.
+    let start = 1_800_000_000_000;
+    let proposed = moment_record("live", start, MomentStatus::Provisional, 0);
+    let confirmed = moment_record("live", start, MomentStatus::Confirmed, start + 4_000);
+    let elsewhere = moment_record("other", start, MomentStatus::Withdrawn, start + 2_000);
+    let window = state("live", start, &[("fire", 6)], start + 100);
+    let event = raw_kafka_event(&[
+        ("live", confirmed.encode()),
+        ("live", proposed.encode()),
+        ("live", window.encode()),
+        ("other", elsewhere.encode()),
+        ("live", br#"{"v":1,"kind":"mystery"}"#.to_vec()),
+    ]);
+    let event: KafkaEvent = serde_json::from_value(event).unwrap();
+    let summary: BatchSummary = f.notify.handle_batch(&event).await.unwrap();
+    assert_eq!(
+        (summary.window_states, summary.moments, summary.malformed),
+        (1, 3, 1)
+    );
+    let moment_frames = |id: &str| -> Vec<Value> {
+        f.frames(id)
+            .into_iter()
+            .filter(|frame| frame["type"] == "moment")
+            .collect()
+    };
+    for id in ["live-a", "live-b", "live-c"] {
+        let frames = moment_frames(id);
+        assert_eq!(frames.len(), 1, "{id}: the newest change only: {frames:?}");
+        assert_eq!(
+            (
+                frames[0]["stream"].as_str(),
+                frames[0]["status"].as_str(),
+                frames[0]["revision"].as_i64(),
+                frames[0]["moment"]["detected_from_ms"].as_i64()
+            ),
+            (
+                Some("live"),
+                Some("confirmed"),
+                Some(start + 4_000),
+                Some(start)
+            )
+        );
+        assert_eq!(f.frames(id).len(), 2, "{id}: and the window");
+    }
+    let frames = moment_frames("other-a");
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0]["status"], "withdrawn");
 }

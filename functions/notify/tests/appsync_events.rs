@@ -5,13 +5,15 @@
 
 mod common;
 
-use common::{Fixture, kafka_event, now, sdk, state};
+use common::{Fixture, kafka_event, moment_record, now, raw_kafka_event, sdk, state};
 use emostream_local::event_api::client::Subscriber;
 use emostream_local::event_api::{
     AuthType, EventApi, EventApiLimits, EventApiSpec, NamespaceAuth, ServedEventApi,
 };
 use emostream_tests::patience::PATIENCE;
 use notify::event_api::{EventApi as Publisher, PublishError};
+use reactions::message::VersionedMessage;
+use reactions::moments::MomentStatus;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -105,6 +107,46 @@ async fn a_batch_is_one_publish_per_stream_whatever_the_audience() {
     ];
     streams.sort_by_key(Value::to_string);
     assert_eq!(streams, ["final", "semi"]);
+}
+
+#[tokio::test]
+async fn a_moment_is_one_publish_to_its_streams_channel() {
+    let events = start(EventApiLimits::default()).await;
+    let endpoint = events.publish_url();
+    let f = Fixture::start(&[
+        ("PUSH_INTERVAL_MS", "0"),
+        ("DELIVERY", "AppSyncEvents"),
+        ("APPSYNC_EVENT_ENDPOINT", &endpoint),
+    ])
+    .await;
+    let mut audience = Vec::new();
+    for _ in 0..3 {
+        audience.push(subscriber(&events, "/streams/final").await);
+    }
+    let t = now();
+    let proposed = moment_record("final", t, MomentStatus::Provisional, 0);
+    let grown = moment_record("final", t, MomentStatus::Confirmed, t + 2_000);
+    let answer = f
+        .notify
+        .handle(raw_kafka_event(&[
+            ("final", proposed.encode()),
+            ("final", grown.encode()),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(answer["moments"], 2, "{answer}");
+    assert_eq!(
+        (answer["posts"].clone(), answer["delivered"].clone()),
+        (1.into(), 1.into()),
+        "{answer}"
+    );
+    for subscriber in &mut audience {
+        let frame = next_frame(subscriber).await;
+        assert_eq!(frame["type"], "moment");
+        assert_eq!(frame["status"], "confirmed");
+        assert_eq!(frame["revision"], t + 2_000);
+        assert_eq!(frame["moment"]["emoji"], "fire");
+    }
 }
 
 #[tokio::test]

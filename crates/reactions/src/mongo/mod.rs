@@ -2,8 +2,8 @@
 //! unique (stream, window start) key and retention TTL, the `connections` collection, the
 //! `pushes` schedule, the `streams` registry, fair use's `viewer_taps`, the
 //! `dead_letter_marks`, the `partition_progress` that `final` and recreated topics are decided
-//! from, the `finalize_turns` that keep `final` passes from overlapping, and the `settings` that
-//! hold the window width. Only operations that MongoDB, Atlas and
+//! from, the `finalize_turns` that keep `final` passes from overlapping, the `moment_detectors` and
+//! `moments` of `crate::moments`, and the `settings` that hold the window width. Only operations that MongoDB, Atlas and
 //! Amazon DocumentDB all support are used: `update` and `findAndModify` with
 //! `$inc`/`$max`/`$set`/`$setOnInsert`, `find`, and indexes.
 
@@ -12,6 +12,7 @@ mod connections;
 mod dead_letter_marks;
 mod final_windows;
 mod finalize_turns;
+mod moments;
 mod partition_progress;
 mod push_slots;
 mod streams;
@@ -23,6 +24,7 @@ pub use apply::{ApplyReport, WriteTimes};
 pub use connections::{ConnectionStore, StoredConnection, SyncClaim, WatchingConnection};
 pub use dead_letter_marks::DeadLetterMarks;
 pub use finalize_turns::{FinalizeTurn, FinalizeTurns};
+pub use moments::{MomentStore, StoredDetector, StoredMoment};
 pub use partition_progress::PartitionProgressStore;
 pub use push_slots::{
     ActiveStream, Claim, FinishedPush, PushEnd, PushSlots, ScheduleView, SlotLease,

@@ -14,8 +14,9 @@ use notify::Notify;
 use notify::config::NotifyConfig;
 use reactions::kafka_event::{RecordPosition, lambda_kafka_event_json, lambda_kafka_record_json};
 use reactions::message::VersionedMessage;
+use reactions::moments::{Moment, MomentStatus};
 use reactions::mongo::{ConnectionStore, MongoSettings, connect};
-use reactions::{EmojiName, StreamId, WindowStateRecord};
+use reactions::{EmojiName, MomentRecord, StreamId, WindowStateRecord};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -290,6 +291,47 @@ pub fn kafka_event(states: &[WindowStateRecord]) -> Value {
         })
         .collect();
     lambda_kafka_event_json("SelfManagedKafka", "127.0.0.1:9092", records)
+}
+
+/// A batch of raw records (stream key, value), as Lambda delivers the output topic's.
+pub fn raw_kafka_event(records: &[(&str, Vec<u8>)]) -> Value {
+    let records = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| {
+            let position = RecordPosition {
+                topic: "emoji-output-topic".into(),
+                partition: 0,
+                offset: i as i64,
+                generation: 0,
+            };
+            lambda_kafka_record_json(&position, now(), Some(key.as_bytes()), Some(value), &[])
+        })
+        .collect();
+    lambda_kafka_event_json("SelfManagedKafka", "127.0.0.1:9092", records)
+}
+
+/// A change of the moment of `stream` first spiking at `from_ms`, as aggregate publishes it.
+pub fn moment_record(
+    stream_id: &str,
+    from_ms: i64,
+    status: MomentStatus,
+    revision: i64,
+) -> MomentRecord {
+    MomentRecord {
+        v: MomentRecord::VERSION,
+        stream: stream(stream_id),
+        moment: Moment {
+            detected_from_ms: from_ms,
+            start_ms: from_ms - 10_000,
+            end_ms: from_ms + 7_000,
+            peak_rate: 150.0,
+            emoji: "fire".into(),
+            ended: false,
+        },
+        status,
+        revision,
+    }
 }
 
 /// The push a connection of `state`'s stream gets for a batch whose only change is `state`.
