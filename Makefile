@@ -2,7 +2,8 @@
 #   make test   format check, clippy, unit and integration tests against real servers
 #   make demo   the pipeline on this machine (DELIVERY=AppSyncEvents: through AppSync Events;
 #               IDENTITY=off: without the demo sign-in)
-#   make bench  criterion micro-benchmarks; make figures: figures measured against real servers
+#   make bench  criterion micro-benchmarks; make figures: figures measured against real servers;
+#               make replay-figures: the replay route's latency and size for a 3-hour recording
 #   make load   the load test; make load-identity: identity off vs on; make crowd: ~19,500 listeners on one stream (DELIVERY=AppSyncEvents: 20,400 subscribers); make sam-build: the Lambda artifacts; make template-lint
 #   make stress the tests 5 times in a row with every core kept busy (STRESS_RUNS=N for more)
 #   make chaos  the fault run: 10 minutes at 1,000 taps/s while functions, broker and MongoDB fail
@@ -11,7 +12,7 @@ CARGO ?= cargo
 DELIVERY ?= WebSocketApi
 IDENTITY ?= on
 
-.PHONY: test demo deps web-deps template-lint sam-build arm64-check load load-identity drain chaos crowd toolchain fmt-check clippy unit-and-integration bench figures stress
+.PHONY: test demo deps web-deps template-lint sam-build arm64-check load load-identity drain chaos crowd toolchain fmt-check clippy unit-and-integration bench figures replay-figures stress
 
 test: toolchain deps web-deps fmt-check clippy template-lint unit-and-integration
 
@@ -98,6 +99,12 @@ load-identity: deps
 drain: deps
 	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
 	local/servers.sh run -- target/release/emostream-drain $(DRAIN_ARGS)
+
+# How fast GET /streams/{id}/replay answers for a 3-hour recording at 1 s resolution, and how
+# large the answer is (docs/replay-and-moments.md; REPLAY_ARGS adds options).
+replay-figures: deps
+	$(CARGO) build --locked --release --bins -p emostream-ingest -p emostream-aggregate -p emostream-notify -p emostream-load
+	local/servers.sh run -- target/release/emostream-replay $(REPLAY_ARGS)
 
 # Listeners up to the open-file limit on one stream under the emulated AWS quotas; the stack
 # and the load generator in two processes (see local/crowd.sh).

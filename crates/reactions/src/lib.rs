@@ -16,6 +16,7 @@ pub mod message;
 pub mod metrics;
 pub mod moments;
 pub mod reaction;
+pub mod replay;
 pub mod stream_registry;
 pub mod stream_shards;
 pub mod swarm;

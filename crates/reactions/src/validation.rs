@@ -35,6 +35,8 @@ pub enum Rule {
     /// A stream the registry does not know (ingest answers 404 before validating, so this is
     /// only seen by callers that validate without a registry).
     UnknownStream,
+    /// A time range that cannot be answered (`reason` says why and what to ask instead).
+    BadRange { reason: String },
 }
 
 impl Rule {
@@ -54,6 +56,7 @@ impl Rule {
             Rule::BadCatalogue { .. } => "bad_catalogue",
             Rule::NothingToChange => "nothing_to_change",
             Rule::UnknownStream => "unknown_stream",
+            Rule::BadRange { .. } => "bad_range",
         }
     }
 }
@@ -83,6 +86,7 @@ impl fmt::Display for Rule {
             Rule::BadCatalogue { reason } => write!(f, "is not a valid catalogue: {reason}"),
             Rule::NothingToChange => write!(f, "must set title, emojis or both"),
             Rule::UnknownStream => write!(f, "is not a registered stream"),
+            Rule::BadRange { reason } => write!(f, "does not make an answerable range: {reason}"),
         }
     }
 }

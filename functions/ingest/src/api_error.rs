@@ -68,12 +68,15 @@ pub enum ApiError {
         "the {field} was used before for a request with other reactions; nothing was accepted. Send new taps with a new key, and a retry with exactly the body of its first attempt"
     )]
     KeyReused { field: &'static str },
-    /// Chapters were asked of a stream that never went live, without an `origin` to count
-    /// their times from.
+    /// Chapters or a replay were asked of a stream that never went live, without the
+    /// parameter that says where to count from.
     #[error(
-        "stream {stream:?} has not gone live, so its chapters have no start to count from; pass origin (ms since the epoch)"
+        "stream {stream:?} has not gone live, so there is no start to count from; pass {parameter} (ms since the epoch)"
     )]
-    NoOrigin { stream: String },
+    NoOrigin {
+        stream: String,
+        parameter: &'static str,
+    },
     /// A dependency (Kafka, MongoDB) did not answer in time; the client should retry.
     #[error("{service} is unavailable; retry in a moment")]
     Unavailable { service: &'static str },
@@ -123,7 +126,7 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
-            ApiError::UnknownStream { stream } | ApiError::NoOrigin { stream } => {
+            ApiError::UnknownStream { stream } | ApiError::NoOrigin { stream, .. } => {
                 body["stream_id"] = json!(stream)
             }
             ApiError::ViewerMismatch { field, .. } => body["field"] = json!(field),

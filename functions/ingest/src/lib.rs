@@ -12,6 +12,7 @@ pub mod moments_route;
 pub mod publisher;
 pub mod query_string;
 pub mod reactions_body;
+pub mod replay_route;
 pub mod stream_directory;
 pub mod streams_route;
 pub mod windows_route;
@@ -50,7 +51,7 @@ pub enum InitError {
 
 /// The routes this function answers (`METHOD /path`, with `{id}` for the stream id; `OPTIONS`
 /// preflights too). template.yaml's HttpApi events must list exactly these, which a test checks.
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     "POST /reactions",
     "OPTIONS /reactions",
     "GET /emojis",
@@ -58,6 +59,7 @@ pub const ROUTES: [&str; 12] = [
     "GET /streams/{id}",
     "GET /streams/{id}/windows",
     "GET /streams/{id}/moments",
+    "GET /streams/{id}/replay",
     "GET /health",
     "GET /admin/streams",
     "PUT /admin/streams/{id}",
@@ -314,6 +316,24 @@ impl Ingest {
                 );
                 self.moments_answer(&registry, stream, origin, format).await
             }
+            (["streams", stream, "replay"], &Method::GET) => {
+                let query = replay_route::parse_query(request.uri().query())?;
+                let entry = streams_route::entry(&registry, stream).await?;
+                let width = self.config.domain.window_width.millis();
+                let now = now_ms();
+                let range = replay_route::range_of(&entry, &query, width, now)?;
+                let (body, settled) =
+                    replay_route::replay(&self.windows, &entry, range, width, now).await?;
+                let mut response = json_response(StatusCode::OK, &body);
+                let cache = match settled {
+                    true => replay_route::SETTLED_CACHE,
+                    false => replay_route::LIVE_CACHE,
+                };
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                Ok(response)
+            }
             (["admin", "streams"], &Method::GET) => {
                 ok(streams_route::admin_list(&registry, request.uri().query()).await?)
             }
@@ -345,6 +365,7 @@ impl Ingest {
                 | ["streams", _]
                 | ["streams", _, "windows"]
                 | ["streams", _, "moments"]
+                | ["streams", _, "replay"]
                 | ["admin", "streams"],
                 _,
             ) => Err(not_allowed("GET")),
@@ -442,6 +463,7 @@ impl Ingest {
                     .or(entry.started_ms)
                     .ok_or_else(|| ApiError::NoOrigin {
                         stream: entry.id.as_str().to_owned(),
+                        parameter: "origin",
                     })?;
                 let mut response = Response::new(Body::Text(moments_route::to_webvtt(
                     &entry, &moments, origin,

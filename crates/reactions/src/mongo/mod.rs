@@ -15,6 +15,7 @@ mod finalize_turns;
 mod moments;
 mod partition_progress;
 mod push_slots;
+mod replay;
 mod streams;
 mod update_command;
 mod viewer_taps;
@@ -29,6 +30,7 @@ pub use partition_progress::PartitionProgressStore;
 pub use push_slots::{
     ActiveStream, Claim, FinishedPush, PushEnd, PushSlots, ScheduleView, SlotLease,
 };
+pub use replay::ReplayWindows;
 pub use streams::{RegistryError, StreamStore};
 pub use viewer_taps::ViewerTapStore;
 pub use window_width_claim::claim_window_width;

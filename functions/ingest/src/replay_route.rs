@@ -1,0 +1,203 @@
+//! `GET /streams/{id}/replay?from=&to=&resolution=`: a stream's exact counts over a range, in
+//! buckets of a chosen resolution (see `reactions::replay`), with the heatmap of the whole
+//! stream, for a page playing the swarm in sync with a recording. `from` and `to` default to
+//! when the stream went live and ended (or now). A range that can no longer change (the stream
+//! ended a while ago and every window in it is final) is served with a year-long, immutable
+//! `Cache-Control`, so a CDN answers a popular recording; anything else for one second.
+
+use crate::api_error::ApiError;
+use crate::query_string;
+use reactions::mongo::{REQUEST_READ_LIMIT, StoreError, WindowStore, within};
+use reactions::replay::{
+    Buckets, HEATMAP_SEGMENTS, MAX_BUCKETS, RangeError, ReplayRange, heatmap_segment_ms,
+    intensities,
+};
+use reactions::{Rule, StreamEntry, ValidationError};
+use serde_json::{Value, json};
+
+/// How long after its end a stream's ranges may be cached for good (when every window in them
+/// is final): well past the allowed lateness and any retry of a record sent before the end.
+pub const SETTLED_AFTER_END_MS: i64 = 5 * 60_000;
+
+/// The most windows one request reads (a day of 2 s windows): a longer range needs several.
+pub const MAX_WINDOWS_READ: i64 = 4 * MAX_BUCKETS;
+
+/// The `Cache-Control` of a range that can no longer change.
+pub const SETTLED_CACHE: &str = "public, max-age=31536000, immutable";
+/// The `Cache-Control` of anything else: a CDN still collapses a crowd's requests.
+pub const LIVE_CACHE: &str = "public, max-age=1";
+
+/// The query as given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayQuery {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub resolution_ms: Option<i64>,
+}
+
+fn invalid(field: &str, rule: Rule) -> ApiError {
+    ApiError::Invalid(vec![ValidationError::new(field, rule)])
+}
+
+/// Parses `from`, `to` and `resolution` (integers, ms) from the raw query string.
+pub fn parse_query(query: Option<&str>) -> Result<ReplayQuery, ApiError> {
+    let mut parsed = ReplayQuery::default();
+    for (name, value) in query_string::pairs(query) {
+        let slot = match name.as_str() {
+            "from" => &mut parsed.from_ms,
+            "to" => &mut parsed.to_ms,
+            "resolution" => &mut parsed.resolution_ms,
+            other => return Err(query_string::unknown_parameter(other)),
+        };
+        let number = value
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                invalid(
+                    &name,
+                    Rule::WrongType {
+                        expected: "integer (ms), not negative",
+                    },
+                )
+            })?;
+        *slot = Some(number);
+    }
+    Ok(parsed)
+}
+
+/// The range the query asks of `entry` at `now_ms`.
+pub fn range_of(
+    entry: &StreamEntry,
+    query: &ReplayQuery,
+    width_ms: i64,
+    now_ms: i64,
+) -> Result<ReplayRange, ApiError> {
+    let from = query
+        .from_ms
+        .or(entry.started_ms)
+        .ok_or_else(|| ApiError::NoOrigin {
+            stream: entry.id.as_str().to_owned(),
+            parameter: "from",
+        })?;
+    let to = query.to_ms.or(entry.ended_ms).unwrap_or(now_ms);
+    let range = ReplayRange::new(from, to, query.resolution_ms, width_ms).map_err(|error| {
+        let field = match error {
+            RangeError::Empty { .. } => "to",
+            RangeError::NotWholeWindows { .. } | RangeError::TooManyBuckets { .. } => "resolution",
+        };
+        invalid(
+            field,
+            Rule::BadRange {
+                reason: error.to_string(),
+            },
+        )
+    })?;
+    let windows = (range.to_ms - range.from_ms) / width_ms;
+    if windows > MAX_WINDOWS_READ {
+        return Err(invalid(
+            "to",
+            Rule::OutOfRange {
+                min: 1,
+                max: MAX_WINDOWS_READ,
+                value: windows,
+            },
+        ));
+    }
+    Ok(range)
+}
+
+/// The answer, and whether it can no longer change.
+pub async fn replay(
+    store: &WindowStore,
+    entry: &StreamEntry,
+    range: ReplayRange,
+    width_ms: i64,
+    now_ms: i64,
+) -> Result<(Value, bool), ApiError> {
+    let unavailable = |error: StoreError| {
+        tracing::error!(%error, "reading a replay failed");
+        ApiError::Unavailable { service: "MongoDB" }
+    };
+    let heatmap_span = entry
+        .started_ms
+        .map(|from| (from, entry.ended_ms.unwrap_or(now_ms).max(from + width_ms)));
+    let heatmap = async {
+        match heatmap_span {
+            Some((from, to)) => {
+                let segment = heatmap_segment_ms(from, to, width_ms);
+                let totals = store.segment_totals(&entry.id, from, to, segment).await?;
+                Ok(Some((from, to, segment, totals)))
+            }
+            None => Ok(None),
+        }
+    };
+    let (windows, heatmap) = tokio::join!(
+        within(
+            REQUEST_READ_LIMIT,
+            "reading a replay's windows",
+            store.replay_windows(&entry.id, range.from_ms, range.to_ms),
+        ),
+        within(REQUEST_READ_LIMIT, "reading a replay's heatmap", heatmap)
+    );
+    let (windows, heatmap) = (windows.map_err(unavailable)?, heatmap.map_err(unavailable)?);
+    let buckets = Buckets::merge(&range, windows.windows.iter().map(|(s, c)| (*s, c)));
+    let settled = windows.all_final
+        && entry
+            .ended_ms
+            .is_some_and(|end| now_ms >= end.saturating_add(SETTLED_AFTER_END_MS));
+    let rows: Vec<Value> = buckets
+        .rows
+        .iter()
+        .map(|(index, counts)| {
+            let mut row = Vec::with_capacity(counts.len() + 1);
+            row.push(json!(index));
+            row.extend(counts.iter().map(|n| json!(n)));
+            Value::Array(row)
+        })
+        .collect();
+    let heatmap = heatmap.map(|(from, to, segment, totals)| {
+        json!({
+            "from_ms": from,
+            "to_ms": to,
+            "segment_ms": segment,
+            "intensity": intensities(&totals, HEATMAP_SEGMENTS.min((to - from + segment - 1) / segment)),
+        })
+    });
+    let body = json!({
+        "stream": entry.id.as_str(),
+        "window_width_ms": width_ms,
+        "started_ms": entry.started_ms,
+        "ended_ms": entry.ended_ms,
+        "from_ms": range.from_ms,
+        "to_ms": range.to_ms,
+        "resolution_ms": range.resolution_ms,
+        "final": settled,
+        "emojis": buckets.emojis,
+        "buckets": rows,
+        "heatmap": heatmap,
+    });
+    Ok((body, settled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_validated() {
+        let q = parse_query(Some("from=1000&to=9000&resolution=2000")).unwrap();
+        assert_eq!(
+            q,
+            ReplayQuery {
+                from_ms: Some(1_000),
+                to_ms: Some(9_000),
+                resolution_ms: Some(2_000)
+            }
+        );
+        assert_eq!(parse_query(None).unwrap(), ReplayQuery::default());
+        for bad in ["from=yesterday", "to=-5", "resolution=1.5", "since=4"] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
