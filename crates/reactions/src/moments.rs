@@ -215,7 +215,7 @@ impl MomentDetector {
 
     /// Whether a window still being counted already stands out as a moment's start: its taps
     /// so far (`counts`, which only grow) make a spike against the baseline as it stands, and
-    /// no open moment would take it in. Viewers then see the moment within a window of its
+    /// no moment is open. Viewers then see the moment within a window of its
     /// start, without waiting for the window to be final; the moment the final windows make
     /// (from [`MomentDetector::observe`]) confirms it or replaces it. Returns the provisional
     /// moment, its first spike this window.
@@ -225,14 +225,13 @@ impl MomentDetector {
         width_ms: i64,
         counts: &BTreeMap<String, u64>,
     ) -> Option<Moment> {
-        if width_ms <= 0 || self.next_start_ms.is_none_or(|next| start_ms < next) {
-            return None;
-        }
-        let gap_ms = (self.rule.merge_gap_s * 1_000.0) as i64;
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|open| start_ms - open.last_spike_end_ms <= gap_ms)
+        // While a moment is open nothing new is proposed: the detector lags the live windows
+        // by the allowed lateness, more than the merge gap, so a window of a celebration going
+        // on would otherwise look like a new moment (proposed, then withdrawn, every few
+        // seconds for as long as it lasts).
+        if width_ms <= 0
+            || self.open.is_some()
+            || self.next_start_ms.is_none_or(|next| start_ms < next)
         {
             return None;
         }
@@ -603,12 +602,12 @@ mod tests {
             ("wow", confirmed[0].start_ms)
         );
         assert!(detector.has_open_moment());
-        // A spike within the merge gap belongs to the open moment: no second one.
-        let later = live + 2 * WIDTH;
-        assert_eq!(
-            detector.provisional(later, WIDTH, &counts(&[("wow", 500)])),
-            None
-        );
+        // While the moment is open, no window proposes another, near or far (the detector
+        // lags the live windows by more than the merge gap).
+        for later in [live + 2 * WIDTH, live + 6 * WIDTH] {
+            let spike = counts(&[("wow", 500)]);
+            assert_eq!(detector.provisional(later, WIDTH, &spike), None);
+        }
         // A detector that saw no window yet has no baseline to stand out from.
         let fresh = MomentDetector::new(MomentRule::DEFAULT);
         assert_eq!(

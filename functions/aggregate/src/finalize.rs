@@ -149,14 +149,14 @@ impl Aggregate {
         outcome
     }
 
-    /// How long a pass may hold the turn: each of its three Kafka steps (the partition count,
-    /// the partitions' ends, producing the states) is bounded by `PRODUCE_TIMEOUT_MS`, plus a
-    /// margin for its MongoDB round trips (which have no time limit of their own yet: a pass
+    /// How long a pass may hold the turn: each of its four Kafka steps (the partition count,
+    /// the partitions' ends, producing the states, producing the moments) is bounded by
+    /// `PRODUCE_TIMEOUT_MS`, plus a margin for its MongoDB round trips (which have no time limit of their own yet: a pass
     /// stuck on MongoDB past its lease may overlap the next, whose final states then repeat
     /// some of its own, which is harmless). A container that dies holding the turn delays the
     /// next pass by at most this.
     pub(crate) fn turn_lease(&self) -> Duration {
-        self.config.produce_timeout * 3 + TURN_LEASE_MARGIN
+        self.config.produce_timeout * 4 + TURN_LEASE_MARGIN
     }
 
     /// The pass proper, once this container holds the turn.
@@ -231,11 +231,18 @@ impl Aggregate {
             retention: self.config.retention,
         };
         let every_window = windows.len() < FINALS_PER_PASS;
-        self.confirm_moments(&windows, every_window.then_some(complete), times)
+        let held_back = self
+            .confirm_moments(&windows, every_window.then_some(complete), times)
             .await?;
         // Only the windows published: a reaction later than the allowed lateness may have
         // opened another one ending by `complete` since they were read.
-        let keys: Vec<WindowKey> = windows.iter().map(|w| w.key.clone()).collect();
+        // Nor the windows of a stream whose detector another pass moved on meanwhile: a later
+        // pass takes them with the detector as stored.
+        let keys: Vec<WindowKey> = windows
+            .iter()
+            .filter(|w| !held_back.contains(&w.key.stream))
+            .map(|w| w.key.clone())
+            .collect();
         self.store.mark_windows_final(&keys).await?;
         tracing::info!(
             windows = windows.len(),

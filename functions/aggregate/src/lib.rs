@@ -142,6 +142,8 @@ pub struct Aggregate {
     dead_letter_marks: DeadLetterMarks,
     /// Streams' moment detectors and their moments (see `moments`).
     moments: MomentStore,
+    /// Detectors as recently read for proposing moments (see `moments`).
+    detector_cache: moments::DetectorCache,
     progress: known_progress::KnownProgress,
     /// Which container's `final` pass runs now (see `finalize`).
     finalize_turns: FinalizeTurns,
@@ -172,6 +174,7 @@ impl Aggregate {
             viewer_states: ViewerTapStore::new(&database),
             dead_letter_marks: DeadLetterMarks::new(&database),
             moments: MomentStore::new(&database),
+            detector_cache: Default::default(),
             progress: known_progress::KnownProgress::new(&database),
             finalize_turns: FinalizeTurns::new(&database),
             database,

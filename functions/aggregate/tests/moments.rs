@@ -23,13 +23,19 @@ use common::*;
 const WIDTH: i64 = 2_000;
 /// Windows of the baseline before the spike (a minute: past the detector's warm-up).
 const BEFORE: i64 = 30;
-/// Spike windows, then baseline windows after.
+/// Spike windows, then baseline windows after, in the usual script.
 const SPIKE: i64 = 3;
 const AFTER: i64 = 8;
 
 /// A container over a new one-partition input topic whose windows are final as soon as they
 /// end, with a pass after every batch and no fair-use limit; with the settings, for another.
 async fn container() -> (String, HashMap<String, String>, Setup) {
+    container_with_lateness("0").await
+}
+
+/// [`container`] with the allowed lateness given: windows become final that much after the
+/// counted timestamps pass their end, so the detector lags the live windows as on AWS.
+async fn container_with_lateness(lateness_ms: &str) -> (String, HashMap<String, String>, Setup) {
     let topic = unique_name("input");
     let database = servers().mongo("moments").database;
     let settings = settings(
@@ -38,7 +44,7 @@ async fn container() -> (String, HashMap<String, String>, Setup) {
         &database,
         &[
             ("FINALIZE_EVERY_MS", "0"),
-            ("ALLOWED_LATENESS_MS", "0"),
+            ("ALLOWED_LATENESS_MS", lateness_ms),
             ("INGEST_PRODUCE_TIMEOUT_MS", "0"),
             ("MAX_CLOCK_SKEW_MS", "0"),
             ("MAX_TAPS_PER_VIEWER_PER_WINDOW", "0"),
@@ -56,29 +62,35 @@ async fn container() -> (String, HashMap<String, String>, Setup) {
     (topic, settings, setup)
 }
 
-/// The script: `BEFORE` windows of 40 claps (20 taps/s), `SPIKE` windows of 40 claps and 360
-/// fires, `AFTER` windows of 40 claps; one batch per window, ten taps per record, each record
+/// The script: `BEFORE` windows of 40 claps (20 taps/s), `spike` windows of 40 claps and 360
+/// fires, `after` windows of 40 claps; one batch per window, ten taps per record, each record
 /// stamped by Kafka at its reaction's time.
 struct Script {
     topic: String,
     stream: StreamId,
     first_ms: i64,
+    spike: i64,
     batches: Vec<Vec<(RecordPosition, Reaction)>>,
 }
 
 impl Script {
+    /// The usual script: a spike of `SPIKE` windows (none unless `spike`), `AFTER` after.
     fn new(topic: &str, spike: bool) -> Self {
+        Self::shaped(topic, if spike { SPIKE } else { 0 }, AFTER)
+    }
+
+    fn shaped(topic: &str, spike: i64, after: i64) -> Self {
         let now = reactions::clock::now_ms();
-        let windows = BEFORE + SPIKE + AFTER;
+        let windows = BEFORE + spike.max(SPIKE) + after;
         // Ended a little while ago, every window of it.
         let first_ms = now - now.rem_euclid(WIDTH) - (windows + 5) * WIDTH;
         let stream = StreamId::parse("stream", &unique_name("match")).unwrap();
         let mut offset = 0;
         let mut batches = Vec::new();
         for w in 0..windows {
-            let spike = spike && (BEFORE..BEFORE + SPIKE).contains(&w);
+            let spiking = (BEFORE..BEFORE + spike).contains(&w);
             let mut taps = vec![("clap", 4)];
-            if spike {
+            if spiking {
                 taps.push(("fire", 36));
             }
             let mut batch = Vec::new();
@@ -108,6 +120,7 @@ impl Script {
             topic: topic.to_owned(),
             stream,
             first_ms,
+            spike,
             batches,
         }
     }
@@ -196,7 +209,7 @@ fn assert_the_spike(script: &Script, moment: &Moment) {
     assert_eq!(moment.start_ms, spike - 10_000, "padded 10 s before");
     assert_eq!(
         moment.end_ms,
-        spike + SPIKE * WIDTH + 5_000,
+        spike + script.spike * WIDTH + 5_000,
         "and 5 s after"
     );
     assert_eq!(moment.emoji, "fire");
@@ -366,5 +379,93 @@ async fn a_provisional_moment_the_final_windows_do_not_make_is_withdrawn() {
     assert_eq!(
         (published[0].status, published[0].moment.detected_from_ms),
         (MomentStatus::Withdrawn, script.spike_ms())
+    );
+}
+
+#[tokio::test]
+async fn a_long_celebration_is_proposed_once_though_the_detector_lags_the_live_windows() {
+    // Lateness as on AWS: a window is final 5 s after the counted timestamps pass its end, so
+    // the detector is two to three windows behind the window a batch proposes from, more than
+    // the merge gap.
+    let (topic, _, setup) = container_with_lateness("5000").await;
+    let script = Script::shaped(&topic, 30, 8);
+    script.produce(&setup).await;
+    let mut proposed = 0;
+    for batch in &script.batches {
+        proposed += deliver(&setup, batch).await.moments_proposed;
+    }
+    setup.aggregate.finalize_tick().await.unwrap();
+    assert_eq!(
+        proposed, 1,
+        "one minute of spike windows proposed one moment"
+    );
+    let stored = moments_of(&setup, &script.stream, true).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "nothing proposed and withdrawn: {stored:?}"
+    );
+    assert_eq!(stored[0].status, MomentStatus::Confirmed);
+    assert_the_spike(&script, &stored[0].moment);
+    // Viewers got it proposed, confirmed and ended: not a change per window it grew by.
+    let published = moment_records(&setup).await;
+    let statuses: Vec<(MomentStatus, bool)> = published
+        .iter()
+        .map(|r| (r.status, r.moment.ended))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (MomentStatus::Provisional, false),
+            (MomentStatus::Confirmed, false),
+            (MomentStatus::Confirmed, true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_quiet_in_a_moment_ends_it_and_orphans_are_withdrawn() {
+    let (topic, _, setup) = container().await;
+    // The spike is the stream's last taps.
+    let script = Script::shaped(&topic, SPIKE, 0);
+    script.produce(&setup).await;
+    for batch in &script.batches[..(BEFORE + SPIKE) as usize] {
+        deliver(&setup, batch).await;
+    }
+    let open = moments_of(&setup, &script.stream, true).await;
+    assert_eq!(open.len(), 1);
+    assert!(!open[0].moment.ended, "still open: no window came after it");
+    // A provisional moment of a stream that took no window since (a proposal that raced the
+    // pass that passed it) is withdrawn once its windows are a minute behind.
+    let database = connect(&setup.config.mongo, "moments-test").await.unwrap();
+    let store = MomentStore::new(&database);
+    let quiet = StreamId::parse("stream", &unique_name("quiet")).unwrap();
+    let orphan = Moment {
+        detected_from_ms: script.first_ms,
+        start_ms: script.first_ms - 10_000,
+        end_ms: script.first_ms + 7_000,
+        peak_rate: 50.0,
+        emoji: "clap".into(),
+        ended: false,
+    };
+    let times = reactions::mongo::WriteTimes {
+        now_ms: reactions::clock::now_ms(),
+        retention: setup.config.retention,
+    };
+    assert!(store.propose(&quiet, &orphan, times).await.unwrap());
+    // No batch comes: the tick moves the quiet stream on (its partition is counted to its end).
+    setup.aggregate.finalize_tick().await.unwrap();
+    let ended = moments_of(&setup, &script.stream, true).await;
+    assert_eq!(ended.len(), 1);
+    assert_the_spike(&script, &ended[0].moment);
+    let orphaned = moments_of(&setup, &quiet, true).await;
+    assert_eq!(orphaned.len(), 1);
+    assert_eq!(orphaned[0].status, MomentStatus::Withdrawn);
+    let published = moment_records(&setup).await;
+    assert!(
+        published
+            .iter()
+            .any(|r| r.stream == quiet && r.status == MomentStatus::Withdrawn),
+        "{published:?}"
     );
 }

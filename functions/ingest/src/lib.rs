@@ -307,14 +307,17 @@ impl Ingest {
                 ok(body)
             }
             (["streams", stream, "moments"], &Method::GET) => {
-                let origin = moments_route::parse_origin(request.uri().query())?;
-                let format = moments_route::MomentsFormat::from_accept(
-                    request
-                        .headers()
-                        .get(header::ACCEPT)
-                        .and_then(|v| v.to_str().ok()),
-                );
-                self.moments_answer(&registry, stream, origin, format).await
+                let query = moments_route::parse_query(request.uri().query())?;
+                let format = query.format.unwrap_or_else(|| {
+                    moments_route::MomentsFormat::from_accept(
+                        request
+                            .headers()
+                            .get(header::ACCEPT)
+                            .and_then(|v| v.to_str().ok()),
+                    )
+                });
+                self.moments_answer(&registry, stream, query.origin, format)
+                    .await
             }
             (["streams", stream, "replay"], &Method::GET) => {
                 let query = replay_route::parse_query(request.uri().query())?;
@@ -449,7 +452,11 @@ impl Ingest {
     ) -> Result<Response<Body>, ApiError> {
         let entry = streams_route::entry(registry, stream).await?;
         let moments = moments_route::read(&self.moments, &entry).await?;
-        let settled = entry.status == reactions::StreamStatus::Ended
+        // Once the stream's last windows are final and its last moment found, well after its
+        // end, the list no longer changes.
+        let settled = entry
+            .ended_ms
+            .is_some_and(|end| now_ms() >= end.saturating_add(replay_route::SETTLED_AFTER_END_MS))
             && moments
                 .iter()
                 .all(|m| m.moment.ended && m.status == reactions::moments::MomentStatus::Confirmed);

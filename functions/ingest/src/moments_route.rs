@@ -39,13 +39,36 @@ impl MomentsFormat {
     }
 }
 
-/// Parses `origin` from the raw query string.
-pub fn parse_origin(query: Option<&str>) -> Result<Option<i64>, ApiError> {
-    let mut origin = None;
+/// What the query asks: `origin`, and `format` (`vtt` or `json`), which wins over the
+/// `Accept` header: a `<track>` element fetches with `Accept: */*`, so its `src` says
+/// `?format=vtt`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MomentsQuery {
+    pub origin: Option<i64>,
+    pub format: Option<MomentsFormat>,
+}
+
+/// Parses `origin` and `format` from the raw query string.
+pub fn parse_query(query: Option<&str>) -> Result<MomentsQuery, ApiError> {
+    let mut parsed = MomentsQuery::default();
     for (name, value) in query_string::pairs(query) {
         match name.as_str() {
+            "format" => {
+                parsed.format = Some(match value.as_str() {
+                    "vtt" => MomentsFormat::WebVtt,
+                    "json" => MomentsFormat::Json,
+                    _ => {
+                        return Err(ApiError::Invalid(vec![ValidationError::new(
+                            "format",
+                            Rule::WrongType {
+                                expected: "string, vtt or json",
+                            },
+                        )]));
+                    }
+                });
+            }
             "origin" => {
-                let parsed = value
+                let origin = value
                     .parse::<i64>()
                     .ok()
                     .filter(|ms| *ms >= 0)
@@ -57,12 +80,12 @@ pub fn parse_origin(query: Option<&str>) -> Result<Option<i64>, ApiError> {
                             },
                         )])
                     })?;
-                origin = Some(parsed);
+                parsed.origin = Some(origin);
             }
             other => return Err(query_string::unknown_parameter(other)),
         }
     }
-    Ok(origin)
+    Ok(parsed)
 }
 
 /// Reads the stream's moments (not withdrawn), oldest first.
@@ -119,26 +142,49 @@ fn vtt_time(ms: i64) -> String {
 /// are left out; one that started before it begins at 0.
 pub fn to_webvtt(entry: &StreamEntry, moments: &[StoredMoment], origin: i64) -> String {
     let mut vtt = String::from("WEBVTT\n");
+    // Chapters may nest or follow one another, not overlap: moments closer than their padding
+    // start where the previous one ends.
+    let mut previous_end = i64::MIN;
     for m in moments
         .iter()
         .filter(|m| m.status == MomentStatus::Confirmed && m.moment.end_ms > origin)
     {
+        let start = m.moment.start_ms.max(previous_end).max(origin);
+        if start >= m.moment.end_ms {
+            continue;
+        }
+        previous_end = m.moment.end_ms;
         let title = match entry.catalogue.find(&m.moment.emoji) {
             Some(emoji) => format!("{} {}", emoji.glyph, m.moment.emoji),
             None => m.moment.emoji.clone(),
         };
-        // Emoji names are [a-z0-9_-] and glyphs are emoji: neither can hold "-->" or a newline.
         let _ = write!(
             vtt,
             "\nmoment-{}\n{} --> {}\n{} · peak {:.0} taps/s\n",
             m.moment.detected_from_ms,
-            vtt_time(m.moment.start_ms - origin),
+            vtt_time(start - origin),
             vtt_time(m.moment.end_ms - origin),
-            title,
+            cue_text(&title),
             m.moment.peak_rate,
         );
     }
     vtt
+}
+
+/// Text safe in a cue: one line, with `&`, `<` and `>` escaped (a cue's text is markup), so
+/// no catalogue glyph can end a cue or open a tag.
+fn cue_text(text: &str) -> String {
+    let mut safe = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => safe.push_str("&amp;"),
+            '<' => safe.push_str("&lt;"),
+            '>' => safe.push_str("&gt;"),
+            '\n' | '\r' => safe.push(' '),
+            c => safe.push(c),
+        }
+    }
+    safe
 }
 
 #[cfg(test)]
@@ -163,12 +209,51 @@ mod tests {
     }
 
     #[test]
-    fn origin_is_validated() {
-        assert_eq!(parse_origin(None).unwrap(), None);
-        assert_eq!(parse_origin(Some("origin=1500")).unwrap(), Some(1_500));
-        for bad in ["origin=-1", "origin=soon", "since=4"] {
-            assert!(parse_origin(Some(bad)).is_err(), "{bad}");
+    fn origin_and_format_are_validated() {
+        assert_eq!(parse_query(None).unwrap(), MomentsQuery::default());
+        let q = parse_query(Some("origin=1500&format=vtt")).unwrap();
+        assert_eq!(
+            (q.origin, q.format),
+            (Some(1_500), Some(MomentsFormat::WebVtt))
+        );
+        for bad in ["origin=-1", "origin=soon", "since=4", "format=srt"] {
+            assert!(parse_query(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cues_are_one_line_of_escaped_text_and_chapters_do_not_overlap() {
+        assert_eq!(cue_text("a<b>&c\n-->"), "a&lt;b&gt;&amp;c --&gt;");
+        let entry = StreamEntry {
+            id: reactions::StreamId::parse("id", "m").unwrap(),
+            title: "m".into(),
+            status: reactions::StreamStatus::Ended,
+            catalogue: reactions::EmojiCatalogue::parse("fire=🔥").unwrap(),
+            created_ms: 0,
+            updated_ms: 0,
+            started_ms: Some(0),
+            ended_ms: Some(100_000),
+        };
+        let moment = |from_ms: i64| StoredMoment {
+            stream: entry.id.clone(),
+            moment: reactions::moments::Moment {
+                detected_from_ms: from_ms,
+                start_ms: from_ms - 10_000,
+                end_ms: from_ms + 7_000,
+                peak_rate: 99.6,
+                emoji: "fire".into(),
+                ended: true,
+            },
+            status: MomentStatus::Confirmed,
+            revision: 1,
+            first_seen_ms: 0,
+        };
+        // 12 s apart: padded, they would overlap by 5 s.
+        let vtt = to_webvtt(&entry, &[moment(20_000), moment(32_000)], 0);
+        assert_eq!(
+            vtt,
+            "WEBVTT\n\nmoment-20000\n00:00:10.000 --> 00:00:27.000\n🔥 fire · peak 100 taps/s\n\nmoment-32000\n00:00:27.000 --> 00:00:39.000\n🔥 fire · peak 100 taps/s\n"
+        );
     }
 
     #[test]

@@ -113,6 +113,12 @@ async fn moments_are_listed_as_json_and_as_webvtt_chapters() {
             confirmed.detected_from_ms
         )
     );
+    // A `<track>` element asks with `Accept: */*`: `format=vtt` says what it wants.
+    let response = setup
+        .ingest
+        .handle(get("/streams/m/moments?format=vtt", Some("*/*")))
+        .await;
+    assert!(text(&response).starts_with("WEBVTT\n\nmoment-"), "{}", text(&response));
     // From a recording that started 61 minutes after the stream did.
     let origin = started + 3_660_000;
     let response = setup

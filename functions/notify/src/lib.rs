@@ -272,7 +272,8 @@ impl Notify {
         let policy = self.push_policy();
         let mut fanout = push_batch(streams, &self.push_targets(), policy, started).await?;
         if !moments.is_empty() {
-            let deadline = Instant::now() + policy.deadline;
+            // The batch's own deadline: moments come after its windows, not beside them.
+            let deadline = started + policy.deadline;
             let pushed =
                 moment_push::push_moments(moments, &self.push_targets(), policy.post, deadline)
                     .await?;

@@ -1,8 +1,10 @@
 //! Pushing moments (see `reactions::moments`): each change of a moment that aggregate publishes
 //! goes to every viewer of its stream as one `moment` frame, at once and outside the push
-//! schedule. A stream has a few moments an hour, each changing a handful of times, so this
-//! adds a few posts per viewer per hour to the one `windows` frame a second. A batch's records
-//! are coalesced first: per moment, only the change of the highest revision is sent.
+//! schedule and its post budget. aggregate publishes a moment when it is proposed, when it
+//! appears or is confirmed, when it ends, and when it is withdrawn (not at every window it
+//! grows by): two to four frames per moment, and a stream has a few moments an hour, against
+//! the 3,600 `windows` frames an hour a viewer gets. A batch's records are coalesced first:
+//! per moment, only the change of the highest revision is sent.
 
 use crate::fanout::{Audience, FanoutReport, PostPolicy, post_to_audience};
 use crate::protocol::ServerMessage;

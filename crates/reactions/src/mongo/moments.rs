@@ -115,6 +115,21 @@ fn moment_from(document: &Document) -> Result<StoredMoment, StoreError> {
     })
 }
 
+/// The moments of `documents` that parse; the others are logged and left out, so one bad
+/// document holds nothing back.
+fn parsed(documents: &[Document]) -> Vec<StoredMoment> {
+    documents
+        .iter()
+        .filter_map(|document| match moment_from(document) {
+            Ok(moment) => Some(moment),
+            Err(error) => {
+                tracing::warn!(%error, "skipping a stored moment");
+                None
+            }
+        })
+        .collect()
+}
+
 impl MomentStore {
     pub const DETECTORS: &'static str = "moment_detectors";
     pub const MOMENTS: &'static str = "moments";
@@ -139,8 +154,12 @@ impl MomentStore {
                     .build(),
             )
             .build();
+        let orphans = super::named_index(
+            doc! { "status": 1, "detected_from_ms": 1 },
+            "status_detected_from",
+        );
         self.moments
-            .create_indexes([unique, super::expiry_index()])
+            .create_indexes([unique, orphans, super::expiry_index()])
             .await
             .map_err(server("create_indexes"))?;
         self.detectors
@@ -203,12 +222,14 @@ impl MomentStore {
             let stream = document
                 .get_str("_id")
                 .ok()
-                .and_then(|s| StreamId::parse("stream", s).ok())
-                .ok_or_else(|| malformed("moment_detectors._id"))?;
-            let rev = document
-                .get("rev")
-                .and_then(super::integer)
-                .ok_or_else(|| malformed("moment_detectors.rev"))?;
+                .and_then(|s| StreamId::parse("stream", s).ok());
+            let rev = document.get("rev").and_then(super::integer);
+            // Not one this code wrote: left alone, so it holds no stream's windows back (a
+            // stream whose detector cannot be written keeps its windows open; see the caller).
+            let (Some(stream), Some(rev)) = (stream, rev) else {
+                tracing::warn!(id = ?document.get("_id"), "skipping a moment detector that does not parse");
+                continue;
+            };
             let detector = match document
                 .get("state")
                 .cloned()
@@ -236,15 +257,16 @@ impl MomentStore {
     }
 
     /// Writes each detector whose stream's document still holds what was read, in one round
-    /// trip. Returns how many were not written: another pass wrote them since (this pass's
-    /// work on them is then done already, or stale).
+    /// trip. Returns the streams whose detector was not written: another pass wrote it since,
+    /// so this pass's windows of those streams may not be the ones the stored detector took
+    /// next, and must stay open for a pass that reads it afresh.
     pub async fn save_detectors(
         &self,
         detectors: &[(&StreamId, &StoredDetector)],
         times: WriteTimes,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<StreamId>, StoreError> {
         if detectors.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut statements = Vec::with_capacity(detectors.len());
         for (stream, stored) in detectors {
@@ -274,7 +296,11 @@ impl MomentStore {
             "moment detectors",
         )
         .await?;
-        Ok(reply.duplicates.len())
+        Ok(reply
+            .duplicates
+            .iter()
+            .filter_map(|i| detectors.get(*i).map(|(stream, _)| (*stream).clone()))
+            .collect())
     }
 
     fn key(stream: &StreamId, moment: &Moment) -> Document {
@@ -388,7 +414,55 @@ impl MomentStore {
             .try_collect()
             .await
             .map_err(server("find"))?;
-        found.iter().map(moment_from).collect()
+        Ok(parsed(&found))
+    }
+
+    /// The moments of `streams` not ended (confirmed and going on, or proposed): a window
+    /// that spikes while one is there belongs to it.
+    pub async fn unended_of(&self, streams: &[StreamId]) -> Result<Vec<StoredMoment>, StoreError> {
+        if streams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
+        let found: Vec<Document> = self
+            .moments
+            .find(doc! {
+                "stream": { "$in": ids },
+                "ended": false,
+                "status": { "$ne": MomentStatus::Withdrawn.as_str() },
+            })
+            .selection_criteria(super::primary())
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        Ok(parsed(&found))
+    }
+
+    /// Up to `limit` provisional moments of any stream whose first spike is before
+    /// `before_ms`: by then the final windows have passed them, so they are left from a
+    /// proposal that raced a pass and must be withdrawn (their stream may have gone quiet, so
+    /// no pass of its own will).
+    pub async fn provisional_before(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMoment>, StoreError> {
+        let found: Vec<Document> = self
+            .moments
+            .find(doc! {
+                "status": MomentStatus::Provisional.as_str(),
+                "detected_from_ms": { "$lt": before_ms },
+            })
+            .selection_criteria(super::primary())
+            .limit(limit)
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        Ok(parsed(&found))
     }
 
     /// Withdraws the stream's provisional moments that start at `detected_from`: their windows
@@ -454,15 +528,6 @@ impl MomentStore {
             .try_collect()
             .await
             .map_err(server("find"))?;
-        Ok(documents
-            .iter()
-            .filter_map(|document| match moment_from(document) {
-                Ok(moment) => Some(moment),
-                Err(error) => {
-                    tracing::warn!(%error, "skipping a stored moment");
-                    None
-                }
-            })
-            .collect())
+        Ok(parsed(&documents))
     }
 }
