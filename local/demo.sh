@@ -6,7 +6,9 @@
 #      faster debug build);
 #   3. starts the servers, then the local stack, which creates the topics, runs the functions
 #      as template.yaml wires them, registers and starts three sample streams (the page's
-#      suggestions), serves the browser client and prints the URLs.
+#      suggestions), serves the browser client and prints the URLs. A simulated crowd taps
+#      `final` with a scripted spike every two minutes (its moments appear on the page), and
+#      another taps `warm-up` for four minutes and ends it (a recording to replay).
 # Ctrl-C stops everything it started. Function logs go to target/demo-logs/<function>.log.
 # DELIVERY=AppSyncEvents (make demo DELIVERY=AppSyncEvents) delivers through the emulated AWS
 # AppSync Events API instead of the WebSocket API (DELIVERY=WebSocketApi, the default).
@@ -55,6 +57,7 @@ exec "$HERE/servers.sh" run -- "$TARGET_DIR/emostream-local" \
   --web-port "${DEMO_WEB_PORT:-8080}" \
   --batching-window-ms "${DEMO_BATCHING_WINDOW_MS:-100}" \
   --function-logs target/demo-logs \
-  --live-stream ind-vs-aus --live-stream eng-vs-nz --live-stream final \
+  --live-stream ind-vs-aus --live-stream eng-vs-nz \
+  --demo-crowd final --demo-recording warm-up \
   "${IDENTITY_ARGS[@]}" \
   "$@"

@@ -1,46 +1,38 @@
-// The emostream browser client: posts taps in batches to the HTTP API and shows the live
-// counts, swarm and recent history. Live updates come one of two ways, as the stack's
-// `delivery` says: pushed over the API Gateway WebSocket API (`WebSocketApi`), or published to
-// the stream's AWS AppSync Events channel (`AppSyncEvents`), with the history then read from
-// `GET /streams/{id}/windows`. Its configuration comes from window.EMOSTREAM_CONFIG, else
-// config.json next to this page (the local stack serves one). ?api=...&ws=... override the API
-// URLs only on a page served from this machine or for origins config `overrideOrigins` lists
-// (a link must not send the viewer's token elsewhere); ?stream=... picks the stream. With viewer identity on (config `signInUrl` or
-// `getToken`), the viewer signs in first and every request carries their token (identity.js).
+// The emostream live page: posts taps in batches to the HTTP API and shows the stream's
+// running total and rate, the counts of the window still counting, a swarm that keeps flowing
+// (or an intensity bar, with reduced motion), the recent history and the moments as they are
+// found, each a link into the replay (replay.html). Live updates come over the connection
+// live.js keeps, as the stack's `delivery` says (WebSocketApi or AppSyncEvents). The
+// configuration is read by config.js; ?stream=... picks the stream. With viewer identity on
+// (config `signInUrl` or `getToken`), the viewer signs in first and every request carries their
+// token (identity.js).
 import { ViewerIdentity } from "./identity.js";
 import {
   WindowBook,
   TapBatcher,
   LocalEcho,
   reconnectDelay,
-  renewalDelay,
   validStreamId,
-  streamChannel,
-  eventSubprotocols,
-  eventFrames,
-  overrideAllowed,
   sendingEvery,
 } from "./model.js";
+import { readConfig } from "./config.js";
+import { liveUpdates, REPAIR_EVERY_MS } from "./live.js";
+import { MomentBook, rollingRate, chartSlots } from "./timeline.js";
+import { Swarm, pauseControl, renderCountList, renderMoments } from "./view.js";
 
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
 // request counts against the account's API throttle, shared by every viewer.
 const FLUSH_EVERY_MS = 1000;
 const SEND_TIMEOUT_MS = 10000; // a request unanswered this long is sent again
-const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
-const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
-const WATCHDOG_EVERY_MS = 5000;
-// Self-repair: a push number skipped (a push lost on the way), a keep-alive or `sync` left
-// unanswered (a half-open socket) is noticed and repaired with a `sync` (or the HTTP history
-// in AppSyncEvents delivery), at most once per REPAIR_EVERY_MS: the server answers one `sync`
-// per connection per SYNC_EVERY_MS (5 s).
-const REPAIR_EVERY_MS = 5000;
-const ANSWER_WITHIN_MS = 10000;
-const REPAIR_JITTER_MS = 2000;
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
+// The rolling rate's span: the newest complete windows.
+const RATE_WINDOWS = 5;
 
 const $ = (id) => document.getElementById(id);
-const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
+
+/** The connection (live.js), made once the configuration is read. */
+let live = null;
 
 const client = {
   config: null,
@@ -67,6 +59,13 @@ const client = {
   eventsTimeoutMs: EVENTS_TIMEOUT_MS,
   lastHeard: 0,
   swarmSeen: new Map(), // start_ms -> {emoji: drawn}
+  swarm: null, // the rising emojis (view.js)
+  moments: new MomentBook(),
+  // The stream as the registry has it (started_ms, status), and its taps before the oldest
+  // window the page holds (read once from the replay route), for the stream's total.
+  entry: null,
+  earlierTotal: 0,
+  earlierAsked: false,
   sentTaps: 0,
   identity: null,
   connectGeneration: 0, // a newer connect() makes an older one, still awaiting a token, give up
@@ -80,82 +79,9 @@ const client = {
   syncSentAt: 0,
 };
 
-/** Brings the page's counts up to date after a missed push: one `sync` (WebSocketApi) or one
- *  read of the stored windows (AppSyncEvents), at most once per REPAIR_EVERY_MS and up to
- *  REPAIR_JITTER_MS later; a repair asked for sooner is made when the limit allows, once. */
-function repair(reason) {
-  if (client.repairTimer) return;
-  // Jittered, so viewers who missed the same push do not all ask in the same second.
-  const wait = Math.max(client.lastRepairAt + REPAIR_EVERY_MS - Date.now(), 0) + Math.random() * REPAIR_JITTER_MS;
-  client.repairTimer = setTimeout(() => {
-    client.repairTimer = null;
-    repairNow(reason);
-  }, wait);
-}
-
-function repairNow(reason) {
-  client.lastRepairAt = Date.now();
-  client.repairs += 1;
-  document.body.dataset.repairs = String(client.repairs);
-  console.info("emostream: repairing the counts:", reason);
-  if (client.config.delivery === "AppSyncEvents") loadHistory(client.stream);
-  else requestSync();
-}
-
-function requestSync() {
-  client.syncSentAt = Date.now();
-  send({ action: "sync", windows: HISTORY_WINDOWS });
-}
-
-/** A push's number: one more than the previous push's, so a skipped one was lost. */
-function checkPushNumber(seq) {
-  if (!Number.isInteger(seq) || seq <= 0) return; // a server without a push schedule
-  if (client.pushSeq !== null && seq > client.pushSeq + 1) repair(`push ${client.pushSeq + 1} missed`);
-  if (client.pushSeq === null || seq > client.pushSeq) client.pushSeq = seq;
-}
-
-/** WebSocketApi: a ping unanswered for ANSWER_WITHIN_MS while nothing else arrived means the
- *  socket is half-open (it shows Live but nothing arrives): close it, and the reconnect syncs.
- *  A sync left unanswered on a socket that delivers (the stage throttled it, a route failed)
- *  is asked for again instead. */
-function checkAnswers(socket) {
-  if (client.socket !== socket) return;
-  const now = Date.now();
-  const late = (sentAt) => sentAt && now - sentAt > ANSWER_WITHIN_MS;
-  if (late(client.pingSentAt)) {
-    console.info("emostream: keep-alive unanswered; reconnecting");
-    client.pingSentAt = 0;
-    client.syncSentAt = 0;
-    socket.close();
-  } else if (late(client.syncSentAt)) {
-    client.syncSentAt = 0;
-    repair("sync unanswered");
-  }
-}
-
-/** Anything the current socket delivers shows it is alive. */
-function heardFrom(socket) {
-  if (client.socket === socket) client.pingSentAt = 0;
-}
-
 async function loadConfig() {
   const params = new URLSearchParams(location.search);
-  let config = window.EMOSTREAM_CONFIG;
-  if (!config) {
-    try {
-      const response = await fetch("config.json", { cache: "no-store" });
-      if (response.ok) config = await response.json();
-    } catch {
-      // No config.json: the URL parameters must say where the APIs are.
-    }
-  }
-  config = { ...(config || {}) };
-  for (const [param, key] of [["api", "apiUrl"], ["ws", "websocketUrl"]]) {
-    const value = params.get(param);
-    if (!value) continue;
-    if (overrideAllowed(value, location.hostname, config.overrideOrigins)) config[key] = value;
-    else console.warn(`?${param}= ignored: ${value} is not on this machine and config.json's overrideOrigins does not list it`);
-  }
+  const config = await readConfig();
   const flush = Number(params.get("flush") || config.flushMs || FLUSH_EVERY_MS);
   config.flushMs = Number.isFinite(flush) && flush >= 100 ? flush : FLUSH_EVERY_MS;
   config.delivery = config.delivery || "WebSocketApi";
@@ -172,7 +98,6 @@ async function loadConfig() {
   } else if (!config.apiUrl || !config.websocketUrl) {
     throw new Error("No API configured: serve config.json or open this page with ?api=…&ws=…");
   }
-  config.apiUrl = config.apiUrl.replace(/\/$/, "");
   config.stream = params.get("stream");
   return config;
 }
@@ -333,247 +258,18 @@ function sendBeforeLeaving(event) {
   }
 }
 
-// ---- live updates -----------------------------------------------------------------------
-
-function connect() {
-  clearTimeout(client.reconnectTimer);
-  clearTimeout(client.renewTimer);
-  // A renewal keeps showing Live: the old connection delivers until the new one is open.
-  if (!client.retiring) {
-    setState(client.attempt ? "reconnecting" : "connecting", client.attempt ? "Reconnecting…" : "Connecting…");
-  }
-  if (client.config.delivery === "AppSyncEvents") connectEvents();
-  else connectWebSocketApi();
-}
-
-/** After a socket closed: connect again after a jittered, growing delay. */
-function closed(socket) {
-  // A replaced socket's close must not touch the keep-alive of the one that replaced it.
-  if (client.socket !== socket) return; // replaced by a newer connection on purpose
-  clearInterval(client.keepalive);
-  const delay = reconnectDelay(client.attempt++);
-  setState("reconnecting", `Disconnected · retrying in ${Math.ceil(delay / 1000)} s`);
-  client.reconnectTimer = setTimeout(connect, delay);
-}
-
-function parsed(event) {
-  try {
-    return JSON.parse(event.data);
-  } catch {
-    return null;
-  }
-}
-
-// ---- WebSocketApi: API Gateway pushes, `sync` for the history ------------------------------------
-
-/** Make before break: a new connection opens while `socket` goes on delivering, and `socket`
- *  is closed once the new one is live (duplicate states in between are harmless: the book keeps
- *  the largest total of each window). */
-function renew(socket) {
-  if (client.socket !== socket || socket.readyState !== WebSocket.OPEN) return;
-  client.retiring = socket;
-  client.attempt = 0;
-  connect();
-}
-
-function retire() {
-  const socket = client.retiring;
-  client.retiring = null;
-  if (socket && socket !== client.socket) {
-    socket.close(1000, "renewed");
-    client.renewals += 1;
-    document.body.dataset.renewals = String(client.renewals);
-  }
-}
-
-/** Awaits `obtain()` (a token, an authorization) for the connect attempt `generation`: its
- *  value, or null when it failed (the next attempt is then scheduled) or when a newer connect()
- *  (watch() moving on) superseded this one meanwhile. */
-async function forConnect(generation, obtain) {
-  let value;
-  try {
-    value = await obtain();
-  } catch (error) {
-    if (generation !== client.connectGeneration) return null;
-    const delay = reconnectDelay(client.attempt++);
-    setState("reconnecting", `Cannot sign in (${error.message}) · retrying in ${Math.ceil(delay / 1000)} s`);
-    client.reconnectTimer = setTimeout(connect, delay);
-    return null;
-  }
-  return generation === client.connectGeneration ? value : null;
-}
-
-async function connectWebSocketApi() {
-  const generation = ++client.connectGeneration;
-  let url = `${client.config.websocketUrl}?stream=${encodeURIComponent(client.stream)}`;
-  if (client.identity.enabled) {
-    const token = await forConnect(generation, () => client.identity.token());
-    if (token === null) return;
-    url += `&token=${encodeURIComponent(token)}`;
-  }
-  const socket = new WebSocket(url);
-  client.socket = socket;
-  socket.addEventListener("open", () => {
-    client.attempt = 0;
-    setState("live", `Live · ${client.stream}`);
-    client.pushSeq = null;
-    client.pingSentAt = 0;
-    // The opening sync counts against the server's rate like a repair.
-    clearTimeout(client.repairTimer);
-    client.repairTimer = null;
-    client.lastRepairAt = Date.now();
-    requestSync();
-    retire();
-    clearInterval(client.keepalive);
-    let pingDue = Date.now() + KEEPALIVE_MS;
-    client.keepalive = setInterval(() => {
-      checkAnswers(socket);
-      if (Date.now() >= pingDue) {
-        pingDue = Date.now() + KEEPALIVE_MS;
-        client.pingSentAt = Date.now();
-        send({ action: "ping" });
-      }
-    }, WATCHDOG_EVERY_MS);
-    clearTimeout(client.renewTimer);
-    client.renewTimer = setTimeout(() => renew(socket), client.config.renewMs || renewalDelay());
-  });
-  socket.addEventListener("message", (event) => {
-    heardFrom(socket);
-    const message = parsed(event);
-    // A socket being renewed still delivers states; its errors are no longer the page's.
-    if (message && (client.socket === socket || message.type !== "error")) receive(message);
-  });
-  socket.addEventListener("close", () => closed(socket));
-}
-
-// ---- AppSyncEvents: the real-time protocol, the history over HTTP --------------------------------
-
-/** What the page's AppSync Events connection and subscriptions authorize with: the viewer's
- *  token when the API takes OPENID_CONNECT (viewer identity on; no key is published), else the
- *  API key. */
-async function eventsAuthorization() {
-  if (client.config.eventAuth === "OPENID_CONNECT") {
-    return { host: client.config.eventHttpHost, Authorization: await client.identity.token() };
-  }
-  return { host: client.config.eventHttpHost, "x-api-key": client.config.eventApiKey };
-}
-
-function newId() {
-  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-}
-
-async function connectEvents() {
-  const generation = ++client.connectGeneration;
-  const authorization = await forConnect(generation, eventsAuthorization);
-  if (authorization === null) return;
-  const socket = new WebSocket(client.config.eventRealtimeUrl, eventSubprotocols(authorization));
-  client.socket = socket;
-  client.acknowledged = false;
-  client.subscription = null;
-  socket.addEventListener("open", () => {
-    client.lastHeard = Date.now();
-    socket.send(JSON.stringify({ type: "connection_init" }));
-  });
-  socket.addEventListener("message", (event) => {
-    const message = parsed(event);
-    if (message && client.socket === socket) onEventsMessage(socket, message);
-  });
-  socket.addEventListener("close", () => closed(socket));
-  // AppSync sends `ka` regularly: silence longer than the connection timeout is a dead link.
-  clearInterval(client.keepalive);
-  client.keepalive = setInterval(() => {
-    if (Date.now() - client.lastHeard > client.eventsTimeoutMs) socket.close();
-  }, WATCHDOG_EVERY_MS);
-}
-
-/** Subscribes the open, acknowledged socket to the watched stream's channel (with a fresh
- *  token when the API takes tokens; a socket that cannot get one is closed and reconnects). */
-async function subscribeEvents(socket) {
-  const id = newId();
-  client.subscription = id;
-  let authorization;
-  try {
-    authorization = await eventsAuthorization();
-  } catch {
-    socket.close();
-    return;
-  }
-  if (client.socket !== socket || client.subscription !== id || socket.readyState !== WebSocket.OPEN) return;
-  socket.send(
-    JSON.stringify({
-      type: "subscribe",
-      id,
-      channel: streamChannel(client.config.eventNamespace, client.stream),
-      authorization,
-    }),
-  );
-}
-
-function onEventsMessage(socket, message) {
-  client.lastHeard = Date.now();
-  switch (message.type) {
-    case "connection_ack":
-      client.acknowledged = true;
-      client.eventsTimeoutMs = Number(message.connectionTimeoutMs) || EVENTS_TIMEOUT_MS;
-      subscribeEvents(socket);
-      break;
-    case "subscribe_success":
-      if (message.id !== client.subscription) break;
-      client.attempt = 0;
-      setState("live", `Live · ${client.stream}`);
-      client.pushSeq = null;
-      // After subscribing, so nothing published meanwhile is missed; the book keeps the
-      // largest total of each window whichever arrives first.
-      loadHistory(client.stream);
-      break;
-    case "data":
-      if (message.id !== client.subscription) break;
-      for (const frame of eventFrames(message)) receive(frame);
-      break;
-    case "ka":
-    case "unsubscribe_success":
-      break;
-    case "subscribe_error":
-    case "connection_error":
-    case "error": {
-      const error = (message.errors && message.errors[0]) || {};
-      console.warn("emostream:", message.type, error.errorType, error.message);
-      if (message.type !== "error") socket.close(); // connect again after a backoff
-      break;
-    }
-    default:
-      break;
-  }
-}
-
-/** The stored windows of `stream`: the late joiner's history in AppSyncEvents delivery. */
-async function loadHistory(stream) {
-  try {
-    const url = `${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/windows?limit=${HISTORY_WINDOWS}`;
-    const response = await fetch(url);
-    if (!response.ok || stream !== client.stream) return;
-    const body = await response.json();
-    receive({ type: "snapshot", stream, windows: body.windows || [] });
-  } catch {
-    // Offline: live updates still fill the page, and the next connect tries again.
-  }
-}
-
-function send(message) {
-  if (client.socket && client.socket.readyState === WebSocket.OPEN) {
-    client.socket.send(JSON.stringify(message));
-  }
-}
-
 function receive(message) {
   switch (message.type) {
     case "windows":
       if (message.stream !== client.stream || !Array.isArray(message.windows)) break;
       for (const state of message.windows) offer(state);
-      checkPushNumber(message.seq);
+      live.checkPushNumber(message.seq);
       break;
     case "pong":
       client.pingSentAt = 0;
+      break;
+    case "moment":
+      if (message.stream === client.stream && client.moments.offer(message)) showMoments();
       break;
     case "window": // a single state, as older servers push
       if (message.stream === client.stream) offer(message);
@@ -591,7 +287,7 @@ function receive(message) {
         client.syncSentAt = 0;
         const retryAfter = Number((/in (\d+) ms/.exec(message.message) || [])[1] || REPAIR_EVERY_MS);
         client.lastRepairAt = Date.now() - REPAIR_EVERY_MS + Math.min(retryAfter + 50, REPAIR_EVERY_MS);
-        repair("sync refused as too soon");
+        live.repair("sync refused as too soon");
       }
       // The server no longer knows this connection (it was forgotten): a new one is needed,
       // else the page would show Live with nothing arriving.
@@ -626,42 +322,45 @@ function render(updated) {
   if (updated && latest && updated.start_ms === latest.start_ms) releaseSwarm(updated);
 }
 
+/** The page's running display: the stream's total so far (its taps before the windows the page
+ *  holds, those windows, and the viewer's own taps not yet counted), the rate over the newest
+ *  complete windows, and the counts of the window still counting. */
 function renderCounts(state) {
-  const counts = client.echo.apply(state ? state.counts : {});
-  const total = (state ? state.total : 0) + client.echo.size;
-  $("total").textContent = String(total);
-  $("window-time").textContent = state ? `(window from ${new Date(state.start_ms).toLocaleTimeString()})` : "";
-  const list = $("counts");
-  list.replaceChildren();
-  const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
-  for (const [name, count] of entries) {
-    const item = document.createElement("li");
-    item.dataset.emoji = name;
-    const label = document.createElement("span");
-    label.textContent = glyphOf(name);
-    label.setAttribute("aria-label", name.replace(/_/g, " "));
-    const value = document.createElement("span");
-    value.className = "count";
-    value.textContent = String(count);
-    item.append(label, value);
-    list.append(item);
+  const windows = client.book.ordered();
+  const held = windows.reduce((sum, w) => sum + w.total, 0) + client.book.evictedTotal;
+  $("total").textContent = String(client.earlierTotal + held + client.echo.size);
+  const width = windows.length ? windows[windows.length - 1].end_ms - windows[windows.length - 1].start_ms : 2000;
+  const rate = rollingRate(windows, width, RATE_WINDOWS);
+  $("rate").textContent = String(Math.round(rate));
+  const busiest = Math.max(1, ...windows.map((w) => w.total));
+  client.swarm.showIntensity(((state ? state.total : 0) + client.echo.size) / busiest, `${Math.round(rate)} taps a second`);
+  renderCountList($("counts"), client.echo.apply(state ? state.counts : {}), glyphOf);
+  loadEarlierTotal(windows);
+}
+
+/** Once the page holds windows, reads the stream's taps before the oldest of them (once per
+ *  stream: later windows all pass through the page). */
+async function loadEarlierTotal(windows) {
+  const started = client.entry && client.entry.started_ms;
+  if (client.earlierAsked || !windows.length || !started) return;
+  client.earlierAsked = true;
+  const stream = client.stream;
+  const before = windows[0].start_ms;
+  if (before <= started) return;
+  try {
+    const url = `${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/replay?from=${started}&to=${before}`;
+    const response = await fetch(url);
+    if (!response.ok || stream !== client.stream) return;
+    const body = await response.json();
+    client.earlierTotal = (body.buckets || []).reduce((sum, row) => sum + row.slice(1).reduce((a, b) => a + b, 0), 0);
+    renderCounts(client.book.latest());
+  } catch {
+    // Offline: the total counts from the windows the page holds.
   }
 }
 
 function releaseFloats(name, count) {
-  const swarm = $("swarm");
-  for (let i = 0; i < count; i++) {
-    const float = document.createElement("span");
-    float.textContent = glyphOf(name);
-    if (!reducedMotion.matches) {
-      float.style.left = `${5 + Math.random() * 90}%`;
-      float.style.animationDelay = `${Math.random() * 0.4}s`;
-      float.addEventListener("animationend", () => float.remove());
-    }
-    swarm.append(float);
-  }
-  // Without animation the swarm is a static strip: keep only the newest floats.
-  while (reducedMotion.matches && swarm.childElementCount > 60) swarm.firstElementChild.remove();
+  client.swarm.add(glyphOf(name), count);
 }
 
 function releaseSwarm(state) {
@@ -684,6 +383,8 @@ function releaseSwarm(state) {
   }
 }
 
+/** The history: one bar per window, at least a minute's slots so a young stream's bars fill
+ *  the chart from the left. */
 function renderChart() {
   const windows = client.book.ordered();
   const svg = $("chart");
@@ -693,10 +394,11 @@ function renderChart() {
     return;
   }
   const max = Math.max(1, ...windows.map((w) => w.total));
-  const width = 600 / HISTORY_WINDOWS;
+  const widthMs = windows[windows.length - 1].end_ms - windows[windows.length - 1].start_ms;
+  const slots = chartSlots(windows.length, widthMs, HISTORY_WINDOWS);
+  const width = 600 / slots;
   const latest = windows[windows.length - 1].start_ms;
-  windows.forEach((w, i) => {
-    const slot = HISTORY_WINDOWS - windows.length + i;
+  windows.slice(-slots).forEach((w, slot) => {
     const height = (w.total / max) * 150;
     const bar = document.createElementNS("http://www.w3.org/2000/svg", "rect");
     bar.setAttribute("x", String(slot * width + 0.5));
@@ -714,6 +416,29 @@ function renderChart() {
     `${windows.length} windows, ${sum} reactions in all, busiest window ${max}.`;
   $("chart-summary").dataset.windows = String(windows.length);
   $("chart-summary").dataset.sum = String(sum);
+  $("chart").dataset.slots = String(slots);
+}
+
+/** The stream's moments as they are proposed, confirmed and withdrawn; each opens the replay
+ *  at its start. */
+function showMoments() {
+  const started = client.entry && client.entry.started_ms;
+  renderMoments($("moments"), client.moments.list(), glyphOf, started, (moment) => {
+    const at = started ? Math.max(0, moment.start_ms - started) : 0;
+    location.href = `replay.html?stream=${encodeURIComponent(client.stream)}&at=${at}`;
+  });
+  $("moments-help").hidden = client.moments.list().length > 0;
+}
+
+async function loadMoments(stream) {
+  try {
+    const response = await fetch(`${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/moments`);
+    if (!response.ok || stream !== client.stream) return;
+    for (const moment of (await response.json()).moments || []) client.moments.offer(moment);
+    showMoments();
+  } catch {
+    // Offline: moments still arrive as they happen.
+  }
 }
 
 // ---- wiring -------------------------------------------------------------------------------------
@@ -728,8 +453,14 @@ function watch(stream) {
   client.swarmSeen.clear();
   client.echo.clear();
   client.localFloats.clear();
-  $("swarm").replaceChildren();
+  client.moments.clear();
+  client.entry = null;
+  client.earlierTotal = 0;
+  client.earlierAsked = false;
+  client.swarm.clear();
   render(null);
+  showMoments();
+  loadMoments(stream);
   const params = new URLSearchParams(location.search);
   params.set("stream", stream);
   history.replaceState(null, "", `${location.pathname}?${params}`);
@@ -739,13 +470,13 @@ function watch(stream) {
     // One connection serves any stream: swap the subscription.
     if (client.subscription) socket.send(JSON.stringify({ type: "unsubscribe", id: client.subscription }));
     setState("connecting", "Connecting…");
-    subscribeEvents(socket);
+    live.subscribeEvents(socket);
     return;
   }
   client.socket = null;
   if (socket) socket.close();
   client.attempt = 0;
-  connect();
+  live.connect();
 }
 
 /**
@@ -761,8 +492,13 @@ async function loadStream(stream) {
     body = { status: "unavailable", emojis: [] };
   }
   if (stream !== client.stream) return;
+  client.entry = body;
   client.emojis = body.emojis || [];
   buildPad();
+  const replayLink = $("replay-link");
+  replayLink.href = `replay.html?stream=${encodeURIComponent(stream)}`;
+  replayLink.hidden = !body.started_ms;
+  renderCounts(client.book.latest());
   const pad = $("pad");
   pad.dataset.status = body.status;
   const live = body.status === "live";
@@ -806,6 +542,7 @@ async function start() {
     return;
   }
   client.identity = new ViewerIdentity(client.config);
+  live = liveUpdates(client, { setState, receive, historyWindows: HISTORY_WINDOWS });
   if (client.identity.enabled) {
     await signIn();
     client.userId = client.identity.viewer;
@@ -813,6 +550,8 @@ async function start() {
   } else {
     client.userId = userId();
   }
+  client.swarm = new Swarm($("swarm"), $("intensity"));
+  pauseControl($("motion"), client.swarm);
   document.addEventListener("keydown", onKey);
   const input = $("stream-input");
   $("stream-form").addEventListener("submit", (event) => {

@@ -82,6 +82,15 @@ pub struct Cli {
     /// routes, signed like any admin call), so pages can react to it. Repeatable.
     #[arg(long = "live-stream", value_name = "ID")]
     pub live_streams: Vec<String>,
+    /// Once up, a simulated crowd taps stream ID (registered and started like --live-stream)
+    /// for as long as the stack runs, with a scripted spike every two minutes: the demo's
+    /// moments. Repeatable.
+    #[arg(long = "demo-crowd", value_name = "ID")]
+    pub demo_crowds: Vec<String>,
+    /// Like --demo-crowd, but the crowd stops after four minutes (two spikes) and the stream is
+    /// ended: a finished stream to replay. Repeatable.
+    #[arg(long = "demo-recording", value_name = "ID")]
+    pub demo_recordings: Vec<String>,
     /// Run the demo identity provider and turn viewer identity on with it: viewers sign in by
     /// name, POST /reactions and WebSocket connects need its token.
     #[arg(long)]

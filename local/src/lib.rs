@@ -11,11 +11,13 @@
 //! (principals, policy evaluation and SigV4, called by every other service), [`secrets`]
 //! (Secrets Manager and SSM Parameter Store), [`schedule`] (EventBridge schedules) and
 //! [`template`] (the SAM template as CloudFormation reads it). [`stack`] puts them together;
-//! [`demo_issuer`] stands in for an OpenID Connect identity provider, and [`network`] for the
-//! network between the functions and a server, with faults on demand.
+//! [`demo_issuer`] stands in for an OpenID Connect identity provider, [`network`] for the
+//! network between the functions and a server, with faults on demand, and [`demo_crowd`] for
+//! an audience tapping the demo's streams.
 
 pub mod api_gateway;
 pub mod cli;
+pub mod demo_crowd;
 pub mod demo_issuer;
 pub mod event_api;
 pub mod event_source;

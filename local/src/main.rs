@@ -12,6 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     reactions::telemetry::init_json_logs();
     let cli = Cli::parse();
     let live_streams = cli.live_streams.clone();
+    let crowds = cli.demo_crowds.clone();
+    let recordings = cli.demo_recordings.clone();
     let options = cli.into_options();
     let quotas = options.quotas;
     let stack = match LocalStack::start(options).await {
@@ -25,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("warning: an event source mapping has no partitions after 30 s");
     }
     let admin = emostream_local::api_gateway::admin_client::AdminClient::local(&stack.http_url);
-    for id in &live_streams {
+    for id in live_streams.iter().chain(&crowds).chain(&recordings) {
         if let Err(error) = admin.register_live(id, id, None).await {
             eprintln!("emostream-local: could not register stream {id}: {error}");
             std::process::exit(2);
@@ -64,6 +66,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if !live_streams.is_empty() {
         eprintln!("  live streams    {}", live_streams.join(", "));
+    }
+    for id in &crowds {
+        tokio::spawn(emostream_local::demo_crowd::run(
+            stack.http_url.clone(),
+            id.clone(),
+            stack.demo_issuer.clone(),
+            None,
+        ));
+        eprintln!(
+            "  demo crowd      {id}: about 30 taps/s, five times that for 10 s every two minutes from 75 s (a moment each)"
+        );
+    }
+    for id in &recordings {
+        let (api, admin) = (stack.http_url.clone(), admin.clone());
+        let (id, issuer) = (id.clone(), stack.demo_issuer.clone());
+        let recording = emostream_local::demo_crowd::RECORDING_FOR;
+        eprintln!(
+            "  demo recording  {id}: a crowd for {} s with two moments, then the stream ends (replay: {}replay.html?stream={id})",
+            recording.as_secs(),
+            stack.web_url.clone().unwrap_or_default()
+        );
+        tokio::spawn(async move {
+            emostream_local::demo_crowd::run(api, id.clone(), issuer, Some(recording)).await;
+            if let Err(error) = admin.end(&id).await {
+                eprintln!("emostream-local: could not end stream {id}: {error}");
+            }
+        });
     }
     for mapping in &stack.mappings {
         eprintln!(

@@ -42,6 +42,8 @@ pub struct TestStack {
     /// The MongoDB database the functions use.
     pub database: String,
     pub reaction_topic: String,
+    /// Where aggregate publishes window states and moments, and notify reads them.
+    pub output_topic: String,
 }
 
 impl TestStack {
@@ -58,10 +60,11 @@ impl TestStack {
             &servers.mongodb_uri,
         );
         let reaction_topic = format!("{stack_name}-reactions");
+        let output_topic = format!("{stack_name}-states");
         for (parameter, value) in [
             ("AWS::StackName", stack_name.clone()),
             ("ReactionTopic", reaction_topic.clone()),
-            ("OutputTopic", format!("{stack_name}-states")),
+            ("OutputTopic", output_topic.clone()),
             ("DeadLetterTopic", format!("{stack_name}-dlq")),
         ] {
             options.local.parameters.insert(parameter.to_owned(), value);
@@ -109,6 +112,7 @@ impl TestStack {
             stack,
             database,
             reaction_topic,
+            output_topic,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use emostream_local::stack::DemoIssuerOptions;
 use emostream_tests::local_stack::TestStack;
-use emostream_tests::patience::eventually;
+use emostream_tests::patience::{PATIENCE, eventually};
 use emostream_tests::repo_root;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, connect};
@@ -78,6 +78,8 @@ async fn browser_test(delivery: &str) {
         "-switched",
         "-renewed",
         "-lost",
+        "-moment",
+        "-replay",
     ] {
         let id = format!("{stream}{suffix}");
         admin
@@ -85,6 +87,10 @@ async fn browser_test(delivery: &str) {
             .await
             .expect("stream registered");
     }
+    let database = connect(&test.mongo(), "browser-test")
+        .await
+        .expect("MongoDB");
+    store_recording(&database, &format!("{stream}-replay")).await;
     let mut node = tokio::process::Command::new("node")
         .arg("browser.mjs")
         .current_dir(repo_root().join("web/tests"))
@@ -107,9 +113,6 @@ async fn browser_test(delivery: &str) {
     });
     let mut answers = node.stdin.take().expect("piped stdin");
     let mut lines = BufReader::new(node.stdout.take().expect("piped stdout")).lines();
-    let database = connect(&test.mongo(), "browser-test")
-        .await
-        .expect("MongoDB");
     let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
     // A backstop only: the script's own waits are bounded (60 s each).
     let conversation = async {
@@ -161,6 +164,13 @@ async fn browser_test(delivery: &str) {
                 answers.write_all(b"lost\n").await.expect("node reads");
                 answers.flush().await.expect("node reads");
             }
+            // The script asks for a moment of a stream to be published, as aggregate does when
+            // a window still counting stands out.
+            if let Some(stream) = line.strip_prefix("publish-moment ") {
+                publish_moment(&test, stream.trim()).await;
+                answers.write_all(b"published\n").await.expect("node reads");
+                answers.flush().await.expect("node reads");
+            }
             if line.trim() == "drop-subscribers" {
                 let api = test.stack.event_api.as_ref().expect("an Event API");
                 assert!(api.disconnect_all() > 0, "no subscriber to drop");
@@ -182,4 +192,103 @@ async fn browser_test(delivery: &str) {
     assert!(artifacts.join("late-joiner.png").is_file());
     assert!(artifacts.join("reconnected.png").is_file());
     test.stack.stop().await;
+}
+
+/// The recording the replay page plays: `stream` went live ten minutes ago and ended two
+/// minutes later, with taps in every 2 s window (counts that differ from window to window, so
+/// a page showing the wrong window is caught) and one moment a minute in.
+async fn store_recording(database: &mongodb::Database, stream: &str) {
+    use mongodb::bson::{Document, doc};
+    let now = reactions::clock::now_ms();
+    let started = now - now.rem_euclid(2_000) - 600_000;
+    let ended = started + 120_000;
+    database
+        .collection::<Document>("streams")
+        .update_one(
+            doc! { "_id": stream },
+            doc! { "$set": { "status": "ended", "started_ms": started, "ended_ms": ended } },
+        )
+        .await
+        .expect("MongoDB");
+    let windows: Vec<Document> = (0..60_i64)
+        .map(|w| {
+            let start = started + w * 2_000;
+            let (fire, clap) = (1 + w % 7, (w * 5) % 11);
+            let mut counts = doc! { "fire": fire };
+            if clap > 0 {
+                counts.insert("clap", clap);
+            }
+            doc! {
+                "stream": stream, "start_ms": start, "end_ms": start + 2_000,
+                "counts": counts, "total": fire + clap, "final": true, "expires_at":
+                mongodb::bson::DateTime::from_millis(start + 7 * 86_400_000),
+            }
+        })
+        .collect();
+    database
+        .collection::<Document>("windows")
+        .insert_many(windows)
+        .await
+        .expect("MongoDB");
+    let store = reactions::mongo::MomentStore::new(database);
+    let from = started + 60_000;
+    let moment = reactions::moments::Moment {
+        detected_from_ms: from,
+        start_ms: from - 10_000,
+        end_ms: from + 6_000 + 5_000,
+        peak_rate: 120.0,
+        emoji: "fire".into(),
+        ended: true,
+    };
+    let times = reactions::mongo::WriteTimes {
+        now_ms: now,
+        retention: Duration::from_secs(7 * 86_400),
+    };
+    store
+        .confirm(
+            &StreamId::parse("stream", stream).unwrap(),
+            &moment,
+            from + 8_000,
+            times,
+        )
+        .await
+        .expect("MongoDB");
+}
+
+/// Publishes a provisional moment of `stream` on the stack's output topic, starting in the
+/// window counting now.
+async fn publish_moment(test: &TestStack, stream: &str) {
+    use reactions::message::VersionedMessage;
+    let now = reactions::clock::now_ms();
+    let from = now - now.rem_euclid(2_000);
+    let record = reactions::MomentRecord {
+        v: reactions::MomentRecord::VERSION,
+        stream: StreamId::parse("stream", stream).expect("a stream id"),
+        moment: reactions::moments::Moment {
+            detected_from_ms: from,
+            start_ms: from - 10_000,
+            end_ms: from + 2_000 + 5_000,
+            peak_rate: 90.0,
+            emoji: "fire".into(),
+            ended: false,
+        },
+        status: reactions::moments::MomentStatus::Provisional,
+        revision: 0,
+    };
+    let settings = reactions::kafka::KafkaSettings::new(
+        emostream_tests::servers().kafka_brokers.clone(),
+        "browser-test",
+    );
+    let producer = reactions::kafka::AckedProducer::new(&settings, PATIENCE).expect("a producer");
+    producer
+        .produce_all(
+            &test.output_topic,
+            &[reactions::kafka::OutgoingRecord::new(
+                stream,
+                record.encode(),
+            )],
+            PATIENCE,
+        )
+        .await
+        .expect("the moment is published");
 }

@@ -7,15 +7,21 @@
 // again, and switching streams swaps the subscription on the same connection. Saves
 // screenshots. With viewer identity on (the page's config names a sign-in), every page signs in
 // by name and the script's own posts carry a token; a page whose token expired must sign in
-// again by itself and go on sending taps. A page served under a name that is not this machine's,
+// again by itself and go on sending taps. A moment published for a stream shows on its page as
+// it happens. The replay page (WebSocketApi run) plays a stored recording: the counts shown
+// match the stored window of the clock's time within one window while seeking, playing at 2×
+// and paused; the heatmap and the moments are there, and a moment jumps the clock to it; with
+// reduced motion it shows an intensity bar and no particles. A page served under a name that is not this machine's,
 // opened with ?api= and ?ws= naming another origin, must send nothing there (least of all a
 // token). Exits non-zero with a message on any failure.
 //
 //   WEB_URL=http://127.0.0.1:8080/ API_URL=http://127.0.0.1:3000 STREAM=id ARTIFACTS=dir node browser.mjs
 //
-// To make the server forget a connection, the script prints `forget-connections <stream>`, and
-// to make the Event API drop every connection `drop-subscribers`; it waits for a line
-// `forgotten` or `dropped` on its standard input (tests/tests/browser.rs answers it).
+// To make the server forget a connection, the script prints `forget-connections <stream>`, to
+// make the Event API drop every connection `drop-subscribers`, and to have a moment published
+// `publish-moment <stream>`; it waits for a line `forgotten`, `dropped` or `published` on its
+// standard input (tests/tests/browser.rs answers it). The harness stores the recording of
+// `<STREAM>-replay` before the script starts.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -280,6 +286,107 @@ async function appSyncRecovery() {
   assert.equal(sockets, 2, "switching streams kept the connection");
 }
 
+/** A moment of the watched stream, published as aggregate does when a window stands out,
+ * shows in the page's moment list as it happens. */
+async function liveMoment() {
+  const stream = `${STREAM}-moment`;
+  const page = await openPage({}, stream);
+  await askHarness(`publish-moment ${stream}`, "published");
+  await page.waitForSelector("#moments li[data-status=provisional] button", { timeout: TIMEOUT });
+  const label = await page.locator("#moments li button").first().getAttribute("aria-label");
+  assert.match(label, /fire/);
+  console.log("a moment published for the stream showed on its page");
+}
+
+/** What the replay page shows: the clock's position, the stream time it maps to, the bucket
+ * shown and its counts. */
+async function replayShown(page) {
+  return page.evaluate(() => ({
+    position: Number(document.body.dataset.position),
+    origin: Number(document.body.dataset.origin),
+    resolution: Number(document.body.dataset.resolution),
+    bucketStart: Number(document.getElementById("replay-counts").dataset.bucketStart),
+    counts: Object.fromEntries(
+      [...document.querySelectorAll("#replay-counts li")].map((li) => [li.dataset.emoji, Number(li.querySelector(".count").textContent)]),
+    ),
+  }));
+}
+
+/** The shown counts are the stored window of the shown bucket, and that bucket holds the
+ * clock's time or is the one before it (the page renders once a frame): within one window. */
+function assertInSync(shown, stored, what) {
+  const t = shown.origin + shown.position;
+  assert.ok(
+    shown.bucketStart <= t && t < shown.bucketStart + 2 * shown.resolution,
+    `${what}: the page shows the window from ${shown.bucketStart} at stream time ${t}`,
+  );
+  const window = stored.find((w) => w.start_ms === shown.bucketStart);
+  assert.deepEqual(shown.counts, window ? window.counts : {}, `${what}: counts of the window from ${shown.bucketStart}`);
+}
+
+/** Moves the replay's scrubber to `ms` as a viewer dragging it would (input, then change). */
+async function seekTo(page, ms) {
+  await page.locator("#scrubber").evaluate((input, value) => {
+    input.value = String(value);
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  }, ms);
+}
+
+/** The replay page against the stored recording of `<STREAM>-replay`. */
+async function replayPage() {
+  const stream = `${STREAM}-replay`;
+  const stored = (await (await fetch(`${API_URL}/streams/${stream}/windows?since=0&limit=500`)).json()).windows;
+  assert.equal(stored.length, 60, "the harness stored the recording");
+  const page = await newPage();
+  await page.goto(new URL(`replay.html?stream=${stream}`, WEB_URL).toString());
+  await page.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
+  assert.ok(Number(await page.locator("#heatmap").getAttribute("data-cells")) > 0, "the heatmap is drawn");
+  assert.equal(await page.locator("#moments li").count(), 1, "the recording's moment is listed");
+
+  // Seeking: the counts of the window at the new position, at once.
+  for (const at of [37000, 5000, 118500]) {
+    await seekTo(page, at);
+    await page.waitForFunction((ms) => Number(document.body.dataset.position) === ms, at, { timeout: TIMEOUT });
+    await page.waitForTimeout(100);
+    assertInSync(await replayShown(page), stored, `seeked to ${at} ms`);
+  }
+  // Playing at 2×: sampled as the clock runs, the page keeps to the window of its time.
+  await seekTo(page, 20000);
+  await page.getByRole("button", { name: "Playback speed" }).click();
+  await page.getByRole("button", { name: "Play", exact: true }).click();
+  const first = await replayShown(page);
+  for (let i = 0; i < 8; i++) {
+    await page.waitForTimeout(250);
+    assertInSync(await replayShown(page), stored, `playing at 2× (sample ${i})`);
+  }
+  const moved = (await replayShown(page)).position - first.position;
+  assert.ok(moved > 2500, `at 2× the clock ran ${moved} ms in about 2 s`);
+  // Paused: the clock and the counts stay.
+  await page.getByRole("button", { name: "Pause", exact: true }).click();
+  const paused = await replayShown(page);
+  await page.waitForTimeout(400);
+  assert.equal((await replayShown(page)).position, paused.position, "paused");
+  assertInSync(paused, stored, "paused");
+  // A moment jumps the clock to its start (ten seconds before its first spike).
+  await page.locator("#moments li button").first().click();
+  await page.getByRole("button", { name: "Pause", exact: true }).click();
+  const jumped = await replayShown(page);
+  assert.ok(jumped.position >= 50000 && jumped.position < 56000, `the moment jumped to ${jumped.position} ms`);
+  await page.screenshot({ path: join(ARTIFACTS, "replay.png"), fullPage: true });
+
+  // Reduced motion: no particles, an intensity bar instead.
+  const calm = await newPage({ reducedMotion: "reduce" });
+  await calm.goto(new URL(`replay.html?stream=${stream}&at=60000`, WEB_URL).toString());
+  await calm.waitForSelector("body[data-ready=true]", { timeout: TIMEOUT });
+  await calm.getByRole("button", { name: "Play", exact: true }).click();
+  await calm.waitForTimeout(2500);
+  assert.equal(await calm.locator("#swarm span").count(), 0, "no particles with reduced motion");
+  assert.ok(await calm.locator("#intensity").isVisible(), "the intensity bar shows instead");
+  assert.ok(Number(await calm.locator("#intensity").getAttribute("data-intensity")) > 0);
+  console.log("the replay page kept to the recording while seeking, at 2× and paused; reduced motion showed the intensity bar");
+}
+
 /** A link to the real page (served under a name that is not this machine's) whose ?api= and
  * ?ws= name another origin: the page keeps its served configuration, and nothing, least of all
  * the viewer's token, goes to the other origin. */
@@ -416,18 +523,35 @@ try {
   );
   await late.screenshot({ path: join(ARTIFACTS, "late-joiner.png"), fullPage: true });
 
-  // With reduced motion, the swarm does not animate.
+  // A young stream's history fills the chart from its left edge (a minute of slots).
+  assert.equal(await late.locator("#chart").getAttribute("data-slots"), "30");
+  assert.ok(Number(await late.locator("#chart rect").first().getAttribute("x")) < 10, "the first bar is at the left");
+
+  // With reduced motion, no particle rises: the counts and an intensity bar show instead, and
+  // the pause control is there.
   const calm = await openPage({ reducedMotion: "reduce" });
   await calm.getByRole("button", { name: /React with heart/ }).click();
   await waitForSum(calm, 11);
-  await calm.waitForSelector("#swarm span", { timeout: TIMEOUT });
-  const animation = await calm.locator("#swarm span").first().evaluate((el) => getComputedStyle(el).animationName);
-  assert.equal(animation, "none");
   await waitForSum(watcher, 11);
+  assert.equal(await calm.locator("#swarm span").count(), 0, "no particles with reduced motion");
+  assert.ok(await calm.locator("#intensity").isVisible(), "the intensity bar shows instead");
+  await calm.waitForFunction(() => Number(document.getElementById("intensity").dataset.intensity) > 0, null, {
+    timeout: TIMEOUT,
+  });
+  assert.ok(await calm.getByRole("button", { name: "Pause animation" }).isVisible());
   await calm.screenshot({ path: join(ARTIFACTS, "reduced-motion.png"), fullPage: true });
+  // The pause control stops the swarm on a page with motion.
+  await watcher.getByRole("button", { name: "Pause animation" }).click();
+  assert.equal(await watcher.locator("body").getAttribute("data-motion-paused"), "true");
+  await watcher.getByRole("button", { name: /React with heart/ }).click();
+  await waitForSum(watcher, 12);
+  assert.equal(await watcher.locator("#swarm span").count(), 0, "paused: nothing rises");
+  await watcher.getByRole("button", { name: "Resume animation" }).click();
 
-  await lostAnswerRetry(tapper, 11);
-  if (pageConfig.signInUrl) await expiredTokenRecovery(tapper, 15);
+
+  await lostAnswerRetry(tapper, 12);
+  if (pageConfig.signInUrl) await expiredTokenRecovery(tapper, 16);
+  await liveMoment();
   await foreignOverridesIgnored();
   await lostPushRepair();
 
@@ -436,6 +560,7 @@ try {
   } else {
     await forgottenConnectionRecovery();
     await renewedConnection();
+    await replayPage();
   }
 
   console.log(`browser test (${DELIVERY}) passed on stream ${STREAM}; screenshots in ${ARTIFACTS}`);

@@ -112,37 +112,72 @@ impl Buckets {
         range: &ReplayRange,
         windows: impl IntoIterator<Item = (i64, &'a EmojiCounts)>,
     ) -> Self {
-        let mut columns: BTreeMap<String, usize> = BTreeMap::new();
-        let mut buckets = Buckets::default();
+        let mut builder = BucketBuilder::new(*range);
         for (start_ms, counts) in windows {
-            if !(range.from_ms..range.to_ms).contains(&start_ms) {
-                continue;
-            }
-            let index = (start_ms - range.from_ms) / range.resolution_ms;
-            if buckets.rows.last().is_none_or(|(last, _)| *last != index) {
-                buckets.rows.push((index, vec![0; buckets.emojis.len()]));
-            }
-            for (emoji, n) in counts {
-                let column = *columns.entry(emoji.as_str().to_owned()).or_insert_with(|| {
-                    buckets.emojis.push(emoji.as_str().to_owned());
-                    buckets.emojis.len() - 1
-                });
-                let Some((_, row)) = buckets.rows.last_mut() else {
-                    continue;
-                };
-                if row.len() <= column {
-                    row.resize(column + 1, 0);
-                }
-                row[column] += n;
-            }
+            builder.add(start_ms, counts.iter().map(|(e, n)| (e.as_str(), *n)));
         }
-        // Rows made before a column appeared are shorter: pad them, so each row has a count
-        // per column.
-        let width = buckets.emojis.len();
-        for (_, row) in &mut buckets.rows {
+        builder.finish()
+    }
+}
+
+/// Builds [`Buckets`] window by window, in ascending start, without allocating per count (a
+/// long recording's answer merges a hundred thousand of them).
+#[derive(Debug)]
+pub struct BucketBuilder {
+    range: ReplayRange,
+    columns: std::collections::HashMap<String, usize>,
+    buckets: Buckets,
+}
+
+impl BucketBuilder {
+    pub fn new(range: ReplayRange) -> Self {
+        Self {
+            range,
+            columns: std::collections::HashMap::new(),
+            buckets: Buckets::default(),
+        }
+    }
+
+    /// Adds the window starting at `start_ms` with `counts` per emoji (ignored outside the
+    /// range).
+    pub fn add<'a>(&mut self, start_ms: i64, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        let range = &self.range;
+        if !(range.from_ms..range.to_ms).contains(&start_ms) {
+            return;
+        }
+        let index = (start_ms - range.from_ms) / range.resolution_ms;
+        let buckets = &mut self.buckets;
+        if buckets.rows.last().is_none_or(|(last, _)| *last != index) {
+            buckets.rows.push((index, vec![0; buckets.emojis.len()]));
+        }
+        for (emoji, n) in counts {
+            let column = match self.columns.get(emoji) {
+                Some(column) => *column,
+                None => {
+                    buckets.emojis.push(emoji.to_owned());
+                    self.columns
+                        .insert(emoji.to_owned(), buckets.emojis.len() - 1);
+                    buckets.emojis.len() - 1
+                }
+            };
+            let Some((_, row)) = buckets.rows.last_mut() else {
+                continue;
+            };
+            if row.len() <= column {
+                row.resize(column + 1, 0);
+            }
+            row[column] += n;
+        }
+    }
+
+    /// The buckets, each row with a count per column (rows made before a column appeared
+    /// are padded).
+    pub fn finish(mut self) -> Buckets {
+        let width = self.buckets.emojis.len();
+        for (_, row) in &mut self.buckets.rows {
             row.resize(width, 0);
         }
-        buckets
+        self.buckets
     }
 }
 
@@ -154,6 +189,24 @@ pub fn heatmap_segment_ms(from_ms: i64, to_ms: i64, width_ms: i64) -> i64 {
         round_up_to(span, HEATMAP_SEGMENTS) / HEATMAP_SEGMENTS,
         width_ms,
     )
+}
+
+/// The taps per heatmap segment of `windows` (start, total), as
+/// `WindowStore::segment_totals` sums them: for an answer whose range covers the heatmap's
+/// span, which then needs no second read.
+pub fn segment_totals(
+    windows: impl IntoIterator<Item = (i64, u64)>,
+    from_ms: i64,
+    to_ms: i64,
+    segment_ms: i64,
+) -> Vec<(i64, u64)> {
+    let mut totals: BTreeMap<i64, u64> = BTreeMap::new();
+    for (start, total) in windows {
+        if (from_ms..to_ms).contains(&start) {
+            *totals.entry((start - from_ms) / segment_ms).or_insert(0) += total;
+        }
+    }
+    totals.into_iter().collect()
 }
 
 /// Intensities 0–1 of `HEATMAP_SEGMENTS` segments from per-segment totals (index, taps): each
@@ -249,6 +302,17 @@ mod tests {
         assert_eq!(buckets.rows, [(0, vec![5, 1, 0]), (2, vec![0, 0, 7])]);
         let total: u64 = buckets.rows.iter().flat_map(|(_, r)| r).sum();
         assert_eq!(total, 13, "every tap of the range, none outside it");
+    }
+
+    #[test]
+    fn segments_sum_the_windows_in_the_span() {
+        let totals = segment_totals(
+            [(0, 3), (2_000, 4), (6_000, 1), (9_000, 50)],
+            0,
+            8_000,
+            4_000,
+        );
+        assert_eq!(totals, [(0, 7), (1, 1)]);
     }
 
     #[test]

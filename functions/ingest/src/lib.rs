@@ -327,7 +327,11 @@ impl Ingest {
                 let range = replay_route::range_of(&entry, &query, width, now)?;
                 let (body, settled) =
                     replay_route::replay(&self.windows, &entry, range, width, now).await?;
-                let mut response = json_response(StatusCode::OK, &body);
+                let mut response = Response::new(Body::Text(body));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 let cache = match settled {
                     true => replay_route::SETTLED_CACHE,
                     false => replay_route::LIVE_CACHE,

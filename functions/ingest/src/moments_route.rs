@@ -120,6 +120,7 @@ pub fn to_json(entry: &StreamEntry, moments: &[StoredMoment], origin: Option<i64
                 "status": m.status.as_str(),
                 "ended": m.moment.ended,
                 "revision": m.revision,
+                "first_seen_ms": m.first_seen_ms,
             })
         }).collect::<Vec<_>>(),
     })

@@ -9,11 +9,11 @@ use crate::api_error::ApiError;
 use crate::query_string;
 use reactions::mongo::{REQUEST_READ_LIMIT, StoreError, WindowStore, within};
 use reactions::replay::{
-    Buckets, HEATMAP_SEGMENTS, MAX_BUCKETS, RangeError, ReplayRange, heatmap_segment_ms,
-    intensities,
+    BucketBuilder, HEATMAP_SEGMENTS, MAX_BUCKETS, RangeError, ReplayRange, heatmap_segment_ms,
+    intensities, segment_totals,
 };
 use reactions::{Rule, StreamEntry, ValidationError};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// How long after its end a stream's ranges may be cached for good (when every window in them
 /// is final): well past the allowed lateness and any retry of a record sent before the end.
@@ -107,77 +107,134 @@ pub fn range_of(
     Ok(range)
 }
 
-/// The answer, and whether it can no longer change.
+/// The heatmap of an answer.
+#[derive(Debug, Serialize)]
+struct Heatmap {
+    from_ms: i64,
+    to_ms: i64,
+    segment_ms: i64,
+    intensity: Vec<f64>,
+}
+
+/// The answer, serialized as it is (a long recording's answer holds ten thousand rows: no
+/// intermediate JSON tree).
+#[derive(Debug, Serialize)]
+struct ReplayAnswer<'a> {
+    stream: &'a str,
+    window_width_ms: i64,
+    started_ms: Option<i64>,
+    ended_ms: Option<i64>,
+    from_ms: i64,
+    to_ms: i64,
+    resolution_ms: i64,
+    #[serde(rename = "final")]
+    is_final: bool,
+    emojis: Vec<String>,
+    /// Per non-empty bucket: its index, then its count per emoji.
+    buckets: Vec<Vec<u64>>,
+    heatmap: Option<Heatmap>,
+}
+
+/// The answer as JSON text, and whether it can no longer change. The heatmap covers the
+/// stream's life (from when it went live to when it ended, or now); when the range asked
+/// covers it, as a page asking for the whole recording does, it is summed from the windows
+/// read, else the server sums it.
 pub async fn replay(
     store: &WindowStore,
     entry: &StreamEntry,
     range: ReplayRange,
     width_ms: i64,
     now_ms: i64,
-) -> Result<(Value, bool), ApiError> {
+) -> Result<(String, bool), ApiError> {
     let unavailable = |error: StoreError| {
         tracing::error!(%error, "reading a replay failed");
         ApiError::Unavailable { service: "MongoDB" }
     };
-    let heatmap_span = entry
+    let span = entry
         .started_ms
         .map(|from| (from, entry.ended_ms.unwrap_or(now_ms).max(from + width_ms)));
-    let heatmap = async {
-        match heatmap_span {
+    let covered = span.filter(|(from, to)| range.from_ms <= *from && *to <= range.to_ms);
+    let separate = span.filter(|_| covered.is_none());
+    let heatmap_read = async {
+        match separate {
             Some((from, to)) => {
                 let segment = heatmap_segment_ms(from, to, width_ms);
-                let totals = store.segment_totals(&entry.id, from, to, segment).await?;
-                Ok(Some((from, to, segment, totals)))
+                Ok(Some(
+                    store.segment_totals(&entry.id, from, to, segment).await?,
+                ))
             }
             None => Ok(None),
         }
     };
-    let (windows, heatmap) = tokio::join!(
+    let (windows, separate_totals) = tokio::join!(
         within(
             REQUEST_READ_LIMIT,
             "reading a replay's windows",
             store.replay_windows(&entry.id, range.from_ms, range.to_ms),
         ),
-        within(REQUEST_READ_LIMIT, "reading a replay's heatmap", heatmap)
+        within(
+            REQUEST_READ_LIMIT,
+            "reading a replay's heatmap",
+            heatmap_read
+        )
     );
-    let (windows, heatmap) = (windows.map_err(unavailable)?, heatmap.map_err(unavailable)?);
-    let buckets = Buckets::merge(&range, windows.windows.iter().map(|(s, c)| (*s, c)));
+    let (windows, separate_totals) = (
+        windows.map_err(unavailable)?,
+        separate_totals.map_err(unavailable)?,
+    );
+    // One pass over the windows read: the buckets, and each window's taps for a heatmap the
+    // range covers.
+    let mut builder = BucketBuilder::new(range);
+    let mut window_totals: Vec<(i64, u64)> = Vec::with_capacity(windows.len());
+    windows
+        .visit(|start, counts| {
+            let mut total = 0;
+            builder.add(start, counts.inspect(|(_, n)| total += n));
+            window_totals.push((start, total));
+        })
+        .map_err(unavailable)?;
+    let heatmap = span.map(|(from, to)| {
+        let segment = heatmap_segment_ms(from, to, width_ms);
+        let totals = separate_totals
+            .clone()
+            .unwrap_or_else(|| segment_totals(window_totals.iter().copied(), from, to, segment));
+        let segments = HEATMAP_SEGMENTS.min((to - from + segment - 1) / segment);
+        Heatmap {
+            from_ms: from,
+            to_ms: to,
+            segment_ms: segment,
+            intensity: intensities(&totals, segments),
+        }
+    });
+    let buckets = builder.finish();
     let settled = windows.all_final
         && entry
             .ended_ms
             .is_some_and(|end| now_ms >= end.saturating_add(SETTLED_AFTER_END_MS));
-    let rows: Vec<Value> = buckets
-        .rows
-        .iter()
-        .map(|(index, counts)| {
-            let mut row = Vec::with_capacity(counts.len() + 1);
-            row.push(json!(index));
-            row.extend(counts.iter().map(|n| json!(n)));
-            Value::Array(row)
-        })
-        .collect();
-    let heatmap = heatmap.map(|(from, to, segment, totals)| {
-        json!({
-            "from_ms": from,
-            "to_ms": to,
-            "segment_ms": segment,
-            "intensity": intensities(&totals, HEATMAP_SEGMENTS.min((to - from + segment - 1) / segment)),
-        })
-    });
-    let body = json!({
-        "stream": entry.id.as_str(),
-        "window_width_ms": width_ms,
-        "started_ms": entry.started_ms,
-        "ended_ms": entry.ended_ms,
-        "from_ms": range.from_ms,
-        "to_ms": range.to_ms,
-        "resolution_ms": range.resolution_ms,
-        "final": settled,
-        "emojis": buckets.emojis,
-        "buckets": rows,
-        "heatmap": heatmap,
-    });
-    Ok((body, settled))
+    let answer = ReplayAnswer {
+        stream: entry.id.as_str(),
+        window_width_ms: width_ms,
+        started_ms: entry.started_ms,
+        ended_ms: entry.ended_ms,
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        resolution_ms: range.resolution_ms,
+        is_final: settled,
+        buckets: buckets
+            .rows
+            .into_iter()
+            .map(|(index, counts)| {
+                let mut row = Vec::with_capacity(counts.len() + 1);
+                row.push(u64::try_from(index).unwrap_or(0));
+                row.extend(counts);
+                row
+            })
+            .collect(),
+        emojis: buckets.emojis,
+        heatmap,
+    };
+    // Plain numbers and strings: serialization cannot fail.
+    Ok((serde_json::to_string(&answer).unwrap_or_default(), settled))
 }
 
 #[cfg(test)]

@@ -118,7 +118,11 @@ async fn moments_are_listed_as_json_and_as_webvtt_chapters() {
         .ingest
         .handle(get("/streams/m/moments?format=vtt", Some("*/*")))
         .await;
-    assert!(text(&response).starts_with("WEBVTT\n\nmoment-"), "{}", text(&response));
+    assert!(
+        text(&response).starts_with("WEBVTT\n\nmoment-"),
+        "{}",
+        text(&response)
+    );
     // From a recording that started 61 minutes after the stream did.
     let origin = started + 3_660_000;
     let response = setup

@@ -124,8 +124,11 @@ async fn windows_merge_into_exact_buckets_with_the_streams_heatmap() {
     assert_eq!(intensity.iter().cloned().fold(0.0, f64::max), 1.0);
     assert_eq!(intensity[0], 0.275, "11 taps of the busiest segment's 40");
 
-    // Without a range: the whole stream, about a thousand buckets of whole windows.
+    // Without a range: the whole stream, about a thousand buckets of whole windows; its
+    // heatmap, summed from the windows read, is the one the server summed for a part.
+    let part_heatmap = body["heatmap"].clone();
     let body = body_json(&setup.ingest.handle(get("/streams/final-0/replay")).await);
+    assert_eq!(body["heatmap"], part_heatmap);
     let resolution = body["resolution_ms"].as_i64().unwrap();
     assert_eq!(resolution % 2_000, 0);
     let total: i64 = body["buckets"]

@@ -12,6 +12,7 @@ pub mod cost;
 pub mod drain;
 pub mod lag;
 pub mod listeners;
+pub mod moment_check;
 pub mod per_stream;
 pub mod plot;
 pub mod profile;

@@ -125,9 +125,15 @@ struct Cli {
     /// happen here; its reactions are checked for exactness but not measured.
     #[arg(long, default_value_t = 5)]
     warmup: u64,
-    /// steady, ramp or spike.
+    /// steady, ramp, spike or spikes (a noisy baseline with scripted spikes of 3 to 10 times
+    /// and bumps of 1.5 times, to measure moment detection with --moments).
     #[arg(long, default_value = "steady")]
     profile: Profile,
+    /// Once the counts settled, wait for the streams' moments and score them against the
+    /// profile's scripted spikes: recall, precision, detection time, false moments per
+    /// stream-hour (with a profile that scripts none, every moment is a false one).
+    #[arg(long)]
+    moments: bool,
     /// WebSocket listeners per stream (on average, with --audiences zipf:S).
     #[arg(long, default_value_t = 2)]
     listeners: usize,
@@ -335,6 +341,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .clone()
             .unwrap_or_else(|| format!("load-{}", std::process::id())),
         viewer_tokens,
+        check_moments: cli.moments,
     };
     if cli.listen_only {
         let report = listen_only(&plan, cli.ready_file.as_deref()).await?;
@@ -549,6 +556,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         for difference in &report.differences {
             println!("  {difference}");
         }
+    }
+    if let Some(moments) = &report.moments {
+        println!(
+            "moments                {} found of {} scripted spikes of 3x or more (recall {:.3}); {} moments, {} false (precision {:.3}); {} bumps of 1.5x taken",
+            moments.spikes_found,
+            moments.spikes,
+            moments.recall,
+            moments.moments,
+            moments.false_moments,
+            moments.precision,
+            moments.bumps_taken
+        );
+        println!(
+            "moment detection       from the spike's start to the moment stored: p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; {:.2} false moments per stream-hour over {:.2} stream-hours",
+            moments.detection_ms.p50,
+            moments.detection_p95_ms,
+            moments.detection_ms.max,
+            moments.false_per_stream_hour,
+            moments.stream_hours
+        );
     }
     let verdict = match (faults, &stack) {
         (Some(faults), Some(stack)) => Some(chaos::Verdict::of(&report, faults, stack)),

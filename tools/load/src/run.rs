@@ -13,6 +13,7 @@ use futures::StreamExt;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use indicatif::ProgressBar;
 use rand::Rng;
@@ -51,6 +52,9 @@ pub struct RunPlan {
     pub run_id: String,
     /// With viewer identity on: viewer `n`'s bearer token (see [`viewer_tokens`]).
     pub viewer_tokens: Option<Arc<Vec<Arc<str>>>>,
+    /// Once the counts settled, wait for the moments and score them against the profile's
+    /// scripted spikes (see [`crate::moment_check`]).
+    pub check_moments: bool,
 }
 
 /// A stream's taps: sent (accepted) and counted (stored).
@@ -133,6 +137,9 @@ pub struct RunReport {
     pub worst_stream: Option<usize>,
     /// That stream's p99: a small stream waiting longer than the large ones shows here.
     pub worst_stream_p99_ms: Option<f64>,
+    /// With `check_moments`: how well moments were found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moments: Option<crate::moment_check::MomentsReport>,
 }
 
 /// Tap-to-screen latency of the requests sent in one second of the measured part.
@@ -380,6 +387,9 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     let mut rng = rand::rng();
     let mut outcomes: Vec<Outcome> = Vec::new();
     let send_started = Instant::now();
+    // When the measured part begins, ms since the epoch: the scripted spikes count from it.
+    let measured_start_epoch_ms =
+        reactions::clock::now_ms() + i64::try_from(plan.warmup.as_millis()).unwrap_or(0);
     let mut next_tick = tokio::time::Instant::now();
     let mut phase = 0u32;
     let mut accepted_so_far = 0u64;
@@ -526,6 +536,13 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
     for listener in listeners {
         observed.push(listener.task.await.map_err(|e| e.to_string())?);
     }
+    let moments = match plan.check_moments {
+        true => {
+            settle.set_message("waiting for the last moments to be confirmed...");
+            Some(settled_moments(&client, &api, plan, measured_start_epoch_ms, send_seconds).await?)
+        }
+        false => None,
+    };
     settle.finish_and_clear();
 
     let sent: Vec<Sent> = outcomes
@@ -631,5 +648,49 @@ pub async fn run(plan: &RunPlan) -> Result<RunReport, String> {
         per_stream,
         worst_stream: worst.map(|w| w.stream),
         worst_stream_p99_ms: worst.map(|w| w.p99_ms),
+        moments,
     })
+}
+
+/// How long the moments must stay the same, with none provisional, to be taken as settled:
+/// longer than the allowed lateness, a `final` pass and the scheduled tick that ends a quiet
+/// stream's moment.
+const MOMENTS_STILL_FOR: Duration = Duration::from_secs(75);
+
+/// Reads every stream's moments until they have stayed the same for [`MOMENTS_STILL_FOR`]
+/// (bounded by the settle timeout), then scores them.
+async fn settled_moments(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    api: &str,
+    plan: &RunPlan,
+    start_ms: i64,
+    send_seconds: f64,
+) -> Result<crate::moment_check::MomentsReport, String> {
+    let deadline = Instant::now() + plan.settle_timeout.max(MOMENTS_STILL_FOR * 2);
+    let mut last: Option<Vec<Vec<crate::moment_check::FoundMoment>>> = None;
+    let mut still_since = Instant::now();
+    loop {
+        let mut found = Vec::with_capacity(plan.streams);
+        for stream in 0..plan.streams {
+            found.push(
+                crate::moment_check::read_moments(client, api, &stream_id(plan, stream)).await?,
+            );
+        }
+        if last.as_ref() != Some(&found) {
+            still_since = Instant::now();
+        }
+        let settled = still_since.elapsed() >= MOMENTS_STILL_FOR;
+        if settled || Instant::now() > deadline {
+            let stream_hours = plan.streams as f64 * send_seconds / 3_600.0;
+            return Ok(crate::moment_check::score(
+                &found,
+                &plan.profile.scripted(plan.duration),
+                start_ms,
+                reactions::WindowWidth::DEFAULT.millis(),
+                stream_hours,
+            ));
+        }
+        last = Some(found);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

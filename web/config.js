@@ -1,0 +1,27 @@
+// The pages' configuration: window.EMOSTREAM_CONFIG, else config.json next to the page (the
+// local stack serves one), with ?api= and ?ws= overrides allowed only on a page served from
+// this machine or for origins the configuration's `overrideOrigins` lists (a link must not send
+// a viewer's token, or an admin's signed request, elsewhere).
+import { overrideAllowed } from "./model.js";
+
+export async function readConfig() {
+  const params = new URLSearchParams(location.search);
+  let config = window.EMOSTREAM_CONFIG;
+  if (!config) {
+    try {
+      const response = await fetch("config.json", { cache: "no-store" });
+      if (response.ok) config = await response.json();
+    } catch {
+      // No config.json: the URL parameters must say where the APIs are.
+    }
+  }
+  config = { ...(config || {}) };
+  for (const [param, key] of [["api", "apiUrl"], ["ws", "websocketUrl"]]) {
+    const value = params.get(param);
+    if (!value) continue;
+    if (overrideAllowed(value, location.hostname, config.overrideOrigins)) config[key] = value;
+    else console.warn(`?${param}= ignored: ${value} is not on this machine and config.json's overrideOrigins does not list it`);
+  }
+  if (config.apiUrl) config.apiUrl = config.apiUrl.replace(/\/$/, "");
+  return config;
+}
