@@ -15,9 +15,9 @@ import {
   validStreamId,
   sendingEvery,
 } from "./model.js";
-import { readConfig } from "./config.js";
-import { liveUpdates, REPAIR_EVERY_MS } from "./live.js";
-import { MomentBook, rollingRate, chartSlots } from "./timeline.js";
+import { readConfig, withOverrides } from "./config.js";
+import { liveUpdates, REPAIR_EVERY_MS, EVENTS_TIMEOUT_MS } from "./live.js";
+import { MomentBook, rollingRate, chartSlots, earlierRanges } from "./timeline.js";
 import { Swarm, pauseControl, renderCountList, renderMoments } from "./view.js";
 
 // Taps go out in one request per second by default (config `flushMs` or ?flush=ms): each
@@ -26,8 +26,6 @@ const FLUSH_EVERY_MS = 1000;
 const SEND_TIMEOUT_MS = 10000; // a request unanswered this long is sent again
 const HISTORY_WINDOWS = 90;
 const MAX_FLOATS_PER_UPDATE = 30;
-// The rolling rate's span: the newest complete windows.
-const RATE_WINDOWS = 5;
 
 const $ = (id) => document.getElementById(id);
 
@@ -64,8 +62,9 @@ const client = {
   // The stream as the registry has it (started_ms, status), and its taps before the oldest
   // window the page holds (read once from the replay route), for the stream's total.
   entry: null,
-  earlierTotal: 0,
-  earlierAsked: false,
+  totals: new Map(), // start_ms -> largest total, every window seen since watching
+  firstSnapshot: null, // the first `snapshot` since watching: where the earlier total ends
+  earlier: { before: null, total: 0 }, // the taps before `before`, read once
   sentTaps: 0,
   identity: null,
   connectGeneration: 0, // a newer connect() makes an older one, still awaiting a token, give up
@@ -277,7 +276,10 @@ function receive(message) {
     case "snapshot":
       client.syncSentAt = 0;
       if (message.stream !== client.stream) break;
+      for (const state of message.windows) keepTotal(state);
       for (const state of message.windows) client.book.offer(state);
+      if (!client.firstSnapshot) client.firstSnapshot = message;
+      loadEarlierTotal();
       render(null);
       break;
     case "error":
@@ -308,6 +310,7 @@ function glyphOf(name) {
 /** Keeps a live state if it is newer than what the page has, and shows it. */
 function offer(state) {
   const previous = client.book.get(state.start_ms);
+  keepTotal(state);
   if (!client.book.offer(state)) return;
   client.echo.absorb(previous, state);
   // Once the server's counts include every own tap, its swarm is no longer double-drawn.
@@ -322,41 +325,64 @@ function render(updated) {
   if (updated && latest && updated.start_ms === latest.start_ms) releaseSwarm(updated);
 }
 
-/** The page's running display: the stream's total so far (its taps before the windows the page
- *  holds, those windows, and the viewer's own taps not yet counted), the rate over the newest
- *  complete windows, and the counts of the window still counting. */
-function renderCounts(state) {
-  const windows = client.book.ordered();
-  const held = windows.reduce((sum, w) => sum + w.total, 0) + client.book.evictedTotal;
-  $("total").textContent = String(client.earlierTotal + held + client.echo.size);
-  const width = windows.length ? windows[windows.length - 1].end_ms - windows[windows.length - 1].start_ms : 2000;
-  const rate = rollingRate(windows, width, RATE_WINDOWS);
-  $("rate").textContent = String(Math.round(rate));
-  const busiest = Math.max(1, ...windows.map((w) => w.total));
-  client.swarm.showIntensity(((state ? state.total : 0) + client.echo.size) / busiest, `${Math.round(rate)} taps a second`);
-  renderCountList($("counts"), client.echo.apply(state ? state.counts : {}), glyphOf);
-  loadEarlierTotal(windows);
+/** Keeps the largest total of every window the page has seen since it started watching (not
+ *  only the chart's last 90), for the stream's total. */
+function keepTotal(state) {
+  if (!state || typeof state.start_ms !== "number" || typeof state.total !== "number") return;
+  if ((client.totals.get(state.start_ms) || 0) < state.total) client.totals.set(state.start_ms, state.total);
 }
 
-/** Once the page holds windows, reads the stream's taps before the oldest of them (once per
- *  stream: later windows all pass through the page). */
-async function loadEarlierTotal(windows) {
-  const started = client.entry && client.entry.started_ms;
-  if (client.earlierAsked || !windows.length || !started) return;
-  client.earlierAsked = true;
-  const stream = client.stream;
-  const before = windows[0].start_ms;
-  if (before <= started) return;
-  try {
-    const url = `${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/replay?from=${started}&to=${before}`;
-    const response = await fetch(url);
-    if (!response.ok || stream !== client.stream) return;
-    const body = await response.json();
-    client.earlierTotal = (body.buckets || []).reduce((sum, row) => sum + row.slice(1).reduce((a, b) => a + b, 0), 0);
-    renderCounts(client.book.latest());
-  } catch {
-    // Offline: the total counts from the windows the page holds.
+/** The window width, from the windows held (the default 2 s before any). */
+function widthMs() {
+  const latest = client.book.latest();
+  return latest && latest.end_ms > latest.start_ms ? latest.end_ms - latest.start_ms : 2000;
+}
+
+/** The page's running display: the stream's total so far (its taps before the windows of the
+ *  first snapshot, read once from the replay route, every window since, and the viewer's own
+ *  taps not yet counted), the rate over the last 10 s, and the counts of the window still
+ *  counting. */
+function renderCounts(state) {
+  let seen = 0;
+  for (const [start, total] of client.totals) {
+    if (client.earlier.before === null || start >= client.earlier.before) seen += total;
   }
+  $("total").textContent = String(client.earlier.total + seen + client.echo.size);
+  const rate = rollingRate(client.totals, Date.now(), widthMs());
+  $("rate").textContent = String(Math.round(rate));
+  const busiest = Math.max(1, ...client.book.ordered().map((w) => w.total));
+  client.swarm.showIntensity(((state ? state.total : 0) + client.echo.size) / busiest, `${Math.round(rate)} taps a second`);
+  renderCountList($("counts"), client.echo.apply(state ? state.counts : {}), glyphOf);
+}
+
+/** After the first snapshot: the stream's taps before its oldest window (or before now, when
+ *  it holds none), read once per stream in ranges the route sums exactly; every later window
+ *  reaches the page itself. A stream live for more than a day of windows is read as far as the
+ *  route allows (its older taps are then missing from the total). */
+async function loadEarlierTotal() {
+  const started = client.entry && client.entry.started_ms;
+  const snapshot = client.firstSnapshot;
+  if (client.earlier.before !== null || !started || !snapshot) return;
+  const windows = snapshot.windows || [];
+  const widthOf = snapshot.window_width_ms || widthMs();
+  const oldest = windows.length ? Math.min(...windows.map((w) => w.start_ms)) : Math.floor(Date.now() / widthOf) * widthOf;
+  const stream = client.stream;
+  client.earlier = { before: oldest, total: 0 };
+  let total = 0;
+  try {
+    for (const range of earlierRanges(started, oldest, widthOf)) {
+      const url = `${client.config.apiUrl}/streams/${encodeURIComponent(stream)}/replay?from=${range.from}&to=${range.to}&resolution=${range.resolution}`;
+      const response = await fetch(url);
+      if (!response.ok) break;
+      const body = await response.json();
+      total += (body.buckets || []).reduce((sum, row) => sum + row.slice(1).reduce((a, b) => a + b, 0), 0);
+    }
+  } catch {
+    // Offline: the total counts from the windows the page saw.
+  }
+  if (stream !== client.stream) return;
+  client.earlier.total = total;
+  renderCounts(client.book.latest());
 }
 
 function releaseFloats(name, count) {
@@ -425,7 +451,7 @@ function showMoments() {
   const started = client.entry && client.entry.started_ms;
   renderMoments($("moments"), client.moments.list(), glyphOf, started, (moment) => {
     const at = started ? Math.max(0, moment.start_ms - started) : 0;
-    location.href = `replay.html?stream=${encodeURIComponent(client.stream)}&at=${at}`;
+    location.href = withOverrides(`replay.html?stream=${encodeURIComponent(client.stream)}&at=${at}`);
   });
   $("moments-help").hidden = client.moments.list().length > 0;
 }
@@ -455,8 +481,9 @@ function watch(stream) {
   client.localFloats.clear();
   client.moments.clear();
   client.entry = null;
-  client.earlierTotal = 0;
-  client.earlierAsked = false;
+  client.totals.clear();
+  client.firstSnapshot = null;
+  client.earlier = { before: null, total: 0 };
   client.swarm.clear();
   render(null);
   showMoments();
@@ -496,8 +523,9 @@ async function loadStream(stream) {
   client.emojis = body.emojis || [];
   buildPad();
   const replayLink = $("replay-link");
-  replayLink.href = `replay.html?stream=${encodeURIComponent(stream)}`;
+  replayLink.href = withOverrides(`replay.html?stream=${encodeURIComponent(stream)}`);
   replayLink.hidden = !body.started_ms;
+  loadEarlierTotal();
   renderCounts(client.book.latest());
   const pad = $("pad");
   pad.dataset.status = body.status;
@@ -551,6 +579,8 @@ async function start() {
     client.userId = userId();
   }
   client.swarm = new Swarm($("swarm"), $("intensity"));
+  // The rate is by the clock: it moves (and falls to zero once taps stop) between pushes.
+  setInterval(() => renderCounts(client.book.latest()), 1000);
   pauseControl($("motion"), client.swarm);
   document.addEventListener("keydown", onKey);
   const input = $("stream-input");

@@ -25,3 +25,14 @@ export async function readConfig() {
   if (config.apiUrl) config.apiUrl = config.apiUrl.replace(/\/$/, "");
   return config;
 }
+
+/** `url` (a page of this site) with the page's own `?api=` and `?ws=` carried over, so a link
+ *  from a page pointed at another stack opens the next page on the same one. */
+export function withOverrides(url) {
+  const params = new URLSearchParams(location.search);
+  const target = new URL(url, location.href);
+  for (const name of ["api", "ws"]) {
+    if (params.get(name)) target.searchParams.set(name, params.get(name));
+  }
+  return target.pathname.split("/").pop() + target.search;
+}

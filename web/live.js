@@ -6,7 +6,7 @@
 import { reconnectDelay, renewalDelay, streamChannel, eventSubprotocols, eventFrames } from "./model.js";
 
 const KEEPALIVE_MS = 5 * 60 * 1000; // API Gateway closes connections idle for 10 minutes
-const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
+export const EVENTS_TIMEOUT_MS = 5 * 60 * 1000; // AppSync's connectionTimeoutMs until the ack says
 const WATCHDOG_EVERY_MS = 5000;
 // Self-repair: a push number skipped (a push lost on the way), a keep-alive or `sync` left
 // unanswered (a half-open socket) is noticed and repaired with a `sync` (or the HTTP history
@@ -299,7 +299,7 @@ export function liveUpdates(client, { setState, receive, historyWindows }) {
       const response = await fetch(url);
       if (!response.ok || stream !== client.stream) return;
       const body = await response.json();
-      receive({ type: "snapshot", stream, windows: body.windows || [] });
+      receive({ type: "snapshot", stream, window_width_ms: body.window_width_ms, windows: body.windows || [] });
     } catch {
       // Offline: live updates still fill the page, and the next connect tries again.
     }

@@ -8,10 +8,6 @@ export class WindowBook {
   constructor(limit = 90) {
     this.limit = limit;
     this.windows = new Map(); // start_ms -> state
-    // The taps of the windows dropped past the limit, and the newest of them: a state of a
-    // dropped window is not kept again (its taps are counted already).
-    this.evictedTotal = 0;
-    this.evictedThrough = -Infinity;
   }
 
   /** Offers a state; true when it was newer than what was kept. */
@@ -19,17 +15,13 @@ export class WindowBook {
     if (!state || typeof state.start_ms !== "number" || typeof state.total !== "number") {
       return false;
     }
-    if (state.start_ms <= this.evictedThrough) return false;
     const kept = this.windows.get(state.start_ms);
     if (kept && kept.total >= state.total && !(state.final && !kept.final && kept.total === state.total)) {
       return false;
     }
     this.windows.set(state.start_ms, state);
     while (this.windows.size > this.limit) {
-      const oldest = Math.min(...this.windows.keys());
-      this.evictedTotal += this.windows.get(oldest).total;
-      this.evictedThrough = oldest;
-      this.windows.delete(oldest);
+      this.windows.delete(Math.min(...this.windows.keys()));
     }
     return true;
   }
@@ -52,8 +44,6 @@ export class WindowBook {
 
   clear() {
     this.windows.clear();
-    this.evictedTotal = 0;
-    this.evictedThrough = -Infinity;
   }
 }
 

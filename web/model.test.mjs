@@ -21,19 +21,6 @@ import {
 
 const state = (start_ms, total, extra = {}) => ({ start_ms, total, counts: { fire: total }, ...extra });
 
-test("windows dropped past the limit keep counting in the total, once", () => {
-  const book = new WindowBook(2);
-  book.offer(state(0, 5));
-  book.offer(state(2000, 7));
-  book.offer(state(4000, 1));
-  assert.deepEqual(book.ordered().map((w) => w.start_ms), [2000, 4000]);
-  assert.equal(book.evictedTotal, 5);
-  assert.equal(book.offer(state(0, 6)), false, "a late state of a dropped window");
-  assert.equal(book.evictedTotal, 5);
-  book.clear();
-  assert.equal(book.evictedTotal, 0);
-});
-
 test("keeps the largest total per window, whatever the order", () => {
   const book = new WindowBook();
   assert.equal(book.offer(state(0, 5)), true);

@@ -129,9 +129,11 @@ async function loadCounts(api, stream, from, to) {
   const base = `${api}/streams/${encodeURIComponent(stream)}/replay?from=${from}&to=${to}`;
   const first = await getJson(base);
   const width = first.window_width_ms;
-  const buckets = Math.ceil((first.to_ms - first.from_ms) / width);
   if (first.resolution_ms === width) return first;
-  const finest = Math.max(width, Math.ceil(buckets / 10800) * width);
+  // At most 10,799 buckets before the route widens the range to whole buckets (one more).
+  const windows = Math.ceil((first.to_ms - first.from_ms) / width);
+  const finest = Math.max(1, Math.ceil(windows / 10799)) * width;
+  if (finest >= first.resolution_ms) return first;
   return getJson(`${base}&resolution=${finest}`);
 }
 
@@ -152,10 +154,10 @@ function renderHeatmap(heatmap) {
 }
 
 function showMoments() {
+  // A moment moves the clock to its start, playing or paused as it was (like a chapter).
   renderMoments($("moments"), replay.moments.list(), glyphOf, replay.origin, (moment) => {
     replay.clock.seek(moment.start_ms - replay.origin);
-    replay.clock.play();
-    showPlayState();
+    replay.swarm.clear();
   });
 }
 
@@ -169,7 +171,11 @@ function frame() {
   const position = replay.clock.now();
   const t = replay.origin + position;
   document.body.dataset.position = String(Math.round(position));
-  $("clock").textContent = clockText(position);
+  const shown = clockText(position);
+  if ($("clock").textContent !== shown) {
+    $("clock").textContent = shown;
+    $("scrubber").setAttribute("aria-valuetext", `${shown} of ${clockText(replay.duration)}`);
+  }
   if (!replay.dragging) $("scrubber").value = String(Math.round(position));
   const bucket = replay.timeline.at(t);
   const index = bucket ? bucket.index : null;
@@ -206,6 +212,11 @@ function wireControls() {
   scrubber.addEventListener("pointerdown", () => {
     replay.dragging = true;
   });
+  for (const end of ["pointerup", "pointercancel"]) {
+    scrubber.addEventListener(end, () => {
+      replay.dragging = false;
+    });
+  }
   scrubber.addEventListener("input", () => {
     replay.clock.seek(Number(scrubber.value));
     replay.swarm.clear();
@@ -223,14 +234,16 @@ function wireControls() {
   });
   const speed = $("speed");
   speed.disabled = false;
+  let rate = 1;
   speed.addEventListener("click", () => {
-    const next = speed.textContent === "1×" ? 2 : 1;
-    replay.clock.setRate(next);
-    speed.textContent = `${next}×`;
-    document.body.dataset.rate = String(next);
+    rate = rate === 1 ? 2 : 1;
+    replay.clock.setRate(rate);
+    speed.textContent = `Speed ${rate}×`;
+    document.body.dataset.rate = String(rate);
   });
+  // Space plays and pauses, unless a control has the focus (it has its own use for Space).
   document.addEventListener("keydown", (event) => {
-    if (event.target instanceof HTMLInputElement || event.key !== " ") return;
+    if (event.key !== " " || event.target !== document.body) return;
     event.preventDefault();
     play.click();
   });

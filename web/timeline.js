@@ -51,12 +51,12 @@ export class ReplayTimeline {
     this.emojis = answer.emojis || [];
     this.rows = new Map(); // bucket index -> counts per emoji column
     for (const row of answer.buckets || []) this.rows.set(row[0], row.slice(1));
-    // Taps before each bucket, for the running total.
-    this.before = new Map();
+    // Taps before and in each bucket, in bucket order, for the running total.
+    this.running = [];
     let sum = 0;
     for (const index of [...this.rows.keys()].sort((a, b) => a - b)) {
-      this.before.set(index, sum);
       sum += this.rows.get(index).reduce((a, b) => a + b, 0);
+      this.running.push([index, sum]);
     }
     this.total = sum;
   }
@@ -82,21 +82,49 @@ export class ReplayTimeline {
     if (t < this.from) return 0;
     if (t >= this.to) return this.total;
     const index = Math.floor((t - this.from) / this.resolution);
-    let through = 0;
-    for (const [i, row] of this.rows) {
-      if (i <= index) through += row.reduce((a, b) => a + b, 0);
+    // The last bucket with taps at or before `index` (a binary search over the running sums).
+    let [low, high, through] = [0, this.running.length - 1, 0];
+    while (low <= high) {
+      const middle = (low + high) >> 1;
+      if (this.running[middle][0] <= index) {
+        through = this.running[middle][1];
+        low = middle + 1;
+      } else {
+        high = middle - 1;
+      }
     }
     return through;
   }
 }
 
-/** Taps per second over the newest `count` windows before the one still counting (the live
- *  page's rolling rate): a steady figure that does not drop to zero as each window starts. */
-export function rollingRate(windows, widthMs, count = 5) {
-  const done = windows.slice(0, -1).slice(-count);
-  if (!done.length || !(widthMs > 0)) return 0;
-  const taps = done.reduce((sum, w) => sum + (w.total || 0), 0);
-  return taps / ((done.length * widthMs) / 1000);
+/** Taps per second over the `spanMs` before the window counting at `nowMs` (the live page's
+ *  rolling rate): windows are stored only where there were taps, so the span is by the clock,
+ *  not a number of windows; it does not drop to zero as each window starts, and falls to zero
+ *  once taps stop. `totals` maps window starts to their totals. */
+export function rollingRate(totals, nowMs, widthMs, spanMs = 10000) {
+  if (!(widthMs > 0) || !(spanMs > 0)) return 0;
+  const current = Math.floor(nowMs / widthMs) * widthMs;
+  let taps = 0;
+  for (const [start, total] of totals) {
+    if (start >= current - spanMs && start < current) taps += total || 0;
+  }
+  return taps / (spanMs / 1000);
+}
+
+/** The requests that sum a stream's taps from `started` to `before` (a window start) exactly
+ *  with the replay route: one at a resolution coarse enough for the route's bucket bound, up to
+ *  the last bucket boundary before `before`, and the windows after it at the window width (the
+ *  route widens a range to whole buckets, which would count windows from `before` on too). */
+export function earlierRanges(started, before, widthMs, maxBuckets = 10800) {
+  if (!(before > started) || !(widthMs > 0)) return [];
+  const windows = Math.ceil((before - started) / widthMs);
+  const resolution = Math.max(1, Math.ceil(windows / (maxBuckets - 1))) * widthMs;
+  const split = Math.floor(before / resolution) * resolution;
+  const ranges = [];
+  if (split > started) ranges.push({ from: started, to: split, resolution });
+  const tail = Math.max(started, split);
+  if (before > tail) ranges.push({ from: tail, to: before, resolution: widthMs });
+  return ranges;
 }
 
 /** How many bar slots the history chart has: the windows it holds, but never fewer than a

@@ -1,7 +1,7 @@
 // Unit tests of the pages' timeline logic: node --test web/
 import test from "node:test";
 import assert from "node:assert/strict";
-import { MomentBook, ReplayTimeline, rollingRate, chartSlots, heatmapCells, clockText } from "./timeline.js";
+import { MomentBook, ReplayTimeline, rollingRate, earlierRanges, chartSlots, heatmapCells, clockText } from "./timeline.js";
 
 const change = (from, status, revision, extra = {}) => ({
   type: "moment",
@@ -46,11 +46,25 @@ test("a recording's counts are found by stream time", () => {
   assert.equal(timeline.totalThrough(30000), 11);
 });
 
-test("the live page's rate leaves out the window still counting", () => {
-  const windows = [{ total: 10 }, { total: 30 }, { total: 50 }, { total: 1 }];
-  assert.equal(rollingRate(windows, 2000, 2), 20, "(30 + 50) taps over 4 s");
-  assert.equal(rollingRate([{ total: 9 }], 2000), 0, "only the live window: no rate yet");
-  assert.equal(rollingRate([], 2000), 0);
+test("the live page's rate is over the last 10 s by the clock, without the window counting", () => {
+  const totals = new Map([[0, 99], [10000, 30], [16000, 50], [20000, 7]]);
+  // Counting now: the window from 20,000; the span is 10,000 to 20,000.
+  assert.equal(rollingRate(totals, 21500, 2000), 8, "(30 + 50) taps over 10 s");
+  assert.equal(rollingRate(totals, 60000, 2000), 0, "taps stopped: the rate falls to zero");
+  assert.equal(rollingRate(new Map(), 21500, 2000), 0);
+});
+
+test("the taps before the page's windows are asked for in ranges the route answers exactly", () => {
+  // Ten minutes of 2 s windows: one range at the window width (300 buckets).
+  assert.deepEqual(earlierRanges(1000000, 1600000, 2000), [{ from: 1000000, to: 1600000, resolution: 2000 }]);
+  // A day: a coarse range up to the last bucket boundary, then the windows after it.
+  const day = earlierRanges(0, 86400000 + 6000, 2000);
+  assert.equal(day.length, 2);
+  assert.equal(day[0].resolution, 10000, "five windows a bucket: 43,203 windows in at most 10,799 buckets");
+  assert.ok((day[0].to - day[0].from) / day[0].resolution <= 10799);
+  assert.equal(day[0].to % day[0].resolution, 0);
+  assert.deepEqual(day[1], { from: day[0].to, to: 86406000, resolution: 2000 });
+  assert.deepEqual(earlierRanges(5000, 5000, 2000), []);
 });
 
 test("the chart holds at least a minute of slots, at most its limit", () => {

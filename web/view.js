@@ -94,10 +94,22 @@ export function pauseControl(button, swarm) {
     button.setAttribute("aria-pressed", String(swarm.paused));
     document.body.dataset.motionPaused = String(swarm.paused);
   };
-  swarm.setPaused(localStorage.getItem("emostream-motion-paused") === "true");
+  // Storage may be blocked (a privacy setting): the control then lasts for the page only.
+  const stored = () => {
+    try {
+      return localStorage.getItem("emostream-motion-paused") === "true";
+    } catch {
+      return false;
+    }
+  };
+  swarm.setPaused(stored());
   button.addEventListener("click", () => {
     swarm.setPaused(!swarm.paused);
-    localStorage.setItem("emostream-motion-paused", String(swarm.paused));
+    try {
+      localStorage.setItem("emostream-motion-paused", String(swarm.paused));
+    } catch {
+      // Not remembered.
+    }
     show();
   });
   show();

@@ -4,6 +4,7 @@
 //! when the stream went live and ended (or now). A range that can no longer change (the stream
 //! ended a while ago and every window in it is final) is served with a year-long, immutable
 //! `Cache-Control`, so a CDN answers a popular recording; anything else for one second.
+//! "A while" is an hour ([`SETTLED_AFTER_END_MS`]).
 
 use crate::api_error::ApiError;
 use crate::query_string;
@@ -15,9 +16,11 @@ use reactions::replay::{
 use reactions::{Rule, StreamEntry, ValidationError};
 use serde::Serialize;
 
-/// How long after its end a stream's ranges may be cached for good (when every window in them
-/// is final): well past the allowed lateness and any retry of a record sent before the end.
-pub const SETTLED_AFTER_END_MS: i64 = 5 * 60_000;
+/// How long after its end a stream's ranges may be cached for good (when every window read is
+/// final). ingest cannot see aggregate's backlog, and a window that had no taps yet has no
+/// document to be final: an hour is far past the allowed lateness, any retry of a record sent
+/// before the end, and any backlog short of an incident (the `AggregateLag` alarm's).
+pub const SETTLED_AFTER_END_MS: i64 = 60 * 60_000;
 
 /// The most windows one request reads (a day of 2 s windows): a longer range needs several.
 pub const MAX_WINDOWS_READ: i64 = 4 * MAX_BUCKETS;

@@ -125,8 +125,9 @@ struct Cli {
     /// happen here; its reactions are checked for exactness but not measured.
     #[arg(long, default_value_t = 5)]
     warmup: u64,
-    /// steady, ramp, spike or spikes (a noisy baseline with scripted spikes of 3 to 10 times
-    /// and bumps of 1.5 times, to measure moment detection with --moments).
+    /// steady, ramp, spike, spikes (a noisy baseline with scripted spikes of 3 to 10 times and
+    /// bumps of 1.5 times, to measure moment detection with --moments) or noisy (that baseline
+    /// alone, to count false moments).
     #[arg(long, default_value = "steady")]
     profile: Profile,
     /// Once the counts settled, wait for the streams' moments and score them against the

@@ -1,11 +1,14 @@
-//! How well moments were found (`--moments`): once the counts settled and the last windows are
-//! final, each stream's moments are read (`GET /streams/{id}/moments`) and matched with the
-//! spikes the profile scripted (see `profile::ScriptedSpike`). A spike of three times the
-//! baseline or more is found when a moment's first spike window lies within it (a window
-//! either side); a moment that matches no such spike is a false one (a bump of 1.5 times, or
-//! noise). Detection time is from the spike's start (when the viewers began tapping at its rate)
-//! to when its moment was first stored, provisional or confirmed; the push to viewers follows
-//! within a fan-out.
+//! How well moments were found (`--moments`): once the counts settled and every moment is
+//! confirmed (or withdrawn), each stream's moments of the measured run are read
+//! (`GET /streams/{id}/moments`) and matched with the spikes the profile scripted (see
+//! `profile::ScriptedSpike`). A spike of three times the baseline or more is found when a
+//! moment's first spike window lies within it (a window either side) and the moment was first
+//! stored after the spike began; the first such moment is the spike's, any other is a false
+//! one, as is a moment that matches no such spike (a bump of 1.5 times, or noise). Detection
+//! time is from the spike's start (when the viewers began tapping at its rate) to when its
+//! moment was first stored, provisional or confirmed; the push to viewers follows within a
+//! fan-out. Moments before the measured run (its warm-up) are left out, as its stream-hours
+//! are.
 
 use crate::profile::ScriptedSpike;
 use crate::report::{Percentiles, weighted_percentiles};
@@ -20,6 +23,8 @@ use serde::Serialize;
 pub struct FoundMoment {
     pub detected_from_ms: i64,
     pub first_seen_ms: i64,
+    /// Still provisional: the moments are not settled yet.
+    pub provisional: bool,
 }
 
 /// The figures of moment detection over a run.
@@ -56,6 +61,7 @@ pub fn score(
     let matches = |change: &ScriptedSpike, moment: &FoundMoment| {
         (at(change.start_s) - width_ms..at(change.end_s) + width_ms)
             .contains(&moment.detected_from_ms)
+            && moment.first_seen_ms >= at(change.start_s)
     };
     let mut report = MomentsReport {
         stream_hours,
@@ -63,7 +69,12 @@ pub fn score(
     };
     let mut detection = Vec::new();
     for moments in found {
+        let moments: Vec<&FoundMoment> = moments
+            .iter()
+            .filter(|m| m.detected_from_ms >= start_ms - width_ms)
+            .collect();
         report.moments += moments.len() as u64;
+        let mut found_spikes = 0;
         for change in scripted {
             let first = moments
                 .iter()
@@ -73,21 +84,17 @@ pub fn score(
             if change.factor >= 3.0 {
                 report.spikes += 1;
                 if let Some(seen) = first {
-                    report.spikes_found += 1;
+                    found_spikes += 1;
                     detection.push(((seen - at(change.start_s)) as f64, 1));
                 }
             } else if first.is_some() {
                 report.bumps_taken += 1;
             }
         }
-        report.false_moments += moments
-            .iter()
-            .filter(|m| {
-                !scripted
-                    .iter()
-                    .any(|change| change.factor >= 3.0 && matches(change, m))
-            })
-            .count() as u64;
+        report.spikes_found += found_spikes;
+        // One true moment per spike found; the rest (a second moment of a spike, a bump's,
+        // noise's) are false.
+        report.false_moments += moments.len() as u64 - found_spikes;
     }
     let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
     report.recall = ratio(report.spikes_found, report.spikes);
@@ -136,6 +143,7 @@ pub async fn read_moments(
             Some(FoundMoment {
                 detected_from_ms: m["detected_from_ms"].as_i64()?,
                 first_seen_ms: m["first_seen_ms"].as_i64()?,
+                provisional: m["status"].as_str()? == "provisional",
             })
         })
         .collect())
@@ -160,6 +168,7 @@ mod tests {
         let moment = |s: f64, after_ms: i64| FoundMoment {
             detected_from_ms: start + (s * 1_000.0) as i64,
             first_seen_ms: start + (s * 1_000.0) as i64 + after_ms,
+            provisional: false,
         };
         let found = vec![
             // Stream 0: both spikes, the first proposed 1.5 s in, and a bump taken.
@@ -168,18 +177,24 @@ mod tests {
                 moment(106.0, 2_000),
                 moment(152.0, 2_500),
             ],
-            // Stream 1: the first spike only, and a moment of noise.
-            vec![moment(62.0, 900), moment(30.0, 1_000)],
+            // Stream 1: the first spike only, twice (the second a false one), a moment of
+            // noise, and one of the warm-up (left out).
+            vec![
+                moment(62.0, 900),
+                moment(66.0, 300),
+                moment(30.0, 1_000),
+                moment(-4.0, 0),
+            ],
         ];
         let report = score(&found, &scripted, start, 2_000, 0.5);
         assert_eq!((report.spikes, report.spikes_found), (4, 3));
         assert_eq!(
             (report.moments, report.false_moments, report.bumps_taken),
-            (5, 2, 1)
+            (6, 3, 1)
         );
         assert_eq!(report.recall, 0.75);
-        assert_eq!(report.precision, 0.6);
-        assert_eq!(report.false_per_stream_hour, 4.0);
+        assert_eq!(report.precision, 0.5);
+        assert_eq!(report.false_per_stream_hour, 6.0);
         // From the spike's start: 1.5 s, 4.5 s (152 s stored 2.5 s later), 2.9 s.
         assert_eq!(report.detection_p95_ms, 4_500.0);
         assert_eq!(report.detection_ms.samples, 3);

@@ -4,7 +4,8 @@
 //! `spikes` is what moment detection is measured against: a baseline that wanders ±25 % over
 //! four minutes and jitters ±15 % from second to second, with a scripted spike every 90 s from
 //! the first minute on, 10 s long, of 3, 4, 6 or 10 times the baseline, and between them bumps
-//! of 1.5 times that must not be taken for moments (see [`ScriptedSpike`]).
+//! of 1.5 times that must not be taken for moments (see [`ScriptedSpike`]). `noisy` is the same
+//! baseline without spikes or bumps: what false moments are counted on.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,6 +17,7 @@ pub enum Profile {
     Ramp,
     Spike,
     Spikes,
+    Noisy,
 }
 
 /// A change of rate the `spikes` profile scripts, in seconds from the start of the measured
@@ -45,8 +47,9 @@ impl FromStr for Profile {
             "ramp" => Ok(Self::Ramp),
             "spike" => Ok(Self::Spike),
             "spikes" => Ok(Self::Spikes),
+            "noisy" => Ok(Self::Noisy),
             other => Err(format!(
-                "unknown profile {other:?}: use steady, ramp, spike or spikes"
+                "unknown profile {other:?}: use steady, ramp, spike, spikes or noisy"
             )),
         }
     }
@@ -60,6 +63,7 @@ impl Profile {
             Profile::Spike => 4.0,
             // The largest spike on the highest point of the wander and jitter.
             Profile::Spikes => 10.0 * 1.25 * 1.15,
+            Profile::Noisy => 1.25 * 1.15,
         }
     }
 
@@ -101,7 +105,7 @@ impl Profile {
         match self {
             Profile::Steady => rate,
             Profile::Ramp => rate * (0.1 + 0.9 * (t / total).min(1.0)),
-            Profile::Spikes => {
+            Profile::Spikes | Profile::Noisy => {
                 let wander = 1.0 + 0.25 * (std::f64::consts::TAU * t / 240.0).sin();
                 let factor = self
                     .scripted(duration)
@@ -191,5 +195,11 @@ mod tests {
             );
         }
         assert!(Profile::Steady.scripted(run).is_empty());
+        assert!(Profile::Noisy.scripted(run).is_empty());
+        let noisy = |s: f64| Profile::Noisy.rate_at(100.0, Duration::from_secs_f64(s), run);
+        assert!(
+            (noisy(65.0) - base).abs() < 1e-9,
+            "the same baseline, no spike"
+        );
     }
 }

@@ -676,7 +676,8 @@ async fn settled_moments(
                 crate::moment_check::read_moments(client, api, &stream_id(plan, stream)).await?,
             );
         }
-        if last.as_ref() != Some(&found) {
+        // Settled: the same moments for a while, none still provisional.
+        if last.as_ref() != Some(&found) || found.iter().flatten().any(|m| m.provisional) {
             still_since = Instant::now();
         }
         let settled = still_since.elapsed() >= MOMENTS_STILL_FOR;

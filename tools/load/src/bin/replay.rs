@@ -64,8 +64,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = "recording";
     let windows = (cli.hours * 3_600_000.0 / cli.window_ms as f64).round() as i64;
     let now = reactions::clock::now_ms();
-    // Ended an hour ago, so the range is settled (and cached for good by a CDN).
-    let ended = now - now.rem_euclid(cli.window_ms) - 3_600_000;
+    // Ended two hours ago, so the range is settled (and cached for good by a CDN).
+    let ended = now - now.rem_euclid(cli.window_ms) - 2 * 3_600_000;
     let started = ended - windows * cli.window_ms;
     let catalogue = EmojiCatalogue::parse(DEFAULT_CATALOGUE)?;
     let emojis: Vec<String> = catalogue
