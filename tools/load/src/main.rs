@@ -577,6 +577,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             moments.false_per_stream_hour,
             moments.stream_hours
         );
+        for (stream, start_s, factor, nearest) in &moments.missed {
+            println!(
+                "  missed                 stream {stream}: the {factor}x spike at {start_s} s (nearest moment {})",
+                nearest.map_or("none".to_owned(), |d| format!("{d:+} ms from it"))
+            );
+        }
     }
     let verdict = match (faults, &stack) {
         (Some(faults), Some(stack)) => Some(chaos::Verdict::of(&report, faults, stack)),

@@ -46,6 +46,9 @@ pub struct MomentsReport {
     /// False moments per stream-hour of the measured run.
     pub false_per_stream_hour: f64,
     pub stream_hours: f64,
+    /// The spikes not found: stream (by index), start (s into the run), factor, and the
+    /// nearest moment of the stream (its first spike window's start less the spike's, in ms).
+    pub missed: Vec<(usize, f64, f64, Option<i64>)>,
 }
 
 /// Matches each stream's `found` moments with the `scripted` changes, which began at
@@ -68,7 +71,7 @@ pub fn score(
         ..MomentsReport::default()
     };
     let mut detection = Vec::new();
-    for moments in found {
+    for (stream, moments) in found.iter().enumerate() {
         let moments: Vec<&FoundMoment> = moments
             .iter()
             .filter(|m| m.detected_from_ms >= start_ms - width_ms)
@@ -86,6 +89,14 @@ pub fn score(
                 if let Some(seen) = first {
                     found_spikes += 1;
                     detection.push(((seen - at(change.start_s)) as f64, 1));
+                } else {
+                    let nearest = moments
+                        .iter()
+                        .map(|m| m.detected_from_ms - at(change.start_s))
+                        .min_by_key(|d| d.abs());
+                    report
+                        .missed
+                        .push((stream, change.start_s, change.factor, nearest));
                 }
             } else if first.is_some() {
                 report.bumps_taken += 1;
