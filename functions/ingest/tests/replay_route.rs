@@ -68,10 +68,11 @@ async fn set_life(
 async fn windows_merge_into_exact_buckets_with_the_streams_heatmap() {
     let setup = setup_with(&[]).await;
     let db = database(&setup).await;
-    // Went live at a window boundary an hour ago; ended 10 minutes ago.
+    // Went live three hours ago, on a boundary of the 4 s buckets asked below; ended two hours
+    // ago, past the hour after which a range is settled.
     let now = now_ms();
-    let started = now - now.rem_euclid(2_000) - 3_600_000;
-    set_life(&db, "final-0", started, Some(now - 600_000)).await;
+    let started = now - now.rem_euclid(4_000) - 3 * 3_600_000;
+    set_life(&db, "final-0", started, Some(now - 2 * 3_600_000)).await;
     let windows = db.collection::<Document>("windows");
     windows
         .insert_many([
@@ -101,7 +102,7 @@ async fn windows_merge_into_exact_buckets_with_the_streams_heatmap() {
     assert_eq!(body["resolution_ms"], 4_000);
     assert_eq!(body["emojis"], json!(["fire", "clap", "joy"]));
     assert_eq!(body["buckets"], json!([[0, 4, 2, 0], [1, 0, 0, 5]]));
-    // Settled: ended ten minutes ago and every window final.
+    // Settled: ended two hours ago and every window final.
     assert_eq!(body["final"], true);
     assert_eq!(
         response.headers()[header::CACHE_CONTROL],

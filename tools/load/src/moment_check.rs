@@ -12,7 +12,7 @@
 
 use crate::profile::ScriptedSpike;
 use crate::report::{Percentiles, weighted_percentiles};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -128,24 +128,7 @@ pub async fn read_moments(
     stream_id: &str,
 ) -> Result<Vec<FoundMoment>, String> {
     let url = format!("{api}/streams/{stream_id}/moments");
-    let request = hyper::Request::get(&url)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let response = client
-        .request(request)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(format!("{url}: HTTP {status}"));
-    }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let value = crate::verify::get_json(client, &url).await?;
     Ok(value["moments"]
         .as_array()
         .into_iter()

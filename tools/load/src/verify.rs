@@ -10,15 +10,12 @@ use std::collections::BTreeMap;
 /// Taps per emoji.
 pub type Counts = BTreeMap<String, u64>;
 
-/// Reads the stored counts of `stream_id` summed over its windows since `since_ms`.
-pub async fn stored_counts(
+/// GETs `url` and reads its JSON answer; anything but a 2xx is an error naming the URL.
+pub async fn get_json(
     client: &Client<HttpConnector, Full<Bytes>>,
-    api: &str,
-    stream_id: &str,
-    since_ms: i64,
-) -> Result<Counts, String> {
-    let url = format!("{api}/streams/{stream_id}/windows?since={since_ms}&limit=500");
-    let request = hyper::Request::get(&url)
+    url: &str,
+) -> Result<serde_json::Value, String> {
+    let request = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let response = client
@@ -35,7 +32,18 @@ pub async fn stored_counts(
     if !status.is_success() {
         return Err(format!("{url}: HTTP {status}"));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
+}
+
+/// Reads the stored counts of `stream_id` summed over its windows since `since_ms`.
+pub async fn stored_counts(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    api: &str,
+    stream_id: &str,
+    since_ms: i64,
+) -> Result<Counts, String> {
+    let url = format!("{api}/streams/{stream_id}/windows?since={since_ms}&limit=500");
+    let value = get_json(client, &url).await?;
     let mut counts = Counts::new();
     for window in value["windows"].as_array().into_iter().flatten() {
         for (emoji, n) in window["counts"].as_object().into_iter().flatten() {

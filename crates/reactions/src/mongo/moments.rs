@@ -393,6 +393,26 @@ impl MomentStore {
         }
     }
 
+    /// The moments `filter` finds (at most `limit`; 0 for all), from the primary: the passes
+    /// decide from them what to write next. Documents that do not parse are left out.
+    async fn find_moments(
+        &self,
+        filter: Document,
+        limit: i64,
+    ) -> Result<Vec<StoredMoment>, StoreError> {
+        let found: Vec<Document> = self
+            .moments
+            .find(filter)
+            .selection_criteria(super::primary())
+            .limit(limit)
+            .await
+            .map_err(server("find"))?
+            .try_collect()
+            .await
+            .map_err(server("find"))?;
+        Ok(parsed(&found))
+    }
+
     /// The provisional moments of `streams`: those the final windows may have to withdraw.
     pub async fn provisional_of(
         &self,
@@ -402,19 +422,11 @@ impl MomentStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let found: Vec<Document> = self
-            .moments
-            .find(doc! {
-                "stream": { "$in": ids },
-                "status": MomentStatus::Provisional.as_str(),
-            })
-            .selection_criteria(super::primary())
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
-        Ok(parsed(&found))
+        let filter = doc! {
+            "stream": { "$in": ids },
+            "status": MomentStatus::Provisional.as_str(),
+        };
+        self.find_moments(filter, 0).await
     }
 
     /// The moments of `streams` not ended (confirmed and going on, or proposed): a window
@@ -424,20 +436,12 @@ impl MomentStore {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = streams.iter().map(StreamId::as_str).collect();
-        let found: Vec<Document> = self
-            .moments
-            .find(doc! {
-                "stream": { "$in": ids },
-                "ended": false,
-                "status": { "$ne": MomentStatus::Withdrawn.as_str() },
-            })
-            .selection_criteria(super::primary())
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
-        Ok(parsed(&found))
+        let filter = doc! {
+            "stream": { "$in": ids },
+            "ended": false,
+            "status": { "$ne": MomentStatus::Withdrawn.as_str() },
+        };
+        self.find_moments(filter, 0).await
     }
 
     /// Up to `limit` provisional moments of any stream whose first spike is before
@@ -449,20 +453,11 @@ impl MomentStore {
         before_ms: i64,
         limit: i64,
     ) -> Result<Vec<StoredMoment>, StoreError> {
-        let found: Vec<Document> = self
-            .moments
-            .find(doc! {
-                "status": MomentStatus::Provisional.as_str(),
-                "detected_from_ms": { "$lt": before_ms },
-            })
-            .selection_criteria(super::primary())
-            .limit(limit)
-            .await
-            .map_err(server("find"))?
-            .try_collect()
-            .await
-            .map_err(server("find"))?;
-        Ok(parsed(&found))
+        let filter = doc! {
+            "status": MomentStatus::Provisional.as_str(),
+            "detected_from_ms": { "$lt": before_ms },
+        };
+        self.find_moments(filter, limit).await
     }
 
     /// Withdraws the stream's provisional moments that start at `detected_from`: their windows
