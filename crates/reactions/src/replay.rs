@@ -6,7 +6,6 @@
 //! taps in a fixed number of segments, each as an intensity from 0 to 1 (its share of the
 //! busiest segment), for a player to draw under its scrubber.
 
-use crate::window::EmojiCounts;
 use std::collections::BTreeMap;
 
 /// The most buckets one replay answer holds: three hours at one second.
@@ -103,21 +102,6 @@ impl ReplayRange {
 pub struct Buckets {
     pub emojis: Vec<String>,
     pub rows: Vec<(i64, Vec<u64>)>,
-}
-
-impl Buckets {
-    /// Merges `windows` (start, counts; in ascending start, within the range) into the range's
-    /// buckets.
-    pub fn merge<'a>(
-        range: &ReplayRange,
-        windows: impl IntoIterator<Item = (i64, &'a EmojiCounts)>,
-    ) -> Self {
-        let mut builder = BucketBuilder::new(*range);
-        for (start_ms, counts) in windows {
-            builder.add(start_ms, counts.iter().map(|(e, n)| (e.as_str(), *n)));
-        }
-        builder.finish()
-    }
 }
 
 /// Builds [`Buckets`] window by window, in ascending start, without allocating per count (a
@@ -237,14 +221,6 @@ pub fn intensities(totals: &[(i64, u64)], segments: i64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EmojiName;
-
-    fn counts(pairs: &[(&str, u64)]) -> EmojiCounts {
-        pairs
-            .iter()
-            .map(|(e, n)| (EmojiName::parse(e).unwrap(), *n))
-            .collect()
-    }
 
     #[test]
     fn ranges_are_whole_buckets_of_whole_windows() {
@@ -288,16 +264,17 @@ mod tests {
     #[test]
     fn windows_merge_into_sparse_columnar_buckets() {
         let range = ReplayRange::new(0, 12_000, Some(4_000), 2_000).unwrap();
-        let (a, b, c, outside) = (
-            counts(&[("fire", 2)]),
-            counts(&[("clap", 1), ("fire", 3)]),
-            counts(&[("joy", 7)]),
-            counts(&[("fire", 100)]),
-        );
-        let buckets = Buckets::merge(
-            &range,
-            [(0, &a), (2_000, &b), (10_000, &c), (12_000, &outside)],
-        );
+        let windows: [(i64, &[(&str, u64)]); 4] = [
+            (0, &[("fire", 2)]),
+            (2_000, &[("clap", 1), ("fire", 3)]),
+            (10_000, &[("joy", 7)]),
+            (12_000, &[("fire", 100)]),
+        ];
+        let mut builder = BucketBuilder::new(range);
+        for (start, counts) in windows {
+            builder.add(start, counts.iter().copied());
+        }
+        let buckets = builder.finish();
         assert_eq!(buckets.emojis, ["fire", "clap", "joy"]);
         assert_eq!(buckets.rows, [(0, vec![5, 1, 0]), (2, vec![0, 0, 7])]);
         let total: u64 = buckets.rows.iter().flat_map(|(_, r)| r).sum();
