@@ -12,9 +12,11 @@
 //! (Secrets Manager and SSM Parameter Store), [`schedule`] (EventBridge schedules) and
 //! [`template`] (the SAM template as CloudFormation reads it). [`stack`] puts them together;
 //! [`demo_issuer`] stands in for an OpenID Connect identity provider, [`network`] for the
-//! network between the functions and a server, with faults on demand, and [`demo_crowd`] for
-//! an audience tapping the demo's streams.
+//! network between the functions and a server, with faults on demand, [`demo_crowd`] for
+//! an audience tapping the demo's streams, and [`admin_signer`] for the broadcaster console's
+//! signing helper (a tool an administrator runs, not an AWS service).
 
+pub mod admin_signer;
 pub mod api_gateway;
 pub mod cli;
 pub mod demo_crowd;

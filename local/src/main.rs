@@ -63,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(url) = &stack.web_url {
         eprintln!("  browser client  {url}");
+        eprintln!("  console         {url}console.html (admin calls signed as the local operator)");
     }
     if !live_streams.is_empty() {
         eprintln!("  live streams    {}", live_streams.join(", "));

@@ -39,6 +39,7 @@ pub fn reaction_log(
                 count: 1 + (i % 3) as u32,
                 at_ms: base_ms + (i as i64 * 53) % 6_000,
                 key: None,
+                fair_use_limit: None,
             };
             (position, reaction)
         })
@@ -62,6 +63,7 @@ pub async fn register_live_streams(
         let changes = StreamChanges {
             title: Some(format!("Stream {id}")),
             catalogue: Some(catalogue.clone()),
+            ..StreamChanges::default()
         };
         let now = reactions::clock::now_ms();
         store

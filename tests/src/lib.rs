@@ -5,6 +5,7 @@
 //! names, so they can run in parallel against one pair of servers.
 
 pub mod broker_process;
+pub mod browser_script;
 pub mod connections_server;
 pub mod deployments;
 pub mod fixtures;

@@ -3,24 +3,14 @@
 //! local/web-deps.sh), and the client's pure logic under `node --test`.
 
 use emostream_local::stack::DemoIssuerOptions;
+use emostream_tests::browser_script::{BrowserScript, require_browser_tools};
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::patience::{PATIENCE, eventually};
 use emostream_tests::repo_root;
 use reactions::StreamId;
 use reactions::mongo::{ConnectionStore, connect};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-fn require_browser_tools() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let playwright = repo_root().join("web/tests/node_modules/playwright-core");
-    assert!(
-        std::path::Path::new(&chromium).is_file() && playwright.is_dir(),
-        "the browser test needs {chromium} and {}: run local/web-deps.sh (make test does)",
-        playwright.display()
-    );
-}
 
 #[test]
 fn the_client_logic_passes_its_unit_tests() {
@@ -91,33 +81,21 @@ async fn browser_test(delivery: &str) {
         .await
         .expect("MongoDB");
     store_recording(&database, &format!("{stream}-replay")).await;
-    let mut node = tokio::process::Command::new("node")
-        .arg("browser.mjs")
-        .current_dir(repo_root().join("web/tests"))
-        .env("WEB_URL", &web_url)
-        .env("API_URL", &api_url)
-        .env("STREAM", &stream)
-        .env("ARTIFACTS", &artifacts)
-        .env("DELIVERY", delivery)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
-    let mut stderr = node.stderr.take().expect("piped stderr");
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        stderr.read_to_string(&mut text).await.ok();
-        text
-    });
-    let mut answers = node.stdin.take().expect("piped stdin");
-    let mut lines = BufReader::new(node.stdout.take().expect("piped stdout")).lines();
+    let artifacts_text = artifacts.display().to_string();
+    let mut script = BrowserScript::start(
+        "browser.mjs",
+        &[
+            ("WEB_URL", &web_url),
+            ("API_URL", &api_url),
+            ("STREAM", &stream),
+            ("ARTIFACTS", &artifacts_text),
+            ("DELIVERY", delivery),
+        ],
+    );
     let connections = ConnectionStore::new(&database, Duration::from_secs(7_800));
     // A backstop only: the script's own waits are bounded (60 s each).
     let conversation = async {
-        let mut stdout = String::new();
-        while let Some(line) = lines.next_line().await.expect("node's output") {
+        while let Some(line) = script.next_line().await {
             // The script asks for a stream's connections to be forgotten, as a fan-out that
             // took a 410 for them would.
             if let Some(stream) = line.strip_prefix("forget-connections ") {
@@ -125,8 +103,7 @@ async fn browser_test(delivery: &str) {
                 let ids = connections.ids_watching(&stream).await.expect("MongoDB");
                 assert!(!ids.is_empty(), "no connection registered for {stream:?}");
                 connections.remove_all(&ids).await.expect("MongoDB");
-                answers.write_all(b"forgotten\n").await.expect("node reads");
-                answers.flush().await.expect("node reads");
+                script.answer("forgotten").await;
             }
             // The script asks for the next push to a stream's viewers to be lost on the way.
             if let Some(stream) = line.strip_prefix("lose-next-push ") {
@@ -144,8 +121,7 @@ async fn browser_test(delivery: &str) {
                     }
                     _ => panic!("no delivery to lose a push of"),
                 }
-                answers.write_all(b"losing\n").await.expect("node reads");
-                answers.flush().await.expect("node reads");
+                script.answer("losing").await;
             }
             // ... and to hear once it was lost.
             if line.trim() == "push-lost" {
@@ -161,33 +137,27 @@ async fn browser_test(delivery: &str) {
                     }
                 })
                 .await;
-                answers.write_all(b"lost\n").await.expect("node reads");
-                answers.flush().await.expect("node reads");
+                script.answer("lost").await;
             }
             // The script asks for a moment of a stream to be published, as aggregate does when
             // a window still counting stands out.
             if let Some(stream) = line.strip_prefix("publish-moment ") {
                 publish_moment(&test, stream.trim()).await;
-                answers.write_all(b"published\n").await.expect("node reads");
-                answers.flush().await.expect("node reads");
+                script.answer("published").await;
             }
             if line.trim() == "drop-subscribers" {
                 let api = test.stack.event_api.as_ref().expect("an Event API");
                 assert!(api.disconnect_all() > 0, "no subscriber to drop");
-                answers.write_all(b"dropped\n").await.expect("node reads");
-                answers.flush().await.expect("node reads");
+                script.answer("dropped").await;
             }
-            stdout.push_str(&line);
-            stdout.push('\n');
         }
-        (stdout, node.wait().await.expect("node runs"))
+        script.finish().await
     };
-    let (stdout, status) = tokio::time::timeout(Duration::from_secs(600), conversation)
+    let (status, output) = tokio::time::timeout(Duration::from_secs(600), conversation)
         .await
         .expect("the browser test finishes within 10 minutes");
-    let stderr = stderr.await.unwrap_or_default();
-    eprintln!("{stdout}{stderr}");
-    assert!(status.success(), "browser test failed:\n{stdout}{stderr}");
+    eprintln!("{output}");
+    assert!(status.success(), "browser test failed:\n{output}");
     assert!(artifacts.join("tapper.png").is_file());
     assert!(artifacts.join("late-joiner.png").is_file());
     assert!(artifacts.join("reconnected.png").is_file());
@@ -249,6 +219,7 @@ async fn store_recording(database: &mongodb::Database, stream: &str) {
             &StreamId::parse("stream", stream).unwrap(),
             &moment,
             from + 8_000,
+            now,
             times,
         )
         .await

@@ -1,6 +1,7 @@
 //! The `streams` collection against a real MongoDB-wire server: create, update the title and
 //! catalogue, the life of a stream (scheduled, live, ended, never back), listing by status,
-//! and clear errors for unknown streams and refused transitions.
+//! the moderation switches (set, cleared, absent from older documents), and clear errors for
+//! unknown streams and refused transitions.
 
 use emostream_tests::servers;
 use mongodb::bson::doc;
@@ -25,6 +26,7 @@ fn titled(title: &str) -> StreamChanges {
     StreamChanges {
         title: Some(title.to_owned()),
         catalogue: None,
+        ..StreamChanges::default()
     }
 }
 
@@ -52,6 +54,7 @@ async fn streams_are_created_updated_and_move_forward_only() {
             &StreamChanges {
                 title: None,
                 catalogue: Some(custom.clone()),
+                ..StreamChanges::default()
             },
             &default,
             2_000,
@@ -116,6 +119,7 @@ async fn unknown_streams_and_untitled_creations_are_refused() {
     let untitled = StreamChanges {
         title: None,
         catalogue: Some(EmojiCatalogue::default()),
+        ..StreamChanges::default()
     };
     let error = store
         .put(&ghost, &untitled, &EmojiCatalogue::default(), 1)
@@ -179,4 +183,94 @@ async fn listings_filter_by_status_and_bad_documents_are_reported() {
         .unwrap();
     let error = store.get(&id("hand")).await.unwrap_err();
     assert!(error.to_string().contains("emoji"), "{error}");
+}
+
+#[tokio::test]
+async fn moderation_switches_are_stored_cleared_and_read_from_older_documents() {
+    let (database, store) = fresh_store("registry-moderation").await;
+    let default = EmojiCatalogue::default();
+    let (created, _) = store
+        .put(&id("m"), &titled("M"), &default, 1)
+        .await
+        .unwrap();
+    assert!(!created.reactions_paused);
+    assert_eq!(created.fair_use_limit, None);
+    let moderate = StreamChanges {
+        reactions_paused: Some(true),
+        fair_use_limit: Some(Some(5)),
+        ..StreamChanges::default()
+    };
+    let (moderated, _) = store.put(&id("m"), &moderate, &default, 2).await.unwrap();
+    assert!(moderated.reactions_paused);
+    assert_eq!(moderated.fair_use_limit, Some(5));
+    assert_eq!(moderated.title, "M", "the rest is kept");
+    let read = store.get(&id("m")).await.unwrap().unwrap();
+    assert_eq!(read, moderated);
+    let clear = StreamChanges {
+        reactions_paused: Some(false),
+        fair_use_limit: Some(None),
+        ..StreamChanges::default()
+    };
+    let (cleared, _) = store.put(&id("m"), &clear, &default, 3).await.unwrap();
+    assert!(!cleared.reactions_paused);
+    assert_eq!(cleared.fair_use_limit, None);
+    let stored = database
+        .collection::<mongodb::bson::Document>(StreamStore::COLLECTION)
+        .find_one(doc! { "_id": "m" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored.contains_key("fair_use_limit"), "{stored}");
+
+    // Created with the switches set.
+    let paused_from_birth = StreamChanges {
+        title: Some("P".into()),
+        reactions_paused: Some(true),
+        fair_use_limit: Some(Some(9)),
+        ..StreamChanges::default()
+    };
+    let (born, created) = store
+        .put(&id("p"), &paused_from_birth, &default, 4)
+        .await
+        .unwrap();
+    assert!(created && born.reactions_paused);
+    assert_eq!(born.fair_use_limit, Some(9));
+
+    // A document from before the switches reads as neither set; a malformed one is an error.
+    let collection = database.collection::<mongodb::bson::Document>(StreamStore::COLLECTION);
+    collection
+        .insert_one(doc! { "_id": "old", "title": "o", "status": "live",
+        "emojis": [{"name": "fire", "glyph": "🔥"}], "created_ms": 1_i64, "updated_ms": 1_i64 })
+        .await
+        .unwrap();
+    let old = store.get(&id("old")).await.unwrap().unwrap();
+    assert!(!old.reactions_paused);
+    assert_eq!(old.fair_use_limit, None);
+    collection
+        .insert_one(doc! { "_id": "bad", "title": "b", "status": "live",
+        "emojis": [{"name": "fire", "glyph": "🔥"}], "created_ms": 1_i64, "updated_ms": 1_i64,
+        "fair_use_limit": "many" })
+        .await
+        .unwrap();
+    let error = store.get(&id("bad")).await.unwrap_err();
+    assert!(error.to_string().contains("fair_use_limit"), "{error}");
+    // The listing leaves the unreadable one out and keeps the rest.
+    let listed: Vec<String> = store
+        .list(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|entry| entry.id.as_str().to_owned())
+        .collect();
+    assert!(listed.contains(&"old".to_owned()), "{listed:?}");
+    assert!(!listed.contains(&"bad".to_owned()), "{listed:?}");
+    // A limit a shell wrote (a double) reads as the whole number it is.
+    collection
+        .insert_one(doc! { "_id": "shell", "title": "s", "status": "live",
+        "emojis": [{"name": "fire", "glyph": "🔥"}], "created_ms": 1_i64, "updated_ms": 1_i64,
+        "fair_use_limit": 5.0 })
+        .await
+        .unwrap();
+    let shell = store.get(&id("shell")).await.unwrap().unwrap();
+    assert_eq!(shell.fair_use_limit, Some(5));
 }

@@ -34,9 +34,20 @@ pub struct Capped {
     pub taps_over_limit: u64,
 }
 
-/// Caps `reactions` (one batch, in any order) at `limit` taps per viewer, stream and window,
-/// given the `stored` viewer states by id; counts of windows starting more than `horizon_ms`
-/// before a viewer's newest are dropped. A `limit` of 0 turns fair use off.
+/// The limit a reaction is held to: the deployment's `limit` (0: none) or its stream's own
+/// ([`Reaction::fair_use_limit`]), whichever is lower; 0 when neither applies.
+pub fn limit_of(reaction: &Reaction, limit: u64) -> u64 {
+    match (limit, reaction.fair_use_limit.map(u64::from)) {
+        (0, Some(stream)) => stream,
+        (limit, Some(stream)) => limit.min(stream),
+        (limit, None) => limit,
+    }
+}
+
+/// Caps `reactions` (one batch, in any order) at `limit` taps per viewer, stream and window
+/// (or the lower limit a reaction's stream set, see [`limit_of`]), given the `stored` viewer
+/// states by id; counts of windows starting more than `horizon_ms` before a viewer's newest are
+/// dropped. A `limit` of 0 turns fair use off for the streams that set none.
 pub fn cap_batch(
     mut reactions: Vec<(RecordPosition, Reaction)>,
     width: WindowWidth,
@@ -44,7 +55,7 @@ pub fn cap_batch(
     horizon_ms: i64,
     stored: &BTreeMap<String, ViewerState>,
 ) -> Capped {
-    if limit == 0 {
+    if limit == 0 && reactions.iter().all(|(_, r)| r.fair_use_limit.is_none()) {
         return Capped {
             reactions,
             ..Capped::default()
@@ -53,6 +64,12 @@ pub fn cap_batch(
     in_offset_order(&mut reactions);
     let mut capped = Capped::default();
     for (position, mut reaction) in reactions {
+        let limit = limit_of(&reaction, limit);
+        if limit == 0 {
+            // Nothing limits this stream: counted as sent, and no state is kept for it.
+            capped.reactions.push((position, reaction));
+            continue;
+        }
         let Some(state) = capped.changes.deciding(&position, &reaction, stored) else {
             // Counted (and written to its window) by an earlier delivery.
             reaction.count = 0;
@@ -108,6 +125,7 @@ mod tests {
                 count,
                 at_ms,
                 key: None,
+                fair_use_limit: None,
             },
         )
     }
@@ -156,6 +174,39 @@ mod tests {
         // Off: everything counts.
         let off = cap_batch(vec![reaction(9, "a", 99, 0)], WIDTH, 0, HORIZON_MS, &stored);
         assert_eq!(off.reactions[0].1.count, 99);
+    }
+
+    #[test]
+    fn a_stream_limit_holds_below_the_deployment_limit_and_when_fair_use_is_off() {
+        let limited = |offset, user, count, at_ms| {
+            let (position, mut reaction) = reaction(offset, user, count, at_ms);
+            reaction.fair_use_limit = Some(5);
+            (position, reaction)
+        };
+        for deployment in [40, 0] {
+            let batch = vec![
+                limited(1, "a", 4, 0),
+                limited(2, "a", 4, 100),
+                reaction(3, "b", 30, 0),
+                limited(4, "a", 9, 2_000),
+            ];
+            let capped = cap_batch(batch, WIDTH, deployment, HORIZON_MS, &BTreeMap::new());
+            let counts: Vec<u32> = capped.reactions.iter().map(|(_, r)| r.count).collect();
+            assert_eq!(counts, [4, 1, 30, 5], "deployment limit {deployment}");
+            assert_eq!(capped.taps_over_limit, 3 + 4);
+        }
+        // A stream limit above the deployment's changes nothing.
+        let (position, mut generous) = reaction(1, "a", 60, 0);
+        generous.fair_use_limit = Some(100);
+        assert_eq!(limit_of(&generous, 40), 40);
+        let capped = cap_batch(
+            vec![(position, generous)],
+            WIDTH,
+            40,
+            HORIZON_MS,
+            &BTreeMap::new(),
+        );
+        assert_eq!(capped.reactions[0].1.count, 40);
     }
 
     #[test]

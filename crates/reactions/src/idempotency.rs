@@ -287,6 +287,7 @@ mod tests {
                 count: *count,
                 at_ms: 0,
                 key: None,
+                fair_use_limit: None,
             })
             .collect();
         stamp(&mut reactions, &key(with)).unwrap();

@@ -126,11 +126,14 @@ pub struct ReactionRecord {
     /// The request's idempotency key (version 2; absent when the client sent none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<TapKey>,
+    /// The stream's own fair-use limit when its broadcaster set one (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_use_limit: Option<u32>,
 }
 
 impl VersionedMessage for ReactionRecord {
-    /// 2 added `key`; version 1 records (no key) are still read.
-    const VERSION: u32 = 2;
+    /// 2 added `key`, 3 `fair_use_limit`; older records (with neither) are still read.
+    const VERSION: u32 = 3;
     const OLDEST_READ: u32 = 1;
 
     fn version(&self) -> u32 {
@@ -149,23 +152,38 @@ impl VersionedMessage for ReactionRecord {
                 "key.item is {}; a keyed request has at most {MAX_KEYED_ITEMS} items",
                 key.item
             ))),
-            _ => Ok(()),
+            _ => match self.fair_use_limit {
+                Some(_) if self.v < 3 => Err(RecordError::Invalid(
+                    "fair_use_limit needs version 3".into(),
+                )),
+                Some(0) => Err(RecordError::Invalid(
+                    "fair_use_limit must be at least 1".into(),
+                )),
+                _ => Ok(()),
+            },
         }
     }
 }
 
 impl From<&Reaction> for ReactionRecord {
-    /// A reaction without a key is written as version 1, which every aggregate reads: only keyed
-    /// records need a reader of version 2 (see docs/deploying-and-operating.md).
+    /// A reaction is written as the oldest version that holds it, which every aggregate since
+    /// reads: only keyed records need a reader of version 2, and only those of a stream with
+    /// its own fair-use limit one of version 3 (see docs/deploying-and-operating.md).
     fn from(r: &Reaction) -> Self {
+        let v = match (r.key, r.fair_use_limit) {
+            (_, Some(_)) => 3,
+            (Some(_), None) => 2,
+            (None, None) => 1,
+        };
         Self {
-            v: if r.key.is_some() { Self::VERSION } else { 1 },
+            v,
             stream: r.stream.clone(),
             user: r.user.clone(),
             emoji: r.emoji.clone(),
             count: r.count,
             at_ms: r.at_ms,
             key: r.key,
+            fair_use_limit: r.fair_use_limit,
         }
     }
 }
@@ -179,6 +197,7 @@ impl From<ReactionRecord> for Reaction {
             count: r.count,
             at_ms: r.at_ms,
             key: r.key,
+            fair_use_limit: r.fair_use_limit,
         }
     }
 }
@@ -283,6 +302,7 @@ mod tests {
             count: 3,
             at_ms: 1_700_000_000_000,
             key: None,
+            fair_use_limit: None,
         }
     }
 
@@ -320,7 +340,7 @@ mod tests {
     #[test]
     fn keyed_records_carry_their_key_and_version_1_records_are_still_read() {
         let mut record = reaction_record();
-        record.v = ReactionRecord::VERSION;
+        record.v = 2;
         record.key = Some(TapKey {
             key: -5,
             item: 2,
@@ -344,6 +364,30 @@ mod tests {
         for bad in [
             r#"{"v":2,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"key":{"key":1,"item":4294967295,"body":2}}"#,
             r#"{"v":1,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"key":{"key":1,"item":0,"body":2}}"#,
+        ] {
+            let refused = ReactionRecord::decode(bad.as_bytes()).unwrap_err();
+            assert_eq!(refused.code(), "invalid", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stream_limit_makes_a_version_3_record_and_needs_one() {
+        let mut record = reaction_record();
+        record.v = 3;
+        record.fair_use_limit = Some(5);
+        let reaction = Reaction::from(record.clone());
+        assert_eq!(reaction.fair_use_limit, Some(5));
+        assert_eq!(ReactionRecord::from(&reaction), record);
+        let bytes = record.encode();
+        assert!(
+            String::from_utf8(bytes.clone())
+                .unwrap()
+                .ends_with(r#","fair_use_limit":5}"#)
+        );
+        assert_eq!(ReactionRecord::decode(&bytes).unwrap(), record);
+        for bad in [
+            r#"{"v":2,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"fair_use_limit":5}"#,
+            r#"{"v":3,"stream":"s","user":"u","emoji":"fire","count":1,"at_ms":0,"fair_use_limit":0}"#,
         ] {
             let refused = ReactionRecord::decode(bad.as_bytes()).unwrap_err();
             assert_eq!(refused.code(), "invalid", "{bad}");
@@ -401,7 +445,7 @@ mod tests {
             (b"not json", "bad_json"),
             (b"{}", "bad_json"),
             (br#"{"v":"1"}"#, "bad_json"),
-            (br#"{"v":3,"anything":true}"#, "unsupported_version"),
+            (br#"{"v":4,"anything":true}"#, "unsupported_version"),
             (br#"{"v":1,"stream":"s"}"#, "bad_json"),
             (
                 br#"{"v":1,"stream":"bad id","user":"u","emoji":"fire","count":1,"at_ms":0}"#,

@@ -26,6 +26,12 @@ pub struct Reaction {
     /// The request's idempotency key, when the client sent one (see `crate::idempotency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<TapKey>,
+    /// The stream's own fair-use limit (taps per viewer and window) when its broadcaster set
+    /// one: ingest stamps it from the registry, so a change reaches every reaction within one
+    /// registry-cache period, and aggregate counts at most the lower of it and the deployment's
+    /// `MAX_TAPS_PER_VIEWER_PER_WINDOW` (see `crate::fair_use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_use_limit: Option<u32>,
 }
 
 /// Bounds on what one request may carry. Configurable because the right numbers depend on
@@ -162,6 +168,7 @@ impl RawReaction {
             count: u32::try_from(count).unwrap_or(limits.max_count),
             at_ms,
             key: None,
+            fair_use_limit: None,
         })
     }
 }

@@ -1,8 +1,11 @@
 //! The stream registry's domain: which streams exist, whether they take reactions now, and
 //! which emojis each one offers. Broadcasters run events with their own reactions (a team's
 //! emoji for a final), so the catalogue belongs to the stream; the configured `EMOJI_CATALOGUE`
-//! is only the default a new stream starts with. Storage is in `mongo::streams`; this module
-//! holds the rules: statuses and their transitions, and what an admin may write.
+//! is only the default a new stream starts with. So do its moderation switches: reactions
+//! paused (a live stream refusing taps for a while, say during a minute's silence) and its own
+//! fair-use limit (lower than the deployment's, for a stream being flooded). Storage is in
+//! `mongo::streams`; this module holds the rules: statuses and their transitions, and what an
+//! admin may write.
 
 use crate::emoji::{CatalogueError, EmojiCatalogue};
 use crate::ids::StreamId;
@@ -106,15 +109,21 @@ pub struct StreamEntry {
     pub started_ms: Option<i64>,
     /// When it ended, if it did.
     pub ended_ms: Option<i64>,
+    /// Whether its broadcaster paused reactions: ingest refuses them (409 `reactions_paused`)
+    /// while it is live.
+    pub reactions_paused: bool,
+    /// Its own fair-use limit (taps per viewer and window), if its broadcaster set one.
+    pub fair_use_limit: Option<u32>,
 }
 
 impl StreamEntry {
-    /// Whether ingest may accept reactions to it now.
+    /// Whether ingest may accept reactions to it now (reactions paused aside).
     pub fn is_live(&self) -> bool {
         self.status == StreamStatus::Live
     }
 
-    /// The public JSON view (`GET /streams/{id}` and the admin answers).
+    /// The public JSON view (`GET /streams/{id}`): what a watch page needs, its fair-use limit
+    /// left out (it would tell a spammer how far to go).
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "id": self.id.as_str(),
@@ -125,22 +134,74 @@ impl StreamEntry {
             "updated_ms": self.updated_ms,
             "started_ms": self.started_ms,
             "ended_ms": self.ended_ms,
+            "reactions_paused": self.reactions_paused,
         })
+    }
+
+    /// The admin routes' view: the public one and the stream's fair-use limit.
+    pub fn to_admin_json(&self) -> Value {
+        let mut view = self.to_json();
+        view["fair_use_limit"] = serde_json::json!(self.fair_use_limit);
+        view
     }
 }
 
-/// What an admin writes with `PUT /admin/streams/{id}`: a new title, a new catalogue, or both.
-/// Creating a stream needs a title; its catalogue defaults to the configured one.
+/// What an admin writes with `PUT /admin/streams/{id}`: any of a new title, a new catalogue and
+/// the moderation switches. Creating a stream needs a title; its catalogue defaults to the
+/// configured one, reactions are not paused and the deployment's fair-use limit applies.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamChanges {
     pub title: Option<String>,
     pub catalogue: Option<EmojiCatalogue>,
+    pub reactions_paused: Option<bool>,
+    /// `Some(None)`: back to the deployment's limit.
+    pub fair_use_limit: Option<Option<u32>>,
 }
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 120;
 
-const CHANGE_FIELDS: [&str; 2] = ["title", "emojis"];
+/// The highest fair-use limit a stream may set (taps per viewer and window). A stream's limit
+/// only ever lowers the deployment's, so anything above that is the deployment's anyway.
+pub const MAX_FAIR_USE_LIMIT: i64 = 10_000;
+
+const CHANGE_FIELDS: [&str; 4] = ["title", "emojis", "reactions_paused", "fair_use_limit"];
+
+fn parse_paused(value: &Value) -> Result<bool, ValidationError> {
+    value.as_bool().ok_or_else(|| {
+        ValidationError::new(
+            "reactions_paused",
+            Rule::WrongType {
+                expected: "true or false",
+            },
+        )
+    })
+}
+
+fn parse_fair_use_limit(value: &Value) -> Result<Option<u32>, ValidationError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let Some(limit) = value.as_i64() else {
+        return Err(ValidationError::new(
+            "fair_use_limit",
+            Rule::WrongType {
+                expected: "integer (taps per viewer and window), or null for the deployment's",
+            },
+        ));
+    };
+    if !(1..=MAX_FAIR_USE_LIMIT).contains(&limit) {
+        return Err(ValidationError::new(
+            "fair_use_limit",
+            Rule::OutOfRange {
+                min: 1,
+                max: MAX_FAIR_USE_LIMIT,
+                value: limit,
+            },
+        ));
+    }
+    Ok(u32::try_from(limit).ok())
+}
 
 fn parse_title(value: &Value) -> Result<String, ValidationError> {
     let Value::String(title) = value else {
@@ -224,19 +285,35 @@ impl StreamChanges {
         }
         let title = object.get("title").map(parse_title).transpose();
         let catalogue = object.get("emojis").map(parse_catalogue).transpose();
-        let (title, catalogue) = match (title, catalogue) {
-            (Ok(title), Ok(catalogue)) => (title, catalogue),
-            (title, catalogue) => {
-                errors.extend(title.err());
-                errors.extend(catalogue.err());
-                return Err(errors);
-            }
+        let paused = object.get("reactions_paused").map(parse_paused).transpose();
+        let limit = object
+            .get("fair_use_limit")
+            .map(parse_fair_use_limit)
+            .transpose();
+        let (title, catalogue, reactions_paused, fair_use_limit) =
+            match (title, catalogue, paused, limit) {
+                (Ok(title), Ok(catalogue), Ok(paused), Ok(limit)) => {
+                    (title, catalogue, paused, limit)
+                }
+                (title, catalogue, paused, limit) => {
+                    errors.extend(title.err());
+                    errors.extend(catalogue.err());
+                    errors.extend(paused.err());
+                    errors.extend(limit.err());
+                    return Err(errors);
+                }
+            };
+        let changes = Self {
+            title,
+            catalogue,
+            reactions_paused,
+            fair_use_limit,
         };
-        if title.is_none() && catalogue.is_none() && errors.is_empty() {
+        if changes == Self::default() && errors.is_empty() {
             errors.push(ValidationError::new("body", Rule::NothingToChange));
         }
         if errors.is_empty() {
-            Ok(Self { title, catalogue })
+            Ok(changes)
         } else {
             Err(errors)
         }
@@ -247,6 +324,15 @@ impl StreamChanges {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The field and rule of each mistake `body` makes.
+    fn fields(body: Value) -> Vec<(String, &'static str)> {
+        StreamChanges::from_json(&body)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.rule.code()))
+            .collect()
+    }
 
     #[test]
     fn statuses_move_forward_only() {
@@ -278,17 +364,38 @@ mod tests {
         assert_eq!(catalogue.resolve("e", "⚽").unwrap().as_str(), "goal");
         let only_title = StreamChanges::from_json(&json!({"title": "x"})).unwrap();
         assert_eq!(only_title.catalogue, None);
+        assert_eq!(only_title.reactions_paused, None);
+        assert_eq!(only_title.fair_use_limit, None);
+    }
+
+    #[test]
+    fn moderation_pauses_reactions_and_sets_or_clears_a_limit() {
+        let changes =
+            StreamChanges::from_json(&json!({"reactions_paused": true, "fair_use_limit": 5}))
+                .unwrap();
+        assert_eq!(changes.reactions_paused, Some(true));
+        assert_eq!(changes.fair_use_limit, Some(Some(5)));
+        assert_eq!(changes.title, None);
+        let cleared = StreamChanges::from_json(&json!({"fair_use_limit": null})).unwrap();
+        assert_eq!(cleared.fair_use_limit, Some(None));
+        assert_eq!(
+            fields(json!({"reactions_paused": "yes"})),
+            [("reactions_paused".into(), "wrong_type")]
+        );
+        for bad in [json!(0), json!(10_001), json!(-3)] {
+            assert_eq!(
+                fields(json!({ "fair_use_limit": bad })),
+                [("fair_use_limit".into(), "out_of_range")]
+            );
+        }
+        assert_eq!(
+            fields(json!({"fair_use_limit": 2.5})),
+            [("fair_use_limit".into(), "wrong_type")]
+        );
     }
 
     #[test]
     fn mistakes_name_their_field() {
-        let fields = |body: Value| {
-            StreamChanges::from_json(&body)
-                .unwrap_err()
-                .into_iter()
-                .map(|e| (e.field, e.rule.code()))
-                .collect::<Vec<_>>()
-        };
         assert_eq!(fields(json!([])), [("body".into(), "wrong_type")]);
         assert_eq!(fields(json!({})), [("body".into(), "nothing_to_change")]);
         assert_eq!(fields(json!({"title": ""})), [("title".into(), "empty")]);

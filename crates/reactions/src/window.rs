@@ -128,6 +128,7 @@ mod tests {
             count,
             at_ms,
             key: None,
+            fair_use_limit: None,
         }
     }
 

@@ -189,6 +189,7 @@ mod tests {
                 count,
                 at_ms,
                 key: None,
+                fair_use_limit: None,
             },
         )
     }

@@ -418,7 +418,7 @@ impl Aggregate {
                 .reactions
                 .iter()
                 .map(|(_, r)| r)
-                .filter(|r| limit > 0 || r.key.is_some()),
+                .filter(|r| limit > 0 || r.key.is_some() || r.fair_use_limit.is_some()),
         );
         let ceiling = timestamp_ceiling(now, self.config.max_clock_skew_ms);
         let (progress, stored) = tokio::join!(

@@ -79,6 +79,22 @@ impl StreamStep {
     fn revision(&self) -> i64 {
         self.stored.detector.next_start_ms().unwrap_or(i64::MIN)
     }
+
+    /// When viewers first saw `moment`, if a provisional moment stood for it: one this step
+    /// withdraws whose first spike lies in its span but later (the live window's taps so far
+    /// stood out a window after the final windows did). That moment was on screen since it was
+    /// proposed. Only withdrawn ones count: a provisional moment this step confirms, or one
+    /// past the detector, is a moment of its own.
+    fn first_seen_of(&self, moment: &Moment) -> Option<i64> {
+        self.withdrawn
+            .iter()
+            .filter(|p| {
+                p.moment.detected_from_ms > moment.detected_from_ms
+                    && p.moment.detected_from_ms < moment.end_ms
+            })
+            .map(|p| p.first_seen_ms)
+            .min()
+    }
 }
 
 /// Feeds `detector` the stream's newly final `windows` (in order of start) and, when `through`
@@ -219,8 +235,9 @@ impl Aggregate {
                 .iter()
                 .flat_map(|step| step.changed.iter().map(move |m| (step, m)))
                 .map(|(step, moment)| {
+                    let first_seen = step.first_seen_of(moment).unwrap_or(times.now_ms);
                     self.moments
-                        .confirm(&step.stream, moment, step.revision(), times)
+                        .confirm(&step.stream, moment, step.revision(), first_seen, times)
                 }),
         )
         .await?;

@@ -1,7 +1,8 @@
 //! Fair use through the aggregate handler against the real servers: a viewer tapping far past
 //! `MAX_TAPS_PER_VIEWER_PER_WINDOW` is counted up to the limit in every window, however the
 //! taps are cut into batches and whatever is redelivered, while another viewer on the same
-//! stream is counted in full.
+//! stream is counted in full; a stream's own lower limit, carried by its reactions, holds the
+//! same way, with fair use off for the deployment too.
 
 mod common;
 
@@ -35,10 +36,41 @@ fn abusive_log() -> Vec<(RecordPosition, Reaction)> {
                     count: if fan { 1 } else { 100 },
                     at_ms: BASE_MS + i * 20,
                     key: None,
+                    fair_use_limit: None,
                 },
             )
         })
         .collect()
+}
+
+/// Each of the log's three windows holds exactly `limit` of the spammer's taps ("fire") and
+/// every one of the fan's ("clap").
+async fn assert_spammer_capped(
+    setup: &Setup,
+    mongo: &mongodb::Database,
+    log: &[(RecordPosition, Reaction)],
+    limit: u64,
+) {
+    let width = setup.config.domain.window_width;
+    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), width);
+    let windows = reactions::mongo::WindowStore::new(mongo)
+        .read_windows(&deltas)
+        .await
+        .unwrap();
+    assert_eq!(windows.len(), 3);
+    for window in &windows {
+        let fan_taps: u64 = log
+            .iter()
+            .filter(|(_, r)| {
+                r.user.as_str() == "fan" && width.start_of(r.at_ms) == window.key.start_ms
+            })
+            .map(|(_, r)| u64::from(r.count))
+            .sum();
+        let count = |name: &str| window.counts[&EmojiName::parse(name).unwrap()];
+        assert_eq!(count("fire"), limit, "{:?}", window.key);
+        assert_eq!(count("clap"), fan_taps, "{:?}", window.key);
+        assert_eq!(window.total, limit + fan_taps);
+    }
 }
 
 #[tokio::test]
@@ -62,27 +94,8 @@ async fn a_spammer_counts_for_at_most_the_limit_per_window_under_redelivery() {
     }
     assert!(over_limit > 0 && state_statements > 0);
 
-    let width = setup.config.domain.window_width;
-    let deltas = window_deltas(log.iter().map(|(p, r)| (p, r)), width);
     let mongo = connect(&setup.config.mongo, "fair-use-test").await.unwrap();
-    let windows = reactions::mongo::WindowStore::new(&mongo)
-        .read_windows(&deltas)
-        .await
-        .unwrap();
-    assert_eq!(windows.len(), 3);
-    for window in &windows {
-        let fan_taps: u64 = log
-            .iter()
-            .filter(|(_, r)| {
-                r.user.as_str() == "fan" && width.start_of(r.at_ms) == window.key.start_ms
-            })
-            .map(|(_, r)| u64::from(r.count))
-            .sum();
-        let count = |name: &str| window.counts[&EmojiName::parse(name).unwrap()];
-        assert_eq!(count("fire"), 40, "{:?}", window.key);
-        assert_eq!(count("clap"), fan_taps, "{:?}", window.key);
-        assert_eq!(window.total, 40 + fan_taps);
-    }
+    assert_spammer_capped(&setup, &mongo, &log, 40).await;
     let collection = mongo.collection::<Document>(ViewerTapStore::COLLECTION);
     let count = collection.count_documents(doc! {}).await.unwrap();
     assert_eq!(count, 2, "one state per viewer and stream");
@@ -97,4 +110,34 @@ async fn a_spammer_counts_for_at_most_the_limit_per_window_under_redelivery() {
         }
         assert!(state.get_datetime("expires_at").is_ok(), "{state}");
     }
+}
+
+#[tokio::test]
+async fn a_streams_own_limit_holds_under_redelivery_even_with_the_deployments_off() {
+    let database = servers().mongo("fair-use-stream").database;
+    let setup = build(&settings(
+        &servers().kafka_brokers,
+        &servers().mongodb_uri,
+        &database,
+        &[("MAX_TAPS_PER_VIEWER_PER_WINDOW", "0")],
+    ))
+    .await;
+    // The spammer's stream set a limit of 7 (ingest stamps it on every reaction); the fan's
+    // reactions predate it and carry none.
+    let log: Vec<_> = abusive_log()
+        .into_iter()
+        .map(|(position, mut reaction)| {
+            if reaction.user.as_str() == "spammer" {
+                reaction.fair_use_limit = Some(7);
+            }
+            (position, reaction)
+        })
+        .collect();
+    for range in [0..80, 40..200, 200..300, 200..300] {
+        handle(&setup, &log[range]).await;
+    }
+    let mongo = connect(&setup.config.mongo, "fair-use-stream-test")
+        .await
+        .unwrap();
+    assert_spammer_capped(&setup, &mongo, &log, 7).await;
 }

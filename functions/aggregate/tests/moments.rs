@@ -110,6 +110,7 @@ impl Script {
                         count: 10,
                         at_ms: first_ms + w * WIDTH + 1 + r,
                         key: None,
+                        fair_use_limit: None,
                     };
                     batch.push((position, reaction));
                 }
@@ -321,7 +322,13 @@ async fn a_pass_stopped_before_moving_the_detector_on_makes_the_same_moment_agai
         retention: setup.config.retention,
     };
     store
-        .confirm(&script.stream, &stale, stored[0].revision - WIDTH, times)
+        .confirm(
+            &script.stream,
+            &stale,
+            stored[0].revision - WIDTH,
+            times.now_ms,
+            times,
+        )
         .await
         .unwrap();
     let kept = moments_of(&setup, &script.stream, true).await;
@@ -380,6 +387,59 @@ async fn a_provisional_moment_the_final_windows_do_not_make_is_withdrawn() {
         (published[0].status, published[0].moment.detected_from_ms),
         (MomentStatus::Withdrawn, script.spike_ms())
     );
+}
+
+#[tokio::test]
+async fn a_moment_found_a_window_before_its_provisional_one_keeps_when_it_was_first_seen() {
+    let (topic, _, setup) = container().await;
+    let script = Script::new(&topic, true);
+    script.produce(&setup).await;
+    for batch in &script.batches[..BEFORE as usize] {
+        deliver(&setup, batch).await;
+    }
+    // The live windows stood out a window after the spike began (a container whose detector
+    // saw the first spike window's taps too late, say), and that moment was shown a while ago.
+    let database = connect(&setup.config.mongo, "moments-test").await.unwrap();
+    let store = MomentStore::new(&database);
+    let later = script.spike_ms() + WIDTH;
+    let proposed = Moment {
+        detected_from_ms: later,
+        start_ms: later - 10_000,
+        end_ms: later + WIDTH + 5_000,
+        peak_rate: 200.0,
+        emoji: "fire".to_owned(),
+        ended: false,
+    };
+    let shown_at = reactions::clock::now_ms() - 3_000;
+    let times = reactions::mongo::WriteTimes {
+        now_ms: shown_at,
+        retention: setup.config.retention,
+    };
+    assert!(
+        store
+            .propose(&script.stream, &proposed, times)
+            .await
+            .unwrap()
+    );
+    for batch in &script.batches[BEFORE as usize..] {
+        deliver(&setup, batch).await;
+    }
+    let stored = moments_of(&setup, &script.stream, true).await;
+    let confirmed: Vec<_> = stored
+        .iter()
+        .filter(|m| m.status == MomentStatus::Confirmed)
+        .collect();
+    assert_eq!(confirmed.len(), 1, "{stored:?}");
+    assert_the_spike(&script, &confirmed[0].moment);
+    assert_eq!(
+        confirmed[0].first_seen_ms, shown_at,
+        "first seen when the provisional moment standing for it was"
+    );
+    let replaced = stored
+        .iter()
+        .find(|m| m.moment.detected_from_ms == later)
+        .expect("the provisional moment is kept, withdrawn");
+    assert_eq!(replaced.status, MomentStatus::Withdrawn);
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ fn request(user: &str, emojis: &[(&str, u32)], key: &str, at_ms: i64) -> Vec<Rea
             count: *count,
             at_ms,
             key: None,
+            fair_use_limit: None,
         })
         .collect();
     if !key.is_empty() {

@@ -43,6 +43,11 @@ pub enum ApiError {
         stream: String,
         status: StreamStatus,
     },
+    /// The stream is live but its broadcaster paused reactions.
+    #[error(
+        "stream {stream:?} is live but its broadcaster paused reactions; they are taken again when the pause is lifted"
+    )]
+    ReactionsPaused { stream: String },
     /// An admin transition the stream's status does not allow.
     #[error("{0}")]
     TransitionRefused(TransitionRefused),
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::InvalidJson(_) | ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } | ApiError::UnknownStream { .. } => StatusCode::NOT_FOUND,
             ApiError::StreamNotLive { .. }
+            | ApiError::ReactionsPaused { .. }
             | ApiError::TransitionRefused(_)
             | ApiError::NoOrigin { .. } => StatusCode::CONFLICT,
             ApiError::Forbidden | ApiError::ViewerMismatch { .. } => StatusCode::FORBIDDEN,
@@ -111,6 +117,7 @@ impl ApiError {
             ApiError::NotFound { .. } => "not_found",
             ApiError::UnknownStream { .. } => "unknown_stream",
             ApiError::StreamNotLive { .. } => "stream_not_live",
+            ApiError::ReactionsPaused { .. } => "reactions_paused",
             ApiError::TransitionRefused(_) => "transition_refused",
             ApiError::NoOrigin { .. } => "no_origin",
             ApiError::Forbidden => "forbidden",
@@ -126,9 +133,9 @@ impl ApiError {
     pub fn body(&self) -> Value {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match self {
-            ApiError::UnknownStream { stream } | ApiError::NoOrigin { stream, .. } => {
-                body["stream_id"] = json!(stream)
-            }
+            ApiError::UnknownStream { stream }
+            | ApiError::NoOrigin { stream, .. }
+            | ApiError::ReactionsPaused { stream } => body["stream_id"] = json!(stream),
             ApiError::ViewerMismatch { field, .. } => body["field"] = json!(field),
             ApiError::KeyReused { field } => body["field"] = json!(field),
             ApiError::StreamNotLive { stream, status } => {
@@ -214,6 +221,12 @@ mod tests {
         };
         assert_eq!(unknown.status().as_u16(), 404);
         assert_eq!(unknown.body()["error"], "unknown_stream");
+        let paused = ApiError::ReactionsPaused {
+            stream: "final".into(),
+        };
+        assert_eq!(paused.status().as_u16(), 409);
+        assert_eq!(paused.body()["error"], "reactions_paused");
+        assert_eq!(paused.body()["stream_id"], "final");
         assert_eq!(ApiError::Forbidden.status().as_u16(), 403);
     }
 }

@@ -127,8 +127,9 @@ fn body_bytes(body: &Body) -> &[u8] {
     }
 }
 
-/// The live streams one request names, with their catalogues as read (a catalogue changing
-/// later does not affect a reaction already validated: aggregate counts any well-formed name).
+/// The live streams one request names, with their catalogues and fair-use limits as read (a
+/// catalogue changing later does not affect a reaction already validated: aggregate counts any
+/// well-formed name).
 #[derive(Default)]
 struct LiveStreams(HashMap<StreamId, Arc<StreamEntry>>);
 
@@ -386,8 +387,8 @@ impl Ingest {
         }
     }
 
-    /// Looks up every stream a body names, stopping at the first that is not registered or not
-    /// live, so a body full of made-up ids costs one registry read.
+    /// Looks up every stream a body names, stopping at the first that is not registered, not
+    /// live or paused, so a body full of made-up ids costs one registry read.
     async fn live_streams(&self, ids: &[StreamId]) -> Result<LiveStreams, ApiError> {
         let mut live = LiveStreams::default();
         for id in ids {
@@ -404,6 +405,11 @@ impl Ingest {
                 return Err(ApiError::StreamNotLive {
                     stream: id.as_str().to_owned(),
                     status: entry.status,
+                });
+            }
+            if entry.reactions_paused {
+                return Err(ApiError::ReactionsPaused {
+                    stream: id.as_str().to_owned(),
                 });
             }
             live.0.insert(id.clone(), entry);
@@ -526,6 +532,10 @@ impl Ingest {
         }
         let live = self.live_streams(&body.stream_ids()).await?;
         let mut reactions = body.validate(&self.config.domain, &live, now_ms())?;
+        // The stream's own fair-use limit travels with its reactions to aggregate.
+        for reaction in &mut reactions {
+            reaction.fair_use_limit = live.0.get(&reaction.stream).and_then(|e| e.fair_use_limit);
+        }
         if let Some(key) = &key {
             idempotency::stamp(&mut reactions, key)
                 .map_err(|error| ApiError::Invalid(vec![error]))?;

@@ -234,6 +234,8 @@ mod tests {
             updated_ms: 0,
             started_ms: Some(0),
             ended_ms: Some(100_000),
+            reactions_paused: false,
+            fair_use_limit: None,
         };
         let moment = |from_ms: i64| StoredMoment {
             stream: entry.id.clone(),

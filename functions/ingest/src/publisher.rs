@@ -157,6 +157,7 @@ mod tests {
             count: 2,
             at_ms,
             key: None,
+            fair_use_limit: None,
         }
     }
 

@@ -138,6 +138,8 @@ mod tests {
                 updated_ms: 0,
                 started_ms: None,
                 ended_ms: None,
+                reactions_paused: false,
+                fair_use_limit: None,
             }))
         }
     }

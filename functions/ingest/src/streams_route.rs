@@ -35,8 +35,8 @@ fn stream_id(text: &str) -> Result<StreamId, ApiError> {
     StreamId::parse("id", text).map_err(|e| ApiError::Invalid(vec![e]))
 }
 
-fn listing(streams: &[StreamEntry]) -> Value {
-    json!({ "streams": streams.iter().map(StreamEntry::to_json).collect::<Vec<_>>() })
+fn listing(streams: &[StreamEntry], view: fn(&StreamEntry) -> Value) -> Value {
+    json!({ "streams": streams.iter().map(view).collect::<Vec<_>>() })
 }
 
 /// `GET /streams`: the live streams, by id.
@@ -48,7 +48,7 @@ pub async fn list_live(registry: &Registry<'_>) -> Result<Value, ApiError> {
     )
     .await
     .map_err(unavailable)?;
-    Ok(listing(&live))
+    Ok(listing(&live, StreamEntry::to_json))
 }
 
 /// The registered stream `id`, from the container's cache (404 when unknown).
@@ -94,7 +94,7 @@ pub async fn admin_list(registry: &Registry<'_>, query: Option<&str>) -> Result<
     )
     .await
     .map_err(unavailable)?;
-    Ok(listing(&streams))
+    Ok(listing(&streams, StreamEntry::to_admin_json))
 }
 
 fn registry_error(error: RegistryError) -> ApiError {
@@ -145,7 +145,7 @@ pub async fn admin_put(
     } else {
         StatusCode::OK
     };
-    Ok((status, entry.to_json()))
+    Ok((status, entry.to_admin_json()))
 }
 
 /// `POST /admin/streams/{id}/start` or `/end`.
@@ -165,5 +165,5 @@ pub async fn admin_transition(
     .map_err(registry_error)?;
     registry.directory.forget(&id);
     tracing::info!(stream = id.as_str(), status = %entry.status, "stream status");
-    Ok(entry.to_json())
+    Ok(entry.to_admin_json())
 }

@@ -306,6 +306,7 @@ async fn stored_windows_are_served_with_since_and_limit() {
                 count: (i + 1) as u32,
                 at_ms: i * 2_000,
                 key: None,
+                fair_use_limit: None,
             };
             (position, reaction)
         })

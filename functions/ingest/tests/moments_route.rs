@@ -59,7 +59,10 @@ async fn moments_are_listed_as_json_and_as_webvtt_chapters() {
     };
     // One confirmed an hour, a minute and a bit in; one still provisional; one withdrawn.
     let confirmed = moment(started + 3_672_500, "fire", true);
-    store.confirm(&m, &confirmed, 1, times).await.unwrap();
+    store
+        .confirm(&m, &confirmed, 1, times.now_ms, times)
+        .await
+        .unwrap();
     let provisional = moment(started + 4_000_000, "clap", false);
     assert!(store.propose(&m, &provisional, times).await.unwrap());
     let withdrawn = moment(started + 3_800_000, "joy", false);
@@ -171,7 +174,7 @@ async fn bad_moment_requests_get_clear_errors() {
     let scheduled = StreamId::parse("id", "later").unwrap();
     let changes = StreamChanges {
         title: Some("Later".into()),
-        catalogue: None,
+        ..StreamChanges::default()
     };
     let catalogue = reactions::EmojiCatalogue::parse("fire=🔥").unwrap();
     StreamStore::new(&database)

@@ -203,7 +203,7 @@ async fn ranges_that_cannot_be_answered_get_clear_errors() {
     let scheduled = reactions::StreamId::parse("id", "later").unwrap();
     let changes = reactions::stream_registry::StreamChanges {
         title: Some("Later".into()),
-        catalogue: None,
+        ..reactions::stream_registry::StreamChanges::default()
     };
     let catalogue = reactions::EmojiCatalogue::parse("fire=🔥").unwrap();
     reactions::mongo::StreamStore::new(&db)

@@ -1,13 +1,14 @@
 //! The stream registry through the ingest handler, against the real servers: admin routes
 //! refuse callers the IAM authorizer did not verify; streams are created, given their own
-//! catalogue, started and ended; `POST /reactions` takes only live streams and their emojis;
+//! catalogue, started and ended; `POST /reactions` takes only live streams and their emojis,
+//! not while reactions are paused, and carries a stream's own fair-use limit to aggregate;
 //! and a flood of made-up stream ids is refused with bounded MongoDB reads and no writes.
 
 mod common;
 
 use common::*;
 use emostream_local::network::FaultProxy;
-use emostream_tests::patience::assert_bounded;
+use emostream_tests::patience::{assert_bounded, eventually};
 use emostream_tests::servers;
 use emostream_tests::topic_reader::record_count;
 use lambda_http::{Body, Request};
@@ -352,4 +353,134 @@ async fn admin_writes_to_a_mongodb_that_stops_answering_get_503_within_the_write
             "an admin write to a MongoDB that stopped answering",
         );
     }
+}
+
+/// Another ingest container on `setup`'s database and topic, trusting what it read of the
+/// registry for `ttl_ms`.
+async fn another_container(setup: &Setup, ttl_ms: &str) -> ingest::Ingest {
+    let settings = std::collections::HashMap::from([
+        ("KAFKA_BROKERS".to_owned(), servers().kafka_brokers.clone()),
+        ("MONGODB_URI".to_owned(), servers().mongodb_uri.clone()),
+        ("MONGODB_DATABASE".to_owned(), setup.database.clone()),
+        ("REACTION_TOPIC".to_owned(), setup.topic.clone()),
+        ("STREAM_CACHE_TTL_MS".to_owned(), ttl_ms.to_owned()),
+    ]);
+    let config = ingest::config::IngestConfig::from_settings(&settings).unwrap();
+    ingest::Ingest::new(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn moderation_pauses_reactions_and_sends_the_streams_fair_use_limit_with_its_taps() {
+    use reactions::message::VersionedMessage;
+    let setup = setup_with(&[]).await;
+    let other = another_container(&setup, "1000").await;
+    let path = "/admin/streams/moderated";
+    let (status, created) = call(
+        &setup,
+        admin_request("PUT", path, Some(json!({"title": "Moderated"}))),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["reactions_paused"], &created["fair_use_limit"]),
+        (&json!(false), &Value::Null)
+    );
+    call(
+        &setup,
+        admin_request("POST", &format!("{path}/start"), None),
+    )
+    .await;
+    // The other container reads the stream (and caches it) while it takes reactions.
+    let taken = other.handle(reaction("moderated", "fire")).await;
+    assert_eq!(taken.status().as_u16(), 202);
+
+    let (status, paused) = call(
+        &setup,
+        admin_request(
+            "PUT",
+            path,
+            Some(json!({"reactions_paused": true, "fair_use_limit": 5})),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(
+        (&paused["reactions_paused"], &paused["fair_use_limit"]),
+        (&json!(true), &json!(5))
+    );
+    // The container that made the change refuses at once, with a code a page can show.
+    let (status, refused) = call(&setup, reaction("moderated", "fire")).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"], "reactions_paused");
+    assert_eq!(refused["stream_id"], "moderated");
+    // The other within one cache period: once its view of the stream shows the pause, its
+    // reactions are refused too.
+    eventually("the other container to see the pause", || async {
+        let shown = body_json(
+            &other
+                .handle(request("GET", "/streams/moderated", None, Body::Empty))
+                .await,
+        );
+        match shown["reactions_paused"] == json!(true) {
+            true => Ok(()),
+            false => Err(format!("still {shown}")),
+        }
+    })
+    .await;
+    let refused = other.handle(reaction("moderated", "fire")).await;
+    assert_eq!(refused.status().as_u16(), 409);
+
+    // Taken again once the pause is lifted, each reaction carrying the stream's limit to
+    // aggregate; back to the deployment's limit, none.
+    let lifted = json!({"reactions_paused": false});
+    assert_eq!(
+        call(&setup, admin_request("PUT", path, Some(lifted)))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(call(&setup, reaction("moderated", "fire")).await.0, 202);
+    let cleared = json!({"fair_use_limit": null});
+    let (status, back) = call(&setup, admin_request("PUT", path, Some(cleared))).await;
+    assert_eq!((status, &back["fair_use_limit"]), (200, &Value::Null));
+    assert_eq!(call(&setup, reaction("moderated", "clap")).await.0, 202);
+    let records = emostream_tests::topic_reader::read_records(
+        &setup.kafka,
+        &setup.topic,
+        3,
+        emostream_tests::patience::PATIENCE,
+    )
+    .await;
+    let mut limits: Vec<(String, u32, Option<u32>)> = records
+        .iter()
+        .map(|message| {
+            use rdkafka::message::Message;
+            let record = reactions::message::ReactionRecord::decode(message.payload().unwrap())
+                .expect("a reaction record");
+            (
+                record.emoji.as_str().to_owned(),
+                record.v,
+                record.fair_use_limit,
+            )
+        })
+        .collect();
+    limits.sort();
+    assert_eq!(
+        limits,
+        [
+            ("clap".to_owned(), 1, None),
+            ("fire".to_owned(), 1, None),
+            ("fire".to_owned(), 3, Some(5)),
+        ]
+    );
+
+    // Mistakes name their field; nothing changes.
+    let (status, wrong) = call(
+        &setup,
+        admin_request("PUT", path, Some(json!({"fair_use_limit": 0}))),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(wrong["errors"][0]["field"], "fair_use_limit");
+    assert_eq!(wrong["errors"][0]["rule"], "out_of_range");
 }

@@ -1,17 +1,23 @@
 //! A client for the HTTP API's admin routes (`/admin/streams/...`), which sit behind the IAM
 //! authorizer: every request is SigV4-signed for `execute-api`. The load generator registers
 //! its streams with it and the end-to-end tests use it as an admin would; against the local
-//! stack it signs with the local credentials.
+//! stack it signs with the local credentials, and the console's signing helper signs with an
+//! administrator's own against a deployed API (HTTPS).
 
 use aws_credential_types::Credentials;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use reactions::sigv4::{RequestToSign, signature_headers};
 use serde_json::{Value, json};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// How long one admin call may take, answer included: API Gateway itself gives up on an
+/// integration after 30 s, and a console waiting longer only hides the failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,49 @@ pub struct AdminClient {
     credentials: Credentials,
     region: String,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For an `https://` API; an error where the machine has no root certificates.
+    tls_client: Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String>,
+}
+
+/// Why the administrator's credentials in the environment cannot sign for an API.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(
+        "no AWS credentials in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY): run\n  eval \"$(aws configure export-credentials --format env)\"\nfirst, with the profile of an administrator allowed execute-api:Invoke on /admin/*"
+    )]
+    Missing,
+    #[error("{0} is set but {1} is not: the credentials in the environment are incomplete")]
+    Incomplete(&'static str, &'static str),
+    #[error(
+        "the API's URL names region {from_url} but AWS_REGION is {from_env}: the signature would be refused"
+    )]
+    RegionMismatch { from_url: String, from_env: String },
+    #[error(
+        "the region of {0} is unknown: set AWS_REGION to the API's region (it is part of the signature)"
+    )]
+    RegionUnknown(String),
+    #[error("no TLS root certificates on this machine: {0}")]
+    NoRootCertificates(String),
+}
+
+/// The region in an `execute-api` endpoint's name (`abc123.execute-api.eu-west-1.amazonaws.com`).
+fn region_of_endpoint(base_url: &str) -> Option<&str> {
+    let host = base_url.split("://").nth(1)?.split(['/', ':']).next()?;
+    let mut labels = host.split('.');
+    labels.next()?;
+    (labels.next()? == "execute-api").then_some(())?;
+    labels.next().filter(|region| !region.is_empty())
+}
+
+/// An HTTPS client with the machine's root certificates.
+fn tls_client() -> Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| e.to_string())?
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 impl AdminClient {
@@ -46,7 +95,61 @@ impl AdminClient {
             credentials,
             region: region.to_owned(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            tls_client: if base_url.starts_with("https://") {
+                tls_client()
+            } else {
+                Err("not an https:// API".to_owned())
+            },
         }
+    }
+
+    /// A client signing with an administrator's credentials from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) for the region the
+    /// API's name holds (or `AWS_REGION`): the console's signing helper against a deployed API,
+    /// which refuses to start on credentials that could only earn a puzzling 403.
+    pub fn for_administrator(base_url: &str) -> Result<Self, CredentialsError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => {
+                Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment")
+            }
+            (Some(_), None) => {
+                return Err(CredentialsError::Incomplete(
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(CredentialsError::Incomplete(
+                    "AWS_SECRET_ACCESS_KEY",
+                    "AWS_ACCESS_KEY_ID",
+                ));
+            }
+            (None, None) => return Err(CredentialsError::Missing),
+        };
+        let region = match (region_of_endpoint(base_url), var("AWS_REGION")) {
+            (Some(from_url), Some(from_env)) if from_url != from_env => {
+                return Err(CredentialsError::RegionMismatch {
+                    from_url: from_url.to_owned(),
+                    from_env,
+                });
+            }
+            (Some(region), _) => region.to_owned(),
+            (None, Some(region)) => region,
+            (None, None) => return Err(CredentialsError::RegionUnknown(base_url.to_owned())),
+        };
+        let client = Self::new(base_url, credentials, &region);
+        if let Err(why) = &client.tls_client
+            && base_url.starts_with("https://")
+        {
+            return Err(CredentialsError::NoRootCertificates(why.clone()));
+        }
+        Ok(client)
+    }
+
+    /// The access key the client signs with, for showing whose credentials it uses.
+    pub fn access_key_id(&self) -> &str {
+        self.credentials.access_key_id()
     }
 
     /// A client signing with the local stack's credentials.
@@ -117,18 +220,33 @@ impl AdminClient {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| AdminError::Request(what.clone(), e.to_string()))?;
-        let response = self
-            .client
-            .request(request)
-            .await
+        let exchange = async {
+            let response = if url.starts_with("https://") {
+                let client = self.tls_client.as_ref().map_err(|why| {
+                    AdminError::Transport(what.clone(), format!("no HTTPS client: {why}"))
+                })?;
+                client.request(request).await
+            } else {
+                self.client.request(request).await
+            }
             .map_err(|e| AdminError::Transport(what.clone(), e.to_string()))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
+            let status = response.status().as_u16();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| AdminError::Transport(what.clone(), e.to_string()))?
+                .to_bytes();
+            Ok::<_, AdminError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
-            .map_err(|e| AdminError::Transport(what.clone(), e.to_string()))?
-            .to_bytes();
+            .map_err(|_| {
+                AdminError::Transport(
+                    what.clone(),
+                    format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                )
+            })??;
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((status, value))
@@ -174,5 +292,24 @@ impl AdminClient {
     pub async fn end(&self, id: &str) -> Result<Value, AdminError> {
         self.expect_ok("POST", &format!("/admin/streams/{id}/end"), None)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_is_read_from_an_execute_api_endpoint_only() {
+        assert_eq!(
+            region_of_endpoint("https://abc123.execute-api.eu-west-1.amazonaws.com"),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            region_of_endpoint("https://abc123.execute-api.ap-south-1.amazonaws.com/prod/"),
+            Some("ap-south-1")
+        );
+        assert_eq!(region_of_endpoint("https://api.example.com"), None);
+        assert_eq!(region_of_endpoint("http://127.0.0.1:3000"), None);
     }
 }

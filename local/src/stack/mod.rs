@@ -1,6 +1,7 @@
 //! The whole local stack: reads template.yaml, starts a Lambda pool per function, the HTTP API,
 //! the WebSocket API with its management API, the Kafka event source mappings, and (optionally)
-//! a static server for the browser client, which also answers `/config.json` with the API URLs.
+//! a static server for the browser client, which also answers `/config.json` with the API URLs
+//! and carries the console's signing helper at `/admin` ([`crate::admin_signer`]).
 //! In `AppSyncEvents` delivery it also starts the AppSync Events API ([`EventApi`]), and with
 //! viewer identity on, the demo identity provider ([`DemoIssuer`]) when asked.
 //! Dropping or stopping the stack stops everything it started.
@@ -369,6 +370,13 @@ impl LocalStack {
                     .and_then(|spec| spec.namespaces.keys().next().cloned()),
                 "signInUrl": demo_issuer.as_ref()
                     .map(|issuer| format!("{}/sign-in", issuer.issuer())),
+                // The console's admin calls go to the signing helper on this origin.
+                "adminUrl": "/admin",
+                "adminIdentity": format!(
+                    "arn:aws:iam::{}:user/{} (the local operator)",
+                    crate::iam::LOCAL_ACCOUNT_ID,
+                    crate::iam::OPERATOR
+                ),
             });
             let router = Router::new()
                 .route(
@@ -377,6 +385,12 @@ impl LocalStack {
                         let config = config.clone();
                         async move { axum::Json(config) }
                     }),
+                )
+                .nest(
+                    "/admin",
+                    crate::admin_signer::router(
+                        crate::api_gateway::admin_client::AdminClient::local(&http_url),
+                    ),
                 )
                 .fallback_service(tower_http::services::ServeDir::new(directory));
             servers.push(serve(listener, router));

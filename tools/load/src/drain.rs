@@ -123,6 +123,7 @@ fn backlog_record(
             item: 0,
             body: i as i64,
         }),
+        fair_use_limit: None,
     };
     // Encoded as ingest encodes it (the record version follows the key).
     let record = ReactionRecord::from(&reaction);

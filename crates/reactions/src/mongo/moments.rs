@@ -41,7 +41,9 @@ pub struct StoredMoment {
     pub moment: Moment,
     pub status: MomentStatus,
     pub revision: i64,
-    /// When the moment was first written (provisional or confirmed): how soon it was seen.
+    /// When viewers were first shown the moment: when it was first written (provisional or
+    /// confirmed), or earlier when it replaced a provisional moment within its span (the final
+    /// windows found the spike a window before the live ones did), which was on screen since.
     pub first_seen_ms: i64,
 }
 
@@ -308,12 +310,15 @@ impl MomentStore {
     }
 
     /// Writes a change the final windows made, unless a change of a higher revision is
-    /// stored. A provisional moment of the same first spike becomes this one.
+    /// stored. A provisional moment of the same first spike becomes this one. The moment was
+    /// first seen at `first_seen_ms` (now, or when a provisional moment it replaces was
+    /// proposed) or when it was stored first, whichever is earlier.
     pub async fn confirm(
         &self,
         stream: &StreamId,
         moment: &Moment,
         revision: i64,
+        first_seen_ms: i64,
         times: WriteTimes,
     ) -> Result<(), StoreError> {
         let mut filter = Self::key(stream, moment);
@@ -328,7 +333,8 @@ impl MomentStore {
         set.insert("status", MomentStatus::Confirmed.as_str());
         set.insert("revision", revision);
         set.insert("expires_at", expiry(moment.end_ms, times));
-        let update = doc! { "$set": set, "$setOnInsert": { "first_seen_ms": times.now_ms } };
+        let first_seen_ms = first_seen_ms.min(times.now_ms);
+        let update = doc! { "$set": set, "$min": { "first_seen_ms": first_seen_ms } };
         // Two passes inserting the same moment at once: the loser's retry finds it.
         for _ in 0..2 {
             match self

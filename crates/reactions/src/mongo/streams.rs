@@ -1,5 +1,6 @@
 //! The `streams` collection: the stream registry. One document per stream, keyed by its id,
-//! holding its title, status and emoji catalogue. Admins write it (rarely); ingest reads one
+//! holding its title, status, emoji catalogue and moderation switches (`reactions_paused`,
+//! `fair_use_limit`; absent in documents written before they existed, which read as off). Admins write it (rarely); ingest reads one
 //! document per stream per cache period, and the public routes list the live ones through
 //! the `status` index.
 
@@ -41,6 +42,16 @@ fn millis(document: &Document, key: &str) -> Option<i64> {
         Some(Bson::Int64(value)) => Some(*value),
         Some(Bson::Int32(value)) => Some(i64::from(*value)),
         _ => None,
+    }
+}
+
+/// A whole number however it was stored: a shell writes `5` as a double.
+fn whole_number(document: &Document, key: &str) -> Option<i64> {
+    match document.get(key) {
+        Some(Bson::Double(value)) if value.fract() == 0.0 && value.abs() < 2f64.powi(53) => {
+            Some(*value as i64)
+        }
+        _ => millis(document, key),
     }
 }
 
@@ -90,6 +101,23 @@ fn entry_from(document: &Document) -> Result<StreamEntry, StoreError> {
         updated_ms: millis(document, "updated_ms").ok_or_else(|| malformed("updated_ms"))?,
         started_ms: millis(document, "started_ms"),
         ended_ms: millis(document, "ended_ms"),
+        reactions_paused: match document.get("reactions_paused") {
+            None | Some(Bson::Null) => false,
+            Some(Bson::Boolean(paused)) => *paused,
+            Some(_) => return Err(malformed("reactions_paused")),
+        },
+        fair_use_limit: match whole_number(document, "fair_use_limit") {
+            None if document.contains_key("fair_use_limit") => {
+                return Err(malformed("fair_use_limit"));
+            }
+            None => None,
+            Some(limit) => Some(
+                u32::try_from(limit)
+                    .ok()
+                    .filter(|l| *l > 0)
+                    .ok_or_else(|| malformed("fair_use_limit"))?,
+            ),
+        },
     })
 }
 
@@ -143,7 +171,17 @@ impl StreamStore {
             .try_collect()
             .await
             .map_err(server("find"))?;
-        documents.iter().map(entry_from).collect()
+        // One document edited by hand into something unreadable leaves the others listed.
+        Ok(documents
+            .iter()
+            .filter_map(|document| match entry_from(document) {
+                Ok(entry) => Some(entry),
+                Err(error) => {
+                    tracing::warn!(%error, id = ?document.get("_id"), "stream left out of the listing");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Creates the stream (scheduled, with `default_catalogue` unless `changes` sets one) or
@@ -157,14 +195,18 @@ impl StreamStore {
     ) -> Result<(StreamEntry, bool), RegistryError> {
         if let Some(title) = &changes.title {
             let catalogue = changes.catalogue.as_ref().unwrap_or(default_catalogue);
-            let document = doc! {
+            let mut document = doc! {
                 "_id": id.as_str(),
                 "title": title,
                 "status": StreamStatus::Scheduled.as_str(),
                 "emojis": catalogue_document(catalogue),
                 "created_ms": now_ms,
                 "updated_ms": now_ms,
+                "reactions_paused": changes.reactions_paused.unwrap_or(false),
             };
+            if let Some(Some(limit)) = changes.fair_use_limit {
+                document.insert("fair_use_limit", i64::from(limit));
+            }
             match self.collection.insert_one(&document).await {
                 Ok(_) => return Ok((entry_from(&document)?, true)),
                 Err(error) if is_duplicate_key(&error) => {}
@@ -178,9 +220,23 @@ impl StreamStore {
         if let Some(catalogue) = &changes.catalogue {
             set.insert("emojis", catalogue_document(catalogue));
         }
+        if let Some(paused) = changes.reactions_paused {
+            set.insert("reactions_paused", paused);
+        }
+        let mut update = doc! {};
+        match changes.fair_use_limit {
+            Some(Some(limit)) => {
+                set.insert("fair_use_limit", i64::from(limit));
+            }
+            Some(None) => {
+                update.insert("$unset", doc! { "fair_use_limit": "" });
+            }
+            None => {}
+        }
+        update.insert("$set", set);
         let updated = self
             .collection
-            .find_one_and_update(doc! { "_id": id.as_str() }, doc! { "$set": set })
+            .find_one_and_update(doc! { "_id": id.as_str() }, update)
             .return_document(ReturnDocument::After)
             .await
             .map_err(server("findAndModify"))?;

@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = StreamStore::new(&database);
     let changes = StreamChanges {
         title: Some("A recording".into()),
-        catalogue: None,
+        ..StreamChanges::default()
     };
     registry.put(&id, &changes, &catalogue, started).await?;
     registry.transition(&id, Transition::Start, started).await?;
