@@ -6,7 +6,7 @@
 // administrator's credentials, so no secret ever reaches the browser. The figures come from
 // the public routes (`apiUrl`).
 import { readConfig, withOverrides } from "./config.js";
-import { catalogueText, parseCatalogue, recentRate, replayLink, streamSummary } from "./summary.js";
+import { catalogueText, figuresQuery, parseCatalogue, recentRate, replayLink, streamSummary } from "./summary.js";
 import { renderCountList } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,6 +21,8 @@ const state = {
   // What the moderation and catalogue boxes were filled with, so a refresh does not overwrite
   // what the broadcaster is typing.
   shownFor: null,
+  // The window width of the last replay answer: how long a stream one read can hold.
+  windowWidthMs: 2000,
 };
 
 function setState(kind, text) {
@@ -157,6 +159,7 @@ function clearFigures() {
   $("top").replaceChildren();
   $("moment-list").replaceChildren();
   $("no-moments").hidden = false;
+  $("figures-span").hidden = true;
 }
 
 async function refreshFigures() {
@@ -167,13 +170,13 @@ async function refreshFigures() {
     return;
   }
   const path = `${state.api}${streamPath(entry.id)}`;
-  // No `to`: the route reads up to now (or the end), and every console asks the same URL, which
-  // the route lets a cache keep for a second.
-  const [answer, moments] = await Promise.all([
-    call(`${path}/replay?from=${entry.started_ms}`),
-    call(`${path}/moments`),
-  ]);
-  if (state.selected === entry.id) renderFigures(entry, answer, moments.moments || []);
+  const { query, partial } = figuresQuery(entry, Date.now(), state.windowWidthMs);
+  const [answer, moments] = await Promise.all([call(`${path}/replay?${query}`), call(`${path}/moments`)]);
+  if (answer.window_width_ms) state.windowWidthMs = answer.window_width_ms;
+  if (state.selected === entry.id) {
+    renderFigures(entry, answer, moments.moments || []);
+    $("figures-span").hidden = !partial;
+  }
 }
 
 async function refresh() {

@@ -36,18 +36,33 @@ export function streamSummary(answer, moments = [], topCount = 5) {
   return { total, top: top.slice(0, topCount), peak, moments: kept };
 }
 
-/** Taps a second over the `spanMs` before `nowMs`, from the buckets of `answer` that ended by
- *  then (a bucket still counting would read low). */
+/** Taps a second over the last whole buckets of `answer` that fit in the `spanMs` before
+ *  `nowMs` (a bucket still counting would read low), divided by the time they cover; with
+ *  buckets coarser than the span, the last whole bucket. Buckets absent from the answer had no
+ *  taps. */
 export function recentRate(answer, nowMs, spanMs = 10000) {
   const resolution = answer.resolution_ms || 1000;
+  const end = Math.floor((nowMs - answer.from_ms) / resolution);
+  const first = Math.max(0, end - Math.max(1, Math.floor(spanMs / resolution)));
+  if (end <= first) return 0;
   let taps = 0;
   for (const row of answer.buckets || []) {
-    const start = answer.from_ms + row[0] * resolution;
-    if (start >= nowMs - spanMs && start + resolution <= nowMs) {
-      taps += row.slice(1).reduce((a, b) => a + b, 0);
-    }
+    if (row[0] >= first && row[0] < end) taps += row.slice(1).reduce((a, b) => a + b, 0);
   }
-  return taps / (spanMs / 1000);
+  return taps / (((end - first) * resolution) / 1000);
+}
+
+/** Most windows one replay read covers (the route's `MAX_WINDOWS_READ`). */
+export const MAX_WINDOWS_READ = 43200;
+
+/** The replay query of a stream's figures at `nowMs`: its whole run while that fits one read,
+ *  else the last that fits (`partial`), a minute short of the limit for clocks that differ.
+ *  No `to` for a whole run, so every console asks the same URL and a cache can answer. */
+export function figuresQuery(entry, nowMs, windowWidthMs = 2000) {
+  const end = entry.ended_ms || nowMs;
+  const span = (MAX_WINDOWS_READ - Math.ceil(60000 / windowWidthMs)) * windowWidthMs;
+  if (end - entry.started_ms <= span) return { query: `from=${entry.started_ms}`, partial: false };
+  return { query: `from=${end - span}&to=${end}`, partial: true };
 }
 
 /** A catalogue as the console's text box shows it: one `name glyph` per line. */

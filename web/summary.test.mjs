@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { catalogueText, emojiTotals, parseCatalogue, recentRate, replayLink, streamSummary } from "./summary.js";
+import { catalogueText, emojiTotals, figuresQuery, parseCatalogue, recentRate, replayLink, streamSummary } from "./summary.js";
 
 const answer = {
   from_ms: 10000,
@@ -29,11 +29,29 @@ test("totals and the summary add the rows up", () => {
   assert.equal(streamSummary(answer, [], 1).top.length, 1);
 });
 
-test("the recent rate counts only buckets that ended in the span", () => {
-  // Buckets at 14–16 s (40 taps) and 20–22 s (6 taps).
-  assert.equal(recentRate(answer, 22000, 10000), 4.6);
-  assert.equal(recentRate(answer, 21000, 10000), 4, "the bucket still counting is left out");
+test("the recent rate counts only buckets that ended, over the time they cover", () => {
+  // Buckets at 10–12 s (4 taps), 14–16 s (40 taps) and 20–22 s (6 taps).
+  assert.equal(recentRate(answer, 22000, 10000), 4.6, "12–22 s: 46 taps in 10 s");
+  assert.equal(recentRate(answer, 21000, 10000), 4.4, "10–20 s: the bucket still counting is left out");
+  assert.equal(recentRate(answer, 13000, 10000), 2, "10–12 s: one bucket has ended");
+  assert.equal(recentRate(answer, 11000, 10000), 0, "none has ended");
   assert.equal(recentRate(answer, 60000, 10000), 0);
+  // Buckets coarser than the span: the last whole one.
+  const coarse = { from_ms: 0, resolution_ms: 20000, buckets: [[0, 100], [1, 400]] };
+  assert.equal(recentRate(coarse, 45000, 10000), 20);
+});
+
+test("a stream's figures read its whole run while one read holds it, else the last that fits", () => {
+  const entry = { started_ms: 1000000, ended_ms: null };
+  assert.deepEqual(figuresQuery(entry, 1000000 + 3600000), { query: "from=1000000", partial: false });
+  const day = 86400000;
+  const long = figuresQuery(entry, 1000000 + 2 * day, 2000);
+  assert.equal(long.partial, true);
+  const [from, to] = long.query.match(/from=(\d+)&to=(\d+)/).slice(1).map(Number);
+  assert.equal(to, 1000000 + 2 * day);
+  assert.ok((to - from) / 2000 <= 43200 - 30, "within the route's read");
+  const ended = { started_ms: 0, ended_ms: 3 * day };
+  assert.equal(figuresQuery(ended, 10 * day, 2000).query.endsWith(`to=${3 * day}`), true);
 });
 
 test("catalogue text goes both ways and names the bad line", () => {

@@ -53,7 +53,7 @@ fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Whether `host` (a `Host` header: name and port) names this machine's loopback interface.
-fn is_loopback_host(host: &str) -> bool {
+pub fn is_loopback_host(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,

@@ -273,4 +273,14 @@ async fn moderation_switches_are_stored_cleared_and_read_from_older_documents() 
         .unwrap();
     let shell = store.get(&id("shell")).await.unwrap().unwrap();
     assert_eq!(shell.fair_use_limit, Some(5));
+    // And one cleared by hand to null is the deployment's again.
+    collection
+        .update_one(
+            doc! { "_id": "shell" },
+            doc! { "$set": { "fair_use_limit": null } },
+        )
+        .await
+        .unwrap();
+    let cleared = store.get(&id("shell")).await.unwrap().unwrap();
+    assert_eq!(cleared.fair_use_limit, None);
 }

@@ -29,12 +29,15 @@ pub struct MomentRule {
     /// the long horizon for the level (and the silence) too, and keep doing so.
     #[serde(default = "MomentRule::level_horizon_of_stored_rules")]
     pub level_horizon_s: f64,
-    /// Whether a stream's first window (and its first after a silence) is its level: starting
-    /// from zero makes the variance of its first minute the square of its rate. Detectors
-    /// stored before started from zero, and keep doing so, so an older aggregate and this
-    /// one make the same moments from the same detector during a deployment.
+    /// Whether a silence of the level's horizon starts the stream over, counted window by
+    /// window however the silent windows come (observed after a gap, or moved on to by the
+    /// tick), and the first window with taps, a stream's very first too, is then its level:
+    /// starting from zero makes the variance of its first minute the square of its rate.
+    /// Detectors stored before started from zero and started over only after a minute seen
+    /// as one gap, and keep doing so, so an older aggregate and this one make the same moments
+    /// from the same detector during a deployment.
     #[serde(default)]
-    pub first_window_is_level: bool,
+    pub restarts_after_silence: bool,
     /// How many standard deviations above the mean a spike is.
     pub z_at_least: f64,
     /// The least rate (taps per second) a spike has: a handful of viewers never make one.
@@ -66,7 +69,7 @@ impl MomentRule {
     pub const DEFAULT: Self = Self {
         horizon_s: 60.0,
         level_horizon_s: 10.0,
-        first_window_is_level: true,
+        restarts_after_silence: true,
         z_at_least: 4.0,
         rate_at_least: 30.0,
         ratio_at_least: 2.0,
@@ -152,6 +155,10 @@ struct Baseline {
     variance: f64,
     emoji_means: BTreeMap<String, f64>,
     seen_s: f64,
+    /// Seconds of silent windows since the last taps (see
+    /// [`MomentRule::restarts_after_silence`]).
+    #[serde(default)]
+    silent_s: f64,
 }
 
 impl Baseline {
@@ -159,7 +166,7 @@ impl Baseline {
     /// horizon's weight: were its distance from the level taken into the variance, or the level
     /// to follow it as fast as it follows the baseline, a celebration would become the baseline
     /// and end as a moment while it lasts. A stream's first window is its level where the
-    /// rule says so ([`MomentRule::first_window_is_level`]).
+    /// rule says so ([`MomentRule::restarts_after_silence`]).
     fn feed(
         &mut self,
         rule: &MomentRule,
@@ -168,7 +175,7 @@ impl Baseline {
         emoji_rates: &BTreeMap<String, f64>,
         width_s: f64,
     ) {
-        if rule.first_window_is_level && self.seen_s == 0.0 {
+        if rule.restarts_after_silence && self.seen_s == 0.0 {
             self.mean = rate;
             self.variance = 0.0;
             self.emoji_means = emoji_rates.clone();
@@ -237,7 +244,8 @@ impl MomentDetector {
     /// Takes the window `[start_ms, start_ms + width_ms)` with `counts` taps per emoji. A
     /// window starting before the last one's end was seen already and changes nothing
     /// (returns nothing). Windows skipped since (no taps stored for them) count as silent;
-    /// after a silence as long as the level's horizon the stream starts over.
+    /// after a silence as long as the level's horizon the stream starts over (see
+    /// [`MomentRule::restarts_after_silence`]).
     /// Returns the moments this window started, grew or ended, oldest first.
     pub fn observe(
         &mut self,
@@ -317,16 +325,27 @@ impl MomentDetector {
         latest_of_each(changed)
     }
 
-    /// Feeds the silent windows from the next expected one up to `start_ms` (after a silence as
-    /// long as the level's horizon, starts the stream over instead).
+    /// Feeds the silent windows from the next expected one up to `start_ms`, the stream starting
+    /// over after a silence as long as the level's horizon.
     fn silence_until(&mut self, start_ms: i64, width_ms: i64) -> Vec<Moment> {
         let mut changed = Vec::new();
         let Some(next) = self.next_start_ms else {
             return changed;
         };
         let missing = (start_ms - next) / width_ms;
-        // Silent for a whole level horizon: the stream starts over, its first taps a baseline
-        // again, not a moment.
+        if self.rule.restarts_after_silence {
+            // Window by window, so a silence split by the tick counts as one; once the stream
+            // starts over, more silence changes nothing.
+            for i in 0..missing {
+                if self.baseline.seen_s == 0.0 {
+                    break;
+                }
+                changed.extend(self.take(next + i * width_ms, width_ms, &BTreeMap::new()));
+            }
+            return changed;
+        }
+        // Silent for a whole horizon (as one gap): the stream starts over, its first taps a
+        // baseline again, not a moment.
         if (missing * width_ms) as f64 >= self.rule.level_horizon_s * 1_000.0 {
             changed.extend(self.close());
             self.baseline = Baseline::default();
@@ -367,6 +386,21 @@ impl MomentDetector {
             .map(|(emoji, n)| (emoji.clone(), *n as f64 / width_s))
             .collect();
         let rate: f64 = emoji_rates.values().sum();
+        if self.rule.restarts_after_silence {
+            if rate > 0.0 {
+                self.baseline.silent_s = 0.0;
+            } else if self.baseline.seen_s == 0.0 {
+                // A baseline starting (over) takes no silence: its first taps are its level.
+                return None;
+            } else {
+                self.baseline.silent_s += width_s;
+                if self.baseline.silent_s >= self.rule.level_horizon_s {
+                    let ended = self.close();
+                    self.baseline = Baseline::default();
+                    return ended;
+                }
+            }
+        }
         let spike = self.rule.is_spike(&self.baseline, rate);
         let changed = if spike {
             let baseline = &self.baseline;

@@ -1,7 +1,9 @@
 //! The stream registry's routes. Public: `GET /streams` (the live streams) and
-//! `GET /streams/{id}` (title, status, catalogue: what a watch page needs). Admin, behind the
-//! HTTP API's IAM authorizer: `GET /admin/streams[?status=]`, `PUT /admin/streams/{id}` (create
-//! or change title and catalogue), `POST /admin/streams/{id}/start` and `.../end`.
+//! `GET /streams/{id}` (title, status, catalogue, whether reactions are paused: what a watch
+//! page needs). Admin, behind the HTTP API's IAM authorizer: `GET /admin/streams[?status=]`,
+//! `PUT /admin/streams/{id}` (create or change title, catalogue and the moderation switches),
+//! `POST /admin/streams/{id}/start` and `.../end`; their answers add the stream's own fair-use
+//! limit.
 
 use crate::api_error::ApiError;
 use crate::query_string;

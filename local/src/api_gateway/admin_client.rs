@@ -64,6 +64,10 @@ pub enum CredentialsError {
     RegionUnknown(String),
     #[error("no TLS root certificates on this machine: {0}")]
     NoRootCertificates(String),
+    #[error(
+        "{0} is plain HTTP to another machine: the signed requests would cross the network readable; use its https:// URL"
+    )]
+    Insecure(String),
 }
 
 /// The region in an `execute-api` endpoint's name (`abc123.execute-api.eu-west-1.amazonaws.com`).
@@ -71,7 +75,7 @@ fn region_of_endpoint(base_url: &str) -> Option<&str> {
     let host = base_url.split("://").nth(1)?.split(['/', ':']).next()?;
     let mut labels = host.split('.');
     labels.next()?;
-    (labels.next()? == "execute-api").then_some(())?;
+    matches!(labels.next()?, "execute-api" | "execute-api-fips").then_some(())?;
     labels.next().filter(|region| !region.is_empty())
 }
 
@@ -138,6 +142,13 @@ impl AdminClient {
             (None, Some(region)) => region,
             (None, None) => return Err(CredentialsError::RegionUnknown(base_url.to_owned())),
         };
+        let loopback_http = base_url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .is_some_and(crate::admin_signer::is_loopback_host);
+        if !base_url.starts_with("https://") && !loopback_http {
+            return Err(CredentialsError::Insecure(base_url.to_owned()));
+        }
         let client = Self::new(base_url, credentials, &region);
         if let Err(why) = &client.tls_client
             && base_url.starts_with("https://")
@@ -210,9 +221,12 @@ impl AdminClient {
             SystemTime::now(),
         )
         .map_err(|e| AdminError::Request(what.clone(), e))?;
+        // The Host sent is the one signed (the client would drop a default port written in
+        // the URL, and the signature with it).
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(&url)
+            .header("host", authority.as_str())
             .header("content-type", "application/json");
         for (name, value) in &added {
             request = request.header(name.as_str(), value.as_str());
@@ -308,6 +322,10 @@ mod tests {
         assert_eq!(
             region_of_endpoint("https://abc123.execute-api.ap-south-1.amazonaws.com/prod/"),
             Some("ap-south-1")
+        );
+        assert_eq!(
+            region_of_endpoint("https://abc123.execute-api-fips.us-gov-west-1.amazonaws.com"),
+            Some("us-gov-west-1")
         );
         assert_eq!(region_of_endpoint("https://api.example.com"), None);
         assert_eq!(region_of_endpoint("http://127.0.0.1:3000"), None);

@@ -272,19 +272,66 @@ fn taps_resuming_after_a_pause_are_no_moment_but_a_spike_after_them_is() {
     // later, four times that for 6 s.
     let mut detector = MomentDetector::new(MomentRule::DEFAULT);
     let mut moments = feed(&mut detector, 0..60, "clap", 40.0, &mut noise);
-    moments.extend(feed(&mut detector, 75..105, "clap", 40.0, &mut noise));
+    moments.extend(feed(&mut detector, 75..76, "clap", 40.0, &mut noise));
+    assert_eq!(
+        detector.baseline.seen_s, 2.0,
+        "the pause started the stream over"
+    );
+    moments.extend(feed(&mut detector, 76..105, "clap", 40.0, &mut noise));
     assert!(moments.is_empty(), "{moments:?}");
     moments.extend(feed(&mut detector, 105..108, "wow", 160.0, &mut noise));
     moments.extend(detector.advance_to(120 * WIDTH, WIDTH));
     let moments = latest_of_each(moments);
     assert_eq!(moments.len(), 1, "{moments:?}");
     assert_eq!(moments[0].detected_from_ms, 105 * WIDTH);
-    // A pause shorter than the level's horizon is fed as silence, and is no moment either
-    // when the taps come back at the rate they left.
+    // A pause shorter than the level's horizon (6 s) is fed as silence, and is no moment
+    // either when the taps come back at the rate they left.
     let mut detector = MomentDetector::new(MomentRule::DEFAULT);
     let mut moments = feed(&mut detector, 0..60, "clap", 40.0, &mut noise);
+    moments.extend(feed(&mut detector, 63..64, "clap", 40.0, &mut noise));
+    assert_eq!(detector.baseline.seen_s, 128.0, "no restart");
     moments.extend(feed(&mut detector, 64..90, "clap", 40.0, &mut noise));
     assert!(moments.is_empty(), "{moments:?}");
+}
+
+#[test]
+fn a_silence_split_by_the_tick_is_the_same_silence() {
+    // 40 taps/s, a spike, then a silence of 12 s (six windows) and the taps again: wherever
+    // the tick moves the detector on within the silence, the detector and its moments are
+    // the same as with no tick.
+    let mut noise = Noise(3);
+    let mut windows: Vec<(i64, BTreeMap<String, u64>)> = (0..60)
+        .map(|i| (i, counts(&[("clap", noise.around(40.0))])))
+        .collect();
+    windows.extend((60..63).map(|i| (i, counts(&[("wow", noise.around(200.0))]))));
+    windows.extend((69..100).map(|i| (i, counts(&[("clap", noise.around(40.0))]))));
+    let run_with_tick = |tick: Option<i64>| {
+        let mut detector = MomentDetector::new(MomentRule::DEFAULT);
+        let mut moments = Vec::new();
+        for (i, window) in &windows {
+            if *i == 69
+                && let Some(tick) = tick
+            {
+                moments.extend(detector.advance_to(tick * WIDTH, WIDTH));
+            }
+            moments.extend(detector.observe(i * WIDTH, WIDTH, window));
+        }
+        (detector, latest_of_each(moments))
+    };
+    let (untouched, moments) = run_with_tick(None);
+    assert_eq!(moments.len(), 1, "{moments:?}");
+    assert!(moments[0].ended);
+    assert_eq!(
+        untouched.baseline.seen_s, 62.0,
+        "the silence started the stream over"
+    );
+    for tick in 63..=69 {
+        assert_eq!(
+            run_with_tick(Some(tick)),
+            (untouched.clone(), moments.clone()),
+            "tick at {tick}"
+        );
+    }
 }
 
 #[test]
@@ -297,10 +344,10 @@ fn a_detector_stored_before_the_level_had_its_own_horizon_keeps_the_minute() {
     stored["rule"]
         .as_object_mut()
         .unwrap()
-        .remove("first_window_is_level");
+        .remove("restarts_after_silence");
     let detector: MomentDetector = serde_json::from_value(stored).unwrap();
     assert_eq!(detector.rule.level_horizon_s, 60.0);
-    assert!(!detector.rule.first_window_is_level);
+    assert!(!detector.rule.restarts_after_silence);
     assert_eq!(detector.rule.horizon_s, MomentRule::DEFAULT.horizon_s);
 }
 

@@ -107,7 +107,7 @@ fn entry_from(document: &Document) -> Result<StreamEntry, StoreError> {
             Some(_) => return Err(malformed("reactions_paused")),
         },
         fair_use_limit: match whole_number(document, "fair_use_limit") {
-            None if document.contains_key("fair_use_limit") => {
+            None if !matches!(document.get("fair_use_limit"), None | Some(Bson::Null)) => {
                 return Err(malformed("fair_use_limit"));
             }
             None => None,
