@@ -22,12 +22,13 @@
 use crate::api_gateway::admin_client::{AdminClient, AdminError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path as RoutePath, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use reactions::ids::StreamId;
 use serde_json::{Value, json};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The header the console sends with every admin call.
@@ -36,7 +37,25 @@ pub const CONSOLE_HEADER: &str = "x-emostream-console";
 /// Largest body the helper forwards: a catalogue of 64 emojis is a few kilobytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The helper's routes, to be nested at `/admin` on the origin serving the console.
+/// Where the helper is served on the pages' origin (`adminUrl` in their `config.json`).
+pub const PATH: &str = "/admin";
+
+/// The pages of `directory` with their `config` at `/config.json` and the helper at
+/// [`PATH`], signing with `admin`: the local stack's web server and `emostream-console`.
+pub fn site_with_helper(directory: &Path, config: Value, admin: AdminClient) -> Router {
+    Router::new()
+        .route(
+            "/config.json",
+            axum::routing::get(move || {
+                let config = config.clone();
+                async move { axum::Json(config) }
+            }),
+        )
+        .nest(PATH, router(admin))
+        .fallback_service(tower_http::services::ServeDir::new(directory))
+}
+
+/// The helper's routes, to be nested at [`PATH`] on the origin serving the console.
 pub fn router(admin: AdminClient) -> Router {
     Router::new()
         .route("/{*path}", any(forward))
@@ -100,7 +119,7 @@ fn admin_route(method: &Method, path: &str) -> Option<String> {
 async fn forward(
     State(admin): State<Arc<AdminClient>>,
     method: Method,
-    Path(path): Path<String>,
+    RoutePath(path): RoutePath<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,

@@ -4,7 +4,9 @@
 //! storing a moment, and waits for the answer line), and its verdict.
 
 use crate::repo_root;
+use std::future::Future;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
@@ -86,4 +88,15 @@ impl BrowserScript {
         let stderr = self.stderr.await.unwrap_or_default();
         (status, format!("{}{stderr}", self.stdout))
     }
+}
+
+/// Runs a script's `conversation` (ending in [`BrowserScript::finish`]) and fails the test
+/// unless the script passed, showing its output. Ten minutes is a backstop only: the scripts' own
+/// waits are bounded (60 s each).
+pub async fn expect_passed(conversation: impl Future<Output = (ExitStatus, String)>, what: &str) {
+    let (status, output) = tokio::time::timeout(Duration::from_secs(600), conversation)
+        .await
+        .unwrap_or_else(|_| panic!("the {what} finishes within 10 minutes"));
+    eprintln!("{output}");
+    assert!(status.success(), "{what} failed:\n{output}");
 }

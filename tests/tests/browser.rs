@@ -3,7 +3,7 @@
 //! local/web-deps.sh), and the client's pure logic under `node --test`.
 
 use emostream_local::stack::DemoIssuerOptions;
-use emostream_tests::browser_script::{BrowserScript, require_browser_tools};
+use emostream_tests::browser_script::{BrowserScript, expect_passed, require_browser_tools};
 use emostream_tests::local_stack::TestStack;
 use emostream_tests::patience::{PATIENCE, eventually};
 use emostream_tests::repo_root;
@@ -153,11 +153,7 @@ async fn browser_test(delivery: &str) {
         }
         script.finish().await
     };
-    let (status, output) = tokio::time::timeout(Duration::from_secs(600), conversation)
-        .await
-        .expect("the browser test finishes within 10 minutes");
-    eprintln!("{output}");
-    assert!(status.success(), "browser test failed:\n{output}");
+    expect_passed(conversation, "browser test").await;
     assert!(artifacts.join("tapper.png").is_file());
     assert!(artifacts.join("late-joiner.png").is_file());
     assert!(artifacts.join("reconnected.png").is_file());

@@ -346,9 +346,8 @@ impl MomentDetector {
         }
         // Silent for a whole horizon (as one gap): the stream starts over, its first taps a
         // baseline again, not a moment.
-        if (missing * width_ms) as f64 >= self.rule.level_horizon_s * 1_000.0 {
-            changed.extend(self.close());
-            self.baseline = Baseline::default();
+        if (missing * width_ms) as f64 >= self.rule.horizon_s * 1_000.0 {
+            changed.extend(self.start_over());
         } else {
             for i in 0..missing {
                 changed.extend(self.take(next + i * width_ms, width_ms, &BTreeMap::new()));
@@ -395,9 +394,7 @@ impl MomentDetector {
             } else {
                 self.baseline.silent_s += width_s;
                 if self.baseline.silent_s >= self.rule.level_horizon_s {
-                    let ended = self.close();
-                    self.baseline = Baseline::default();
-                    return ended;
+                    return self.start_over();
                 }
             }
         }
@@ -427,6 +424,14 @@ impl MomentDetector {
         self.baseline
             .feed(&self.rule, spike, rate, &emoji_rates, width_s);
         changed
+    }
+
+    /// Starts the stream over after a silence: ends its open moment, if any, and forgets its
+    /// baseline.
+    fn start_over(&mut self) -> Option<Moment> {
+        let ended = self.close();
+        self.baseline = Baseline::default();
+        ended
     }
 
     /// Ends the open moment, if any.

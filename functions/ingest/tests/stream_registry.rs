@@ -355,25 +355,13 @@ async fn admin_writes_to_a_mongodb_that_stops_answering_get_503_within_the_write
     }
 }
 
-/// Another ingest container on `setup`'s database and topic, trusting what it read of the
-/// registry for `ttl_ms`.
-async fn another_container(setup: &Setup, ttl_ms: &str) -> ingest::Ingest {
-    let settings = std::collections::HashMap::from([
-        ("KAFKA_BROKERS".to_owned(), servers().kafka_brokers.clone()),
-        ("MONGODB_URI".to_owned(), servers().mongodb_uri.clone()),
-        ("MONGODB_DATABASE".to_owned(), setup.database.clone()),
-        ("REACTION_TOPIC".to_owned(), setup.topic.clone()),
-        ("STREAM_CACHE_TTL_MS".to_owned(), ttl_ms.to_owned()),
-    ]);
-    let config = ingest::config::IngestConfig::from_settings(&settings).unwrap();
-    ingest::Ingest::new(config).await.unwrap()
-}
-
 #[tokio::test]
 async fn moderation_pauses_reactions_and_sends_the_streams_fair_use_limit_with_its_taps() {
     use reactions::message::VersionedMessage;
     let setup = setup_with(&[]).await;
-    let other = another_container(&setup, "1000").await;
+    let other = setup
+        .another_container(&[("STREAM_CACHE_TTL_MS", "1000")])
+        .await;
     let path = "/admin/streams/moderated";
     let (status, created) = call(
         &setup,

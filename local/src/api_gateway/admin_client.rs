@@ -70,6 +70,36 @@ pub enum CredentialsError {
     Insecure(String),
 }
 
+/// An environment variable, unless unset or empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+fn credentials_from_env() -> Result<Credentials, CredentialsError> {
+    match (
+        env_var("AWS_ACCESS_KEY_ID"),
+        env_var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(key), Some(secret)) => Ok(Credentials::new(
+            key,
+            secret,
+            env_var("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        )),
+        (Some(_), None) => Err(CredentialsError::Incomplete(
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        )),
+        (None, Some(_)) => Err(CredentialsError::Incomplete(
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+        )),
+        (None, None) => Err(CredentialsError::Missing),
+    }
+}
+
 /// The region in an `execute-api` endpoint's name (`abc123.execute-api.eu-west-1.amazonaws.com`).
 fn region_of_endpoint(base_url: &str) -> Option<&str> {
     let host = base_url.split("://").nth(1)?.split(['/', ':']).next()?;
@@ -112,26 +142,8 @@ impl AdminClient {
     /// API's name holds (or `AWS_REGION`): the console's signing helper against a deployed API,
     /// which refuses to start on credentials that could only earn a puzzling 403.
     pub fn for_administrator(base_url: &str) -> Result<Self, CredentialsError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let credentials = match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(key), Some(secret)) => {
-                Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment")
-            }
-            (Some(_), None) => {
-                return Err(CredentialsError::Incomplete(
-                    "AWS_ACCESS_KEY_ID",
-                    "AWS_SECRET_ACCESS_KEY",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(CredentialsError::Incomplete(
-                    "AWS_SECRET_ACCESS_KEY",
-                    "AWS_ACCESS_KEY_ID",
-                ));
-            }
-            (None, None) => return Err(CredentialsError::Missing),
-        };
-        let region = match (region_of_endpoint(base_url), var("AWS_REGION")) {
+        let credentials = credentials_from_env()?;
+        let region = match (region_of_endpoint(base_url), env_var("AWS_REGION")) {
             (Some(from_url), Some(from_env)) if from_url != from_env => {
                 return Err(CredentialsError::RegionMismatch {
                     from_url: from_url.to_owned(),
@@ -175,15 +187,12 @@ impl AdminClient {
     /// A client signing with the credentials in `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
     /// and `AWS_SESSION_TOKEN` for `AWS_REGION` (a deployed API), else with the local ones.
     pub fn from_env(base_url: &str) -> Self {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
-            (Some(key), Some(secret)) => {
-                let credentials =
-                    Credentials::new(key, secret, var("AWS_SESSION_TOKEN"), None, "environment");
-                let region = var("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
+        match credentials_from_env() {
+            Ok(credentials) => {
+                let region = env_var("AWS_REGION").unwrap_or_else(|| "us-east-1".to_owned());
                 Self::new(base_url, credentials, &region)
             }
-            _ => Self::local(base_url),
+            Err(_) => Self::local(base_url),
         }
     }
 

@@ -7,7 +7,6 @@
 //! loopback only. The local stack serves the same console and helper itself, signing as its
 //! operator (whose credentials are the local stack's well-known ones).
 
-use axum::Router;
 use clap::Parser;
 use emostream_local::admin_signer;
 use emostream_local::api_gateway::admin_client::AdminClient;
@@ -56,19 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = serde_json::json!({
         "apiUrl": api,
         "websocketUrl": cli.websocket,
-        "adminUrl": "/admin",
+        "adminUrl": admin_signer::PATH,
         "adminIdentity": format!("the credentials of access key {shown_key}… in the environment"),
     });
-    let router = Router::new()
-        .route(
-            "/config.json",
-            axum::routing::get(move || {
-                let config = config.clone();
-                async move { axum::Json(config) }
-            }),
-        )
-        .nest("/admin", admin_signer::router(admin))
-        .fallback_service(tower_http::services::ServeDir::new(&cli.web));
+    let router = admin_signer::site_with_helper(&cli.web, config, admin);
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     eprintln!(
         "broadcaster console: http://{}/console.html (admin calls signed for {api})",

@@ -371,28 +371,18 @@ impl LocalStack {
                 "signInUrl": demo_issuer.as_ref()
                     .map(|issuer| format!("{}/sign-in", issuer.issuer())),
                 // The console's admin calls go to the signing helper on this origin.
-                "adminUrl": "/admin",
+                "adminUrl": crate::admin_signer::PATH,
                 "adminIdentity": format!(
                     "arn:aws:iam::{}:user/{} (the local operator)",
                     crate::iam::LOCAL_ACCOUNT_ID,
                     crate::iam::OPERATOR
                 ),
             });
-            let router = Router::new()
-                .route(
-                    "/config.json",
-                    axum::routing::get(move || {
-                        let config = config.clone();
-                        async move { axum::Json(config) }
-                    }),
-                )
-                .nest(
-                    "/admin",
-                    crate::admin_signer::router(
-                        crate::api_gateway::admin_client::AdminClient::local(&http_url),
-                    ),
-                )
-                .fallback_service(tower_http::services::ServeDir::new(directory));
+            let router = crate::admin_signer::site_with_helper(
+                directory,
+                config,
+                crate::api_gateway::admin_client::AdminClient::local(&http_url),
+            );
             servers.push(serve(listener, router));
             web_url = Some(format!("http://{}/", url_host(address)));
         }

@@ -1,8 +1,8 @@
 //! The `streams` collection: the stream registry. One document per stream, keyed by its id,
 //! holding its title, status, emoji catalogue and moderation switches (`reactions_paused`,
-//! `fair_use_limit`; absent in documents written before they existed, which read as off). Admins write it (rarely); ingest reads one
-//! document per stream per cache period, and the public routes list the live ones through
-//! the `status` index.
+//! `fair_use_limit`; absent in documents written before they existed, which read as off).
+//! Admins write it (rarely); ingest reads one document per stream per cache period, and the
+//! public routes list the live ones through the `status` index.
 
 use super::{StoreError, is_duplicate_key, server};
 use crate::emoji::EmojiCatalogue;

@@ -19,6 +19,22 @@ pub struct Setup {
     pub topic: String,
     pub kafka: KafkaSettings,
     pub database: String,
+    /// The configuration the handler was built from.
+    pub settings: HashMap<String, String>,
+}
+
+impl Setup {
+    /// Another ingest container on the same servers, topic and database, with `overrides`
+    /// on top of this one's configuration.
+    pub async fn another_container(&self, overrides: &[(&str, &str)]) -> Ingest {
+        let mut settings = self.settings.clone();
+        for (k, v) in overrides {
+            settings.insert((*k).into(), (*v).into());
+        }
+        Ingest::new(IngestConfig::from_settings(&settings).unwrap())
+            .await
+            .unwrap()
+    }
 }
 
 /// An ingest handler on a fresh topic (3 partitions) and database, against `brokers` and
@@ -55,6 +71,7 @@ pub async fn setup_on(brokers: &str, mongodb_uri: &str, overrides: &[(&str, &str
         topic,
         kafka,
         database: mongo.database,
+        settings,
     }
 }
 
